@@ -1,0 +1,100 @@
+"""The one place that reads configuration: environment variables set by template.yaml (or the local stack)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+
+DEFAULT_MODELS = {
+    # Stronger model on review, cheaper one on tests and docs. Overridden by the template's parameters.
+    "review": "claude-sonnet-4-6",
+    "tests": "claude-haiku-4-5",
+    "docs": "claude-haiku-4-5",
+}
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or malformed: the message names the variable."""
+
+
+def _env(name: str, default: str | None = None) -> str:
+    value = os.environ.get(name, default)
+    if value is None or value == "":
+        raise ConfigError(f"environment variable {name} is not set")
+    return value
+
+
+def _int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+
+
+@dataclass(frozen=True)
+class Settings:
+    deliveries_table: str
+    state_table: str
+    results_table: str
+    ledger_table: str
+    pr_queue_url: str
+    jobs_queue_url: str
+    alert_topic_arn: str
+    webhook_secret_id: str
+    github_secret_id: str
+    anthropic_secret_id: str
+    github_api_url: str = "https://api.github.com"
+    daily_budget_usd: float = 10.0
+    pr_budget_usd: float = 2.0
+    budget_timezone: str = "UTC"
+    max_files: int = 300
+    max_file_bytes: int = 200_000
+    agents: tuple[str, ...] = ("review", "tests", "docs")
+    models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    delivery_ttl_days: int = 7
+    secrets_max_age: int = 300
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """Settings from the environment, read once per Lambda container (call settings.cache_clear() in tests)."""
+    return Settings(
+        deliveries_table=_env("DELIVERIES_TABLE"),
+        state_table=_env("STATE_TABLE"),
+        results_table=_env("RESULTS_TABLE"),
+        ledger_table=_env("LEDGER_TABLE"),
+        pr_queue_url=_env("PR_QUEUE_URL"),
+        jobs_queue_url=_env("JOBS_QUEUE_URL"),
+        alert_topic_arn=_env("ALERT_TOPIC_ARN"),
+        webhook_secret_id=_env("WEBHOOK_SECRET_ID"),
+        github_secret_id=_env("GITHUB_SECRET_ID"),
+        anthropic_secret_id=_env("ANTHROPIC_SECRET_ID"),
+        github_api_url=_env("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
+        daily_budget_usd=_float("DAILY_BUDGET_USD", 10.0),
+        pr_budget_usd=_float("PR_BUDGET_USD", 2.0),
+        budget_timezone=_env("BUDGET_TIMEZONE", "UTC"),
+        max_files=_int("MAX_FILES", 300),
+        max_file_bytes=_int("MAX_FILE_BYTES", 200_000),
+        agents=tuple(a.strip() for a in _env("AGENTS", "review,tests,docs").split(",") if a.strip()),
+        models={
+            "review": _env("REVIEW_MODEL", DEFAULT_MODELS["review"]),
+            "tests": _env("TESTS_MODEL", DEFAULT_MODELS["tests"]),
+            "docs": _env("DOCS_MODEL", DEFAULT_MODELS["docs"]),
+        },
+        delivery_ttl_days=_int("DELIVERY_TTL_DAYS", 7),
+        secrets_max_age=_int("SECRETS_MAX_AGE", 300),
+    )

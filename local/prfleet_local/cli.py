@@ -1,0 +1,4 @@
+"""The `prfleet` command (placeholder until the local stack lands)."""
+
+def main() -> int:
+    return 0
