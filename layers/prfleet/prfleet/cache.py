@@ -1,0 +1,39 @@
+"""Result cache: an unchanged file (same git blob) is never paid for twice by the same agent, model and prompt."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from prfleet.aws import client
+from prfleet.config import settings
+
+CACHE_TTL = 90 * 86400
+
+
+def cache_key(blob_sha: str, agent: str, model: str, prompt_version: str) -> str:
+    """Keyed by content, not path or head: force-pushes and renames of identical content hit the cache."""
+    return hashlib.sha256("|".join([blob_sha, agent, model, prompt_version]).encode()).hexdigest()
+
+
+def get(key: str) -> dict[str, Any] | None:
+    reply = client("dynamodb").get_item(TableName=settings().results_table, Key={"cache_key": {"S": key}})
+    item = reply.get("Item")
+    if not item:
+        return None
+    return json.loads(item["result"]["S"])
+
+
+def put(key: str, result: dict[str, Any], *, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    client("dynamodb").put_item(
+        TableName=settings().results_table,
+        Item={
+            "cache_key": {"S": key},
+            "result": {"S": json.dumps(result, separators=(",", ":"))},
+            "stored_at": {"N": str(int(now))},
+            "expires_at": {"N": str(int(now) + CACHE_TTL)},
+        },
+    )

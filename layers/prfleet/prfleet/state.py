@@ -1,0 +1,387 @@
+"""PR state in DynamoDB: the current head of each PR, one record per head (plan and fan-in), runs, deferred jobs.
+
+Keys (StateTable, pk/sk):
+  PR#<repo>#<n> / HEAD            current head sha of the PR (latest head wins)
+  PR#<repo>#<n> / SHA#<sha>       planned job count, finished and deferred job id sets, check run id, post claims
+  PR#<repo>#<n> / RUN#<sha>#<id>  one agent run: status, findings, usage, cost, heartbeat (updated_at)
+  PR#<repo>#<n> / POSTED          fingerprints of findings already posted on this PR (no duplicates across heads)
+  DEFERRED / <ts>#<job id>        a job refused by the budget, re-queued by the sweeper after the reset
+Runs in progress carry status=running and sit in the `status-index` GSI, so the sweeper finds stuck ones cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from prfleet.aws import client
+from prfleet.config import settings
+from prfleet.jobs import FileJob, pr_key
+
+FINAL = frozenset({"succeeded", "partial", "failed", "cached", "superseded", "skipped"})
+RUN_TTL = 30 * 86400
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _item(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(v) for k, v in values.items() if v is not None}
+
+
+def _plain(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    if item is None:
+        return None
+    out = {k: _de.deserialize(v) for k, v in item.items()}
+    for k, v in out.items():
+        if hasattr(v, "as_integer_ratio") and not isinstance(v, int | float):  # Decimal -> int/float
+            out[k] = int(v) if v == int(v) else float(v)
+    return out
+
+
+def _table() -> str:
+    return settings().state_table
+
+
+def _is_conditional(exc: ClientError) -> bool:
+    return exc.response["Error"]["Code"] in ("ConditionalCheckFailedException", "TransactionCanceledException")
+
+
+# ---------------------------------------------------------------- heads
+def set_head(repo: str, number: int, head_sha: str, *, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    client("dynamodb").put_item(
+        TableName=_table(),
+        Item=_item({"pk": pr_key(repo, number), "sk": "HEAD", "head_sha": head_sha, "updated_at": int(now)}),
+    )
+
+
+def current_head(repo: str, number: int) -> str | None:
+    reply = client("dynamodb").get_item(
+        TableName=_table(), Key=_item({"pk": pr_key(repo, number), "sk": "HEAD"}), ConsistentRead=True
+    )
+    item = _plain(reply.get("Item"))
+    return item["head_sha"] if item else None
+
+
+@dataclass
+class HeadRecord:
+    repo: str
+    number: int
+    head_sha: str
+    planned: int = 0
+    done_ids: set[str] = field(default_factory=set)
+    deferred_ids: set[str] = field(default_factory=set)
+    counts: dict[str, int] = field(default_factory=dict)
+    check_run_id: int | None = None
+    posted: str | None = None
+    repo_config: str | None = None
+    skipped_files: list[dict[str, str]] = field(default_factory=list)
+    installation_id: int | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every planned job has an outcome (deferred ones included)."""
+        return self.planned > 0 and len(self.done_ids | self.deferred_ids) >= self.planned
+
+    @property
+    def final(self) -> bool:
+        return self.planned > 0 and len(self.done_ids) >= self.planned
+
+    @property
+    def waiting_on_budget(self) -> int:
+        return len(self.deferred_ids - self.done_ids)
+
+
+def _head_record(item: dict[str, Any]) -> HeadRecord:
+    repo, number = item["pk"].split("#", 1)[1].rsplit("#", 1)
+    return HeadRecord(
+        repo=repo,
+        number=int(number),
+        head_sha=item["sk"][4:],
+        planned=int(item.get("planned", 0)),
+        done_ids=set(item.get("done_ids", set())) - {"-"},
+        deferred_ids=set(item.get("deferred_ids", set())) - {"-"},
+        counts={k[2:]: int(v) for k, v in item.items() if k.startswith("n_")},
+        check_run_id=item.get("check_run_id"),
+        posted=item.get("posted"),
+        repo_config=item.get("repo_config"),
+        skipped_files=json.loads(item.get("skipped_files", "[]")),
+        installation_id=item.get("installation_id"),
+    )
+
+
+def record_plan(
+    repo: str,
+    number: int,
+    head_sha: str,
+    *,
+    planned: int,
+    skipped_files: list[dict[str, str]],
+    repo_config: str | None,
+    check_run_id: int | None,
+    installation_id: int | None,
+    now: float | None = None,
+) -> None:
+    """Record how many jobs a head has, once: a redelivered PR job does not reset the fan-in."""
+    now = time.time() if now is None else now
+    try:
+        client("dynamodb").put_item(
+            TableName=_table(),
+            Item=_item(
+                {
+                    "pk": pr_key(repo, number),
+                    "sk": f"SHA#{head_sha}",
+                    "planned": planned,
+                    "skipped_files": json.dumps(skipped_files),
+                    "repo_config": repo_config,
+                    "check_run_id": check_run_id,
+                    "installation_id": installation_id,
+                    "created_at": int(now),
+                    "expires_at": int(now) + RUN_TTL,
+                }
+            ),
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    except ClientError as exc:
+        if not _is_conditional(exc):
+            raise
+
+
+def head_record(repo: str, number: int, head_sha: str) -> HeadRecord | None:
+    reply = client("dynamodb").get_item(
+        TableName=_table(), Key=_item({"pk": pr_key(repo, number), "sk": f"SHA#{head_sha}"}), ConsistentRead=True
+    )
+    item = _plain(reply.get("Item"))
+    return _head_record(item) if item else None
+
+
+def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
+    """Count one job's outcome into its head, idempotently (a redelivered job is not counted twice).
+
+    Returns the head record after the update, or None when this outcome was already counted.
+    """
+    is_final = outcome in FINAL
+    set_name = "done_ids" if is_final else "deferred_ids"
+    try:
+        reply = client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_item({"pk": job.pr_key, "sk": f"SHA#{job.head_sha}"}),
+            UpdateExpression=f"ADD {set_name} :id, #n :one",
+            ConditionExpression=f"attribute_exists(pk) AND NOT contains({set_name}, :jid)",
+            ExpressionAttributeNames={"#n": f"n_{job.agent}_{outcome}"},
+            ExpressionAttributeValues={":id": {"SS": [job.job_id]}, ":jid": {"S": job.job_id}, ":one": {"N": "1"}},
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            return None
+        raise
+    return _head_record(_plain(reply["Attributes"]))
+
+
+def claim_post(record: HeadRecord) -> str | None:
+    """Let exactly one worker post for a head: 'final' when all jobs ran, 'partial' when some wait on the budget."""
+    if record.final:
+        want = "final"
+        condition = "(attribute_not_exists(posted) OR posted = :partial) AND size(done_ids) >= :planned"
+        values = {":want": want, ":partial": "partial", ":planned": record.planned}
+    elif record.complete and record.posted is None:
+        want, condition, values = "partial", "attribute_not_exists(posted)", {":want": "partial"}
+    else:
+        return None
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_item({"pk": pr_key(record.repo, record.number), "sk": f"SHA#{record.head_sha}"}),
+            UpdateExpression="SET posted = :want",
+            ConditionExpression=condition,
+            ExpressionAttributeValues=_item(values),
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            return None
+        raise
+    return want
+
+
+# ---------------------------------------------------------------- runs
+def run_key(job: FileJob) -> dict[str, Any]:
+    return _item({"pk": job.pr_key, "sk": f"RUN#{job.head_sha}#{job.job_id}"})
+
+
+def start_run(job: FileJob, run_id: str, model: str, *, now: float | None = None) -> None:
+    now = time.time() if now is None else now
+    client("dynamodb").put_item(
+        TableName=_table(),
+        Item=_item(
+            {
+                "pk": job.pr_key,
+                "sk": f"RUN#{job.head_sha}#{job.job_id}",
+                "run_id": run_id,
+                "job": job.to_message(),
+                "repo": job.repo,
+                "path": job.path,
+                "agent": job.agent,
+                "model": model,
+                "status": "running",
+                "created_at": int(now),
+                "updated_at": int(now),
+                "expires_at": int(now) + RUN_TTL,
+            }
+        ),
+    )
+
+
+def heartbeat(job: FileJob, *, now: float | None = None) -> None:
+    """Keep a running run out of the stuck sweep."""
+    now = time.time() if now is None else now
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=run_key(job),
+        UpdateExpression="SET updated_at = :t",
+        ConditionExpression="#s = :running",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":t": {"N": str(int(now))}, ":running": {"S": "running"}},
+    )
+
+
+def finish_run(job: FileJob, run_id: str, status: str, values: dict[str, Any], *, now: float | None = None) -> None:
+    """Store a run's outcome (findings as JSON); only status=running carries the GSI attribute semantics."""
+    now = time.time() if now is None else now
+    item = {
+        "pk": job.pr_key,
+        "sk": f"RUN#{job.head_sha}#{job.job_id}",
+        "run_id": run_id,
+        "job": job.to_message(),
+        "repo": job.repo,
+        "path": job.path,
+        "agent": job.agent,
+        "status": status,
+        "updated_at": int(now),
+        "expires_at": int(now) + RUN_TTL,
+        **values,
+    }
+    item.setdefault("created_at", int(now))
+    client("dynamodb").put_item(TableName=_table(), Item=_item(item))
+
+
+def get_run(job: FileJob) -> dict[str, Any] | None:
+    reply = client("dynamodb").get_item(TableName=_table(), Key=run_key(job), ConsistentRead=True)
+    return _plain(reply.get("Item"))
+
+
+def runs_of_head(repo: str, number: int, head_sha: str) -> list[dict[str, Any]]:
+    return _query(
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+        ExpressionAttributeValues=_item({":pk": pr_key(repo, number), ":prefix": f"RUN#{head_sha}#"}),
+    )
+
+
+def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
+    return _query(
+        IndexName="status-index",
+        KeyConditionExpression="#s = :s AND updated_at < :t",
+        ExpressionAttributeNames={"#s": "status"},
+        ExpressionAttributeValues={":s": {"S": status}, ":t": {"N": str(int(older_than))}},
+    )
+
+
+def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> bool:
+    """Move a running run to `stuck` unless it moved on meanwhile (conditional on its last heartbeat)."""
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_item({"pk": item["pk"], "sk": item["sk"]}),
+            UpdateExpression="SET #s = :stuck, updated_at = :now, error = :reason",
+            ConditionExpression="#s = :running AND updated_at = :seen",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=_item(
+                {":stuck": "stuck", ":now": int(now), ":reason": reason, ":running": "running", ":seen": item["updated_at"]}
+            ),
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            return False
+        raise
+    return True
+
+
+def _query(**kwargs: Any) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    paginator = client("dynamodb").get_paginator("query")
+    for page in paginator.paginate(TableName=_table(), **kwargs):
+        out.extend(_plain(i) for i in page.get("Items", []))
+    return out
+
+
+# ---------------------------------------------------------------- posted fingerprints
+def posted_fingerprints(repo: str, number: int) -> set[str]:
+    reply = client("dynamodb").get_item(
+        TableName=_table(), Key=_item({"pk": pr_key(repo, number), "sk": "POSTED"}), ConsistentRead=True
+    )
+    item = _plain(reply.get("Item")) or {}
+    return set(item.get("fingerprints", set()))
+
+
+def add_posted_fingerprints(repo: str, number: int, fingerprints: set[str]) -> None:
+    if not fingerprints:
+        return
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=_item({"pk": pr_key(repo, number), "sk": "POSTED"}),
+        UpdateExpression="ADD fingerprints :f",
+        ExpressionAttributeValues={":f": {"SS": sorted(fingerprints)}},
+    )
+
+
+# ---------------------------------------------------------------- deferred jobs
+def defer(job: FileJob, *, day: str, reason: str, now: float | None = None) -> None:
+    """Keep a job the budget refused; the sweeper re-queues it after the reset (oldest first)."""
+    now = time.time() if now is None else now
+    client("dynamodb").put_item(
+        TableName=_table(),
+        Item=_item(
+            {
+                "pk": "DEFERRED",
+                "sk": f"{now:017.6f}#{job.job_id}",
+                "job": job.to_message(),
+                "day": day,
+                "reason": reason,
+                "repo": job.repo,
+                "path": job.path,
+                "agent": job.agent,
+                "created_at": int(now),
+            }
+        ),
+    )
+
+
+def deferred_jobs(limit: int = 100) -> list[dict[str, Any]]:
+    reply = client("dynamodb").query(
+        TableName=_table(),
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "DEFERRED"}},
+        Limit=limit,
+        ScanIndexForward=True,
+    )
+    return [_plain(i) for i in reply.get("Items", [])]
+
+
+def drop_deferred(sk: str) -> bool:
+    """Remove a deferred entry once; False if another sweeper already took it."""
+    try:
+        client("dynamodb").delete_item(
+            TableName=_table(),
+            Key=_item({"pk": "DEFERRED", "sk": sk}),
+            ConditionExpression="attribute_exists(pk)",
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            return False
+        raise
+    return True
