@@ -1,0 +1,214 @@
+"""Structured findings: what an agent reports through the report_findings tool, validated before we trust it.
+
+The model's report is untrusted input like everything else it produces, so it is checked field by field and the
+errors are phrased for the model: an invalid report gets one corrective turn with these messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
+MAX_FINDINGS = 50
+MAX_TITLE = 200
+MAX_BODY = 4000
+MAX_SUGGESTION = 4000
+_CATEGORY_RE = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+# The JSON schema of report_findings' input (also given to the model as the tool's input_schema).
+REPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "findings": {
+            "type": "array",
+            "maxItems": MAX_FINDINGS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "path": {"type": "string", "description": "Path of the file, exactly as under review."},
+                    "line": {
+                        "type": "integer",
+                        "minimum": 1,
+                        "description": "Line number on the NEW side of the diff (the file at the head SHA).",
+                    },
+                    "severity": {"type": "string", "enum": list(SEVERITIES)},
+                    "category": {
+                        "type": "string",
+                        "description": "Lower-case kebab-case, e.g. bug, security, error-handling, tests, docs, "
+                        "prompt-injection.",
+                    },
+                    "title": {"type": "string", "maxLength": MAX_TITLE},
+                    "body": {"type": "string", "maxLength": MAX_BODY},
+                    "suggestion": {
+                        "type": "string",
+                        "maxLength": MAX_SUGGESTION,
+                        "description": "Optional replacement for the line(s), applied as a GitHub suggestion.",
+                    },
+                },
+                "required": ["path", "line", "severity", "category", "title", "body"],
+                "additionalProperties": False,
+            },
+        },
+        "summary": {"type": "string", "maxLength": 2000, "description": "One paragraph about the file."},
+    },
+    "required": ["findings"],
+    "additionalProperties": False,
+}
+
+
+class InvalidReport(ValueError):
+    """A report_findings payload that does not match the schema; `errors` lists each problem for the model."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("; ".join(errors))
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One review comment anchored to a line on the new side of the diff."""
+
+    path: str
+    line: int
+    severity: str
+    category: str
+    title: str
+    body: str
+    suggestion: str | None = None
+    agent: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (stored in the results cache and the run record)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Finding:
+        """Inverse of to_dict; unknown keys are ignored so older records still load."""
+        return cls(
+            path=str(data["path"]),
+            line=int(data["line"]),
+            severity=str(data["severity"]),
+            category=str(data["category"]),
+            title=str(data["title"]),
+            body=str(data["body"]),
+            suggestion=data.get("suggestion"),
+            agent=str(data.get("agent", "")),
+        )
+
+    def fingerprint(self, code_line: str) -> str:
+        """Stable identity of this finding across pushes: survives line shifts, not edits of the line."""
+        return fingerprint(self.agent, self.path, self.title, code_line)
+
+
+def normalise_code_line(line: str) -> str:
+    """Whitespace-insensitive form of a code line, so re-indentation does not change a fingerprint."""
+    return " ".join(line.split())
+
+
+def fingerprint(agent: str, path: str, rule: str, code_line: str) -> str:
+    """Hex digest of (agent, path, rule/title, normalised code line); line numbers are left out on purpose."""
+    key = "\x1f".join([agent, path, " ".join(rule.lower().split()), normalise_code_line(code_line)])
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def _check_str(item: Mapping[str, Any], key: str, where: str, errors: list[str], *, limit: int) -> str | None:
+    value = item.get(key)
+    if not isinstance(value, str) or not value.strip():
+        errors.append(f"{where}.{key} must be a non-empty string")
+        return None
+    if len(value) > limit:
+        errors.append(f"{where}.{key} is {len(value)} characters; the limit is {limit}")
+        return None
+    return value
+
+
+def validate_report(
+    payload: object,
+    *,
+    agent: str,
+    allowed_paths: Collection[str] | None = None,
+    line_counts: Mapping[str, int] | None = None,
+) -> tuple[list[Finding], str | None]:
+    """Check a report_findings input and turn it into Findings (and the optional summary).
+
+    `allowed_paths` restricts which files may be commented on; `line_counts` bounds line numbers per path.
+    Raises InvalidReport listing every problem, so one corrective turn can fix them all.
+    """
+    if not isinstance(payload, Mapping):
+        raise InvalidReport(["the input must be a JSON object with a 'findings' array"])
+    errors: list[str] = []
+    extra = sorted(set(payload) - {"findings", "summary"})
+    if extra:
+        errors.append(f"unexpected top-level field(s): {', '.join(extra)}")
+    summary = payload.get("summary")
+    if summary is not None and not isinstance(summary, str):
+        errors.append("summary must be a string")
+        summary = None
+    items = payload.get("findings")
+    if not isinstance(items, list):
+        errors.append("findings must be an array (use [] when there is nothing to report)")
+        raise InvalidReport(errors)
+    if len(items) > MAX_FINDINGS:
+        errors.append(
+            f"findings has {len(items)} items; report at most {MAX_FINDINGS}, the most important first"
+        )
+    findings: list[Finding] = []
+    allowed = set(allowed_paths) if allowed_paths is not None else None
+    required = ("path", "line", "severity", "category", "title", "body")
+    for i, item in enumerate(items[:MAX_FINDINGS]):
+        where = f"findings[{i}]"
+        if not isinstance(item, Mapping):
+            errors.append(f"{where} must be an object")
+            continue
+        before = len(errors)
+        missing = [k for k in required if k not in item]
+        if missing:
+            errors.append(f"{where} lacks required field(s): {', '.join(missing)}")
+        unknown = sorted(set(item) - set(required) - {"suggestion"})
+        if unknown:
+            errors.append(f"{where} has unknown field(s): {', '.join(unknown)}")
+        path = _check_str(item, "path", where, errors, limit=1000) if "path" in item else None
+        if path is not None and allowed is not None and path not in allowed:
+            errors.append(
+                f"{where}.path {path!r} is not a file under review (allowed: {', '.join(sorted(allowed))})"
+            )
+        line = item.get("line")
+        if "line" in item:
+            if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+                errors.append(f"{where}.line must be an integer >= 1 (a line on the new side of the diff)")
+            elif path is not None and line_counts is not None and path in line_counts:
+                if line > max(line_counts[path], 1):
+                    errors.append(
+                        f"{where}.line {line} is past the end of {path} ({line_counts[path]} lines)"
+                    )
+        severity = item.get("severity")
+        if "severity" in item and severity not in SEVERITIES:
+            errors.append(f"{where}.severity {severity!r} must be one of: {', '.join(SEVERITIES)}")
+        category = item.get("category")
+        if "category" in item and (not isinstance(category, str) or not _CATEGORY_RE.match(category)):
+            errors.append(f"{where}.category must be lower-case kebab-case like 'bug' or 'error-handling'")
+        title = _check_str(item, "title", where, errors, limit=MAX_TITLE) if "title" in item else None
+        body = _check_str(item, "body", where, errors, limit=MAX_BODY) if "body" in item else None
+        suggestion = item.get("suggestion")
+        if suggestion is not None and (not isinstance(suggestion, str) or len(suggestion) > MAX_SUGGESTION):
+            errors.append(f"{where}.suggestion must be a string of at most {MAX_SUGGESTION} characters")
+        if len(errors) == before and path and title and body:
+            findings.append(
+                Finding(
+                    path=path,
+                    line=int(line),  # type: ignore[arg-type]
+                    severity=str(severity),
+                    category=str(category),
+                    title=title.strip(),
+                    body=body.strip(),
+                    suggestion=suggestion,
+                    agent=agent,
+                )
+            )
+    if errors:
+        raise InvalidReport(errors)
+    return findings, summary
