@@ -1,0 +1,471 @@
+"""Pure review rendering: which findings go inline, which into the body, what the check run says.
+
+Nothing here talks to GitHub; `prfleet.github` posts what this module plans. Findings may be
+`prfleet.findings.Finding` objects or plain dicts with the same keys (as stored in the state table), so this
+module only relies on the tiny `FindingLike` protocol below.
+
+GitHub facts used here:
+- Review, review comment and issue comment bodies are rejected above 65,536 characters
+  ("body is too long (maximum is 65536 characters)", a 422; see
+  https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request and the same limit on
+  https://docs.github.com/en/rest/issues/comments#create-an-issue-comment).
+- An inline review comment must sit on a line that is part of the diff (`line` + `side`); see
+  https://docs.github.com/en/rest/pulls/comments#create-a-review-comment-for-a-pull-request.
+- Check run annotations: at most 50 per request; more need successive updates, which append; see
+  https://docs.github.com/en/rest/checks/runs#update-a-check-run (`output.annotations`).
+- GitHub documents no hard number of comments per review, but creating content quickly triggers secondary
+  rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits);
+  we cap inline comments per review at MAX_COMMENTS and fold the rest into the body.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
+MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
+MAX_ANNOTATIONS_PER_REQUEST = 50  # https://docs.github.com/en/rest/checks/runs#update-a-check-run
+MAX_ANNOTATION_MESSAGE = 64 * 1024  # "message ... Maximum 64 KB" on the same page
+MAX_ANNOTATION_TITLE = 255
+
+SUMMARY_MARKER = "<!-- prfleet:summary -->"
+REVIEW_MARKER = "<!-- prfleet:review -->"
+_FP_RE = re.compile(r"<!--\s*prfleet:fp=([0-9a-fA-F]+)\s*-->")
+_HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
+
+SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
+_SEVERITY_ICON = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
+_ANNOTATION_LEVEL = {
+    "critical": "failure",
+    "high": "failure",
+    "medium": "warning",
+    "low": "notice",
+    "info": "notice",
+}
+_COUNT_KEYS = (
+    "findings",
+    "cost_micros",
+    "succeeded",
+    "partial",
+    "failed",
+    "cached",
+    "deferred",
+    "skipped",
+    "superseded",
+)
+
+
+@runtime_checkable
+class FindingLike(Protocol):
+    """What a finding must offer; `prfleet.findings.Finding` fits (its fingerprint is a method)."""
+
+    path: str
+    line: int
+    severity: str
+    category: str
+    title: str
+    body: str
+    suggestion: str | None
+    agent: str
+
+
+def _get(f: Any, name: str, default: Any = None) -> Any:
+    if isinstance(f, Mapping):
+        return f.get(name, default)
+    return getattr(f, name, default)
+
+
+# --- diff parsing ---
+
+
+def diff_line_map(patch: str | None) -> dict[int, str]:
+    """New-side (RIGHT) line numbers that are part of the diff -> their text (added or context lines).
+
+    GitHub's `patch` field starts at the first `@@` hunk header; `---`/`+++` headers are tolerated.
+    """
+    out: dict[int, str] = {}
+    if not patch:
+        return out
+    new_no = 0
+    remaining_old = remaining_new = 0
+    in_hunk = False
+    for raw in patch.splitlines():
+        m = _HUNK_RE.match(raw)
+        if m:
+            new_no = int(m.group(3))
+            remaining_old = int(m.group(2)) if m.group(2) is not None else 1
+            remaining_new = int(m.group(4)) if m.group(4) is not None else 1
+            in_hunk = True
+            continue
+        if not in_hunk:
+            continue
+        if raw.startswith("\\"):  # "\ No newline at end of file"
+            continue
+        if remaining_old <= 0 and remaining_new <= 0:
+            in_hunk = False  # trailing text after a complete hunk (e.g. a following file header)
+            continue
+        tag, text = (raw[:1], raw[1:]) if raw else (" ", "")
+        if tag == "+":
+            out[new_no] = text
+            new_no += 1
+            remaining_new -= 1
+        elif tag == "-":
+            remaining_old -= 1
+        elif tag == " ":
+            out[new_no] = text
+            new_no += 1
+            remaining_new -= 1
+            remaining_old -= 1
+        else:
+            in_hunk = False
+    return out
+
+
+def diff_lines(patch: str | None) -> set[int]:
+    """The set of RIGHT-side line numbers an inline comment may use."""
+    return set(diff_line_map(patch))
+
+
+# --- fingerprints ---
+
+
+def fingerprint_of(f: Any, code_line: str = "") -> str:
+    """A finding's fingerprint: its `fingerprint` string, its `fingerprint(code_line)` method, or derived.
+
+    The derived form mirrors prfleet.findings.fingerprint (agent, path, title, normalised code line).
+    """
+    fp = _get(f, "fingerprint")
+    if isinstance(fp, str) and fp:
+        return fp
+    if callable(fp):
+        return str(fp(code_line))
+    key = "\x1f".join(
+        [
+            str(_get(f, "agent", "") or ""),
+            str(_get(f, "path", "") or ""),
+            " ".join(str(_get(f, "title", "") or "").lower().split()),
+            " ".join(code_line.split()),
+        ]
+    )
+    return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+
+
+def fp_marker(fp: str) -> str:
+    """Hidden marker carried by every posted finding so later heads can recognise it."""
+    return f"<!-- prfleet:fp={fp} -->"
+
+
+def posted_fingerprints(items: Iterable[Any]) -> set[str]:
+    """Fingerprints found in review comments, reviews or plain bodies (dicts with `body`, or strings)."""
+    found: set[str] = set()
+    for item in items:
+        body = item if isinstance(item, str) else _get(item, "body")
+        if body:
+            found.update(m.lower() for m in _FP_RE.findall(str(body)))
+    return found
+
+
+# --- the review plan ---
+
+
+@dataclass
+class ReviewPlan:
+    """What to post for one head: the review (body + inline comments) and the summary comment."""
+
+    body: str
+    comments: list[dict[str, Any]]
+    folded: list[Any] = field(default_factory=list)  # findings placed in the body instead of inline
+    skipped_duplicates: list[Any] = field(default_factory=list)  # already posted on an earlier head
+    omitted: list[Any] = field(default_factory=list)  # did not fit in the body limit at all
+    summary: str = ""  # the issue comment edited in place (starts with SUMMARY_MARKER)
+    fingerprints: set[str] = field(default_factory=set)  # fingerprints this plan posts (inline + folded)
+
+    @property
+    def empty(self) -> bool:
+        """True when the review would say nothing new."""
+        return not self.comments and not self.folded
+
+
+def _truncate(text: str, limit: int, note: str = "\n\n… (truncated)") -> str:
+    if len(text) <= limit:
+        return text
+    return text[: max(0, limit - len(note))] + note
+
+
+def _severity(f: Any) -> str:
+    s = str(_get(f, "severity", "info") or "info").lower()
+    return s if s in SEVERITY_ORDER else "info"
+
+
+def _sort_key(f: Any) -> tuple[int, str, int]:
+    return (SEVERITY_ORDER[_severity(f)], str(_get(f, "path", "")), int(_get(f, "line", 0) or 0))
+
+
+def _comment_body(f: Any, fp: str, *, max_body: int) -> str:
+    sev = _severity(f)
+    head = (
+        f"{_SEVERITY_ICON[sev]} **{sev}** · {_get(f, 'category', '') or 'general'} · _{_get(f, 'agent', '')}_"
+    )
+    parts = [head, f"**{str(_get(f, 'title', '')).strip()}**", str(_get(f, "body", "") or "").strip()]
+    suggestion = _get(f, "suggestion")
+    if suggestion:
+        parts.append(f"```suggestion\n{str(suggestion).rstrip()}\n```")
+    marker = fp_marker(fp)
+    text = "\n\n".join(p for p in parts if p)
+    return _truncate(text, max_body - len(marker) - 1) + "\n" + marker
+
+
+def _folded_entry(f: Any, fp: str, reason: str) -> str:
+    sev = _severity(f)
+    where = f"`{_get(f, 'path', '')}:{_get(f, 'line', '')}`"
+    body = str(_get(f, "body", "") or "").strip().replace("\n", "\n  ")
+    lines = [
+        f"- {_SEVERITY_ICON[sev]} **{sev}** {where} — **{str(_get(f, 'title', '')).strip()}** "
+        f"(_{_get(f, 'agent', '')}_, {reason})",
+    ]
+    if body:
+        lines.append(f"  {body}")
+    suggestion = _get(f, "suggestion")
+    if suggestion:
+        lines.append(
+            "  Suggested change:\n  ```\n  " + str(suggestion).rstrip().replace("\n", "\n  ") + "\n  ```"
+        )
+    lines.append(f"  {fp_marker(fp)}")
+    return "\n".join(lines)
+
+
+def _usd(micros: int) -> str:
+    return f"${micros / 1_000_000:.4f}"
+
+
+def _rows(summary_rows: Mapping[str, Any] | Sequence[Any] | None) -> list[tuple[str, dict[str, int]]]:
+    """Normalise {agent: row} or [row-with-agent] into sorted (agent, counts) pairs."""
+    if not summary_rows:
+        return []
+    items: list[tuple[str, Any]]
+    if isinstance(summary_rows, Mapping):
+        items = [(str(k), v) for k, v in summary_rows.items()]
+    else:
+        items = [(str(_get(r, "agent", "?")), r) for r in summary_rows]
+    out = []
+    for agent, row in items:
+        out.append((agent, {k: int(_get(row, k, 0) or 0) for k in _COUNT_KEYS}))
+    return sorted(out)
+
+
+def summary_table(summary_rows: Mapping[str, Any] | Sequence[Any] | None) -> str:
+    """Markdown table: per agent findings, cost, and cached / deferred / skipped / superseded counts."""
+    rows = _rows(summary_rows)
+    if not rows:
+        return "_No agent ran on this head._"
+    lines = [
+        "| agent | runs | findings | cost | cached | deferred | skipped | superseded | failed |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    total = dict.fromkeys(_COUNT_KEYS, 0)
+    for agent, c in rows:
+        for k in _COUNT_KEYS:
+            total[k] += c[k]
+        runs = c["succeeded"] + c["partial"] + c["failed"]
+        lines.append(
+            f"| {agent} | {runs} | {c['findings']} | {_usd(c['cost_micros'])} | {c['cached']} | "
+            f"{c['deferred']} | "
+            f"{c['skipped']} | {c['superseded']} | {c['failed']} |"
+        )
+    if len(rows) > 1:
+        runs = total["succeeded"] + total["partial"] + total["failed"]
+        lines.append(
+            f"| **total** | {runs} | {total['findings']} | {_usd(total['cost_micros'])} | "
+            f"{total['cached']} | "
+            f"{total['deferred']} | {total['skipped']} | {total['superseded']} | {total['failed']} |"
+        )
+    return "\n".join(lines)
+
+
+def _skipped_section(skipped_files: Sequence[Any] | None, limit: int = 50) -> str:
+    if not skipped_files:
+        return ""
+    lines = [f"<details><summary>{len(skipped_files)} file(s) not reviewed</summary>\n"]
+    for s in list(skipped_files)[:limit]:
+        lines.append(f"- `{_get(s, 'path', s)}`: {_get(s, 'reason', '') if not isinstance(s, str) else ''}")
+    if len(skipped_files) > limit:
+        lines.append(f"- … and {len(skipped_files) - limit} more")
+    lines.append("\n</details>")
+    return "\n".join(lines)
+
+
+def build_review(
+    findings: Iterable[Any],
+    patches_by_path: Mapping[str, str | None],
+    summary_rows: Mapping[str, Any] | Sequence[Any] | None = None,
+    *,
+    already_posted: set[str] | frozenset[str] = frozenset(),
+    max_comments: int = MAX_COMMENTS,
+    max_body: int = MAX_BODY,
+    skipped_files: Sequence[Any] | None = None,
+    inline: bool = True,
+    head_sha: str | None = None,
+) -> ReviewPlan:
+    """Plan one COMMENT review: inline comments only on diff lines, everything else folded into the body.
+
+    Findings whose fingerprint is in `already_posted` (or repeated within this batch) are skipped, most severe
+    first get inline slots, and the body is kept under `max_body` (overflowing findings go to `omitted`).
+    `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment).
+    """
+    line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
+    seen = {fp.lower() for fp in already_posted}
+    comments: list[dict[str, Any]] = []
+    folded: list[tuple[Any, str, str]] = []
+    duplicates: list[Any] = []
+    for f in sorted(findings, key=_sort_key):
+        path = str(_get(f, "path", ""))
+        line = int(_get(f, "line", 0) or 0)
+        lines = line_maps.get(path, {})
+        fp = fingerprint_of(f, lines.get(line, "")).lower()
+        if fp in seen:
+            duplicates.append(f)
+            continue
+        seen.add(fp)
+        if not inline:
+            folded.append((f, fp, "inline comments were refused"))
+        elif path not in line_maps:
+            folded.append((f, fp, "file not in the diff"))
+        elif line not in lines:
+            folded.append((f, fp, "line not in the diff"))
+        elif len(comments) >= max_comments:
+            folded.append((f, fp, f"over {max_comments} inline comments"))
+        else:
+            comments.append(
+                {"path": path, "line": line, "side": "RIGHT", "body": _comment_body(f, fp, max_body=max_body)}
+            )
+
+    table = summary_table(summary_rows)
+    skipped_text = _skipped_section(skipped_files)
+    total = len(comments) + len(folded)
+    head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
+    intro = f"{total} new finding(s): {len(comments)} inline, {len(folded)} below."
+    if duplicates:
+        intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
+    prefix = "\n\n".join(p for p in (head, intro, table, skipped_text) if p)
+    suffix = "\n\n" + REVIEW_MARKER
+    entries: list[str] = []
+    placed: list[Any] = []
+    omitted: list[Any] = []
+    header = "\n\n### Findings not placed inline\n\n"
+    budget = max_body - len(prefix) - len(suffix) - len(header) - 120  # room for the "omitted" note
+    used = 0
+    for f, fp, reason in folded:
+        entry = _folded_entry(f, fp, reason)
+        if used + len(entry) + 2 > budget:
+            omitted.append(f)
+            continue
+        entries.append(entry)
+        placed.append((f, fp))
+        used += len(entry) + 2
+    body = prefix
+    if entries:
+        body += header + "\n\n".join(entries)
+    if omitted:
+        body += f"\n\n_{len(omitted)} more finding(s) did not fit GitHub's {max_body}-character limit._"
+    body = _truncate(body, max_body - len(suffix)) + suffix
+
+    summary = "\n\n".join(
+        p
+        for p in (
+            SUMMARY_MARKER,
+            "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else ""),
+            table,
+            intro,
+            skipped_text,
+        )
+        if p
+    )
+    fps = {_FP_RE.search(c["body"]).group(1) for c in comments} | {fp for _, fp in placed}  # type: ignore[union-attr]
+    return ReviewPlan(
+        body=body,
+        comments=comments,
+        folded=[f for f, _ in placed],
+        skipped_duplicates=duplicates,
+        omitted=omitted,
+        summary=_truncate(summary, max_body),
+        fingerprints=fps,
+    )
+
+
+# --- check run ---
+
+
+def _totals(counts: Mapping[str, Any]) -> dict[str, int]:
+    """Accept flat totals or {agent: row} as built by the fan-in."""
+    if counts and all(isinstance(v, Mapping) for v in counts.values()):
+        total = dict.fromkeys(_COUNT_KEYS, 0)
+        for row in counts.values():
+            for k in _COUNT_KEYS:
+                total[k] += int(row.get(k, 0) or 0)
+        return total
+    return {k: int(counts.get(k, 0) or 0) for k in _COUNT_KEYS}
+
+
+def check_conclusion(counts: Mapping[str, Any]) -> tuple[str, str, str]:
+    """(conclusion, title, summary) for the check run.
+
+    failure only when jobs errored; neutral (never failing) when the budget deferred work; else success.
+    Findings never fail the check: prfleet comments, it does not gate merges.
+    """
+    t = _totals(counts)
+    ran = t["succeeded"] + t["partial"] + t["failed"]
+    facts = (
+        f"{ran} job(s) ran ({t['cached']} from cache), {t['findings']} finding(s), "
+        f"cost {_usd(t['cost_micros'])}; "
+        f"{t['deferred']} deferred, {t['skipped']} skipped, {t['superseded']} superseded."
+    )
+    if t["failed"]:
+        title = f"{t['failed']} review job(s) failed"
+        text = (
+            f"{t['failed']} job(s) ended with an error; see the run logs "
+            "(correlation id in the check's external id). " + facts
+        )
+        return "failure", title, text
+    if t["deferred"]:
+        title = f"{t['deferred']} job(s) deferred by the budget"
+        text = (
+            f"{t['deferred']} job(s) are waiting because prfleet's spending limit for today "
+            "(or for this pull request) was reached. They are kept, not dropped, and run after the budget "
+            "resets; this check is neutral, not failing, because the limit is prfleet's own. " + facts
+        )
+        return "neutral", title, text
+    title = f"{t['findings']} finding(s)" if t["findings"] else "No findings"
+    text = facts
+    if t["partial"]:
+        text += f" {t['partial']} job(s) stopped at their iteration or token limit with partial results."
+    return "success", title, text
+
+
+def annotations(findings: Iterable[Any]) -> list[dict[str, Any]]:
+    """Check-run annotations, most severe first (GitHub shows them in order)."""
+    out = []
+    for f in sorted(findings, key=_sort_key):
+        line = max(1, int(_get(f, "line", 1) or 1))
+        message = str(_get(f, "body", "") or _get(f, "title", "") or "").strip() or "(no details)"
+        out.append(
+            {
+                "path": str(_get(f, "path", "")),
+                "start_line": line,
+                "end_line": line,
+                "annotation_level": _ANNOTATION_LEVEL[_severity(f)],
+                "message": _truncate(message, MAX_ANNOTATION_MESSAGE),
+                "title": _truncate(
+                    f"[{_severity(f)}] {str(_get(f, 'title', '')).strip()}", MAX_ANNOTATION_TITLE, "…"
+                ),
+            }
+        )
+    return out
+
+
+def batches(items: Sequence[Any], size: int = MAX_ANNOTATIONS_PER_REQUEST) -> list[list[Any]]:
+    """Split into lists of at most `size` (annotations go 50 per request)."""
+    return [list(items[i : i + size]) for i in range(0, len(items), size)]
