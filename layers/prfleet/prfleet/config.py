@@ -67,6 +67,7 @@ class Settings:
     models: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     delivery_ttl_days: int = 7
     secrets_max_age: int = 300
+    max_receive_count: int = 3
 
 
 @lru_cache(maxsize=1)
@@ -97,4 +98,5 @@ def settings() -> Settings:
         },
         delivery_ttl_days=_int("DELIVERY_TTL_DAYS", 7),
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
+        max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
     )

@@ -86,11 +86,11 @@ class HeadRecord:
     @property
     def complete(self) -> bool:
         """Every planned job has an outcome (deferred ones included)."""
-        return self.planned > 0 and len(self.done_ids | self.deferred_ids) >= self.planned
+        return len(self.done_ids | self.deferred_ids) >= self.planned
 
     @property
     def final(self) -> bool:
-        return self.planned > 0 and len(self.done_ids) >= self.planned
+        return len(self.done_ids) >= self.planned
 
     @property
     def waiting_on_budget(self) -> int:
@@ -125,9 +125,10 @@ def record_plan(
     repo_config: str | None,
     check_run_id: int | None,
     installation_id: int | None,
+    reset: bool = False,
     now: float | None = None,
 ) -> None:
-    """Record how many jobs a head has, once: a redelivered PR job does not reset the fan-in."""
+    """Record how many jobs a head has, once: a redelivered PR job does not reset the fan-in (`reset` does)."""
     now = time.time() if now is None else now
     try:
         client("dynamodb").put_item(
@@ -145,7 +146,7 @@ def record_plan(
                     "expires_at": int(now) + RUN_TTL,
                 }
             ),
-            ConditionExpression="attribute_not_exists(pk)",
+            **({} if reset else {"ConditionExpression": "attribute_not_exists(pk)"}),
         )
     except ClientError as exc:
         if not _is_conditional(exc):
@@ -188,8 +189,11 @@ def claim_post(record: HeadRecord) -> str | None:
     """Let exactly one worker post for a head: 'final' when all jobs ran, 'partial' when some wait on the budget."""
     if record.final:
         want = "final"
-        condition = "(attribute_not_exists(posted) OR posted = :partial) AND size(done_ids) >= :planned"
-        values = {":want": want, ":partial": "partial", ":planned": record.planned}
+        condition = "attribute_not_exists(posted) OR posted = :partial"
+        values: dict[str, Any] = {":want": want, ":partial": "partial"}
+        if record.planned:
+            condition = f"({condition}) AND size(done_ids) >= :planned"
+            values[":planned"] = record.planned
     elif record.complete and record.posted is None:
         want, condition, values = "partial", "attribute_not_exists(posted)", {":want": "partial"}
     else:

@@ -1,0 +1,64 @@
+"""JobsQueue consumer: one Claude agent run per file job, within the budget; only failed records are retried."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from prfleet import events, github, jobs, queue, runner, secrets
+from prfleet.config import settings
+
+logger = events.make_logger()
+metrics = events.make_metrics()
+processor = BatchProcessor(event_type=EventType.SQS)
+_client: anthropic.Anthropic | None = None
+
+
+def model_client() -> anthropic.Anthropic:
+    """One SDK client per container; our loop does the retries, so the SDK's are off (max_retries=0)."""
+    global _client
+    if _client is None:
+        _client = anthropic.Anthropic(api_key=secrets.anthropic_api_key(), max_retries=0, timeout=60.0)
+    return _client
+
+
+def record_handler(record: SQSRecord, context: Any) -> None:
+    job = jobs.parse_message(record.body)
+    if not isinstance(job, jobs.FileJob):
+        raise jobs.BadMessage("agent received a PR job")
+    logger.set_correlation_id(job.delivery_id)
+    emitter = events.Emitter(
+        logger, metrics, repository=job.repo, pr=job.number, head_sha=job.head_sha, path=job.path,
+        delivery_id=job.delivery_id, agent=job.agent,
+    )
+    final_attempt = int(record.attributes.approximate_receive_count) >= settings().max_receive_count
+    try:
+        runner.process(
+            job,
+            remaining_ms=context.get_remaining_time_in_millis,
+            gh_for=github.client_for,
+            anthropic_client=model_client(),
+            emitter=emitter,
+            final_attempt=final_attempt,
+        )
+    except runner.RetryLater as exc:
+        queue.delay_message(record.receipt_handle, exc.delay)
+        raise
+    except Exception as exc:
+        if final_attempt:  # record the failure so the PR's review completes; the message still goes to the DLQ
+            runner.fail(github.client_for, job, emitter, events.redact(str(exc)), type(exc).__name__)
+        raise
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    return process_partial_response(
+        event=event,
+        record_handler=lambda record: record_handler(record, context),
+        processor=processor,
+        context=context,
+    )

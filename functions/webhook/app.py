@@ -1,0 +1,49 @@
+"""POST /webhook: verify, dedupe, enqueue one slim PR job. Never imports the anthropic SDK."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from prfleet import deliveries, events, queue, secrets, webhook
+
+logger = events.make_logger()
+metrics = events.make_metrics()
+
+
+def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {"statusCode": status, "headers": {"content-type": "application/json"}, "body": json.dumps(body)}
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    headers = webhook.lower_headers(event)
+    logger.set_correlation_id(headers.get("x-github-delivery"))
+    try:
+        secret = secrets.webhook_secret()
+    except secrets.SecretMissing as exc:
+        logger.error("webhook secret missing: fill it in Secrets Manager", extra={"reason": str(exc)})
+        metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
+        return _reply(500, {"error": "webhook is not configured"})
+    try:
+        reply = webhook.handle(
+            event,
+            secret=secret,
+            first_seen=deliveries.first_seen,
+            enqueue=queue.send_pr_job,
+            forget=deliveries.forget,
+        )
+    except Exception:
+        logger.exception("webhook failed")
+        metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
+        return _reply(500, {"error": "internal error; GitHub may redeliver"})
+    if reply.status >= 400:
+        metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "webhook",
+        extra={"event": "webhook", "status": reply.status, "github_event": headers.get("x-github-event"), **reply.body},
+    )
+    return _reply(reply.status, reply.body)

@@ -1,0 +1,187 @@
+"""Planning: turn one PR job into one file job per (changed file, agent), and say why every other file is skipped."""
+
+from __future__ import annotations
+
+import fnmatch
+import posixpath
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Protocol
+
+from prfleet.jobs import FileJob, PrJob
+
+# Files no agent should spend tokens on, whatever the repository says.
+DEFAULT_IGNORES = (
+    "*.lock",
+    "package-lock.json",
+    "pnpm-lock.yaml",
+    "poetry.lock",
+    "*.min.js",
+    "*.min.css",
+    "*.map",
+    "vendor/*",
+    "node_modules/*",
+    "dist/*",
+    "*.pb.go",
+    "*_pb2.py",
+)
+BINARY_EXTENSIONS = frozenset(
+    ".png .jpg .jpeg .gif .webp .ico .pdf .zip .gz .tgz .bz2 .xz .7z .jar .war .whl .so .dll .dylib .exe .bin "
+    ".woff .woff2 .ttf .otf .eot .mp3 .mp4 .mov .avi .wav .ogg .class .pyc .o .a .sqlite .db .parquet".split()
+)
+WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+
+
+@dataclass(frozen=True)
+class Skip:
+    path: str
+    reason: str
+
+
+class AgentLike(Protocol):
+    name: str
+    applies_to: tuple[str, ...]
+
+
+def matches(path: str, globs: Iterable[str]) -> bool:
+    """Glob match on the path and, for patterns without a slash, on the file name (like .gitignore)."""
+    name = posixpath.basename(path)
+    for pattern in globs:
+        if fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern)):
+            return True
+        if pattern.endswith("/*") and path.startswith(pattern[:-1]):
+            return True
+        if pattern.endswith("/**") and path.startswith(pattern[:-2]):
+            return True
+    return False
+
+
+def plan_files(
+    job: PrJob,
+    files: Iterable[Mapping[str, Any]],
+    agents: Mapping[str, AgentLike],
+    *,
+    ignore: Iterable[str] = (),
+    sizes: Mapping[str, int] | None = None,
+    symlinks: Iterable[str] = (),
+    max_file_bytes: int,
+) -> tuple[list[FileJob], list[Skip]]:
+    """Pure core of the planner: GitHub's PR file entries in, file jobs and reasoned skips out."""
+    ignore = tuple(DEFAULT_IGNORES) + tuple(ignore)
+    sizes = sizes or {}
+    links = set(symlinks)
+    jobs: list[FileJob] = []
+    skips: list[Skip] = []
+    for entry in files:
+        path = str(entry["filename"])
+        status = entry.get("status")
+        ext = posixpath.splitext(path)[1].lower()
+        if status == "removed":
+            skips.append(Skip(path, "removed"))
+        elif path in links:
+            skips.append(Skip(path, "symlink"))
+        elif matches(path, ignore):
+            skips.append(Skip(path, "ignored by pattern"))
+        elif ext in BINARY_EXTENSIONS:
+            skips.append(Skip(path, "binary"))
+        elif sizes.get(path, 0) > max_file_bytes:
+            skips.append(Skip(path, f"oversized ({sizes[path]} bytes > {max_file_bytes})"))
+        elif "patch" not in entry and not entry.get("changes"):
+            skips.append(Skip(path, "binary (no textual diff)"))
+        elif "patch" not in entry:
+            skips.append(Skip(path, "diff too large for GitHub to show"))
+        else:
+            wanted = [a for a in agents.values() if not a.applies_to or matches(path, a.applies_to)]
+            if not wanted:
+                skips.append(Skip(path, "no agent applies to this file type"))
+            for agent in wanted:
+                jobs.append(
+                    FileJob(
+                        repo=job.repo,
+                        number=job.number,
+                        head_sha=job.head_sha,
+                        base_sha=job.base_sha,
+                        path=path,
+                        blob_sha=str(entry.get("sha") or ""),
+                        agent=agent.name,
+                        installation_id=job.installation_id,
+                        delivery_id=job.delivery_id,
+                    )
+                )
+    return jobs, skips
+
+
+@dataclass
+class Plan:
+    job: PrJob
+    jobs: list[FileJob]
+    skips: list[Skip]
+    status: str  # planned / superseded / ignored
+    reason: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "jobs": len(self.jobs),
+            "skipped": [asdict(s) for s in self.skips],
+        }
+
+
+def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
+    """The planner's whole step for one PR job: GitHub reads, state writes, check run, enqueue."""
+    from prfleet import agents, fanin, queue, state
+    from prfleet.config import settings
+
+    now = time.time() if now is None else now
+    cfg = settings()
+    if job.action == "comment":
+        permission = gh.collaborator_permission(job.repo, job.requested_by or "")
+        if permission not in WRITE_PERMISSIONS:
+            return Plan(job, [], [], "ignored", f"{job.requested_by} has {permission!r} access, not write")
+    pr = gh.pr(job.repo, job.number)
+    head, base = pr["head"]["sha"], pr["base"]["sha"]
+    if job.action != "comment" and job.head_sha != head:
+        return Plan(job, [], [], "superseded", f"PR head is now {head[:12]}, this delivery was for {job.head_sha[:12]}")
+    if pr.get("state") == "closed":
+        return Plan(job, [], [], "ignored", "pull request is closed")
+    job = PrJob(job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by)
+    state.set_head(job.repo, job.number, head, now=now)
+
+    config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
+    config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
+    repo_config = agents.parse_repo_config(config_text) if config_text else None
+    specs = agents.agent_specs(cfg, repo_config)
+    files, more = gh.pr_files(job.repo, job.number, max_files=cfg.max_files)
+    tree = gh.tree(job.repo, head)
+    sizes = {e["path"]: int(e.get("size") or 0) for e in tree if e.get("type") == "blob"}
+    links = [e["path"] for e in tree if e.get("mode") == "120000"]
+    jobs, skips = plan_files(
+        job,
+        files,
+        specs,
+        ignore=getattr(repo_config, "ignore", ()) or (),
+        sizes=sizes,
+        symlinks=links,
+        max_file_bytes=cfg.max_file_bytes,
+    )
+    if more:
+        skips.append(Skip(f"({more} more files)", f"over the limit of {cfg.max_files} files per pull request"))
+    check_id = fanin.start_check(gh, job, planned=len(jobs))
+    state.record_plan(
+        job.repo,
+        job.number,
+        head,
+        planned=len(jobs),
+        skipped_files=[asdict(s) for s in skips],
+        repo_config=config_text,
+        check_run_id=check_id,
+        installation_id=job.installation_id,
+        reset=job.action == "comment",
+        now=now,
+    )
+    queue.send_file_jobs(jobs)
+    if not jobs:
+        fanin.post_if_ready(gh, job.repo, job.number, head)
+    return Plan(job, jobs, skips, "planned")

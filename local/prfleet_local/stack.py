@@ -1,0 +1,538 @@
+"""The local stack: the same handlers as in AWS, with only environment variables changed.
+
+AWS is a moto server in its own process, provisioned by reading template.yaml; API Gateway is a small HTTP server
+turning requests into HTTP API (payload 2.0) events; event source mappings are pollers that honour
+batchItemFailures; the EventBridge schedule is a timer. Handlers' stdout (Powertools JSON logs and EMF metrics) is
+captured per thread, so the stack can evaluate the template's alarms on what the run emitted.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import io
+import json
+import os
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import boto3
+
+from prfleet_local import template as tpl
+from prfleet_local.moto_proc import MotoProcess
+
+REGION = "us-east-1"
+FUNCTIONS_DIR = tpl.ROOT / "functions"
+
+
+class _StdoutRouter(io.TextIOBase):
+    """sys.stdout replacement: lines written by handler threads go to the stack's log, the rest pass through."""
+
+    def __init__(self, real: Any) -> None:
+        self.real = real
+        self.local = threading.local()
+        self.sinks: list[Callable[[str], None]] = []
+        self._lock = threading.Lock()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        if not getattr(self.local, "capture", False):
+            return self.real.write(text)
+        buf = getattr(self.local, "buf", "") + text
+        *lines, self.local.buf = buf.split("\n")
+        for line in lines:
+            if line.strip():
+                with self._lock:
+                    for sink in self.sinks:
+                        sink(line)
+        return len(text)
+
+    def flush(self) -> None:
+        self.real.flush()
+
+
+_router: _StdoutRouter | None = None
+
+
+def _install_router() -> _StdoutRouter:
+    """One router per process (loggers keep the stream they were built with); re-seated if stdout was swapped."""
+    global _router
+    if _router is None:
+        _router = _StdoutRouter(sys.stdout)
+    if sys.stdout is not _router:
+        _router.real = sys.stdout
+        sys.stdout = _router
+    return _router
+
+
+class FakeContext:
+    """The bits of the Lambda context object the handlers use."""
+
+    def __init__(self, name: str, timeout_s: float, memory: int = 256) -> None:
+        self.function_name = name
+        self.memory_limit_in_mb = memory
+        self.invoked_function_arn = f"arn:aws:lambda:{REGION}:123456789012:function:{name}"
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{name}"
+        self.log_stream_name = "local"
+        self._deadline = time.monotonic() + timeout_s
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+@dataclass
+class Function:
+    logical_id: str
+    name: str
+    module: ModuleType
+    timeout: float
+    memory: int
+    invocations: int = 0
+    errors: int = 0
+
+    def invoke(self, event: dict[str, Any], stack: LocalStack) -> Any:
+        ctx = FakeContext(self.name, self.timeout, self.memory)
+        self.invocations += 1
+        router = stack.router
+        router.local.capture = True
+        try:
+            return self.module.lambda_handler(event, ctx)
+        except Exception:
+            self.errors += 1
+            raise
+        finally:
+            router.local.capture = False
+
+
+@dataclass
+class LocalStack:
+    """Start with `start()`, stop with `stop()` (or use as a context manager)."""
+
+    workdir: Path
+    github_url: str
+    model_url: str | None = None
+    webhook_secret: str = "local-webhook-secret"
+    parameters: dict[str, Any] = field(default_factory=dict)
+    anthropic_api_key: str | None = None
+    visibility_timeout: int = 3  # local queues redeliver after seconds, not the template's minutes
+    poll_wait: float = 0.2
+    sweep_interval: float | None = 60.0
+    stack_name: str = "prfleet-local"
+    api_port: int = 0
+
+    def __post_init__(self) -> None:
+        self.workdir = Path(self.workdir)
+        self.template = tpl.load()
+        self.log_lines: list[str] = []
+        self.functions: dict[str, Function] = {}
+        self.alarm_definitions: dict[str, dict[str, Any]] = {}
+        self.outputs: dict[str, Any] = {}
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self._busy = 0
+        self._busy_lock = threading.Lock()
+        self.moto = MotoProcess(log_path=self.workdir / "moto.log")
+        self.api: ThreadingHTTPServer | None = None
+        self.router = _install_router()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> LocalStack:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._log_file = open(self.workdir / "functions.log.jsonl", "a")  # noqa: SIM115
+        self.router.sinks.append(self._collect)
+        endpoint = self.moto.start()
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": endpoint,
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_SESSION_TOKEN": "testing",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+            }
+        )
+        os.environ.pop("AWS_PROFILE", None)
+        if self.model_url:
+            os.environ["ANTHROPIC_BASE_URL"] = self.model_url
+        params = {"GitHubApiUrl": self.github_url, **self.parameters}
+        self.ctx = tpl.Context(self.template, parameters=params, region=REGION, stack_name=self.stack_name)
+        self._provision()
+        self._set_secrets()
+        self._load_functions()
+        self._reset_library_caches()
+        self._start_api()
+        self._start_pollers()
+        if self.sweep_interval:
+            self._spawn(self._sweep_loop, "sweeper")
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.api:
+            self.api.shutdown()
+            self.api.server_close()
+        for t in self._threads:
+            t.join(timeout=15)
+        self.moto.stop()
+        if self._collect in self.router.sinks:
+            self.router.sinks.remove(self._collect)
+        self._log_file.close()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def client(self, service: str) -> Any:
+        return boto3.client(service, region_name=REGION, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+
+    @property
+    def webhook_url(self) -> str:
+        assert self.api is not None
+        return f"http://127.0.0.1:{self.api.server_address[1]}{self.webhook_path}"
+
+    # ------------------------------------------------------------------ provisioning from template.yaml
+    def _provision(self) -> None:
+        pending = dict(self.template["Resources"])
+        created: dict[str, str] = {}
+        while pending:
+            progressed = False
+            for logical, res in list(pending.items()):
+                if "Condition" in res and not self.ctx.condition(res["Condition"]):
+                    del pending[logical]
+                    progressed = True
+                    continue
+                try:
+                    props = self.ctx.resolve(res.get("Properties", {}))
+                except tpl.Unresolved:
+                    continue
+                self._create(logical, res["Type"], props)
+                created[logical] = res["Type"]
+                del pending[logical]
+                progressed = True
+            if not progressed:
+                raise tpl.TemplateError(f"cannot resolve resources: {sorted(pending)}")
+        self.created = created
+        for name, out in self.template.get("Outputs", {}).items():
+            try:
+                self.outputs[name] = self.ctx.resolve(out["Value"])
+            except tpl.Unresolved:
+                pass
+
+    def _name(self, logical: str) -> str:
+        return f"{self.stack_name}-{logical}"
+
+    def _create(self, logical: str, kind: str, props: dict[str, Any]) -> None:
+        ctx = self.ctx
+        if kind == "AWS::SQS::Queue":
+            attrs = {
+                k: str(v)
+                for k, v in props.items()
+                if k in ("MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
+            }
+            attrs["VisibilityTimeout"] = str(min(int(props.get("VisibilityTimeout", 30)), self.visibility_timeout))
+            if "RedrivePolicy" in props:
+                attrs["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+            url = self.client("sqs").create_queue(QueueName=self._name(logical), Attributes=attrs)["QueueUrl"]
+            arn = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+                "QueueArn"
+            ]
+            ctx.refs[logical] = url
+            ctx.attrs.update({(logical, "Arn"): arn, (logical, "QueueName"): self._name(logical), (logical, "QueueUrl"): url})
+        elif kind == "AWS::DynamoDB::Table":
+            args: dict[str, Any] = {
+                "TableName": self._name(logical),
+                "AttributeDefinitions": props["AttributeDefinitions"],
+                "KeySchema": props["KeySchema"],
+                "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+            }
+            if props.get("GlobalSecondaryIndexes"):
+                args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+            ddb = self.client("dynamodb")
+            arn = ddb.create_table(**args)["TableDescription"]["TableArn"]
+            ttl = props.get("TimeToLiveSpecification")
+            if ttl:
+                ddb.update_time_to_live(TableName=self._name(logical), TimeToLiveSpecification=ttl)
+            ctx.refs[logical] = self._name(logical)
+            ctx.attrs[(logical, "Arn")] = arn
+        elif kind == "AWS::SNS::Topic":
+            arn = self.client("sns").create_topic(Name=self._name(logical))["TopicArn"]
+            ctx.refs[logical] = arn
+            ctx.attrs[(logical, "TopicName")] = self._name(logical)
+        elif kind == "AWS::SNS::Subscription":
+            self.client("sns").subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"])
+        elif kind == "AWS::SecretsManager::Secret":
+            value = props.get("SecretString")
+            if value is None and "GenerateSecretString" in props:
+                value = self.webhook_secret if logical == "WebhookSecret" else uuid.uuid4().hex
+            arn = self.client("secretsmanager").create_secret(
+                Name=f"{self.stack_name}/{logical}", Description=props.get("Description", ""), SecretString=value
+            )["ARN"]
+            ctx.refs[logical] = arn
+        elif kind == "AWS::Serverless::Function":
+            ctx.refs[logical] = self._name(logical)
+            ctx.attrs[(logical, "Arn")] = f"arn:aws:lambda:{REGION}:123456789012:function:{self._name(logical)}"
+        elif kind == "AWS::Serverless::HttpApi":
+            ctx.refs[logical] = "local"
+        elif kind == "AWS::Serverless::LayerVersion":
+            ctx.refs[logical] = f"arn:aws:lambda:{REGION}:123456789012:layer:{self._name(logical)}:1"
+        elif kind == "AWS::Logs::LogGroup":
+            self.client("logs").create_log_group(logGroupName=props["LogGroupName"])
+            ctx.refs[logical] = props["LogGroupName"]
+        elif kind == "AWS::CloudWatch::Alarm":
+            name = props.get("AlarmName") or self._name(logical)
+            self.alarm_definitions[name] = props
+            self.client("cloudwatch").put_metric_alarm(AlarmName=name, **props)
+            ctx.refs[logical] = name
+            ctx.attrs[(logical, "Arn")] = f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:{name}"
+        elif kind == "AWS::CloudWatch::Dashboard":
+            self.client("cloudwatch").put_dashboard(DashboardName=props["DashboardName"], DashboardBody=props["DashboardBody"])
+            ctx.refs[logical] = props["DashboardName"]
+        elif kind == "AWS::Logs::QueryDefinition":
+            qid = self.client("logs").put_query_definition(
+                name=props["Name"], logGroupNames=props.get("LogGroupNames", []), queryString=props["QueryString"]
+            )["queryDefinitionId"]
+            ctx.refs[logical] = qid
+        else:
+            raise tpl.TemplateError(f"{logical}: resource type {kind} is not supported by the local stack")
+
+    def _set_secrets(self) -> None:
+        sm = self.client("secretsmanager")
+        sm.put_secret_value(SecretId=self.ctx.refs["GitHubSecret"], SecretString=json.dumps({"token": "local-token"}))
+        key = self.anthropic_api_key or ("offline" if self.model_url else None)
+        if key is None:
+            raise RuntimeError("no model: give the stack an offline model URL or an ANTHROPIC_API_KEY")
+        sm.put_secret_value(SecretId=self.ctx.refs["AnthropicSecret"], SecretString=json.dumps({"api_key": key}))
+
+    # ------------------------------------------------------------------ functions
+    def _load_functions(self) -> None:
+        for logical in tpl.resources(self.template, "AWS::Serverless::Function"):
+            os.environ.update(tpl.function_environment(self.template, self.ctx, logical))
+        for logical, res in tpl.resources(self.template, "AWS::Serverless::Function").items():
+            code = tpl.ROOT / res["Properties"]["CodeUri"]
+            handler = tpl.function_setting(self.template, logical, "Handler")
+            module_name, _, func = handler.rpartition(".")
+            assert func == "lambda_handler", handler
+            spec = importlib.util.spec_from_file_location(f"prfleet_fn_{logical}", code / f"{module_name}.py")
+            assert spec and spec.loader
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            self.functions[logical] = Function(
+                logical,
+                self._name(logical),
+                module,
+                float(tpl.function_setting(self.template, logical, "Timeout", 3)),
+                int(tpl.function_setting(self.template, logical, "MemorySize", 128)),
+            )
+
+    @staticmethod
+    def _reset_library_caches() -> None:
+        from prfleet import aws, config, secrets
+
+        config.settings.cache_clear()
+        aws.client.cache_clear()
+        secrets.reset()
+
+    def _collect(self, line: str) -> None:
+        self.log_lines.append(line)
+        self._log_file.write(line + "\n")
+        self._log_file.flush()
+
+    def _spawn(self, target: Callable[[], None], name: str) -> None:
+        t = threading.Thread(target=target, name=name, daemon=True)
+        t.start()
+        self._threads.append(t)
+
+    # ------------------------------------------------------------------ API Gateway
+    def _start_api(self) -> None:
+        routes = {}
+        for logical, res in tpl.resources(self.template, "AWS::Serverless::Function").items():
+            for ev in res["Properties"].get("Events", {}).values():
+                if ev["Type"] in ("HttpApi", "Api"):
+                    routes[(ev["Properties"]["Method"].upper(), ev["Properties"]["Path"])] = logical
+        (self.webhook_path,) = [path for (_m, path) in routes]
+        stack = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _serve(self) -> None:
+                path = self.path.split("?", 1)[0]
+                logical = routes.get((self.command, path))
+                if logical is None:
+                    self._send(404, {"message": "Not Found"})
+                    return
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length)
+                try:
+                    text, b64 = body.decode("utf-8"), False
+                except UnicodeDecodeError:
+                    text, b64 = base64.b64encode(body).decode(), True
+                event = {
+                    "version": "2.0",
+                    "routeKey": f"{self.command} {path}",
+                    "rawPath": path,
+                    "rawQueryString": self.path.split("?", 1)[1] if "?" in self.path else "",
+                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "requestContext": {
+                        "http": {"method": self.command, "path": path, "sourceIp": self.client_address[0]},
+                        "requestId": str(uuid.uuid4()),
+                        "routeKey": f"{self.command} {path}",
+                        "stage": "$default",
+                        "timeEpoch": int(time.time() * 1000),
+                    },
+                    "body": text,
+                    "isBase64Encoded": b64,
+                }
+                try:
+                    reply = stack.functions[logical].invoke(event, stack)
+                except Exception as exc:  # Lambda's own 500 when the handler crashes
+                    self._send(500, {"message": "Internal Server Error", "error": type(exc).__name__})
+                    return
+                status = int(reply.get("statusCode", 200))
+                self.send_response(status)
+                for k, v in (reply.get("headers") or {}).items():
+                    self.send_header(k, v)
+                payload = reply.get("body") or ""
+                data = base64.b64decode(payload) if reply.get("isBase64Encoded") else payload.encode()
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_GET = do_PUT = _serve  # noqa: N815
+
+            def _send(self, status: int, body: dict[str, Any]) -> None:
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.api = ThreadingHTTPServer(("127.0.0.1", self.api_port), Handler)
+        self._spawn(self.api.serve_forever, "api")
+
+    # ------------------------------------------------------------------ event source mappings
+    def _start_pollers(self) -> None:
+        for logical, res in tpl.resources(self.template, "AWS::Serverless::Function").items():
+            for ev in res["Properties"].get("Events", {}).values():
+                if ev["Type"] != "SQS":
+                    continue
+                props = ev["Properties"]
+                queue_arn = self.ctx.resolve(props["Queue"])
+                queue_logical = next(k for (k, a), v in self.ctx.attrs.items() if a == "Arn" and v == queue_arn)
+                url = self.ctx.refs[queue_logical]
+                concurrency = int(self.ctx.resolve(props.get("ScalingConfig", {}).get("MaximumConcurrency", 2)))
+                partial = "ReportBatchItemFailures" in props.get("FunctionResponseTypes", [])
+                for i in range(concurrency):
+                    self._spawn(
+                        lambda u=url, a=queue_arn, f=logical, b=int(props.get("BatchSize", 10)): self._poll(
+                            u, a, f, b, partial
+                        ),
+                        f"poller-{logical}-{i}",
+                    )
+
+    def _poll(self, url: str, arn: str, function: str, batch_size: int, partial: bool) -> None:
+        sqs = self.client("sqs")
+        while not self._stop.is_set():
+            try:
+                got = sqs.receive_message(
+                    QueueUrl=url,
+                    MaxNumberOfMessages=min(batch_size, 10),
+                    WaitTimeSeconds=0,
+                    AttributeNames=["All"],
+                    MessageAttributeNames=["All"],
+                ).get("Messages", [])
+            except Exception:
+                if self._stop.is_set():
+                    return
+                time.sleep(self.poll_wait)
+                continue
+            if not got:
+                self._stop.wait(self.poll_wait)
+                continue
+            with self._busy_lock:
+                self._busy += 1
+            try:
+                self._deliver(sqs, url, arn, function, got, partial)
+            finally:
+                with self._busy_lock:
+                    self._busy -= 1
+
+    def _deliver(self, sqs: Any, url: str, arn: str, function: str, messages: list[dict[str, Any]], partial: bool) -> None:
+        records = [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": m.get("MessageAttributes", {}),
+                "md5OfBody": m.get("MD5OfBody", ""),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+        try:
+            reply = self.functions[function].invoke({"Records": records}, self)
+            failed = {f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])} if partial else set()
+        except Exception:
+            failed = {r["messageId"] for r in records}  # a crashed invocation returns the whole batch
+        done = [r for r in records if r["messageId"] not in failed]
+        for start in range(0, len(done), 10):
+            sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(done[start : start + 10])],
+            )
+        # failed records stay in flight and reappear after the visibility timeout; the redrive policy applies.
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.wait(self.sweep_interval):
+            self.sweep()
+
+    def sweep(self) -> Any:
+        return self.functions["SweeperFunction"].invoke({"source": "aws.events", "detail-type": "Scheduled Event"}, self)
+
+    # ------------------------------------------------------------------ waiting and inspection
+    def queue_url(self, logical: str) -> str:
+        return self.ctx.refs[logical]
+
+    def queue_depth(self, logical: str) -> int:
+        attrs = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_url(logical),
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+
+    def wait_idle(self, timeout: float = 60.0, queues: tuple[str, ...] = ("PrQueue", "JobsQueue")) -> bool:
+        """True once the work queues are empty and no handler is running (checked twice in a row)."""
+        deadline = time.monotonic() + timeout
+        calm = 0
+        while time.monotonic() < deadline:
+            with self._busy_lock:
+                busy = self._busy
+            if busy == 0 and all(self.queue_depth(q) == 0 for q in queues):
+                calm += 1
+                if calm >= 2:
+                    return True
+            else:
+                calm = 0
+            time.sleep(0.2)
+        return False
+
+    def table(self, logical: str) -> str:
+        return self.ctx.refs[logical]
