@@ -1,0 +1,889 @@
+"""CloudWatch alarm evaluation, locally: the template's AWS::CloudWatch::Alarm definitions applied to metrics.
+
+Why: moto stores alarms but never evaluates them (and has no percentiles or metric-math arithmetic), so the
+local stack and the tests evaluate the template's own alarm definitions here, the way CloudWatch does. Pure:
+no AWS, no clock; the caller passes datapoints and `now` (epoch seconds).
+
+Semantics followed (CloudWatch User Guide):
+- Alarm evaluation, states OK / ALARM / INSUFFICIENT_DATA, M out of N ("DatapointsToAlarm"):
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarm-evaluation.html
+- Missing data (missing / notBreaching / breaching / ignore) and the evaluation range:
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarms-and-missing-data.html
+  * every datapoint of the evaluation range missing: missing -> INSUFFICIENT_DATA, breaching -> ALARM,
+    notBreaching -> OK, ignore -> the state is kept;
+  * at least N real datapoints in the range: the N most recent real ones are evaluated (treatment unused);
+  * fewer than N real ones: all of them are evaluated and the rest is filled with the treatment, as few fills
+    as possible (breaching fills count as breaching; notBreaching/missing fills do not; with ignore the state
+    is kept unless the real datapoints alone reach M).
+  The evaluation range here is N + 2 periods (CloudWatch retrieves "a higher number of data points than the
+  number specified as Evaluation Periods"; the guide's examples show N + 2 for N = 3).
+- Statistics and percentiles: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Statistics-definitions.html
+  Percentiles are computed over the raw values (nearest rank: the smallest value with at least p % of the
+  values at or below it). EvaluateLowSampleCountPercentile=ignore keeps the state when a period has fewer
+  than 1 / (1 - p) samples.
+- Metric math in alarms (Metrics with Id / MetricStat / Expression / ReturnData):
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Create-alarm-on-metric-math-expression.html
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html
+  Supported: + - * / ^, parentheses, numbers, ids, comparisons (> < >= <= == !=), AND / OR / NOT (&& || !),
+  IF(cond, a, b), FILL(m, value | REPEAT), ABS(m). Parsed by a small recursive-descent parser (no eval).
+  Arithmetic on a missing value gives a missing value; division by zero gives a missing value.
+- Dimensions match exactly, as in CloudWatch: a metric published with {service, agent} is a different metric
+  from one with {service}: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Dimension
+- Periods: datapoints are bucketed into periods aligned to the period (floor(timestamp / Period) * Period);
+  the newest period is the one holding `now` (only datapoints at or before `now` count). CloudWatch itself
+  re-evaluates every minute; when `now` sits on a period boundary both views coincide.
+- The SNS notification body follows the JSON CloudWatch publishes to SNS for alarm state changes:
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarm-sns-notifications.html
+- EMF parsing: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class AlarmState(StrEnum):
+    """The three CloudWatch alarm states (a str, so `state == "ALARM"` holds)."""
+
+    OK = "OK"
+    ALARM = "ALARM"
+    INSUFFICIENT_DATA = "INSUFFICIENT_DATA"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class AlarmDefinitionError(ValueError):
+    """An alarm definition this evaluator cannot apply (the message names the alarm and the field)."""
+
+
+@dataclass(frozen=True)
+class Datapoint:
+    """One metric value as CloudWatch would store it."""
+
+    namespace: str
+    name: str
+    dimensions: Mapping[str, str]
+    timestamp: float  # epoch seconds
+    value: float
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class Transition:
+    """An alarm state change (recorded only when the state actually changes, like CloudWatch's history)."""
+
+    alarm: str  # the key of the definition (the template's logical id)
+    alarm_name: str  # AlarmName, or the key when the template lets CloudFormation name it
+    old_state: AlarmState
+    new_state: AlarmState
+    reason: str
+    timestamp: float
+    reason_data: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------- statistics
+
+_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$", re.IGNORECASE)
+_BASIC = {
+    "sum": "Sum",
+    "average": "Average",
+    "minimum": "Minimum",
+    "maximum": "Maximum",
+    "samplecount": "SampleCount",
+}
+
+
+def _normalize_stat(stat: str) -> str:
+    key = stat.strip()
+    if key.lower() in _BASIC:
+        return _BASIC[key.lower()]
+    if _PERCENTILE.match(key):
+        return key.lower()
+    raise AlarmDefinitionError(f"unsupported statistic {stat!r}")
+
+
+def statistic(values: Sequence[float], stat: str) -> float:
+    """One statistic over the raw values of a period (Sum, Average, Minimum, Maximum, SampleCount, pNN)."""
+    if not values:
+        raise ValueError("no values")
+    name = _normalize_stat(stat)
+    if name == "Sum":
+        return float(math.fsum(values))
+    if name == "Average":
+        return float(math.fsum(values) / len(values))
+    if name == "Minimum":
+        return float(min(values))
+    if name == "Maximum":
+        return float(max(values))
+    if name == "SampleCount":
+        return float(len(values))
+    p = float(name[1:])
+    if not 0 < p <= 100:
+        raise AlarmDefinitionError(f"percentile out of range: {stat!r}")
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered) - 1e-9))  # nearest rank
+    return float(ordered[rank - 1])
+
+
+def _low_sample(stat: str, samples: int) -> bool:
+    """A percentile over too few samples to be meaningful: fewer than 1 / (1 - p)."""
+    if not _PERCENTILE.match(stat):
+        return False
+    p = float(stat[1:]) / 100
+    return p < 1 and samples < 1 / (1 - p)
+
+
+# --------------------------------------------------------------------------------------------- metric math
+
+Value = float | tuple[float | None, ...]
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
+    r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
+    r"|(?P<op>>=|<=|==|!=|&&|\|\||[-+*/^(),<>!]))"
+)
+
+
+def _tokenize(text: str) -> list[tuple[str, str]]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    text = text.rstrip()
+    while pos < len(text):
+        m = _TOKEN.match(text, pos)
+        if not m or m.end() == pos:
+            raise AlarmDefinitionError(f"cannot parse expression at {text[pos:]!r}")
+        kind = m.lastgroup or ""
+        tokens.append((kind, m.group(kind)))
+        pos = m.end()
+    return tokens
+
+
+class _Parser:
+    """Recursive descent: or, and, not, comparison, additive, multiplicative, unary, power, primary."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.tokens = _tokenize(text)
+        self.i = 0
+
+    def parse(self) -> tuple:
+        node = self._or()
+        if self.i != len(self.tokens):
+            raise AlarmDefinitionError(f"unexpected {self.tokens[self.i][1]!r} in {self.text!r}")
+        return node
+
+    def _peek(self) -> tuple[str, str] | None:
+        return self.tokens[self.i] if self.i < len(self.tokens) else None
+
+    def _accept(self, *values: str) -> str | None:
+        tok = self._peek()
+        if tok and (tok[1] in values or (tok[0] == "name" and tok[1].upper() in values)):
+            self.i += 1
+            return tok[1].upper() if tok[0] == "name" else tok[1]
+        return None
+
+    def _expect(self, value: str) -> None:
+        if not self._accept(value):
+            raise AlarmDefinitionError(f"expected {value!r} in {self.text!r}")
+
+    def _or(self) -> tuple:
+        node = self._and()
+        while self._accept("OR", "||"):
+            node = ("or", node, self._and())
+        return node
+
+    def _and(self) -> tuple:
+        node = self._not()
+        while self._accept("AND", "&&"):
+            node = ("and", node, self._not())
+        return node
+
+    def _not(self) -> tuple:
+        if self._accept("NOT", "!"):
+            return ("not", self._not())
+        return self._cmp()
+
+    def _cmp(self) -> tuple:
+        node = self._add()
+        while True:
+            op = self._accept(">=", "<=", "==", "!=", ">", "<")
+            if not op:
+                return node
+            node = (op, node, self._add())
+
+    def _add(self) -> tuple:
+        node = self._mul()
+        while True:
+            op = self._accept("+", "-")
+            if not op:
+                return node
+            node = (op, node, self._mul())
+
+    def _mul(self) -> tuple:
+        node = self._unary()
+        while True:
+            op = self._accept("*", "/")
+            if not op:
+                return node
+            node = (op, node, self._unary())
+
+    def _unary(self) -> tuple:
+        if self._accept("-"):
+            return ("neg", self._unary())
+        if self._accept("+"):
+            return self._unary()
+        return self._pow()
+
+    def _pow(self) -> tuple:
+        node = self._primary()
+        if self._accept("^"):
+            return ("^", node, self._unary())  # right-associative
+        return node
+
+    def _primary(self) -> tuple:
+        tok = self._peek()
+        if tok is None:
+            raise AlarmDefinitionError(f"unexpected end of {self.text!r}")
+        kind, text = tok
+        self.i += 1
+        if kind == "num":
+            return ("num", float(text))
+        if text == "(":
+            node = self._or()
+            self._expect(")")
+            return node
+        if kind == "name":
+            if self._accept("("):
+                args: list[tuple] = []
+                if not self._accept(")"):
+                    args.append(self._or())
+                    while self._accept(","):
+                        args.append(self._or())
+                    self._expect(")")
+                return ("call", text.upper(), tuple(args))
+            if text.upper() in ("REPEAT", "LINEAR"):
+                return ("fillmode", text.upper())
+            return ("id", text)
+        raise AlarmDefinitionError(f"unexpected {text!r} in {self.text!r}")
+
+
+def _binary(op: str, a: float, b: float) -> float | None:
+    if op == "+":
+        return a + b
+    if op == "-":
+        return a - b
+    if op == "*":
+        return a * b
+    if op == "/":
+        return None if b == 0 else a / b
+    if op == "^":
+        try:
+            return float(a**b)
+        except (OverflowError, ZeroDivisionError, ValueError):
+            return None
+    if op == ">":
+        return float(a > b)
+    if op == "<":
+        return float(a < b)
+    if op == ">=":
+        return float(a >= b)
+    if op == "<=":
+        return float(a <= b)
+    if op == "==":
+        return float(a == b)
+    if op == "!=":
+        return float(a != b)
+    if op == "and":
+        return float(bool(a) and bool(b))
+    if op == "or":
+        return float(bool(a) or bool(b))
+    raise AlarmDefinitionError(f"unknown operator {op!r}")
+
+
+def _as_series(v: Value | None, n: int) -> tuple[float | None, ...]:
+    if v is None:
+        return (None,) * n
+    return v if isinstance(v, tuple) else (float(v),) * n
+
+
+def _elementwise(fn: Any, values: Sequence[Value], n: int) -> Value:
+    if all(not isinstance(v, tuple) for v in values):
+        return fn(*values)
+    series = [_as_series(v, n) for v in values]
+    return tuple(
+        fn(*items) if all(x is not None for x in items) else None for items in zip(*series, strict=True)
+    )
+
+
+def _fill(series: Value, how: Value | str, n: int) -> Value:
+    if not isinstance(series, tuple):
+        return series
+    if how == "REPEAT":
+        out, last = [], None
+        for v in series:
+            last = v if v is not None else last
+            out.append(last)
+        return tuple(out)
+    if how == "LINEAR":
+        known = [(i, v) for i, v in enumerate(series) if v is not None]
+        out2: list[float | None] = list(series)
+        for (i0, v0), (i1, v1) in zip(known, known[1:], strict=False):
+            for j in range(i0 + 1, i1):
+                out2[j] = v0 + (v1 - v0) * (j - i0) / (i1 - i0)
+        return tuple(out2)
+    fill = _as_series(how, n)  # type: ignore[arg-type]
+    return tuple(v if v is not None else f for v, f in zip(series, fill, strict=True))
+
+
+def evaluate_expression(expression: str, variables: Mapping[str, Value], n: int) -> Value:
+    """Evaluate a metric-math expression over `n` aligned periods; variables map ids to series or numbers."""
+    tree = _Parser(expression).parse()
+    return _eval(tree, lambda name: _lookup(variables, name), n)
+
+
+def _lookup(variables: Mapping[str, Value], name: str) -> Value:
+    if name not in variables:
+        raise AlarmDefinitionError(f"unknown id {name!r}")
+    return variables[name]
+
+
+def _eval(node: tuple, resolve: Any, n: int) -> Value:
+    kind = node[0]
+    if kind == "num":
+        return node[1]
+    if kind == "id":
+        return resolve(node[1])
+    if kind == "neg":
+        return _elementwise(lambda a: -a, [_eval(node[1], resolve, n)], n)
+    if kind == "not":
+        return _elementwise(lambda a: float(not a), [_eval(node[1], resolve, n)], n)
+    if kind == "fillmode":
+        raise AlarmDefinitionError(f"{node[1]} is only valid as FILL's second argument")
+    if kind == "call":
+        name, args = node[1], node[2]
+        if name == "IF":
+            if len(args) not in (2, 3):
+                raise AlarmDefinitionError("IF takes (condition, true value[, false value])")
+            cond = _eval(args[0], resolve, n)
+            yes = _eval(args[1], resolve, n)
+            no = _eval(args[2], resolve, n) if len(args) == 3 else None
+            c, y = _as_series(cond, n), _as_series(yes, n)
+            f = _as_series(no, n) if no is not None else (None,) * n
+            out = tuple(
+                None if ci is None else (yi if ci else fi) for ci, yi, fi in zip(c, y, f, strict=True)
+            )
+            return out if any(isinstance(v, tuple) for v in (cond, yes, no)) else out[0]  # type: ignore[return-value]
+        if name == "FILL":
+            if len(args) != 2:
+                raise AlarmDefinitionError("FILL takes (metric, value | REPEAT | LINEAR)")
+            how: Value | str = args[1][1] if args[1][0] == "fillmode" else _eval(args[1], resolve, n)
+            return _fill(_eval(args[0], resolve, n), how, n)
+        if name == "ABS":
+            if len(args) != 1:
+                raise AlarmDefinitionError("ABS takes one argument")
+            return _elementwise(abs, [_eval(args[0], resolve, n)], n)
+        raise AlarmDefinitionError(f"unsupported function {name}()")
+    a = _eval(node[1], resolve, n)
+    b = _eval(node[2], resolve, n)
+    return _elementwise(lambda x, y: _binary(kind, x, y), [a, b], n)
+
+
+# --------------------------------------------------------------------------------------------- definitions
+
+_OPERATORS = {
+    "GreaterThanThreshold": (lambda v, t: v > t, "greater than"),
+    "GreaterThanOrEqualToThreshold": (lambda v, t: v >= t, "greater than or equal to"),
+    "LessThanThreshold": (lambda v, t: v < t, "less than"),
+    "LessThanOrEqualToThreshold": (lambda v, t: v <= t, "less than or equal to"),
+}
+_TREATMENTS = ("missing", "notBreaching", "breaching", "ignore")
+EXTRA_PERIODS = 2  # evaluation range = EvaluationPeriods + EXTRA_PERIODS
+
+
+def _truthy(value: Any, default: bool) -> bool:
+    if value is None:
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def _dims(raw: Any, where: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for d in raw or []:
+        name, value = d.get("Name"), d.get("Value")
+        if not isinstance(name, str) or not isinstance(value, (str, int, float)):
+            raise AlarmDefinitionError(f"{where}: dimension {d!r} is not resolved to plain strings")
+        out[name] = str(value)
+    return out
+
+
+@dataclass(frozen=True)
+class _MetricQuery:
+    id: str
+    namespace: str
+    name: str
+    dimensions: dict[str, str]
+    stat: str
+    period: int
+    unit: str | None
+
+
+@dataclass(frozen=True)
+class _Alarm:
+    key: str
+    name: str
+    props: Mapping[str, Any]
+    period: int
+    evaluation_periods: int
+    datapoints_to_alarm: int
+    threshold: float
+    operator: str
+    treat_missing: str
+    low_sample: str
+    metrics: tuple[_MetricQuery, ...]
+    expressions: dict[str, str]
+    returned: str
+
+
+def _parse_alarm(key: str, props: Mapping[str, Any]) -> _Alarm:
+    where = f"alarm {key}"
+    operator = props.get("ComparisonOperator")
+    if operator not in _OPERATORS:
+        raise AlarmDefinitionError(f"{where}: unsupported ComparisonOperator {operator!r}")
+    treat = props.get("TreatMissingData") or "missing"
+    if treat not in _TREATMENTS:
+        raise AlarmDefinitionError(f"{where}: TreatMissingData must be one of {_TREATMENTS}")
+    try:
+        n = int(props["EvaluationPeriods"])
+        threshold = float(props["Threshold"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AlarmDefinitionError(f"{where}: EvaluationPeriods and Threshold are required numbers") from exc
+    m = int(props.get("DatapointsToAlarm") or n)
+    if not 1 <= m <= n:
+        raise AlarmDefinitionError(f"{where}: DatapointsToAlarm must be between 1 and EvaluationPeriods")
+
+    metrics: list[_MetricQuery] = []
+    expressions: dict[str, str] = {}
+    if props.get("Metrics"):
+        returned: list[str] = []
+        implicit: list[str] = []
+        for q in props["Metrics"]:
+            qid = q.get("Id")
+            if not isinstance(qid, str):
+                raise AlarmDefinitionError(f"{where}: every Metrics entry needs an Id")
+            if "Expression" in q:
+                expressions[qid] = str(q["Expression"])
+            elif "MetricStat" in q:
+                ms = q["MetricStat"]
+                metric = ms.get("Metric", {})
+                metrics.append(
+                    _MetricQuery(
+                        id=qid,
+                        namespace=str(metric.get("Namespace")),
+                        name=str(metric.get("MetricName")),
+                        dimensions=_dims(metric.get("Dimensions"), where),
+                        stat=_normalize_stat(str(ms.get("Stat"))),
+                        period=int(ms.get("Period") or q.get("Period") or 0),
+                        unit=ms.get("Unit"),
+                    )
+                )
+            else:
+                raise AlarmDefinitionError(
+                    f"{where}: Metrics entry {qid} has neither Expression nor MetricStat"
+                )
+            if "ReturnData" in q and _truthy(q["ReturnData"], True):
+                returned.append(qid)
+            elif "ReturnData" not in q:
+                implicit.append(qid)
+        candidates = returned or implicit
+        if len(candidates) != 1:
+            raise AlarmDefinitionError(f"{where}: exactly one Metrics entry must have ReturnData true")
+        ret = candidates[0]
+        periods = {q.period for q in metrics if q.period}
+        if len(periods) != 1:
+            raise AlarmDefinitionError(
+                f"{where}: the MetricStat entries need one common Period, got {periods}"
+            )
+        period = periods.pop()
+    else:
+        stat = props.get("ExtendedStatistic") or props.get("Statistic")
+        if not stat:
+            raise AlarmDefinitionError(f"{where}: Statistic or ExtendedStatistic is required")
+        period = int(props.get("Period") or 0)
+        metrics.append(
+            _MetricQuery(
+                id="m1",
+                namespace=str(props.get("Namespace")),
+                name=str(props.get("MetricName")),
+                dimensions=_dims(props.get("Dimensions"), where),
+                stat=_normalize_stat(str(stat)),
+                period=period,
+                unit=props.get("Unit"),
+            )
+        )
+        ret = "m1"
+    if period <= 0:
+        raise AlarmDefinitionError(f"{where}: Period must be a positive number of seconds")
+    return _Alarm(
+        key=key,
+        name=str(props.get("AlarmName") or key),
+        props=props,
+        period=period,
+        evaluation_periods=n,
+        datapoints_to_alarm=m,
+        threshold=threshold,
+        operator=operator,
+        treat_missing=treat,
+        low_sample=str(props.get("EvaluateLowSampleCountPercentile") or "evaluate"),
+        metrics=tuple(metrics),
+        expressions=expressions,
+        returned=ret,
+    )
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+
+def _fmt_time(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%d/%m/%y %H:%M:%S")
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "+0000"
+
+
+def _fmt_value(v: float) -> str:
+    return repr(float(v))
+
+
+@dataclass
+class AlarmStatus:
+    """The latest evaluation of one alarm: state, reason, and the values per period (oldest first)."""
+
+    state: AlarmState
+    reason: str
+    values: list[tuple[float, float | None]] = field(default_factory=list)
+    reason_data: dict[str, Any] = field(default_factory=dict)
+
+
+class AlarmEvaluator:
+    """Evaluates alarm definitions (CloudFormation `Properties` with intrinsics already resolved) over time.
+
+    Keeps each alarm's state between calls (starting at INSUFFICIENT_DATA, as CloudWatch does) and records a
+    Transition only when the state changes."""
+
+    def __init__(self, definitions: Mapping[str, Mapping[str, Any]]) -> None:
+        self.alarms: dict[str, _Alarm] = {key: _parse_alarm(key, props) for key, props in definitions.items()}
+        self.status: dict[str, AlarmStatus] = {
+            key: AlarmStatus(AlarmState.INSUFFICIENT_DATA, "Unchecked: Initial alarm creation")
+            for key in self.alarms
+        }
+        self.transitions: list[Transition] = []
+        self.last_transitions: list[Transition] = []
+
+    @property
+    def states(self) -> dict[str, AlarmState]:
+        """The current state of every alarm."""
+        return {key: s.state for key, s in self.status.items()}
+
+    def evaluate(self, datapoints: Iterable[Datapoint], now: float) -> dict[str, AlarmState]:
+        """Evaluate every alarm at `now`; returns the states and sets `last_transitions` to the changes."""
+        points = list(datapoints)
+        self.last_transitions = []
+        for key, alarm in self.alarms.items():
+            old = self.status[key].state
+            new = self._evaluate_one(alarm, points, now, old)
+            self.status[key] = new
+            if new.state != old:
+                t = Transition(key, alarm.name, old, new.state, new.reason, now, new.reason_data)
+                self.transitions.append(t)
+                self.last_transitions.append(t)
+        return self.states
+
+    def actions(self, key: str, state: AlarmState | str) -> list[Any]:
+        """The actions the definition lists for entering `state` (AlarmActions, OKActions, ...)."""
+        prop = {"ALARM": "AlarmActions", "OK": "OKActions", "INSUFFICIENT_DATA": "InsufficientDataActions"}
+        return list(self.alarms[key].props.get(prop[str(state)]) or [])
+
+    def notification(
+        self, transition: Transition, *, region: str = "us-east-1", account_id: str = "123456789012"
+    ) -> dict[str, Any]:
+        """The JSON body CloudWatch publishes to SNS for this state change."""
+        return notification_body(
+            self.alarms[transition.alarm], transition, region=region, account_id=account_id
+        )
+
+    # ------------------------------------------------------------------------------------------------------
+
+    def _evaluate_one(
+        self, alarm: _Alarm, points: list[Datapoint], now: float, current: AlarmState
+    ) -> AlarmStatus:
+        p = alarm.period
+        r = alarm.evaluation_periods + EXTRA_PERIODS
+        last = math.floor(now / p) * p
+        starts = [last - (r - 1 - i) * p for i in range(r)]
+        index = {s: i for i, s in enumerate(starts)}
+
+        raw: dict[str, list[list[float]]] = {}
+        for q in alarm.metrics:
+            buckets: list[list[float]] = [[] for _ in starts]
+            for d in points:
+                if (
+                    d.namespace == q.namespace
+                    and d.name == q.name
+                    and dict(d.dimensions) == q.dimensions
+                    and (q.unit is None or d.unit == q.unit)
+                    and d.timestamp <= now
+                ):
+                    i = index.get(math.floor(d.timestamp / p) * p)
+                    if i is not None:
+                        buckets[i].append(float(d.value))
+            raw[q.id] = buckets
+
+        series: dict[str, Value] = {
+            q.id: tuple(statistic(b, q.stat) if b else None for b in raw[q.id]) for q in alarm.metrics
+        }
+        if alarm.returned in series:
+            result = series[alarm.returned]
+        else:
+            result = self._expression(alarm, alarm.returned, series, r, set())
+        values = list(_as_series(result, r))
+        timeline = list(zip(starts, values, strict=True))
+
+        single = alarm.metrics[0] if not alarm.expressions else None
+        if single is not None and alarm.low_sample == "ignore":
+            recent = [len(b) for b in raw[single.id] if b][-alarm.evaluation_periods :]
+            if any(_low_sample(single.stat, n) for n in recent):
+                reason = (
+                    "Low sample count for percentile: the state is kept (EvaluateLowSampleCountPercentile)."
+                )
+                return AlarmStatus(current, reason, timeline)
+        return _decide(alarm, timeline, current, now, single)
+
+    def _expression(self, alarm: _Alarm, qid: str, series: dict[str, Value], n: int, seen: set[str]) -> Value:
+        if qid in series:
+            return series[qid]
+        if qid not in alarm.expressions:
+            raise AlarmDefinitionError(f"alarm {alarm.key}: unknown id {qid!r}")
+        if qid in seen:
+            raise AlarmDefinitionError(f"alarm {alarm.key}: expression {qid} refers to itself")
+        tree = _Parser(alarm.expressions[qid]).parse()
+        value = _eval(tree, lambda name: self._expression(alarm, name, series, n, seen | {qid}), n)
+        series[qid] = value
+        return value
+
+
+def _decide(
+    alarm: _Alarm,
+    timeline: list[tuple[float, float | None]],
+    current: AlarmState,
+    now: float,
+    single: _MetricQuery | None,
+) -> AlarmStatus:
+    n, m, thr = alarm.evaluation_periods, alarm.datapoints_to_alarm, alarm.threshold
+    breaches, phrase = _OPERATORS[alarm.operator]
+    real = [(ts, v) for ts, v in timeline if v is not None]
+    data: dict[str, Any] = {
+        "version": "1.0",
+        "queryDate": _iso(now),
+        "period": alarm.period,
+        "threshold": thr,
+        "recentDatapoints": [v for _, v in real[-n:]],
+    }
+    if single is not None:
+        data["statistic"] = single.stat
+    s = "s" if n != 1 else ""
+
+    if not real:
+        treat = alarm.treat_missing
+        if treat == "missing":
+            reason = f"Insufficient Data: {len(timeline)} datapoints were unknown."
+            return AlarmStatus(AlarmState.INSUFFICIENT_DATA, reason, timeline, data)
+        if treat == "ignore":
+            return AlarmStatus(
+                current, "No datapoints: missing data ignored, the state is kept.", timeline, data
+            )
+        label = "Breaching" if treat == "breaching" else "NonBreaching"
+        state = AlarmState.ALARM if treat == "breaching" else AlarmState.OK
+        reason = (
+            f"Threshold Crossed: no datapoints were received for {n} period{s} and {n} missing "
+            f"datapoint{s} {'were' if n != 1 else 'was'} treated as [{label}]."
+        )
+        return AlarmStatus(state, reason, timeline, data)
+
+    evaluated = real[-n:]
+    fills = n - len(evaluated)
+    breaching = sum(1 for _, v in evaluated if breaches(v, thr))
+    if alarm.treat_missing == "breaching":
+        breaching += fills
+    data["startDate"] = _iso(evaluated[0][0])
+    data["evaluatedDatapoints"] = [{"timestamp": _iso(ts), "value": v} for ts, v in reversed(evaluated)]
+    shown = ", ".join(f"{_fmt_value(v)} ({_fmt_time(ts)})" for ts, v in reversed(evaluated))
+    filled = f" and {fills} missing datapoint{'s' if fills != 1 else ''}" if fills else ""
+
+    if breaching >= m:
+        verb = "was" if breaching == 1 else "were"
+        reason = (
+            f"Threshold Crossed: {breaching} out of the last {n} datapoint{s} [{shown}]{filled} {verb} "
+            f"{phrase} "
+            f"the threshold ({_fmt_value(thr)}) (minimum {m} datapoint{'s' if m != 1 else ''} for "
+            f"OK -> ALARM transition)."
+        )
+        return AlarmStatus(AlarmState.ALARM, reason, timeline, data)
+    if fills and alarm.treat_missing == "ignore":
+        reason = (
+            f"Only {len(evaluated)} of {n} datapoints present and below {m} breaching: the state is kept."
+        )
+        return AlarmStatus(current, reason, timeline, data)
+    ok = n - breaching
+    verb = "was" if ok == 1 else "were"
+    reason = (
+        f"Threshold Crossed: {ok} out of the last {n} datapoint{s} [{shown}]{filled} {verb} not {phrase} "
+        f"the threshold ({_fmt_value(thr)}) (minimum {n - m + 1} datapoint{'s' if n - m + 1 != 1 else ''} "
+        f"for ALARM -> OK transition)."
+    )
+    return AlarmStatus(AlarmState.OK, reason, timeline, data)
+
+
+# ------------------------------------------------------------------------------------------------- SNS body
+
+_REGION_NAMES = {
+    "us-east-1": "US East (N. Virginia)",
+    "us-east-2": "US East (Ohio)",
+    "us-west-1": "US West (N. California)",
+    "us-west-2": "US West (Oregon)",
+    "eu-west-1": "EU (Ireland)",
+    "eu-central-1": "EU (Frankfurt)",
+    "ap-southeast-2": "Asia Pacific (Sydney)",
+    "ap-northeast-1": "Asia Pacific (Tokyo)",
+}
+
+
+def _sns_dims(dims: Mapping[str, str]) -> list[dict[str, str]]:
+    return [{"value": v, "name": k} for k, v in dims.items()]
+
+
+def notification_body(
+    alarm: _Alarm | Mapping[str, Any],
+    transition: Transition,
+    *,
+    region: str = "us-east-1",
+    account_id: str = "123456789012",
+) -> dict[str, Any]:
+    """The message CloudWatch sends to SNS on a state change (AlarmName, NewStateValue, Trigger...)."""
+    a = alarm if isinstance(alarm, _Alarm) else _parse_alarm(transition.alarm, alarm)
+    props = a.props
+    trigger: dict[str, Any] = {
+        "Period": a.period,
+        "EvaluationPeriods": a.evaluation_periods,
+        "DatapointsToAlarm": a.datapoints_to_alarm,
+        "ComparisonOperator": a.operator,
+        "Threshold": a.threshold,
+        "TreatMissingData": a.treat_missing,
+        "EvaluateLowSampleCountPercentile": props.get("EvaluateLowSampleCountPercentile", ""),
+    }
+    if a.expressions:
+        metrics: list[dict[str, Any]] = []
+        for q in props.get("Metrics", []):
+            entry: dict[str, Any] = {"Id": q["Id"], "ReturnData": q["Id"] == a.returned}
+            if "Expression" in q:
+                entry["Expression"] = q["Expression"]
+                if "Label" in q:
+                    entry["Label"] = q["Label"]
+            else:
+                mq = next(x for x in a.metrics if x.id == q["Id"])
+                entry["MetricStat"] = {
+                    "Metric": {
+                        "Dimensions": _sns_dims(mq.dimensions),
+                        "MetricName": mq.name,
+                        "Namespace": mq.namespace,
+                    },
+                    "Period": mq.period,
+                    "Stat": q["MetricStat"].get("Stat"),
+                }
+            metrics.append(entry)
+        trigger["Metrics"] = metrics
+    else:
+        q = a.metrics[0]
+        trigger = {
+            "MetricName": q.name,
+            "Namespace": q.namespace,
+            "StatisticType": "ExtendedStatistic" if _PERCENTILE.match(q.stat) else "Statistic",
+            **({"ExtendedStatistic": q.stat} if _PERCENTILE.match(q.stat) else {"Statistic": q.stat.upper()}),
+            "Unit": q.unit,
+            "Dimensions": _sns_dims(q.dimensions),
+            **trigger,
+        }
+    return {
+        "AlarmName": a.name,
+        "AlarmDescription": props.get("AlarmDescription"),
+        "AWSAccountId": account_id,
+        "AlarmConfigurationUpdatedTimestamp": _iso(transition.timestamp),
+        "NewStateValue": str(transition.new_state),
+        "NewStateReason": transition.reason,
+        "StateChangeTime": _iso(transition.timestamp),
+        "Region": _REGION_NAMES.get(region, region),
+        "AlarmArn": f"arn:aws:cloudwatch:{region}:{account_id}:alarm:{a.name}",
+        "OldStateValue": str(transition.old_state),
+        "OKActions": list(props.get("OKActions") or []),
+        "AlarmActions": list(props.get("AlarmActions") or []),
+        "InsufficientDataActions": list(props.get("InsufficientDataActions") or []),
+        "Trigger": trigger,
+    }
+
+
+def notification_subject(transition: Transition, *, region: str = "us-east-1") -> str:
+    """The SNS Subject CloudWatch uses: 'ALARM: "name" in US East (N. Virginia)' (at most 100 characters)."""
+    subject = f'{transition.new_state}: "{transition.alarm_name}" in {_REGION_NAMES.get(region, region)}'
+    return subject[:100]
+
+
+# ------------------------------------------------------------------------------------------------- EMF
+
+
+def emf_to_datapoints(lines: Iterable[str]) -> list[Datapoint]:
+    """Datapoints from EMF log lines: each metric once per dimension set; a list value gives one per element.
+
+    Lines that are not EMF JSON (ordinary log lines, text) are skipped: a whole log stream can be passed."""
+    out: list[Datapoint] = []
+    for line in lines:
+        line = line.strip()
+        if '"_aws"' not in line:
+            continue
+        try:
+            obj = json.loads(line[line.index("{") :])
+        except ValueError:
+            continue
+        meta = obj.get("_aws") if isinstance(obj, dict) else None
+        if not isinstance(meta, dict):
+            continue
+        try:
+            ts = float(meta["Timestamp"]) / 1000
+        except (KeyError, TypeError, ValueError):
+            continue
+        for directive in meta.get("CloudWatchMetrics") or []:
+            namespace = directive.get("Namespace")
+            dim_sets = directive.get("Dimensions") or [[]]
+            for metric in directive.get("Metrics") or []:
+                name = metric.get("Name")
+                if name not in obj:
+                    continue
+                raw = obj[name]
+                values = raw if isinstance(raw, list) else [raw]
+                for dim_keys in dim_sets:
+                    if any(not isinstance(obj.get(k), str) for k in dim_keys):
+                        continue  # EMF requires dimension values to be strings on the root node
+                    dims = {k: obj[k] for k in dim_keys}
+                    for v in values:
+                        if isinstance(v, (int, float)) and not isinstance(v, bool):
+                            out.append(Datapoint(namespace, name, dims, ts, float(v), metric.get("Unit")))
+    return out
