@@ -1,0 +1,154 @@
+"""A sample repository with a realistic pull request: a small shop package where the PR adds an export feature.
+
+The head commit seeds real bugs (a mutable default argument, `shell=True` with interpolated input, a bare
+`except`, a hard-coded token) next to ordinary code, so the demo shows the agents finding them at file and line.
+"""
+
+from __future__ import annotations
+
+BASE_FILES: dict[str, str] = {
+    "README.md": "# shop\n\nA tiny shop library used by the prfleet demo.\n",
+    ".prfleet.toml": '# prfleet settings, read from the base branch\n[files]\nignore = ["docs/generated/*"]\n',
+    "shop/__init__.py": '"""A tiny shop."""\n\n__version__ = "1.0.0"\n',
+    "shop/cart.py": '''"""Shopping cart."""
+
+from __future__ import annotations
+
+
+class Cart:
+    """Items a customer is about to buy."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int, float]] = []
+
+    def add(self, sku: str, quantity: int, price: float) -> None:
+        """Add `quantity` units of `sku` at `price` each."""
+        if quantity <= 0:
+            raise ValueError("quantity must be positive")
+        self.items.append((sku, quantity, price))
+
+    def total(self) -> float:
+        """Sum of all lines."""
+        return sum(q * p for _sku, q, p in self.items)
+''',
+    "shop/pricing.py": '''"""Prices and discounts."""
+
+from __future__ import annotations
+
+
+def apply_discount(total: float, percent: float) -> float:
+    """Total after a percentage discount."""
+    if not 0 <= percent <= 100:
+        raise ValueError("percent must be between 0 and 100")
+    return round(total * (100 - percent) / 100, 2)
+''',
+    "tests/test_cart.py": '''from shop.cart import Cart
+
+
+def test_total():
+    cart = Cart()
+    cart.add("apple", 2, 0.5)
+    assert cart.total() == 1.0
+''',
+}
+
+HEAD_CHANGES: dict[str, str | None] = {
+    "shop/cart.py": '''"""Shopping cart."""
+
+from __future__ import annotations
+
+
+class Cart:
+    """Items a customer is about to buy."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, int, float]] = []
+
+    def add(self, sku: str, quantity: int, price: float) -> None:
+        """Add `quantity` units of `sku` at `price` each."""
+        if quantity <= 0:
+            raise ValueError("quantity must be positive")
+        self.items.append((sku, quantity, price))
+
+    def add_many(self, skus, seen=[]):
+        for sku in skus:
+            if sku not in seen:
+                seen.append(sku)
+                self.add(sku, 1, 0.0)
+        return seen
+
+    def total(self) -> float:
+        """Sum of all lines."""
+        return sum(q * p for _sku, q, p in self.items)
+''',
+    "shop/export.py": '''"""Export orders for the warehouse."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+WAREHOUSE_TOKEN = "whk_live_4f9a8c7e2b1d"
+
+
+def export_orders(orders: list[dict], filename: str) -> str:
+    with open(filename, "w") as fh:
+        json.dump(orders, fh)
+    subprocess.run(f"gzip -f {filename}", shell=True, check=True)
+    return filename + ".gz"
+
+
+def upload(path: str) -> bool:
+    try:
+        subprocess.run(["curl", "-T", path, "-H", f"Authorization: {WAREHOUSE_TOKEN}", "https://warehouse.invalid/"])
+        return True
+    except:
+        return False
+''',
+    "shop/pricing.py": '''"""Prices and discounts."""
+
+from __future__ import annotations
+
+
+def apply_discount(total: float, percent: float) -> float:
+    """Total after a percentage discount."""
+    if not 0 <= percent <= 100:
+        raise ValueError("percent must be between 0 and 100")
+    return round(total * (100 - percent) / 100, 2)
+
+
+def bulk_price(unit: float, quantity: int) -> float:
+    if quantity >= 100:
+        return apply_discount(unit * quantity, 10)
+    return unit * quantity
+''',
+    "docs/generated/api.md": "# API (generated)\n",
+    "assets/logo.png": None,  # replaced by binary bytes in `head_files()`
+}
+
+PR_TITLE = "Add order export and bulk pricing"
+PR_BODY = "Adds `shop.export` to hand orders to the warehouse, `Cart.add_many`, and bulk pricing."
+
+# Where the seeded bugs are: (path, the code on the buggy line, what it is). Lines are found, never hard-coded.
+SEEDED_BUGS = [
+    ("shop/cart.py", "def add_many(self, skus, seen=[]):", "mutable default argument"),
+    ("shop/export.py", 'subprocess.run(f"gzip -f {filename}", shell=True, check=True)', "shell=True"),
+    ("shop/export.py", "except:", "bare except"),
+    ("shop/export.py", 'WAREHOUSE_TOKEN = "whk_live_4f9a8c7e2b1d"', "hard-coded secret"),
+]
+
+
+def bug_line(path: str, code: str) -> int:
+    """1-based line of `code` in the head version of `path`."""
+    text = HEAD_CHANGES[path]
+    assert isinstance(text, str)
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip() == code:
+            return number
+    raise LookupError(f"{code!r} not in {path}")
+
+
+def head_files() -> dict[str, str | bytes | None]:
+    files: dict[str, str | bytes | None] = dict(HEAD_CHANGES)
+    files["assets/logo.png"] = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
+    return files
