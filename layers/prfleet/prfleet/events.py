@@ -83,6 +83,8 @@ METRIC_UNITS: dict[str, str] = {
 FLEET_ONLY = frozenset({"DailySpendUsd", "DailySpendPercent", "WebhookRejected", "WebhookErrors"})
 
 _OUTCOME_METRIC = {"succeeded": "RunsSucceeded", "partial": "RunsPartial", "failed": "RunsFailed"}
+# `emit("failed")` etc. (a run's outcome used as the event name) is logged and counted as `complete`.
+_OUTCOME_ALIASES = frozenset(_OUTCOME_METRIC)
 _SIMPLE_COUNTERS = {
     "cached": "CacheHits",
     "deferred": "JobsDeferred",
@@ -274,6 +276,11 @@ _RUNS = _RunBook()
 # ------------------------------------------------------------------------------------------------- emitter
 
 
+def _is_model_error(record: Mapping[str, Any]) -> bool:
+    """An `error` about one model call (the agent loop logs each failed attempt with its HTTP status)."""
+    return any(key in record for key in ("status", "attempt", "http_status"))
+
+
 def _usage_get(usage: Any, name: str) -> int | None:
     value = usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None)
     return int(value) if isinstance(value, (int, float)) else None
@@ -312,6 +319,9 @@ class Emitter:
 
     def emit(self, event: str, **fields: Any) -> None:
         """Log one line for `event` and publish its metrics (see module docstring for the mapping)."""
+        if event in _OUTCOME_ALIASES:
+            fields.setdefault("status", event)
+            event = "complete"
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; expected one of {sorted(EVENTS)}")
         context = {**self.context}
@@ -395,6 +405,12 @@ class Emitter:
                     value if isinstance(value, str) else json.dumps(value, default=str)
                 )
 
+        message = fields.pop("message", None)
+        if message is not None:  # `message` is the log line's own key: it means the error text or a detail
+            if event == "error" or "error_type" in fields or "error" in fields:
+                fields.setdefault("error", str(message))
+            else:
+                record["detail"] = message
         error = fields.pop("error", None)
         if error is not None:
             if isinstance(error, BaseException):
@@ -409,8 +425,10 @@ class Emitter:
         tokens = {
             "input_tokens": fields.pop("input_tokens", None),
             "output_tokens": fields.pop("output_tokens", None),
-            "cache_read_tokens": fields.pop("cache_read_tokens", None),
-            "cache_write_tokens": fields.pop("cache_write_tokens", None),
+            "cache_read_tokens": fields.pop("cache_read_tokens", fields.pop("cache_read_input_tokens", None)),
+            "cache_write_tokens": fields.pop(
+                "cache_write_tokens", fields.pop("cache_creation_input_tokens", None)
+            ),
         }
         if usage is not None:
             tokens["input_tokens"] = tokens["input_tokens"] or _usage_get(usage, "input_tokens")
@@ -445,7 +463,7 @@ class Emitter:
             response_model = fields.pop("response_model", None)
             if response_model:
                 record["gen_ai.response.model"] = response_model
-            response_id = fields.pop("response_id", None) or fields.pop("request_id", None)
+            response_id = fields.pop("response_id", None) or fields.pop("message_id", None)
             if response_id:
                 record["gen_ai.response.id"] = response_id
             stop = fields.get("stop_reason") or fields.pop("finish_reason", None)
@@ -498,11 +516,14 @@ class Emitter:
             if "cost_usd" in record:
                 out.append(("CostUsd", float(record["cost_usd"])))
         elif event in ("complete", "error"):
+            if event == "error" and _is_model_error(record):
+                out += [("ModelCalls", 1.0), ("ModelErrors", 1.0)]
             if event == "complete":
                 outcome = str(record.get("status", "succeeded"))
             else:
-                # An `error` ends its run unless the caller says fatal=False (a retried, recovered error).
-                outcome = "failed" if record.get("fatal", True) else ""
+                # Only an error that says fatal=True ends its run; others (a retried API error, a corrective
+                # turn, a rate limit re-queued with retry_after) are logged and the run's `complete` counts.
+                outcome = "failed" if record.get("fatal") is True else ""
             metric = _OUTCOME_METRIC.get(outcome)
             if metric and (run_id is None or _RUNS.end(run_id, outcome)):
                 out.append((metric, 1.0))
@@ -516,7 +537,7 @@ class Emitter:
 
     def _log(self, event: str, record: dict[str, Any]) -> None:
         level = _LEVELS.get(event, logging.INFO)
-        if event == "error" and record.get("fatal") is False:
+        if event == "error" and record.get("fatal") is not True:
             level = logging.WARNING
         self._logger.log(level, event, extra=record, stacklevel=3)  # location = the caller of emit()
 
@@ -537,6 +558,13 @@ class Emitter:
             for name, value in per_agent:
                 provider.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
             provider.flush_metrics()  # prints one EMF line now; honours POWERTOOLS_METRICS_DISABLED
+
+
+def spend(status: Any, emitter: Emitter | None = None) -> None:
+    """Publish the day's spend from anywhere (runner, sweeper) through the process' shared Logger/Metrics.
+
+    Powertools keeps Metrics state per process, so the handler's `@metrics.log_metrics` flushes these too."""
+    (emitter or Emitter(make_logger(), make_metrics())).spend(status)
 
 
 # ------------------------------------------------------------------------------------------------- capture
