@@ -1,0 +1,148 @@
+"""50+ threads reserving and settling against a moto server in a separate process."""
+
+from __future__ import annotations
+
+import random
+import threading
+
+import boto3
+import pytest
+from botocore.config import Config
+from moto_proc import moto_server
+from prfleet.budget import DAILY, BudgetExceeded, Ledger
+
+THREADS = 56
+ROUNDS = 9
+DAILY_LIMIT = 400_000          # micro-dollars: a few dozen calls fill it
+PR_LIMIT = 90_000
+PRS = [f"pr#acme/app#{n}" for n in range(6)]
+T0 = 1_795_000_000             # 2026-11-18 in UTC
+DAYS = [T0, T0 + 86400, T0 + 2 * 86400]   # three budget days: the limit is reached on each
+
+
+@pytest.fixture(scope="module")
+def ddb():
+    with moto_server() as url:
+        client = boto3.client(
+            "dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+            aws_secret_access_key="test",
+            config=Config(max_pool_connections=THREADS + 8, retries={"mode": "standard", "max_attempts": 10}))
+        client.create_table(
+            TableName="ledger", BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": "scope", "AttributeType": "S"},
+                                  {"AttributeName": "day", "AttributeType": "S"}],
+            KeySchema=[{"AttributeName": "scope", "KeyType": "HASH"},
+                       {"AttributeName": "day", "KeyType": "RANGE"}])
+        client.update_time_to_live(TableName="ledger", TimeToLiveSpecification={
+            "Enabled": True, "AttributeName": "expires_at"})
+        yield client
+
+
+def _item(ddb, day):
+    return ddb.get_item(TableName="ledger", Key={"scope": {"S": DAILY}, "day": {"S": day}},
+                        ConsistentRead=True).get("Item", {})
+
+
+def test_committed_never_exceeds_limit_and_settled_equals_sum_of_costs(ddb):
+    ledger = Ledger("ledger", daily_limit_micros=DAILY_LIMIT, pr_limit_micros=PR_LIMIT, client=ddb)
+    lock = threading.Lock()
+    spent: dict[str, int] = {}
+    spent_pr: dict[tuple[str, str], int] = {}
+    refused = {"daily": 0, "pr": 0}
+    errors: list[BaseException] = []
+    over: list[tuple[str, int]] = []
+    stop = threading.Event()
+    start = threading.Barrier(THREADS)
+
+    def worker(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            start.wait()
+            for i in range(ROUNDS):
+                now = DAYS[min(i * len(DAYS) // ROUNDS, len(DAYS) - 1)] + rnd.randint(0, 3600)
+                pr = rnd.choice(PRS)
+                amount = rnd.randint(5_000, 30_000)
+                try:
+                    r = ledger.reserve(pr, amount, now=now, ttl=600)
+                except BudgetExceeded as exc:
+                    with lock:
+                        refused["daily" if exc.scope == DAILY else "pr"] += 1
+                    continue
+                if rnd.random() < 0.15:
+                    ledger.release(r, now=now)      # the call failed
+                    continue
+                actual = rnd.randint(0, amount)
+                ledger.settle(r, actual, now=now + 5)
+                with lock:
+                    spent[r.day] = spent.get(r.day, 0) + actual
+                    spent_pr[(r.day, pr)] = spent_pr.get((r.day, pr), 0) + actual
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    def monitor() -> None:
+        while not stop.is_set():
+            for t in DAYS:
+                item = _item(ddb, ledger.day(t))
+                committed = int(item.get("committed", {}).get("N", 0))
+                if committed > DAILY_LIMIT:
+                    over.append((ledger.day(t), committed))
+                for pr, v in item.get("prc", {}).get("M", {}).items():
+                    if int(v["N"]) > PR_LIMIT:
+                        over.append((pr, int(v["N"])))
+            stop.wait(0.05)
+
+    threads = [threading.Thread(target=worker, args=(s,)) for s in range(THREADS)]
+    mon = threading.Thread(target=monitor)
+    mon.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    stop.set()
+    mon.join()
+
+    assert not errors, errors[:3]
+    assert not over, over[:5]
+    assert refused["daily"] + refused["pr"] >= 50, refused     # the limits were reached many times
+    assert refused["daily"] > 0 and refused["pr"] > 0
+    for t in DAYS:
+        day = ledger.day(t)
+        item = _item(ddb, day)
+        settled = int(item["settled"]["N"])
+        assert settled == spent.get(day, 0)
+        assert int(item["reserved"]["N"]) == 0
+        assert int(item["committed"]["N"]) == settled <= DAILY_LIMIT
+        assert item["res"]["M"] == {}
+        for pr, v in item["prs"]["M"].items():
+            assert int(v["N"]) == spent_pr.get((day, pr), 0) <= PR_LIMIT
+        status = ledger.status(now=t)
+        assert (status.settled, status.reserved, status.limit) == (settled, 0, DAILY_LIMIT)
+
+
+def test_stranded_reservation_is_released_by_sweeper_and_late_settle_still_counts(ddb):
+    ledger = Ledger("ledger", daily_limit_micros=100_000, pr_limit_micros=60_000, tz="Europe/Paris",
+                    client=ddb)
+    now = 1_798_000_000
+    r = ledger.reserve("pr#o/r#1", 50_000, now=now, ttl=300)
+    with pytest.raises(BudgetExceeded) as exc:
+        ledger.reserve("pr#o/r#1", 20_000, now=now)
+    assert exc.value.scope == "pr#o/r#1" and exc.value.available == 10_000
+    assert ledger.release_expired(now=now + 299) == 0
+    assert ledger.release_expired(now=now + 301) == 1
+    assert ledger.status(now=now).reserved == 0
+    # The Lambda was only slow: its settle still records the money actually spent.
+    st = ledger.settle(r, 30_000, now=now + 400)
+    assert (st.settled, st.reserved) == (30_000, 0)
+    assert st.others[0].scope == "pr#o/r#1" and st.others[0].settled == 30_000
+
+
+def test_crossed_80_once_per_scope_per_day(ddb):
+    ledger = Ledger("ledger", daily_limit_micros=100_000, pr_limit_micros=100_000, client=ddb)
+    now = 1_799_000_000
+    flags = []
+    for _ in range(4):
+        r = ledger.reserve("pr#o/r#2", 25_000, now=now)
+        flags.append(ledger.settle(r, 25_000, now=now).crossed_80)
+    assert flags == [False, False, False, True]   # 25, 50, 75 %, then 100 %: one notice
+    nxt = ledger.reserve(None, 85_000, now=now + 86400)
+    assert ledger.settle(nxt, 85_000, now=now + 86400).crossed_80 is True   # a new day, a new notice
