@@ -1,0 +1,81 @@
+"""Planner core: one job per (file, agent), and a reason for every file that is not reviewed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prfleet.jobs import PrJob, parse_message
+from prfleet.planner import plan_files
+
+PR = PrJob("acme/shop", 7, "h" * 40, "b" * 40, 42, "delivery-1", "opened")
+
+
+@dataclass(frozen=True)
+class Agent:
+    name: str
+    applies_to: tuple[str, ...] = ()
+
+
+AGENTS = {"review": Agent("review"), "tests": Agent("tests", ("*.py",)), "docs": Agent("docs", ("*.py", "*.md"))}
+
+
+def entry(name, status="modified", patch="@@ -1 +1 @@\n-a\n+b", sha="s1", changes=2):
+    e = {"filename": name, "status": status, "sha": sha, "changes": changes}
+    if patch is not None:
+        e["patch"] = patch
+    return e
+
+
+def test_one_job_per_file_and_applicable_agent_with_blob_sha():
+    jobs, skips = plan_files(PR, [entry("app/x.py", sha="blob1"), entry("README.md", sha="blob2")], AGENTS, max_file_bytes=1000)
+    assert sorted((j.path, j.agent) for j in jobs) == [
+        ("README.md", "docs"),
+        ("README.md", "review"),
+        ("app/x.py", "docs"),
+        ("app/x.py", "review"),
+        ("app/x.py", "tests"),
+    ]
+    assert {j.blob_sha for j in jobs if j.path == "app/x.py"} == {"blob1"}
+    assert all(parse_message(j.to_message()) == j for j in jobs)
+    assert len({j.job_id for j in jobs}) == len(jobs)
+    assert skips == []
+
+
+def test_every_skip_has_its_reason():
+    files = [
+        entry("gone.py", status="removed", patch=None),
+        entry("logo.png", patch=None, changes=0),
+        entry("data.bin2", patch=None, changes=0),
+        entry("big.py"),
+        entry("package-lock.json"),
+        entry("docs/generated/api.md"),
+        entry("huge_diff.py", patch=None, changes=90000),
+        entry("link.py"),
+        entry("style.css"),
+    ]
+    agents = {"tests": Agent("tests", ("*.py",))}
+    jobs, skips = plan_files(
+        PR, files, agents, ignore=["docs/generated/*"], sizes={"big.py": 5000}, symlinks=["link.py"], max_file_bytes=1000
+    )
+    reasons = {s.path: s.reason for s in skips}
+    assert reasons == {
+        "gone.py": "removed",
+        "logo.png": "binary",
+        "data.bin2": "binary (no textual diff)",
+        "big.py": "oversized (5000 bytes > 1000)",
+        "package-lock.json": "ignored by pattern",
+        "docs/generated/api.md": "ignored by pattern",
+        "huge_diff.py": "diff too large for GitHub to show",
+        "link.py": "symlink",
+        "style.css": "no agent applies to this file type",
+    }
+    assert jobs == []
+
+
+def test_job_ids_are_stable_across_deliveries_but_differ_per_head():
+    a, _ = plan_files(PR, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
+    again = PrJob(PR.repo, PR.number, PR.head_sha, PR.base_sha, PR.installation_id, "delivery-2", "synchronize")
+    b, _ = plan_files(again, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
+    newer = PrJob(PR.repo, PR.number, "n" * 40, PR.base_sha, PR.installation_id, "delivery-3", "synchronize")
+    c, _ = plan_files(newer, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
+    assert a[0].job_id == b[0].job_id != c[0].job_id

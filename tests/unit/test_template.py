@@ -1,0 +1,68 @@
+"""template.yaml as a product: the properties the design promises, read from the template itself."""
+
+from __future__ import annotations
+
+import pytest
+
+from prfleet_local import template as tpl
+
+T = tpl.load()
+RES = T["Resources"]
+
+
+def _sqs_events():
+    for name, fn in tpl.resources(T, "AWS::Serverless::Function").items():
+        for ev in fn["Properties"].get("Events", {}).values():
+            if ev["Type"] == "SQS":
+                yield name, ev["Properties"]
+
+
+def test_queue_visibility_is_at_least_six_times_the_consumer_timeout():
+    pairs = list(_sqs_events())
+    assert {n for n, _ in pairs} == {"PlannerFunction", "AgentFunction"}
+    for name, props in pairs:
+        queue = props["Queue"]["Fn::GetAtt"][0]
+        timeout = tpl.function_setting(T, name, "Timeout")
+        assert RES[queue]["Properties"]["VisibilityTimeout"] >= 6 * timeout, queue
+
+
+def test_consumers_report_batch_item_failures_with_capped_concurrency():
+    for _name, props in _sqs_events():
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": props["ScalingConfig"]["MaximumConcurrency"]["Ref"]}
+        assert props["ScalingConfig"]["MaximumConcurrency"]["Ref"] in T["Parameters"]
+
+
+def test_work_queues_have_dead_letter_queues_with_parameterised_receive_count():
+    for queue in ("PrQueue", "JobsQueue"):
+        redrive = RES[queue]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == {"Ref": "MaxReceiveCount"}
+        assert RES[redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]["Type"] == "AWS::SQS::Queue"
+
+
+def test_every_parameter_has_a_description_and_a_constraint():
+    for name, p in T["Parameters"].items():
+        assert p.get("Description"), name
+        assert any(k in p for k in ("AllowedPattern", "AllowedValues", "MinValue")), name
+
+
+@pytest.mark.parametrize("name", sorted(tpl.resources(T, "AWS::CloudWatch::Alarm")))
+def test_every_alarm_notifies_the_topic_and_names_the_service_dimension(name):
+    props = RES[name]["Properties"]
+    assert props["AlarmActions"] == [{"Ref": "AlertTopic"}] and props["OKActions"] == [{"Ref": "AlertTopic"}]
+    metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
+    for metric in metrics:
+        dims = {d["Name"] for d in metric["Dimensions"]}
+        assert dims == ({"service"} if metric["Namespace"] == "prfleet" else {"QueueName"}), name
+
+
+def test_tables_expire_records_with_ttl():
+    for name in tpl.resources(T, "AWS::DynamoDB::Table"):
+        assert RES[name]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+
+
+def test_secrets_are_secrets_manager_references_not_environment_values():
+    env = T["Globals"]["Function"]["Environment"]["Variables"]
+    for key in ("WEBHOOK_SECRET_ID", "GITHUB_SECRET_ID", "ANTHROPIC_SECRET_ID"):
+        assert RES[env[key]["Ref"]]["Type"] == "AWS::SecretsManager::Secret"
+    assert not any("KEY" in k and "SECRET" not in k for k in env)
