@@ -129,11 +129,15 @@ class PrTools:
         return self._changed
 
     def _mode(self, path: str) -> str | None:
+        """Git file mode if anyone knows it: the changed-file entry, else the source's mode()/file_mode()."""
         for f in self.changed():
-            if f.path == path:
+            if f.path == path and getattr(f, "mode", None):
                 return f.mode
-        file_mode = getattr(self.source, "file_mode", None)
-        return file_mode(path) if callable(file_mode) else None
+        for attr in ("mode", "file_mode"):
+            fn = getattr(self.source, attr, None)
+            if callable(fn):
+                return fn(path)
+        return None
 
     def _readable(self, path: object) -> tuple[str, str]:
         norm = confine_path(path)
@@ -195,7 +199,7 @@ class PrTools:
         """Every changed file with status and line counts (paths are untrusted data too)."""
         rows = [
             f"{f.status}\t+{f.additions}\t-{f.deletions}\t{f.path}"
-            + ("\t(symlink)" if f.mode == SYMLINK_MODE else "")
+            + ("\t(symlink)" if getattr(f, "mode", None) == SYMLINK_MODE else "")
             for f in self.changed()
         ]
         text, cut = _cap("\n".join(rows), self.max_chars)
@@ -212,7 +216,7 @@ class PrTools:
         hits: list[str] = []
         more = False
         for f in self.changed():
-            if f.status == "removed" or f.mode == SYMLINK_MODE:
+            if f.status == "removed" or self._mode(f.path) == SYMLINK_MODE:
                 continue
             if path_glob and not fnmatch.fnmatchcase(f.path, path_glob):
                 continue
