@@ -342,7 +342,9 @@ class GitHubServer:
         self._httpd.daemon_threads = True
         host, port = self._httpd.server_address[:2]
         self.api_url = f"http://{host}:{port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="fake-github", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="fake-github", daemon=True
+        )
         self._thread.start()
         return self.api_url
 
@@ -933,7 +935,8 @@ class _Handler(BaseHTTPRequestHandler):
                 run["output"][key] = output[key]
         run["output"]["annotations"].extend(annotations)
         run["output"]["annotations_count"] = len(run["output"]["annotations"])
-        run["annotation_batches"].append(len(annotations))
+        if annotations:
+            run["annotation_batches"].append(len(annotations))
 
     def _apply_status(self, run: dict[str, Any], body: dict[str, Any]) -> None:
         status = body.get("status")
