@@ -296,13 +296,11 @@ class Emitter:
         metrics: Metrics,
         *,
         clock: Callable[[], float] = time.monotonic,
-        wall_clock: Callable[[], float] = time.time,
         **context: Any,
     ) -> None:
         self._logger = logger
         self._metrics = metrics
         self._clock = clock
-        self._wall_clock = wall_clock
         self.context: dict[str, Any] = {k: v for k, v in context.items() if v is not None}
 
     def bind(self, **more: Any) -> Emitter:
@@ -311,7 +309,6 @@ class Emitter:
             self._logger,
             self._metrics,
             clock=self._clock,
-            wall_clock=self._wall_clock,
             **{**self.context, **more},
         )
 
@@ -554,7 +551,6 @@ class Emitter:
                 service=getattr(getattr(self._metrics, "provider", None), "service", None) or service_name(),
             )
             provider.add_dimension(name="agent", value=str(agent))
-            provider.set_timestamp(int(self._wall_clock() * 1000))
             for name, value in per_agent:
                 provider.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
             provider.flush_metrics()  # prints one EMF line now; honours POWERTOOLS_METRICS_DISABLED
