@@ -303,6 +303,7 @@ class GitHubServer:
         installation_id: int = 1,
         tokens: Iterable[str] = (),
         token_ttl: int = 3600,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.repo = repo_root if isinstance(repo_root, GitRepo) else GitRepo(repo_root)
         self.full_name = full_name
@@ -311,6 +312,7 @@ class GitHubServer:
         self.installation_id = installation_id
         self.static_tokens = set(tokens)
         self.token_ttl = token_ttl
+        self.clock = clock  # tokens and JWTs are judged by this clock (tests move it forward)
         self.contents_max_bytes = CONTENTS_MAX_BYTES
         self.lock = threading.RLock()
         self.prs: dict[int, PullRequest] = {}
@@ -526,7 +528,7 @@ class GitHubServer:
             return True
         with self.lock:
             expires = self.issued_tokens.get(value)
-        return expires is not None and expires > time.time()
+        return expires is not None and expires > self.clock()
 
 
 # --- HTTP handler ---
@@ -682,12 +684,14 @@ class _Handler(BaseHTTPRequestHandler):
                     token,
                     srv.app_public_key_pem,
                     algorithms=["RS256"],
-                    options={"require": ["iat", "exp", "iss"], "verify_iat": False},
+                    options={"require": ["iat", "exp", "iss"], "verify_iat": False, "verify_exp": False},
                     leeway=0,
                 )
             except jwt.PyJWTError as exc:
                 raise HttpError(401, f"A JSON web token could not be decoded ({exc})") from None
-            now = time.time()
+            now = srv.clock()
+            if claims["exp"] <= now:
+                raise HttpError(401, "'Expiration time' claim ('exp') must be a numeric value in the future")
             # "The time must be no more than 10 minutes into the future."
             if claims["exp"] - now > 600 + 5 or claims["exp"] - claims["iat"] > 660:
                 raise HttpError(401, "'Expiration time' claim ('exp') is too far in the future")
@@ -700,7 +704,7 @@ class _Handler(BaseHTTPRequestHandler):
         if int(params["id"]) != srv.installation_id:
             raise HttpError(404, "Not Found")
         new = "ghs_" + secrets.token_hex(18)
-        expires = time.time() + srv.token_ttl
+        expires = srv.clock() + srv.token_ttl
         with srv.lock:
             srv.issued_tokens[new] = expires
             srv.token_requests.append(claims)
