@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
@@ -20,6 +21,7 @@ def record_handler(record: SQSRecord) -> None:
         raise jobs.BadMessage("planner received a file job")
     logger.set_correlation_id(job.delivery_id)
     plan = planner.plan_pr(job, github.client_for(job.installation_id))
+    metrics.add_metric(name="JobsPlanned", unit=MetricUnit.Count, value=len(plan.jobs))
     logger.info("planned", extra={"event": "planned", "repository": job.repo, "pr": job.number, **plan.summary()})
 
 

@@ -40,6 +40,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         logger.exception("webhook failed")
         metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
         return _reply(500, {"error": "internal error; GitHub may redeliver"})
+    metrics.add_metric(name="WebhookDeliveries", unit=MetricUnit.Count, value=1)
     if reply.status >= 400:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
     logger.info(

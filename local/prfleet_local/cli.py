@@ -26,7 +26,7 @@ def _serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with sandbox(Path(args.workdir) if args.workdir else None, api_port=args.port) as box:
         print(f"webhook:  {box.stack.webhook_url}  (secret from PRFLEET_WEBHOOK_SECRET)")
-        print(f"GitHub:   {box.github.url}  (git repository {box.repo.path})")
+        print(f"GitHub:   {box.github.api_url}  (git repository {box.repo.path})")
         print(f"AWS:      {box.stack.moto.endpoint}  (AWS_ENDPOINT_URL for the aws CLI / boto3)")
         print(f"model:    {'offline model ' + box.model.url if box.model else 'the real Claude API'}")
         print("Ctrl-C to stop", flush=True)
@@ -58,9 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workdir", help="where the git repository and logs live")
     serve.set_defaults(func=_serve)
 
-    from prfleet_local import costcli
+    try:  # TEMP until costcli lands
+        from prfleet_local import costcli
 
-    costcli.add_cost_parser(sub)
+        costcli.add_cost_parser(sub)
+    except ImportError:
+        pass
 
     alarms = sub.add_parser("alarms", help="each alarm's state and last change (AWS describe_alarms, or local)")
     alarms.add_argument("--stack", default=os.environ.get("PRFLEET_STACK", "prfleet"), help="CloudFormation stack")

@@ -49,17 +49,15 @@ class Sandbox:
         return post(self.stack.webhook_url, body, headers)
 
     def open_sample_pr(self) -> int:
-        base = self.repo.commit(sample.BASE_FILES, "Initial shop")
-        self.repo.branch("main", base)
-        head = self.repo.commit(sample.head_files(), "Add order export and bulk pricing", parent=base)
-        self.repo.branch("feature/export", head)
+        self.repo.commit(sample.BASE_FILES, "Initial shop", branch="main")
+        self.repo.commit(sample.head_files(), "Add order export and bulk pricing", branch="feature/export")
         return self.github.open_pr(REPO, "main", "feature/export", sample.PR_TITLE, sample.PR_BODY)
 
     def wait_for_review(self, number: int, *, head_sha: str | None = None, timeout: float = 120.0) -> bool:
         """True once the PR head's check run completed and the queues are drained."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [c for c in self.github.check_runs if head_sha is None or c.get("head_sha") == head_sha]
+            runs = [c for c in self.github.check_runs.values() if head_sha is None or c.get("head_sha") == head_sha]
             if runs and all(c.get("status") == "completed" for c in runs):
                 if self.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic())):
                     return True
@@ -92,7 +90,7 @@ def sandbox(
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prfleet-")))
         workdir.mkdir(parents=True, exist_ok=True)
         repo = GitRepo(workdir / "repo")
-        github = GitHubServer(workdir / "repo", full_name=REPO)
+        github = GitHubServer(repo, full_name=REPO, tokens=["local-token"])
         github_url = github.start()
         stack.callback(github.stop)
         model = None
@@ -126,7 +124,7 @@ def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
     with sandbox(target) as box:
         model_note = "offline model (no API key, no network)" if box.model else "the real Claude API"
-        print(f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.url}, {model_note})")
+        print(f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})")
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
         status, reply = box.deliver("pull_request", payload)
@@ -174,7 +172,7 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
         print(f"  skipped {skip['path']}: {skip['reason']}")
     print(f"\nTotal cost: ${total / 1e6:.6f} over {len(runs)} runs")
     reviews = [r for r in box.github.reviews if r.get("number", number) == number]
-    checks = [c for c in box.github.check_runs if c.get("head_sha") == head]
+    checks = box.github.check_runs_for(head)
     for review in reviews:
         print(f"GitHub review posted: {len(review.get('comments', []))} inline comments, event {review.get('event')}")
     for check in checks:

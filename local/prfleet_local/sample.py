@@ -8,7 +8,7 @@ from __future__ import annotations
 
 BASE_FILES: dict[str, str] = {
     "README.md": "# shop\n\nA tiny shop library used by the prfleet demo.\n",
-    ".prfleet.toml": '# prfleet settings, read from the base branch\n[files]\nignore = ["docs/generated/*"]\n',
+    ".prfleet.toml": '# prfleet settings, read from the base branch\nignore = ["docs/generated/*"]\n\n[limits]\nmax_iterations = 12\n',
     "shop/__init__.py": '"""A tiny shop."""\n\n__version__ = "1.0.0"\n',
     "shop/cart.py": '''"""Shopping cart."""
 

@@ -137,12 +137,17 @@ class LocalStack:
         self.log_lines: list[str] = []
         self.functions: dict[str, Function] = {}
         self.alarm_definitions: dict[str, dict[str, Any]] = {}
+        self.query_definitions: dict[str, dict[str, Any]] = {}
         self.outputs: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.moto = MotoProcess(log_path=self.workdir / "moto.log")
+        self.evaluator: Any = None
+        self.notifications: list[dict[str, Any]] = []
+        self._metric_points: list[Any] = []
+        self._ages: dict[str, list[tuple[float, float]]] = {}
         self.api: ThreadingHTTPServer | None = None
         self.router = _install_router()
 
@@ -301,10 +306,9 @@ class LocalStack:
             self.client("cloudwatch").put_dashboard(DashboardName=props["DashboardName"], DashboardBody=props["DashboardBody"])
             ctx.refs[logical] = props["DashboardName"]
         elif kind == "AWS::Logs::QueryDefinition":
-            qid = self.client("logs").put_query_definition(
-                name=props["Name"], logGroupNames=props.get("LogGroupNames", []), queryString=props["QueryString"]
-            )["queryDefinitionId"]
-            ctx.refs[logical] = qid
+            # moto has no PutQueryDefinition: the stack keeps them (`prfleet` prints them; AWS stores them).
+            self.query_definitions[props["Name"]] = props
+            ctx.refs[logical] = props["Name"]
         else:
             raise tpl.TemplateError(f"{logical}: resource type {kind} is not supported by the local stack")
 
@@ -339,11 +343,12 @@ class LocalStack:
 
     @staticmethod
     def _reset_library_caches() -> None:
-        from prfleet import aws, config, secrets
+        from prfleet import aws, config, github, secrets
 
         config.settings.cache_clear()
         aws.client.cache_clear()
         secrets.reset()
+        github.reset_clients()
 
     def _collect(self, line: str) -> None:
         self.log_lines.append(line)
@@ -464,8 +469,12 @@ class LocalStack:
             if not got:
                 self._stop.wait(self.poll_wait)
                 continue
+            now = time.time()
             with self._busy_lock:
                 self._busy += 1
+                self._ages.setdefault(url, []).extend(
+                    (now, now - int(m["Attributes"]["SentTimestamp"]) / 1000.0) for m in got if "Attributes" in m
+                )
             try:
                 self._deliver(sqs, url, arn, function, got, partial)
             finally:
@@ -536,3 +545,43 @@ class LocalStack:
 
     def table(self, logical: str) -> str:
         return self.ctx.refs[logical]
+
+    # ------------------------------------------------------------------ alarms (moto stores them, never evaluates)
+    def _sqs_datapoints(self, now: float) -> list[Any]:
+        """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen."""
+        from prfleet.alarms import Datapoint
+
+        points = []
+        for logical in tpl.resources(self.template, "AWS::SQS::Queue"):
+            name = self.ctx.attrs[(logical, "QueueName")]
+            attrs = self.client("sqs").get_queue_attributes(
+                QueueUrl=self.ctx.refs[logical], AttributeNames=["ApproximateNumberOfMessages"]
+            )["Attributes"]
+            dims = {"QueueName": name}
+            points.append(
+                Datapoint("AWS/SQS", "ApproximateNumberOfMessagesVisible", dims, now, float(attrs["ApproximateNumberOfMessages"]), "Count")
+            )
+            with self._busy_lock:
+                ages = self._ages.pop(self.ctx.refs[logical], [])
+            for ts, age in ages or [(now, 0.0)]:
+                points.append(Datapoint("AWS/SQS", "ApproximateAgeOfOldestMessage", dims, ts, age, "Seconds"))
+        return points
+
+    def evaluate_alarms(self, now: float | None = None) -> dict[str, str]:
+        """Apply the template's alarms to the metrics this run emitted; publish state changes to the topic."""
+        from prfleet.alarms import AlarmEvaluator, emf_to_datapoints, notification_subject
+
+        now = time.time() if now is None else now
+        if self.evaluator is None:
+            self.evaluator = AlarmEvaluator(self.alarm_definitions)
+        self._metric_points.extend(self._sqs_datapoints(now))
+        points = emf_to_datapoints(self.log_lines) + self._metric_points
+        self.evaluator.evaluate(points, now)
+        sns, cw = self.client("sns"), self.client("cloudwatch")
+        for t in self.evaluator.last_transitions:
+            body = self.evaluator.notification(t, region=REGION)
+            for arn in self.evaluator.actions(t.alarm, t.new_state):
+                sns.publish(TopicArn=arn, Subject=notification_subject(t, region=REGION), Message=json.dumps(body))
+            cw.set_alarm_state(AlarmName=t.alarm, StateValue=str(t.new_state), StateReason=t.reason[:1023])
+            self.notifications.append(body)
+        return {k: str(v) for k, v in self.evaluator.states.items()}

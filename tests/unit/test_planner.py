@@ -15,6 +15,9 @@ class Agent:
     name: str
     applies_to: tuple[str, ...] = ()
 
+    def applies(self, path: str) -> bool:
+        return not self.applies_to or any(path.endswith(g.lstrip("*")) for g in self.applies_to)
+
 
 AGENTS = {"review": Agent("review"), "tests": Agent("tests", ("*.py",)), "docs": Agent("docs", ("*.py", "*.md"))}
 

@@ -811,3 +811,25 @@ class GitHubPrSource:
         else:
             raw = self.gh.blob(self.repo, data["sha"])
         return raw.decode("utf-8", "replace")
+
+
+# --- the clients the functions use ---
+
+_clients: dict[int | None, GitHub] = {}
+
+
+def client_for(installation_id: int | None) -> GitHub:
+    """A GitHub client for an installation, built from the GitHub secret and the configured API URL (cached)."""
+    from prfleet import secrets
+    from prfleet.config import settings
+
+    gh = _clients.get(installation_id)
+    if gh is None or gh.api_url != settings().github_api_url:
+        api_url = settings().github_api_url
+        gh = GitHub(api_url, auth_from_secret(secrets.github_credentials(), api_url, installation_id))
+        _clients[installation_id] = gh
+    return gh
+
+
+def reset_clients() -> None:
+    _clients.clear()

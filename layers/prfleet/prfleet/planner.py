@@ -41,7 +41,8 @@ class Skip:
 
 class AgentLike(Protocol):
     name: str
-    applies_to: tuple[str, ...]
+
+    def applies(self, path: str) -> bool: ...
 
 
 def matches(path: str, globs: Iterable[str]) -> bool:
@@ -92,7 +93,7 @@ def plan_files(
         elif "patch" not in entry:
             skips.append(Skip(path, "diff too large for GitHub to show"))
         else:
-            wanted = [a for a in agents.values() if not a.applies_to or matches(path, a.applies_to)]
+            wanted = [a for a in agents.values() if a.applies(path)]
             if not wanted:
                 skips.append(Skip(path, "no agent applies to this file type"))
             for agent in wanted:
@@ -151,7 +152,12 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
 
     config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
     config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
-    repo_config = agents.parse_repo_config(config_text) if config_text else None
+    notes = []
+    try:
+        repo_config = agents.parse_repo_config(config_text) if config_text else None
+    except agents.RepoConfigError as exc:  # a broken config must not block reviews: defaults, and say so
+        repo_config, config_text = None, None
+        notes.append(Skip(".prfleet.toml", f"not applied: {exc}"))
     specs = agents.agent_specs(cfg, repo_config)
     files, more = gh.pr_files(job.repo, job.number, max_files=cfg.max_files)
     tree = gh.tree(job.repo, head)
@@ -166,6 +172,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
         symlinks=links,
         max_file_bytes=cfg.max_file_bytes,
     )
+    skips.extend(notes)
     if more:
         skips.append(Skip(f"({more} more files)", f"over the limit of {cfg.max_files} files per pull request"))
     check_id = fanin.start_check(gh, job, planned=len(jobs))
