@@ -35,6 +35,7 @@ MAX_ANNOTATION_TITLE = 255
 SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
 _FP_RE = re.compile(r"<!--\s*prfleet:fp=([0-9a-fA-F]+)\s*-->")
+_HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
 SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
@@ -139,10 +140,11 @@ def fingerprint_of(f: Any, code_line: str = "") -> str:
     The derived form mirrors prfleet.findings.fingerprint (agent, path, title, normalised code line).
     """
     fp = _get(f, "fingerprint")
-    if isinstance(fp, str) and fp:
-        return fp
     if callable(fp):
-        return str(fp(code_line))
+        fp = fp(code_line)
+    if isinstance(fp, str) and fp:
+        # markers carry hex only; anything else is hashed so it still round-trips through posted_fingerprints
+        return fp.lower() if _HEX_RE.fullmatch(fp) else hashlib.sha256(fp.encode()).hexdigest()[:32]
     key = "\x1f".join(
         [
             str(_get(f, "agent", "") or ""),
@@ -319,6 +321,7 @@ def build_review(
     line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
     seen = {fp.lower() for fp in already_posted}
     comments: list[dict[str, Any]] = []
+    inline_fps: list[str] = []
     folded: list[tuple[Any, str, str]] = []
     duplicates: list[Any] = []
     for f in sorted(findings, key=_sort_key):
@@ -339,6 +342,7 @@ def build_review(
         elif len(comments) >= max_comments:
             folded.append((f, fp, f"over {max_comments} inline comments"))
         else:
+            inline_fps.append(fp)
             comments.append(
                 {"path": path, "line": line, "side": "RIGHT", "body": _comment_body(f, fp, max_body=max_body)}
             )
@@ -384,7 +388,7 @@ def build_review(
         )
         if p
     )
-    fps = {_FP_RE.search(c["body"]).group(1) for c in comments} | {fp for _, fp in placed}  # type: ignore[union-attr]
+    fps = set(inline_fps) | {fp for _, fp in placed}
     return ReviewPlan(
         body=body,
         comments=comments,
