@@ -1,0 +1,325 @@
+"""`prfleet cost estimate` and `prfleet cost report`: what the fleet will cost, and what it did cost.
+
+The main CLI calls `add_cost_parser(subparsers)`; each subcommand sets `func(args) -> int`.
+Arithmetic is exact (Decimal micro-dollars); prices come from prfleet.pricing (the packaged table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any, TextIO
+
+from prfleet import pricing
+from prfleet.budget import DAILY, day_of
+
+MONTH_DAYS = 30
+MICRO = Decimal(1_000_000)
+
+
+# ------------------------------------------------------------------------------------------------ estimate
+
+@dataclass(frozen=True)
+class Estimate:
+    model: str | None
+    input_price: Decimal         # USD per MTok actually used (tier applied)
+    output_price: Decimal
+    cache_read_price: Decimal
+    per_run_usd: Decimal
+    runs_per_day: int
+    per_day_usd: Decimal
+    per_month_usd: Decimal
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Decimal):
+                d[k] = float(v)
+        d["per_run_micros"] = int((self.per_run_usd * MICRO).to_integral_value(ROUND_HALF_UP))
+        d["month_days"] = MONTH_DAYS
+        return d
+
+
+def estimate(*, input_tokens: int, requests: int, output_tokens: int, agents: int, files: int,
+             prs_per_day: int, model: str | None = None, input_price: Decimal | None = None,
+             output_price: Decimal | None = None, cache_read_price: Decimal | None = None,
+             cache_read_ratio: Decimal = Decimal(0), on: dt.date | None = None) -> Estimate:
+    """Cost of one run (`requests` calls of `input_tokens` each, `output_tokens` in all), then per day
+    (agents x files x PRs runs) and per 30-day month. A fraction `cache_read_ratio` of the input is read
+    from the prompt cache. With `model`, prices come from the table (prompt-length tier included)."""
+    if model:
+        card = pricing.rates(model, on=on).card_for_prompt(input_tokens)
+        inp, out, cread = card.input, card.output, card.cache_read
+    else:
+        if input_price is None or output_price is None:
+            raise ValueError("give --model, or both --input-price and --output-price")
+        inp, out = Decimal(input_price), Decimal(output_price)
+        cread = Decimal(cache_read_price) if cache_read_price is not None else inp / 10
+    ratio = Decimal(cache_read_ratio)
+    if not 0 <= ratio <= 1:
+        raise ValueError("--cache-read-ratio must be between 0 and 1")
+    total_in = Decimal(input_tokens) * requests
+    micros = total_in * (1 - ratio) * inp + total_in * ratio * cread + Decimal(output_tokens) * out
+    per_run = micros / MICRO
+    runs = agents * files * prs_per_day
+    per_day = per_run * runs
+    return Estimate(model, inp, out, cread, per_run, runs, per_day, per_day * MONTH_DAYS)
+
+
+def _usd(v: Decimal, places: int = 4) -> str:
+    q = Decimal(1).scaleb(-places)
+    return f"${v.quantize(q, ROUND_HALF_UP):,}"
+
+
+def run_estimate(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Handler of `prfleet cost estimate`."""
+    out = out or sys.stdout
+    try:
+        e = estimate(
+            input_tokens=args.input_tokens, requests=args.requests, output_tokens=args.output_tokens,
+            agents=args.agents, files=args.files, prs_per_day=args.prs_per_day, model=args.model,
+            input_price=args.input_price, output_price=args.output_price,
+            cache_read_price=args.cache_read_price, cache_read_ratio=args.cache_read_ratio)
+    except (ValueError, pricing.UnknownModel) as exc:
+        print(f"prfleet cost estimate: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        json.dump(e.to_json(), out, indent=2)
+        out.write("\n")
+        return 0
+    who = e.model or "custom prices"
+    out.write(
+        f"model: {who}  (input ${e.input_price}/MTok, cache read ${e.cache_read_price}/MTok, "
+        f"output ${e.output_price}/MTok)\n"
+        f"per run:   {_usd(e.per_run_usd)}  ({args.requests} x {args.input_tokens:,} input tokens, "
+        f"{args.output_tokens:,} output tokens)\n"
+        f"runs/day:  {e.runs_per_day:,}  ({args.agents} agents x {args.files} files x "
+        f"{args.prs_per_day} PRs)\n"
+        f"per day:   {_usd(e.per_day_usd, 2)}\n"
+        f"per month: {_usd(e.per_month_usd, 2)}  ({MONTH_DAYS} days)\n")
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- report
+
+def _deser(item: Mapping[str, Any]) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer
+
+    d = TypeDeserializer()
+    return {k: d.deserialize(v) for k, v in item.items()}
+
+
+def _epoch(v: Any) -> float | None:
+    if v is None:
+        return None
+    if isinstance(v, (int, float, Decimal)):
+        return float(v)
+    try:
+        return dt.datetime.fromisoformat(str(v).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def fetch_ledger(client: Any, table: str, since_day: str) -> list[dict[str, Any]]:
+    """The daily ledger items from `since_day` on (Query on scope = "daily")."""
+    kwargs: dict[str, Any] = dict(
+        TableName=table, KeyConditionExpression="#s = :s AND #d >= :since",
+        ExpressionAttributeNames={"#s": "scope", "#d": "day"},
+        ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since_day}})
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client.query(**kwargs)
+        items += [_deser(i) for i in page.get("Items", [])]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def fetch_runs(client: Any, table: str) -> list[dict[str, Any]]:
+    """Every run item of the StateTable (sk begins with RUN#)."""
+    kwargs: dict[str, Any] = dict(
+        TableName=table, FilterExpression="begins_with(sk, :run)",
+        ExpressionAttributeValues={":run": {"S": "RUN#"}})
+    items: list[dict[str, Any]] = []
+    while True:
+        page = client.scan(**kwargs)
+        items += [_deser(i) for i in page.get("Items", [])]
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def summarize(ledger_items: Iterable[Mapping[str, Any]], runs: Iterable[Mapping[str, Any]], *, days: int,
+              now: float, tz: str = "UTC") -> dict[str, Any]:
+    """Pure: spend by day (ledger), by agent / model / repository (runs), cache savings and a month
+    projection, over the last `days` budget days. Money in micro-dollars."""
+    first = day_of(now - (days - 1) * 86400, tz)
+    by_day = {}
+    for it in ledger_items:
+        day = str(it.get("day"))
+        if it.get("scope", DAILY) != DAILY or day < first:
+            continue
+        by_day[day] = {"settled": int(it.get("settled", 0)), "reserved": int(it.get("reserved", 0)),
+                       "limit": int(it.get("limit", 0))}
+    agent: dict[str, int] = defaultdict(int)
+    model: dict[str, int] = defaultdict(int)
+    repo: dict[str, int] = defaultdict(int)
+    run_day: dict[str, int] = defaultdict(int)
+    paid: dict[str, list[int]] = defaultdict(list)
+    cached_runs: dict[str, int] = defaultdict(int)
+    prompt_saved = Decimal(0)
+    cache_read_tokens = 0
+    unpriced: set[str] = set()
+    n_runs = 0
+    for r in runs:
+        ts = _epoch(r.get("created_at"))
+        if ts is None:
+            continue
+        day = day_of(ts, tz)
+        if day < first:
+            continue
+        n_runs += 1
+        cost = int(r.get("cost_micros", 0) or 0)
+        a, m = str(r.get("agent", "?")), str(r.get("model", "?"))
+        agent[a] += cost
+        model[m] += cost
+        repo[str(r.get("repo", "?"))] += cost
+        run_day[day] += cost
+        if r.get("cached"):
+            cached_runs[a] += 1
+            continue
+        paid[a].append(cost)
+        tokens = int(r.get("cache_read_tokens", 0) or 0)
+        if tokens:
+            try:
+                rt = pricing.rates(m, on=dt.date.fromisoformat(day))
+            except pricing.UnknownModel:
+                unpriced.add(m)
+                continue
+            cache_read_tokens += tokens
+            prompt_saved += tokens * (rt.input - rt.cache_read)
+    result_saved = sum(
+        Decimal(cached_runs[a]) * (Decimal(sum(paid[a])) / len(paid[a])) for a in cached_runs if paid[a])
+    daily_totals = {d: v["settled"] for d, v in by_day.items()} or dict(run_day)
+    mean_day = Decimal(sum(daily_totals.values())) / days
+    return {
+        "days": days, "first_day": first, "tz": tz, "runs": n_runs,
+        "by_day": dict(sorted(by_day.items())),
+        "runs_by_day": dict(sorted(run_day.items())),
+        "by_agent": dict(sorted(agent.items())), "by_model": dict(sorted(model.items())),
+        "by_repo": dict(sorted(repo.items())),
+        "cache": {
+            "prompt_cache_read_tokens": cache_read_tokens,
+            "prompt_cache_saved_micros": int(prompt_saved.to_integral_value(ROUND_HALF_UP)),
+            "result_cache_hits": sum(cached_runs.values()),
+            "result_cache_saved_micros": int(Decimal(result_saved).to_integral_value(ROUND_HALF_UP)),
+            "unpriced_models": sorted(unpriced),
+        },
+        "projection": {
+            "mean_per_day_micros": int(mean_day.to_integral_value(ROUND_HALF_UP)),
+            "per_month_micros": int((mean_day * MONTH_DAYS).to_integral_value(ROUND_HALF_UP)),
+            "month_days": MONTH_DAYS,
+        },
+    }
+
+
+def _m(micros: int) -> str:
+    return _usd(Decimal(micros) / MICRO, 4)
+
+
+def render_report(s: Mapping[str, Any]) -> str:
+    """Human-readable report of `summarize`'s result."""
+    lines = [f"prfleet spend, last {s['days']} days from {s['first_day']} ({s['tz']}), {s['runs']} runs", "",
+             "by day (ledger):"]
+    for day, v in s["by_day"].items():
+        pct = f"{v['settled'] * 100 / v['limit']:.1f}%" if v["limit"] else "-"
+        lines.append(f"  {day}  settled {_m(v['settled']):>14}  reserved {_m(v['reserved']):>12}  "
+                     f"limit {_m(v['limit']):>12}  {pct:>6}")
+    if not s["by_day"]:
+        lines.append("  (no ledger items)")
+    for title, key in (("by agent", "by_agent"), ("by model", "by_model"), ("by repository", "by_repo")):
+        lines.append(f"{title} (runs):")
+        for name, v in sorted(s[key].items(), key=lambda kv: -kv[1]):
+            lines.append(f"  {name:<40} {_m(v):>14}")
+        if not s[key]:
+            lines.append("  (no runs)")
+    c, p = s["cache"], s["projection"]
+    lines += [
+        "cache savings:",
+        f"  prompt cache: {c['prompt_cache_read_tokens']:,} tokens read from cache, saved "
+        f"{_m(c['prompt_cache_saved_micros'])}",
+        f"  result cache: {c['result_cache_hits']:,} runs served from cache, saved about "
+        f"{_m(c['result_cache_saved_micros'])} (mean paid run of the same agent)",
+    ]
+    if c["unpriced_models"]:
+        lines.append(f"  not priced (unknown models): {', '.join(c['unpriced_models'])}")
+    lines.append(f"projection: {_m(p['mean_per_day_micros'])}/day mean -> {_m(p['per_month_micros'])} "
+                 f"per {p['month_days']}-day month")
+    return "\n".join(lines) + "\n"
+
+
+def run_report(args: argparse.Namespace, out: TextIO | None = None, client: Any = None,
+               now: float | None = None) -> int:
+    """Handler of `prfleet cost report`: reads the ledger and the runs through boto3."""
+    from prfleet.config import settings
+
+    out = out or sys.stdout
+    cfg = settings()
+    if client is None:
+        from prfleet.aws import client as aws_client
+        client = aws_client("dynamodb")
+    now = time.time() if now is None else now
+    first = day_of(now - (args.days - 1) * 86400, cfg.budget_timezone)
+    s = summarize(fetch_ledger(client, cfg.ledger_table, first), fetch_runs(client, cfg.state_table),
+                  days=args.days, now=now, tz=cfg.budget_timezone)
+    if args.json:
+        json.dump(s, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_report(s))
+    return 0
+
+
+# -------------------------------------------------------------------------------------------------- parser
+
+def _positive(v: str) -> int:
+    n = int(v)
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return n
+
+
+def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
+    """Register `cost estimate` and `cost report` on the main CLI's subparsers."""
+    cost = subparsers.add_parser("cost", help="estimate and report model spend")
+    sub = cost.add_subparsers(dest="cost_command", required=True)
+
+    est = sub.add_parser("estimate", help="what a review fleet will cost per run, day and month")
+    est.add_argument("--model", help="price from the table (e.g. claude-sonnet-5-5)")
+    est.add_argument("--input-price", type=Decimal, help="USD per million input tokens")
+    est.add_argument("--output-price", type=Decimal, help="USD per million output tokens")
+    est.add_argument("--cache-read-price", type=Decimal,
+                     help="USD per million cache-read tokens (default: 10%% of the input price)")
+    est.add_argument("--input-tokens", type=int, default=9_500, help="input tokens per request")
+    est.add_argument("--requests", type=_positive, default=5, help="model requests per run")
+    est.add_argument("--output-tokens", type=int, default=2_000, help="output tokens per run")
+    est.add_argument("--agents", type=_positive, default=3)
+    est.add_argument("--files", type=_positive, default=3, help="files per PR")
+    est.add_argument("--prs-per-day", type=_positive, default=20)
+    est.add_argument("--cache-read-ratio", type=Decimal, default=Decimal(0),
+                     help="fraction of input tokens read from the prompt cache (0..1)")
+    est.add_argument("--json", action="store_true")
+    est.set_defaults(func=run_estimate)
+
+    rep = sub.add_parser("report", help="spend by day, agent, model and repository from DynamoDB")
+    rep.add_argument("--days", type=_positive, default=7)
+    rep.add_argument("--json", action="store_true")
+    rep.set_defaults(func=run_report)
+    return cost
