@@ -91,11 +91,16 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
 def _http(method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float) -> Response:
-    """One HTTP exchange; non-2xx statuses are returned, not raised."""
+    """One HTTP exchange; non-2xx statuses are returned, not raised. Loopback skips proxies."""
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
+    opener = _direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else urllib.request.build_opener()
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - URL is the configured API
+        with opener.open(req, timeout=timeout) as resp:
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
     except urllib.error.HTTPError as exc:
         data = exc.read() if exc.fp else b""
@@ -819,7 +824,7 @@ _clients: dict[int | None, GitHub] = {}
 
 
 def client_for(installation_id: int | None) -> GitHub:
-    """A GitHub client for an installation, built from the GitHub secret and the configured API URL (cached)."""
+    """A GitHub client for an installation, from the GitHub secret and the configured API URL (cached)."""
     from prfleet import secrets
     from prfleet.config import settings
 
