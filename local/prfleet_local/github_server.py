@@ -790,6 +790,8 @@ class _Handler(BaseHTTPRequestHandler):
         review = {
             "id": review_id,
             "pull_number": pr.number,
+            "number": pr.number,
+            "event": event,
             "user": {"login": BOT_LOGIN, "type": "Bot"},
             "body": text,
             "state": "COMMENTED" if event == "COMMENT" else event,
