@@ -1,15 +1,16 @@
 """An offline stand-in for the Anthropic Messages API: deterministic, no network, no key, clearly labelled.
 
 It speaks POST /v1/messages (JSON, no streaming) well enough for the real anthropic SDK and drives the prfleet
-tool loop like a real model would: it reads the file under review with read_file (optionally in chunks, optionally
-get_diff / list_changed_files and the PR's test files), then calls report_findings with findings from a real
-static analysis (Python via `ast`; a small generic analysis otherwise), then ends its turn. Being a static
-analyser it cannot be talked out of its findings, and it reports prompt-injection attempts it sees as findings.
+tool loop like a real model would: it reads the file under review with read_file (optionally in chunks or
+windows; then get_diff, or list_changed_files and the PR's test files), then calls report_findings with
+findings from a real static analysis (Python via `ast`; a small generic analysis otherwise), then ends its
+turn. Being a static analyser it cannot be talked out of its findings, and it reports the prompt-injection
+attempts it sees.
 
-Usage follows the cache_control markers it is sent (prefix hashes with a 5-minute / 1-hour lifetime), and faults
-(429, spend-limit 429, 529, 500, slow replies, truncated JSON, max_tokens and other stop reasons, invalid reports)
-are injected per request number or with a seeded probability through a FaultPlan, settable at start, with
-`set_faults()`, or with POST /_faults.
+Usage follows the cache_control markers it is sent (prefix hashes with a 5-minute / 1-hour lifetime), and
+faults (429, spend-limit 429, 529, 500, slow replies, truncated JSON, max_tokens and other stop reasons,
+invalid reports) are injected per request number or with a seeded probability through a FaultPlan, settable at
+start, with `set_faults()`, or with POST /_faults.
 """
 
 from __future__ import annotations
@@ -68,13 +69,15 @@ class FaultRule:
 
 @dataclass
 class FaultPlan:
-    """What the server does wrong, and how it explores: `read_chunks` splits read_file into N ranges (the caching
-    benchmark uses it for a fixed number of iterations); `invalid_reports` makes the first N reports invalid."""
+    """What the server does wrong, and how it explores: `read_chunks` splits read_file into N ranges and
+    `read_windows` reads N windows instead (fixed iteration counts, for the caching benchmark);
+    `invalid_reports` makes the first N reports invalid."""
 
     rules: list[FaultRule] = field(default_factory=list)
     seed: int = 0
     invalid_reports: int = 0
     read_chunks: int = 1
+    read_windows: int = 0  # instead of the whole file, read N 30-line windows around what looks suspicious
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -84,6 +87,7 @@ class FaultPlan:
             seed=int(data.get("seed", 0)),
             invalid_reports=int(data.get("invalid_reports", 0)),
             read_chunks=max(1, int(data.get("read_chunks", 1))),
+            read_windows=max(0, int(data.get("read_windows", 0))),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,7 +299,7 @@ def review_python(path: str, tree: ast.Module, lines: list[str]) -> list[dict[st
 
 
 def tests_python(path: str, tree: ast.Module, test_texts: dict[str, str]) -> list[dict[str, Any]]:
-    """Public functions and classes with no reference in any of the PR's test files, with a concrete test idea."""
+    """Public functions and classes no test file of the PR references, each with a concrete test idea."""
     out = []
     corpus = "\n".join(test_texts.values())
     for node, qual in _public_defs(tree):
@@ -308,7 +312,8 @@ def tests_python(path: str, tree: ast.Module, test_texts: dict[str, str]) -> lis
             call = f"{qual}({', '.join(args)})"
             body = (
                 f"No test among the PR's files references `{qual}`. Add e.g. `test_{qual}_typical` calling "
-                f"`{call}` with representative values and asserting the result, plus `test_{qual}_edge_cases` "
+                f"`{call}` with representative values and asserting the result, plus "
+                f"`test_{qual}_edge_cases` "
                 "for empty, None and invalid inputs (expecting the documented exception)."
             )
         else:
@@ -533,6 +538,21 @@ class OfflineModel:
         size = math.ceil(total / n)
         return [(s, min(s + size - 1, total)) for s in range(1, total + 1, size)]
 
+    def _windows(self, conv: Conversation) -> list[tuple[int, int] | None]:
+        """30-line windows centred on the first findings in the copy of the file the first message carried."""
+        text = "\n".join(
+            conv.first_file_lines.get(i, "") for i in range(1, max(conv.first_file_lines, default=0) + 1)
+        )
+        hot = sorted({f["line"] for f in analyse(conv.agent, conv.path or "", text)})
+        total = max(conv.total_lines, 1)
+        while len(hot) < self.plan.read_windows:
+            hot.append(1 + (len(hot) * total) // self.plan.read_windows)
+        out: list[tuple[int, int] | None] = []
+        for line in hot[: self.plan.read_windows]:
+            start = max(1, min(line - 15, total - 29))
+            out.append((start, min(total, start + 29)))
+        return out
+
     def next_turn(self, conv: Conversation) -> tuple[list[dict[str, Any]], str]:
         """(content blocks, stop_reason) for this request."""
         if conv.path is None:
@@ -547,12 +567,13 @@ class OfflineModel:
             ], "end_turn"
         done = {(c[0], json.dumps(c[1], sort_keys=True)) for c in conv.calls}
         wanted: list[tuple[str, dict[str, Any]]] = []
-        for chunk in self._chunks(conv.total_lines):
+        ranges = self._windows(conv) if self.plan.read_windows else self._chunks(conv.total_lines)
+        for chunk in ranges:
             args: dict[str, Any] = {"path": conv.path}
             if chunk:
                 args.update(start_line=chunk[0], end_line=chunk[1])
             wanted.append(("read_file", args))
-        if conv.agent == "review" and self.plan.read_chunks <= 1:
+        if conv.agent == "review" and self.plan.read_chunks <= 1 and not self.plan.read_windows:
             wanted.append(("get_diff", {"path": conv.path}))
         test_texts: dict[str, str] = {}
         if conv.agent == "tests":
@@ -577,7 +598,7 @@ class OfflineModel:
                 ], "tool_use"
         # Assemble the file under review from what read_file returned (else the first message's copy).
         lines: dict[int, str] = dict(conv.first_file_lines)
-        for name, args, result, is_error in conv.calls:
+        for name, _args, result, is_error in conv.calls:
             if name != "read_file" or is_error:
                 continue
             for attrs, body in _blocks("file", result):

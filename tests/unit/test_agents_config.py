@@ -1,7 +1,6 @@
 from types import SimpleNamespace
 
 import pytest
-
 from prfleet.agents import (
     DEFAULT_LIMITS,
     PROMPTS,
@@ -121,7 +120,9 @@ def test_cache_breakpoints_are_at_most_four_and_in_the_right_places():
     ]
     tools = [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}]
     req = _request(spec, "sys", tools, history, cache=True)
-    assert req["tools"][-1]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in req["tools"][0]
+    assert (
+        req["tools"][-1]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in req["tools"][0]
+    )
     assert req["system"][0]["cache_control"] == {"type": "ephemeral"}
     assert req["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert req["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}

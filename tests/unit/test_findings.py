@@ -1,10 +1,16 @@
 import pytest
-
 from prfleet.findings import REPORT_SCHEMA, SEVERITIES, Finding, InvalidReport, fingerprint, validate_report
 
 
 def item(**over):
-    base = {"path": "app.py", "line": 3, "severity": "high", "category": "security", "title": "eval", "body": "b"}
+    base = {
+        "path": "app.py",
+        "line": 3,
+        "severity": "high",
+        "category": "security",
+        "title": "eval",
+        "body": "b",
+    }
     base.update(over)
     return base
 
@@ -24,8 +30,15 @@ def test_empty_report_is_valid():
 def test_every_problem_is_listed_in_one_error():
     with pytest.raises(InvalidReport) as info:
         validate_report(
-            {"findings": [item(line=0), item(severity="urgent"), item(category="Bad Cat"), {"path": "app.py"}],
-             "extra": 1},
+            {
+                "findings": [
+                    item(line=0),
+                    item(severity="urgent"),
+                    item(category="Bad Cat"),
+                    {"path": "app.py"},
+                ],
+                "extra": 1,
+            },
             agent="review",
         )
     text = str(info.value)

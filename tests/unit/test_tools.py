@@ -1,5 +1,4 @@
 import pytest
-
 from prfleet.tools import (
     REPORT_TOOL,
     ChangedFile,
@@ -19,7 +18,9 @@ class Source:
     def __init__(self, files, changed=None, modes=None):
         self.files = files
         self.modes = modes or {}
-        self._changed = changed if changed is not None else [ChangedFile(p, "modified", "s", 1, 0, "") for p in files]
+        self._changed = (
+            changed if changed is not None else [ChangedFile(p, "modified", "s", 1, 0, "") for p in files]
+        )
 
     def read_file(self, path):
         return self.files.get(path)
@@ -36,8 +37,21 @@ class Source:
 
 @pytest.mark.parametrize(
     "bad",
-    ["../etc/passwd", "a/../../b", "/etc/passwd", "C:/x", "a\\b", "a\x00b", "", "  ", ".", "~/x", ".git/config", 3,
-     None],
+    [
+        "../etc/passwd",
+        "a/../../b",
+        "/etc/passwd",
+        "C:/x",
+        "a\\b",
+        "a\x00b",
+        "",
+        "  ",
+        ".",
+        "~/x",
+        ".git/config",
+        3,
+        None,
+    ],
 )
 def test_confine_path_refuses_escapes(bad):
     with pytest.raises(PathError):
@@ -67,8 +81,14 @@ def test_read_file_is_capped_and_says_where_to_continue():
 
 def test_symlinks_are_refused_whoever_reports_them():
     changed = [ChangedFile("link", "added", "s", 1, 0, "", mode="120000")]
-    tools = PrTools(Source({"link": "../../etc/passwd", "other": "x"}, changed=changed, modes={"other": "120000"}))
-    for call in (("read_file", {"path": "link"}), ("get_diff", {"path": "link"}), ("read_file", {"path": "other"})):
+    tools = PrTools(
+        Source({"link": "../../etc/passwd", "other": "x"}, changed=changed, modes={"other": "120000"})
+    )
+    for call in (
+        ("read_file", {"path": "link"}),
+        ("get_diff", {"path": "link"}),
+        ("read_file", {"path": "other"}),
+    ):
         r = tools.call(*call)
         assert r.is_error and "symlink" in r.content
 
@@ -79,7 +99,10 @@ def test_missing_files_and_unchanged_diffs_are_errors_the_model_can_read():
     assert tools.call("get_diff", {"path": "nope.py"}).is_error
     assert tools.call("read_file", {"path": "../a.py"}).is_error
     assert tools.call("read_file", {"path": "a.py", "start_line": 0}).is_error
-    assert tools.call("read_file", {"path": "a.py", "mode": "w"}).content == "read_file got unknown argument(s): mode"
+    assert (
+        tools.call("read_file", {"path": "a.py", "mode": "w"}).content
+        == "read_file got unknown argument(s): mode"
+    )
     assert tools.call("write_file", {"path": "a.py"}).content == "unknown tool 'write_file'"
 
 
@@ -109,7 +132,13 @@ def test_untrusted_text_cannot_close_its_block():
 
 def test_tool_definitions_are_read_only_plus_report_and_fresh_copies():
     defs = tool_definitions()
-    assert [d["name"] for d in defs] == ["read_file", "get_diff", "list_changed_files", "search", "report_findings"]
+    assert [d["name"] for d in defs] == [
+        "read_file",
+        "get_diff",
+        "list_changed_files",
+        "search",
+        "report_findings",
+    ]
     defs[-1]["cache_control"] = {"type": "ephemeral"}
     assert "cache_control" not in tool_definitions()[-1] and "cache_control" not in REPORT_TOOL
     for d in defs:

@@ -1,7 +1,7 @@
 """Structured findings: what an agent reports through the report_findings tool, validated before we trust it.
 
-The model's report is untrusted input like everything else it produces, so it is checked field by field and the
-errors are phrased for the model: an invalid report gets one corrective turn with these messages.
+The model's report is untrusted input like everything else it produces, so it is checked field by field and
+the errors are phrased for the model: an invalid report gets one corrective turn with these messages.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "severity": {"type": "string", "enum": list(SEVERITIES)},
                     "category": {
                         "type": "string",
-                        "description": "Lower-case kebab-case, e.g. bug, security, error-handling, tests, docs, "
+                        "description": "Kebab-case, e.g. bug, security, error-handling, tests, docs, "
                         "prompt-injection.",
                     },
                     "title": {"type": "string", "maxLength": MAX_TITLE},
@@ -46,7 +46,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "suggestion": {
                         "type": "string",
                         "maxLength": MAX_SUGGESTION,
-                        "description": "Optional replacement for the line(s), applied as a GitHub suggestion.",
+                        "description": "Optional replacement for the line, shown as a GitHub suggestion.",
                     },
                 },
                 "required": ["path", "line", "severity", "category", "title", "body"],

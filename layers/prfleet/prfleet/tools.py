@@ -78,7 +78,7 @@ def _attr(value: str) -> str:
 
 
 def untrusted_block(kind: str, text: str, **attrs: object) -> str:
-    """Wrap untrusted text as <untrusted_KIND attr="..."> ... </untrusted_KIND> with lookalike tags defused."""
+    """Wrap untrusted text in <untrusted_KIND attr="...">...</untrusted_KIND>, lookalike tags defused."""
     rendered = "".join(f' {k}="{_attr(str(v))}"' for k, v in attrs.items() if v is not None)
     return f"<untrusted_{kind}{rendered}>\n{neutralise(text)}\n</untrusted_{kind}>"
 
@@ -262,7 +262,7 @@ class PrTools:
 READ_ONLY_TOOLS: list[dict[str, Any]] = [
     {
         "name": "read_file",
-        "description": "Read a file of the repository at the PR head, with line numbers. Optionally a line range.",
+        "description": "Read a repository file at the PR head, with line numbers; optionally a line range.",
         "input_schema": {
             "type": "object",
             "properties": {
@@ -291,7 +291,7 @@ READ_ONLY_TOOLS: list[dict[str, Any]] = [
     },
     {
         "name": "search",
-        "description": "Case-insensitive substring search over the PR's changed files; returns path:line: text.",
+        "description": "Case-insensitive search in the PR's changed files; returns path:line: text.",
         "input_schema": {
             "type": "object",
             "properties": {
@@ -313,5 +313,5 @@ REPORT_TOOL: dict[str, Any] = {
 
 
 def tool_definitions() -> list[dict[str, Any]]:
-    """Fresh copies of all tool definitions (callers add cache_control without mutating the module constants)."""
+    """Fresh copies of the tool definitions, so callers can add cache_control without side effects."""
     return copy.deepcopy([*READ_ONLY_TOOLS, REPORT_TOOL])
