@@ -138,6 +138,33 @@ class GitRepo:
         self.git("commit", "-q", "--allow-empty", "-m", message)
         return self.sha("HEAD")
 
+    def import_commit(
+        self, files: dict[str, str | bytes | None], message: str, *, branch: str, parent: str | None = None
+    ) -> str:
+        """Commit `files` on `branch` (from `parent`, default the branch tip) through `git fast-import`.
+
+        One pack instead of thousands of loose files: the way to build a 3,000-file PR in well under a second.
+        The work tree is not touched, so `branch` must not be the checked-out branch.
+        """
+        if self.current_branch() == branch:
+            raise ValueError(f"{branch} is checked out; import_commit leaves the work tree alone")
+        base = parent or self.resolve(branch)
+        msg = message.encode()
+        stamp = f"Dev <dev@example.com> {int(time.time())} +0000".encode()
+        chunks = [b"commit refs/heads/" + branch.encode() + b"\n", b"committer " + stamp + b"\n"]
+        chunks.append(b"data %d\n%s\n" % (len(msg), msg))
+        if base:
+            chunks.append(b"from " + base.encode() + b"\n")
+        for path, content in files.items():
+            if content is None:
+                chunks.append(b"D " + path.encode() + b"\n")
+                continue
+            data = content if isinstance(content, bytes) else content.encode("utf-8")
+            chunks.append(b"M 100644 inline " + path.encode() + b"\n")
+            chunks.append(b"data %d\n%s\n" % (len(data), data))
+        self.git_bytes("fast-import", "--quiet", "--force", input=b"".join(chunks))
+        return self.sha(branch)
+
     def sha(self, ref: str) -> str:
         return self.git("rev-parse", f"{ref}^{{commit}}").strip()
 
