@@ -7,7 +7,6 @@ from typing import Any
 import anthropic
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-
 from prfleet import events, github, jobs, queue, runner, secrets
 from prfleet.config import settings
 
@@ -31,8 +30,14 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         raise jobs.BadMessage("agent received a PR job")
     logger.set_correlation_id(job.delivery_id)
     emitter = events.Emitter(
-        logger, metrics, repository=job.repo, pr=job.number, head_sha=job.head_sha, path=job.path,
-        delivery_id=job.delivery_id, agent=job.agent,
+        logger,
+        metrics,
+        repository=job.repo,
+        pr=job.number,
+        head_sha=job.head_sha,
+        path=job.path,
+        delivery_id=job.delivery_id,
+        agent=job.agent,
     )
     final_attempt = int(record.attributes.approximate_receive_count) >= settings().max_receive_count
     try:
@@ -45,10 +50,13 @@ def record_handler(record: SQSRecord, context: Any) -> None:
             final_attempt=final_attempt,
         )
     except runner.RetryLater as exc:
-        queue.delay_message(record.receipt_handle, exc.delay)
-        raise
+        # A fresh, delayed copy: waiting on the API's rate limit must not count towards the DLQ's receive limit.
+        queue.send_raw(record.body, delay=int(exc.delay + 0.999))
+        logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
     except Exception as exc:
-        if final_attempt:  # record the failure so the PR's review completes; the message still goes to the DLQ
+        if (
+            final_attempt
+        ):  # record the failure so the PR's review completes; the message still goes to the DLQ
             runner.fail(github.client_for, job, emitter, events.redact(str(exc)), type(exc).__name__)
         raise
 

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
-
 from prfleet import deliveries, events, queue, secrets, webhook
 
 logger = events.make_logger()
@@ -45,6 +44,11 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
     logger.info(
         "webhook",
-        extra={"event": "webhook", "status": reply.status, "github_event": headers.get("x-github-event"), **reply.body},
+        extra={
+            "event": "webhook",
+            "status": reply.status,
+            "github_event": headers.get("x-github-event"),
+            "reply": reply.body,
+        },
     )
     return _reply(reply.status, reply.body)

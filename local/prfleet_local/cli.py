@@ -49,11 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="review a sample pull request end to end on the local stack")
     demo.add_argument("--workdir", help="keep the repository, logs and stack files here")
-    demo.add_argument("--keep", action="store_true", help="keep the working directory (printed) after the run")
+    demo.add_argument(
+        "--keep", action="store_true", help="keep the working directory (printed) after the run"
+    )
     demo.set_defaults(func=_demo)
 
-    local = sub.add_parser("local", help="the local stack").add_subparsers(dest="local_command", required=True)
-    serve = local.add_parser("serve", help="keep the local stack up; webhook at http://127.0.0.1:PORT/webhook")
+    local = sub.add_parser("local", help="the local stack").add_subparsers(
+        dest="local_command", required=True
+    )
+    serve = local.add_parser(
+        "serve", help="keep the local stack up; webhook at http://127.0.0.1:PORT/webhook"
+    )
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--workdir", help="where the git repository and logs live")
     serve.set_defaults(func=_serve)
@@ -65,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     except ImportError:
         pass
 
-    alarms = sub.add_parser("alarms", help="each alarm's state and last change (AWS describe_alarms, or local)")
-    alarms.add_argument("--stack", default=os.environ.get("PRFLEET_STACK", "prfleet"), help="CloudFormation stack")
+    alarms = sub.add_parser(
+        "alarms", help="each alarm's state and last change (AWS describe_alarms, or local)"
+    )
+    alarms.add_argument(
+        "--stack", default=os.environ.get("PRFLEET_STACK", "prfleet"), help="CloudFormation stack"
+    )
     alarms.set_defaults(func=_alarms)
     return parser
 

@@ -26,10 +26,11 @@ MICRO = Decimal(1_000_000)
 
 # ------------------------------------------------------------------------------------------------ estimate
 
+
 @dataclass(frozen=True)
 class Estimate:
     model: str | None
-    input_price: Decimal         # USD per MTok actually used (tier applied)
+    input_price: Decimal  # USD per MTok actually used (tier applied)
     output_price: Decimal
     cache_read_price: Decimal
     per_run_usd: Decimal
@@ -47,10 +48,21 @@ class Estimate:
         return d
 
 
-def estimate(*, input_tokens: int, requests: int, output_tokens: int, agents: int, files: int,
-             prs_per_day: int, model: str | None = None, input_price: Decimal | None = None,
-             output_price: Decimal | None = None, cache_read_price: Decimal | None = None,
-             cache_read_ratio: Decimal = Decimal(0), on: dt.date | None = None) -> Estimate:
+def estimate(
+    *,
+    input_tokens: int,
+    requests: int,
+    output_tokens: int,
+    agents: int,
+    files: int,
+    prs_per_day: int,
+    model: str | None = None,
+    input_price: Decimal | None = None,
+    output_price: Decimal | None = None,
+    cache_read_price: Decimal | None = None,
+    cache_read_ratio: Decimal = Decimal(0),
+    on: dt.date | None = None,
+) -> Estimate:
     """Cost of one run (`requests` calls of `input_tokens` each, `output_tokens` in all), then per day
     (agents x files x PRs runs) and per 30-day month. A fraction `cache_read_ratio` of the input is read
     from the prompt cache. With `model`, prices come from the table (prompt-length tier included)."""
@@ -83,10 +95,18 @@ def run_estimate(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     try:
         e = estimate(
-            input_tokens=args.input_tokens, requests=args.requests, output_tokens=args.output_tokens,
-            agents=args.agents, files=args.files, prs_per_day=args.prs_per_day, model=args.model,
-            input_price=args.input_price, output_price=args.output_price,
-            cache_read_price=args.cache_read_price, cache_read_ratio=args.cache_read_ratio)
+            input_tokens=args.input_tokens,
+            requests=args.requests,
+            output_tokens=args.output_tokens,
+            agents=args.agents,
+            files=args.files,
+            prs_per_day=args.prs_per_day,
+            model=args.model,
+            input_price=args.input_price,
+            output_price=args.output_price,
+            cache_read_price=args.cache_read_price,
+            cache_read_ratio=args.cache_read_ratio,
+        )
     except (ValueError, pricing.UnknownModel) as exc:
         print(f"prfleet cost estimate: {exc}", file=sys.stderr)
         return 2
@@ -103,11 +123,13 @@ def run_estimate(args: argparse.Namespace, out: TextIO | None = None) -> int:
         f"runs/day:  {e.runs_per_day:,}  ({args.agents} agents x {args.files} files x "
         f"{args.prs_per_day} PRs)\n"
         f"per day:   {_usd(e.per_day_usd, 2)}\n"
-        f"per month: {_usd(e.per_month_usd, 2)}  ({MONTH_DAYS} days)\n")
+        f"per month: {_usd(e.per_month_usd, 2)}  ({MONTH_DAYS} days)\n"
+    )
     return 0
 
 
 # -------------------------------------------------------------------------------------------------- report
+
 
 def _deser(item: Mapping[str, Any]) -> dict[str, Any]:
     from boto3.dynamodb.types import TypeDeserializer
@@ -130,9 +152,11 @@ def _epoch(v: Any) -> float | None:
 def fetch_ledger(client: Any, table: str, since_day: str) -> list[dict[str, Any]]:
     """The daily ledger items from `since_day` on (Query on scope = "daily")."""
     kwargs: dict[str, Any] = dict(
-        TableName=table, KeyConditionExpression="#s = :s AND #d >= :since",
+        TableName=table,
+        KeyConditionExpression="#s = :s AND #d >= :since",
         ExpressionAttributeNames={"#s": "scope", "#d": "day"},
-        ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since_day}})
+        ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since_day}},
+    )
     items: list[dict[str, Any]] = []
     while True:
         page = client.query(**kwargs)
@@ -145,8 +169,10 @@ def fetch_ledger(client: Any, table: str, since_day: str) -> list[dict[str, Any]
 def fetch_runs(client: Any, table: str) -> list[dict[str, Any]]:
     """Every run item of the StateTable (sk begins with RUN#)."""
     kwargs: dict[str, Any] = dict(
-        TableName=table, FilterExpression="begins_with(sk, :run)",
-        ExpressionAttributeValues={":run": {"S": "RUN#"}})
+        TableName=table,
+        FilterExpression="begins_with(sk, :run)",
+        ExpressionAttributeValues={":run": {"S": "RUN#"}},
+    )
     items: list[dict[str, Any]] = []
     while True:
         page = client.scan(**kwargs)
@@ -156,8 +182,14 @@ def fetch_runs(client: Any, table: str) -> list[dict[str, Any]]:
         kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
-def summarize(ledger_items: Iterable[Mapping[str, Any]], runs: Iterable[Mapping[str, Any]], *, days: int,
-              now: float, tz: str = "UTC") -> dict[str, Any]:
+def summarize(
+    ledger_items: Iterable[Mapping[str, Any]],
+    runs: Iterable[Mapping[str, Any]],
+    *,
+    days: int,
+    now: float,
+    tz: str = "UTC",
+) -> dict[str, Any]:
     """Pure: spend by day (ledger), by agent / model / repository (runs), cache savings and a month
     projection, over the last `days` budget days. Money in micro-dollars."""
     first = day_of(now - (days - 1) * 86400, tz)
@@ -166,8 +198,11 @@ def summarize(ledger_items: Iterable[Mapping[str, Any]], runs: Iterable[Mapping[
         day = str(it.get("day"))
         if it.get("scope", DAILY) != DAILY or day < first:
             continue
-        by_day[day] = {"settled": int(it.get("settled", 0)), "reserved": int(it.get("reserved", 0)),
-                       "limit": int(it.get("limit", 0))}
+        by_day[day] = {
+            "settled": int(it.get("settled", 0)),
+            "reserved": int(it.get("reserved", 0)),
+            "limit": int(it.get("limit", 0)),
+        }
     agent: dict[str, int] = defaultdict(int)
     model: dict[str, int] = defaultdict(int)
     repo: dict[str, int] = defaultdict(int)
@@ -206,14 +241,19 @@ def summarize(ledger_items: Iterable[Mapping[str, Any]], runs: Iterable[Mapping[
             cache_read_tokens += tokens
             prompt_saved += tokens * (rt.input - rt.cache_read)
     result_saved = sum(
-        Decimal(cached_runs[a]) * (Decimal(sum(paid[a])) / len(paid[a])) for a in cached_runs if paid[a])
+        Decimal(cached_runs[a]) * (Decimal(sum(paid[a])) / len(paid[a])) for a in cached_runs if paid[a]
+    )
     daily_totals = {d: v["settled"] for d, v in by_day.items()} or dict(run_day)
     mean_day = Decimal(sum(daily_totals.values())) / days
     return {
-        "days": days, "first_day": first, "tz": tz, "runs": n_runs,
+        "days": days,
+        "first_day": first,
+        "tz": tz,
+        "runs": n_runs,
         "by_day": dict(sorted(by_day.items())),
         "runs_by_day": dict(sorted(run_day.items())),
-        "by_agent": dict(sorted(agent.items())), "by_model": dict(sorted(model.items())),
+        "by_agent": dict(sorted(agent.items())),
+        "by_model": dict(sorted(model.items())),
         "by_repo": dict(sorted(repo.items())),
         "cache": {
             "prompt_cache_read_tokens": cache_read_tokens,
@@ -236,12 +276,17 @@ def _m(micros: int) -> str:
 
 def render_report(s: Mapping[str, Any]) -> str:
     """Human-readable report of `summarize`'s result."""
-    lines = [f"prfleet spend, last {s['days']} days from {s['first_day']} ({s['tz']}), {s['runs']} runs", "",
-             "by day (ledger):"]
+    lines = [
+        f"prfleet spend, last {s['days']} days from {s['first_day']} ({s['tz']}), {s['runs']} runs",
+        "",
+        "by day (ledger):",
+    ]
     for day, v in s["by_day"].items():
         pct = f"{v['settled'] * 100 / v['limit']:.1f}%" if v["limit"] else "-"
-        lines.append(f"  {day}  settled {_m(v['settled']):>14}  reserved {_m(v['reserved']):>12}  "
-                     f"limit {_m(v['limit']):>12}  {pct:>6}")
+        lines.append(
+            f"  {day}  settled {_m(v['settled']):>14}  reserved {_m(v['reserved']):>12}  "
+            f"limit {_m(v['limit']):>12}  {pct:>6}"
+        )
     if not s["by_day"]:
         lines.append("  (no ledger items)")
     for title, key in (("by agent", "by_agent"), ("by model", "by_model"), ("by repository", "by_repo")):
@@ -260,13 +305,16 @@ def render_report(s: Mapping[str, Any]) -> str:
     ]
     if c["unpriced_models"]:
         lines.append(f"  not priced (unknown models): {', '.join(c['unpriced_models'])}")
-    lines.append(f"projection: {_m(p['mean_per_day_micros'])}/day mean -> {_m(p['per_month_micros'])} "
-                 f"per {p['month_days']}-day month")
+    lines.append(
+        f"projection: {_m(p['mean_per_day_micros'])}/day mean -> {_m(p['per_month_micros'])} "
+        f"per {p['month_days']}-day month"
+    )
     return "\n".join(lines) + "\n"
 
 
-def run_report(args: argparse.Namespace, out: TextIO | None = None, client: Any = None,
-               now: float | None = None) -> int:
+def run_report(
+    args: argparse.Namespace, out: TextIO | None = None, client: Any = None, now: float | None = None
+) -> int:
     """Handler of `prfleet cost report`: reads the ledger and the runs through boto3."""
     from prfleet.config import settings
 
@@ -274,11 +322,17 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None, client: Any 
     cfg = settings()
     if client is None:
         from prfleet.aws import client as aws_client
+
         client = aws_client("dynamodb")
     now = time.time() if now is None else now
     first = day_of(now - (args.days - 1) * 86400, cfg.budget_timezone)
-    s = summarize(fetch_ledger(client, cfg.ledger_table, first), fetch_runs(client, cfg.state_table),
-                  days=args.days, now=now, tz=cfg.budget_timezone)
+    s = summarize(
+        fetch_ledger(client, cfg.ledger_table, first),
+        fetch_runs(client, cfg.state_table),
+        days=args.days,
+        now=now,
+        tz=cfg.budget_timezone,
+    )
     if args.json:
         json.dump(s, out, indent=2)
         out.write("\n")
@@ -288,6 +342,7 @@ def run_report(args: argparse.Namespace, out: TextIO | None = None, client: Any 
 
 
 # -------------------------------------------------------------------------------------------------- parser
+
 
 def _positive(v: str) -> int:
     n = int(v)
@@ -305,16 +360,23 @@ def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
     est.add_argument("--model", help="price from the table (e.g. claude-sonnet-5-5)")
     est.add_argument("--input-price", type=Decimal, help="USD per million input tokens")
     est.add_argument("--output-price", type=Decimal, help="USD per million output tokens")
-    est.add_argument("--cache-read-price", type=Decimal,
-                     help="USD per million cache-read tokens (default: 10%% of the input price)")
+    est.add_argument(
+        "--cache-read-price",
+        type=Decimal,
+        help="USD per million cache-read tokens (default: 10%% of the input price)",
+    )
     est.add_argument("--input-tokens", type=int, default=9_500, help="input tokens per request")
     est.add_argument("--requests", type=_positive, default=5, help="model requests per run")
     est.add_argument("--output-tokens", type=int, default=2_000, help="output tokens per run")
     est.add_argument("--agents", type=_positive, default=3)
     est.add_argument("--files", type=_positive, default=3, help="files per PR")
     est.add_argument("--prs-per-day", type=_positive, default=20)
-    est.add_argument("--cache-read-ratio", type=Decimal, default=Decimal(0),
-                     help="fraction of input tokens read from the prompt cache (0..1)")
+    est.add_argument(
+        "--cache-read-ratio",
+        type=Decimal,
+        default=Decimal(0),
+        help="fraction of input tokens read from the prompt cache (0..1)",
+    )
     est.add_argument("--json", action="store_true")
     est.set_defaults(func=run_estimate)
 

@@ -33,7 +33,9 @@ class Sandbox:
     secret: str
     workdir: Path
 
-    def deliver(self, event: str, payload: dict[str, Any], *, delivery: str | None = None, sign: bool = True) -> tuple[int, dict[str, Any]]:
+    def deliver(
+        self, event: str, payload: dict[str, Any], *, delivery: str | None = None, sign: bool = True
+    ) -> tuple[int, dict[str, Any]]:
         """POST a delivery to the webhook exactly as GitHub does (raw body signed with HMAC-SHA256)."""
         from prfleet.webhook import signature_for
 
@@ -57,7 +59,11 @@ class Sandbox:
         """True once the PR head's check run completed and the queues are drained."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            runs = [c for c in self.github.check_runs.values() if head_sha is None or c.get("head_sha") == head_sha]
+            runs = [
+                c
+                for c in self.github.check_runs.values()
+                if head_sha is None or c.get("head_sha") == head_sha
+            ]
             if runs and all(c.get("status") == "completed" for c in runs):
                 if self.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic())):
                     return True
@@ -124,7 +130,9 @@ def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
     with sandbox(target) as box:
         model_note = "offline model (no API key, no network)" if box.model else "the real Claude API"
-        print(f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})")
+        print(
+            f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})"
+        )
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
         status, reply = box.deliver("pull_request", payload)
@@ -164,7 +172,9 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
         total += cost
         findings = json.loads(run.get("findings") or "[]")
         tokens = f"in {run.get('input_tokens', 0)} / out {run.get('output_tokens', 0)} / cache read {run.get('cache_read_input_tokens', 0)}"
-        print(f"    [{run['agent']:<6}] {run['status']:<9} ${cost / 1e6:.6f}  ({run.get('model', '?')}; {tokens})")
+        print(
+            f"    [{run['agent']:<6}] {run['status']:<9} ${cost / 1e6:.6f}  ({run.get('model', '?')}; {tokens})"
+        )
         for f in findings:
             found.add((f["path"], int(f["line"])))
             print(f"        {f['path']}:{f['line']}  {f['severity']:<8} {f['title']}")
@@ -174,12 +184,16 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
     reviews = [r for r in box.github.reviews if r.get("number", number) == number]
     checks = box.github.check_runs_for(head)
     for review in reviews:
-        print(f"GitHub review posted: {len(review.get('comments', []))} inline comments, event {review.get('event')}")
+        print(
+            f"GitHub review posted: {len(review.get('comments', []))} inline comments, event {review.get('event')}"
+        )
     for check in checks:
         print(f"Check run '{check.get('name')}': {check.get('status')} / {check.get('conclusion')}")
     st = box.stack
     print("\nWhere the results are stored (local moto at " + st.moto.endpoint + "):")
-    print(f"  runs and PR state: DynamoDB {st.table('StateTable')} (pk PR#{REPO}#{number}, sk RUN#{head[:12]}...)")
+    print(
+        f"  runs and PR state: DynamoDB {st.table('StateTable')} (pk PR#{REPO}#{number}, sk RUN#{head[:12]}...)"
+    )
     print(f"  result cache:      DynamoDB {st.table('ResultsTable')}")
     print(f"  cost ledger:       DynamoDB {st.table('LedgerTable')}")
     print(f"  function logs:     {st.workdir / 'functions.log.jsonl'}")

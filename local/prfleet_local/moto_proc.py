@@ -1,4 +1,12 @@
-"""A moto server in its own process: moto's in-process mock loses concurrent DynamoDB conditional updates."""
+"""A moto server in its own process, each request atomic.
+
+moto's in-process mock loses concurrent DynamoDB conditional updates; so does the stock threaded server: its
+DynamoDB backend evaluates a ConditionExpression and applies the UpdateExpression in separate steps with no lock,
+so concurrent writes to one item interleave (seen on moto 5.2.5: a ledger limit passed, settled spend short of the
+sum of the costs). Real DynamoDB applies each conditional single-item write atomically. So by default the server
+runs moto's own WSGI app behind a request lock: clients stay fully concurrent (many connections, any interleaving
+of requests) and each request is atomic, as in DynamoDB. `serialized=False` runs the stock server.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +16,25 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
+
+_SERIALIZED_SERVER = """
+import sys, threading
+from werkzeug.serving import run_simple
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+app = DomainDispatcherApplication(create_backend_app)
+lock = threading.Lock()
+
+def serialized(environ, start_response):
+    with lock:
+        return list(app(environ, start_response))
+
+run_simple("127.0.0.1", int(sys.argv[1]), serialized, threaded=True, use_reloader=False)
+"""
 
 
 def free_port() -> int:
@@ -21,7 +46,10 @@ def free_port() -> int:
 class MotoProcess:
     """`python -m moto.server` on a free loopback port; `endpoint` is what AWS_ENDPOINT_URL should be."""
 
-    def __init__(self, *, log_path: Path | None = None, port: int | None = None) -> None:
+    def __init__(
+        self, *, log_path: Path | None = None, port: int | None = None, serialized: bool = True
+    ) -> None:
+        self.serialized = serialized
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -30,8 +58,12 @@ class MotoProcess:
     def start(self, timeout: float = 30.0) -> str:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "MOTO_CALL_RESET_API": "false"}
+        if self.serialized:
+            cmd = [sys.executable, "-c", _SERIALIZED_SERVER, str(self.port)]
+        else:
+            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)],
+            cmd,
             stdout=out,
             stderr=out,
             env=env,
@@ -65,3 +97,13 @@ class MotoProcess:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@contextmanager
+def moto_server(timeout: float = 30.0, *, serialized: bool = True) -> Iterator[str]:
+    """A moto server for the length of a `with` block; yields its endpoint URL."""
+    proc = MotoProcess(serialized=serialized)
+    try:
+        yield proc.start(timeout)
+    finally:
+        proc.stop()

@@ -42,14 +42,14 @@ def apply_discount(total: float, percent: float) -> float:
         raise ValueError("percent must be between 0 and 100")
     return round(total * (100 - percent) / 100, 2)
 ''',
-    "tests/test_cart.py": '''from shop.cart import Cart
+    "tests/test_cart.py": """from shop.cart import Cart
 
 
 def test_total():
     cart = Cart()
     cart.add("apple", 2, 0.5)
     assert cart.total() == 1.0
-''',
+""",
 }
 
 HEAD_CHANGES: dict[str, str | None] = {

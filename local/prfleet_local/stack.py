@@ -9,6 +9,7 @@ captured per thread, so the stack can evaluate the template's alarms on what the
 from __future__ import annotations
 
 import base64
+import functools
 import importlib.util
 import io
 import json
@@ -104,7 +105,7 @@ class Function:
     def invoke(self, event: dict[str, Any], stack: LocalStack) -> Any:
         ctx = FakeContext(self.name, self.timeout, self.memory)
         self.invocations += 1
-        router = stack.router
+        router = stack.router = _install_router()
         router.local.capture = True
         try:
             return self.module.lambda_handler(event, ctx)
@@ -247,15 +248,23 @@ class LocalStack:
                 for k, v in props.items()
                 if k in ("MessageRetentionPeriod", "DelaySeconds", "ReceiveMessageWaitTimeSeconds")
             }
-            attrs["VisibilityTimeout"] = str(min(int(props.get("VisibilityTimeout", 30)), self.visibility_timeout))
+            attrs["VisibilityTimeout"] = str(
+                min(int(props.get("VisibilityTimeout", 30)), self.visibility_timeout)
+            )
             if "RedrivePolicy" in props:
                 attrs["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
             url = self.client("sqs").create_queue(QueueName=self._name(logical), Attributes=attrs)["QueueUrl"]
-            arn = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-                "QueueArn"
-            ]
+            arn = self.client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])[
+                "Attributes"
+            ]["QueueArn"]
             ctx.refs[logical] = url
-            ctx.attrs.update({(logical, "Arn"): arn, (logical, "QueueName"): self._name(logical), (logical, "QueueUrl"): url})
+            ctx.attrs.update(
+                {
+                    (logical, "Arn"): arn,
+                    (logical, "QueueName"): self._name(logical),
+                    (logical, "QueueUrl"): url,
+                }
+            )
         elif kind == "AWS::DynamoDB::Table":
             args: dict[str, Any] = {
                 "TableName": self._name(logical),
@@ -277,18 +286,24 @@ class LocalStack:
             ctx.refs[logical] = arn
             ctx.attrs[(logical, "TopicName")] = self._name(logical)
         elif kind == "AWS::SNS::Subscription":
-            self.client("sns").subscribe(TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"])
+            self.client("sns").subscribe(
+                TopicArn=props["TopicArn"], Protocol=props["Protocol"], Endpoint=props["Endpoint"]
+            )
         elif kind == "AWS::SecretsManager::Secret":
             value = props.get("SecretString")
             if value is None and "GenerateSecretString" in props:
                 value = self.webhook_secret if logical == "WebhookSecret" else uuid.uuid4().hex
             arn = self.client("secretsmanager").create_secret(
-                Name=f"{self.stack_name}/{logical}", Description=props.get("Description", ""), SecretString=value
+                Name=f"{self.stack_name}/{logical}",
+                Description=props.get("Description", ""),
+                SecretString=value,
             )["ARN"]
             ctx.refs[logical] = arn
         elif kind == "AWS::Serverless::Function":
             ctx.refs[logical] = self._name(logical)
-            ctx.attrs[(logical, "Arn")] = f"arn:aws:lambda:{REGION}:123456789012:function:{self._name(logical)}"
+            ctx.attrs[(logical, "Arn")] = (
+                f"arn:aws:lambda:{REGION}:123456789012:function:{self._name(logical)}"
+            )
         elif kind == "AWS::Serverless::HttpApi":
             ctx.refs[logical] = "local"
         elif kind == "AWS::Serverless::LayerVersion":
@@ -303,7 +318,9 @@ class LocalStack:
             ctx.refs[logical] = name
             ctx.attrs[(logical, "Arn")] = f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:{name}"
         elif kind == "AWS::CloudWatch::Dashboard":
-            self.client("cloudwatch").put_dashboard(DashboardName=props["DashboardName"], DashboardBody=props["DashboardBody"])
+            self.client("cloudwatch").put_dashboard(
+                DashboardName=props["DashboardName"], DashboardBody=props["DashboardBody"]
+            )
             ctx.refs[logical] = props["DashboardName"]
         elif kind == "AWS::Logs::QueryDefinition":
             # moto has no PutQueryDefinition: the stack keeps them (`prfleet` prints them; AWS stores them).
@@ -314,11 +331,15 @@ class LocalStack:
 
     def _set_secrets(self) -> None:
         sm = self.client("secretsmanager")
-        sm.put_secret_value(SecretId=self.ctx.refs["GitHubSecret"], SecretString=json.dumps({"token": "local-token"}))
+        sm.put_secret_value(
+            SecretId=self.ctx.refs["GitHubSecret"], SecretString=json.dumps({"token": "local-token"})
+        )
         key = self.anthropic_api_key or ("offline" if self.model_url else None)
         if key is None:
             raise RuntimeError("no model: give the stack an offline model URL or an ANTHROPIC_API_KEY")
-        sm.put_secret_value(SecretId=self.ctx.refs["AnthropicSecret"], SecretString=json.dumps({"api_key": key}))
+        sm.put_secret_value(
+            SecretId=self.ctx.refs["AnthropicSecret"], SecretString=json.dumps({"api_key": key})
+        )
 
     # ------------------------------------------------------------------ functions
     def _load_functions(self) -> None:
@@ -438,17 +459,18 @@ class LocalStack:
                     continue
                 props = ev["Properties"]
                 queue_arn = self.ctx.resolve(props["Queue"])
-                queue_logical = next(k for (k, a), v in self.ctx.attrs.items() if a == "Arn" and v == queue_arn)
+                queue_logical = next(
+                    k for (k, a), v in self.ctx.attrs.items() if a == "Arn" and v == queue_arn
+                )
                 url = self.ctx.refs[queue_logical]
-                concurrency = int(self.ctx.resolve(props.get("ScalingConfig", {}).get("MaximumConcurrency", 2)))
+                concurrency = int(
+                    self.ctx.resolve(props.get("ScalingConfig", {}).get("MaximumConcurrency", 2))
+                )
                 partial = "ReportBatchItemFailures" in props.get("FunctionResponseTypes", [])
-                for i in range(concurrency):
-                    self._spawn(
-                        lambda u=url, a=queue_arn, f=logical, b=int(props.get("BatchSize", 10)): self._poll(
-                            u, a, f, b, partial
-                        ),
-                        f"poller-{logical}-{i}",
-                    )
+                batch = int(props.get("BatchSize", 10))
+                poll = functools.partial(self._poll, url, queue_arn, logical, batch, partial)
+                for i in range(concurrency):  # MaximumConcurrency: at most this many invocations at once
+                    self._spawn(poll, f"poller-{logical}-{i}")
 
     def _poll(self, url: str, arn: str, function: str, batch_size: int, partial: bool) -> None:
         sqs = self.client("sqs")
@@ -473,7 +495,9 @@ class LocalStack:
             with self._busy_lock:
                 self._busy += 1
                 self._ages.setdefault(url, []).extend(
-                    (now, now - int(m["Attributes"]["SentTimestamp"]) / 1000.0) for m in got if "Attributes" in m
+                    (now, now - int(m["Attributes"]["SentTimestamp"]) / 1000.0)
+                    for m in got
+                    if "Attributes" in m
                 )
             try:
                 self._deliver(sqs, url, arn, function, got, partial)
@@ -481,7 +505,9 @@ class LocalStack:
                 with self._busy_lock:
                     self._busy -= 1
 
-    def _deliver(self, sqs: Any, url: str, arn: str, function: str, messages: list[dict[str, Any]], partial: bool) -> None:
+    def _deliver(
+        self, sqs: Any, url: str, arn: str, function: str, messages: list[dict[str, Any]], partial: bool
+    ) -> None:
         records = [
             {
                 "messageId": m["MessageId"],
@@ -498,14 +524,21 @@ class LocalStack:
         ]
         try:
             reply = self.functions[function].invoke({"Records": records}, self)
-            failed = {f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])} if partial else set()
+            failed = (
+                {f["itemIdentifier"] for f in (reply or {}).get("batchItemFailures", [])}
+                if partial
+                else set()
+            )
         except Exception:
             failed = {r["messageId"] for r in records}  # a crashed invocation returns the whole batch
         done = [r for r in records if r["messageId"] not in failed]
         for start in range(0, len(done), 10):
             sqs.delete_message_batch(
                 QueueUrl=url,
-                Entries=[{"Id": str(i), "ReceiptHandle": r["receiptHandle"]} for i, r in enumerate(done[start : start + 10])],
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": r["receiptHandle"]}
+                    for i, r in enumerate(done[start : start + 10])
+                ],
             )
         # failed records stay in flight and reappear after the visibility timeout; the redrive policy applies.
 
@@ -514,7 +547,9 @@ class LocalStack:
             self.sweep()
 
     def sweep(self) -> Any:
-        return self.functions["SweeperFunction"].invoke({"source": "aws.events", "detail-type": "Scheduled Event"}, self)
+        return self.functions["SweeperFunction"].invoke(
+            {"source": "aws.events", "detail-type": "Scheduled Event"}, self
+        )
 
     # ------------------------------------------------------------------ waiting and inspection
     def queue_url(self, logical: str) -> str:
@@ -559,7 +594,14 @@ class LocalStack:
             )["Attributes"]
             dims = {"QueueName": name}
             points.append(
-                Datapoint("AWS/SQS", "ApproximateNumberOfMessagesVisible", dims, now, float(attrs["ApproximateNumberOfMessages"]), "Count")
+                Datapoint(
+                    "AWS/SQS",
+                    "ApproximateNumberOfMessagesVisible",
+                    dims,
+                    now,
+                    float(attrs["ApproximateNumberOfMessages"]),
+                    "Count",
+                )
             )
             with self._busy_lock:
                 ages = self._ages.pop(self.ctx.refs[logical], [])
@@ -581,7 +623,9 @@ class LocalStack:
         for t in self.evaluator.last_transitions:
             body = self.evaluator.notification(t, region=REGION)
             for arn in self.evaluator.actions(t.alarm, t.new_state):
-                sns.publish(TopicArn=arn, Subject=notification_subject(t, region=REGION), Message=json.dumps(body))
+                sns.publish(
+                    TopicArn=arn, Subject=notification_subject(t, region=REGION), Message=json.dumps(body)
+                )
             cw.set_alarm_state(AlarmName=t.alarm, StateValue=str(t.new_state), StateReason=t.reason[:1023])
             self.notifications.append(body)
         return {k: str(v) for k, v in self.evaluator.states.items()}

@@ -41,7 +41,20 @@ def _tag(name: str) -> Any:
     return construct
 
 
-for _name in ("Ref", "GetAtt", "Sub", "Join", "If", "Equals", "Not", "Select", "Split", "And", "Or", "FindInMap"):
+for _name in (
+    "Ref",
+    "GetAtt",
+    "Sub",
+    "Join",
+    "If",
+    "Equals",
+    "Not",
+    "Select",
+    "Split",
+    "And",
+    "Or",
+    "FindInMap",
+):
     _Loader.add_constructor(f"!{_name}", _tag(_name))
 
 
@@ -87,7 +100,7 @@ class Context:
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
-            (key, arg), = value.items()
+            ((key, arg),) = value.items()
             if key == "Ref":
                 return self._ref(arg)
             if key == "Fn::GetAtt":

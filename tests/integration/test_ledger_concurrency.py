@@ -8,39 +8,51 @@ import threading
 import boto3
 import pytest
 from botocore.config import Config
-from moto_proc import moto_server
 from prfleet.budget import DAILY, BudgetExceeded, Ledger
+from prfleet_local.moto_proc import moto_server
 
 THREADS = 56
 ROUNDS = 9
-DAILY_LIMIT = 400_000          # micro-dollars: a few dozen calls fill it
+DAILY_LIMIT = 400_000  # micro-dollars: a few dozen calls fill it
 PR_LIMIT = 90_000
 PRS = [f"pr#acme/app#{n}" for n in range(6)]
-T0 = 1_795_000_000             # 2026-11-18 in UTC
-DAYS = [T0, T0 + 86400, T0 + 2 * 86400]   # three budget days: the limit is reached on each
+T0 = 1_795_000_000  # 2026-11-18 in UTC
+DAYS = [T0, T0 + 86400, T0 + 2 * 86400]  # three budget days: the limit is reached on each
 
 
 @pytest.fixture(scope="module")
 def ddb():
     with moto_server() as url:
         client = boto3.client(
-            "dynamodb", endpoint_url=url, region_name="us-east-1", aws_access_key_id="test",
+            "dynamodb",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
             aws_secret_access_key="test",
-            config=Config(max_pool_connections=THREADS + 8, retries={"mode": "standard", "max_attempts": 10}))
+            config=Config(max_pool_connections=THREADS + 8, retries={"mode": "standard", "max_attempts": 10}),
+        )
         client.create_table(
-            TableName="ledger", BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "scope", "AttributeType": "S"},
-                                  {"AttributeName": "day", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "scope", "KeyType": "HASH"},
-                       {"AttributeName": "day", "KeyType": "RANGE"}])
-        client.update_time_to_live(TableName="ledger", TimeToLiveSpecification={
-            "Enabled": True, "AttributeName": "expires_at"})
+            TableName="ledger",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "scope", "AttributeType": "S"},
+                {"AttributeName": "day", "AttributeType": "S"},
+            ],
+            KeySchema=[
+                {"AttributeName": "scope", "KeyType": "HASH"},
+                {"AttributeName": "day", "KeyType": "RANGE"},
+            ],
+        )
+        client.update_time_to_live(
+            TableName="ledger", TimeToLiveSpecification={"Enabled": True, "AttributeName": "expires_at"}
+        )
         yield client
 
 
 def _item(ddb, day):
-    return ddb.get_item(TableName="ledger", Key={"scope": {"S": DAILY}, "day": {"S": day}},
-                        ConsistentRead=True).get("Item", {})
+    return ddb.get_item(
+        TableName="ledger", Key={"scope": {"S": DAILY}, "day": {"S": day}}, ConsistentRead=True
+    ).get("Item", {})
 
 
 def test_committed_never_exceeds_limit_and_settled_equals_sum_of_costs(ddb):
@@ -69,7 +81,7 @@ def test_committed_never_exceeds_limit_and_settled_equals_sum_of_costs(ddb):
                         refused["daily" if exc.scope == DAILY else "pr"] += 1
                     continue
                 if rnd.random() < 0.15:
-                    ledger.release(r, now=now)      # the call failed
+                    ledger.release(r, now=now)  # the call failed
                     continue
                 actual = rnd.randint(0, amount)
                 ledger.settle(r, actual, now=now + 5)
@@ -103,7 +115,7 @@ def test_committed_never_exceeds_limit_and_settled_equals_sum_of_costs(ddb):
 
     assert not errors, errors[:3]
     assert not over, over[:5]
-    assert refused["daily"] + refused["pr"] >= 50, refused     # the limits were reached many times
+    assert refused["daily"] + refused["pr"] >= 50, refused  # the limits were reached many times
     assert refused["daily"] > 0 and refused["pr"] > 0
     for t in DAYS:
         day = ledger.day(t)
@@ -120,8 +132,9 @@ def test_committed_never_exceeds_limit_and_settled_equals_sum_of_costs(ddb):
 
 
 def test_stranded_reservation_is_released_by_sweeper_and_late_settle_still_counts(ddb):
-    ledger = Ledger("ledger", daily_limit_micros=100_000, pr_limit_micros=60_000, tz="Europe/Paris",
-                    client=ddb)
+    ledger = Ledger(
+        "ledger", daily_limit_micros=100_000, pr_limit_micros=60_000, tz="Europe/Paris", client=ddb
+    )
     now = 1_798_000_000
     r = ledger.reserve("pr#o/r#1", 50_000, now=now, ttl=300)
     with pytest.raises(BudgetExceeded) as exc:
@@ -143,6 +156,6 @@ def test_crossed_80_once_per_scope_per_day(ddb):
     for _ in range(4):
         r = ledger.reserve("pr#o/r#2", 25_000, now=now)
         flags.append(ledger.settle(r, 25_000, now=now).crossed_80)
-    assert flags == [False, False, False, True]   # 25, 50, 75 %, then 100 %: one notice
+    assert flags == [False, False, False, True]  # 25, 50, 75 %, then 100 %: one notice
     nxt = ledger.reserve(None, 85_000, now=now + 86400)
-    assert ledger.settle(nxt, 85_000, now=now + 86400).crossed_80 is True   # a new day, a new notice
+    assert ledger.settle(nxt, 85_000, now=now + 86400).crossed_80 is True  # a new day, a new notice

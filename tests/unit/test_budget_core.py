@@ -23,13 +23,17 @@ class LedgerProtocol(RuleBasedStateMachine):
         super().__init__()
         self.book = Book(daily_limit_micros=DAILY_LIMIT, pr_limit_micros=PR_LIMIT)
         self.now = T0
-        self.actual: dict[str, int] = {}        # day -> sum of settled costs
+        self.actual: dict[str, int] = {}  # day -> sum of settled costs
         self.actual_pr: dict[tuple[str, str], int] = {}
-        self.open: dict[str, int] = {}          # reservation id -> amount, still held
+        self.open: dict[str, int] = {}  # reservation id -> amount, still held
         self.alerts: list[tuple[str, str]] = []
 
-    @rule(target=reservations, pr=st.sampled_from([*PRS, None]), amount=st.integers(0, 450),
-          ttl=st.integers(1, 600))
+    @rule(
+        target=reservations,
+        pr=st.sampled_from([*PRS, None]),
+        amount=st.integers(0, 450),
+        ttl=st.integers(1, 600),
+    )
     def reserve(self, pr, amount, ttl):
         before = self.book.status(now=self.now)
         try:
@@ -120,9 +124,12 @@ def test_exhaustive_two_workers_racing_for_the_last_budget():
     import itertools
 
     steps = [("A", "reserve"), ("A", "settle"), ("B", "reserve"), ("B", "settle")]
-    orders = [p for p in itertools.permutations(steps)
-              if p.index(("A", "reserve")) < p.index(("A", "settle"))
-              and p.index(("B", "reserve")) < p.index(("B", "settle"))]
+    orders = [
+        p
+        for p in itertools.permutations(steps)
+        if p.index(("A", "reserve")) < p.index(("A", "settle"))
+        and p.index(("B", "reserve")) < p.index(("B", "settle"))
+    ]
     assert len(orders) == 6
     for order in orders:
         book = Book(daily_limit_micros=100, pr_limit_micros=100)
@@ -159,11 +166,11 @@ def test_settle_releases_the_reservation_and_counts_the_actual_cost():
     s = book.settle(r, 120, now=T0 + 10)
     assert (s.settled, s.reserved, s.committed, s.percent) == (120, 0, 120, 12.0)
     assert s.others[0].scope == "pr#o/r#1" and s.others[0].settled == 120
-    book.reserve(None, 880, now=T0)          # the released 580 is available again
+    book.reserve(None, 880, now=T0)  # the released 580 is available again
 
 
 def test_budget_day_follows_the_configured_time_zone():
-    t = 1_795_161_600 - 1   # 2026-11-19 23:59:59 in Los Angeles is 07:59:59 UTC on the 20th
+    t = 1_795_161_600 - 1  # 2026-11-19 23:59:59 in Los Angeles is 07:59:59 UTC on the 20th
     assert day_of(t, "UTC") == "2026-11-20"
     assert day_of(t, "America/Los_Angeles") == "2026-11-19"
     assert day_end("2026-11-19", "America/Los_Angeles") == t + 1
@@ -171,4 +178,4 @@ def test_budget_day_follows_the_configured_time_zone():
     book.reserve(None, 100, now=t)
     with pytest.raises(BudgetExceeded):
         book.reserve(None, 1, now=t)
-    book.reserve(None, 100, now=t + 1)        # midnight in Los Angeles: a new budget day
+    book.reserve(None, 100, now=t + 1)  # midnight in Los Angeles: a new budget day

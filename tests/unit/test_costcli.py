@@ -11,8 +11,10 @@ from boto3.dynamodb.types import TypeSerializer
 from prfleet import config
 from prfleet_local import costcli
 
-REFERENCE = ("cost estimate --input-price 3 --output-price 15 --input-tokens 9500 --requests 5 "
-             "--output-tokens 2000 --agents 5 --files 3 --prs-per-day 20")
+REFERENCE = (
+    "cost estimate --input-price 3 --output-price 15 --input-tokens 9500 --requests 5 "
+    "--output-tokens 2000 --agents 5 --files 3 --prs-per-day 20"
+)
 
 
 def run(argv: str, **kw) -> tuple[int, str]:
@@ -41,10 +43,12 @@ def test_reference_case_text():
 
 
 def test_model_prices_come_from_the_table():
-    _, out = run("cost estimate --model claude-sonnet-5-5 --input-tokens 9500 --requests 5 "
-                 "--output-tokens 2000 --agents 5 --files 3 --prs-per-day 20 --json")
+    _, out = run(
+        "cost estimate --model claude-sonnet-5-5 --input-tokens 9500 --requests 5 "
+        "--output-tokens 2000 --agents 5 --files 3 --prs-per-day 20 --json"
+    )
     data = json.loads(out)
-    assert data["per_run_micros"] == 9_500 * 5 * 2 + 2_000 * 10        # $2 / $10 per MTok
+    assert data["per_run_micros"] == 9_500 * 5 * 2 + 2_000 * 10  # $2 / $10 per MTok
     assert data["per_month_usd"] == pytest.approx(0.115 * 300 * 30)
 
 
@@ -61,29 +65,68 @@ def test_estimate_refuses_unknown_models_and_missing_prices(capsys):
     assert "--output-price" in capsys.readouterr().err
 
 
-T = 1_795_000_000          # 2026-11-18 12:53 UTC
+T = 1_795_000_000  # 2026-11-18 12:53 UTC
 
 
 def _runs():
     return [
-        {"pk": "PR#acme/app#1", "sk": "RUN#a#1", "agent": "review", "model": "claude-sonnet-5-5",
-         "repo": "acme/app", "cost_micros": 300_000, "cache_read_tokens": 100_000, "input_tokens": 120_000,
-         "created_at": T, "status": "succeeded", "cached": False},
-        {"pk": "PR#acme/app#1", "sk": "RUN#a#2", "agent": "review", "model": "claude-sonnet-5-5",
-         "repo": "acme/app", "cost_micros": 0, "cache_read_tokens": 0, "input_tokens": 0,
-         "created_at": T + 60, "status": "succeeded", "cached": True},
-        {"pk": "PR#acme/lib#7", "sk": "RUN#b#1", "agent": "docs", "model": "claude-haiku-5-5",
-         "repo": "acme/lib", "cost_micros": 20_000, "cache_read_tokens": 0, "input_tokens": 5_000,
-         "created_at": "2026-11-17T10:00:00+00:00", "status": "succeeded", "cached": False},
-        {"pk": "PR#acme/lib#7", "sk": "RUN#b#2", "agent": "docs", "model": "claude-haiku-5-5",
-         "repo": "acme/lib", "cost_micros": 99_000, "created_at": T - 30 * 86400, "cached": False},  # too old
+        {
+            "pk": "PR#acme/app#1",
+            "sk": "RUN#a#1",
+            "agent": "review",
+            "model": "claude-sonnet-5-5",
+            "repo": "acme/app",
+            "cost_micros": 300_000,
+            "cache_read_tokens": 100_000,
+            "input_tokens": 120_000,
+            "created_at": T,
+            "status": "succeeded",
+            "cached": False,
+        },
+        {
+            "pk": "PR#acme/app#1",
+            "sk": "RUN#a#2",
+            "agent": "review",
+            "model": "claude-sonnet-5-5",
+            "repo": "acme/app",
+            "cost_micros": 0,
+            "cache_read_tokens": 0,
+            "input_tokens": 0,
+            "created_at": T + 60,
+            "status": "succeeded",
+            "cached": True,
+        },
+        {
+            "pk": "PR#acme/lib#7",
+            "sk": "RUN#b#1",
+            "agent": "docs",
+            "model": "claude-haiku-5-5",
+            "repo": "acme/lib",
+            "cost_micros": 20_000,
+            "cache_read_tokens": 0,
+            "input_tokens": 5_000,
+            "created_at": "2026-11-17T10:00:00+00:00",
+            "status": "succeeded",
+            "cached": False,
+        },
+        {
+            "pk": "PR#acme/lib#7",
+            "sk": "RUN#b#2",
+            "agent": "docs",
+            "model": "claude-haiku-5-5",
+            "repo": "acme/lib",
+            "cost_micros": 99_000,
+            "created_at": T - 30 * 86400,
+            "cached": False,
+        },  # too old
     ]
 
 
 def _ledger():
-    return [{"scope": "daily", "day": "2026-11-18", "settled": 300_000, "reserved": 50_000,
-             "limit": 10_000_000},
-            {"scope": "daily", "day": "2026-11-17", "settled": 20_000, "reserved": 0, "limit": 10_000_000}]
+    return [
+        {"scope": "daily", "day": "2026-11-18", "settled": 300_000, "reserved": 50_000, "limit": 10_000_000},
+        {"scope": "daily", "day": "2026-11-17", "settled": 20_000, "reserved": 0, "limit": 10_000_000},
+    ]
 
 
 def test_summarize_groups_spend_and_counts_cache_savings():
@@ -96,7 +139,7 @@ def test_summarize_groups_spend_and_counts_cache_savings():
     # 100k cache-read tokens on Sonnet 5.5 (after 2026-10-07): input $2 - cache read $0.10 per MTok
     assert s["cache"]["prompt_cache_saved_micros"] == 100_000 * 2 - 100_000 // 10
     assert s["cache"]["result_cache_hits"] == 1
-    assert s["cache"]["result_cache_saved_micros"] == 300_000    # one hit x the mean paid review run
+    assert s["cache"]["result_cache_saved_micros"] == 300_000  # one hit x the mean paid review run
     assert s["projection"]["per_month_micros"] == round(320_000 / 7 * 30)
 
 
@@ -123,10 +166,18 @@ class FakeDynamo:
 
 @pytest.fixture
 def env(monkeypatch):
-    for name, value in {"DELIVERIES_TABLE": "d", "STATE_TABLE": "state", "RESULTS_TABLE": "r",
-                        "LEDGER_TABLE": "ledger", "PR_QUEUE_URL": "q", "JOBS_QUEUE_URL": "j",
-                        "ALERT_TOPIC_ARN": "a", "WEBHOOK_SECRET_ID": "w", "GITHUB_SECRET_ID": "g",
-                        "ANTHROPIC_SECRET_ID": "k"}.items():
+    for name, value in {
+        "DELIVERIES_TABLE": "d",
+        "STATE_TABLE": "state",
+        "RESULTS_TABLE": "r",
+        "LEDGER_TABLE": "ledger",
+        "PR_QUEUE_URL": "q",
+        "JOBS_QUEUE_URL": "j",
+        "ALERT_TOPIC_ARN": "a",
+        "WEBHOOK_SECRET_ID": "w",
+        "GITHUB_SECRET_ID": "g",
+        "ANTHROPIC_SECRET_ID": "k",
+    }.items():
         monkeypatch.setenv(name, value)
     config.settings.cache_clear()
     yield
@@ -138,8 +189,16 @@ def test_report_reads_both_tables_and_prints_every_section(env):
     code, out = run("cost report --days 7", client=fake, now=T)
     assert code == 0
     assert ("query", "ledger") in fake.calls and fake.calls.count(("scan", "state")) == 2
-    for text in ("2026-11-18", "review", "claude-sonnet-5-5", "acme/lib", "prompt cache", "result cache",
-                 "projection", "$0.3000"):
+    for text in (
+        "2026-11-18",
+        "review",
+        "claude-sonnet-5-5",
+        "acme/lib",
+        "prompt cache",
+        "result cache",
+        "projection",
+        "$0.3000",
+    ):
         assert text in out
     code, out = run("cost report --days 7 --json", client=fake, now=T)
     assert json.loads(out)["by_repo"] == {"acme/app": 300_000, "acme/lib": 20_000}

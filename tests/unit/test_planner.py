@@ -19,7 +19,11 @@ class Agent:
         return not self.applies_to or any(path.endswith(g.lstrip("*")) for g in self.applies_to)
 
 
-AGENTS = {"review": Agent("review"), "tests": Agent("tests", ("*.py",)), "docs": Agent("docs", ("*.py", "*.md"))}
+AGENTS = {
+    "review": Agent("review"),
+    "tests": Agent("tests", ("*.py",)),
+    "docs": Agent("docs", ("*.py", "*.md")),
+}
 
 
 def entry(name, status="modified", patch="@@ -1 +1 @@\n-a\n+b", sha="s1", changes=2):
@@ -30,7 +34,9 @@ def entry(name, status="modified", patch="@@ -1 +1 @@\n-a\n+b", sha="s1", change
 
 
 def test_one_job_per_file_and_applicable_agent_with_blob_sha():
-    jobs, skips = plan_files(PR, [entry("app/x.py", sha="blob1"), entry("README.md", sha="blob2")], AGENTS, max_file_bytes=1000)
+    jobs, skips = plan_files(
+        PR, [entry("app/x.py", sha="blob1"), entry("README.md", sha="blob2")], AGENTS, max_file_bytes=1000
+    )
     assert sorted((j.path, j.agent) for j in jobs) == [
         ("README.md", "docs"),
         ("README.md", "review"),
@@ -58,7 +64,13 @@ def test_every_skip_has_its_reason():
     ]
     agents = {"tests": Agent("tests", ("*.py",))}
     jobs, skips = plan_files(
-        PR, files, agents, ignore=["docs/generated/*"], sizes={"big.py": 5000}, symlinks=["link.py"], max_file_bytes=1000
+        PR,
+        files,
+        agents,
+        ignore=["docs/generated/*"],
+        sizes={"big.py": 5000},
+        symlinks=["link.py"],
+        max_file_bytes=1000,
     )
     reasons = {s.path: s.reason for s in skips}
     assert reasons == {
@@ -77,7 +89,9 @@ def test_every_skip_has_its_reason():
 
 def test_job_ids_are_stable_across_deliveries_but_differ_per_head():
     a, _ = plan_files(PR, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
-    again = PrJob(PR.repo, PR.number, PR.head_sha, PR.base_sha, PR.installation_id, "delivery-2", "synchronize")
+    again = PrJob(
+        PR.repo, PR.number, PR.head_sha, PR.base_sha, PR.installation_id, "delivery-2", "synchronize"
+    )
     b, _ = plan_files(again, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
     newer = PrJob(PR.repo, PR.number, "n" * 40, PR.base_sha, PR.installation_id, "delivery-3", "synchronize")
     c, _ = plan_files(newer, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)

@@ -10,7 +10,7 @@ import pytest
 from prfleet import pricing
 
 D = dt.date(2026, 11, 28)
-N = 1_234_567   # tokens per bucket: odd enough to expose rounding or float drift
+N = 1_234_567  # tokens per bucket: odd enough to expose rounding or float drift
 
 # model: (input, 5m cache write, 1h cache write, cache hit, output) in USD per million tokens
 OFFICIAL = {
@@ -39,10 +39,12 @@ BUCKET_USAGE = {
     "input": lambda n: {"input_tokens": n},
     "cache_write_5m": lambda n: {
         "cache_creation_input_tokens": n,
-        "cache_creation": {"ephemeral_5m_input_tokens": n, "ephemeral_1h_input_tokens": 0}},
+        "cache_creation": {"ephemeral_5m_input_tokens": n, "ephemeral_1h_input_tokens": 0},
+    },
     "cache_write_1h": lambda n: {
         "cache_creation_input_tokens": n,
-        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": n}},
+        "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": n},
+    },
     "cache_read": lambda n: {"cache_read_input_tokens": n},
     "output": lambda n: {"output_tokens": n},
 }
@@ -56,7 +58,7 @@ def micros(tokens: int, usd_per_mtok: str, factor: str = "1") -> int:
 @pytest.mark.parametrize("model", sorted(OFFICIAL))
 def test_each_model_and_bucket_matches_the_official_price(model, bucket_index, bucket):
     tiered = model in ("claude-haiku-5-5", "claude-sonnet-4-5", "claude-sonnet-4-0")
-    n = 90_001 if tiered and bucket != "output" else N   # stay below the prompt-length tiers
+    n = 90_001 if tiered and bucket != "output" else N  # stay below the prompt-length tiers
     usage = BUCKET_USAGE[bucket](n)
     assert pricing.cost_micros(model, usage, on=D) == micros(n, OFFICIAL[model][bucket_index])
 
@@ -74,16 +76,19 @@ def test_sonnet_5_5_cache_read_cut_on_2026_10_07():
 def test_haiku_5_5_long_prompt_pays_the_high_tier_on_every_token_output_included():
     short = {"input_tokens": 60_000, "cache_read_input_tokens": 40_000, "output_tokens": 1_000}
     assert pricing.cost_micros("claude-haiku-5-5", short, on=D) == (
-        micros(60_000, "0.10") + micros(40_000, "0.01") + micros(1_000, "0.50"))
+        micros(60_000, "0.10") + micros(40_000, "0.01") + micros(1_000, "0.50")
+    )
     long = {"input_tokens": 60_001, "cache_read_input_tokens": 40_000, "output_tokens": 1_000}
     assert pricing.cost_micros("claude-haiku-5-5", long, on=D) == (
-        micros(60_001, "0.50") + micros(40_000, "0.05") + micros(1_000, "2.50"))
+        micros(60_001, "0.50") + micros(40_000, "0.05") + micros(1_000, "2.50")
+    )
 
 
 def test_sonnet_4_5_long_context_over_200k_input_tokens():
     usage = {"input_tokens": 150_000, "cache_read_input_tokens": 60_000, "output_tokens": 2_000}
     assert pricing.cost_micros("claude-sonnet-4-5", usage, on=D) == (
-        micros(150_000, "6") + micros(60_000, "0.60") + micros(2_000, "22.50"))
+        micros(150_000, "6") + micros(60_000, "0.60") + micros(2_000, "22.50")
+    )
 
 
 def test_batch_halves_every_bucket_and_us_geo_adds_ten_percent():
@@ -93,18 +98,24 @@ def test_batch_halves_every_bucket_and_us_geo_adds_ten_percent():
     us = int(base * Decimal("1.1"))
     assert pricing.cost_micros("claude-opus-5-5", usage, inference_geo="us", on=D) == us
     assert pricing.cost_micros("claude-opus-5-5", {**usage, "inference_geo": "us"}, on=D) == int(
-        base * Decimal("1.1"))
+        base * Decimal("1.1")
+    )
     assert pricing.cost_micros("claude-opus-5-5", usage, inference_geo="global", on=D) == int(base)
 
 
 def test_sdk_usage_object_is_accepted():
     from anthropic.types import CacheCreation, Usage
 
-    u = Usage(input_tokens=1_000, output_tokens=500, cache_creation_input_tokens=300,
-              cache_read_input_tokens=200,
-              cache_creation=CacheCreation(ephemeral_5m_input_tokens=100, ephemeral_1h_input_tokens=200))
-    expected = (micros(1_000, "1") + micros(500, "5") + micros(100, "1.25") + micros(200, "2")
-                + micros(200, "0.10"))
+    u = Usage(
+        input_tokens=1_000,
+        output_tokens=500,
+        cache_creation_input_tokens=300,
+        cache_read_input_tokens=200,
+        cache_creation=CacheCreation(ephemeral_5m_input_tokens=100, ephemeral_1h_input_tokens=200),
+    )
+    expected = (
+        micros(1_000, "1") + micros(500, "5") + micros(100, "1.25") + micros(200, "2") + micros(200, "0.10")
+    )
     assert pricing.cost_micros("claude-haiku-4-5-20251001", u, on=D) == expected
 
 
@@ -114,7 +125,7 @@ def test_cache_writes_without_ttl_split_are_priced_as_5_minute_writes():
 
 
 def test_no_float_drift_over_many_small_calls():
-    one = {"input_tokens": 3, "output_tokens": 7}   # 3 x 0.10 + 7 x 0.50 = 3.8 micro-USD
+    one = {"input_tokens": 3, "output_tokens": 7}  # 3 x 0.10 + 7 x 0.50 = 3.8 micro-USD
     exact = sum(pricing.exact_cost("claude-haiku-5-5", one, on=D) for _ in range(100_000))
     assert exact == Decimal(380_000)
 
@@ -123,21 +134,27 @@ def test_unknown_model_is_an_error_never_free():
     with pytest.raises(pricing.UnknownModel):
         pricing.cost_micros("claude-unknown-9", {"input_tokens": 1})
     with pytest.raises(pricing.UnknownModel):
-        pricing.rates("claude-haiku-5-5", on=dt.date(2026, 10, 6))   # before its release
+        pricing.rates("claude-haiku-5-5", on=dt.date(2026, 10, 6))  # before its release
     with pytest.raises(pricing.UnknownModel):
         pricing.worst_case_micros("gpt-6", 10, 10)
 
 
 def test_worst_case_covers_any_actual_usage_of_the_same_size():
     wc = pricing.worst_case_micros("claude-sonnet-5-5", 10_000, 4_096, on=D)
-    assert wc == 10_000 * 4 + 4_096 * 10              # every input token as a 1h cache write
-    for usage in ({"input_tokens": 10_000, "output_tokens": 4_096},
-                  {"cache_creation_input_tokens": 10_000, "output_tokens": 4_096,
-                   "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 10_000}}):
+    assert wc == 10_000 * 4 + 4_096 * 10  # every input token as a 1h cache write
+    for usage in (
+        {"input_tokens": 10_000, "output_tokens": 4_096},
+        {
+            "cache_creation_input_tokens": 10_000,
+            "output_tokens": 4_096,
+            "cache_creation": {"ephemeral_5m_input_tokens": 0, "ephemeral_1h_input_tokens": 10_000},
+        },
+    ):
         assert pricing.cost_micros("claude-sonnet-5-5", usage, on=D) <= wc
     assert pricing.worst_case_micros("claude-sonnet-5-5", 10_000, 4_096, cache_write=None, on=D) == 60_960
     assert pricing.worst_case_micros("claude-haiku-5-5", 150_000, 1_000, cache_write=None, on=D) == micros(
-        150_000, "0.50") + micros(1_000, "2.50")
+        150_000, "0.50"
+    ) + micros(1_000, "2.50")
 
 
 def test_estimate_input_tokens_rounds_up():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from prfleet_local import template as tpl
 
 T = tpl.load()
@@ -29,7 +28,9 @@ def test_queue_visibility_is_at_least_six_times_the_consumer_timeout():
 def test_consumers_report_batch_item_failures_with_capped_concurrency():
     for _name, props in _sqs_events():
         assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-        assert props["ScalingConfig"]["MaximumConcurrency"] == {"Ref": props["ScalingConfig"]["MaximumConcurrency"]["Ref"]}
+        assert props["ScalingConfig"]["MaximumConcurrency"] == {
+            "Ref": props["ScalingConfig"]["MaximumConcurrency"]["Ref"]
+        }
         assert props["ScalingConfig"]["MaximumConcurrency"]["Ref"] in T["Parameters"]
 
 
@@ -58,7 +59,10 @@ def test_every_alarm_notifies_the_topic_and_names_the_service_dimension(name):
 
 def test_tables_expire_records_with_ttl():
     for name in tpl.resources(T, "AWS::DynamoDB::Table"):
-        assert RES[name]["Properties"]["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+        assert RES[name]["Properties"]["TimeToLiveSpecification"] == {
+            "AttributeName": "expires_at",
+            "Enabled": True,
+        }
 
 
 def test_secrets_are_secrets_manager_references_not_environment_values():

@@ -6,9 +6,9 @@ import base64
 import json
 
 import pytest
-
 from prfleet import webhook
 from prfleet.jobs import PrJob, parse_message
+
 from tests.conftest import load_payload
 
 SECRET = b"test-secret"
@@ -67,7 +67,9 @@ class Recorder:
 
 def _handle(event, rec=None):
     rec = rec or Recorder()
-    return webhook.handle(event, secret=SECRET, first_seen=rec.first_seen, enqueue=rec.enqueue, forget=rec.forget), rec
+    return webhook.handle(
+        event, secret=SECRET, first_seen=rec.first_seen, enqueue=rec.enqueue, forget=rec.forget
+    ), rec
 
 
 def test_opened_pr_enqueues_one_slim_job():

@@ -48,7 +48,7 @@ class BudgetExceeded(Exception):
 class Reservation:
     id: str
     amount: int
-    scopes: tuple[tuple[str, str], ...]     # ((scope, day), ...): "daily" first, then the PR scope
+    scopes: tuple[tuple[str, str], ...]  # ((scope, day), ...): "daily" first, then the PR scope
     expires_at: int
 
     @property
@@ -67,9 +67,9 @@ class SpendStatus:
     limit: int
     settled: int
     reserved: int
-    percent: float          # settled / limit x 100 (actual spend, what the metric and alarm use)
-    crossed_80: bool        # true exactly once per scope per day: publish one notice
-    others: tuple[SpendStatus, ...] = ()   # settle(): the PR scope's status next to the daily one
+    percent: float  # settled / limit x 100 (actual spend, what the metric and alarm use)
+    crossed_80: bool  # true exactly once per scope per day: publish one notice
+    others: tuple[SpendStatus, ...] = ()  # settle(): the PR scope's status next to the daily one
 
     @property
     def committed(self) -> int:
@@ -77,6 +77,7 @@ class SpendStatus:
 
 
 # ----------------------------------------------------------------------------------------------- pure core
+
 
 def fits(committed: int, amount: int, limit: int) -> bool:
     """May `amount` be reserved on a scope that has `committed` of `limit`?"""
@@ -140,8 +141,9 @@ class DayState:
             return BudgetExceeded(pr, amount, max(0, pr_limit - self.prc.get(pr, 0)))
         return None
 
-    def reserve(self, rid: str, pr: str | None, amount: int, deadline: int, daily_limit: int,
-                pr_limit: int) -> None:
+    def reserve(
+        self, rid: str, pr: str | None, amount: int, deadline: int, daily_limit: int, pr_limit: int
+    ) -> None:
         refused = self.refusal(pr, amount, daily_limit, pr_limit)
         if refused:
             raise refused
@@ -220,8 +222,9 @@ class Book:
         day = self.day(now)
         rid = _new_id()
         with self._lock:
-            self._state(day).reserve(rid, pr_scope or None, amount, int(now) + ttl, self.daily_limit,
-                                     self.pr_limit)
+            self._state(day).reserve(
+                rid, pr_scope or None, amount, int(now) + ttl, self.daily_limit, self.pr_limit
+            )
         scopes = ((DAILY, day),) + (((pr_scope, day),) if pr_scope else ())
         return Reservation(rid, amount, scopes, int(now) + ttl)
 
@@ -250,8 +253,9 @@ class Book:
             return st.status(scope, day, self.daily_limit if scope == DAILY else self.pr_limit)
 
 
-def _statuses(st: DayState, day: str, pr: str | None, daily_limit: int, pr_limit: int,
-              mark: Any) -> SpendStatus:
+def _statuses(
+    st: DayState, day: str, pr: str | None, daily_limit: int, pr_limit: int, mark: Any
+) -> SpendStatus:
     """Daily status (with the PR status in `others`), crossing 80 % at most once per scope per day."""
     out = []
     for scope, limit in ((DAILY, daily_limit), (pr, pr_limit)):
@@ -265,12 +269,14 @@ def _statuses(st: DayState, day: str, pr: str | None, daily_limit: int, pr_limit
 
 # ----------------------------------------------------------------------------------------- DynamoDB adapter
 
+
 def _n(v: Any) -> int:
     return int(v.get("N", 0)) if isinstance(v, dict) else 0
 
 
 def _state_from_item(item: dict[str, Any]) -> DayState:
     """Decode a low-level DynamoDB day item into the core DayState."""
+
     def nmap(name: str) -> dict[str, int]:
         return {k: _n(v) for k, v in item.get(name, {}).get("M", {}).items()}
 
@@ -280,8 +286,12 @@ def _state_from_item(item: dict[str, Any]) -> DayState:
         pr = m.get("p", {}).get("S") or None
         res[rid] = ResEntry(_n(m.get("a")), pr, _n(m.get("x")))
     return DayState(
-        committed=_n(item.get("committed")), reserved=_n(item.get("reserved")),
-        settled=_n(item.get("settled")), prc=nmap("prc"), prs=nmap("prs"), res=res,
+        committed=_n(item.get("committed")),
+        reserved=_n(item.get("reserved")),
+        settled=_n(item.get("settled")),
+        prc=nmap("prc"),
+        prs=nmap("prs"),
+        res=res,
         a80=set(item.get("a80", {}).get("M", {}).keys()),
     )
 
@@ -293,10 +303,18 @@ def _is(exc: Exception, code: str) -> bool:
 class Ledger:
     """The ledger over DynamoDB (table: pk `scope`, sk `day`, TTL `expires_at`); see the module doc."""
 
-    def __init__(self, table: str, *, daily_limit_micros: int, pr_limit_micros: int, tz: str = "UTC",
-                 client: Any = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        *,
+        daily_limit_micros: int,
+        pr_limit_micros: int,
+        tz: str = "UTC",
+        client: Any = None,
+    ) -> None:
         if client is None:
             from prfleet.aws import client as aws_client
+
             client = aws_client("dynamodb")
         ZoneInfo(tz)  # fail fast on a bad time zone name
         self.table = table
@@ -308,10 +326,13 @@ class Ledger:
     @classmethod
     def from_settings(cls, settings: Any, client: Any = None) -> Ledger:
         """Build from prfleet.config.Settings (USD limits -> micro-dollars)."""
-        return cls(settings.ledger_table,
-                   daily_limit_micros=round(settings.daily_budget_usd * 1_000_000),
-                   pr_limit_micros=round(settings.pr_budget_usd * 1_000_000),
-                   tz=settings.budget_timezone, client=client)
+        return cls(
+            settings.ledger_table,
+            daily_limit_micros=round(settings.daily_budget_usd * 1_000_000),
+            pr_limit_micros=round(settings.pr_budget_usd * 1_000_000),
+            tz=settings.budget_timezone,
+            client=client,
+        )
 
     def day(self, now: float) -> str:
         return day_of(now, self.tz)
@@ -324,15 +345,19 @@ class Ledger:
         empty = {"M": {}}
         zero = {"N": "0"}
         self.ddb.update_item(
-            TableName=self.table, Key=self._key(day),
+            TableName=self.table,
+            Key=self._key(day),
             UpdateExpression=(
                 "SET committed = if_not_exists(committed, :z), reserved = if_not_exists(reserved, :z), "
                 "settled = if_not_exists(settled, :z), prc = if_not_exists(prc, :m), "
                 "prs = if_not_exists(prs, :m), res = if_not_exists(res, :m), a80 = if_not_exists(a80, :m), "
-                "expires_at = if_not_exists(expires_at, :exp)"),
+                "expires_at = if_not_exists(expires_at, :exp)"
+            ),
             ExpressionAttributeValues={
-                ":z": zero, ":m": empty,
-                ":exp": {"N": str(day_end(day, self.tz) + RETENTION_DAYS * 86400)}},
+                ":z": zero,
+                ":m": empty,
+                ":exp": {"N": str(day_end(day, self.tz) + RETENTION_DAYS * 86400)},
+            },
         )
 
     def _get_state(self, day: str) -> DayState:
@@ -350,15 +375,15 @@ class Ledger:
         rid = _new_id()
         deadline = int(now) + int(ttl)
         if amount > self.daily_limit or (pr is not None and amount > self.pr_limit):
-            raise self._get_state(day).refusal(pr, amount, self.daily_limit, self.pr_limit) or \
-                BudgetExceeded(DAILY, amount, 0)
+            raise self._get_state(day).refusal(pr, amount, self.daily_limit, self.pr_limit) or BudgetExceeded(
+                DAILY, amount, 0
+            )
         names = {"#r": rid, "#lim": "limit"}
         values: dict[str, Any] = {
             ":a": {"N": str(amount)},
             ":dmax": {"N": str(ceiling_for(self.daily_limit, amount))},
             ":lim": {"N": str(self.daily_limit)},
-            ":e": {"M": {"a": {"N": str(amount)}, "x": {"N": str(deadline)},
-                         "p": {"S": pr or ""}}},
+            ":e": {"M": {"a": {"N": str(amount)}, "x": {"N": str(deadline)}, "p": {"S": pr or ""}}},
         }
         update = "SET committed = committed + :a, reserved = reserved + :a, res.#r = :e, #lim = :lim"
         condition = "committed <= :dmax"
@@ -371,9 +396,14 @@ class Ledger:
         for attempt in range(3):
             try:
                 self.ddb.update_item(
-                    TableName=self.table, Key=self._key(day), UpdateExpression=update,
-                    ConditionExpression=condition, ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values, ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                    TableName=self.table,
+                    Key=self._key(day),
+                    UpdateExpression=update,
+                    ConditionExpression=condition,
+                    ExpressionAttributeNames=names,
+                    ExpressionAttributeValues=values,
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
                 break
             except Exception as exc:
                 if _is(exc, "ConditionalCheckFailedException"):
@@ -381,7 +411,7 @@ class Ledger:
                     if item and "committed" in item and "prc" in item:
                         refused = _state_from_item(item).refusal(pr, amount, self.daily_limit, self.pr_limit)
                         raise refused or BudgetExceeded(DAILY, amount, 0) from None
-                elif not _is(exc, "ValidationException"):   # maps missing on a brand-new item
+                elif not _is(exc, "ValidationException"):  # maps missing on a brand-new item
                     raise
                 if attempt == 2:
                     raise
@@ -395,8 +425,11 @@ class Ledger:
         actual = int(actual)
         day, pr = r.day, r.pr_scope
         names: dict[str, str] = {"#r": r.id}
-        values: dict[str, Any] = {":d": {"N": str(settle_delta(r.amount, actual))},
-                                  ":a": {"N": str(r.amount)}, ":c": {"N": str(actual)}}
+        values: dict[str, Any] = {
+            ":d": {"N": str(settle_delta(r.amount, actual))},
+            ":a": {"N": str(r.amount)},
+            ":c": {"N": str(actual)},
+        }
         update = "SET committed = committed + :d, reserved = reserved - :a, settled = settled + :c"
         if pr is not None:
             names["#p"] = pr
@@ -404,9 +437,14 @@ class Ledger:
             update += ", prc.#p = prc.#p + :d, prs.#p = if_not_exists(prs.#p, :z) + :c"
         try:
             new = self.ddb.update_item(
-                TableName=self.table, Key=self._key(day), UpdateExpression=update + " REMOVE res.#r",
-                ConditionExpression="attribute_exists(res.#r)", ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")["Attributes"]
+                TableName=self.table,
+                Key=self._key(day),
+                UpdateExpression=update + " REMOVE res.#r",
+                ConditionExpression="attribute_exists(res.#r)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
         except Exception as exc:
             if not _is(exc, "ConditionalCheckFailedException"):
                 raise
@@ -418,21 +456,35 @@ class Ledger:
             if pr is not None:
                 update += ", prc.#p = if_not_exists(prc.#p, :z) + :c, prs.#p = if_not_exists(prs.#p, :z) + :c"
             kwargs: dict[str, Any] = dict(
-                TableName=self.table, Key=self._key(day), UpdateExpression=update,
-                ExpressionAttributeValues=values, ReturnValues="ALL_NEW")
+                TableName=self.table,
+                Key=self._key(day),
+                UpdateExpression=update,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )
             if names:
                 kwargs["ExpressionAttributeNames"] = names
             new = self.ddb.update_item(**kwargs)["Attributes"]
-        return _statuses(_state_from_item(new), day, pr, self.daily_limit, self.pr_limit,
-                         lambda scope: self._mark_80(day, scope))
+        return _statuses(
+            _state_from_item(new),
+            day,
+            pr,
+            self.daily_limit,
+            self.pr_limit,
+            lambda scope: self._mark_80(day, scope),
+        )
 
     def _mark_80(self, day: str, scope: str) -> bool:
         """Conditional write: succeeds once per scope per day, so exactly one caller sends the notice."""
         try:
             self.ddb.update_item(
-                TableName=self.table, Key=self._key(day), UpdateExpression="SET a80.#s = :t",
+                TableName=self.table,
+                Key=self._key(day),
+                UpdateExpression="SET a80.#s = :t",
                 ConditionExpression="attribute_not_exists(a80.#s)",
-                ExpressionAttributeNames={"#s": scope}, ExpressionAttributeValues={":t": {"BOOL": True}})
+                ExpressionAttributeNames={"#s": scope},
+                ExpressionAttributeValues={":t": {"BOOL": True}},
+            )
             return True
         except Exception as exc:
             if _is(exc, "ConditionalCheckFailedException"):
@@ -452,9 +504,13 @@ class Ledger:
             update += ", prc.#p = prc.#p - :a"
         try:
             self.ddb.update_item(
-                TableName=self.table, Key=self._key(day), UpdateExpression=update + " REMOVE res.#r",
-                ConditionExpression="attribute_exists(res.#r)", ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values)
+                TableName=self.table,
+                Key=self._key(day),
+                UpdateExpression=update + " REMOVE res.#r",
+                ConditionExpression="attribute_exists(res.#r)",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
             return True
         except Exception as exc:
             if _is(exc, "ConditionalCheckFailedException"):
@@ -464,10 +520,12 @@ class Ledger:
     def _recent_items(self, now: float) -> Iterator[dict[str, Any]]:
         since = self.day(now - SWEEP_LOOKBACK_DAYS * 86400)
         kwargs: dict[str, Any] = dict(
-            TableName=self.table, ConsistentRead=True,
+            TableName=self.table,
+            ConsistentRead=True,
             KeyConditionExpression="#s = :s AND #d >= :since",
             ExpressionAttributeNames={"#s": "scope", "#d": "day"},
-            ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since}})
+            ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since}},
+        )
         while True:
             page = self.ddb.query(**kwargs)
             yield from page.get("Items", [])

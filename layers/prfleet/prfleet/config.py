@@ -8,9 +8,9 @@ from functools import lru_cache
 
 DEFAULT_MODELS = {
     # Stronger model on review, cheaper one on tests and docs. Overridden by the template's parameters.
-    "review": "claude-sonnet-4-6",
-    "tests": "claude-haiku-4-5",
-    "docs": "claude-haiku-4-5",
+    "review": "claude-sonnet-5-5",
+    "tests": "claude-haiku-5-5",
+    "docs": "claude-haiku-5-5",
 }
 
 

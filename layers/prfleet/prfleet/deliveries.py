@@ -32,4 +32,6 @@ def first_seen(delivery_id: str, *, now: float | None = None) -> bool:
 
 def forget(delivery_id: str) -> None:
     """Undo first_seen when the job could not be enqueued, so GitHub's redelivery is accepted."""
-    client("dynamodb").delete_item(TableName=settings().deliveries_table, Key={"delivery_id": {"S": delivery_id}})
+    client("dynamodb").delete_item(
+        TableName=settings().deliveries_table, Key={"delivery_id": {"S": delivery_id}}
+    )

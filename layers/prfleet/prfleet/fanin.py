@@ -20,12 +20,17 @@ log = logging.getLogger(__name__)
 
 def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
     """Check run for the head: queued, then in progress while its jobs run."""
-    run = gh.create_check_run(job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id)
+    run = gh.create_check_run(
+        job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id
+    )
     gh.update_check_run(
         job.repo,
         run["id"],
         status="in_progress",
-        output={"title": f"Reviewing: {planned} jobs", "summary": f"{planned} agent jobs planned for this head."},
+        output={
+            "title": f"Reviewing: {planned} jobs",
+            "summary": f"{planned} agent jobs planned for this head.",
+        },
     )
     return int(run["id"])
 
@@ -66,7 +71,9 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
     findings = [f for r in runs for f in _findings(r)]
     already = state.posted_fingerprints(record.repo, record.number)
     patches = _patches(gh, record)
-    plan = report.build_review(findings, patches, counts, already_posted=already, skipped_files=record.skipped_files)
+    plan = report.build_review(
+        findings, patches, counts, already_posted=already, skipped_files=record.skipped_files
+    )
     new_fps = {f["fingerprint"] for f in findings if f.get("fingerprint")} - already
     if plan.comments or plan.folded or claim == "final" or record.waiting_on_budget:
         _post_review(gh, record, plan)
@@ -84,12 +91,21 @@ def _post_review(gh: Any, record: state.HeadRecord, plan: Any) -> None:
         gh.create_review(record.repo, record.number, record.head_sha, plan.body, plan.comments)
     except GitHubUnprocessable:
         # A line GitHub will not anchor: fold every inline comment into the body rather than lose it.
-        body = plan.body + "\n\n" + "\n\n".join(f"**{c['path']}:{c['line']}**\n{c['body']}" for c in plan.comments)
+        body = (
+            plan.body
+            + "\n\n"
+            + "\n\n".join(f"**{c['path']}:{c['line']}**\n{c['body']}" for c in plan.comments)
+        )
         gh.create_review(record.repo, record.number, record.head_sha, body[: report.MAX_BODY], [])
 
 
 def _complete_check(
-    gh: Any, record: state.HeadRecord, conclusion: str, title: str, text: str, annotations: list[dict[str, Any]]
+    gh: Any,
+    record: state.HeadRecord,
+    conclusion: str,
+    title: str,
+    text: str,
+    annotations: list[dict[str, Any]],
 ) -> None:
     if record.check_run_id is None:
         return

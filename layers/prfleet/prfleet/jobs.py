@@ -84,7 +84,9 @@ def parse_message(body: str) -> PrJob | FileJob:
             raise BadMessage(f"{kind} job lacks {f.name!r}")
     if not isinstance(values["number"], int) or values["number"] <= 0:
         raise BadMessage("number must be a positive integer")
-    for name in ("repo", "delivery_id") if cls is PrJob else ("repo", "head_sha", "delivery_id", "path", "agent"):
+    for name in (
+        ("repo", "delivery_id") if cls is PrJob else ("repo", "head_sha", "delivery_id", "path", "agent")
+    ):
         if not isinstance(values[name], str) or not values[name]:
             raise BadMessage(f"{name} must be a non-empty string")
     return cls(**values)

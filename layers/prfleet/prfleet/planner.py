@@ -144,10 +144,18 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
     pr = gh.pr(job.repo, job.number)
     head, base = pr["head"]["sha"], pr["base"]["sha"]
     if job.action != "comment" and job.head_sha != head:
-        return Plan(job, [], [], "superseded", f"PR head is now {head[:12]}, this delivery was for {job.head_sha[:12]}")
+        return Plan(
+            job,
+            [],
+            [],
+            "superseded",
+            f"PR head is now {head[:12]}, this delivery was for {job.head_sha[:12]}",
+        )
     if pr.get("state") == "closed":
         return Plan(job, [], [], "ignored", "pull request is closed")
-    job = PrJob(job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by)
+    job = PrJob(
+        job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by
+    )
     state.set_head(job.repo, job.number, head, now=now)
 
     config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
@@ -174,7 +182,9 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
     )
     skips.extend(notes)
     if more:
-        skips.append(Skip(f"({more} more files)", f"over the limit of {cfg.max_files} files per pull request"))
+        skips.append(
+            Skip(f"({more} more files)", f"over the limit of {cfg.max_files} files per pull request")
+        )
     check_id = fanin.start_check(gh, job, planned=len(jobs))
     state.record_plan(
         job.repo,

@@ -102,8 +102,8 @@ class PriceTable:
     source: str
     checked: str
     batch_discount: Decimal
-    rows: Mapping[str, tuple[Rates, ...]]   # canonical id -> rows sorted by effective date
-    aliases: Mapping[str, str]              # alias or id -> canonical id
+    rows: Mapping[str, tuple[Rates, ...]]  # canonical id -> rows sorted by effective date
+    aliases: Mapping[str, str]  # alias or id -> canonical id
 
     def canonical(self, model: str) -> str:
         key = model.strip()
@@ -123,9 +123,7 @@ def load_table(path: Path | str = PRICES_PATH) -> PriceTable:
     aliases: dict[str, str] = {}
     for row in data["models"]:
         model = row["model"]
-        tiers = tuple(
-            Tier(int(t["above_prompt_tokens"]), Card.from_row(t)) for t in row.get("tiers", [])
-        )
+        tiers = tuple(Tier(int(t["above_prompt_tokens"]), Card.from_row(t)) for t in row.get("tiers", []))
         rates = Rates(
             model=model,
             effective=_dt.date.fromisoformat(row["effective"]),
@@ -190,6 +188,7 @@ class Tokens:
 def split_usage(usage: Any) -> Tokens:
     """Read an anthropic Usage (or a dict of the same shape). Cache writes without the per-TTL split are
     priced as 5-minute writes, the API's default TTL."""
+
     def n(v: Any) -> int:
         return int(v or 0)
 
@@ -239,8 +238,11 @@ def cost_micros(
 ) -> int:
     """Cost of one call in integer micro-dollars (half-up rounding, once). `inference_geo` defaults to
     the value reported in `usage`; `batch` also follows usage.service_tier == "batch"."""
-    return int(exact_cost(model, usage, batch=batch, inference_geo=inference_geo, on=on)
-               .to_integral_value(rounding=ROUND_HALF_UP))
+    return int(
+        exact_cost(model, usage, batch=batch, inference_geo=inference_geo, on=on).to_integral_value(
+            rounding=ROUND_HALF_UP
+        )
+    )
 
 
 def worst_case_micros(

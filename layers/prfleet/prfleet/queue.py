@@ -1,4 +1,4 @@
-"""SQS adapters: send slim jobs (batched, failed entries retried), delay a message's next delivery."""
+"""SQS adapters: send slim jobs (batched, failed entries retried), re-send one with a delay."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from prfleet.config import settings
 from prfleet.jobs import FileJob, PrJob
 
 MAX_DELAY = 900  # SQS DelaySeconds upper bound: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
-MAX_VISIBILITY = 43200  # 12 hours: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-visibility-timeout.html
 
 
 class EnqueueError(RuntimeError):
@@ -39,19 +38,12 @@ def send_file_jobs(jobs: Sequence[FileJob], *, queue_url: str | None = None, del
             if not pending:
                 break
         if pending:
-            raise EnqueueError(f"{len(pending)} file jobs not enqueued: {sorted(j.path for j in pending.values())}")
+            raise EnqueueError(
+                f"{len(pending)} file jobs not enqueued: {sorted(j.path for j in pending.values())}"
+            )
 
 
 def send_raw(body: str, *, queue_url: str | None = None, delay: int = 0) -> None:
     client("sqs").send_message(
         QueueUrl=queue_url or settings().jobs_queue_url, MessageBody=body, DelaySeconds=min(delay, MAX_DELAY)
-    )
-
-
-def delay_message(receipt_handle: str, seconds: float, *, queue_url: str | None = None) -> None:
-    """Make a message visible again only after `seconds` (a rate-limited job waits in SQS, not in Lambda)."""
-    client("sqs").change_message_visibility(
-        QueueUrl=queue_url or settings().jobs_queue_url,
-        ReceiptHandle=receipt_handle,
-        VisibilityTimeout=max(0, min(int(seconds + 0.999), MAX_VISIBILITY)),
     )

@@ -20,7 +20,7 @@ DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger an
 
 
 class RetryLater(Exception):
-    """The job must come back later (rate limit longer than the time left); SQS redelivers it after `delay`."""
+    """The job must come back later (a rate limit longer than the time left): re-sent with a delay of `delay`."""
 
     def __init__(self, reason: str, delay: float) -> None:
         super().__init__(reason)
@@ -40,7 +40,9 @@ class Outcome:
 class LedgerGuard:
     """The agents' CallGuard: reserve the worst case before each model call, settle to the real cost after."""
 
-    def __init__(self, ledger: budget.Ledger, job: FileJob, model: str, emit: Any, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, ledger: budget.Ledger, job: FileJob, model: str, emit: Any, *, clock: Any = time.time
+    ) -> None:
         self.ledger = ledger
         self.model = model
         self.job = job
@@ -52,7 +54,9 @@ class LedgerGuard:
         text = json.dumps(
             {k: params.get(k) for k in ("system", "messages", "tools")}, default=str, separators=(",", ":")
         )
-        amount = pricing.worst_case_micros(model, pricing.estimate_input_tokens(text), int(params["max_tokens"]))
+        amount = pricing.worst_case_micros(
+            model, pricing.estimate_input_tokens(text), int(params["max_tokens"])
+        )
         reservation = self.ledger.reserve(self.pr_scope, amount, now=self.clock())
         state.heartbeat(self.job, now=self.clock())
         return reservation
@@ -122,14 +126,19 @@ def process(
     spec = specs.get(job.agent)
     emit = emitter.bind(run_id=run_id, agent=job.agent, model=getattr(spec, "model", None)).emit
 
-    previous = state.get_run(job)
-    if previous and previous.get("status") in state.FINAL:
-        # A redelivered message: the work is done; make sure its outcome is counted and the review is owed once.
-        posted = fanin.finish_job(gh_for, job, previous["status"])
-        return Outcome(previous["status"], previous.get("run_id", run_id), posted=posted, reason="already done")
+    done = _already_done(gh_for, job, run_id)
+    if done:
+        return done
 
     if spec is None:
-        return _end(gh_for, job, run_id, "skipped", emit, reason=f"agent {job.agent!r} is disabled for this repository")
+        return _end(
+            gh_for,
+            job,
+            run_id,
+            "skipped",
+            emit,
+            reason=f"agent {job.agent!r} is disabled for this repository",
+        )
     head = state.current_head(job.repo, job.number)
     if head and head != job.head_sha:
         return _end(gh_for, job, run_id, "superseded", emit, reason=f"PR head moved to {head[:12]}")
@@ -138,33 +147,60 @@ def process(
     hit = cache.get(key) if job.blob_sha else None
     if hit is not None:
         findings = [dict(f, path=job.path) for f in hit.get("findings", [])]
+        try:
+            state.finish_run(
+                job,
+                run_id,
+                "cached",
+                {"findings": json.dumps(findings), "cost_micros": 0, "model": spec.model},
+            )
+        except state.RunInProgress:
+            return _already_done(gh_for, job, run_id) or Outcome(
+                "duplicate", run_id, reason="finished elsewhere"
+            )
         emit("cached", cache_key=key[:16], findings=len(findings), cost_usd=0.0)
-        state.finish_run(job, run_id, "cached", {"findings": json.dumps(findings), "cost_micros": 0, "model": spec.model})
         posted = fanin.finish_job(gh_for, job, "cached")
         return Outcome("cached", run_id, findings=len(findings), posted=posted)
 
     gh = gh_for(job.installation_id)
     pr = gh.pr(job.repo, job.number)
-    source = GitHubPrSource(gh, job.repo, job.number, job.head_sha, title=pr.get("title", ""), body=pr.get("body") or "")
-    state.start_run(job, run_id, spec.model, now=clock())
+    source = GitHubPrSource(
+        gh, job.repo, job.number, job.head_sha, title=pr.get("title", ""), body=pr.get("body") or ""
+    )
+    try:
+        state.start_run(job, run_id, spec.model, now=clock())
+    except state.RunInProgress as exc:
+        # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
+        # if it dies, its run goes stale and the sweeper re-queues the job.
+        done = _already_done(gh_for, job, run_id)
+        if done:
+            return done
+        emit("skipped", reason=str(exc), path=job.path, duplicate=True)
+        return Outcome("duplicate", run_id, reason=str(exc))
     started = clock()
     emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha)
     guard = LedgerGuard(make_ledger(), job, spec.model, emit, clock=clock)
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     try:
-        result = agents.run_agent(job, spec, source, anthropic_client, deadline=deadline, guard=guard, emit=emit)
+        result = agents.run_agent(
+            job, spec, source, anthropic_client, deadline=deadline, guard=guard, emit=emit
+        )
     except budget.BudgetExceeded as exc:
         day = make_ledger().day(clock())
         reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
         state.defer(job, day=day, reason=reason, now=clock())
-        state.finish_run(job, run_id, "deferred", {"error": reason, "model": spec.model}, now=clock())
+        state.finish_run(
+            job, run_id, "deferred", {"error": reason, "model": spec.model}, owner=True, now=clock()
+        )
         emit("deferred", reason=reason, scope=exc.scope)
         posted = fanin.finish_job(gh_for, job, "deferred")
         return Outcome("deferred", run_id, posted=posted, reason=reason)
 
     duration_ms = int((clock() - started) * 1000)
     if result.status == "failed" and result.retry_after and not final_attempt:
-        state.finish_run(job, run_id, "retrying", {"error": result.error, "model": spec.model}, now=clock())
+        state.finish_run(
+            job, run_id, "retrying", {"error": result.error, "model": spec.model}, owner=True, now=clock()
+        )
         emit("error", error_type="RateLimited", message=result.error, retry_after=result.retry_after)
         raise RetryLater(result.error or "rate limited", result.retry_after)
 
@@ -179,7 +215,7 @@ def process(
         "stop_reason": result.stop_reason,
         **{f"{k}": int(v) for k, v in (result.usage or {}).items()},
     }
-    state.finish_run(job, run_id, result.status, values, now=clock())
+    state.finish_run(job, run_id, result.status, values, owner=True, now=clock())
     if result.status == "succeeded":
         cache.put(key, {"findings": findings, "usage": result.usage, "model": spec.model})
     emit(
@@ -196,6 +232,15 @@ def process(
     return Outcome(result.status, run_id, result.cost_micros, len(findings), posted, result.error or "")
 
 
+def _already_done(gh_for: Any, job: FileJob, run_id: str) -> Outcome | None:
+    """A redelivered message whose work is done: count its outcome (idempotent) so the review is owed once."""
+    previous = state.get_run(job)
+    if not previous or previous.get("status") not in state.FINAL:
+        return None
+    posted = fanin.finish_job(gh_for, job, previous["status"])
+    return Outcome(previous["status"], previous.get("run_id", run_id), posted=posted, reason="already done")
+
+
 def fail(gh_for: Any, job: FileJob, emitter: Any, reason: str, error_type: str) -> Outcome:
     """Last delivery of a job that keeps failing: record the failure so the PR's review still completes."""
     run_id = uuid.uuid4().hex[:16]
@@ -205,8 +250,11 @@ def fail(gh_for: Any, job: FileJob, emitter: Any, reason: str, error_type: str) 
 
 
 def _end(gh_for: Any, job: FileJob, run_id: str, status: str, emit: Any, *, reason: str) -> Outcome:
+    try:
+        state.finish_run(job, run_id, status, {"error": reason})
+    except state.RunInProgress:
+        return _already_done(gh_for, job, run_id) or Outcome("duplicate", run_id, reason="finished elsewhere")
     emit(status, reason=reason, path=job.path)
-    state.finish_run(job, run_id, status, {"error": reason})
     posted = fanin.finish_job(gh_for, job, status)
     return Outcome(status, run_id, posted=posted, reason=reason)
 
@@ -219,4 +267,3 @@ def _with_fingerprint(finding: Any, source: Any) -> dict[str, Any]:
         line = lines[data["line"] - 1] if 0 < int(data.get("line") or 0) <= len(lines) else ""
         data["fingerprint"] = finding.fingerprint(line) if hasattr(finding, "fingerprint") else ""
     return data
-

@@ -37,7 +37,9 @@ def get_json(secret_id: str, what: str) -> dict[str, Any]:
     try:
         raw = _secrets_provider().get(secret_id, max_age=settings().secrets_max_age)
     except parameters.exceptions.GetParameterError as exc:
-        raise SecretMissing(f"cannot read secret {secret_id} ({what}): {type(exc.__cause__ or exc).__name__}") from None
+        raise SecretMissing(
+            f"cannot read secret {secret_id} ({what}): {type(exc.__cause__ or exc).__name__}"
+        ) from None
     if isinstance(raw, bytes):
         raw = raw.decode()
     raw = (raw or "").strip()

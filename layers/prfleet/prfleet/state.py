@@ -48,7 +48,10 @@ def _table() -> str:
 
 
 def _is_conditional(exc: ClientError) -> bool:
-    return exc.response["Error"]["Code"] in ("ConditionalCheckFailedException", "TransactionCanceledException")
+    return exc.response["Error"]["Code"] in (
+        "ConditionalCheckFailedException",
+        "TransactionCanceledException",
+    )
 
 
 # ---------------------------------------------------------------- heads
@@ -155,7 +158,9 @@ def record_plan(
 
 def head_record(repo: str, number: int, head_sha: str) -> HeadRecord | None:
     reply = client("dynamodb").get_item(
-        TableName=_table(), Key=_item({"pk": pr_key(repo, number), "sk": f"SHA#{head_sha}"}), ConsistentRead=True
+        TableName=_table(),
+        Key=_item({"pk": pr_key(repo, number), "sk": f"SHA#{head_sha}"}),
+        ConsistentRead=True,
     )
     item = _plain(reply.get("Item"))
     return _head_record(item) if item else None
@@ -175,7 +180,11 @@ def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
             UpdateExpression=f"ADD {set_name} :id, #n :one",
             ConditionExpression=f"attribute_exists(pk) AND NOT contains({set_name}, :jid)",
             ExpressionAttributeNames={"#n": f"n_{job.agent}_{outcome}"},
-            ExpressionAttributeValues={":id": {"SS": [job.job_id]}, ":jid": {"S": job.job_id}, ":one": {"N": "1"}},
+            ExpressionAttributeValues={
+                ":id": {"SS": [job.job_id]},
+                ":jid": {"S": job.job_id},
+                ":one": {"N": "1"},
+            },
             ReturnValues="ALL_NEW",
         )
     except ClientError as exc:
@@ -218,27 +227,51 @@ def run_key(job: FileJob) -> dict[str, Any]:
     return _item({"pk": job.pr_key, "sk": f"RUN#{job.head_sha}#{job.job_id}"})
 
 
-def start_run(job: FileJob, run_id: str, model: str, *, now: float | None = None) -> None:
+class RunInProgress(Exception):
+    """Another worker holds or finished this job's run (SQS delivered the message twice)."""
+
+
+def start_run(
+    job: FileJob, run_id: str, model: str, *, now: float | None = None, stale_after: int = 300
+) -> None:
+    """Claim the job's run: refused while another worker's run is alive (heartbeat newer than `stale_after`)."""
     now = time.time() if now is None else now
-    client("dynamodb").put_item(
-        TableName=_table(),
-        Item=_item(
-            {
-                "pk": job.pr_key,
-                "sk": f"RUN#{job.head_sha}#{job.job_id}",
-                "run_id": run_id,
-                "job": job.to_message(),
-                "repo": job.repo,
-                "path": job.path,
-                "agent": job.agent,
-                "model": model,
-                "status": "running",
-                "created_at": int(now),
-                "updated_at": int(now),
-                "expires_at": int(now) + RUN_TTL,
-            }
-        ),
-    )
+    fields = {
+        "run_id": run_id,
+        "job": job.to_message(),
+        "repo": job.repo,
+        "path": job.path,
+        "agent": job.agent,
+        "model": model,
+        "status": "running",
+        "created_at": int(now),
+        "updated_at": int(now),
+        "expires_at": int(now) + RUN_TTL,
+    }
+    names = {f"#a{i}": k for i, k in enumerate(fields)}
+    try:
+        client("dynamodb").update_item(  # an update, so a stuck run keeps its stuck_count
+            TableName=_table(),
+            Key=run_key(job),
+            UpdateExpression="SET " + ", ".join(f"{n} = :v{i}" for i, n in enumerate(names)),
+            # Free, or left unfinished (retrying, stuck, deferred), or running with a dead heartbeat; never a
+            # finished run: a duplicate delivery racing the first worker must not redo (and re-pay) its job.
+            ConditionExpression="attribute_not_exists(pk) OR #s IN (:retrying, :stuck, :deferred) "
+            "OR (#s = :running AND updated_at < :stale)",
+            ExpressionAttributeNames={"#s": "status", **names},
+            ExpressionAttributeValues={
+                **_item({f":v{i}": v for i, v in enumerate(fields.values())}),
+                ":running": {"S": "running"},
+                ":retrying": {"S": "retrying"},
+                ":stuck": {"S": "stuck"},
+                ":deferred": {"S": "deferred"},
+                ":stale": {"N": str(int(now) - stale_after)},
+            },
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            raise RunInProgress(f"run of job {job.job_id} is taken by another worker") from None
+        raise
 
 
 def heartbeat(job: FileJob, *, now: float | None = None) -> None:
@@ -254,9 +287,34 @@ def heartbeat(job: FileJob, *, now: float | None = None) -> None:
     )
 
 
-def finish_run(job: FileJob, run_id: str, status: str, values: dict[str, Any], *, now: float | None = None) -> None:
-    """Store a run's outcome (findings as JSON); only status=running carries the GSI attribute semantics."""
+def finish_run(
+    job: FileJob,
+    run_id: str,
+    status: str,
+    values: dict[str, Any],
+    *,
+    owner: bool = False,
+    now: float | None = None,
+) -> None:
+    """Store a run's outcome (findings as JSON), never over a finished one.
+
+    `owner`: this worker claimed the run with start_run, so only a write by the same run_id is accepted; otherwise
+    (cached, skipped, superseded, a last-attempt failure) only a run that has not finished may be written.
+    Raises RunInProgress when the write is refused: another worker's outcome stands.
+    """
     now = time.time() if now is None else now
+    if owner:
+        condition = {
+            "ConditionExpression": "run_id = :rid",
+            "ExpressionAttributeValues": {":rid": {"S": run_id}},
+        }
+    else:
+        finals = {f":f{i}": {"S": s} for i, s in enumerate(sorted(FINAL))}
+        condition = {
+            "ConditionExpression": f"attribute_not_exists(pk) OR NOT (#s IN ({', '.join(finals)}))",
+            "ExpressionAttributeNames": {"#s": "status"},
+            "ExpressionAttributeValues": finals,
+        }
     item = {
         "pk": job.pr_key,
         "sk": f"RUN#{job.head_sha}#{job.job_id}",
@@ -271,7 +329,12 @@ def finish_run(job: FileJob, run_id: str, status: str, values: dict[str, Any], *
         **values,
     }
     item.setdefault("created_at", int(now))
-    client("dynamodb").put_item(TableName=_table(), Item=_item(item))
+    try:
+        client("dynamodb").put_item(TableName=_table(), Item=_item(item), **condition)
+    except ClientError as exc:
+        if _is_conditional(exc):
+            raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
+        raise
 
 
 def get_run(job: FileJob) -> dict[str, Any] | None:
@@ -295,24 +358,35 @@ def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
     )
 
 
-def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> bool:
-    """Move a running run to `stuck` unless it moved on meanwhile (conditional on its last heartbeat)."""
+def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> int | None:
+    """Move a running run to `stuck` unless it moved on meanwhile (conditional on its last heartbeat).
+
+    Returns how many times this job has now been stuck, or None when the run moved on.
+    """
     try:
-        client("dynamodb").update_item(
+        reply = client("dynamodb").update_item(
             TableName=_table(),
             Key=_item({"pk": item["pk"], "sk": item["sk"]}),
-            UpdateExpression="SET #s = :stuck, updated_at = :now, error = :reason",
+            UpdateExpression="SET #s = :stuck, updated_at = :now, error = :reason ADD stuck_count :one",
+            ReturnValues="ALL_NEW",
             ConditionExpression="#s = :running AND updated_at = :seen",
             ExpressionAttributeNames={"#s": "status"},
             ExpressionAttributeValues=_item(
-                {":stuck": "stuck", ":now": int(now), ":reason": reason, ":running": "running", ":seen": item["updated_at"]}
+                {
+                    ":stuck": "stuck",
+                    ":now": int(now),
+                    ":reason": reason,
+                    ":running": "running",
+                    ":seen": item["updated_at"],
+                    ":one": 1,
+                }
             ),
         )
     except ClientError as exc:
         if _is_conditional(exc):
-            return False
+            return None
         raise
-    return True
+    return int(_plain(reply["Attributes"]).get("stuck_count", 1))
 
 
 def _query(**kwargs: Any) -> list[dict[str, Any]]:

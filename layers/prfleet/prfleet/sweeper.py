@@ -23,14 +23,14 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None) -> dict[str, i
     for run in state.runs_with_status("running", older_than=now - STUCK_AFTER_S):
         silent = int(now - run["updated_at"])
         reason = f"no event for {silent} s (limit {STUCK_AFTER_S} s)"
-        if not state.mark_stuck(run, now=now, reason=reason):
+        times = state.mark_stuck(run, now=now, reason=reason)
+        if times is None:
             continue
         job = parse_message(run["job"])
         counts["stuck"] += 1
         emitter.bind(run_id=run.get("run_id"), agent=job.agent).emit("stuck", path=job.path, reason=reason)
-        if int(run.get("stuck_count", 0)) < MAX_STUCK_RETRIES:
-            state.finish_run(job, run.get("run_id", ""), "stuck", {"error": reason, "stuck_count": 1}, now=now)
-            queue.send_raw(run["job"])
+        if times <= MAX_STUCK_RETRIES:
+            queue.send_raw(run["job"])  # retried once; the next worker's claim keeps stuck_count
         else:
             runner.fail(gh_for, job, emitter, f"stuck twice: {reason}", "Stuck")
             counts["stuck_failed"] += 1

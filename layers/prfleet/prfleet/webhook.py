@@ -56,7 +56,14 @@ def lower_headers(event: Mapping[str, Any]) -> dict[str, str]:
 def decide(event_name: str, delivery_id: str, payload: Any) -> Reply:
     """What a verified, parsed delivery means: an enqueued PR job (202) or a reasoned no-op (200)."""
     if event_name == "ping":
-        return Reply(200, {"ok": True, "message": "pong", "zen": payload.get("zen") if isinstance(payload, dict) else None})
+        return Reply(
+            200,
+            {
+                "ok": True,
+                "pong": True,
+                "hook_id": payload.get("hook_id") if isinstance(payload, dict) else None,
+            },
+        )
     if not isinstance(payload, dict):
         return Reply(400, {"error": "payload must be a JSON object"})
     if event_name == "pull_request":
