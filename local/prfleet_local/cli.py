@@ -64,12 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workdir", help="where the git repository and logs live")
     serve.set_defaults(func=_serve)
 
-    try:  # TEMP until costcli lands
-        from prfleet_local import costcli
+    from prfleet_local import costcli
 
-        costcli.add_cost_parser(sub)
-    except ImportError:
-        pass
+    costcli.add_cost_parser(sub)
 
     alarms = sub.add_parser(
         "alarms", help="each alarm's state and last change (AWS describe_alarms, or local)"

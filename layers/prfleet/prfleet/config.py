@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -68,6 +69,7 @@ class Settings:
     delivery_ttl_days: int = 7
     secrets_max_age: int = 300
     max_receive_count: int = 3
+    clock_offset_s: float = 0.0
 
 
 @lru_cache(maxsize=1)
@@ -99,4 +101,11 @@ def settings() -> Settings:
         delivery_ttl_days=_int("DELIVERY_TTL_DAYS", 7),
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
+        clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
     )
+
+
+def now() -> float:
+    """prfleet's wall clock: epoch seconds, shifted by CLOCK_OFFSET_SECONDS (0 in AWS; drills and the local stack
+    use it to live through a budget day change or a stuck run without waiting for one)."""
+    return time.time() + settings().clock_offset_s

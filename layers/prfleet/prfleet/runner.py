@@ -7,12 +7,12 @@ in an exception that SQS retries and, after maxReceiveCount, moves to the dead-l
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from prfleet import budget, cache, fanin, pricing, state
+from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.jobs import FileJob
 
@@ -41,7 +41,7 @@ class LedgerGuard:
     """The agents' CallGuard: reserve the worst case before each model call, settle to the real cost after."""
 
     def __init__(
-        self, ledger: budget.Ledger, job: FileJob, model: str, emit: Any, *, clock: Any = time.time
+        self, ledger: budget.Ledger, job: FileJob, model: str, emit: Any, *, clock: Any = config_now
     ) -> None:
         self.ledger = ledger
         self.model = model
@@ -113,7 +113,7 @@ def process(
     anthropic_client: Any,
     emitter: Any,
     final_attempt: bool = False,
-    clock: Any = time.time,
+    clock: Any = config_now,
 ) -> Outcome:
     """Run one file job. `remaining_ms()` is the Lambda's remaining time; `gh_for(installation_id)` a GitHub client."""
     from prfleet import agents

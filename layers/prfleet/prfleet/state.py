@@ -12,7 +12,6 @@ Runs in progress carry status=running and sit in the `status-index` GSI, so the 
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from prfleet.aws import client
+from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.jobs import FileJob, pr_key
 
@@ -56,7 +56,7 @@ def _is_conditional(exc: ClientError) -> bool:
 
 # ---------------------------------------------------------------- heads
 def set_head(repo: str, number: int, head_sha: str, *, now: float | None = None) -> None:
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     client("dynamodb").put_item(
         TableName=_table(),
         Item=_item({"pk": pr_key(repo, number), "sk": "HEAD", "head_sha": head_sha, "updated_at": int(now)}),
@@ -132,7 +132,7 @@ def record_plan(
     now: float | None = None,
 ) -> None:
     """Record how many jobs a head has, once: a redelivered PR job does not reset the fan-in (`reset` does)."""
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     try:
         client("dynamodb").put_item(
             TableName=_table(),
@@ -235,7 +235,7 @@ def start_run(
     job: FileJob, run_id: str, model: str, *, now: float | None = None, stale_after: int = 300
 ) -> None:
     """Claim the job's run: refused while another worker's run is alive (heartbeat newer than `stale_after`)."""
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     fields = {
         "run_id": run_id,
         "job": job.to_message(),
@@ -276,7 +276,7 @@ def start_run(
 
 def heartbeat(job: FileJob, *, now: float | None = None) -> None:
     """Keep a running run out of the stuck sweep."""
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     client("dynamodb").update_item(
         TableName=_table(),
         Key=run_key(job),
@@ -302,7 +302,7 @@ def finish_run(
     (cached, skipped, superseded, a last-attempt failure) only a run that has not finished may be written.
     Raises RunInProgress when the write is refused: another worker's outcome stands.
     """
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     if owner:
         condition = {
             "ConditionExpression": "run_id = :rid",
@@ -420,7 +420,7 @@ def add_posted_fingerprints(repo: str, number: int, fingerprints: set[str]) -> N
 # ---------------------------------------------------------------- deferred jobs
 def defer(job: FileJob, *, day: str, reason: str, now: float | None = None) -> None:
     """Keep a job the budget refused; the sweeper re-queues it after the reset (oldest first)."""
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     client("dynamodb").put_item(
         TableName=_table(),
         Item=_item(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prfleet import queue, state
@@ -15,8 +14,9 @@ REQUEUE_BATCH = 100
 
 def sweep(*, gh_for: Any, emitter: Any, now: float | None = None) -> dict[str, int]:
     from prfleet import events, runner
+    from prfleet.config import now as config_now
 
-    now = time.time() if now is None else now
+    now = config_now() if now is None else now
     ledger = runner.make_ledger()
     counts = {"stuck": 0, "stuck_failed": 0, "released": 0, "requeued": 0}
 
