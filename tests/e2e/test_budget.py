@@ -1,0 +1,90 @@
+"""The daily budget end to end: a budget too small for the sample PR defers jobs (none failed, none lost), the PR
+says the budget was reached, and after the budget day changes the deferred jobs run and the review completes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from prfleet import config, state
+from prfleet_local.demo import REPO, sandbox
+
+pytestmark = pytest.mark.e2e
+
+# Enough for a few calls: a review call reserves its worst case (max_tokens x the output price) up front.
+TINY_BUDGET_USD = 0.12
+
+
+@pytest.fixture
+def clock_offset():
+    """Move prfleet's clock (CLOCK_OFFSET_SECONDS) for the stack in this process, and put it back."""
+
+    def move(seconds: float) -> None:
+        os.environ["CLOCK_OFFSET_SECONDS"] = str(seconds)
+        config.settings.cache_clear()
+
+    yield move
+    os.environ.pop("CLOCK_OFFSET_SECONDS", None)
+    config.settings.cache_clear()
+
+
+def _ledger(box):
+    items = box.stack.client("dynamodb").scan(TableName=box.stack.table("LedgerTable"))["Items"]
+    return {i["day"]["S"]: i for i in items if i["scope"]["S"] == "daily"}
+
+
+def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, clock_offset):
+    with sandbox(
+        tmp_path, parameters={"DailyBudgetUsd": TINY_BUDGET_USD}, sweep_interval=None, visibility_timeout=2
+    ) as box:
+        number = box.open_sample_pr()
+        payload = box.github.webhook_payload("opened", number)
+        head = payload["pull_request"]["head"]["sha"]
+        assert box.deliver("pull_request", payload)[0] == 202
+        assert box.wait_for_review(number, head_sha=head, timeout=120)
+
+        runs = state.runs_of_head(REPO, number, head)
+        statuses = [r["status"] for r in runs]
+        assert "deferred" in statuses, statuses
+        assert "failed" not in statuses
+        record = state.head_record(REPO, number, head)
+        assert record.planned == len(runs) and record.complete and not record.final
+        deferred = state.deferred_jobs()
+        assert {e["job"] for e in deferred} == {r["job"] for r in runs if r["status"] == "deferred"}
+        assert all("budget" in e["reason"] for e in deferred)
+
+        # The PR shows that the budget was reached: a neutral check (never a failing one) and a partial review.
+        (check,) = box.github.check_runs_for(head)
+        assert (check["status"], check["conclusion"]) == ("completed", "neutral")
+        assert "budget" in (check["output"]["title"] + check["output"]["summary"]).lower()
+        (day,) = _ledger(box).values()
+        assert int(day["settled"]["N"]) + int(day.get("reserved", {"N": "0"})["N"]) <= TINY_BUDGET_USD * 1e6
+
+        # Same day: the sweeper keeps them waiting.
+        box.stack.sweep()
+        assert box.stack.wait_idle(timeout=20)
+        assert len(state.deferred_jobs()) == len(deferred)
+
+        # A day later the sweeper re-queues them, oldest first, and the review completes.
+        clock_offset(86400)
+        box.stack.sweep()
+        assert box.stack.wait_idle(timeout=120)
+        runs = state.runs_of_head(REPO, number, head)
+        assert all(r["status"] == "succeeded" for r in runs), [(r["path"], r["agent"], r["status"]) for r in runs]
+        assert state.deferred_jobs() == []
+        record = state.head_record(REPO, number, head)
+        assert record.final and record.posted == "final"
+        (check,) = box.github.check_runs_for(head)
+        assert check["conclusion"] == "success"
+        days = _ledger(box)
+        assert len(days) == 2  # spend landed on the new day's ledger item
+        assert all(int(d["settled"]["N"]) <= TINY_BUDGET_USD * 1e6 for d in days.values())
+        assert sum(int(d["settled"]["N"]) for d in days.values()) == sum(int(r["cost_micros"]) for r in runs)
+        dlq = box.stack.client("sqs").get_queue_attributes(
+            QueueUrl=box.stack.queue_url("JobsDLQ"), AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert dlq["ApproximateNumberOfMessages"] == "0"
+        bodies = [json.loads(r.get("findings") or "[]") for r in runs]
+        assert any(bodies)
