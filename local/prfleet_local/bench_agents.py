@@ -110,7 +110,7 @@ class _PricingGuard:
         return None
 
 
-def bench_caching(lines: int = 500, model: str = "claude-sonnet-4-6") -> dict[str, Any]:
+def bench_caching(lines: int = 500, model: str = "claude-sonnet-5-5") -> dict[str, Any]:
     """Cost with prompt caching / cost without, for one file over 5 iterations (target <= 0.35)."""
     import anthropic
     from prfleet.agents import PROMPTS, AgentSpec, run_agent
