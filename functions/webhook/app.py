@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
+
 from prfleet import deliveries, events, queue, secrets, webhook
 
 logger = events.make_logger()

@@ -64,7 +64,8 @@ def bench_ledger(jobs: int = 200, threads: int = 8) -> dict[str, Any]:
             per = jobs // n_threads
             start = time.perf_counter()
             ts = [
-                threading.Thread(target=lambda k=k: [fn(k * per + j) for j in range(per)]) for k in range(n_threads)
+                threading.Thread(target=lambda k=k: [fn(k * per + j) for j in range(per)])
+                for k in range(n_threads)
             ]
             for t in ts:
                 t.start()

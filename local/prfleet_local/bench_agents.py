@@ -113,9 +113,9 @@ class _PricingGuard:
 def bench_caching(lines: int = 500, model: str = "claude-sonnet-5-5") -> dict[str, Any]:
     """Cost with prompt caching / cost without, for one file over 5 iterations (target <= 0.35)."""
     import anthropic
+
     from prfleet.agents import PROMPTS, AgentSpec, run_agent
     from prfleet.jobs import FileJob
-
     from prfleet_local.model_server import FaultPlan, ModelServer
 
     path = "orders/process.py"

@@ -72,7 +72,9 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         box.stack.sweep()
         assert box.stack.wait_idle(timeout=120)
         runs = state.runs_of_head(REPO, number, head)
-        assert all(r["status"] == "succeeded" for r in runs), [(r["path"], r["agent"], r["status"]) for r in runs]
+        assert all(r["status"] == "succeeded" for r in runs), [
+            (r["path"], r["agent"], r["status"]) for r in runs
+        ]
         assert state.deferred_jobs() == []
         record = state.head_record(REPO, number, head)
         assert record.final and record.posted == "final"

@@ -8,11 +8,11 @@ import time
 import uuid
 
 import pytest
+
 from prfleet import state
 from prfleet.jobs import FileJob
 from prfleet_local import sample
 from prfleet_local.demo import REPO, sandbox
-
 from tests.conftest import PAYLOADS, load_payload
 
 pytestmark = pytest.mark.e2e

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 import anthropic
 import pytest
+
 from prfleet.agents import AgentSpec, RetryPolicy, agent_specs, run_agent
 from prfleet.config import DEFAULT_MODELS
 from prfleet.jobs import FileJob

@@ -6,6 +6,7 @@ import base64
 import time
 
 import pytest
+
 from prfleet import report
 from prfleet.github import (
     GitHub,

@@ -8,6 +8,7 @@ import threading
 import boto3
 import pytest
 from botocore.config import Config
+
 from prfleet.budget import DAILY, BudgetExceeded, Ledger
 from prfleet_local.moto_proc import moto_server
 

@@ -1,6 +1,7 @@
 from types import SimpleNamespace
 
 import pytest
+
 from prfleet.agents import (
     DEFAULT_LIMITS,
     PROMPTS,

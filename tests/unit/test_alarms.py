@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 from aws_lambda_powertools import single_metric
+
 from prfleet import alarms, events
 from prfleet.alarms import AlarmDefinitionError, AlarmEvaluator, AlarmState, Datapoint
 

@@ -6,6 +6,7 @@ import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
+
 from prfleet.budget import DAILY, Book, BudgetExceeded, day_end, day_of, fits, reaches_80
 
 DAILY_LIMIT = 1_000

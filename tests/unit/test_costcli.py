@@ -8,6 +8,7 @@ import json
 
 import pytest
 from boto3.dynamodb.types import TypeSerializer
+
 from prfleet import config
 from prfleet_local import costcli
 

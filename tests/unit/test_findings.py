@@ -1,4 +1,5 @@
 import pytest
+
 from prfleet.findings import REPORT_SCHEMA, SEVERITIES, Finding, InvalidReport, fingerprint, validate_report
 
 

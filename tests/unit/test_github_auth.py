@@ -9,6 +9,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+
 from prfleet.github import AppAuth, GitHub, GitHubError, TokenAuth, auth_from_secret
 from prfleet_local.github_server import GitHubServer, GitRepo
 

@@ -7,6 +7,7 @@ import datetime as dt
 from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
+
 from prfleet import pricing
 
 D = dt.date(2026, 11, 28)

@@ -6,6 +6,7 @@ import difflib
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from prfleet import report
 from prfleet.findings import Finding
 

@@ -21,12 +21,23 @@ def test_webhook_sample_is_signed_and_accepted():
     event = _load("webhook-pull-request-opened.json")
     sent = []
     reply = webhook.handle(
-        event, secret=b"sample-webhook-secret", first_seen=lambda _d: True, enqueue=sent.append, forget=lambda _d: None
+        event,
+        secret=b"sample-webhook-secret",
+        first_seen=lambda _d: True,
+        enqueue=sent.append,
+        forget=lambda _d: None,
     )
     assert reply.status == 202 and len(sent) == 1
-    assert webhook.handle(
-        event, secret=b"another-secret", first_seen=lambda _d: True, enqueue=sent.append, forget=lambda _d: None
-    ).status == 401
+    assert (
+        webhook.handle(
+            event,
+            secret=b"another-secret",
+            first_seen=lambda _d: True,
+            enqueue=sent.append,
+            forget=lambda _d: None,
+        ).status
+        == 401
+    )
 
 
 def test_queue_samples_carry_valid_jobs():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from prfleet_local import template as tpl
 
 T = tpl.load()

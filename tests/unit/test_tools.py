@@ -1,4 +1,5 @@
 import pytest
+
 from prfleet.tools import (
     REPORT_TOOL,
     ChangedFile,

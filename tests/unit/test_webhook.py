@@ -6,9 +6,9 @@ import base64
 import json
 
 import pytest
+
 from prfleet import webhook
 from prfleet.jobs import PrJob, parse_message
-
 from tests.conftest import load_payload
 
 SECRET = b"test-secret"
