@@ -2,6 +2,19 @@
 
 A conditional write (state.claim_post) makes posting happen once per head ('partial' when jobs wait on the budget,
 then 'final' when they have run); fingerprints already posted on the PR are never posted again.
+
+What is posted for a head:
+- one COMMENT review: inline comments on lines that are part of the diff, every other finding folded into the body
+  (a 422 on an inline comment re-plans the review with everything folded, report.build_review(inline=False));
+- the PR's summary issue comment, edited in place (hidden marker report.SUMMARY_MARKER);
+- the check run completed: success, neutral when the budget deferred work or a newer head superseded this one,
+  failure only when jobs errored; annotations go 50 per request (prfleet.github.update_check_run).
+A superseded head gets nothing but its check completed as neutral with the reason.
+
+GitHub errors while posting: 401/403/404 (and other 4xx) cannot be fixed by retrying, so the check run is completed
+as failure with the client's explanation (when GitHub still lets us) and the error is logged; rate limits, 5xx and
+network errors release the claim and re-raise, so the SQS redelivery posts later (a review already posted for this
+claim is remembered on the head record and not posted twice).
 """
 
 from __future__ import annotations
@@ -12,10 +25,11 @@ from collections import defaultdict
 from typing import Any
 
 from prfleet import report, state
-from prfleet.jobs import FileJob, PrJob
+from prfleet.jobs import FileJob, PrJob, pr_key
 
 CHECK_NAME = "prfleet"
 log = logging.getLogger(__name__)
+_COUNTED = frozenset(state.FINAL | {"deferred"})
 
 
 def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
@@ -55,48 +69,106 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
     if claim is None:
         return None
     gh = gh_for(record.installation_id)
+    try:
+        _publish(gh, record, claim)
+    except Exception as exc:
+        from prfleet.github import GitHubError, GitHubRateLimited
+
+        permanent = (
+            isinstance(exc, GitHubError)
+            and not isinstance(exc, GitHubRateLimited)
+            and 400 <= exc.status < 500
+        )
+        if not permanent:
+            _release_claim(record, claim)  # let the redelivered job post
+            raise
+        log.error(
+            "posting the review failed",
+            extra={
+                "event": "error",
+                "error_type": type(exc).__name__,
+                "status": exc.status,
+                "message": str(exc),
+                "repository": record.repo,
+                "pr": record.number,
+                "head_sha": record.head_sha,
+            },
+        )
+        try:
+            _complete_check(
+                gh,
+                record,
+                "failure",
+                f"prfleet could not post its review (GitHub {exc.status})",
+                str(exc),
+                [],
+            )
+        except GitHubError:
+            pass  # the same credentials usually fail here too; the log line above carries the reason
+    return claim
+
+
+def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
     head_now = state.current_head(record.repo, record.number)
-    runs = state.runs_of_head(record.repo, record.number, record.head_sha)
+    runs = [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
     counts = _counts(runs, record)
     if head_now and head_now != record.head_sha:
+        superseded = sum(row.get("superseded", 0) for row in counts.values())
         _complete_check(
             gh,
             record,
             "neutral",
             "Superseded by a newer commit",
-            f"A newer head ({head_now[:12]}) replaced this one; its review is posted there.",
+            f"A newer head ({head_now[:12]}) replaced this one; its review is posted there. "
+            f"{superseded} job(s) of this head were skipped before any model call.",
             [],
         )
-        return claim
+        return
     findings = [f for r in runs for f in _findings(r)]
     already = state.posted_fingerprints(record.repo, record.number)
     patches = _patches(gh, record)
-    plan = report.build_review(
-        findings, patches, counts, already_posted=already, skipped_files=record.skipped_files
-    )
-    new_fps = {f["fingerprint"] for f in findings if f.get("fingerprint")} - already
-    if plan.comments or plan.folded or claim == "final" or record.waiting_on_budget:
-        _post_review(gh, record, plan)
-    gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, plan.summary)
-    state.add_posted_fingerprints(record.repo, record.number, new_fps)
+
+    def plan(inline: bool = True) -> report.ReviewPlan:
+        return report.build_review(
+            findings,
+            patches,
+            counts,
+            already_posted=already,
+            skipped_files=record.skipped_files,
+            inline=inline,
+            head_sha=record.head_sha,
+        )
+
+    review = plan()
+    if review.comments or review.folded or claim == "final" or record.waiting_on_budget:
+        review = _post_review(gh, record, claim, review, plan)
+    gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, review.summary)
+    state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
     conclusion, title, text = report.check_conclusion(counts)
     _complete_check(gh, record, conclusion, title, text, report.annotations(findings))
-    return claim
 
 
-def _post_review(gh: Any, record: state.HeadRecord, plan: Any) -> None:
+def _post_review(
+    gh: Any, record: state.HeadRecord, claim: str, review: report.ReviewPlan, replan: Any
+) -> report.ReviewPlan:
     from prfleet.github import GitHubUnprocessable
 
+    if _review_posted(record, claim):  # a retry after a later step failed: the review is already there
+        return review
     try:
-        gh.create_review(record.repo, record.number, record.head_sha, plan.body, plan.comments)
-    except GitHubUnprocessable:
-        # A line GitHub will not anchor: fold every inline comment into the body rather than lose it.
-        body = (
-            plan.body
-            + "\n\n"
-            + "\n\n".join(f"**{c['path']}:{c['line']}**\n{c['body']}" for c in plan.comments)
+        gh.create_review(record.repo, record.number, record.head_sha, review.body, review.comments)
+    except GitHubUnprocessable as exc:
+        if not review.comments:
+            raise
+        # GitHub would not anchor an inline comment (e.g. the line left the diff): same review, all in the body.
+        log.warning(
+            "inline comments refused; folding them into the review body",
+            extra={"event": "review_folded", "reason": str(exc), "comments": len(review.comments)},
         )
-        gh.create_review(record.repo, record.number, record.head_sha, body[: report.MAX_BODY], [])
+        review = replan(inline=False)
+        gh.create_review(record.repo, record.number, record.head_sha, review.body, [])
+    _mark_review_posted(record, claim)
+    return review
 
 
 def _complete_check(
@@ -114,7 +186,7 @@ def _complete_check(
         record.check_run_id,
         status="completed",
         conclusion=conclusion,
-        output={"title": title, "summary": text, "annotations": annotations},
+        output={"title": title, "summary": text[:65_535], "annotations": annotations},
     )
 
 
@@ -128,8 +200,22 @@ def _findings(run: dict[str, Any]) -> list[dict[str, Any]]:
     return items
 
 
+def _job_id(run: dict[str, Any]) -> str:
+    return str(run.get("sk", "")).rsplit("#", 1)[-1]
+
+
+def _counted(run: dict[str, Any], record: state.HeadRecord) -> bool:
+    """Only runs whose outcome the head record counted (a late run of a re-planned head is not in the set)."""
+    return _job_id(run) in (record.done_ids | record.deferred_ids)
+
+
 def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, dict[str, Any]]:
-    """Per agent: findings, cost and outcome counts, for the summary and the check conclusion."""
+    """Per agent: findings, cost and outcome counts, for the summary and the check conclusion.
+
+    A complete head has only finished or deferred runs (runs are claimed and finished conditionally); a run seen
+    in any other state (a deferred job re-queued and running again) counts as deferred: its outcome is owed,
+    it is not a failure.
+    """
     rows: dict[str, dict[str, Any]] = defaultdict(
         lambda: {
             "findings": 0,
@@ -146,8 +232,8 @@ def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, d
     for run in runs:
         row = rows[run.get("agent", "?")]
         status = run.get("status", "failed")
-        if status == "running" or status == "stuck":
-            status = "failed"
+        if status not in _COUNTED:
+            status = "deferred"
         row[status] = row.get(status, 0) + 1
         row["findings"] += len(_findings(run))
         row["cost_micros"] += int(run.get("cost_micros") or 0)
@@ -161,3 +247,54 @@ def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
 
     files, _more = gh.pr_files(record.repo, record.number, max_files=settings().max_files)
     return {f["filename"]: f.get("patch", "") for f in files}
+
+
+# -- claim bookkeeping on the head record (same item as state.claim_post) --
+
+
+def _key(record: state.HeadRecord) -> dict[str, Any]:
+    return {"pk": {"S": pr_key(record.repo, record.number)}, "sk": {"S": f"SHA#{record.head_sha}"}}
+
+
+def _release_claim(record: state.HeadRecord, claim: str) -> None:
+    """Undo claim_post after a failure worth retrying: back to unposted ('partial' stays posted for 'final')."""
+    from botocore.exceptions import ClientError
+
+    from prfleet.aws import client
+
+    if claim == "final" and record.posted == "partial":
+        update, values = "SET posted = :back", {":back": {"S": "partial"}, ":claim": {"S": claim}}
+    else:
+        update, values = "REMOVE posted", {":claim": {"S": claim}}
+    try:
+        client("dynamodb").update_item(
+            TableName=state._table(),
+            Key=_key(record),
+            UpdateExpression=update,
+            ConditionExpression="posted = :claim",
+            ExpressionAttributeValues=values,
+        )
+    except ClientError as exc:
+        if not state._is_conditional(exc):
+            raise
+
+
+def _review_posted(record: state.HeadRecord, claim: str) -> bool:
+    from prfleet.aws import client
+
+    reply = client("dynamodb").get_item(
+        TableName=state._table(), Key=_key(record), ConsistentRead=True, ProjectionExpression="review_posted"
+    )
+    posted = reply.get("Item", {}).get("review_posted", {}).get("SS", [])
+    return claim in posted
+
+
+def _mark_review_posted(record: state.HeadRecord, claim: str) -> None:
+    from prfleet.aws import client
+
+    client("dynamodb").update_item(
+        TableName=state._table(),
+        Key=_key(record),
+        UpdateExpression="ADD review_posted :c",
+        ExpressionAttributeValues={":c": {"SS": [claim]}},
+    )

@@ -130,12 +130,19 @@ class Plan:
         }
 
 
-def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
-    """The planner's whole step for one PR job: GitHub reads, state writes, check run, enqueue."""
+def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) -> Plan:
+    """The planner's whole step for one PR job: GitHub reads, state writes, check run, enqueue.
+
+    `send` enqueues the file jobs (default: JobsQueue). A redelivered PR job for a head already planned reuses
+    that head's check run and record and enqueues the same jobs again (they are idempotent); `/prfleet review`
+    from a writer re-plans the current head from scratch: fresh check run, fresh fan-in, runs forgotten so every
+    job runs again (unchanged files come from the result cache at no cost, failed ones are retried).
+    """
     from prfleet import agents, fanin, queue, state
     from prfleet.config import settings
 
     now = time.time() if now is None else now
+    send = send or queue.send_file_jobs
     cfg = settings()
     if job.action == "comment":
         permission = gh.collaborator_permission(job.repo, job.requested_by or "")
@@ -153,10 +160,12 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
         )
     if pr.get("state") == "closed":
         return Plan(job, [], [], "ignored", "pull request is closed")
+    rerun = job.action == "comment"
     job = PrJob(
         job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by
     )
     state.set_head(job.repo, job.number, head, now=now)
+    existing = None if rerun else state.head_record(job.repo, job.number, head)
 
     config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
     config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
@@ -182,9 +191,22 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
     )
     skips.extend(notes)
     if more:
-        skips.append(
-            Skip(f"({more} more files)", f"over the limit of {cfg.max_files} files per pull request")
+        skips.insert(
+            0,
+            Skip(
+                f"({more} more files)",
+                f"not listed: over the limit of {cfg.max_files} files per pull request"
+                + (" (GitHub lists at most 3000)" if len(files) + more > 3000 else ""),
+            ),
         )
+    if existing is not None:
+        # The same head again (SQS or GitHub redelivered the PR job): keep its check run and fan-in.
+        send(jobs)
+        if not jobs:
+            fanin.post_if_ready(gh, job.repo, job.number, head)
+        return Plan(job, jobs, skips, "planned", "head already planned; jobs re-sent")
+    if rerun:
+        _forget_runs(job.repo, job.number, head)
     check_id = fanin.start_check(gh, job, planned=len(jobs))
     state.record_plan(
         job.repo,
@@ -195,10 +217,39 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None) -> Plan:
         repo_config=config_text,
         check_run_id=check_id,
         installation_id=job.installation_id,
-        reset=job.action == "comment",
+        reset=rerun,
         now=now,
     )
-    queue.send_file_jobs(jobs)
+    if not rerun:
+        record = state.head_record(job.repo, job.number, head)
+        if record is not None and record.check_run_id not in (None, check_id) and check_id is not None:
+            # Another planner planned this head at the same moment and its check run is the one fanned in to.
+            gh.update_check_run(
+                job.repo,
+                check_id,
+                status="completed",
+                conclusion="skipped",
+                output={
+                    "title": "Duplicate",
+                    "summary": f"Check run {record.check_run_id} reviews this head.",
+                },
+            )
+    send(jobs)
     if not jobs:
         fanin.post_if_ready(gh, job.repo, job.number, head)
-    return Plan(job, jobs, skips, "planned")
+    return Plan(job, jobs, skips, "planned", "re-run requested by " + str(job.requested_by) if rerun else "")
+
+
+def _forget_runs(repo: str, number: int, head_sha: str) -> int:
+    """Delete the head's finished runs so a requested re-run runs every job again (runs in flight are kept)."""
+    from prfleet import state
+    from prfleet.aws import client
+
+    ddb = client("dynamodb")
+    n = 0
+    for run in state.runs_of_head(repo, number, head_sha):
+        if run.get("status") == "running":
+            continue
+        ddb.delete_item(TableName=state._table(), Key={"pk": {"S": run["pk"]}, "sk": {"S": run["sk"]}})
+        n += 1
+    return n
