@@ -19,7 +19,9 @@ $(VENV)/.installed: requirements-dev.txt layers/prfleet/requirements.txt pyproje
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
+# The SAM CLI pins an older boto3 than ours: it gets its own virtual environment.
 $(SAMVENV)/.installed: requirements-sam.txt
+	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
 	$(PYTHON) -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install -q --upgrade pip
 	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
@@ -35,15 +37,22 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Offline: cfn-lint, then SAM's own lint (plain `sam validate` needs a region, hence --region).
 validate: install $(SAMVENV)/.installed
 	$(BIN)/cfn-lint template.yaml
-	$(SAMVENV)/bin/sam validate --lint --region us-east-1
+	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1
 
-build: $(SAMVENV)/.installed
-	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" $(SAMVENV)/bin/sam build --region us-east-1
+# sam build resolves the layer's wheels for python3.12 manylinux with pip: it needs python3.12 first on PATH.
+# Then the built sizes are checked against Lambda's limits (the table goes to docs/performance.md).
+build: install $(SAMVENV)/.installed
+	@test -n "$(PYTHON)" && $(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
+		|| { echo "sam build needs python3.12 (the Lambda runtime) on PATH or under pyenv"; exit 1; }
+	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --region us-east-1
+	$(BIN)/python .ci/package_sizes.py .aws-sam/build
 
 test: install
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/pytest
 
