@@ -4,6 +4,12 @@ AWS is a moto server in its own process, provisioned by reading template.yaml; A
 turning requests into HTTP API (payload 2.0) events; event source mappings are pollers that honour
 batchItemFailures; the EventBridge schedule is a timer. Handlers' stdout (Powertools JSON logs and EMF metrics) is
 captured per thread, so the stack can evaluate the template's alarms on what the run emitted.
+
+Time: the local CloudWatch lives on prfleet's clock (`prfleet.config.now()`, real time shifted by
+CLOCK_OFFSET_SECONDS; the offset is 0 in AWS). A metric line is filed at its EMF timestamp plus the offset in
+effect when the handler printed it, and `evaluate_alarms()` evaluates at prfleet's `now` by default, so a drill
+that moves the clock (a stuck run found 5 minutes later, the budget day after) sees its metrics where CloudWatch
+would. Nothing is re-stamped when the offset is 0; durations are always measured by the handlers in real time.
 """
 
 from __future__ import annotations
@@ -148,6 +154,7 @@ class LocalStack:
         self.evaluator: Any = None
         self.notifications: list[dict[str, Any]] = []
         self._metric_points: list[Any] = []
+        self._emf: list[tuple[float, str]] = []  # (clock offset when printed, EMF line)
         self._ages: dict[str, list[tuple[float, float]]] = {}
         self.api: ThreadingHTTPServer | None = None
         self.router = _install_router()
@@ -314,7 +321,14 @@ class LocalStack:
         elif kind == "AWS::CloudWatch::Alarm":
             name = props.get("AlarmName") or self._name(logical)
             self.alarm_definitions[name] = props
-            self.client("cloudwatch").put_metric_alarm(AlarmName=name, **props)
+            cw = self.client("cloudwatch")
+            cw.put_metric_alarm(AlarmName=name, **props)
+            # CloudWatch starts a new alarm in INSUFFICIENT_DATA (moto: OK); the local evaluator does too.
+            cw.set_alarm_state(
+                AlarmName=name,
+                StateValue="INSUFFICIENT_DATA",
+                StateReason="Unchecked: Initial alarm creation",
+            )
             ctx.refs[logical] = name
             ctx.attrs[(logical, "Arn")] = f"arn:aws:cloudwatch:{REGION}:123456789012:alarm:{name}"
         elif kind == "AWS::CloudWatch::Dashboard":
@@ -373,6 +387,8 @@ class LocalStack:
 
     def _collect(self, line: str) -> None:
         self.log_lines.append(line)
+        if '"_aws"' in line:
+            self._emf.append((self._clock_offset(), line))
         self._log_file.write(line + "\n")
         self._log_file.flush()
 
@@ -609,16 +625,44 @@ class LocalStack:
                 points.append(Datapoint("AWS/SQS", "ApproximateAgeOfOldestMessage", dims, ts, age, "Seconds"))
         return points
 
-    def evaluate_alarms(self, now: float | None = None) -> dict[str, str]:
-        """Apply the template's alarms to the metrics this run emitted; publish state changes to the topic."""
-        from prfleet.alarms import AlarmEvaluator, emf_to_datapoints, notification_subject
+    @staticmethod
+    def _clock_offset() -> float:
+        from prfleet import config
 
-        now = time.time() if now is None else now
+        try:
+            return float(config.settings().clock_offset_s)
+        except config.ConfigError:
+            return 0.0
+
+    def now(self) -> float:
+        """prfleet's clock (real time + CLOCK_OFFSET_SECONDS): the time the local CloudWatch evaluates at."""
+        return time.time() + self._clock_offset()
+
+    def datapoints(self) -> list[Any]:
+        """Every metric datapoint the handlers emitted (EMF, filed on prfleet's clock) plus the SQS samples."""
+        from dataclasses import replace
+
+        from prfleet.alarms import emf_to_datapoints
+
+        points: list[Any] = []
+        for offset, line in list(self._emf):
+            points.extend(replace(d, timestamp=d.timestamp + offset) for d in emf_to_datapoints([line]))
+        return points + list(self._metric_points)
+
+    def evaluate_alarms(self, now: float | None = None) -> dict[str, str]:
+        """Apply the template's alarms to the metrics this run emitted; publish state changes to the topic.
+
+        `now` defaults to prfleet's clock. Each call also samples the SQS queues at `now` (depth, and the age of
+        the oldest message the pollers saw), as CloudWatch's per-minute SQS metrics would. Every transition is
+        published to the alarm's actions (SNS, CloudWatch's own message body) and mirrored into moto with
+        set_alarm_state, so describe_alarms (`prfleet alarms`) shows the same states."""
+        from prfleet.alarms import AlarmEvaluator, notification_subject
+
+        now = self.now() if now is None else now
         if self.evaluator is None:
             self.evaluator = AlarmEvaluator(self.alarm_definitions)
         self._metric_points.extend(self._sqs_datapoints(now))
-        points = emf_to_datapoints(self.log_lines) + self._metric_points
-        self.evaluator.evaluate(points, now)
+        self.evaluator.evaluate(self.datapoints(), now)
         sns, cw = self.client("sns"), self.client("cloudwatch")
         for t in self.evaluator.last_transitions:
             body = self.evaluator.notification(t, region=REGION)
@@ -626,6 +670,73 @@ class LocalStack:
                 sns.publish(
                     TopicArn=arn, Subject=notification_subject(t, region=REGION), Message=json.dumps(body)
                 )
-            cw.set_alarm_state(AlarmName=t.alarm, StateValue=str(t.new_state), StateReason=t.reason[:1023])
+            cw.set_alarm_state(
+                AlarmName=t.alarm,
+                StateValue=str(t.new_state),
+                StateReason=t.reason[:1023],
+                StateReasonData=json.dumps(t.reason_data, default=str),
+            )
             self.notifications.append(body)
         return {k: str(v) for k, v in self.evaluator.states.items()}
+
+    def alarm_name(self, logical: str) -> str:
+        """The physical name of a template alarm (`<stack>-<LogicalId>`, as the stack provisions it)."""
+        return str(self.ctx.refs[logical])
+
+    def subscribe_alerts(self, name: str = "alerts-inbox") -> AlertInbox:
+        """Subscribe a new SQS queue to the AlertTopic (what an on-call integration does) and return it."""
+        sqs, sns = self.client("sqs"), self.client("sns")
+        url = sqs.create_queue(QueueName=f"{self.stack_name}-{name}")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=self.ctx.refs["AlertTopic"], Protocol="sqs", Endpoint=arn)
+        return AlertInbox(sqs, url)
+
+
+@dataclass
+class AlertMessage:
+    """One message that reached the alert topic: the SNS Subject and the decoded Message."""
+
+    subject: str
+    body: dict[str, Any]
+    topic_arn: str
+
+    @property
+    def alarm(self) -> str | None:
+        """The alarm's name for a CloudWatch state change (None for other notices, e.g. the budget notice)."""
+        return self.body.get("AlarmName")
+
+    @property
+    def state(self) -> str | None:
+        return self.body.get("NewStateValue")
+
+
+class AlertInbox:
+    """An SQS queue subscribed to the AlertTopic; `receive()` drains it (SNS envelope decoded)."""
+
+    def __init__(self, sqs: Any, url: str) -> None:
+        self.sqs, self.url = sqs, url
+        self.received: list[AlertMessage] = []
+
+    def receive(self, *, wait: float = 0.0) -> list[AlertMessage]:
+        """Messages that arrived since the last call (waits up to `wait` seconds for the first one)."""
+        out: list[AlertMessage] = []
+        deadline = time.monotonic() + wait
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+                "Messages", []
+            )
+            for m in got:
+                envelope = json.loads(m["Body"])
+                try:
+                    body = json.loads(envelope.get("Message") or "{}")
+                except ValueError:
+                    body = {"text": envelope.get("Message")}
+                out.append(AlertMessage(envelope.get("Subject", ""), body, envelope.get("TopicArn", "")))
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=m["ReceiptHandle"])
+            if got:
+                continue
+            if out or time.monotonic() >= deadline:
+                break
+            time.sleep(0.1)
+        self.received.extend(out)
+        return out
