@@ -171,7 +171,10 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
         cost = int(run.get("cost_micros") or 0)
         total += cost
         findings = json.loads(run.get("findings") or "[]")
-        tokens = f"in {run.get('input_tokens', 0)} / out {run.get('output_tokens', 0)} / cache read {run.get('cache_read_input_tokens', 0)}"
+        tokens = (
+            f"tokens: in {run.get('input_tokens', 0)}, cache write {run.get('cache_creation_input_tokens', 0)}, "
+            f"cache read {run.get('cache_read_input_tokens', 0)}, out {run.get('output_tokens', 0)}"
+        )
         print(
             f"    [{run['agent']:<6}] {run['status']:<9} ${cost / 1e6:.6f}  ({run.get('model', '?')}; {tokens})"
         )

@@ -52,35 +52,27 @@ def test_total():
 """,
 }
 
-HEAD_CHANGES: dict[str, str | None] = {
-    "shop/cart.py": '''"""Shopping cart."""
-
-from __future__ import annotations
-
-
-class Cart:
-    """Items a customer is about to buy."""
-
-    def __init__(self) -> None:
-        self.items: list[tuple[str, int, float]] = []
-
-    def add(self, sku: str, quantity: int, price: float) -> None:
-        """Add `quantity` units of `sku` at `price` each."""
-        if quantity <= 0:
-            raise ValueError("quantity must be positive")
-        self.items.append((sku, quantity, price))
-
+ADD_MANY = """
     def add_many(self, skus, seen=[]):
         for sku in skus:
             if sku not in seen:
                 seen.append(sku)
                 self.add(sku, 1, 0.0)
         return seen
+"""
+BULK_PRICE = """
 
-    def total(self) -> float:
-        """Sum of all lines."""
-        return sum(q * p for _sku, q, p in self.items)
-''',
+def bulk_price(unit: float, quantity: int) -> float:
+    if quantity >= 100:
+        return apply_discount(unit * quantity, 10)
+    return unit * quantity
+"""
+
+HEAD_CHANGES: dict[str, str | None] = {
+    "shop/cart.py": BASE_FILES["shop/cart.py"].replace(
+        "        self.items.append((sku, quantity, price))\n",
+        "        self.items.append((sku, quantity, price))\n" + ADD_MANY,
+    ),
     "shop/export.py": '''"""Export orders for the warehouse."""
 
 from __future__ import annotations
@@ -105,23 +97,7 @@ def upload(path: str) -> bool:
     except:
         return False
 ''',
-    "shop/pricing.py": '''"""Prices and discounts."""
-
-from __future__ import annotations
-
-
-def apply_discount(total: float, percent: float) -> float:
-    """Total after a percentage discount."""
-    if not 0 <= percent <= 100:
-        raise ValueError("percent must be between 0 and 100")
-    return round(total * (100 - percent) / 100, 2)
-
-
-def bulk_price(unit: float, quantity: int) -> float:
-    if quantity >= 100:
-        return apply_discount(unit * quantity, 10)
-    return unit * quantity
-''',
+    "shop/pricing.py": BASE_FILES["shop/pricing.py"] + BULK_PRICE,
     "docs/generated/api.md": "# API (generated)\n",
     "assets/logo.png": None,  # replaced by binary bytes in `head_files()`
 }
