@@ -73,23 +73,26 @@ class LedgerGuard:
 
 
 def _spend_signal(status: Any, emit: Any) -> None:
+    """Spend metrics after each settlement, and one notice per scope and day when it first reaches 80 %."""
     from prfleet import events
+    from prfleet.aws import client
 
     events.spend(status)
-    if getattr(status, "crossed_80", False):
-        from prfleet.aws import client
-
+    for scope in (status, *getattr(status, "others", ())):
+        if not getattr(scope, "crossed_80", False):
+            continue
+        emit("spend", scope=scope.scope, percent=round(scope.percent, 1), notice="budget-80-percent")
         client("sns").publish(
             TopicArn=settings().alert_topic_arn,
-            Subject=f"prfleet: {status.scope} spend reached {status.percent:.0f}% of its budget",
+            Subject=f"prfleet: {scope.scope} spend reached {scope.percent:.0f}% of its budget"[:100],
             Message=json.dumps(
                 {
                     "notice": "budget-80-percent",
-                    "scope": status.scope,
-                    "day": status.day,
-                    "limit_usd": status.limit / 1e6,
-                    "spent_usd": status.settled / 1e6,
-                    "percent": round(status.percent, 1),
+                    "scope": scope.scope,
+                    "day": scope.day,
+                    "limit_usd": scope.limit / 1e6,
+                    "spent_usd": scope.settled / 1e6,
+                    "percent": round(scope.percent, 1),
                 }
             ),
         )

@@ -1,0 +1,88 @@
+"""Spend signals: when a scope's spend first reaches 80 % of its budget on a day, exactly one notice goes to the
+alert topic (a conditional write in the ledger makes it once per scope per day), whatever the later settlements."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+
+from prfleet import aws, config, runner
+from prfleet.budget import Ledger
+from prfleet_local.moto_proc import moto_server
+
+
+@pytest.fixture
+def env(monkeypatch):
+    with moto_server() as endpoint:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        kw = {"endpoint_url": endpoint, "region_name": "us-east-1"}
+        ddb, sns, sqs = boto3.client("dynamodb", **kw), boto3.client("sns", **kw), boto3.client("sqs", **kw)
+        ddb.create_table(
+            TableName="ledger",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("scope", "day")],
+            KeySchema=[
+                {"AttributeName": "scope", "KeyType": "HASH"},
+                {"AttributeName": "day", "KeyType": "RANGE"},
+            ],
+        )
+        topic = sns.create_topic(Name="alerts")["TopicArn"]
+        queue = sqs.create_queue(QueueName="inbox")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn, Attributes={"RawMessageDelivery": "true"})
+        for name in ("DELIVERIES_TABLE", "STATE_TABLE", "RESULTS_TABLE", "PR_QUEUE_URL", "JOBS_QUEUE_URL"):
+            monkeypatch.setenv(name, "unused")
+        for name in ("WEBHOOK_SECRET_ID", "GITHUB_SECRET_ID", "ANTHROPIC_SECRET_ID"):
+            monkeypatch.setenv(name, "unused")
+        monkeypatch.setenv("LEDGER_TABLE", "ledger")
+        monkeypatch.setenv("ALERT_TOPIC_ARN", topic)
+        config.settings.cache_clear()
+        aws.client.cache_clear()
+        yield ddb, sqs, queue
+    config.settings.cache_clear()
+    aws.client.cache_clear()
+
+
+def _notices(sqs, queue):
+    out = []
+    while msgs := sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10, WaitTimeSeconds=0).get(
+        "Messages"
+    ):
+        out += [json.loads(m["Body"]) for m in msgs]
+        sqs.delete_message_batch(
+            QueueUrl=queue,
+            Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(msgs)],
+        )
+    return out
+
+
+def test_one_notice_per_scope_and_day_at_80_percent(env):
+    ddb, sqs, queue = env
+    ledger = Ledger("ledger", daily_limit_micros=1_000_000, pr_limit_micros=500_000, client=ddb)
+    now = time.time()
+    events = []
+    emit = lambda event, **fields: events.append((event, fields))  # noqa: E731
+
+    def spend(pr: str, amount: int) -> None:
+        r = ledger.reserve(pr, amount, now=now)
+        runner._spend_signal(ledger.settle(r, amount, now=now), emit)
+
+    spend("pr#acme/shop#1", 300_000)  # daily 30 %, PR 60 %
+    assert _notices(sqs, queue) == []
+    spend("pr#acme/shop#1", 150_000)  # PR 90 %: its notice
+    spend("pr#acme/shop#2", 350_000)  # daily 80 % (PR 70 %): its notice
+    spend("pr#acme/shop#3", 50_000)  # daily 85 %: nothing new
+    notices = _notices(sqs, queue)
+    assert sorted((n["scope"], n["notice"]) for n in notices) == [
+        ("daily", "budget-80-percent"),
+        ("pr#acme/shop#1", "budget-80-percent"),
+    ]
+    daily = next(n for n in notices if n["scope"] == "daily")
+    assert daily["percent"] == 80.0 and daily["limit_usd"] == 1.0
+    assert [f["scope"] for e, f in events if e == "spend"] == ["pr#acme/shop#1", "daily"]
