@@ -148,6 +148,8 @@ class LocalStack:
         self.outputs: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        self._sources_enabled = threading.Event()  # the event source mappings' Enabled flag
+        self._sources_enabled.set()
         self._busy = 0
         self._busy_lock = threading.Lock()
         self.moto = MotoProcess(log_path=self.workdir / "moto.log")
@@ -491,6 +493,9 @@ class LocalStack:
     def _poll(self, url: str, arn: str, function: str, batch_size: int, partial: bool) -> None:
         sqs = self.client("sqs")
         while not self._stop.is_set():
+            if not self._sources_enabled.is_set():
+                self._stop.wait(self.poll_wait)
+                continue
             try:
                 got = sqs.receive_message(
                     QueueUrl=url,
@@ -557,6 +562,13 @@ class LocalStack:
                 ],
             )
         # failed records stay in flight and reappear after the visibility timeout; the redrive policy applies.
+
+    def disable_event_sources(self) -> None:
+        """Stop the pollers taking new messages (UpdateEventSourceMapping Enabled=false); running ones go on."""
+        self._sources_enabled.clear()
+
+    def enable_event_sources(self) -> None:
+        self._sources_enabled.set()
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.sweep_interval):
