@@ -227,11 +227,11 @@ def summarize(
         model[m] += cost
         repo[str(r.get("repo", "?"))] += cost
         run_day[day] += cost
-        if r.get("cached"):
+        if r.get("status") == "cached":
             cached_runs[a] += 1
             continue
         paid[a].append(cost)
-        tokens = int(r.get("cache_read_tokens", 0) or 0)
+        tokens = int(r.get("cache_read_input_tokens", 0) or 0)
         if tokens:
             try:
                 rt = pricing.rates(m, on=dt.date.fromisoformat(day))

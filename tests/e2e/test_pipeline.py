@@ -204,3 +204,20 @@ def test_a_batch_with_one_bad_record_returns_only_that_record(box, reviewed):
     ]
     reply = box.stack.functions["PlannerFunction"].invoke({"Records": records}, box.stack)
     assert reply == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
+
+
+def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed):
+    import argparse
+    import io
+
+    from prfleet_local import costcli
+
+    number, head, _ = reviewed
+    out = io.StringIO()
+    assert costcli.run_report(argparse.Namespace(days=1, json=True), out=out) == 0
+    report = json.loads(out.getvalue())
+    runs = [r for r in state.runs_of_head(REPO, number, head) if r["status"] != "cached"]
+    review_cost = sum(int(r["cost_micros"]) for r in runs if r["agent"] == "review")
+    assert report["by_agent"]["review"] == review_cost > 0
+    assert report["by_repo"]["acme/shop"] >= sum(int(r["cost_micros"]) for r in runs)
+    assert report["cache"]["prompt_cache_read_tokens"] >= sum(int(r["cache_read_input_tokens"]) for r in runs) > 0

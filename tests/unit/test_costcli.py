@@ -78,11 +78,10 @@ def _runs():
             "model": "claude-sonnet-5-5",
             "repo": "acme/app",
             "cost_micros": 300_000,
-            "cache_read_tokens": 100_000,
+            "cache_read_input_tokens": 100_000,
             "input_tokens": 120_000,
             "created_at": T,
             "status": "succeeded",
-            "cached": False,
         },
         {
             "pk": "PR#acme/app#1",
@@ -91,11 +90,10 @@ def _runs():
             "model": "claude-sonnet-5-5",
             "repo": "acme/app",
             "cost_micros": 0,
-            "cache_read_tokens": 0,
+            "cache_read_input_tokens": 0,
             "input_tokens": 0,
             "created_at": T + 60,
-            "status": "succeeded",
-            "cached": True,
+            "status": "cached",
         },
         {
             "pk": "PR#acme/lib#7",
@@ -104,11 +102,10 @@ def _runs():
             "model": "claude-haiku-5-5",
             "repo": "acme/lib",
             "cost_micros": 20_000,
-            "cache_read_tokens": 0,
+            "cache_read_input_tokens": 0,
             "input_tokens": 5_000,
             "created_at": "2026-11-17T10:00:00+00:00",
             "status": "succeeded",
-            "cached": False,
         },
         {
             "pk": "PR#acme/lib#7",
@@ -118,7 +115,7 @@ def _runs():
             "repo": "acme/lib",
             "cost_micros": 99_000,
             "created_at": T - 30 * 86400,
-            "cached": False,
+            "status": "succeeded",
         },  # too old
     ]
 
