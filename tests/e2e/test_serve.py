@@ -1,0 +1,62 @@
+"""`prfleet local serve` as the README describes it: a webhook on the given port until interrupted."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from prfleet.webhook import signature_for
+from prfleet_local.demo import post
+from prfleet_local.moto_proc import free_port
+from tests.conftest import load_payload
+
+pytestmark = pytest.mark.e2e
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "prfleet_local.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+
+
+def test_serve_refuses_to_start_without_a_secret():
+    env = {k: v for k, v in os.environ.items() if k != "PRFLEET_WEBHOOK_SECRET"}
+    proc = _cli("local", "serve", "--port", str(free_port()), env=env)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "PRFLEET_WEBHOOK_SECRET" in out
+
+
+def test_serve_answers_signed_deliveries_until_terminated(tmp_path):
+    port = free_port()
+    env = {**os.environ, "PRFLEET_WEBHOOK_SECRET": "serve-secret"}
+    env.pop("ANTHROPIC_API_KEY", None)
+    proc = _cli("local", "serve", "--port", str(port), "--workdir", str(tmp_path), env=env)
+    try:
+        lines = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "Ctrl-C" in line or proc.poll() is not None:
+                break
+        assert f"http://127.0.0.1:{port}/webhook" in "".join(lines), lines
+        body = json.dumps(load_payload("ping.payload.json")).encode()
+        headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "serve-1"}
+        signed = {**headers, "X-Hub-Signature-256": signature_for(b"serve-secret", body)}
+        url = f"http://127.0.0.1:{port}/webhook"
+        assert post(url, body, signed)[0] == 200
+        assert post(url, body, headers)[0] == 401
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert proc.returncode == 0
