@@ -88,7 +88,7 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
                 "event": "error",
                 "error_type": type(exc).__name__,
                 "status": exc.status,
-                "message": str(exc),
+                "reason": str(exc),
                 "repository": record.repo,
                 "pr": record.number,
                 "head_sha": record.head_sha,
