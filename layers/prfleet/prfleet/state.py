@@ -367,10 +367,10 @@ def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> int | None:
         reply = client("dynamodb").update_item(
             TableName=_table(),
             Key=_item({"pk": item["pk"], "sk": item["sk"]}),
-            UpdateExpression="SET #s = :stuck, updated_at = :now, error = :reason ADD stuck_count :one",
+            UpdateExpression="SET #s = :stuck, updated_at = :now, #e = :reason ADD stuck_count :one",
             ReturnValues="ALL_NEW",
             ConditionExpression="#s = :running AND updated_at = :seen",
-            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeNames={"#s": "status", "#e": "error"},  # both are DynamoDB reserved words
             ExpressionAttributeValues=_item(
                 {
                     ":stuck": "stuck",
