@@ -219,3 +219,18 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
         assert set(local.created) == set(sam["Resources"]) - {
             n for n, r in sam["Resources"].items() if r.get("Condition") and n not in local.created
         }
+
+
+def test_template_as_a_product_parameters_are_described_and_constrained_outputs_name_what_to_do():
+    sam = tpl.load()
+    for name, p in sam["Parameters"].items():
+        assert p.get("Description"), name
+        assert "Default" in p, name  # `sam deploy --guided` can be answered with Enter throughout
+        constraints = {"AllowedPattern", "AllowedValues", "MinValue", "MaxValue"} & set(p)
+        assert constraints, f"{name} has no constraint"
+        if "AllowedPattern" in p:
+            assert p.get("ConstraintDescription"), name
+    outputs = sam["Outputs"]
+    for name in ("WebhookUrl", "AlertTopicArn", "DashboardUrl", "WebhookSecretArn", "GitHubSecretArn"):
+        assert outputs[name].get("Description"), name
+    assert "AnthropicSecretArn" in outputs
