@@ -225,3 +225,38 @@ def test_annotations_levels_and_batches_of_50():
     many = report.annotations([finding(line=i) for i in range(1, 121)])
     assert [len(b) for b in report.batches(many)] == [50, 50, 20]
     assert len(report.annotations([finding(title="t" * 400)])[0]["title"]) <= 255
+
+
+def test_over_limit_note_listed_first_stays_visible_among_hundreds_of_skips():
+    skips = [
+        {"path": "(2800 more files)", "reason": "not listed: over the limit of 250 files per pull request"}
+    ]
+    skips += [{"path": f"gen/b{i}.min.js", "reason": "ignored by pattern"} for i in range(249)]
+    plan = report.build_review([], {}, {}, skipped_files=skips)
+    assert "250 file(s) not reviewed" in plan.body
+    assert "(2800 more files)" in plan.body and "over the limit of 250" in plan.body
+    assert "… and 200 more" in plan.body
+    assert "(2800 more files)" in plan.summary
+
+
+def test_fan_in_counts_only_counted_runs_and_never_turns_an_owed_run_into_a_failure():
+    from prfleet import fanin, state
+
+    record = state.HeadRecord(
+        "acme/shop", 7, "h" * 40, planned=4, done_ids={"a", "b", "c"}, deferred_ids={"d"}
+    )
+    runs = [
+        {"sk": "RUN#h#a", "agent": "review", "status": "succeeded", "cost_micros": 120, "findings": "[{}]"},
+        {"sk": "RUN#h#b", "agent": "review", "status": "cached", "cost_micros": 0},
+        {"sk": "RUN#h#c", "agent": "tests", "status": "superseded"},
+        {"sk": "RUN#h#d", "agent": "tests", "status": "running"},  # a deferred job re-queued, running again
+        {"sk": "RUN#h#x", "agent": "docs", "status": "failed"},  # not counted by this head record
+    ]
+    counted = [r for r in runs if fanin._counted(r, record)]
+    counts = fanin._counts(counted, record)
+    assert set(counts) == {"review", "tests"}
+    assert counts["review"]["succeeded"] == 1 and counts["review"]["cached"] == 1
+    assert counts["review"]["cost_micros"] == 120 and counts["review"]["findings"] == 1
+    assert counts["tests"]["superseded"] == 1 and counts["tests"]["deferred"] == 1
+    assert all(row["failed"] == 0 for row in counts.values())
+    assert report.check_conclusion(counts)[0] == "neutral"  # owed work is deferral, never failure
