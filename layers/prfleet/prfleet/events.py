@@ -52,6 +52,7 @@ EVENTS = frozenset(
         "skipped",
         "stuck",
         "heartbeat",
+        "spend",  # the budget notice (runner: a scope first reached 80 % today); the metrics come from spend()
     }
 )
 
@@ -91,7 +92,12 @@ _SIMPLE_COUNTERS = {
     "superseded": "JobsSuperseded",
     "stuck": "StuckRuns",
 }
-_LEVELS = {"error": logging.ERROR, "stuck": logging.WARNING, "deferred": logging.INFO}
+_LEVELS = {
+    "error": logging.ERROR,
+    "stuck": logging.WARNING,
+    "deferred": logging.INFO,
+    "spend": logging.WARNING,
+}
 
 # Correlation context: the caller's name -> the log key.
 _CONTEXT_KEYS = {
