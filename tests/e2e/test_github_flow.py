@@ -316,6 +316,21 @@ class TestPullRequestLife:
         assert "Resource not accessible by integration" in latest["output"]["summary"]
         assert len(box.github.reviews) == reviews
 
+    def test_without_permission_to_write_checks_the_review_is_still_posted(self, box, flow):
+        # Only GitHub Apps may write check runs; a token (or an app without checks: write) gets a 403.
+        number, head = flow["number"], flow["heads"][-1]
+        checks, reviews = len(box.github.check_runs), len(reviews_of(box, number, head))
+        box.github.inject(
+            r"/check-runs$", 403, 1, method="POST", message="Resource not accessible by integration"
+        )
+        status, _ = box.deliver("issue_comment", comment_payload(box, number, "wendy-writer"))
+        assert status == 202
+        assert wait_for(lambda: len(reviews_of(box, number, head)) == reviews + 1, 60)
+        assert box.stack.wait_idle(timeout=30)
+        assert len(box.github.check_runs) == checks
+        assert state.head_record(REPO, number, head).check_run_id is None
+        assert {r["status"] for r in state.runs_of_head(REPO, number, head)} == {"cached"}
+
     def test_a_3050_file_pr_is_listed_page_by_page_and_capped_with_the_rest_reported(self, box, flow):
         main = box.repo.sha("main")
         box.repo.git("branch", "-f", "big", main)

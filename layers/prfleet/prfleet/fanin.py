@@ -33,10 +33,31 @@ _COUNTED = frozenset(state.FINAL | {"deferred"})
 
 
 def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
-    """Check run for the head: queued, then in progress while its jobs run."""
-    run = gh.create_check_run(
-        job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id
-    )
+    """Check run for the head: queued, then in progress while its jobs run.
+
+    Only GitHub Apps may write check runs ("Write permission for the REST API to interact with checks is only
+    available to GitHub Apps", https://docs.github.com/en/rest/checks/runs): with a plain token (or an app without
+    checks: write) GitHub answers 403/404, and the review goes ahead without a check run (None), with a log line.
+    """
+    from prfleet.github import GitHubError
+
+    try:
+        run = gh.create_check_run(
+            job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id
+        )
+    except GitHubError as exc:
+        if exc.status not in (403, 404):
+            raise
+        log.warning(
+            "no check run: GitHub refused to create one (a token cannot write checks; an app needs checks: write)",
+            extra={
+                "event": "check_run_refused",
+                "status": exc.status,
+                "reason": str(exc),
+                "repository": job.repo,
+            },
+        )
+        return None
     gh.update_check_run(
         job.repo,
         run["id"],
