@@ -21,7 +21,6 @@ import time
 import uuid
 
 import pytest
-from botocore.exceptions import ClientError
 
 from prfleet import config, state
 from prfleet.jobs import FileJob
@@ -85,8 +84,12 @@ def notices(inbox, *, wait: float = 5.0) -> dict[str, str]:
 
 
 def open_pr(box, base: dict[str, str], head: dict[str, str], title: str = "Change") -> tuple[int, dict, str]:
-    """A pull request on the fake GitHub (real git), delivered to the webhook; returns (number, payload, head)."""
-    box.repo.commit({"README.md": "# shop\n", **base}, "base", branch="main")
+    """A pull request on the fake GitHub (real git), delivered to the webhook; returns (number, payload, head).
+    `base` is committed on main first (skipped when empty); the PR branches from main."""
+    if base:
+        box.repo.commit({"README.md": "# shop\n", **base}, "base", branch="main")
+    else:
+        box.repo.checkout("main")
     box.repo.commit(head, title, branch=f"feature/{uuid.uuid4().hex[:8]}")
     number = box.github.open_pr(REPO, "main", box.repo.current_branch(), title, "What it does.")
     payload = box.github.webhook_payload("opened", number)
@@ -233,13 +236,6 @@ def test_failed_runs_above_20_percent_raise_the_error_rate_alarm(tmp_path):
 # ---------------------------------------------------------------------------------------------- stuck runs
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ClientError,
-    reason="prfleet.state.mark_stuck writes `error = :reason`: `error` is a DynamoDB reserved word "
-    "(ValidationException in AWS and moto), so the sweeper crashes on every stuck run. Remove this marker "
-    "once mark_stuck uses an attribute-name placeholder (#err).",
-)
 def test_a_run_that_stops_sending_events_raises_the_stuck_alarm(tmp_path, clock_offset):
     """A run hangs in a model call (the offline model holds its first reply for 8 s); meanwhile prfleet's clock is
     moved 6 minutes on for the sweeper, which finds the run silent for more than 5 minutes, marks it stuck and
@@ -353,24 +349,30 @@ def test_slow_model_replies_raise_the_p95_latency_alarm(tmp_path):
     by the offline model (`slow` fault) and each run makes 5 calls (read_file in 3 ranges, report_findings,
     end of turn), so each run takes about 126 s. Each call stays far below the SDK call timeout
     (min(AgentSpec.call_timeout=120 s, time left)) and the run below the agent's 300 s deadline, so the runs
-    succeed, only slowly. The PR has 4 jobs (2 files x review, docs; the repository disables `tests`), which
-    run at once on the 5 agent pollers: about 2.2 minutes of wall time. Queues keep messages invisible for
-    10 minutes here, so no job is redelivered while it runs."""
+    succeed, only slowly. Three one-file PRs (the repository runs only the review agent) are opened one after
+    the other, each once the previous one's run has started, so that each job is its own invocation (the
+    agent's event source takes batches of 2, run one after the other) and the three runs overlap on the
+    agent pollers: about 2.3 minutes of wall time. Queues keep messages invisible for 10 minutes here, so no
+    job is redelivered while it runs."""
     plan = FaultPlan(rules=[FaultRule("slow", probability=1.0, delay=25.0)], read_chunks=3)
     with sandbox(tmp_path, faults=plan, sweep_interval=None, visibility_timeout=600) as box:
         inbox = box.stack.subscribe_alerts()
-        number, _payload, head = open_pr(
-            box,
-            {
-                ".prfleet.toml": 'disabled = ["tests"]\n',
-                "shop/a.py": module_text("a", 1),
-                "shop/b.py": module_text("b", 1),
-            },
-            {"shop/a.py": module_text("a", 3), "shop/b.py": module_text("b", 3)},
-        )
-        assert box.wait_for_review(number, head_sha=head, timeout=280)
-        runs = state.runs_of_head(REPO, number, head)
-        assert len(runs) == 4 and all(r["status"] == "succeeded" for r in runs), runs
+        base = {".prfleet.toml": 'disabled = ["tests", "docs"]\n'}
+        base.update({f"shop/m{i}.py": module_text(f"m{i}", 1) for i in range(3)})
+        prs = []
+        for i in range(3):
+            number, _payload, head = open_pr(
+                box, base if i == 0 else {}, {f"shop/m{i}.py": module_text("m", 3)}
+            )
+            prs.append((number, head))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not state.runs_of_head(REPO, number, head):
+                time.sleep(0.1)
+        runs = []
+        for number, head in prs:
+            assert box.wait_for_review(number, head_sha=head, timeout=280)
+            runs += state.runs_of_head(REPO, number, head)
+        assert len(runs) == 3 and all(r["status"] == "succeeded" for r in runs), runs
         assert all(int(r["duration_ms"]) > 120_000 for r in runs), [r["duration_ms"] for r in runs]
         assert all(int(r["iterations"]) == 5 for r in runs)
 
@@ -380,7 +382,7 @@ def test_slow_model_replies_raise_the_p95_latency_alarm(tmp_path):
         assert notices(inbox)["LatencyAlarm"] == "ALARM"
         body = next(m.body for m in inbox.received if m.state == "ALARM")
         assert body["Trigger"]["ExtendedStatistic"] == "p95"
-        assert body["Trigger"]["Unit"] is None and body["Trigger"]["Threshold"] == 120000.0
+        assert body["Trigger"]["MetricName"] == "RunDuration" and body["Trigger"]["Threshold"] == 120000.0
         p95 = box.stack.evaluator.status[box.stack.alarm_name("LatencyAlarm")].reason_data["recentDatapoints"]
         # Nearest rank: p95 of up to 19 samples in a period is the slowest of them.
         assert len(p95) == 1 and p95[0] > 120_000 and p95[0] in {float(r["duration_ms"]) for r in runs}
