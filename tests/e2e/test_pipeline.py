@@ -220,4 +220,8 @@ def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed):
     review_cost = sum(int(r["cost_micros"]) for r in runs if r["agent"] == "review")
     assert report["by_agent"]["review"] == review_cost > 0
     assert report["by_repo"]["acme/shop"] >= sum(int(r["cost_micros"]) for r in runs)
-    assert report["cache"]["prompt_cache_read_tokens"] >= sum(int(r["cache_read_input_tokens"]) for r in runs) > 0
+    assert (
+        report["cache"]["prompt_cache_read_tokens"]
+        >= sum(int(r["cache_read_input_tokens"]) for r in runs)
+        > 0
+    )
