@@ -55,6 +55,8 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         queue.send_raw(record.body, delay=int(exc.delay + 0.999))
         logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
     except Exception as exc:
+        # Powertools' batch processor notes a failed record only at debug level: say it here.
+        logger.exception("job failed", extra={"job_failed": job.job_id, "final_attempt": final_attempt})
         if (
             final_attempt
         ):  # record the failure so the PR's review completes; the message still goes to the DLQ

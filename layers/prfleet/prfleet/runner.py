@@ -41,11 +41,20 @@ class LedgerGuard:
     """The agents' CallGuard: reserve the worst case before each model call, settle to the real cost after."""
 
     def __init__(
-        self, ledger: budget.Ledger, job: FileJob, model: str, emit: Any, *, clock: Any = config_now
+        self,
+        ledger: budget.Ledger,
+        job: FileJob,
+        run_id: str,
+        model: str,
+        emit: Any,
+        *,
+        clock: Any = config_now,
     ) -> None:
         self.ledger = ledger
         self.model = model
         self.job = job
+        self.run_id = run_id
+        self.spent = 0  # micro-dollars settled by this attempt
         self.emit = emit
         self.clock = clock
         self.pr_scope = f"pr#{job.repo}#{job.number}"
@@ -57,15 +66,17 @@ class LedgerGuard:
         amount = pricing.worst_case_micros(
             model, pricing.estimate_input_tokens(text), int(params["max_tokens"])
         )
-        reservation = self.ledger.reserve(self.pr_scope, amount, now=self.clock())
-        state.heartbeat(self.job, now=self.clock())
-        return reservation
+        state.heartbeat(
+            self.job, self.run_id, now=self.clock()
+        )  # first: a run no longer ours reserves nothing
+        return self.ledger.reserve(self.pr_scope, amount, now=self.clock())
 
     def after_call(self, token: budget.Reservation, usage: Any) -> int:
         cost = pricing.cost_micros(self.model, usage)
         status = self.ledger.settle(token, cost, now=self.clock())
+        self.spent += cost
         _spend_signal(status, self.emit)
-        state.heartbeat(self.job, now=self.clock())
+        state.heartbeat(self.job, self.run_id, now=self.clock())
         return cost
 
     def on_error(self, token: budget.Reservation) -> None:
@@ -171,7 +182,7 @@ def process(
         gh, job.repo, job.number, job.head_sha, title=pr.get("title", ""), body=pr.get("body") or ""
     )
     try:
-        state.start_run(job, run_id, spec.model, now=clock())
+        carried = state.start_run(job, run_id, spec.model, now=clock())
     except state.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
         # if it dies, its run goes stale and the sweeper re-queues the job.
@@ -182,19 +193,23 @@ def process(
         return Outcome("duplicate", run_id, reason=str(exc))
     started = clock()
     emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha)
-    guard = LedgerGuard(make_ledger(), job, spec.model, emit, clock=clock)
+    guard = LedgerGuard(make_ledger(), job, run_id, spec.model, emit, clock=clock)
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     try:
         result = agents.run_agent(
             job, spec, source, anthropic_client, deadline=deadline, guard=guard, emit=emit
         )
+    except (
+        state.RunInProgress
+    ) as exc:  # marked stuck and re-queued, or taken over: the other worker owns it now
+        emit("skipped", reason=str(exc), path=job.path, duplicate=True)
+        return Outcome("duplicate", run_id, reason=str(exc))
     except budget.BudgetExceeded as exc:
         day = make_ledger().day(clock())
         reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
         state.defer(job, day=day, reason=reason, now=clock())
-        state.finish_run(
-            job, run_id, "deferred", {"error": reason, "model": spec.model}, owner=True, now=clock()
-        )
+        values = {"error": reason, "model": spec.model, "cost_micros": carried + guard.spent}
+        state.finish_run(job, run_id, "deferred", values, owner=True, now=clock())
         emit("deferred", reason=reason, scope=exc.scope)
         posted = fanin.finish_job(gh_for, job, "deferred")
         return Outcome("deferred", run_id, posted=posted, reason=reason)
@@ -202,7 +217,12 @@ def process(
     duration_ms = int((clock() - started) * 1000)
     if result.status == "failed" and result.retry_after and not final_attempt:
         state.finish_run(
-            job, run_id, "retrying", {"error": result.error, "model": spec.model}, owner=True, now=clock()
+            job,
+            run_id,
+            "retrying",
+            {"error": result.error, "model": spec.model, "cost_micros": carried + result.cost_micros},
+            owner=True,
+            now=clock(),
         )
         emit("error", error_type="RateLimited", message=result.error, retry_after=result.retry_after)
         raise RetryLater(result.error or "rate limited", result.retry_after)
@@ -211,7 +231,7 @@ def process(
     values = {
         "findings": json.dumps(findings),
         "model": spec.model,
-        "cost_micros": result.cost_micros,
+        "cost_micros": carried + result.cost_micros,  # earlier attempts (deferred, rate-limited) included
         "iterations": result.iterations,
         "duration_ms": duration_ms,
         "error": result.error,

@@ -233,8 +233,12 @@ class RunInProgress(Exception):
 
 def start_run(
     job: FileJob, run_id: str, model: str, *, now: float | None = None, stale_after: int = 300
-) -> None:
-    """Claim the job's run: refused while another worker's run is alive (heartbeat newer than `stale_after`)."""
+) -> int:
+    """Claim the job's run: refused while another worker's run is alive (heartbeat newer than `stale_after`).
+
+    Returns what earlier attempts of this job already spent (a deferred or rate-limited attempt pays for the calls
+    it made), so the run's cost stays the sum of everything the job cost.
+    """
     now = config_now() if now is None else now
     fields = {
         "run_id": run_id,
@@ -250,10 +254,11 @@ def start_run(
     }
     names = {f"#a{i}": k for i, k in enumerate(fields)}
     try:
-        client("dynamodb").update_item(  # an update, so a stuck run keeps its stuck_count
+        reply = client("dynamodb").update_item(  # an update, so a stuck run keeps its stuck_count
             TableName=_table(),
             Key=run_key(job),
             UpdateExpression="SET " + ", ".join(f"{n} = :v{i}" for i, n in enumerate(names)),
+            ReturnValues="ALL_OLD",
             # Free, or left unfinished (retrying, stuck, deferred), or running with a dead heartbeat; never a
             # finished run: a duplicate delivery racing the first worker must not redo (and re-pay) its job.
             ConditionExpression="attribute_not_exists(pk) OR #s IN (:retrying, :stuck, :deferred) "
@@ -272,19 +277,30 @@ def start_run(
         if _is_conditional(exc):
             raise RunInProgress(f"run of job {job.job_id} is taken by another worker") from None
         raise
+    return int((_plain(reply.get("Attributes")) or {}).get("cost_micros", 0) or 0)
 
 
-def heartbeat(job: FileJob, *, now: float | None = None) -> None:
-    """Keep a running run out of the stuck sweep."""
+def heartbeat(job: FileJob, run_id: str, *, now: float | None = None) -> None:
+    """Keep our running run out of the stuck sweep; RunInProgress if it is no longer ours (marked stuck and
+    re-queued, or taken over by another worker), so the caller stops instead of refreshing someone else's run."""
     now = config_now() if now is None else now
-    client("dynamodb").update_item(
-        TableName=_table(),
-        Key=run_key(job),
-        UpdateExpression="SET updated_at = :t",
-        ConditionExpression="#s = :running",
-        ExpressionAttributeNames={"#s": "status"},
-        ExpressionAttributeValues={":t": {"N": str(int(now))}, ":running": {"S": "running"}},
-    )
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=run_key(job),
+            UpdateExpression="SET updated_at = :t",
+            ConditionExpression="#s = :running AND run_id = :rid",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":t": {"N": str(int(now))},
+                ":running": {"S": "running"},
+                ":rid": {"S": run_id},
+            },
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            raise RunInProgress(f"run {run_id} of job {job.job_id} is no longer ours") from None
+        raise
 
 
 def finish_run(
