@@ -25,7 +25,7 @@ from collections import defaultdict
 from typing import Any
 
 from prfleet import report, state
-from prfleet.jobs import FileJob, PrJob, pr_key
+from prfleet.jobs import FileJob, PrJob
 
 CHECK_NAME = "prfleet"
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
             and 400 <= exc.status < 500
         )
         if not permanent:
-            _release_claim(record, claim)  # let the redelivered job post
+            state.release_post(record, claim)  # let the redelivered job post
             raise
         log.error(
             "posting the review failed",
@@ -174,7 +174,7 @@ def _post_review(
 ) -> report.ReviewPlan:
     from prfleet.github import GitHubUnprocessable
 
-    if _review_posted(record, claim):  # a retry after a later step failed: the review is already there
+    if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
     try:
         gh.create_review(record.repo, record.number, record.head_sha, review.body, review.comments)
@@ -188,7 +188,7 @@ def _post_review(
         )
         review = replan(inline=False)
         gh.create_review(record.repo, record.number, record.head_sha, review.body, [])
-    _mark_review_posted(record, claim)
+    state.mark_review_posted(record, claim)
     return review
 
 
@@ -268,54 +268,3 @@ def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
 
     files, _more = gh.pr_files(record.repo, record.number, max_files=settings().max_files)
     return {f["filename"]: f.get("patch", "") for f in files}
-
-
-# -- claim bookkeeping on the head record (same item as state.claim_post) --
-
-
-def _key(record: state.HeadRecord) -> dict[str, Any]:
-    return {"pk": {"S": pr_key(record.repo, record.number)}, "sk": {"S": f"SHA#{record.head_sha}"}}
-
-
-def _release_claim(record: state.HeadRecord, claim: str) -> None:
-    """Undo claim_post after a failure worth retrying: back to unposted ('partial' stays posted for 'final')."""
-    from botocore.exceptions import ClientError
-
-    from prfleet.aws import client
-
-    if claim == "final" and record.posted == "partial":
-        update, values = "SET posted = :back", {":back": {"S": "partial"}, ":claim": {"S": claim}}
-    else:
-        update, values = "REMOVE posted", {":claim": {"S": claim}}
-    try:
-        client("dynamodb").update_item(
-            TableName=state._table(),
-            Key=_key(record),
-            UpdateExpression=update,
-            ConditionExpression="posted = :claim",
-            ExpressionAttributeValues=values,
-        )
-    except ClientError as exc:
-        if not state._is_conditional(exc):
-            raise
-
-
-def _review_posted(record: state.HeadRecord, claim: str) -> bool:
-    from prfleet.aws import client
-
-    reply = client("dynamodb").get_item(
-        TableName=state._table(), Key=_key(record), ConsistentRead=True, ProjectionExpression="review_posted"
-    )
-    posted = reply.get("Item", {}).get("review_posted", {}).get("SS", [])
-    return claim in posted
-
-
-def _mark_review_posted(record: state.HeadRecord, claim: str) -> None:
-    from prfleet.aws import client
-
-    client("dynamodb").update_item(
-        TableName=state._table(),
-        Key=_key(record),
-        UpdateExpression="ADD review_posted :c",
-        ExpressionAttributeValues={":c": {"SS": [claim]}},
-    )

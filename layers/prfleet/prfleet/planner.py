@@ -206,7 +206,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
             fanin.post_if_ready(gh, job.repo, job.number, head)
         return Plan(job, jobs, skips, "planned", "head already planned; jobs re-sent")
     if rerun:
-        _forget_runs(job.repo, job.number, head)
+        state.forget_runs(job.repo, job.number, head)
     check_id = fanin.start_check(gh, job, planned=len(jobs))
     state.record_plan(
         job.repo,
@@ -238,18 +238,3 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     if not jobs:
         fanin.post_if_ready(gh, job.repo, job.number, head)
     return Plan(job, jobs, skips, "planned", "re-run requested by " + str(job.requested_by) if rerun else "")
-
-
-def _forget_runs(repo: str, number: int, head_sha: str) -> int:
-    """Delete the head's finished runs so a requested re-run runs every job again (runs in flight are kept)."""
-    from prfleet import state
-    from prfleet.aws import client
-
-    ddb = client("dynamodb")
-    n = 0
-    for run in state.runs_of_head(repo, number, head_sha):
-        if run.get("status") == "running":
-            continue
-        ddb.delete_item(TableName=state._table(), Key={"pk": {"S": run["pk"]}, "sk": {"S": run["sk"]}})
-        n += 1
-    return n

@@ -222,6 +222,46 @@ def claim_post(record: HeadRecord) -> str | None:
     return want
 
 
+def _head_key(record: HeadRecord) -> dict[str, Any]:
+    return _item({"pk": pr_key(record.repo, record.number), "sk": f"SHA#{record.head_sha}"})
+
+
+def release_post(record: HeadRecord, claim: str) -> None:
+    """Undo claim_post after a failure worth retrying: back to unposted ('partial' stays posted for 'final')."""
+    if claim == "final" and record.posted == "partial":
+        update, values = "SET posted = :back", {":back": "partial", ":claim": claim}
+    else:
+        update, values = "REMOVE posted", {":claim": claim}
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_head_key(record),
+            UpdateExpression=update,
+            ConditionExpression="posted = :claim",
+            ExpressionAttributeValues=_item(values),
+        )
+    except ClientError as exc:
+        if not _is_conditional(exc):
+            raise
+
+
+def review_posted(record: HeadRecord, claim: str) -> bool:
+    """Whether the review of this claim already reached GitHub (a retry after a later step failed)."""
+    reply = client("dynamodb").get_item(
+        TableName=_table(), Key=_head_key(record), ConsistentRead=True, ProjectionExpression="review_posted"
+    )
+    return claim in (_plain(reply.get("Item")) or {}).get("review_posted", set())
+
+
+def mark_review_posted(record: HeadRecord, claim: str) -> None:
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=_head_key(record),
+        UpdateExpression="ADD review_posted :c",
+        ExpressionAttributeValues={":c": {"SS": [claim]}},
+    )
+
+
 # ---------------------------------------------------------------- runs
 def run_key(job: FileJob) -> dict[str, Any]:
     return _item({"pk": job.pr_key, "sk": f"RUN#{job.head_sha}#{job.job_id}"})
@@ -259,9 +299,10 @@ def start_run(
             Key=run_key(job),
             UpdateExpression="SET " + ", ".join(f"{n} = :v{i}" for i, n in enumerate(names)),
             ReturnValues="ALL_OLD",
-            # Free, or left unfinished (retrying, stuck, deferred), or running with a dead heartbeat; never a
-            # finished run: a duplicate delivery racing the first worker must not redo (and re-pay) its job.
-            ConditionExpression="attribute_not_exists(pk) OR #s IN (:retrying, :stuck, :deferred) "
+            # Free, or left unfinished (retrying, stuck, re-queued after a deferral), or running with a dead
+            # heartbeat; never a finished run: a duplicate delivery racing the first worker must not redo (and
+            # re-pay) its job, and a deferred one waits for the sweeper (mark_requeued) rather than deferring twice.
+            ConditionExpression="attribute_not_exists(pk) OR #s IN (:retrying, :stuck, :requeued) "
             "OR (#s = :running AND updated_at < :stale)",
             ExpressionAttributeNames={"#s": "status", **names},
             ExpressionAttributeValues={
@@ -269,7 +310,7 @@ def start_run(
                 ":running": {"S": "running"},
                 ":retrying": {"S": "retrying"},
                 ":stuck": {"S": "stuck"},
-                ":deferred": {"S": "deferred"},
+                ":requeued": {"S": "requeued"},
                 ":stale": {"N": str(int(now) - stale_after)},
             },
         )
@@ -374,6 +415,17 @@ def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
     )
 
 
+def forget_runs(repo: str, number: int, head_sha: str) -> int:
+    """Delete the head's finished runs so a requested re-run runs every job again (runs in flight are kept)."""
+    n = 0
+    for run in runs_of_head(repo, number, head_sha):
+        if run.get("status") == "running":
+            continue
+        client("dynamodb").delete_item(TableName=_table(), Key=_item({"pk": run["pk"], "sk": run["sk"]}))
+        n += 1
+    return n
+
+
 def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> int | None:
     """Move a running run to `stuck` unless it moved on meanwhile (conditional on its last heartbeat).
 
@@ -464,6 +516,25 @@ def deferred_jobs(limit: int = 100) -> list[dict[str, Any]]:
         ScanIndexForward=True,
     )
     return [_plain(i) for i in reply.get("Items", [])]
+
+
+def mark_requeued(job: FileJob, *, now: float | None = None) -> None:
+    """A deferred run is let out again by the sweeper (only then may a worker claim it)."""
+    now = config_now() if now is None else now
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=run_key(job),
+            UpdateExpression="SET #s = :requeued, updated_at = :t",
+            ConditionExpression="#s = :deferred",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=_item(
+                {":requeued": "requeued", ":deferred": "deferred", ":t": int(now)}
+            ),
+        )
+    except ClientError as exc:
+        if not _is_conditional(exc):  # not deferred any more (forgotten by a re-run, or already running)
+            raise
 
 
 def drop_deferred(sk: str) -> bool:

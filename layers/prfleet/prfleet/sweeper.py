@@ -42,6 +42,7 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None) -> dict[str, i
         if entry["day"] >= today:
             break
         if state.drop_deferred(entry["sk"]):
+            state.mark_requeued(parse_message(entry["job"]), now=now)
             queue.send_raw(entry["job"])
             counts["requeued"] += 1
 
