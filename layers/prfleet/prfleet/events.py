@@ -56,7 +56,7 @@ EVENTS = frozenset(
     }
 )
 
-# Metric names and units (docs/contracts.md). CloudWatch has no currency unit: dollars are "None".
+# Metric names and units (docs/architecture.md). CloudWatch has no currency unit: dollars are "None".
 METRIC_UNITS: dict[str, str] = {
     "RunsStarted": "Count",
     "RunsSucceeded": "Count",

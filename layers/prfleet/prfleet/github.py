@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
+from prfleet.tools import ChangedFile  # one class for a PR's file, shared with the agents' tools
+
 API_VERSION = "2022-11-28"
 USER_AGENT = "prfleet"
 FILES_CAP = 3000  # GitHub lists at most 3000 files of a pull request
@@ -556,8 +558,6 @@ class GitHub:
             payload["comments"] = comments
         return self._json("POST", f"/repos/{repo}/pulls/{int(number)}/reviews", body=payload)
 
-    post_review = create_review  # the name in docs/contracts.md
-
     def list_reviews(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/reviews"))
 
@@ -682,19 +682,6 @@ class GitHub:
 # --- PrSource over GitHub ---
 
 
-@dataclass(frozen=True)
-class ChangedFile:
-    """One file of the PR, as the agents see it (see PrSource in docs/contracts.md)."""
-
-    path: str
-    status: str  # added / modified / removed / renamed / copied / changed / unchanged
-    blob_sha: str
-    additions: int
-    deletions: int
-    patch: str | None
-    previous_path: str | None = None
-
-
 class GitHubPrSource:
     """Read-only view of a PR at its head SHA over the REST API; files listed lazily and memoised.
 
@@ -760,7 +747,7 @@ class GitHubPrSource:
                         blob_sha=str(f.get("sha") or ""),
                         additions=int(f.get("additions") or 0),
                         deletions=int(f.get("deletions") or 0),
-                        patch=f.get("patch"),
+                        patch=f.get("patch") or "",
                         previous_path=f.get("previous_filename"),
                     )
                     for f in raw

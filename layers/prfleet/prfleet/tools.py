@@ -34,6 +34,7 @@ class ChangedFile:
     deletions: int = 0
     patch: str = ""
     mode: str = "100644"
+    previous_path: str | None = None  # a renamed file's old path
 
 
 @runtime_checkable
