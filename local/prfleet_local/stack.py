@@ -320,6 +320,32 @@ class LocalStack:
         elif kind == "AWS::Logs::LogGroup":
             self.client("logs").create_log_group(logGroupName=props["LogGroupName"])
             ctx.refs[logical] = props["LogGroupName"]
+            # CloudFormation's Arn attribute (with the trailing :*); the functions' roles grant on it.
+            ctx.attrs[(logical, "Arn")] = (
+                f"arn:aws:logs:{REGION}:{ctx.account}:log-group:{props['LogGroupName']}:*"
+            )
+        elif kind == "AWS::IAM::Role":
+            # Created in moto's IAM as written (moto does not enforce it; tests/integration/test_least_privilege.py
+            # checks the statements). No RoleName in the template: CloudFormation generates one, so does the stack.
+            iam = self.client("iam")
+            name = props.get("RoleName") or self._name(logical)
+            role = iam.create_role(
+                RoleName=name,
+                Path=props.get("Path", "/"),
+                AssumeRolePolicyDocument=json.dumps(props["AssumeRolePolicyDocument"]),
+                Description=props.get("Description", ""),
+            )["Role"]
+            for policy in props.get("Policies", []):
+                iam.put_role_policy(
+                    RoleName=name,
+                    PolicyName=policy["PolicyName"],
+                    PolicyDocument=json.dumps(policy["PolicyDocument"]),
+                )
+            for arn in props.get("ManagedPolicyArns", []):
+                iam.attach_role_policy(RoleName=name, PolicyArn=arn)
+            ctx.refs[logical] = name
+            ctx.attrs[(logical, "Arn")] = role["Arn"]
+            ctx.attrs[(logical, "RoleId")] = role["RoleId"]
         elif kind == "AWS::CloudWatch::Alarm":
             name = props.get("AlarmName") or self._name(logical)
             self.alarm_definitions[name] = props

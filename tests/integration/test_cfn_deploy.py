@@ -2,13 +2,14 @@
 
 moto cannot run the SAM transform, so the template is translated first (samtranslator, a region, s3:// code URIs,
 see test_least_privilege.translate). moto then creates the queues (with their redrive policies), tables (keys and
-index), topic, secrets, roles and functions. It skips CloudWatch alarms, the HTTP API and SNS subscriptions while
+index), topic, secrets, log groups, roles and functions. It skips CloudWatch alarms, the HTTP API and SNS subscriptions while
 still reporting CREATE_COMPLETE; those come from the local stack's provisioner (prfleet_local.stack.LocalStack),
 which reads the very same template - the second test shows both halves together cover every resource.
 """
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import zipfile
@@ -58,6 +59,16 @@ def for_moto(cfn: dict[str, Any]) -> tuple[dict[str, Any], set[str]]:
         del cfn["Resources"][n]
     cfn["Outputs"] = {k: v for k, v in cfn.get("Outputs", {}).items() if not _mentions(v, removed)}
     return cfn, removed
+
+
+def _policy_document(value: Any) -> dict[str, Any]:
+    """GetRolePolicy's document: moto's CloudFormation stores an inline policy as the Python repr of the dict."""
+    if isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return ast.literal_eval(value)
 
 
 def _zip() -> bytes:
@@ -141,21 +152,32 @@ def test_translated_template_creates_queues_tables_topic_roles_and_functions(cfn
     topics = [t["TopicArn"] for t in _client("sns").list_topics()["Topics"]]
     assert topics == [resources["AlertTopic"]["PhysicalResourceId"]]
 
-    # One role per function, carrying the inline policy the least-privilege test checks, and the functions.
-    roles = {r["RoleName"]: r for r in _client("iam").list_roles()["Roles"]}
+    # One explicit role per function (template.yaml <Function>Role), carrying only the inline policy the
+    # least-privilege test checks (no managed policy), and the functions under their template names.
+    iam = _client("iam")
+    roles = {r["RoleName"]: r for r in iam.list_roles()["Roles"]}
+    assert len(roles) == len(by_type["AWS::IAM::Role"]) == 4
     functions = {f["FunctionName"]: f for f in _client("lambda").list_functions()["Functions"]}
     assert len(functions) == 4
+    log_groups = {g["logGroupName"]: g for g in _client("logs").describe_log_groups()["logGroups"]}
     for logical in by_type["AWS::Lambda::Function"]:
-        fn = functions[resources[logical]["PhysicalResourceId"]]
+        assert resources[logical]["PhysicalResourceId"] == f"{STACK}-{logical}"
+        fn = functions[f"{STACK}-{logical}"]
         role_name = fn["Role"].rsplit("/", 1)[1]
         assert role_name in roles
         assert role_name == resources[f"{logical}Role"]["PhysicalResourceId"]
-        inline = _client("iam").list_role_policies(RoleName=role_name)["PolicyNames"]
-        assert inline == [f"{logical}RolePolicy0"]
-        assert fn["Runtime"] == "python3.12"
-        env = fn["Environment"]["Variables"]
-        assert env["JOBS_QUEUE_URL"] == jobs_url
-        assert env["STATE_TABLE"] == resources["StateTable"]["PhysicalResourceId"]
+        assert iam.list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
+        assert iam.list_role_policies(RoleName=role_name)["PolicyNames"] == ["least-privilege"]
+        document = iam.get_role_policy(RoleName=role_name, PolicyName="least-privilege")["PolicyDocument"]
+        document = _policy_document(document)
+        (logs,) = [s for s in document["Statement"] if s["Sid"] == "WriteOwnLogs"]
+        # Lambda writes to /aws/lambda/<function name>: the stack's group, and the role may write only there.
+        group = log_groups[f"/aws/lambda/{STACK}-{logical}"]
+        # DescribeLogGroups' arn ends in ":*", as CloudFormation's Arn attribute does in AWS (the form IAM needs to
+        # cover the group's streams); moto's CloudFormation returns it without the ":*" (moto 5.2.5).
+        assert group["arn"] == f"arn:aws:logs:{REGION}:123456789012:log-group:/aws/lambda/{STACK}-{logical}:*"
+        assert logs["Resource"] in (group["arn"], group["arn"].removesuffix(":*"))
+        assert logs["Action"] == ["logs:CreateLogStream", "logs:PutLogEvents"]
 
     # The queues feed the planner and the agent through event source mappings.
     mappings = _client("lambda").list_event_source_mappings()["EventSourceMappings"]
@@ -215,6 +237,15 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
             f"{local.stack_name}/{q}"
             for q in ("cost-by-agent-and-repository", "errors", "slowest-runs", "run-story")
         }
+        # The functions' roles (moto's IAM, as written; moto does not enforce them - the least-privilege test checks
+        # the statements), and each function's log group under the name Lambda writes to.
+        iam = local.client("iam")
+        groups = {g["logGroupName"] for g in local.client("logs").describe_log_groups()["logGroups"]}
+        for fn in local.functions:
+            role = local.ctx.refs[f"{fn}Role"]
+            assert iam.list_role_policies(RoleName=role)["PolicyNames"] == ["least-privilege"]
+            assert iam.list_attached_role_policies(RoleName=role)["AttachedPolicies"] == []
+            assert f"/aws/lambda/{local.functions[fn].name}" in groups
         # Together: every SAM resource is created by one or the other (functions and layer: LocalStack loads them).
         assert set(local.created) == set(sam["Resources"]) - {
             n for n, r in sam["Resources"].items() if r.get("Condition") and n not in local.created

@@ -1,11 +1,14 @@
 """Least privilege, checked on what CloudFormation will really create: the template translated offline by SAM.
 
-For each function, the effective permissions of its execution role (inline statements plus the managed policies SAM
-attaches) must be exactly what its code calls: NEEDS below, derived from the library (each entry names the code that
-makes the call). Two directions:
+Each function has its own explicit AWS::IAM::Role (template.yaml: `Role: !GetAtt <Function>Role.Arn`), so SAM
+generates no role and attaches no AWS managed policy (AWSLambdaBasicExecutionRole and AWSLambdaSQSQueueExecutionRole
+grant logs:* and sqs:* actions on "*"). The role's inline statements must be exactly what the function needs: NEEDS
+below (the calls its code makes, derived from the library; each entry names the code that makes the call) plus
+LAMBDA_NEEDS (what the Lambda service does with the role on the function's behalf: write its logs, poll its queue).
+Two directions:
 
-* static: translated template == NEEDS, no `*` action, no `*` resource in any statement we write, and only the
-  managed policies SAM itself attaches (their documents are listed here); a widened copy of the template fails;
+* static: translated template == NEEDS | LAMBDA_NEEDS, no `*` action, no `*` resource, no managed policy and no
+  other IAM policy resource on the role, trust policy lambda.amazonaws.com only; a widened copy of the template fails;
 * dynamic: the whole pipeline runs on the local stack with every AWS call recorded per function; each call must be
   granted by NEEDS, and NEEDS must contain nothing the run did not use except the paths listed in NOT_EXERCISED.
 
@@ -15,6 +18,7 @@ samtranslator refuses local code paths and needs a region: code URIs become s3:/
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from typing import Any
 
@@ -75,6 +79,26 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
     },
 }
 
+# What Lambda itself does with the execution role (no code of ours makes these calls).
+# * Logs: the runtime creates one log stream per execution environment in the function's log group and writes to it.
+#   The stack creates the group (template.yaml, <Function>LogGroup), so no logs:CreateLogGroup. The grant is on the
+#   group's Arn attribute, `arn:...:log-group:<name>:*`: the form CloudWatch Logs documents for IAM policies, covering
+#   the group's log streams `...:log-group:<name>:log-stream:<stream>` and nothing else (log group names cannot
+#   contain ":"); https://docs.aws.amazon.com/AmazonCloudWatch/latest/logs/iam-access-control-overview-cwl.html
+# * SQS: the event source mapping polls the queue with the function's role: ReceiveMessage, DeleteMessage (also for
+#   DeleteMessageBatch), GetQueueAttributes - exactly what AWSLambdaSQSQueueExecutionRole grants, here on one queue
+#   (https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaSQSQueueExecutionRole.html,
+#   https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html). No sqs:ChangeMessageVisibility: the
+#   mapping does not need it (the managed policy SAM attached until now has none) and no code of ours calls it.
+LOG_ACTIONS = ("logs:CreateLogStream", "logs:PutLogEvents")
+POLL_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes")
+LAMBDA_NEEDS: dict[str, set[tuple[str, str]]] = {
+    fn: {(a, fn.replace("Function", "LogGroup")) for a in LOG_ACTIONS} for fn in FUNCTIONS
+}
+LAMBDA_NEEDS["PlannerFunction"] |= {(a, "PrQueue") for a in POLL_ACTIONS}
+LAMBDA_NEEDS["AgentFunction"] |= {(a, "JobsQueue") for a in POLL_ACTIONS}
+GRANTS = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
+
 # Paths the recorded run below does not take (each is covered by its own unit/integration test).
 NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "WebhookFunction": {("dynamodb:DeleteItem", "DeliveriesTable")},  # only when SQS refuses the job
@@ -98,23 +122,13 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     },
 }
 
-# The managed policies SAM attaches to the roles it generates, with their documents:
+# What SAM attaches to a role it generates (a function without Role), with Resource "*" (AWS writes them):
 # https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaBasicExecutionRole.html
 # https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AWSLambdaSQSQueueExecutionRole.html
-# Their Resource is "*" (AWS writes them); removing them needs explicit AWS::IAM::Role resources (see docs/deploy.md).
-LOGS = {("logs:CreateLogGroup", "*"), ("logs:CreateLogStream", "*"), ("logs:PutLogEvents", "*")}
-MANAGED = {
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole": LOGS,
-    "arn:aws:iam::aws:policy/service-role/AWSLambdaSQSQueueExecutionRole": LOGS
-    | {("sqs:ReceiveMessage", "*"), ("sqs:DeleteMessage", "*"), ("sqs:GetQueueAttributes", "*")},
-}
-BASIC, SQS_POLLER = sorted(MANAGED)
-EXPECTED_MANAGED = {
-    "WebhookFunction": {BASIC},
-    "PlannerFunction": {BASIC, SQS_POLLER},  # SQS event source
-    "AgentFunction": {BASIC, SQS_POLLER},
-    "SweeperFunction": {BASIC},
-}
+BASIC = "arn:aws:iam::aws:policy/service-role/AWSLambdaBasicExecutionRole"
+TRUST = {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}, "Action": "sts:AssumeRole"}
+# IAM resources that could add permissions to a role besides its own Policies (all forbidden on the function roles).
+POLICY_TYPES = {"AWS::IAM::Policy", "AWS::IAM::ManagedPolicy", "AWS::IAM::RolePolicy"}
 # AWS managed policy names a widened template could use (the translator looks names up; offline we supply them).
 MANAGED_NAMES = {"AmazonDynamoDBFullAccess": "arn:aws:iam::aws:policy/AmazonDynamoDBFullAccess"}
 
@@ -160,17 +174,31 @@ def _as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
-def role_of(cfn: dict[str, Any], function: str) -> dict[str, Any]:
+def role_logical_id(cfn: dict[str, Any], function: str) -> str:
     role = cfn["Resources"][function]["Properties"]["Role"]
-    logical = role["Fn::GetAtt"][0]
-    return cfn["Resources"][logical]["Properties"]
+    return role["Fn::GetAtt"][0]
+
+
+def role_of(cfn: dict[str, Any], function: str) -> dict[str, Any]:
+    return cfn["Resources"][role_logical_id(cfn, function)]["Properties"]
 
 
 def effective(cfn: dict[str, Any], function: str) -> tuple[set[tuple[str, str]], set[str], list[str]]:
     """(inline grants, managed policy ARNs, problems) of a function's role."""
+    logical = role_logical_id(cfn, function)
     props = role_of(cfn, function)
     grants: set[tuple[str, str]] = set()
     problems: list[str] = []
+    if logical != f"{function}Role" or cfn["Resources"][logical]["Type"] != "AWS::IAM::Role":
+        problems.append(
+            f"{function}: role {logical} is not its own {function}Role (SAM generated it, or shared)"
+        )
+    trust = _as_list(props["AssumeRolePolicyDocument"]["Statement"])
+    if trust != [TRUST]:
+        problems.append(f"{function}: trust policy {trust!r} is not lambda.amazonaws.com only")
+    for other, res in cfn["Resources"].items():
+        if res["Type"] in POLICY_TYPES and f'"{logical}"' in json.dumps(res["Properties"]):
+            problems.append(f"{function}: {res['Type']} {other} adds permissions to {logical}")
     for policy in props.get("Policies", []):
         for st in _as_list(policy["PolicyDocument"]["Statement"]):
             where = f"{function}/{policy['PolicyName']}/{st.get('Sid', '?')}"
@@ -198,14 +226,14 @@ def check(sam: dict[str, Any]) -> list[str]:
     for fn in FUNCTIONS:
         grants, managed, found = effective(cfn, fn)
         problems += found
-        for extra in sorted(grants - NEEDS[fn]):
-            problems.append(f"{fn}: grants {extra} that its code never calls")
-        for missing in sorted(NEEDS[fn] - grants):
-            problems.append(f"{fn}: lacks {missing} that its code calls")
-        for arn in sorted(managed - EXPECTED_MANAGED[fn]):
+        for extra in sorted(grants - GRANTS[fn]):
+            problems.append(f"{fn}: grants {extra} that neither its code nor Lambda uses")
+        for missing in sorted(GRANTS[fn] - grants):
+            problems.append(
+                f"{fn}: lacks {missing} that {'Lambda' if missing in LAMBDA_NEEDS[fn] else 'its code'} uses"
+            )
+        for arn in sorted(managed):
             problems.append(f"{fn}: managed policy {arn}")
-        for arn in sorted(EXPECTED_MANAGED[fn] - managed):
-            problems.append(f"{fn}: SAM no longer attaches {arn}: update MANAGED/EXPECTED_MANAGED")
     return problems
 
 
@@ -222,30 +250,79 @@ def test_each_function_has_exactly_the_permissions_its_code_needs(sam):
     assert check(sam) == []
 
 
-def test_effective_permissions_including_sam_managed_policies(sam):
-    """What each role can do in total: our statements plus the documented managed policies, nothing else."""
+def test_effective_permissions_no_managed_policy_no_star(sam):
+    """What each role can do in total: its own inline statements, nothing else (no managed policy, no "*")."""
     cfn = translate(sam)
     for fn in FUNCTIONS:
         grants, managed, _ = effective(cfn, fn)
-        total = grants | set().union(*(MANAGED[a] for a in managed))
-        services = {a.split(":")[0] for a, _ in total}
+        assert managed == set(), fn
+        services = {a.split(":")[0] for a, _ in grants}
         assert services <= {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}, (fn, services)
         assert not any(r == "*" for a, r in grants), fn
+        # Logs only into its own group; only the planner and the agent may consume, each its own queue.
+        assert {r for a, r in grants if a.startswith("logs:")} == {fn.replace("Function", "LogGroup")}, fn
+        consumed = {r for a, r in grants if a in POLL_ACTIONS}
+        assert consumed == {"PlannerFunction": {"PrQueue"}, "AgentFunction": {"JobsQueue"}}.get(fn, set()), fn
+    # SAM generated no role of its own (one role per function, all explicit).
+    roles = {n for n, r in cfn["Resources"].items() if r["Type"] == "AWS::IAM::Role"}
+    assert roles == {f"{fn}Role" for fn in FUNCTIONS}
     # The webhook can neither read the GitHub nor the Anthropic key, nor touch the work queue.
     webhook, _, _ = effective(cfn, "WebhookFunction")
     assert not {r for _, r in webhook} & {"GitHubSecret", "AnthropicSecret", "JobsQueue", "StateTable"}
 
 
 def _statements(sam: dict[str, Any], fn: str) -> list[dict[str, Any]]:
-    return sam["Resources"][fn]["Properties"]["Policies"][0]["Statement"]
+    return sam["Resources"][f"{fn}Role"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+
+
+def _statement(sam: dict[str, Any], fn: str, sid: str) -> dict[str, Any]:
+    (st,) = [s for s in _statements(sam, fn) if s.get("Sid") == sid]
+    return st
 
 
 def _widen_action(sam: dict[str, Any]) -> None:
-    _statements(sam, "WebhookFunction")[0]["Action"] = "dynamodb:*"
+    _statement(sam, "WebhookFunction", "DedupeDeliveries")["Action"] = "dynamodb:*"
 
 
 def _widen_resource(sam: dict[str, Any]) -> None:
-    _statements(sam, "AgentFunction")[0]["Resource"] = "*"
+    _statement(sam, "AgentFunction", "RunsAndFanIn")["Resource"] = "*"
+
+
+def _logs_star(sam: dict[str, Any]) -> None:
+    _statement(sam, "SweeperFunction", "WriteOwnLogs")["Resource"] = "*"
+
+
+def _logs_create_group(sam: dict[str, Any]) -> None:
+    _statement(sam, "WebhookFunction", "WriteOwnLogs")["Action"].append("logs:CreateLogGroup")
+
+
+def _logs_other_group(sam: dict[str, Any]) -> None:
+    _statement(sam, "WebhookFunction", "WriteOwnLogs")["Resource"] = {"Fn::GetAtt": ["AgentLogGroup", "Arn"]}
+
+
+def _poll_star(sam: dict[str, Any]) -> None:
+    _statement(sam, "PlannerFunction", "PollOwnQueue")["Resource"] = "*"
+
+
+def _poll_other_queue(sam: dict[str, Any]) -> None:
+    _statement(sam, "AgentFunction", "PollOwnQueue")["Resource"] = {"Fn::GetAtt": ["PrQueue", "Arn"]}
+
+
+def _sam_generated_role(sam: dict[str, Any]) -> None:
+    """Back to SAM's generated role (Policies on the function): SAM attaches its managed policies again."""
+    props = sam["Resources"]["SweeperFunction"]["Properties"]
+    props.pop("Role")
+    props["Policies"] = [{"Statement": _statements(sam, "SweeperFunction")}]
+    del sam["Resources"]["SweeperFunctionRole"]
+
+
+def _shared_role(sam: dict[str, Any]) -> None:
+    sam["Resources"]["SweeperFunction"]["Properties"]["Role"] = {"Fn::GetAtt": ["AgentFunctionRole", "Arn"]}
+
+
+def _trust_widened(sam: dict[str, Any]) -> None:
+    trust = sam["Resources"]["AgentFunctionRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]
+    trust["Principal"] = {"AWS": "*"}
 
 
 def _widen_index(sam: dict[str, Any]) -> None:
@@ -255,7 +332,7 @@ def _widen_index(sam: dict[str, Any]) -> None:
 
 
 def _extra_action(sam: dict[str, Any]) -> None:
-    _statements(sam, "PlannerFunction")[0]["Action"].append("dynamodb:Scan")
+    _statement(sam, "PlannerFunction", "PrState")["Action"].append("dynamodb:Scan")
 
 
 def _extra_secret(sam: dict[str, Any]) -> None:
@@ -265,17 +342,45 @@ def _extra_secret(sam: dict[str, Any]) -> None:
 
 
 def _managed_policy(sam: dict[str, Any]) -> None:
-    sam["Resources"]["SweeperFunction"]["Properties"]["Policies"].append("AmazonDynamoDBFullAccess")
+    sam["Resources"]["SweeperFunctionRole"]["Properties"]["ManagedPolicyArns"] = [
+        MANAGED_NAMES["AmazonDynamoDBFullAccess"]
+    ]
 
 
-def _policy_template(sam: dict[str, Any]) -> None:
-    sam["Resources"]["SweeperFunction"]["Properties"]["Policies"].append(
-        {"DynamoDBCrudPolicy": {"TableName": {"Ref": "LedgerTable"}}}
+def _second_inline_policy(sam: dict[str, Any]) -> None:
+    sam["Resources"]["SweeperFunctionRole"]["Properties"]["Policies"].append(
+        {
+            "PolicyName": "more",
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "dynamodb:BatchWriteItem",
+                        "Resource": {"Ref": "LedgerTable"},
+                    }
+                ],
+            },
+        }
     )
 
 
+def _separate_policy_resource(sam: dict[str, Any]) -> None:
+    sam["Resources"]["ExtraPolicy"] = {
+        "Type": "AWS::IAM::Policy",
+        "Properties": {
+            "PolicyName": "extra",
+            "Roles": [{"Ref": "WebhookFunctionRole"}],
+            "PolicyDocument": {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "dynamodb:Scan", "Resource": "*"}],
+            },
+        },
+    }
+
+
 def _not_action(sam: dict[str, Any]) -> None:
-    st = _statements(sam, "WebhookFunction")[1]
+    st = _statement(sam, "WebhookFunction", "EnqueuePrJob")
     st["NotAction"] = st.pop("Action")
 
 
@@ -285,10 +390,28 @@ def _not_action(sam: dict[str, Any]) -> None:
         (_widen_action, "wildcard action 'dynamodb:*'"),
         (_widen_resource, "wildcard resource '*'"),
         (_widen_index, "wildcard resource 'StateTable/index/*'"),
-        (_extra_action, "('dynamodb:Scan', 'StateTable') that its code never calls"),
-        (_extra_secret, "('secretsmanager:GetSecretValue', 'AnthropicSecret') that its code never calls"),
+        (_logs_star, "SweeperFunction/least-privilege/WriteOwnLogs: wildcard resource '*'"),
+        (
+            _logs_create_group,
+            "('logs:CreateLogGroup', 'WebhookLogGroup') that neither its code nor Lambda uses",
+        ),
+        (_logs_other_group, "('logs:PutLogEvents', 'AgentLogGroup') that neither its code nor Lambda uses"),
+        (_poll_star, "PlannerFunction/least-privilege/PollOwnQueue: wildcard resource '*'"),
+        (_poll_other_queue, "('sqs:ReceiveMessage', 'PrQueue') that neither its code nor Lambda uses"),
+        (_extra_action, "('dynamodb:Scan', 'StateTable') that neither its code nor Lambda uses"),
+        (
+            _extra_secret,
+            "('secretsmanager:GetSecretValue', 'AnthropicSecret') that neither its code nor Lambda",
+        ),
         (_managed_policy, "managed policy arn:aws:iam::aws:policy/AmazonDynamoDBFullAccess"),
-        (_policy_template, "('dynamodb:BatchWriteItem', 'LedgerTable') that its code never calls"),
+        (_sam_generated_role, f"SweeperFunction: managed policy {BASIC}"),
+        (_shared_role, "SweeperFunction: role AgentFunctionRole is not its own SweeperFunctionRole"),
+        (_trust_widened, "AgentFunction: trust policy"),
+        (
+            _second_inline_policy,
+            "('dynamodb:BatchWriteItem', 'LedgerTable') that neither its code nor Lambda",
+        ),
+        (_separate_policy_resource, "WebhookFunction: AWS::IAM::Policy ExtraPolicy adds permissions"),
         (_not_action, "NotAction/NotResource"),
     ],
     ids=lambda v: v.__name__ if callable(v) else "",
@@ -303,8 +426,15 @@ def test_a_widened_copy_of_the_template_fails(sam, widen, expected):
 def test_a_narrowed_copy_fails_too(sam):
     """Dropping a permission the code needs is caught as well (it would fail in AWS with AccessDenied)."""
     narrow = copy.deepcopy(sam)
-    _statements(narrow, "PlannerFunction")[0]["Action"].remove("dynamodb:Query")
-    assert "PlannerFunction: lacks ('dynamodb:Query', 'StateTable') that its code calls" in check(narrow)
+    _statement(narrow, "PlannerFunction", "PrState")["Action"].remove("dynamodb:Query")
+    assert "PlannerFunction: lacks ('dynamodb:Query', 'StateTable') that its code uses" in check(narrow)
+    # ... and so is a role that cannot write the function's logs or poll its queue (Lambda would fail silently).
+    narrow = copy.deepcopy(sam)
+    _statement(narrow, "AgentFunction", "PollOwnQueue")["Action"].remove("sqs:DeleteMessage")
+    _statement(narrow, "AgentFunction", "WriteOwnLogs")["Action"].remove("logs:PutLogEvents")
+    problems = check(narrow)
+    assert "AgentFunction: lacks ('sqs:DeleteMessage', 'JobsQueue') that Lambda uses" in problems
+    assert "AgentFunction: lacks ('logs:PutLogEvents', 'AgentLogGroup') that Lambda uses" in problems
 
 
 # ------------------------------------------------------------------------------------------------ recorded run
