@@ -16,13 +16,12 @@ import argparse
 import datetime as dt
 import io
 import json
-import os
 import time
 import uuid
 
 import pytest
 
-from prfleet import config, state
+from prfleet import state
 from prfleet.jobs import FileJob
 from prfleet_local.alarms_cli import show_alarms
 from prfleet_local.demo import REPO, sandbox
@@ -45,19 +44,6 @@ STACK = "prfleet-local"  # LocalStack.stack_name
 
 
 # ------------------------------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def clock_offset():
-    """Move prfleet's clock (CLOCK_OFFSET_SECONDS) in this process; put it back afterwards."""
-
-    def move(seconds: float) -> None:
-        os.environ["CLOCK_OFFSET_SECONDS"] = str(seconds)
-        config.settings.cache_clear()
-
-    yield move
-    os.environ.pop("CLOCK_OFFSET_SECONDS", None)
-    config.settings.cache_clear()
 
 
 def states(box) -> dict[str, str]:

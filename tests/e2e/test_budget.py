@@ -4,30 +4,16 @@ says the budget was reached, and after the budget day changes the deferred jobs 
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 
-from prfleet import config, state
+from prfleet import state
 from prfleet_local.demo import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
 
 # Enough for a few calls: a review call reserves its worst case (max_tokens x the output price) up front.
 TINY_BUDGET_USD = 0.12
-
-
-@pytest.fixture
-def clock_offset():
-    """Move prfleet's clock (CLOCK_OFFSET_SECONDS) for the stack in this process, and put it back."""
-
-    def move(seconds: float) -> None:
-        os.environ["CLOCK_OFFSET_SECONDS"] = str(seconds)
-        config.settings.cache_clear()
-
-    yield move
-    os.environ.pop("CLOCK_OFFSET_SECONDS", None)
-    config.settings.cache_clear()
 
 
 def _ledger(box):
