@@ -36,19 +36,13 @@ def test_serve_refuses_to_start_without_a_secret():
     assert proc.returncode == 2 and "PRFLEET_WEBHOOK_SECRET" in out
 
 
-def test_serve_answers_signed_deliveries_until_terminated(tmp_path):
+def test_serve_answers_signed_deliveries_and_reviews_the_sample_pr(tmp_path):
     port = free_port()
     env = {**os.environ, "PRFLEET_WEBHOOK_SECRET": "serve-secret"}
     env.pop("ANTHROPIC_API_KEY", None)
     proc = _cli("local", "serve", "--port", str(port), "--workdir", str(tmp_path), env=env)
     try:
-        lines = []
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if "Ctrl-C" in line or proc.poll() is not None:
-                break
+        lines = _read_until(proc, "Ctrl-C")
         assert f"http://127.0.0.1:{port}/webhook" in "".join(lines), lines
         body = json.dumps(load_payload("ping.payload.json")).encode()
         headers = {"X-GitHub-Event": "ping", "X-GitHub-Delivery": "serve-1"}
@@ -56,7 +50,32 @@ def test_serve_answers_signed_deliveries_until_terminated(tmp_path):
         url = f"http://127.0.0.1:{port}/webhook"
         assert post(url, body, signed)[0] == 200
         assert post(url, body, headers)[0] == 401
+
+        # The README / deploy guide rehearsal: the printed `prfleet local send` command gets the sample PR reviewed.
+        (try_line,) = [line for line in lines if line.startswith("try:")]
+        send_args = try_line.split("prfleet ", 1)[1].split()
+        sent = subprocess.run(
+            [sys.executable, "-m", "prfleet_local.cli", *send_args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0 and sent.stdout.startswith("202"), sent.stdout + sent.stderr
+        (done,) = _read_until(proc, " check prfleet on ")[-1:]
+        assert "success; 1 review(s)" in done, done
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:
+    lines = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if marker in line or proc.poll() is not None:
+            break
+    return lines
