@@ -32,6 +32,7 @@ class Sandbox:
     model: Any | None
     secret: str
     workdir: Path
+    temporary: bool = False
 
     def deliver(
         self, event: str, payload: dict[str, Any], *, delivery: str | None = None, sign: bool = True
@@ -92,6 +93,7 @@ def sandbox(
 ) -> Iterator[Sandbox]:
     """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack."""
     with ExitStack() as stack:
+        temporary = workdir is None
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prfleet-")))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -122,7 +124,7 @@ def sandbox(
         )
         local.start()
         stack.callback(local.stop)
-        yield Sandbox(local, github, repo, model, secret, workdir)
+        yield Sandbox(local, github, repo, model, secret, workdir, temporary)
 
 
 def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
@@ -200,6 +202,8 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
     print(f"  result cache:      DynamoDB {st.table('ResultsTable')}")
     print(f"  cost ledger:       DynamoDB {st.table('LedgerTable')}")
     print(f"  function logs:     {st.workdir / 'functions.log.jsonl'}")
+    if box.temporary:
+        print("  (a temporary directory, removed when the demo exits: keep it with --workdir DIR or --keep)")
     missing = []
     for path, code, what in seeded:
         line = sample.bug_line(path, code)

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -69,6 +70,11 @@ class _StdoutRouter(io.TextIOBase):
 
 
 _router: _StdoutRouter | None = None
+
+
+# Powertools warns when a handler flushes no metric (e.g. a planner batch that planned nothing); in Lambda that goes
+# to the function's log, locally it would clutter the terminal.
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 
 def _install_router() -> _StdoutRouter:
