@@ -311,6 +311,18 @@ def auth_from_secret(secret: Mapping[str, Any] | str, api_url: str, installation
 _LINK_RE = re.compile(r'<([^>]+)>\s*;\s*rel="([^"]+)"')
 
 
+def _first_annotations(payload: dict[str, Any], output: Mapping[str, Any] | None) -> list[Any]:
+    """Put `output` with at most 50 annotations into `payload`; return the annotations left for follow-ups."""
+    if output is None:
+        return []
+    out = dict(output)
+    anns = list(out.pop("annotations", None) or [])
+    if anns:
+        out["annotations"] = anns[:ANNOTATIONS_PER_REQUEST]
+    payload["output"] = out
+    return anns[ANNOTATIONS_PER_REQUEST:]
+
+
 def parse_link(header: str | None) -> dict[str, str]:
     """rel -> URL from a Link header."""
     return {rel: url for url, rel in _LINK_RE.findall(header or "")}
@@ -586,13 +598,7 @@ class GitHub:
             payload["details_url"] = details_url
         if conclusion:
             payload["conclusion"] = conclusion
-        rest: list[Any] = []
-        if output is not None:
-            out = dict(output)
-            anns = list(out.pop("annotations", None) or [])
-            if anns:
-                out["annotations"], rest = anns[:ANNOTATIONS_PER_REQUEST], anns[ANNOTATIONS_PER_REQUEST:]
-            payload["output"] = out
+        rest = _first_annotations(payload, output)
         run = self._json("POST", f"/repos/{repo}/check-runs", body=payload)
         if rest:
             self._append_annotations(repo, run["id"], dict(output or {}), rest)
@@ -620,13 +626,7 @@ class GitHub:
             payload["conclusion"] = conclusion
         if details_url:
             payload["details_url"] = details_url
-        rest: list[Any] = []
-        if output is not None:
-            out = dict(output)
-            anns = list(out.pop("annotations", None) or [])
-            if anns:
-                out["annotations"], rest = anns[:ANNOTATIONS_PER_REQUEST], anns[ANNOTATIONS_PER_REQUEST:]
-            payload["output"] = out
+        rest = _first_annotations(payload, output)
         run = self._json("PATCH", f"/repos/{repo}/check-runs/{int(check_run_id)}", body=payload)
         if rest:
             run = self._append_annotations(repo, check_run_id, dict(output or {}), rest) or run
