@@ -23,9 +23,9 @@ import pytest
 
 from prfleet import state
 from prfleet.jobs import FileJob
-from prfleet_local.alarms_cli import show_alarms
-from prfleet_local.demo import REPO, sandbox
-from prfleet_local.model_server import FaultPlan, FaultRule
+from prfleet_local.cli.alarms import show_alarms
+from prfleet_local.demo.run import REPO, sandbox
+from prfleet_local.model.server import FaultPlan, FaultRule
 
 pytestmark = pytest.mark.e2e
 

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from prfleet import state
-from prfleet_local.demo import REPO, sandbox
+from prfleet_local.demo.run import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
 

@@ -18,8 +18,8 @@ import pytest
 from prfleet import planner, queue, report, state
 from prfleet.github import GitHub, TokenAuth
 from prfleet.jobs import PrJob
-from prfleet_local import sample
-from prfleet_local.demo import REPO, sandbox
+from prfleet_local.demo import sample
+from prfleet_local.demo.run import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
 

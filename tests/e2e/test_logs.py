@@ -9,11 +9,11 @@ import uuid
 
 import pytest
 
-from prfleet_local import sample
-from prfleet_local.demo import Sandbox, print_pr_report
-from prfleet_local.github_server import GitHubServer, GitRepo
-from prfleet_local.model_server import FaultPlan, ModelServer
-from prfleet_local.stack import LocalStack
+from prfleet_local.demo import sample
+from prfleet_local.demo.run import Sandbox, print_pr_report
+from prfleet_local.github.server import GitHubServer, GitRepo
+from prfleet_local.model.server import FaultPlan, ModelServer
+from prfleet_local.stack.local_stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 

@@ -11,8 +11,8 @@ import pytest
 
 from prfleet import state
 from prfleet.jobs import FileJob
-from prfleet_local import sample
-from prfleet_local.demo import REPO, sandbox
+from prfleet_local.demo import sample
+from prfleet_local.demo.run import REPO, sandbox
 from tests.conftest import PAYLOADS, load_payload
 
 pytestmark = pytest.mark.e2e
@@ -71,7 +71,7 @@ def test_real_deliveries_over_http_get_their_status(box, fixture):
 def test_unsigned_tampered_and_malformed_requests_over_http(box):
     payload = load_payload("pull_request.opened.payload.json")
     assert box.deliver("pull_request", payload, sign=False)[0] == 401
-    from prfleet_local.demo import post
+    from prfleet_local.demo.run import post
 
     body = json.dumps(payload).encode()
     from prfleet.webhook import signature_for
@@ -210,7 +210,7 @@ def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed):
     import argparse
     import io
 
-    from prfleet_local import costcli
+    from prfleet_local.cli import cost as costcli
 
     number, head, _ = reviewed
     out = io.StringIO()

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from prfleet.webhook import signature_for
-from prfleet_local.demo import post
-from prfleet_local.moto_proc import free_port
+from prfleet_local.demo.run import post
+from prfleet_local.stack.moto_proc import free_port
 from tests.conftest import load_payload
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from prfleet.agents import AgentSpec, RetryPolicy, agent_specs, run_agent
 from prfleet.config import DEFAULT_MODELS
 from prfleet.jobs import FileJob
 from prfleet.tools import ChangedFile
-from prfleet_local.model_server import FaultPlan, FaultRule, ModelServer
+from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
 
 BUGGY = '''"""Helpers."""
 import subprocess
@@ -61,11 +61,11 @@ class Guard:
         self.calls.append(("before", model, len(params["messages"])))
         return len(self.calls)
 
-    def after_call(self, token, usage):
+    def after_call(self, token, usage, *, model):
         self.calls.append(("after", token, usage.output_tokens))
         return 7
 
-    def on_error(self, token):
+    def on_error(self, token, exc):
         self.calls.append(("error", token))
 
 
@@ -394,7 +394,7 @@ def test_server_speaks_the_api_error_shape_and_faults_are_settable_over_http(ser
 
 
 def test_caching_benchmark_runs_both_arms_over_five_iterations():
-    from prfleet_local.bench_agents import bench_caching, sample_file
+    from prfleet_local.bench.agents import bench_caching, sample_file
 
     assert len(sample_file(500).splitlines()) == 500
     result = bench_caching()

@@ -19,7 +19,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from prfleet_local import template as tpl
+from prfleet_local.stack import template as tpl
 from tests.integration.test_least_privilege import REGION, translate
 
 STACK = "prfleet"
@@ -201,7 +201,7 @@ def test_translated_template_creates_queues_tables_topic_roles_and_functions(cfn
 @pytest.mark.e2e
 def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp_path):
     """Alarms, the HTTP API and the e-mail subscription: provisioned by LocalStack from template.yaml itself."""
-    from prfleet_local.stack import LocalStack
+    from prfleet_local.stack.local_stack import LocalStack
 
     sam = tpl.load()
     skipped = {logical for logical, res in cfn["Resources"].items() if res["Type"] in MOTO_SKIPS}

@@ -16,7 +16,7 @@ from prfleet.github import (
     GitHubUnprocessable,
     TokenAuth,
 )
-from prfleet_local.github_server import GitHubServer, GitRepo
+from prfleet_local.github.server import GitHubServer, GitRepo
 
 REPO = "acme/shop"
 TOKEN = "ghp_test_token"

@@ -27,7 +27,7 @@ import pytest
 from samtranslator.parser.parser import Parser
 from samtranslator.translator.translator import Translator
 
-from prfleet_local import template as tpl
+from prfleet_local.stack import template as tpl
 
 REGION = "us-east-1"
 FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction")
@@ -474,8 +474,8 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
 @pytest.mark.e2e
 def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, monkeypatch):
     from prfleet import aws, github, secrets
-    from prfleet_local.demo import sandbox
-    from prfleet_local.stack import Function
+    from prfleet_local.demo.run import sandbox
+    from prfleet_local.stack.local_stack import Function
 
     calls: dict[str, set[tuple[str, str]]] = {}
     current = threading.local()

@@ -10,7 +10,7 @@ import pytest
 from botocore.config import Config
 
 from prfleet.budget import DAILY, BudgetExceeded, Ledger
-from prfleet_local.moto_proc import moto_server
+from prfleet_local.stack.moto_proc import moto_server
 
 THREADS = 56
 ROUNDS = 9

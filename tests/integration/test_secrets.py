@@ -18,7 +18,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from prfleet_local import template as tpl
+from prfleet_local.stack import template as tpl
 from tests.conftest import load_payload
 
 ROOT = Path(__file__).resolve().parents[2]

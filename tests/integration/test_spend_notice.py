@@ -11,7 +11,7 @@ import pytest
 
 from prfleet import aws, config, runner
 from prfleet.budget import Ledger
-from prfleet_local.moto_proc import moto_server
+from prfleet_local.stack.moto_proc import moto_server
 
 
 @pytest.fixture

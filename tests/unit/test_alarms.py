@@ -1,4 +1,4 @@
-"""prfleet.alarms: CloudWatch alarm semantics applied to the template's alarm definitions, locally."""
+"""prfleet_local.stack.alarms: CloudWatch alarm semantics applied to the template's alarm definitions, locally."""
 
 from __future__ import annotations
 
@@ -10,8 +10,10 @@ import pytest
 import yaml
 from aws_lambda_powertools import single_metric
 
-from prfleet import alarms, events
-from prfleet.alarms import AlarmDefinitionError, AlarmEvaluator, AlarmState, Datapoint
+from prfleet import events
+from prfleet_local.stack import alarms
+from prfleet_local.stack.alarms import AlarmDefinitionError, AlarmEvaluator, AlarmState, Datapoint
+from prfleet_local.stack.emf_capture import capture
 
 SERVICE = {"service": "prfleet"}
 T0 = 1_795_000_500.0  # a multiple of 300 and of 900
@@ -437,7 +439,7 @@ def test_definitions_it_cannot_evaluate_are_refused(broken: dict[str, Any]) -> N
 def test_emf_parsing_of_real_powertools_output() -> None:
     metrics = events.make_metrics(namespace="prfleet", service="prfleet")
     metrics.clear_metrics()
-    with events.capture() as cap:
+    with capture() as cap:
         metrics.add_metric(name="RunDuration", unit="Milliseconds", value=1500)
         metrics.add_metric(name="RunDuration", unit="Milliseconds", value=2500)  # becomes a list value
         metrics.add_metric(name="RunsStarted", unit="Count", value=1)
@@ -493,7 +495,7 @@ def test_emitted_events_drive_the_alarm_end_to_end() -> None:
     metrics = events.make_metrics(namespace="prfleet", service="prfleet")
     metrics.clear_metrics()
     logger = events.make_logger("prfleet-alarms-test")
-    with events.capture() as cap:
+    with capture() as cap:
         for i in range(6):
             e = events.Emitter(logger, metrics, run_id=f"e2e-{i}", agent="review")
             e.emit("start")

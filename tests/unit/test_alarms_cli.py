@@ -7,7 +7,7 @@ import argparse
 import datetime as dt
 import io
 
-from prfleet_local.alarms_cli import short_name, show_alarms
+from prfleet_local.cli.alarms import short_name, show_alarms
 
 
 class Pages:

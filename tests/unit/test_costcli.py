@@ -10,7 +10,7 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 
 from prfleet import config
-from prfleet_local import costcli
+from prfleet_local.cli import cost as costcli
 
 REFERENCE = (
     "cost estimate --input-price 3 --output-price 15 --input-tokens 9500 --requests 5 "

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from prfleet import events
-from prfleet.alarms import Datapoint
+from prfleet_local.stack.alarms import Datapoint
+from prfleet_local.stack.emf_capture import capture
 
 FLEET = {"service": "prfleet"}
 REVIEW = {"service": "prfleet", "agent": "review"}
@@ -68,7 +69,7 @@ def sums(points: list[Datapoint], dims: dict[str, str]) -> dict[str, float]:
 
 def test_one_json_line_per_event_with_correlation_fields(env: Any) -> None:
     e = emitter(env)
-    with events.capture() as cap:
+    with capture() as cap:
         for name in sorted(events.EVENTS):
             e.emit(name)
     logs = cap.logs()
@@ -97,7 +98,7 @@ def test_api_call_line_has_tokens_cost_duration_and_genai_names(env: Any) -> Non
         "cache_read_input_tokens": 5000,
         "cache_creation_input_tokens": 800,
     }
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit(
             "api_call",
             usage=usage,
@@ -130,7 +131,7 @@ def test_tool_events_log_argument_names_never_values(env: Any) -> None:
     e = emitter(env)
     token = "ghp_" + "Z9" * 18
     plain_secret = "correct-horse-battery-staple"
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit(
             "tool_call",
             tool="read_file",
@@ -151,7 +152,7 @@ def test_tool_events_log_argument_names_never_values(env: Any) -> None:
 def test_error_line_has_type_and_redacted_message(env: Any) -> None:
     e = emitter(env)
     events.register_secret("s3cr3t-webhook-value")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit(
             "error",
             error=RuntimeError("signature mismatch for s3cr3t-webhook-value, key sk-ant-api03-abcDEF123"),
@@ -173,7 +174,7 @@ def test_unknown_event_is_refused(env: Any) -> None:
 def test_duration_comes_from_the_injected_clock_when_not_given(env: Any) -> None:
     clock = FakeClock(100.0)
     e = emitter(env, clock, run_id="run-clock")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit("start")
         clock.t = 102.5
         e.emit("complete", status="succeeded")
@@ -184,7 +185,7 @@ def test_bind_adds_context_without_changing_the_parent(env: Any) -> None:
     logger, metrics = env
     parent = events.Emitter(logger, metrics, repository="octo/hello", delivery_id="d-9")
     child = parent.bind(run_id="run-b", agent="docs", path="README.md")
-    with events.capture() as cap:
+    with capture() as cap:
         child.emit("skipped", reason="disabled")
         parent.emit("heartbeat")
     skipped, beat = cap.logs()
@@ -271,7 +272,7 @@ def run_a_job(e: events.Emitter) -> None:
 
 def test_fleet_metrics_carry_only_service_and_per_agent_copies_add_agent(env: Any) -> None:
     e = emitter(env)
-    with events.capture() as cap:
+    with capture() as cap:
         run_a_job(e)
         e.flush()
     points = cap.datapoints()
@@ -314,7 +315,7 @@ def test_fleet_metrics_carry_only_service_and_per_agent_copies_add_agent(env: An
 )
 def test_event_to_metric_mapping(env: Any, event: str, fields: dict[str, Any], metric: str) -> None:
     e = emitter(env, run_id=f"run-{event}-{metric}")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit(event, **fields)
         e.flush()
     assert sums(cap.datapoints(), FLEET)[metric] == 1
@@ -323,7 +324,7 @@ def test_event_to_metric_mapping(env: Any, event: str, fields: dict[str, Any], m
 
 def test_events_without_metrics_publish_nothing(env: Any) -> None:
     e = emitter(env)
-    with events.capture() as cap:
+    with capture() as cap:
         for name in ("tool_call", "tool_result", "skipped", "heartbeat"):
             e.emit(name)
         e.flush()
@@ -332,7 +333,7 @@ def test_events_without_metrics_publish_nothing(env: Any) -> None:
 
 def test_a_failed_run_is_counted_once(env: Any) -> None:
     e = emitter(env, run_id="run-fail")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit("start")
         e.emit("error", error=TimeoutError("deadline"), fatal=True, duration_ms=1000)
         e.emit("complete", status="failed", duration_ms=1000)  # the runner reports the same outcome again
@@ -347,7 +348,7 @@ def test_a_failed_run_is_counted_once(env: Any) -> None:
 
 def test_non_fatal_errors_do_not_fail_the_run(env: Any) -> None:
     e = emitter(env, run_id="run-recovers")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit("start")
         e.emit("error", error_type="overloaded_error", message="529", status=529, attempt=1)
         e.emit("error", error_type="invalid_report", message="line 900 is outside the file")
@@ -362,7 +363,7 @@ def test_non_fatal_errors_do_not_fail_the_run(env: Any) -> None:
 
 def test_runner_failure_path_error_then_failed_counts_once(env: Any) -> None:
     e = emitter(env, run_id="run-final-attempt")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit("error", error_type="Stuck", message="no event for 5 minutes")
         e.emit("failed", reason="no event for 5 minutes")
         e.flush()
@@ -372,7 +373,7 @@ def test_runner_failure_path_error_then_failed_counts_once(env: Any) -> None:
 
 def test_a_rerun_of_the_same_run_id_counts_again(env: Any) -> None:
     e = emitter(env, run_id="run-requeued")
-    with events.capture() as cap:
+    with capture() as cap:
         for _ in range(2):
             e.emit("start")
             e.emit("complete", status="failed", duration_ms=5)
@@ -393,7 +394,7 @@ class Status:
 
 def test_spend_publishes_daily_scope_fleet_only(env: Any) -> None:
     e = emitter(env)
-    with events.capture() as cap:
+    with capture() as cap:
         e.spend(Status("daily", 8_500_000, 200_000, 10_000_000, 87.0, True))
         e.spend(Status("pr#octo/hello#42", 1_900_000, 0, 2_000_000, 95.0, True))
         e.flush()
@@ -407,7 +408,7 @@ def test_spend_publishes_daily_scope_fleet_only(env: Any) -> None:
 
 def test_module_level_spend_uses_the_shared_metrics(env: Any) -> None:
     _, metrics = env
-    with events.capture() as cap:
+    with capture() as cap:
         events.spend(Status("daily", 1_000_000, 0, 10_000_000, 10.0, False))
         metrics.flush_metrics()
     assert sums(cap.datapoints(), FLEET)["DailySpendPercent"] == 10.0
@@ -416,7 +417,7 @@ def test_module_level_spend_uses_the_shared_metrics(env: Any) -> None:
 def test_metric_helper_for_webhook_counters(env: Any) -> None:
     logger, metrics = env
     e = events.Emitter(logger, metrics)
-    with events.capture() as cap:
+    with capture() as cap:
         e.metric("WebhookRejected")
         e.metric("WebhookErrors", 2)
         e.flush()
@@ -430,7 +431,7 @@ def test_namespace_and_service_follow_the_powertools_env(env: Any, monkeypatch: 
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "prfleet-staging")
     metrics = events.make_metrics()
     e = events.Emitter(env[0], metrics, agent="tests", run_id="run-env")
-    with events.capture() as cap:
+    with capture() as cap:
         e.emit("cached")
         e.flush()
     points = cap.datapoints()
@@ -442,7 +443,7 @@ def test_namespace_and_service_follow_the_powertools_env(env: Any, monkeypatch: 
 
 
 def test_capture_passthrough_still_writes(env: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    with events.capture(passthrough=True) as cap:
+    with capture(passthrough=True) as cap:
         print("plain text line")
         emitter(env).emit("heartbeat")
     assert "plain text line" in capsys.readouterr().out

@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from prfleet.github import AppAuth, GitHub, GitHubError, TokenAuth, auth_from_secret
-from prfleet_local.github_server import GitHubServer, GitRepo
+from prfleet_local.github.server import GitHubServer, GitRepo
 
 REPO = "acme/shop"
 APP_ID = "12345"

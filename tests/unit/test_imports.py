@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from prfleet_local import bench_imports
+from prfleet_local.bench import imports as bench_imports
 
 
 def test_webhook_module_does_not_import_the_anthropic_sdk():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from prfleet_local import template as tpl
+from prfleet_local.stack import template as tpl
 
 T = tpl.load()
 RES = T["Resources"]

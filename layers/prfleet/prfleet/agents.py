@@ -323,13 +323,16 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
 
 
 class CallGuard(Protocol):
-    """Budget hook around every model call; any exception from before_call propagates out of run_agent."""
+    """Budget hook around every model call; any exception from before_call propagates out of run_agent.
+
+    after_call prices what was served (the response's `model`, not the one asked for); on_error gets the exception
+    so the guard decides whether the failed call may have been billed, and returns what it booked for it."""
 
     def before_call(self, model: str, params: dict) -> object: ...
 
-    def after_call(self, token: object, usage: Any) -> int: ...
+    def after_call(self, token: object, usage: Any, *, model: str) -> int: ...
 
-    def on_error(self, token: object) -> None: ...
+    def on_error(self, token: object, exc: BaseException) -> int: ...
 
 
 @dataclass
@@ -521,30 +524,30 @@ class _Loop:
             try:
                 message = self.client.messages.create(**params, timeout=timeout)
             except anthropic.APIStatusError as exc:
-                self.guard.on_error(token)
+                self.cost += int(self.guard.on_error(token, exc) or 0)
                 self._on_status_error(exc, attempt, started)
                 continue
             except anthropic.APITimeoutError as exc:
-                self.guard.on_error(token)
+                self.cost += int(self.guard.on_error(token, exc) or 0)
                 self._log_error("timeout", str(exc), attempt, started)
                 if self.deadline - self.clock() < self.retry.min_call_seconds:
                     raise _Stop("partial", "deadline reached during a model call", stop="deadline") from None
                 self._wait_or_stop(self._backoff(attempt), attempt, "model call timed out")
                 continue
             except anthropic.APIConnectionError as exc:
-                self.guard.on_error(token)
+                self.cost += int(self.guard.on_error(token, exc) or 0)
                 self._log_error("connection", str(exc), attempt, started)
                 self._wait_or_stop(self._backoff(attempt), attempt, "connection error")
                 continue
             except (ValueError, anthropic.APIResponseValidationError) as exc:  # e.g. a truncated JSON body
-                self.guard.on_error(token)
+                self.cost += int(self.guard.on_error(token, exc) or 0)
                 self._log_error("bad_response", f"{type(exc).__name__}: {exc}"[:300], attempt, started)
                 self._wait_or_stop(self._backoff(attempt), attempt, "malformed API response")
                 continue
-            except BaseException:
-                self.guard.on_error(token)
+            except BaseException as exc:
+                self.cost += int(self.guard.on_error(token, exc) or 0)
                 raise
-            self.cost += int(self.guard.after_call(token, message.usage) or 0)
+            self.cost += int(self.guard.after_call(token, message.usage, model=message.model) or 0)
             self._record(message, attempt, started)
             return message
 

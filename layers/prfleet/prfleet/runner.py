@@ -71,16 +71,17 @@ class LedgerGuard:
         )  # first: a run no longer ours reserves nothing
         return self.ledger.reserve(self.pr_scope, amount, now=self.clock())
 
-    def after_call(self, token: budget.Reservation, usage: Any) -> int:
-        cost = pricing.cost_micros(self.model, usage)
+    def after_call(self, token: budget.Reservation, usage: Any, *, model: str) -> int:
+        cost = pricing.cost_micros(model, usage)
         status = self.ledger.settle(token, cost, now=self.clock())
         self.spent += cost
         _spend_signal(status, self.emit)
         state.heartbeat(self.job, self.run_id, now=self.clock())
         return cost
 
-    def on_error(self, token: budget.Reservation) -> None:
+    def on_error(self, token: budget.Reservation, exc: BaseException) -> int:
         self.ledger.release(token, now=self.clock())
+        return 0
 
 
 def _spend_signal(status: Any, emit: Any) -> None:

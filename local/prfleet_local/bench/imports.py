@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FUNCTIONS = ("webhook", "planner", "agent", "sweeper")
 HEAVY = ("anthropic", "httpx2", "pydantic", "jwt", "cryptography", "boto3")
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from prfleet_local import sample
-from prfleet_local.github_server import GitHubServer, GitRepo
-from prfleet_local.stack import LocalStack
+from prfleet_local.demo import sample
+from prfleet_local.github.server import GitHubServer, GitRepo
+from prfleet_local.stack.local_stack import LocalStack
 
 REPO = "acme/shop"
 
@@ -105,7 +105,7 @@ def sandbox(
         real_key = os.environ.get("ANTHROPIC_API_KEY") if not os.environ.get("ANTHROPIC_BASE_URL") else None
         model_url = None
         if not real_key:
-            from prfleet_local.model_server import ModelServer
+            from prfleet_local.model.server import ModelServer
 
             model = ModelServer(faults=faults)
             model_url = model.start()

@@ -101,13 +101,13 @@ class _PricingGuard:
     def before_call(self, model: str, params: dict) -> object:
         return model
 
-    def after_call(self, token: object, usage: Any) -> int:
+    def after_call(self, token: object, usage: Any, *, model: str) -> int:
         cost = price_micros(str(token), usage)
         self.calls.append(cost)
         return cost
 
-    def on_error(self, token: object) -> None:
-        return None
+    def on_error(self, token: object, exc: BaseException) -> int:
+        return 0
 
 
 def bench_caching(lines: int = 500, model: str = "claude-sonnet-5-5") -> dict[str, Any]:
@@ -116,7 +116,7 @@ def bench_caching(lines: int = 500, model: str = "claude-sonnet-5-5") -> dict[st
 
     from prfleet.agents import PROMPTS, AgentSpec, run_agent
     from prfleet.jobs import FileJob
-    from prfleet_local.model_server import FaultPlan, ModelServer
+    from prfleet_local.model.server import FaultPlan, ModelServer
 
     path = "orders/process.py"
     source = _Source(path, sample_file(lines))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from prfleet_local.demo import run_demo
+    from prfleet_local.demo.run import run_demo
 
     return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
 
@@ -20,7 +20,7 @@ def _serve(args: argparse.Namespace) -> int:
     import json
     import time
 
-    from prfleet_local.demo import sandbox
+    from prfleet_local.demo.run import sandbox
 
     if not os.environ.get("PRFLEET_WEBHOOK_SECRET"):
         print("set PRFLEET_WEBHOOK_SECRET to the secret you sign deliveries with", file=sys.stderr)
@@ -62,7 +62,7 @@ def _send(args: argparse.Namespace) -> int:
     import uuid
 
     from prfleet.webhook import signature_for
-    from prfleet_local.demo import post
+    from prfleet_local.demo.run import post
 
     secret = os.environ.get("PRFLEET_WEBHOOK_SECRET")
     if not secret:
@@ -81,7 +81,7 @@ def _send(args: argparse.Namespace) -> int:
 
 
 def _alarms(args: argparse.Namespace) -> int:
-    from prfleet_local.alarms_cli import show_alarms
+    from prfleet_local.cli.alarms import show_alarms
 
     return show_alarms(args)
 
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--delivery", help="X-GitHub-Delivery (default: a new uuid)")
     send.set_defaults(func=_send)
 
-    from prfleet_local import costcli
+    from prfleet_local.cli import cost as costcli
 
     costcli.add_cost_parser(sub)
 

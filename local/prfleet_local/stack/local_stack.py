@@ -34,8 +34,8 @@ from typing import Any
 
 import boto3
 
-from prfleet_local import template as tpl
-from prfleet_local.moto_proc import MotoProcess
+from prfleet_local.stack import template as tpl
+from prfleet_local.stack.moto_proc import MotoProcess
 
 REGION = "us-east-1"
 FUNCTIONS_DIR = tpl.ROOT / "functions"
@@ -644,7 +644,7 @@ class LocalStack:
     # ------------------------------------------------------------------ alarms (moto stores them, never evaluates)
     def _sqs_datapoints(self, now: float) -> list[Any]:
         """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen."""
-        from prfleet.alarms import Datapoint
+        from prfleet_local.stack.alarms import Datapoint
 
         points = []
         for logical in tpl.resources(self.template, "AWS::SQS::Queue"):
@@ -686,7 +686,7 @@ class LocalStack:
         """Every metric datapoint the handlers emitted (EMF, filed on prfleet's clock) plus the SQS samples."""
         from dataclasses import replace
 
-        from prfleet.alarms import emf_to_datapoints
+        from prfleet_local.stack.alarms import emf_to_datapoints
 
         points: list[Any] = []
         for offset, line in list(self._emf):
@@ -700,7 +700,7 @@ class LocalStack:
         the oldest message the pollers saw), as CloudWatch's per-minute SQS metrics would. Every transition is
         published to the alarm's actions (SNS, CloudWatch's own message body) and mirrored into moto with
         set_alarm_state, so describe_alarms (`prfleet alarms`) shows the same states."""
-        from prfleet.alarms import AlarmEvaluator, notification_subject
+        from prfleet_local.stack.alarms import AlarmEvaluator, notification_subject
 
         now = self.now() if now is None else now
         if self.evaluator is None:

@@ -950,7 +950,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the offline model server standalone: python -m prfleet_local.model_server --port P."""
+    """Run the offline model server standalone: python -m prfleet_local.model.server --port P."""
     parser = argparse.ArgumentParser(description=f"prfleet {LABEL} server (Anthropic Messages API stand-in)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)

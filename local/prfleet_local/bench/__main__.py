@@ -19,7 +19,7 @@ from prfleet.config import DEFAULT_MODELS
 
 
 def bench_caching() -> dict[str, Any]:
-    from prfleet_local.bench_agents import bench_caching as run
+    from prfleet_local.bench.agents import bench_caching as run
 
     results = {m: run(model=m) for m in (DEFAULT_MODELS["review"], "claude-sonnet-4-6")}
     return {
@@ -33,7 +33,7 @@ def bench_ledger(jobs: int = 200, threads: int = 8) -> dict[str, Any]:
     import boto3
 
     from prfleet.budget import Ledger
-    from prfleet_local.moto_proc import moto_server
+    from prfleet_local.stack.moto_proc import moto_server
 
     with moto_server() as endpoint:
         ddb = boto3.client(
@@ -87,7 +87,7 @@ def bench_ledger(jobs: int = 200, threads: int = 8) -> dict[str, Any]:
 
 def bench_cold_starts() -> dict[str, Any]:
     try:
-        from prfleet_local.bench_imports import measure_imports
+        from prfleet_local.bench.imports import measure_imports
     except ImportError:
         return {"skipped": "bench_imports not available"}
     return measure_imports()

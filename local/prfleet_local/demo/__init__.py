@@ -1,0 +1,1 @@
+"""`prfleet demo`: the sample pull request through the whole local stack."""

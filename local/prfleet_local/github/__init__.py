@@ -1,0 +1,1 @@
+"""A git-backed stand-in for the GitHub REST API."""
