@@ -70,6 +70,11 @@ class Settings:
     secrets_max_age: int = 300
     max_receive_count: int = 3
     clock_offset_s: float = 0.0
+    # -- agents (issue 11): effort, max_tokens, refusal fallback, shared-prefix cache TTL; agents.py has the why
+    efforts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EFFORTS))
+    max_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_TOKENS))
+    fallback_models: dict[str, str] = field(default_factory=dict)
+    shared_prefix_cache_ttl: str = "1h"
 
 
 @lru_cache(maxsize=1)
@@ -102,7 +107,44 @@ def settings() -> Settings:
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
+        **_agent_settings(),
     )
+
+
+# ---------------------------------------------------------------------------- agents (issue 11, own block)
+
+# Effort per agent: review needs depth (high: Sonnet 5.5's default, recommended for coding and agentic work);
+# tests and docs are simple, well-scoped checks (low: the effort docs' choice for speed- and cost-sensitive
+# work). max_tokens holds thinking + answer (thinking counts toward it): a report at high effort on a 60k-char
+# file thinks up to ~12k tokens and writes ~3k, so 32k leaves room, and one max_tokens stop is continued at 2x.
+DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low"}
+DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000}
+_EFFORT_VALUES = ("low", "medium", "high", "xhigh", "max")
+
+
+def _agent_settings() -> dict:
+    efforts, max_tokens, fallbacks = {}, {}, {}
+    for agent in ("review", "tests", "docs"):
+        prefix = agent.upper()
+        effort = _env(f"{prefix}_EFFORT", DEFAULT_EFFORTS[agent])
+        if effort not in _EFFORT_VALUES:
+            raise ConfigError(f"{prefix}_EFFORT must be one of {', '.join(_EFFORT_VALUES)}, got {effort!r}")
+        efforts[agent] = effort
+        max_tokens[agent] = _int(f"{prefix}_MAX_TOKENS", DEFAULT_MAX_TOKENS[agent])
+        if not 1024 <= max_tokens[agent] <= 128_000:
+            raise ConfigError(f"{prefix}_MAX_TOKENS must be between 1024 and 128000")
+        fallback = os.environ.get(f"{prefix}_FALLBACK_MODEL", "").strip()
+        if fallback:
+            fallbacks[agent] = fallback
+    ttl = _env("SHARED_PREFIX_CACHE_TTL", "1h")
+    if ttl not in ("5m", "1h"):
+        raise ConfigError(f"SHARED_PREFIX_CACHE_TTL must be 5m or 1h, got {ttl!r}")
+    return {
+        "efforts": efforts,
+        "max_tokens": max_tokens,
+        "fallback_models": fallbacks,
+        "shared_prefix_cache_ttl": ttl,
+    }
 
 
 def now() -> float:

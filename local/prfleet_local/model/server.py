@@ -499,6 +499,8 @@ class ModelServer:
         conv = Conversation.parse(body)
         turn = OfflineModel(self.plan).next_turn(conv)
         content, stop = turn.content, turn.stop
+        for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
+            block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
         stop_details = None
         kind = rule.kind if rule else None
         has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
@@ -561,7 +563,7 @@ class ModelServer:
             "id": f"msg_offline_{number:06d}",
             "type": "message",
             "role": "assistant",
-            "model": model,
+            "model": self.plan.served_models.get(model, model),  # e.g. an alias resolved to a snapshot
             "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
