@@ -15,6 +15,10 @@ DEFAULT_MODELS = {
 }
 
 
+# Model providers (issue 15): who serves Claude and how the agent function authenticates to it.
+PROVIDERS = ("anthropic", "claude-platform-aws", "bedrock")
+
+
 class ConfigError(RuntimeError):
     """A setting is missing or malformed: the message names the variable."""
 
@@ -70,6 +74,11 @@ class Settings:
     secrets_max_age: int = 300
     max_receive_count: int = 3
     clock_offset_s: float = 0.0
+    # -- model provider (issue 15): template parameter ModelProvider and what each provider needs
+    model_provider: str = "anthropic"
+    model_region: str = ""  # claude-platform-aws / bedrock: the region of the workspace or Bedrock endpoint
+    aws_workspace_id: str = ""  # claude-platform-aws: the workspace (wrkspc_...) requests are billed to
+    model_endpoint_url: str = ""  # base URL override (the local stack's offline model); empty in AWS
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +94,7 @@ def settings() -> Settings:
         alert_topic_arn=_env("ALERT_TOPIC_ARN"),
         webhook_secret_id=_env("WEBHOOK_SECRET_ID"),
         github_secret_id=_env("GITHUB_SECRET_ID"),
-        anthropic_secret_id=_env("ANTHROPIC_SECRET_ID"),
+        anthropic_secret_id=os.environ.get("ANTHROPIC_SECRET_ID", ""),  # only with ModelProvider anthropic
         github_api_url=_env("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
         daily_budget_usd=_float("DAILY_BUDGET_USD", 10.0),
         pr_budget_usd=_float("PR_BUDGET_USD", 2.0),
@@ -102,7 +111,21 @@ def settings() -> Settings:
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
+        **_provider_settings(),
     )
+
+
+def _provider_settings() -> dict[str, str]:
+    """MODEL_PROVIDER and its settings; the region defaults to the function's own (AWS_REGION, set by Lambda)."""
+    provider = _env("MODEL_PROVIDER", "anthropic")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    return {
+        "model_provider": provider,
+        "model_region": os.environ.get("MODEL_REGION") or os.environ.get("AWS_REGION", ""),
+        "aws_workspace_id": os.environ.get("ANTHROPIC_AWS_WORKSPACE_ID", ""),
+        "model_endpoint_url": os.environ.get("MODEL_ENDPOINT_URL", "").rstrip("/"),
+    }
 
 
 def now() -> float:
