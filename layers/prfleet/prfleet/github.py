@@ -565,14 +565,15 @@ class GitHub:
         self._sleep(wait)
         return True
 
-    def _write_once(self, send: Callable[[], Any], find: Callable[[], Any | None]) -> Any:
-        """Send a non-idempotent write; after an uncertain outcome look for it (`find`) before sending again."""
+    def _write_once(self, send: Callable[[], Any], find: Callable[[], Any | None] | None) -> Any:
+        """Send a non-idempotent write; after an uncertain outcome look for it (`find`) before sending again.
+        Without a way to look (`find` None) the uncertainty is raised: a duplicate is worse than a retry later."""
         attempt = 0
         while True:
             try:
                 return send()
             except GitHubWriteUncertain:
-                if attempt >= self.max_retries or not self._backoff(attempt):
+                if find is None or attempt >= self.max_retries or not self._backoff(attempt):
                     raise
                 attempt += 1
                 found = find()
@@ -729,18 +730,16 @@ class GitHub:
         path = f"/repos/{repo}/pulls/{int(number)}/reviews"
 
         def find() -> dict[str, Any] | None:
-            if not marker:
-                return None
             return next(
                 (
                     r
                     for r in self.list_reviews(repo, number)
-                    if marker in (r.get("body") or "") and r.get("commit_id") == commit_id
+                    if marker and marker in (r.get("body") or "") and r.get("commit_id") == commit_id
                 ),
                 None,
             )
 
-        return self._write_once(lambda: self._json("POST", path, body=payload), find)
+        return self._write_once(lambda: self._json("POST", path, body=payload), find if marker else None)
 
     def list_reviews(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/reviews"))
@@ -773,8 +772,6 @@ class GitHub:
         rest = _first_annotations(payload, output)
 
         def find() -> dict[str, Any] | None:
-            if not external_id:
-                return None
             return next(
                 (
                     r
@@ -784,7 +781,10 @@ class GitHub:
                 None,
             )
 
-        run = self._write_once(lambda: self._json("POST", f"/repos/{repo}/check-runs", body=payload), find)
+        run = self._write_once(
+            lambda: self._json("POST", f"/repos/{repo}/check-runs", body=payload),
+            find if external_id else None,
+        )
         if rest:
             self._append_annotations(repo, run["id"], dict(output or {}), rest, run)
         return run
@@ -887,7 +887,7 @@ class GitHub:
         path = f"/repos/{repo}/issues/{int(number)}/comments"
         return self._write_once(
             lambda: self._json("POST", path, body={"body": body}),
-            lambda: self.find_issue_comment(repo, number, marker) if marker else None,
+            (lambda: self.find_issue_comment(repo, number, marker or "")) if marker else None,
         )
 
     def update_issue_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
