@@ -11,7 +11,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from prfleet import budget, cache, fanin, pricing, state
+from prfleet import budget, cache, fanin, headfiles, pricing, state
 from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.jobs import FileJob
@@ -177,10 +177,14 @@ def process(
         posted = fanin.finish_job(gh_for, job, "cached")
         return Outcome("cached", run_id, findings=len(findings), posted=posted)
 
-    gh = gh_for(job.installation_id)
-    pr = gh.pr(job.repo, job.number)
+    # The planner listed the head once (prfleet.headfiles); the head record above said it is still the head.
+    listed = headfiles.load(job.repo, job.number, job.head_sha)
     source = GitHubPrSource(
-        gh, job.repo, job.number, job.head_sha, title=pr.get("title", ""), body=pr.get("body") or ""
+        gh_for(job.installation_id),
+        job.repo,
+        job.number,
+        job.head_sha,
+        **(listed.source_args() if listed else {}),
     )
     try:
         carried = state.start_run(job, run_id, spec.model, now=clock())
