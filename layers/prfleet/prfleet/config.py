@@ -79,6 +79,14 @@ class Settings:
     model_region: str = ""  # claude-platform-aws / bedrock: the region of the workspace or Bedrock endpoint
     aws_workspace_id: str = ""  # claude-platform-aws: the workspace (wrkspc_...) requests are billed to
     model_endpoint_url: str = ""  # base URL override (the local stack's offline model); empty in AWS
+    # -- budget (issue 10): bounded jobs, exact reservations, reconciliation with the bill
+    max_job_attempts: int = 8
+    inference_geo: str = ""  # "" = not fixed: reservations assume the dearest geo ("us", 1.1x)
+    exact_input_tokens: bool = False  # first call of a run sized with the token-counting endpoint
+    pressure_retry_s: int = 60  # a refusal caused by open reservations retries after this delay (jittered)
+    admin_secret_id: str = ""  # optional Admin API key secret for the Usage and Cost API
+    billing_api_key_id: str = ""  # the API key whose usage the ledger books (report filter); "" = all keys
+    anthropic_base_url: str = ""  # for the Usage and Cost API; "" = https://api.anthropic.com
 
 
 @lru_cache(maxsize=1)
@@ -112,6 +120,13 @@ def settings() -> Settings:
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
         **_provider_settings(),
+        max_job_attempts=_int("MAX_JOB_ATTEMPTS", 8),
+        inference_geo=os.environ.get("INFERENCE_GEO", "").strip(),
+        exact_input_tokens=os.environ.get("EXACT_INPUT_TOKENS", "false").strip().lower() == "true",
+        pressure_retry_s=_int("PRESSURE_RETRY_SECONDS", 60),
+        admin_secret_id=os.environ.get("ADMIN_SECRET_ID", "").strip(),
+        billing_api_key_id=os.environ.get("BILLING_API_KEY_ID", "").strip(),
+        anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
     )
 
 
