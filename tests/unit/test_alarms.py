@@ -645,7 +645,6 @@ def template_alarms() -> dict[str, dict[str, Any]]:
     return {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 
 
-@pytest.mark.skipif(not TEMPLATE.exists(), reason="no template.yaml")
 def test_every_template_alarm_can_be_evaluated_and_starts_quiet() -> None:
     definitions = template_alarms()
     assert definitions, "the template defines alarms"
@@ -659,12 +658,89 @@ def test_every_template_alarm_can_be_evaluated_and_starts_quiet() -> None:
         assert state == expected, key
 
 
-@pytest.mark.skipif(not TEMPLATE.exists(), reason="no template.yaml")
+def template_alarm(name: str) -> AlarmEvaluator:
+    return AlarmEvaluator({name: template_alarms()[name]})
+
+
+def lambda_errors(function: str, count: int, at: float) -> list[Datapoint]:
+    return [Datapoint("AWS/Lambda", "Errors", {"FunctionName": function}, at + i, 1.0) for i in range(count)]
+
+
 def test_template_error_rate_alarm_fires_on_failed_runs_only_with_volume() -> None:
-    definitions = {k: v for k, v in template_alarms().items() if "Metrics" in v}
-    assert definitions, "the template has a metric-math error-rate alarm"
-    ev = AlarmEvaluator(definitions)
-    quiet = ev.evaluate(rate_points(3, 3, T0), T0 + 60)  # 100 % of 3 runs: below the volume guard
-    assert set(quiet.values()) == {AlarmState.OK}
-    loud = ev.evaluate(rate_points(20, 8, T0), T0 + 60)  # 40 % of 20 runs
-    assert set(loud.values()) == {AlarmState.ALARM}
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(rate_points(3, 3, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.OK  # 3 runs: below 5
+    assert ev.evaluate(rate_points(20, 8, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.ALARM  # 40 % of 20
+
+
+def test_template_error_rate_alarm_counts_invocations_killed_before_they_flushed() -> None:
+    """Every run times out: no RunsStarted, no RunsFailed ever reaches CloudWatch, only AWS/Lambda Errors."""
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(lambda_errors("AgentFunction", 5, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.ALARM
+    # One timeout among 10 flushed runs is 1 / 11 = 9 %: no page.
+    ev = template_alarm("ErrorRateAlarm")
+    points = rate_points(10, 0, T0) + lambda_errors("AgentFunction", 1, T0)
+    assert ev.evaluate(points, T0 + 60)["ErrorRateAlarm"] == AlarmState.OK
+    assert ev.status["ErrorRateAlarm"].values[-1][1] == pytest.approx(100 / 11)
+    # Another function's errors are not agent runs.
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(lambda_errors("WebhookFunction", 9, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.OK
+
+
+def durations(values: list[float], at: float) -> list[Datapoint]:
+    return [dp("RunDuration", v, at + i % 50, unit="Milliseconds") for i, v in enumerate(values)]
+
+
+def test_template_latency_alarm_one_slow_run_never_pages() -> None:
+    ev = template_alarm("LatencyAlarm")
+    assert ev.evaluate(durations([200_000.0], T0), T0 + 60)["LatencyAlarm"] == AlarmState.OK  # 1 run
+    slow_few = durations([200_000.0] * 19, T0)  # 19 slow runs: below the 20-run guard
+    assert template_alarm("LatencyAlarm").evaluate(slow_few, T0 + 60)["LatencyAlarm"] == AlarmState.OK
+    one_in_20 = durations([10_000.0] * 19 + [200_000.0], T0)  # p95 of 20 is the second slowest
+    assert template_alarm("LatencyAlarm").evaluate(one_in_20, T0 + 60)["LatencyAlarm"] == AlarmState.OK
+
+
+def test_template_latency_alarm_sustained_slow_runs_page_at_the_default_concurrency() -> None:
+    """At AgentMaxConcurrency 5 and 130 s runs, 15 minutes hold 5 x 900 / 130 = 34 finished runs."""
+    runs = int(5 * 900 / 130)
+    points = [dp("RunDuration", 130_000.0, T0 + 130 * (i // 5), unit="Milliseconds") for i in range(runs)]
+    ev = template_alarm("LatencyAlarm")
+    assert ev.evaluate(points, T0 + 900)["LatencyAlarm"] == AlarmState.ALARM
+    # With CloudWatch's own low-sample rule for p95 instead, 34 < 200 samples: the state would never change.
+    assert alarms.low_sample_threshold("p95") == 200 > runs
+
+
+def dlq_depth(depths: list[float], now: float) -> list[Datapoint]:
+    starts = alarms.window(now, 60, len(depths))
+    return [
+        Datapoint("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "JobsDLQ"}, s + 1, d)
+        for s, d in zip(starts, depths, strict=True)
+    ]
+
+
+def test_template_dlq_alarm_pages_for_every_new_dead_letter() -> None:
+    ev = template_alarm("JobsDLQAlarm")
+    history: list[float] = []
+    alarms_raised = 0
+    for minute, depth in enumerate([0, 1, 1, 1, 2, 2, 3, 3, 3]):  # three dead letters, minutes apart
+        history.append(depth)
+        now = T0 + 60 * (minute + 1)
+        ev.evaluate(dlq_depth(history, now), now)
+        alarms_raised += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
+    assert alarms_raised == 3
+    assert ev.states["JobsDLQAlarm"] == AlarmState.OK  # no new dead letter in the last minute
+    # An idle DLQ publishes nothing; its first dead letter still counts (FILL(depth, 0) before DIFF).
+    ev = template_alarm("JobsDLQAlarm")
+    only_now = dlq_depth([1.0], T0)
+    assert ev.evaluate(only_now, T0)["JobsDLQAlarm"] == AlarmState.ALARM
+
+
+def test_template_webhook_alarm_sees_crashes_and_throttles_the_handler_cannot_report() -> None:
+    for namespace, metric, dims in [
+        ("AWS/ApiGateway", "5xx", {"ApiId": "WebhookApi"}),
+        ("AWS/Lambda", "Errors", {"FunctionName": "WebhookFunction"}),
+        ("AWS/Lambda", "Throttles", {"FunctionName": "WebhookFunction"}),
+    ]:
+        ev = template_alarm("WebhookErrorsAlarm")
+        point = Datapoint(namespace, metric, dims, T0, 1.0)
+        assert ev.evaluate([point], T0 + 60)["WebhookErrorsAlarm"] == AlarmState.ALARM, metric
+    assert template_alarm("WebhookErrorsAlarm").evaluate([], T0)["WebhookErrorsAlarm"] == AlarmState.OK
