@@ -13,7 +13,7 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from prfleet_local.demo.run import run_demo
 
-    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
+    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep, model_url=args.model_url)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -27,14 +27,18 @@ def _serve(args: argparse.Namespace) -> int:
         return 2
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with sandbox(Path(args.workdir) if args.workdir else None, api_port=args.port) as box:
+    from prfleet_local.demo.run import describe_model
+
+    with sandbox(
+        Path(args.workdir) if args.workdir else None, api_port=args.port, model_url=args.model_url
+    ) as box:
         number = box.open_sample_pr()
         payload_file = box.workdir / "sample-pr-opened.json"
         payload_file.write_text(json.dumps(box.github.webhook_payload("opened", number), indent=2))
         print(f"webhook:  {box.stack.webhook_url}  (secret from PRFLEET_WEBHOOK_SECRET)")
         print(f"GitHub:   {box.github.api_url}  (git repository {box.repo.path}, sample PR #{number})")
         print(f"AWS:      {box.stack.moto.endpoint}  (AWS_ENDPOINT_URL for the aws CLI / boto3)")
-        print(f"model:    {'offline model ' + box.model.url if box.model else 'the real Claude API'}")
+        print(f"model:    {describe_model(box, args.model_url)}")
         print(
             f"try:      prfleet local send --port {args.port} --event pull_request --payload {payload_file}"
         )
@@ -86,6 +90,22 @@ def _alarms(args: argparse.Namespace) -> int:
     return show_alarms(args)
 
 
+MODEL_URL_HELP = (
+    "any server that speaks the Messages API (gateway, recording proxy, stand-in) instead of the offline "
+    "model; its key is ANTHROPIC_API_KEY, or a placeholder"
+)
+
+
+def _http_url(value: str) -> str:
+    """--model-url: an http(s) URL, else argparse's one-line error."""
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise argparse.ArgumentTypeError(f"not an http(s) URL: {value!r}")
+    return value.rstrip("/")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="prfleet", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -95,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep the working directory (printed) after the run"
     )
+    demo.add_argument("--model-url", type=_http_url, help=MODEL_URL_HELP)
     demo.set_defaults(func=_demo)
 
     local = sub.add_parser("local", help="the local stack").add_subparsers(
@@ -105,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--workdir", help="where the git repository and logs live")
+    serve.add_argument("--model-url", type=_http_url, help=MODEL_URL_HELP)
     serve.set_defaults(func=_serve)
     send = local.add_parser("send", help="sign a webhook payload file (PRFLEET_WEBHOOK_SECRET) and POST it")
     send.add_argument("--payload", required=True, help="JSON file with the event payload")

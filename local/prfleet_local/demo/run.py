@@ -90,8 +90,12 @@ def sandbox(
     sweep_interval: float | None = 60.0,
     visibility_timeout: int = 3,
     api_port: int = 0,
+    model_url: str | None = None,
 ) -> Iterator[Sandbox]:
-    """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack."""
+    """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack.
+
+    `model_url`: any server that speaks the Messages API (an LLM gateway, a recording proxy, another stand-in) is
+    used instead of the offline model, with ANTHROPIC_API_KEY (or the placeholder "placeholder-key") as its key."""
     with ExitStack() as stack:
         temporary = workdir is None
         if workdir is None:
@@ -103,8 +107,9 @@ def sandbox(
         stack.callback(github.stop)
         model = None
         real_key = os.environ.get("ANTHROPIC_API_KEY") if not os.environ.get("ANTHROPIC_BASE_URL") else None
-        model_url = None
-        if not real_key:
+        if model_url:
+            real_key = os.environ.get("ANTHROPIC_API_KEY") or "placeholder-key"
+        elif not real_key:
             from prfleet_local.model.server import ModelServer
 
             model = ModelServer(faults=faults)
@@ -127,11 +132,21 @@ def sandbox(
         yield Sandbox(local, github, repo, model, secret, workdir, temporary)
 
 
-def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
+def describe_model(box: Sandbox, model_url: str | None) -> str:
+    """Which model server the stack talks to, and with which key (never the key itself)."""
+    if box.model:
+        return f"offline model {box.model.url} (no API key, no network)"
+    if model_url:
+        key = "ANTHROPIC_API_KEY" if os.environ.get("ANTHROPIC_API_KEY") else "a placeholder key"
+        return f"the Messages API at {model_url} (key: {key})"
+    return "the real Claude API"
+
+
+def run_demo(workdir: Path | None = None, *, keep: bool = False, model_url: str | None = None) -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
-    with sandbox(target) as box:
-        model_note = "offline model (no API key, no network)" if box.model else "the real Claude API"
+    with sandbox(target, model_url=model_url) as box:
+        model_note = describe_model(box, model_url)
         print(
             f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})"
         )
