@@ -69,7 +69,8 @@ your normal review.
 
 How to work:
 - Use read_file (optionally with start_line/end_line), get_diff, list_changed_files and search when you need \
-context. Stop exploring as soon as you have what you need.
+context; call tools that do not depend on each other in the same turn. Stop exploring as soon as you have what \
+you need.
 - Then call report_findings exactly once with all findings for the file under review ([] if there are none). \
 Each finding: path (the file under review), line (1-based, on the NEW side of the diff, as numbered in the \
 blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
@@ -371,6 +372,7 @@ class RunResult:
     stop_reason: str | None = None
     retry_after: float | None = None
     summary: str | None = None
+    model: str | None = None  # the model the last response named (the fallback's after a refusal)
 
 
 @dataclass(frozen=True)
@@ -583,6 +585,7 @@ class _Loop:
         self.clock, self.sleep, self.rng, self.retry, self.cache = clock, sleep, rng, retry, cache
         self.usage = dict.fromkeys(USAGE_KEYS, 0)
         self.active = spec  # the spec in use: the fallback model's after a refusal
+        self.served_model: str | None = None
         self.cost = 0
         self.iterations = 0
         self.findings: list[Finding] = []
@@ -704,6 +707,7 @@ class _Loop:
 
     def _record(self, message: Any, attempt: int, started: float) -> None:
         fields = usage_fields(message.usage)
+        self.served_model = getattr(message, "model", None) or self.active.model
         for k, v in fields.items():
             self.usage[k] += v
         self.emit(
@@ -747,6 +751,7 @@ class _Loop:
             stop_reason=stop,
             retry_after=retry_after,
             summary=self.summary,
+            model=self.served_model,
         )
 
     def run(self) -> RunResult:
