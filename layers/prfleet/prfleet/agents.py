@@ -398,6 +398,17 @@ USAGE_KEYS = (
 )
 
 
+def _refusal_fields(message: Any) -> dict[str, Any]:
+    """stop_details of a refusal, for the api_call event (category and explanation; nothing otherwise)."""
+    if getattr(message, "stop_reason", None) != "refusal":
+        return {}
+    details = getattr(message, "stop_details", None)
+    return {
+        "refusal_category": getattr(details, "category", None),
+        "refusal_explanation": (getattr(details, "explanation", None) or "")[:300],
+    }
+
+
 class IncompleteStream(ValueError):
     """A 200 stream that ended before message_stop (no stop_reason): the call may have been billed."""
 
@@ -586,6 +597,7 @@ class _Loop:
         self.usage = dict.fromkeys(USAGE_KEYS, 0)
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.served_model: str | None = None
+        self._max_tokens = spec.max_tokens
         self.cost = 0
         self.iterations = 0
         self.findings: list[Finding] = []
@@ -614,6 +626,7 @@ class _Loop:
             if left < self.retry.min_call_seconds:
                 raise _Stop("partial", "deadline reached", stop="deadline")
             timeout = min(self.spec.call_timeout, left)
+            self._max_tokens = params["max_tokens"]
             token = self.guard.before_call(params["model"], params)  # BudgetExceeded propagates to the runner
             started = time.monotonic()
             try:
@@ -726,6 +739,8 @@ class _Loop:
             attempt=attempt,
             stop_reason=message.stop_reason,
             iteration=self.iterations + 1,
+            max_tokens=self._max_tokens,
+            **_refusal_fields(message),
         )
 
     # -- the loop
@@ -784,24 +799,18 @@ class _Loop:
                 self.iterations += 1
                 stop = message.stop_reason
                 content = [_block_to_param(b) for b in message.content]  # thinking blocks unchanged
-                if stop == "max_tokens" and not reported and not continued:
+                room = params["max_tokens"] < MODEL_MAX_OUTPUT
+                if stop == "max_tokens" and not reported and not continued and room:
                     # The cut turn is dropped, not sent back: its thinking has no signature and a cut tool_use
                     # is incomplete (handling stop reasons). Ask again once with room to finish.
                     continued = True
-                    boost = min(MODEL_MAX_OUTPUT, params["max_tokens"] * 2)
-                    self.emit("continuation", reason="max_tokens", max_tokens=boost)
+                    boost = min(MODEL_MAX_OUTPUT, params["max_tokens"] * 2)  # the next api_call shows it
                     continue
                 boost = None
                 if stop == "refusal":
-                    details = getattr(message, "stop_details", None)
+                    details = getattr(message, "stop_details", None)  # logged on the api_call event
                     category = getattr(details, "category", None)
                     explanation = getattr(details, "explanation", None)
-                    self.emit(
-                        "refusal",
-                        category=category,
-                        explanation=(explanation or "")[:300],
-                        model=message.model,
-                    )
                     fallback = self.spec.fallback_model
                     if fallback and self.active.model != fallback:
                         # Thinking blocks are bound to the model that wrote them: start the turn over.
@@ -812,8 +821,7 @@ class _Loop:
                         )
                         history = [history[0]]
                         corrections, nudged, continued = 0, False, False
-                        self.emit("fallback", model=fallback, reason="refusal")
-                        continue
+                        continue  # the next api_call names the fallback as requested_model
                     reason = f"the model refused ({category or 'no category'})"
                     return self.result(
                         "failed", error=f"{reason}: {explanation}" if explanation else reason, stop=stop
