@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from prfleet_local.model import providers
+
 LABEL = "offline model"
 FAULT_KINDS = (
     "429",
@@ -737,6 +739,9 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
+        self.aws = providers.AwsAccount.from_price_table(
+            clock=clock
+        )  # Bedrock / Claude Platform on AWS wires
 
     # -- lifecycle
 
@@ -925,6 +930,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(
                 200, {"content-type": "application/json"}, json.dumps(self.owner.plan.to_dict()).encode()
             )
+            return
+        routed = providers.dispatch(  # an AWS provider's wire in front of handle() (providers.py)
+            self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
+        )
+        if routed is not None:
+            status, out, payload, delay = routed
+            if delay:
+                self.owner._stopping.wait(delay)
+            self._send(status, out, payload)
             return
         if path != "/v1/messages":
             self._send(
