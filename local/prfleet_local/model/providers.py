@@ -93,6 +93,23 @@ class AwsAccount:
         )
 
 
+def local_parameters(provider: str) -> dict[str, str]:
+    """Template parameters for a local run through `provider` (the offline account's workspace; Bedrock
+    profiles, since the Claude API defaults are not Bedrock ids)."""
+    if provider == "anthropic":
+        return {}
+    if provider == "claude-platform-aws":
+        return {"ModelProvider": provider, "AnthropicAwsWorkspaceId": "wrkspc_01LocalOffline"}
+    if provider == "bedrock":
+        return {
+            "ModelProvider": provider,
+            "ReviewModel": "global.anthropic.claude-sonnet-4-6",
+            "TestsModel": "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+            "DocsModel": "global.anthropic.claude-haiku-4-5-20251001-v1:0",
+        }
+    raise ValueError(f"unknown model provider {provider!r}")
+
+
 # ------------------------------------------------------------------------------------------------ SigV4
 
 
