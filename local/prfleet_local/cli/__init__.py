@@ -13,7 +13,7 @@ from pathlib import Path
 def _demo(args: argparse.Namespace) -> int:
     from prfleet_local.demo.run import run_demo
 
-    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
+    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep, provider=args.provider)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="keep the repository, logs and stack files here")
     demo.add_argument(
         "--keep", action="store_true", help="keep the working directory (printed) after the run"
+    )
+    demo.add_argument(
+        "--provider",
+        choices=["anthropic", "claude-platform-aws", "bedrock"],
+        default="anthropic",
+        help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
     )
     demo.set_defaults(func=_demo)
 

@@ -127,11 +127,15 @@ def sandbox(
         yield Sandbox(local, github, repo, model, secret, workdir, temporary)
 
 
-def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
+def run_demo(workdir: Path | None = None, *, keep: bool = False, provider: str = "anthropic") -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
+    from prfleet_local.model.providers import local_parameters
+
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
-    with sandbox(target) as box:
+    with sandbox(target, parameters=local_parameters(provider)) as box:
         model_note = "offline model (no API key, no network)" if box.model else "the real Claude API"
+        if provider != "anthropic":
+            model_note += f", provider {provider}"
         print(
             f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})"
         )
