@@ -44,18 +44,19 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secrets.webhook_secret
     },
     "PlannerFunction": {
-        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan
+        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan, headfiles.save
         ("dynamodb:GetItem", "StateTable"),  # fanin.post_if_ready (no job planned): head_record, current_head
         ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, add_posted_fingerprints
         ("dynamodb:Query", "StateTable"),  # ... runs_of_head
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
+        ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "AgentFunction": {
         ("dynamodb:GetItem", "StateTable"),  # state.head_record, current_head, get_run, posted_fingerprints
         ("dynamodb:PutItem", "StateTable"),  # state.finish_run, defer
         ("dynamodb:UpdateItem", "StateTable"),  # state.start_run, heartbeat, record_outcome, claim_post
-        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in)
+        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in), headfiles.load
         ("dynamodb:GetItem", "ResultsTable"),  # cache.get
         ("dynamodb:PutItem", "ResultsTable"),  # cache.put
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger refusal state
@@ -169,6 +170,7 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "PlannerFunction": {  # only for a PR with nothing to review (fanin.post_if_ready)
         ("dynamodb:Query", "StateTable"),
         ("dynamodb:UpdateItem", "StateTable"),
+        ("sqs:SendMessage", "PrQueue"),  # only when GitHub rate-limits the planner past its time left
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
