@@ -131,7 +131,7 @@ def settings() -> Settings:
         exact_input_tokens=os.environ.get("EXACT_INPUT_TOKENS", "false").strip().lower() == "true",
         pressure_retry_s=_int("PRESSURE_RETRY_SECONDS", 60),
         admin_secret_id=os.environ.get("ADMIN_SECRET_ID", "").strip(),
-        billing_api_key_id=os.environ.get("BILLING_API_KEY_ID", "").strip(),
+        billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
         anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
     )
 
