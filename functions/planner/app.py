@@ -16,6 +16,11 @@ processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record)
+
+
+def _record(record: SQSRecord) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.PrJob):
         raise jobs.BadMessage("planner received a file job")

@@ -60,7 +60,6 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger refusal state
         ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger.reserve / settle / release / _mark_80
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (rate-limited job re-sent with a delay)
-        ("sns:Publish", "AlertTopic"),  # runner._spend_signal (80 % notice)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
         ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # secrets.anthropic_api_key
     },
@@ -108,7 +107,6 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
-        ("sns:Publish", "AlertTopic"),  # only when the day crosses 80 % of the budget
         ("dynamodb:GetItem", "LedgerTable"),  # only when a reservation is refused
     },
     "SweeperFunction": {
@@ -450,8 +448,11 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if attr == "Arn":
             by_physical[str(value)] = logical
 
+    from prfleet_local.stack.local_stack import current_invocation
+
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        fn = getattr(current, "function", None)
+        invocation = current_invocation()  # each invocation runs in a thread of its own
+        fn = invocation.function if invocation is not None else None
         if fn is None:
             return
         service = model.service_model.signing_name or model.service_model.endpoint_prefix
