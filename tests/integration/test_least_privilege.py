@@ -73,7 +73,7 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         (
             "sns:Publish",
             "AlertTopic",
-        ),  # runner._spend_signal (80 % notice), runner.open_circuit (spend limit)
+        ),  # runner.open_circuit (spend-limit notice)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "SweeperFunction": {
@@ -194,7 +194,7 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
-        ("sns:Publish", "AlertTopic"),  # only when the day crosses 80 % of the budget
+        ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
         ("dynamodb:PutItem", "StateTable"),  # state.defer: only when the budget defers a job
     },
     "SweeperFunction": {
@@ -719,8 +719,11 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if attr == "Arn":
             by_physical[str(value)] = logical
 
+    from prfleet_local.stack.local_stack import current_invocation
+
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        fn = getattr(current, "function", None)
+        invocation = current_invocation()  # each invocation runs in a thread of its own
+        fn = invocation.function if invocation is not None else None
         if fn is None:
             return
         service = model.service_model.signing_name or model.service_model.endpoint_prefix

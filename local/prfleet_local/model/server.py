@@ -305,7 +305,9 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
-        self.aws = providers.AwsAccount.from_price_table(clock=clock)  # Bedrock / Claude Platform on AWS wires
+        self.aws = providers.AwsAccount.from_price_table(
+            clock=clock
+        )  # Bedrock / Claude Platform on AWS wires
 
     # -- lifecycle
 
