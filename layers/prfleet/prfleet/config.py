@@ -70,6 +70,17 @@ class Settings:
     secrets_max_age: int = 300
     max_receive_count: int = 3
     clock_offset_s: float = 0.0
+    # --- the operator's settings (front door)
+    fail_on: str = (
+        "never"  # FailOn parameter: never | critical | high; a repo's .prfleet.toml may choose its own
+    )
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _env(name, default)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -102,6 +113,7 @@ def settings() -> Settings:
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
+        fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
     )
 
 
