@@ -4,7 +4,6 @@ import json
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 
 import anthropic
 import pytest
@@ -132,24 +131,24 @@ def test_multi_turn_tool_loop_finds_the_real_bugs(client, server):
     assert result.stop_reason == "end_turn"
     assert bug_set(result) == BUG_LINES
     assert {f.agent for f in result.findings} == {"review"}
-    assert result.iterations == 4 == len(server.requests) - before  # read_file, get_diff, report, end_turn
+    # read_file + get_diff in one turn (parallel tool use), report, end_turn
+    assert result.iterations == 3 == len(server.requests) - before
     assert [c["tool"] for c in events.of("tool_call")] == ["read_file", "get_diff", "report_findings"]
     assert events.of("tool_call")[0]["arg_names"] == ["path"]  # names only, never values
     assert all("app.py" not in json.dumps(c) for c in events.of("tool_call"))
     calls = events.of("api_call")
-    assert [c["request_id"].startswith("req_offline_") for c in calls] == [True] * 4
-    assert [c["stop_reason"] for c in calls] == ["tool_use", "tool_use", "tool_use", "end_turn"]
-    assert [g[0] for g in guard.calls] == ["before", "after"] * 4
-    assert result.cost_micros == 4 * 7
+    assert [c["request_id"].startswith("req_offline_") for c in calls] == [True] * 3
+    assert [c["stop_reason"] for c in calls] == ["tool_use", "tool_use", "end_turn"]
+    assert [g[0] for g in guard.calls] == ["before", "after"] * 3
+    assert result.cost_micros == 3 * 7
     assert result.usage["output_tokens"] == sum(c["output_tokens"] for c in calls)
-    assert "offline model" in server.responses[-1]["content"][0]["text"]
+    assert "offline model" in server.responses[-1]["content"][-1]["text"]
 
 
 def test_later_iterations_read_the_prefix_from_cache(client, server):
     source = Source({"cached.py": BUGGY})
-    spec = replace(
-        SPECS["review"], model="claude-sonnet-4-6-fresh-cache"
-    )  # nothing cached under this model yet
+    spec = SPECS["review"]
+    client = client.with_options(api_key="offline-fresh-cache")  # the cache is per key: nothing cached yet
     result, events, _, _ = review(client, source, path="cached.py", spec=spec)
     calls = events.of("api_call")
     assert calls[0]["cache_read_tokens"] == 0 and calls[0]["cache_write_tokens"] > 500
@@ -225,12 +224,13 @@ def test_truncated_json_body_is_retried(client, server):
 
 
 def test_iteration_cap_gives_partial_with_findings_so_far(client):
-    spec = AgentSpec("review", DEFAULT_MODELS["review"], "review-v1", max_iterations=2)
+    spec = AgentSpec("review", DEFAULT_MODELS["review"], "review-v1", max_iterations=1)
     result, _, _, _ = review(client, spec=spec)
-    assert result.status == "partial" and result.iterations == 2 and result.stop_reason == "max_iterations"
-    spec3 = AgentSpec("review", DEFAULT_MODELS["review"], "review-v1", max_iterations=3)
-    result3, _, _, _ = review(client, spec=spec3)
-    assert result3.status == "partial" and bug_set(result3) == BUG_LINES  # reported, then capped
+    assert result.status == "partial" and result.iterations == 1 and result.stop_reason == "max_iterations"
+    assert result.findings == []
+    spec2 = AgentSpec("review", DEFAULT_MODELS["review"], "review-v1", max_iterations=2)
+    result2, _, _, _ = review(client, spec=spec2)
+    assert result2.status == "partial" and bug_set(result2) == BUG_LINES  # reported, then capped
 
 
 def test_token_cap_gives_partial(client):
@@ -268,8 +268,9 @@ def test_every_stop_reason_ends_in_the_right_status(client, server, rule, status
     assert (result.status, result.stop_reason) == (status, stop)
     if status == "failed":
         assert result.error
-    if rule.kind == "pause_turn":
-        assert result.iterations == 5 and bug_set(result) == BUG_LINES
+    if rule.kind == "pause_turn":  # pause_turn occurs only with server tools, which prfleet does not use
+        assert result.iterations == 3 and bug_set(result) == BUG_LINES
+        assert "pause_turn" not in [r["stop_reason"] for r in server.responses[-3:]]
 
 
 def test_invalid_report_gets_one_corrective_turn(client, server):
@@ -377,7 +378,7 @@ def test_server_speaks_the_api_error_shape_and_faults_are_settable_over_http(ser
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read())
 
-    ok = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+    ok = {"model": "claude-sonnet-5-5", "max_tokens": 1000, "messages": [{"role": "user", "content": "hi"}]}
     status, body = post("/v1/messages", ok, {"anthropic-version": "2023-06-01"})
     assert status == 401 and body["error"]["type"] == "authentication_error"
     hdrs = {"x-api-key": "k", "anthropic-version": "2023-06-01"}
@@ -388,7 +389,7 @@ def test_server_speaks_the_api_error_shape_and_faults_are_settable_over_http(ser
     status, body = post("/v1/messages", ok, hdrs)
     assert status == 529 and body["error"]["type"] == "overloaded_error"
     status, body = post("/v1/messages", ok, hdrs)
-    assert status == 200 and body["model"] == "m" and "offline model" in json.dumps(body)
+    assert status == 200 and body["model"] == "claude-sonnet-5-5" and "offline model" in json.dumps(body)
     assert post("/_faults", {"rules": [{"kind": "nope"}]}, {})[0] == 400
     server.set_faults(FaultPlan())
 

@@ -44,7 +44,7 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
 
     try:
         run = gh.create_check_run(
-            job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id
+            job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=check_external_id(job)
         )
     except GitHubError as exc:
         if exc.status not in (403, 404):
@@ -69,6 +69,21 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
         },
     )
     return int(run["id"])
+
+
+def check_external_id(job: PrJob) -> str:
+    """The check run's external_id: the PR number (Re-run events of fork PRs list no pull request) and the
+    delivery (a retried create finds the run it may already have made)."""
+    return f"pr={job.number};delivery={job.delivery_id}"
+
+
+def pr_from_external_id(external_id: str | None) -> int | None:
+    """The PR number from check_external_id's value, or None for a check run prfleet did not make."""
+    for part in (external_id or "").split(";"):
+        key, _, value = part.partition("=")
+        if key == "pr" and value.isdigit():
+            return int(value)
+    return None
 
 
 def finish_job(gh_for: Any, job: FileJob, outcome: str) -> str | None:
@@ -178,8 +193,11 @@ def _post_review(
 
     if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
+    marker = report.review_marker(record.head_sha, claim, record.check_run_id or "-")
     try:
-        gh.create_review(record.repo, record.number, record.head_sha, review.body, review.comments)
+        gh.create_review(
+            record.repo, record.number, record.head_sha, review.body, review.comments, marker=marker
+        )
     except GitHubUnprocessable as exc:
         if not review.comments:
             raise
@@ -189,7 +207,7 @@ def _post_review(
             extra={"event": "review_folded", "reason": str(exc), "comments": len(review.comments)},
         )
         review = replan(inline=False)
-        gh.create_review(record.repo, record.number, record.head_sha, review.body, [])
+        gh.create_review(record.repo, record.number, record.head_sha, review.body, [], marker=marker)
     state.mark_review_posted(record, claim)
     return review
 
@@ -266,7 +284,12 @@ def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, d
 
 
 def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
+    """The head's patches as the planner listed them (prfleet.headfiles); GitHub only if that list is missing."""
+    from prfleet import headfiles
     from prfleet.config import settings
 
+    listed = headfiles.load(record.repo, record.number, record.head_sha)
+    if listed is not None:
+        return {f["filename"]: f.get("patch", "") for f in listed.files}
     files, _more = gh.pr_files(record.repo, record.number, max_files=settings().max_files)
     return {f["filename"]: f.get("patch", "") for f in files}

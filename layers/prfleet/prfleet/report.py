@@ -34,6 +34,13 @@ MAX_ANNOTATION_TITLE = 255
 
 SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
+
+
+def review_marker(head_sha: str, claim: str, plan: object) -> str:
+    """The hidden marker of one posting (head, claim, plan): a retried POST looks for it before re-sending."""
+    return f"<!-- prfleet:review head={head_sha} claim={claim} plan={plan} -->"
+
+
 _FP_RE = re.compile(r"<!--\s*prfleet:fp=([0-9a-fA-F]+)\s*-->")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
