@@ -14,13 +14,13 @@ import json
 import random
 import re
 import time
-import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 from prfleet.findings import Finding, InvalidReport, validate_report
+from prfleet.repo_config import RepoConfig, RepoConfigError, parse_repo_config
 from prfleet.tools import (
     ChangedFile,
     PrSource,
@@ -156,7 +156,6 @@ MODEL_MAX_OUTPUT = 128_000  # Sonnet 5.5 / Haiku 5.5 model pages; a continuation
 # Models that take output_config.effort and adaptive thinking (the 5.x family and Opus 4.6+ model pages);
 # older models get neither, so a configured older model never receives a field it rejects.
 _EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|fable-|mythos-)")
-LIMIT_KEYS = ("max_iterations", "max_tokens", "max_run_tokens")
 
 
 def system_prompt(agent: str) -> str:
@@ -206,94 +205,6 @@ def _glob(path: str, pattern: str) -> bool:
     pattern = pattern.replace("**/", "")
     base = path.rsplit("/", 1)[-1]
     return fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(base, pattern))
-
-
-class RepoConfigError(ValueError):
-    """A .prfleet.toml that cannot be applied; the message says which key is wrong."""
-
-
-@dataclass(frozen=True)
-class RepoConfig:
-    """A repository's own .prfleet.toml (from the BASE branch): it can only narrow what prfleet does."""
-
-    disabled: frozenset[str] = frozenset()
-    ignore: tuple[str, ...] = ()
-    limits: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # agent or "*" -> key -> value
-    agent_ignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    warnings: tuple[str, ...] = ()
-
-
-def _positive_int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise RepoConfigError(f"{where} must be a positive integer")
-    return value
-
-
-def _globs(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise RepoConfigError(f"{where} must be a list of glob strings")
-    return tuple(value)
-
-
-def parse_repo_config(toml_text: str) -> RepoConfig:
-    """Parse .prfleet.toml. Shape::
-
-        disabled = ["docs"]            # agents to switch off
-        ignore = ["generated/**"]      # globs no agent reviews
-        [limits]                       # all agents; values above prfleet's own are clamped, never raised
-        max_iterations = 10
-        [agents.review]
-        enabled = false | max_iterations / max_tokens / max_run_tokens = N | ignore = [...]
-
-    Unknown keys become warnings (a typo should not break reviews); wrong types raise RepoConfigError.
-    """
-    try:
-        data = tomllib.loads(toml_text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RepoConfigError(f".prfleet.toml is not valid TOML: {exc}") from exc
-    warnings: list[str] = []
-    disabled: set[str] = set()
-    limits: dict[str, dict[str, int]] = {}
-    agent_ignore: dict[str, tuple[str, ...]] = {}
-    for key in sorted(set(data) - {"disabled", "ignore", "limits", "agents"}):
-        warnings.append(f"unknown key {key!r} ignored")
-    if "disabled" in data:
-        for name in _globs(data["disabled"], "disabled"):
-            if name not in PROMPTS:
-                warnings.append(f"disabled: unknown agent {name!r}")
-            disabled.add(name)
-    ignore = _globs(data["ignore"], "ignore") if "ignore" in data else ()
-
-    def read_limits(table: object, where: str) -> dict[str, int]:
-        if not isinstance(table, dict):
-            raise RepoConfigError(f"{where} must be a table")
-        out = {}
-        for k, v in table.items():
-            if k in LIMIT_KEYS:
-                out[k] = _positive_int(v, f"{where}.{k}")
-            elif not (where.startswith("agents.") and k in ("enabled", "ignore")):
-                warnings.append(f"unknown key {where}.{k} ignored")
-        return out
-
-    if "limits" in data:
-        limits["*"] = read_limits(data["limits"], "limits")
-    agents = data.get("agents", {})
-    if not isinstance(agents, dict):
-        raise RepoConfigError("agents must be a table of [agents.<name>] tables")
-    for name, table in agents.items():
-        where = f"agents.{name}"
-        if name not in PROMPTS:
-            warnings.append(f"{where}: unknown agent ignored")
-            continue
-        limits[name] = read_limits(table, where)
-        enabled = table.get("enabled", True)
-        if not isinstance(enabled, bool):
-            raise RepoConfigError(f"{where}.enabled must be true or false")
-        if not enabled:
-            disabled.add(name)
-        if "ignore" in table:
-            agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
-    return RepoConfig(frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings))
 
 
 def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[str, AgentSpec]:

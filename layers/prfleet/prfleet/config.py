@@ -92,6 +92,15 @@ class Settings:
     max_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_TOKENS))
     fallback_models: dict[str, str] = field(default_factory=dict)
     shared_prefix_cache_ttl: str = "1h"
+    # -- the operator's settings (issue 14)
+    fail_on: str = "never"  # FailOn: never, critical or high; a .prfleet.toml may choose its own
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _env(name, default)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -131,8 +140,9 @@ def settings() -> Settings:
         exact_input_tokens=os.environ.get("EXACT_INPUT_TOKENS", "false").strip().lower() == "true",
         pressure_retry_s=_int("PRESSURE_RETRY_SECONDS", 60),
         admin_secret_id=os.environ.get("ADMIN_SECRET_ID", "").strip(),
-        billing_api_key_id=os.environ.get("BILLING_API_KEY_ID", "").strip(),
+        billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
         anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
+        fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
     )
 
 

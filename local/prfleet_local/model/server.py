@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prfleet_local.model import thinking, tokens
+from prfleet_local.model import providers, thinking, tokens
 from prfleet_local.model.analysis import analyse
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache
@@ -305,6 +305,9 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
+        self.aws = providers.AwsAccount.from_price_table(
+            clock=clock
+        )  # Bedrock / Claude Platform on AWS wires
 
     # -- lifecycle
 
@@ -689,6 +692,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(400, error_body("invalid_request_error", str(exc)))
                 return
             self._json(200, self.owner.plan.to_dict())
+            return
+        routed = providers.dispatch(  # an AWS provider's wire in front of handle() (providers.py)
+            self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
+        )
+        if routed is not None:
+            status, out, payload, delay = routed
+            if delay:
+                self.owner._stopping.wait(delay)
+            self._send(status, out, payload)
             return
         if path != "/v1/messages":
             self._json(404, error_body("not_found_error", f"no route {path}"))
