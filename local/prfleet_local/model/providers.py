@@ -78,6 +78,7 @@ class AwsAccount:
     bedrock_models: frozenset[str] = frozenset()
     bedrock_base_ids: frozenset[str] = frozenset()
     clock: Callable[[], float] = time.time
+    calls: list[dict[str, str]] = field(default_factory=list)  # every authenticated call: wire, model, region
 
     @classmethod
     def from_price_table(cls, **kw: Any) -> AwsAccount:
@@ -305,10 +306,11 @@ def bedrock(
     rid = str(uuid.uuid4())
     url = f"http://{headers.get('host', '127.0.0.1')}{path}"
     try:
-        verify_sigv4(account, method=method, url=url, headers=headers, body=raw, service="bedrock")
+        region = verify_sigv4(account, method=method, url=url, headers=headers, body=raw, service="bedrock")
     except SignatureError as exc:
         return _bedrock_error(403, exc.code, exc.message, rid)
     model = urllib.parse.unquote(m["model"])
+    account.calls.append({"wire": f"bedrock:{m['op']}", "model": model, "region": region})
     if model not in account.bedrock_models:
         if model in account.bedrock_base_ids:
             return _bedrock_error(
@@ -440,6 +442,7 @@ def claude_platform(
             "AccessDeniedException",
             f"workspace {workspace} is bound to {bound}; call the {bound} endpoint",
         )
+    account.calls.append({"wire": "claude-platform-aws", "workspace": workspace, "region": region})
     status, out, payload, delay = owner.handle(dict(headers), raw)
     return status, {**out, "x-amzn-requestid": rid}, payload, delay
 
