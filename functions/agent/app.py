@@ -26,6 +26,11 @@ def model_client() -> Any:
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record, context)
+
+
+def _record(record: SQSRecord, context: Any) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.FileJob):
         raise jobs.BadMessage("agent received a PR job")
@@ -52,7 +57,7 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         )
     except runner.RetryLater as exc:
         # A fresh, delayed copy: waiting on the API's rate limit must not count towards the DLQ's receive limit.
-        queue.send_raw(record.body, delay=int(exc.delay + 0.999))
+        queue.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
         logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
     except Exception as exc:
         # Powertools' batch processor notes a failed record only at debug level: say it here.

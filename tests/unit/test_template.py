@@ -53,9 +53,15 @@ def test_every_alarm_notifies_the_topic_and_names_the_service_dimension(name):
     props = RES[name]["Properties"]
     assert props["AlarmActions"] == [{"Ref": "AlertTopic"}] and props["OKActions"] == [{"Ref": "AlertTopic"}]
     metrics = [m["MetricStat"]["Metric"] for m in props.get("Metrics", []) if "MetricStat" in m] or [props]
+    expected = {
+        "prfleet": {"service"},
+        "AWS/SQS": {"QueueName"},
+        "AWS/Lambda": {"FunctionName"},
+        "AWS/ApiGateway": {"ApiId"},
+    }
     for metric in metrics:
         dims = {d["Name"] for d in metric["Dimensions"]}
-        assert dims == ({"service"} if metric["Namespace"] == "prfleet" else {"QueueName"}), name
+        assert dims == expected[metric["Namespace"]], name
 
 
 def test_tables_expire_records_with_ttl():

@@ -349,3 +349,20 @@ def estimate_input_tokens(text: str) -> int:
 def micros_to_usd(micros: int) -> Decimal:
     """Micro-dollars as an exact Decimal USD amount (for display)."""
     return Decimal(micros) / Decimal(1_000_000)
+
+
+def cache_minimum_tokens(model: str) -> int:
+    """The model's minimum cacheable prompt length (prices.json "cache_minimum_tokens", with its source): a
+    breakpoint whose prefix is shorter caches nothing. Unknown models get the strictest documented value."""
+    data = _cache_minimums()
+    models: Mapping[str, int] = data.get("models", {})
+    try:
+        name = table().canonical(model)
+    except UnknownModel:
+        name = model.strip()
+    return int(models.get(name, data.get("default", 4096)))
+
+
+@lru_cache(maxsize=1)
+def _cache_minimums() -> dict[str, Any]:
+    return dict(json.loads(PRICES_PATH.read_text(encoding="utf-8")).get("cache_minimum_tokens", {}))
