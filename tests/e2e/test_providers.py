@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -22,6 +23,21 @@ CLIENTS = {
     "claude-platform-aws": "anthropic.lib.aws.AnthropicAWS",
     "bedrock": "anthropic.lib.bedrock.AnthropicBedrock",
 }
+
+
+def _usage(record: Any) -> dict[str, Any]:
+    """A bill record's token buckets as the usage object pricing reads."""
+    return {
+        "input_tokens": record.uncached_input_tokens,
+        "cache_read_input_tokens": record.cache_read_input_tokens,
+        "cache_creation_input_tokens": record.cache_creation_5m_input_tokens
+        + record.cache_creation_1h_input_tokens,
+        "cache_creation": {
+            "ephemeral_5m_input_tokens": record.cache_creation_5m_input_tokens,
+            "ephemeral_1h_input_tokens": record.cache_creation_1h_input_tokens,
+        },
+        "output_tokens": record.output_tokens,
+    }
 
 
 def _client_class(provider: str) -> type:
@@ -80,7 +96,8 @@ def test_the_demo_through_each_provider(tmp_path, provider):
             assert sorted(c["model"] for c in box.model.aws.calls) == sorted(m["model"] for m in served)
 
         # The ledger equals the offline server's bill at the provider's prices (Bedrock: 1.1x on the us. profile).
-        bill = sum(pricing.cost_micros(m["model"], m["usage"]) for m in served)
+        bill = sum(pricing.cost_micros(r.model, _usage(r)) for r in box.model.bill())
+        assert len(box.model.bill()) == len(served)
         ledger = stack.client("dynamodb").scan(TableName=stack.table("LedgerTable"))["Items"]
         (day,) = [i for i in ledger if i["scope"]["S"] == "daily"]
         assert int(day["settled"]["N"]) == bill == sum(int(r["cost_micros"]) for r in runs) > 0

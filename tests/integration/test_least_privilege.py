@@ -89,7 +89,6 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
-        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # the circuit probe (functions/sweeper)
     },
     "ReconcileFunction": {
         ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
@@ -176,10 +175,26 @@ STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIde
 FOUNDATION_MODEL_CONDITION = {"ArnEquals": {"bedrock:InferenceProfileArn": _PROFILES[:1] + _PROFILES[1:] * 2}}
 
 
-def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
-    out = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
-    out["AgentFunction"] = out["AgentFunction"] | PROVIDER_NEEDS[provider]
+# The sweeper's spend-limit probe (functions/sweeper) calls the model through the same provider. Bedrock's errors
+# never open that circuit (prfleet.billing.spend_limit reads the Claude API's error body), so it needs nothing there.
+SWEEPER_PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
+    "anthropic": PROVIDER_NEEDS["anthropic"],
+    "claude-platform-aws": PROVIDER_NEEDS["claude-platform-aws"],
+    "bedrock": set(),
+}
+
+
+def code_needs(provider: str) -> dict[str, set[tuple[str, str]]]:
+    """NEEDS with what each function's code calls to reach Claude through `provider`."""
+    out = {fn: set(NEEDS[fn]) for fn in FUNCTIONS}
+    out["AgentFunction"] |= PROVIDER_NEEDS[provider]
+    out["SweeperFunction"] |= SWEEPER_PROVIDER_NEEDS[provider]
     return out
+
+
+def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
+    needs = code_needs(provider)
+    return {fn: needs[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
 
 
 GRANTS = grants_for("anthropic")
@@ -427,7 +442,10 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
         allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}
-        assert services <= allowed | (PROVIDER_SERVICES[provider] if fn == "AgentFunction" else set()), (
+        reaches_claude = fn == "AgentFunction" or (
+            fn == "SweeperFunction" and SWEEPER_PROVIDER_NEEDS[provider]
+        )
+        assert services <= allowed | (PROVIDER_SERVICES[provider] if reaches_claude else set()), (
             fn,
             services,
         )
@@ -783,7 +801,8 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
-    not_granted = {fn: sorted(calls[fn] - NEEDS[fn]) for fn in FUNCTIONS if calls[fn] - NEEDS[fn]}
+    needs = code_needs("anthropic")  # the sandbox's default provider
+    not_granted = {fn: sorted(calls[fn] - needs[fn]) for fn in FUNCTIONS if calls[fn] - needs[fn]}
     assert not_granted == {}, "calls the template does not grant (AccessDenied in AWS)"
-    unused = {fn: sorted(NEEDS[fn] - calls[fn]) for fn in FUNCTIONS}
+    unused = {fn: sorted(needs[fn] - calls[fn]) for fn in FUNCTIONS}
     assert unused == {fn: sorted(NOT_EXERCISED[fn]) for fn in FUNCTIONS}
