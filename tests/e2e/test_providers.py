@@ -53,6 +53,8 @@ def test_the_demo_through_each_provider(tmp_path, provider):
         stack = box.stack
         # Deployed as the template says for this provider: an Anthropic secret only for `anthropic`.
         assert ("AnthropicSecret" in stack.created) == (provider == "anthropic")
+        # ... and the ledger-drift alarm only where there is a usage report to drift from.
+        assert ("LedgerDriftAlarm" in stack.created) == (provider == "anthropic")
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
         head = payload["pull_request"]["head"]["sha"]

@@ -217,3 +217,12 @@ def test_event_frames_round_trip_through_botocore():
     buf.add_data(providers.chunk_frame({"type": "ping"}) + providers.chunk_frame({"type": "message_stop"}))
     decoded = [json.loads(base64.b64decode(json.loads(f.payload)["bytes"])) for f in buf]
     assert decoded == [{"type": "ping"}, {"type": "message_stop"}]
+
+
+def test_bedrock_stream_that_fails_midway_ends_with_an_exception_frame(server):
+    """A billed stream cut by a server error: Bedrock ends it with an exception message, which the SDK raises."""
+    server.set_faults(FaultPlan(rules=[FaultRule("stream_error", requests=[1])]))
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        ask(bedrock(server), "global.anthropic.claude-sonnet-4-6", stream=True)
+    assert exc.value.body["error"]["type"] == "internalServerException"
+    assert server.bill()[-1].outcome == "stream_error"  # billed, as the policy bills it
