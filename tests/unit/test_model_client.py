@@ -281,3 +281,33 @@ def test_each_provider_deploys_with_its_own_parameters():
     _rules({})
     _rules({"ModelProvider": "claude-platform-aws", "AnthropicAwsWorkspaceId": "wrkspc_01AbC"})
     _rules({"ModelProvider": "bedrock", **{f"{a.title()}Model": m for a, m in BEDROCK_MODELS.items()}})
+
+
+def test_every_provider_row_names_its_source_and_a_priced_model(tmp_path):
+    data = json.loads(pricing.PRICES_PATH.read_text())
+    for provider, spec in data["providers"].items():
+        for row in spec["models"]:
+            assert row["source"].startswith("https://"), (provider, row)
+    # A provider row for a model without a price row is an error when the table loads, never a zero price later.
+    data["providers"]["bedrock"]["models"].append(
+        {
+            "model": "claude-unpriced-9",
+            "bedrock_id": "anthropic.claude-unpriced-9",
+            "profiles": ["us"],
+            "source": "https://x",
+        }
+    )
+    bad = tmp_path / "prices.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="claude-unpriced-9"):
+        pricing.load_table(bad)
+
+
+def test_an_unknown_provider_spelling_is_never_priced():
+    for model in (
+        "global.anthropic.claude-sonnet-5-5",
+        "apac.anthropic.claude-haiku-4-5-20251001-v1:0",
+        "anthropic.claude-sonnet-4-6",
+    ):
+        with pytest.raises(pricing.UnknownModel):
+            pricing.cost_micros(model, {"input_tokens": 10, "output_tokens": 1})
