@@ -41,6 +41,11 @@ lint: install
 validate: install $(SAMVENV)/.installed
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1
+	# ... and once per model provider, with that provider's parameters (.ci/provider_templates.py)
+	$(BIN)/python .ci/provider_templates.py build/providers
+	$(BIN)/cfn-lint build/providers/template.*.json
+	for p in anthropic claude-platform-aws bedrock; do \
+		SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1 -t build/providers/template.$$p.json || exit 1; done
 
 # sam build resolves the layer's wheels for python3.12 manylinux with pip: it needs python3.12 first on PATH.
 # Then the built sizes are checked against Lambda's limits (the table goes to docs/performance.md).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prfleet import events, github, runner, secrets, sweeper
+from prfleet import events, github, model_client, runner, secrets, sweeper
 from prfleet.config import settings
 
 logger = events.make_logger()
@@ -12,10 +12,9 @@ metrics = events.make_metrics()
 
 
 def probe(ledger: Any) -> None:
-    """Only while the circuit is open: one minimal call with the cheapest configured model."""
-    import anthropic
-
-    client = anthropic.Anthropic(api_key=secrets.anthropic_api_key(), max_retries=0, timeout=30.0)
+    """Only while the circuit is open: one minimal call with the cheapest configured model, through the
+    configured provider's client (prfleet.model_client; Bedrock's errors never open the circuit)."""
+    client = model_client.build(settings(), api_key=secrets.anthropic_api_key).with_options(timeout=30.0)
     models = sorted(set(settings().models.values()))
     model = next((m for m in models if "haiku" in m), models[0])
     runner.probe_call(client, ledger, model)
