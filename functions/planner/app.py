@@ -23,6 +23,11 @@ DEADLINE_MARGIN_S = 5.0  # leave time to re-queue the job and report the batch
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record, context)
+
+
+def _record(record: SQSRecord, context: Any) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.PrJob):
         raise jobs.BadMessage("planner received a file job")

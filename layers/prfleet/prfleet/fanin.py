@@ -24,7 +24,8 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from prfleet import report, state
+from prfleet import repo_config, report, state
+from prfleet.config import settings
 from prfleet.jobs import FileJob, PrJob
 
 CHECK_NAME = "prfleet"
@@ -169,7 +170,8 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
         review = _post_review(gh, record, claim, review, plan)
     gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, review.summary)
     state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
-    conclusion, title, text = report.check_conclusion(counts)
+    fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
+    conclusion, title, text = report.check_conclusion(counts, findings=findings, fail_on=fail_on)
     _complete_check(gh, record, conclusion, title, text, report.annotations(findings))
 
 
