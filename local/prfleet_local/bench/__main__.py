@@ -5,6 +5,8 @@
 2. Ledger protocol: reserve + settle (two conditional updates on one day item) per job / a plain PutItem, on the
    serialized moto server, single-threaded and with 8 threads.
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
+4. GitHub requests per job and per PR head for 10, 100 and 300 files / what each job requested before
+   (bench_github, counted by the strict fake GitHub).
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ def bench_cold_starts() -> dict[str, Any]:
     return measure_imports()
 
 
+def bench_github() -> dict[str, Any]:
+    from prfleet_local.bench.github import bench_github as run
+
+    return run()
+
+
 def main() -> int:
     results = {
         "python": sys.version.split()[0],
@@ -110,6 +118,7 @@ def main() -> int:
         "pr_caching": bench_pr_caching(),
         "ledger": bench_ledger(),
         "cold_starts": bench_cold_starts(),
+        "github_requests": bench_github(),
     }
     print(json.dumps(results, indent=2))
     return 0
