@@ -4,16 +4,31 @@ says the budget was reached, and after the budget day changes the deferred jobs 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from prfleet import state
+from prfleet.jobs import parse_message
 from prfleet_local.demo.run import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
 
 # Enough for a few calls: a review call reserves its worst case (max_tokens x the output price) up front.
 TINY_BUDGET_USD = 0.12
+
+
+def _runs_when_done(box, number, head, timeout=120.0):
+    """The head's runs once none is running or waiting on a delayed retry (wait_idle does not count delayed
+    messages, and a job refused by open reservations comes back with a delay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert box.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic()))
+        runs = state.runs_of_head(REPO, number, head)
+        if not any(r["status"] in ("running", "retrying", "requeued") for r in runs):
+            return runs
+        assert time.monotonic() < deadline, [(r["path"], r["agent"], r["status"]) for r in runs]
+        time.sleep(0.5)
 
 
 def _ledger(box):
@@ -23,7 +38,10 @@ def _ledger(box):
 
 def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, clock_offset):
     with sandbox(
-        tmp_path, parameters={"DailyBudgetUsd": TINY_BUDGET_USD}, sweep_interval=None, visibility_timeout=2
+        tmp_path,
+        parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2},
+        sweep_interval=None,
+        visibility_timeout=2,
     ) as box:
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
@@ -38,7 +56,11 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         record = state.head_record(REPO, number, head)
         assert record.planned == len(runs) and record.complete and not record.final
         deferred = state.deferred_jobs()
-        assert {e["job"] for e in deferred} == {r["job"] for r in runs if r["status"] == "deferred"}
+        waiting = {parse_message(r["job"]).job_id: r for r in runs if r["status"] == "deferred"}
+        assert {parse_message(e["job"]).job_id for e in deferred} == set(waiting)
+        for e in deferred:  # stored as the next attempt, carrying what the job has cost so far
+            job = parse_message(e["job"])
+            assert job.attempt >= 1 and job.spent_micros == int(waiting[job.job_id]["cost_micros"])
         assert all("budget" in e["reason"] for e in deferred)
 
         # The PR shows that the budget was reached: a neutral check (never a failing one) and a partial review.
@@ -56,10 +78,9 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         # A day later the sweeper re-queues them, oldest first, and the review completes.
         clock_offset(86400)
         box.stack.sweep()
-        assert box.stack.wait_idle(timeout=120)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = _runs_when_done(box, number, head)
         assert all(r["status"] == "succeeded" for r in runs), [
-            (r["path"], r["agent"], r["status"]) for r in runs
+            (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
         ]
         assert state.deferred_jobs() == []
         record = state.head_record(REPO, number, head)

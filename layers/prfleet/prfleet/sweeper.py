@@ -53,10 +53,15 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         try:
             probe(ledger)
         except Exception as exc:  # still refused (or unreachable): stays open, next probe in PROBE_EVERY_S
-            emit("circuit", state="open", probe="failed", message=f"{type(exc).__name__}: {exc}"[:300])
+            emit(
+                "error",
+                error_type="CircuitProbe",
+                circuit="open",
+                message=f"{type(exc).__name__}: {exc}"[:300],
+            )
         else:
             if circuit.close_circuit(ledger.ddb, ledger.table, now=now):
-                emit("circuit", state="closed", probe="succeeded")
+                emit("heartbeat", circuit="closed", probe="succeeded")
             st = circuit.read(ledger.ddb, ledger.table)
 
     today = ledger.day(now)
