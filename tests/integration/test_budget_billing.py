@@ -5,8 +5,6 @@ what the offline server answered (its bill): every call it answered is booked, e
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from dataclasses import replace
 
@@ -120,11 +118,18 @@ def server():
 
 
 def bill(server, since):
-    """What the offline server answered since `since` (its responses list): tokens and cost per call."""
+    """The offline server's own bill since record `since` (every call it billed, also those whose reply the
+    client never read): tokens and cost per call."""
     out = []
-    for msg in server.responses[since:]:
-        u = msg["usage"]
-        out.append((pricing.split_usage(u), pricing.cost_micros(msg["model"], u, inference_geo="us")))
+    for rec in server.bill()[since:]:
+        tokens = pricing.Tokens(
+            rec.uncached_input_tokens,
+            rec.cache_creation_5m_input_tokens,
+            rec.cache_creation_1h_input_tokens,
+            rec.cache_read_input_tokens,
+            rec.output_tokens,
+        )
+        out.append((tokens, pricing.cost_micros(rec.model, tokens, inference_geo=rec.inference_geo)))
     return out
 
 
@@ -134,7 +139,7 @@ def job(n=1, path="app.py"):
 
 def run_review(server, *, faults=None, timeout=60.0, spec=None, ledger=None, clock=time.time):
     server.set_faults(faults or FaultPlan())
-    since = len(server.responses)
+    since = len(server.bill())
     spec = spec or SPECS["review"]
     j = job()
     run_id = "run-" + str(time.monotonic_ns())
@@ -160,8 +165,8 @@ def run_review(server, *, faults=None, timeout=60.0, spec=None, ledger=None, clo
 
 
 def test_a_timeout_after_the_request_was_sent_is_booked_at_its_worst_case(env, server):
-    # The second call is answered (and billed) after the client gave up waiting.
-    faults = FaultPlan(rules=[FaultRule("slow", requests=[2], delay=2.5)])
+    # The second call is billed, then its reply is held past the client's timeout.
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
     result, guard, ledger, billed, _ = run_review(server, faults=faults, timeout=1.0)
     assert result.status == "succeeded", result.error
     st = ledger.status(now=time.time())
@@ -183,79 +188,39 @@ def test_a_truncated_200_is_booked_not_released(env, server):
     assert st.settled >= sum(c for _, c in billed) and st.reserved == 0
 
 
-class ResetAfterSend:
-    """A loopback proxy that reads the whole request, forwards it to the model server (which answers: billed), then
-    closes the client's connection without a byte of the answer: a connection reset after the request was sent."""
-
-    def __init__(self, upstream: str) -> None:
-        self.upstream = upstream
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.resets = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            with conn:
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    data += conn.recv(65536)
-                head, body = data.split(b"\r\n\r\n", 1)
-                length = int(
-                    next(
-                        h.split(b":")[1]
-                        for h in head.split(b"\r\n")
-                        if h.lower().startswith(b"content-length")
-                    )
-                )
-                while len(body) < length:
-                    body += conn.recv(65536)
-                headers = dict(h.decode().split(": ", 1) for h in head.split(b"\r\n")[1:])
-                headers = {k: v for k, v in headers.items() if k.lower() not in ("host", "content-length")}
-                httpx2.post(self.upstream + "/v1/messages", content=body, headers=headers, timeout=30)
-                self.resets += 1
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def test_a_connection_reset_after_send_is_booked(env, server):
-    proxy = ResetAfterSend(server.url)
-    try:
-        server.set_faults(FaultPlan())
-        since = len(server.responses)
-        j = job(2)
-        state.start_run(j, "run-reset", SPECS["review"].model, now=time.time())
-        ledger = runner.make_ledger()
-        guard = runner.LedgerGuard(ledger, j, "run-reset", SPECS["review"].model, Events())
-        client = anthropic.Anthropic(base_url=proxy.url, api_key="offline-test", max_retries=0, timeout=10)
-        result = run_agent(
-            j,
-            SPECS["review"],
-            Source({"app.py": CODE}),
-            client,
-            deadline=time.time() + 30,
-            guard=guard,
-            emit=Events(),
-            sleep=lambda s: None,
-            retry=FAST,
-        )
-    finally:
-        proxy.close()
-    assert result.status == "failed"  # every attempt lost its connection
-    assert proxy.resets == FAST.max_attempts
-    billed = bill(server, since)
-    assert len(billed) == FAST.max_attempts  # the server answered each one
+    faults = FaultPlan(rules=[FaultRule("reset_after_read", requests=[1, 2, 3])])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults)
+    assert (
+        result.status == "failed"
+    )  # every attempt lost its connection after the server read (and billed) it
+    assert [r.outcome for r in server.bill()[-3:]] == ["reset_after_read"] * 3 and len(billed) == 3
     st = ledger.status(now=time.time())
     assert guard.estimated == st.estimated == st.settled >= sum(c for _, c in billed)
     assert st.reserved == 0
+
+
+def test_an_error_event_inside_the_stream_is_booked_with_its_exact_input(env, server):
+    faults = FaultPlan(rules=[FaultRule("stream_error", requests=[2])])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults)
+    assert result.status == "succeeded", result.error
+    st = ledger.status(now=time.time())
+    assert 0 < guard.estimated and st.settled >= sum(c for _, c in billed)
+    # message_start gave the exact input: the estimate is that input plus the whole output allowance, less than
+    # the reservation's input bound would have booked
+    (streamed,) = [t for t, _ in billed[1:2]]
+    spec = SPECS["review"]
+    exact_input = pricing.cost_micros(
+        spec.model,
+        pricing.Tokens(
+            streamed.input,
+            streamed.cache_write_5m,
+            streamed.cache_write_1h,
+            streamed.cache_read,
+            spec.max_tokens,
+        ),
+    )
+    assert guard.estimated == exact_input
 
 
 def test_an_error_body_is_released_not_booked(env, server):
@@ -294,7 +259,7 @@ def test_a_settle_that_cannot_be_written_is_booked_by_the_sweeper_never_released
     )
     with pytest.raises(RuntimeError, match="settle write failed"):
         run_review(server, ledger=ledger)
-    billed = bill(server, len(server.responses) - 1)
+    billed = bill(server, len(server.bill()) - 1)
     now = time.time()
     assert ledger.status(now=now).reserved > 0  # stranded
     assert ledger.release_expired(now=now + 901) == 1
@@ -466,3 +431,81 @@ def test_reservation_pressure_is_told_apart_from_spent_budget(env):
     with pytest.raises(BudgetExceeded) as exc:
         ledger.reserve(None, 200, now=now)
     assert exc.value.cause == "spent"
+
+
+@pytest.mark.parametrize("kind", ["spend_limit", "spend_limit_org", "spend_limit_workspace"])
+def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env, server, kind):
+    from prfleet import circuit
+
+    ledger = runner.make_ledger()
+    circuit.close_circuit(ledger.ddb, ledger.table, now=time.time())
+    faults = FaultPlan(rules=[FaultRule(kind, requests=[1, 2, 3, 4])])
+    server.set_faults(faults)
+    j = job(7)
+    run_id = "run-" + kind
+    state.start_run(j, run_id, SPECS["review"].model, now=time.time())
+    events = Events()
+    guard = runner.LedgerGuard(
+        ledger,
+        j,
+        run_id,
+        SPECS["review"].model,
+        events,
+        circuit_check=lambda: runner.circuit_reason(ledger),
+        on_spend_limit=lambda reason: runner.open_circuit(ledger, reason, events),
+    )
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=10)
+    before = len(server.requests)
+    result = run_agent(
+        j,
+        SPECS["review"],
+        Source({"app.py": CODE}),
+        client,
+        deadline=time.time() + 30,
+        guard=guard,
+        emit=events,
+        sleep=lambda s: None,
+        retry=FAST,
+    )
+    assert result.status == "failed" and len(server.requests) - before == 1  # not retried
+    assert guard.spend_limited and runner.circuit_reason(ledger)
+    assert ledger.status(now=time.time()).committed == 0  # an error body: released
+    assert [f.get("notice") for e, f in events if e == "error" and f.get("circuit")] == [
+        "spend-limit-circuit-open"
+    ]
+    circuit.close_circuit(ledger.ddb, ledger.table, now=time.time())
+
+
+def test_reconciliation_with_the_servers_usage_report(env, server):
+    """The report the offline server serves from its bill, through prfleet.reconcile: a billed-but-failed call
+    shows as no drift (its estimate covers it); a call released although billed would show as drift; the
+    adjustment moves the ledger onto the bill once."""
+    from prfleet import reconcile
+
+    server.bill()  # the server keeps every billed call; this test reads only its own hour and model
+    spec = replace(SPECS["review"], model="claude-sonnet-4-6")  # a model no other test here uses
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults, timeout=1.0, spec=spec)
+    assert guard.estimated > 0
+    get = reconcile.http_getter(server.url, "sk-ant-admin01-offline")
+    now = time.time()
+    start = reconcile._dt.datetime.fromtimestamp(now, reconcile._dt.timezone.utc).replace(
+        minute=0, second=0, microsecond=0
+    )
+    end = start + reconcile._dt.timedelta(hours=1)
+    rows = [r for r in reconcile.compare(ledger, get, start=start, end=end) if r.model == spec.model]
+    (row,) = rows
+    assert row.bill_total == sum(sum(vars(t).values()) for t, _ in billed)
+    assert row.drift <= 0 and row.est_calls == 1  # covered by the estimate: no drift
+    assert reconcile.drift_percent(rows) == 0.0
+    before = ledger.status(now=now)
+    applied = reconcile.apply(ledger, rows, now=now)
+    assert applied < 0  # the estimate was a worst case: the bill is lower
+    assert reconcile.apply(ledger, rows, now=now) == 0  # once
+    after = ledger.status(now=now)
+    assert after.settled == before.settled + applied
+    assert after.settled >= sum(c for _, c in billed) - 1  # on the bill (the tier/geo choice rounds up)
+
+    # What the old behaviour (release a timed-out call) would have shown: the bill has tokens the ledger lacks.
+    released = reconcile.Row(row.hour, row.model, bill=dict(row.bill), exact=dict(row.exact))
+    assert released.drift > 0 and reconcile.drift_percent([released]) > 1.0
