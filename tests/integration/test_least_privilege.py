@@ -89,7 +89,6 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
-        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # the circuit probe (functions/sweeper)
     },
     "ReconcileFunction": {
         ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
@@ -176,10 +175,26 @@ STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIde
 FOUNDATION_MODEL_CONDITION = {"ArnEquals": {"bedrock:InferenceProfileArn": _PROFILES[:1] + _PROFILES[1:] * 2}}
 
 
-def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
-    out = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
-    out["AgentFunction"] = out["AgentFunction"] | PROVIDER_NEEDS[provider]
+# The sweeper's circuit probe (functions/sweeper) calls the model only through the Claude API key; with an AWS
+# provider there is no Anthropic spend limit to probe (the circuit then closes by time, see prfleet.sweeper).
+SWEEPER_PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
+    "anthropic": {("secretsmanager:GetSecretValue", "AnthropicSecret")},
+    "claude-platform-aws": set(),
+    "bedrock": set(),
+}
+
+
+def code_needs(provider: str) -> dict[str, set[tuple[str, str]]]:
+    """What each function's code calls with `provider`."""
+    out = {fn: set(NEEDS[fn]) for fn in FUNCTIONS}
+    out["AgentFunction"] |= PROVIDER_NEEDS[provider]
+    out["SweeperFunction"] |= SWEEPER_PROVIDER_NEEDS[provider]
     return out
+
+
+def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
+    needs = code_needs(provider)
+    return {fn: needs[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
 
 
 GRANTS = grants_for("anthropic")
@@ -783,7 +798,8 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
-    not_granted = {fn: sorted(calls[fn] - NEEDS[fn]) for fn in FUNCTIONS if calls[fn] - NEEDS[fn]}
+    needs = code_needs("anthropic")  # the local stack runs the Claude API provider (the offline model server)
+    not_granted = {fn: sorted(calls[fn] - needs[fn]) for fn in FUNCTIONS if calls[fn] - needs[fn]}
     assert not_granted == {}, "calls the template does not grant (AccessDenied in AWS)"
-    unused = {fn: sorted(NEEDS[fn] - calls[fn]) for fn in FUNCTIONS}
+    unused = {fn: sorted(needs[fn] - calls[fn]) for fn in FUNCTIONS}
     assert unused == {fn: sorted(NOT_EXERCISED[fn]) for fn in FUNCTIONS}

@@ -345,11 +345,6 @@ def process(
         **(listed.source_args() if listed else {}),
     )
     ledger = make_ledger()
-    blocked = circuit_reason(ledger)
-    if blocked:
-        return _defer_on_circuit(
-            gh_for, job, run_id, spec.model, emit, blocked, carried=job.spent_micros, clock=clock
-        )
     try:
         carried = max(state.start_run(job, run_id, spec.model, now=clock()), job.spent_micros)
     except state.RunInProgress as exc:
@@ -360,6 +355,11 @@ def process(
             return done
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
+    blocked = circuit_reason(ledger)  # after the claim: a duplicate delivery cannot defer the job twice
+    if blocked:
+        return _defer_on_circuit(
+            gh_for, job, run_id, spec.model, emit, blocked, carried=carried, clock=clock, owner=True
+        )
     started = clock()
     emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha, attempt=job.attempt)
     cap = run_cost_cap(spec)
