@@ -509,3 +509,35 @@ def test_reconciliation_with_the_servers_usage_report(env, server):
     # What the old behaviour (release a timed-out call) would have shown: the bill has tokens the ledger lacks.
     released = reconcile.Row(row.hour, row.model, bill=dict(row.bill), exact=dict(row.exact))
     assert released.drift > 0 and reconcile.drift_percent([released]) > 1.0
+
+
+def test_cost_reconcile_prints_the_days_comparison(env, server, capsys):
+    import argparse
+    import io
+
+    from prfleet import reconcile
+    from prfleet_local.cli.cost import run_reconcile
+
+    spec = replace(SPECS["review"], model="claude-opus-5-5")  # a model of its own in this hour
+    faults = FaultPlan(rules=[FaultRule("reset_after_read", requests=[2])])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults, spec=spec)
+    assert result.status == "succeeded" and guard.estimated > 0
+    out = io.StringIO()
+    args = argparse.Namespace(day=ledger.day(time.time()), api_key_id=None, json=True, api_url=None)
+    get = reconcile.http_getter(server.url, "sk-ant-admin01-offline")
+    assert run_reconcile(args, out, ledger=ledger, get=get) == 0
+    report = json.loads(out.getvalue())
+    (row,) = [r for r in report["rows"] if r["model"] == spec.model]
+    assert sum(row["bill"].values()) == sum(sum(vars(t).values()) for t, _ in billed)
+    assert row["estimated_calls"] == 1 and row["drift_tokens"] <= 0
+    text = io.StringIO()
+    run_reconcile(argparse.Namespace(**{**vars(args), "json": False}), text, ledger=ledger, get=get)
+    assert spec.model in text.getvalue() and "LedgerDriftPercent" in text.getvalue()
+    # A key that is not an Admin API key: one clear error from the API, never the key itself.
+    from prfleet_local.cli.errors import CliError
+
+    with pytest.raises(CliError, match="HTTP 401") as exc:
+        run_reconcile(
+            args, io.StringIO(), ledger=ledger, get=reconcile.http_getter(server.url, "sk-ant-api03-user")
+        )
+    assert "sk-ant-api03-user" not in str(exc.value)
