@@ -90,8 +90,11 @@ def sandbox(
     sweep_interval: float | None = 60.0,
     visibility_timeout: int = 3,
     api_port: int = 0,
+    **stack_options: Any,
 ) -> Iterator[Sandbox]:
-    """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack."""
+    """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack.
+
+    `stack_options` go to LocalStack as they are (alarm_interval, function_timeouts, kill_at_timeout, ...)."""
     with ExitStack() as stack:
         temporary = workdir is None
         if workdir is None:
@@ -121,6 +124,7 @@ def sandbox(
             sweep_interval=sweep_interval,
             visibility_timeout=visibility_timeout,
             api_port=api_port,
+            **stack_options,
         )
         local.start()
         stack.callback(local.stop)
