@@ -267,8 +267,12 @@ class LocalStack:
         os.environ.pop("AWS_PROFILE", None)
         if self.model_url:
             os.environ["ANTHROPIC_BASE_URL"] = self.model_url
+            os.environ["MODEL_ENDPOINT_URL"] = (
+                self.model_url
+            )  # every provider's client (prfleet.model_client)
         params = {"GitHubApiUrl": self.github_url, **self.parameters}
         self.ctx = tpl.Context(self.template, parameters=params, region=REGION, stack_name=self.stack_name)
+        self.ctx.check_rules()
         self._provision()
         self._set_secrets()
         self._load_functions()
@@ -467,6 +471,12 @@ class LocalStack:
         sm.put_secret_value(
             SecretId=self.ctx.refs["GitHubSecret"], SecretString=json.dumps({"token": "local-token"})
         )
+        if "AnthropicSecret" not in self.ctx.refs:  # ModelProvider claude-platform-aws / bedrock: no key
+            if not self.model_url:
+                raise RuntimeError(
+                    "no model: the AWS model providers run locally only against the offline model"
+                )
+            return
         key = self.anthropic_api_key or ("offline" if self.model_url else None)
         if key is None:
             raise RuntimeError("no model: give the stack an offline model URL or an ANTHROPIC_API_KEY")
@@ -478,7 +488,12 @@ class LocalStack:
     def _load_functions(self) -> None:
         isolate_powertools_metrics()  # before the handlers create their Metrics: one metric set per invocation
         for logical in tpl.resources(self.template, "AWS::Serverless::Function"):
-            os.environ.update(tpl.function_environment(self.template, self.ctx, logical))
+            env = tpl.function_environment(self.template, self.ctx, logical)
+            for name in tpl.function_environment_names(self.template, logical) - set(env):
+                os.environ.pop(
+                    name, None
+                )  # AWS::NoValue here (e.g. no secret id): not left from another stack
+            os.environ.update(env)
         for logical, res in tpl.resources(self.template, "AWS::Serverless::Function").items():
             code = tpl.ROOT / res["Properties"]["CodeUri"]
             handler = tpl.function_setting(self.template, logical, "Handler")

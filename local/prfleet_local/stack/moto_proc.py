@@ -21,7 +21,32 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
-_SERIALIZED_SERVER = """
+# The child ends itself when its parent goes, however the parent ended (SIGKILL, a crash, a closed terminal):
+# a reparented process sees a different getppid(). Without this a killed `prfleet` leaves moto running.
+_ORPHAN_WATCH = """
+import os, threading, time
+
+def _orphan_watch(parent=int(os.environ.get("PRFLEET_PARENT_PID") or 0)):
+    while parent:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.5)
+
+threading.Thread(target=_orphan_watch, daemon=True).start()
+"""
+
+_STOCK_SERVER = (
+    _ORPHAN_WATCH
+    + """
+import runpy, sys
+sys.argv = ["moto_server", "-H", "127.0.0.1", "-p", sys.argv[1]]
+runpy.run_module("moto.server", run_name="__main__")
+"""
+)
+
+_SERIALIZED_SERVER = (
+    _ORPHAN_WATCH
+    + """
 import sys, threading
 from werkzeug.serving import run_simple
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
@@ -35,6 +60,7 @@ def serialized(environ, start_response):
 
 run_simple("127.0.0.1", int(sys.argv[1]), serialized, threaded=True, use_reloader=False)
 """
+)
 
 
 def free_port() -> int:
@@ -57,11 +83,9 @@ class MotoProcess:
 
     def start(self, timeout: float = 30.0) -> str:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "MOTO_CALL_RESET_API": "false"}
-        if self.serialized:
-            cmd = [sys.executable, "-c", _SERIALIZED_SERVER, str(self.port)]
-        else:
-            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+        env = {**os.environ, "MOTO_CALL_RESET_API": "false", "PRFLEET_PARENT_PID": str(os.getpid())}
+        script = _SERIALIZED_SERVER if self.serialized else _STOCK_SERVER
+        cmd = [sys.executable, "-c", script, str(self.port)]
         self._proc = subprocess.Popen(
             cmd,
             stdout=out,
