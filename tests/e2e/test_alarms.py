@@ -469,9 +469,14 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
         base = {".prfleet.toml": 'disabled = ["tests", "docs"]\n'}
         base.update({f"shop/a{i}.py": module_text(f"a{i}", 1) for i in range(20)})
         base.update({f"shop/b{i}.py": module_text(f"b{i}", 1) for i in range(20)})
-        number, _payload, head = open_pr(box, base, {f"shop/a{i}.py": module_text("a", 2) for i in range(20)})
+        number, _payload, head = open_pr(
+            box, base, {f"shop/a{i}.py": module_text(f"a{i}", 2) for i in range(20)}
+        )
         assert box.wait_for_review(number, head_sha=head, timeout=280)
         runs = state.runs_of_head(REPO, number, head)
+        assert {r["status"] for r in runs} == {"succeeded"}, [
+            r["status"] for r in runs
+        ]  # distinct files: no cache
         slow = [r for r in runs if int(r["duration_ms"]) > 120_000]
         assert len(runs) == 20 and len(slow) == 1, sorted(int(r["duration_ms"]) for r in runs)
         got = evaluate(box)
@@ -479,7 +484,9 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
         assert notices(inbox)["LatencyAlarm"] == "OK"
 
         box.model.set_faults(FaultPlan(rules=[FaultRule("slow", probability=1.0, delay=41.0)]))
-        number, _payload, head = open_pr(box, {}, {f"shop/b{i}.py": module_text("b", 2) for i in range(20)})
+        number, _payload, head = open_pr(
+            box, {}, {f"shop/b{i}.py": module_text(f"b{i}", 2) for i in range(20)}
+        )
         assert box.wait_for_review(number, head_sha=head, timeout=400)
         runs = state.runs_of_head(REPO, number, head)
         assert len(runs) == 20 and all(int(r["duration_ms"]) > 120_000 for r in runs)
