@@ -158,9 +158,12 @@ def sandbox(
     model: ModelChoice | None = None,
     repo: GitRepo | None = None,
     repo_name: str = REPO,
+    **stack_options: Any,
 ) -> Iterator[Sandbox]:
     """Start GitHub, the model (offline unless `model` says otherwise) and the stack; stop all of it on exit,
-    also when starting fails half-way (the moto server is a child process and must never outlive us)."""
+    also when starting fails half-way (the moto server is a child process and must never outlive us).
+
+    `stack_options` go to LocalStack as they are (alarm_interval, function_timeouts, kill_at_timeout, ...)."""
     choice = model or ModelChoice()
     with ExitStack() as stack:
         temporary = workdir is None
@@ -194,6 +197,7 @@ def sandbox(
             sweep_interval=sweep_interval,
             visibility_timeout=visibility_timeout,
             api_port=api_port,
+            **stack_options,
         )
         try:
             local.start()
