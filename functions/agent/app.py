@@ -4,28 +4,33 @@ from __future__ import annotations
 
 from typing import Any
 
-import anthropic
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from prfleet import events, github, jobs, queue, runner, secrets
+from prfleet import model_client as model_clients
 from prfleet.config import settings
 
 logger = events.make_logger()
 metrics = events.make_metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
-_client: anthropic.Anthropic | None = None
+_client: Any = None
 
 
-def model_client() -> anthropic.Anthropic:
-    """One SDK client per container; our loop does the retries, so the SDK's are off (max_retries=0)."""
+def model_client() -> Any:
+    """One SDK client per container, for the configured provider (prfleet.model_client)."""
     global _client
     if _client is None:
-        _client = anthropic.Anthropic(api_key=secrets.anthropic_api_key(), max_retries=0, timeout=60.0)
+        _client = model_clients.build(settings(), api_key=secrets.anthropic_api_key)
     return _client
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record, context)
+
+
+def _record(record: SQSRecord, context: Any) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.FileJob):
         raise jobs.BadMessage("agent received a PR job")
@@ -52,7 +57,7 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         )
     except runner.RetryLater as exc:
         # A fresh, delayed copy: waiting on the API's rate limit must not count towards the DLQ's receive limit.
-        queue.send_raw(record.body, delay=int(exc.delay + 0.999))
+        queue.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
         logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
     except Exception as exc:
         # Powertools' batch processor notes a failed record only at debug level: say it here.

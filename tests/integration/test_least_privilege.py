@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 from typing import Any
 
@@ -30,7 +31,7 @@ from samtranslator.translator.translator import Translator
 from prfleet_local.stack import template as tpl
 
 REGION = "us-east-1"
-FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction")
+FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction", "ReconcileFunction")
 
 # (IAM action, resource) per function; resources are logical ids (a table's or queue's Arn, a secret's or topic's
 # Ref), an index as "<table>/index/<name>". SendMessageBatch is authorized by sqs:SendMessage
@@ -43,26 +44,37 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secrets.webhook_secret
     },
     "PlannerFunction": {
-        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan
+        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan, headfiles.save
         ("dynamodb:GetItem", "StateTable"),  # fanin.post_if_ready (no job planned): head_record, current_head
         ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, add_posted_fingerprints
         ("dynamodb:Query", "StateTable"),  # ... runs_of_head
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
+        ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "AgentFunction": {
         ("dynamodb:GetItem", "StateTable"),  # state.head_record, current_head, get_run, posted_fingerprints
         ("dynamodb:PutItem", "StateTable"),  # state.finish_run, defer
         ("dynamodb:UpdateItem", "StateTable"),  # state.start_run, heartbeat, record_outcome, claim_post
-        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in)
+        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in), headfiles.load
         ("dynamodb:GetItem", "ResultsTable"),  # cache.get
         ("dynamodb:PutItem", "ResultsTable"),  # cache.put
-        ("dynamodb:GetItem", "LedgerTable"),  # Ledger refusal state
-        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger.reserve / settle / release / _mark_80
-        ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (rate-limited job re-sent with a delay)
-        ("sns:Publish", "AlertTopic"),  # runner._spend_signal (80 % notice)
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger statuses after a settle, refusal state; circuit.read
+        (
+            "dynamodb:UpdateItem",
+            "LedgerTable",
+        ),  # Ledger transactions (day/PR totals, usage), _mark_80, circuit
+        ("dynamodb:PutItem", "LedgerTable"),  # Ledger transactions: reservation and closure items
+        ("dynamodb:DeleteItem", "LedgerTable"),  # Ledger transactions: the open reservation item on close
+        (
+            "sqs:SendMessage",
+            "JobsQueue",
+        ),  # queue.send_raw (rate-limited or budget-pressed job re-sent with a delay)
+        (
+            "sns:Publish",
+            "AlertTopic",
+        ),  # runner.open_circuit (spend-limit notice)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
-        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # secrets.anthropic_api_key
     },
     "SweeperFunction": {
         ("dynamodb:Query", "StateTable/index/status-index"),  # state.runs_with_status
@@ -70,12 +82,21 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "StateTable"),  # state.mark_stuck; fan-in
         ("dynamodb:DeleteItem", "StateTable"),  # state.drop_deferred
         ("dynamodb:GetItem", "StateTable"),  # fan-in after runner.fail
-        ("dynamodb:PutItem", "StateTable"),  # state.finish_run in runner.fail
-        ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired
-        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._release
-        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric)
+        ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired (open reservations)
+        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._close transaction (expired), circuit probe/close
+        ("dynamodb:PutItem", "LedgerTable"),  # ... its closure item
+        ("dynamodb:DeleteItem", "LedgerTable"),  # ... the open reservation item
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
+        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # the circuit probe (functions/sweeper)
+    },
+    "ReconcileFunction": {
+        ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
+        ("dynamodb:Query", "LedgerTable"),  # Ledger.usage
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.adjust (the marker it applied)
+        ("dynamodb:PutItem", "LedgerTable"),  # Ledger.adjust transaction: the marker
+        ("dynamodb:UpdateItem", "LedgerTable"),  # ... the day total
     },
 }
 
@@ -97,7 +118,71 @@ LAMBDA_NEEDS: dict[str, set[tuple[str, str]]] = {
 }
 LAMBDA_NEEDS["PlannerFunction"] |= {(a, "PrQueue") for a in POLL_ACTIONS}
 LAMBDA_NEEDS["AgentFunction"] |= {(a, "JobsQueue") for a in POLL_ACTIONS}
-GRANTS = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
+
+# ------------------------------------------------------------------------------- the model provider (issue 15)
+# What the agent needs to reach Claude, per template parameter ModelProvider (prfleet.model_client). Resources
+# are the ARNs the template builds from the parameters below (account 123456789012, region us-east-1 as in
+# translate()). Nothing else of any provider may be granted: no secret unless `anthropic`, no model but the
+# configured ones.
+ACCOUNT = "123456789012"
+PROVIDER_PARAMS: dict[str, dict[str, str]] = {
+    "anthropic": {},
+    "claude-platform-aws": {
+        "ModelProvider": "claude-platform-aws",
+        "ModelRegion": "us-west-2",
+        "AnthropicAwsWorkspaceId": "wrkspc_01LeastPriv",
+    },
+    "bedrock": {
+        "ModelProvider": "bedrock",
+        "ReviewModel": "global.anthropic.claude-sonnet-4-6",
+        "TestsModel": "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+        "DocsModel": "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+    },
+}
+_PROFILES = [
+    f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/global.anthropic.claude-sonnet-4-6",
+    f"arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/us.anthropic.claude-haiku-4-5-20251001-v1:0",
+]
+_FOUNDATION_MODELS = [
+    "arn:aws:bedrock:*::foundation-model/anthropic.claude-sonnet-4-6",
+    "arn:aws:bedrock:::foundation-model/anthropic.claude-sonnet-4-6",  # the global profile's region-less ARN
+    "arn:aws:bedrock:*::foundation-model/anthropic.claude-haiku-4-5-20251001-v1:0",
+]
+_INVOKE = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
+PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
+    "anthropic": {("secretsmanager:GetSecretValue", "AnthropicSecret")},  # secrets.anthropic_api_key
+    "claude-platform-aws": {  # POST /v1/messages = CreateInference on the workspace; the gateway's token
+        (
+            "aws-external-anthropic:CreateInference",
+            f"arn:aws:aws-external-anthropic:us-west-2:{ACCOUNT}:workspace/wrkspc_01LeastPriv",
+        ),
+        ("sts:GetWebIdentityToken", "*"),
+        ("sts:TagGetWebIdentityToken", "*"),
+    },
+    "bedrock": {(a, r) for a in _INVOKE for r in _PROFILES + _FOUNDATION_MODELS},
+}
+# The only "*" resources allowed, each only with exactly these conditions (sts:GetWebIdentityToken has no resource
+# type; https://docs.aws.amazon.com/aws-managed-policy/latest/reference/AnthropicInferenceAccess.html).
+STAR_ALLOWED = {
+    ("sts:GetWebIdentityToken", "*"): {
+        "ForAnyValue:StringEquals": {
+            "sts:IdentityTokenAudience": ["https://api.anthropic.com", "https://platform.claude.com"]
+        },
+        "StringEquals": {"aws:CalledViaLast": "aws-external-anthropic.amazonaws.com"},
+    },
+}
+STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIdentityToken", "*")]
+# Foundation models only through the configured profiles (bedrock:InferenceProfileArn).
+FOUNDATION_MODEL_CONDITION = {"ArnEquals": {"bedrock:InferenceProfileArn": _PROFILES[:1] + _PROFILES[1:] * 2}}
+
+
+def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
+    out = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
+    out["AgentFunction"] = out["AgentFunction"] | PROVIDER_NEEDS[provider]
+    return out
+
+
+GRANTS = grants_for("anthropic")
 
 # Paths the recorded run below does not take (each is covered by its own unit/integration test).
 NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
@@ -105,20 +190,29 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "PlannerFunction": {  # only for a PR with nothing to review (fanin.post_if_ready)
         ("dynamodb:Query", "StateTable"),
         ("dynamodb:UpdateItem", "StateTable"),
+        ("sqs:SendMessage", "PrQueue"),  # only when GitHub rate-limits the planner past its time left
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
-        ("sns:Publish", "AlertTopic"),  # only when the day crosses 80 % of the budget
-        ("dynamodb:GetItem", "LedgerTable"),  # only when a reservation is refused
+        ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
+        ("dynamodb:PutItem", "StateTable"),  # state.defer: only when the budget defers a job
     },
     "SweeperFunction": {
         ("dynamodb:UpdateItem", "StateTable"),  # stuck runs
         ("dynamodb:DeleteItem", "StateTable"),  # deferred jobs after a budget day
         ("dynamodb:GetItem", "StateTable"),  # runner.fail of a twice-stuck run
-        ("dynamodb:PutItem", "StateTable"),
-        ("dynamodb:UpdateItem", "LedgerTable"),  # stranded reservations
+        ("dynamodb:UpdateItem", "LedgerTable"),  # stranded reservations, the circuit
+        ("dynamodb:PutItem", "LedgerTable"),
+        ("dynamodb:DeleteItem", "LedgerTable"),
         ("sqs:SendMessage", "JobsQueue"),
         ("secretsmanager:GetSecretValue", "GitHubSecret"),
+        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # only while the spend-limit circuit is open
+    },
+    "ReconcileFunction": {  # the recorded run has no Admin API key: reconciliation is off (tests/integration/test_reconcile.py)
+        ("dynamodb:Query", "LedgerTable"),
+        ("dynamodb:GetItem", "LedgerTable"),
+        ("dynamodb:PutItem", "LedgerTable"),
+        ("dynamodb:UpdateItem", "LedgerTable"),
     },
 }
 
@@ -146,6 +240,55 @@ def translate(sam: dict[str, Any]) -> dict[str, Any]:
             res["Properties"]["ContentUri"] = f"s3://prfleet-artifacts/{name}.zip"
     translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=REGION))
     return translator.translate(sam, parameter_values={}, get_managed_policy_map=lambda: MANAGED_NAMES)
+
+
+_NO_VALUE = object()
+
+
+def settle(cfn: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
+    """The translated template as CloudFormation deploys it with these parameter values: resources whose
+    Condition is false left out, Fn::If decided, AWS::NoValue removed, Fn::Sub over parameters and pseudo
+    parameters substituted (a Sub naming a resource stays as it is, for _resource)."""
+    ctx = tpl.Context(cfn, parameters=dict(parameters), region=REGION, account=ACCOUNT)
+    ctx.check_rules()
+
+    def sub_text(text: str, variables: dict[str, Any]) -> str | None:
+        names = set(re.findall(r"\$\{([^}!]+)\}", text))
+        known = {**ctx.parameters, **ctx.pseudo(), **variables}
+        if not names <= set(known):
+            return None
+        return re.sub(r"\$\{([^}!]+)\}", lambda m: str(known[m.group(1)]), text)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, list):
+            return [v for v in (walk(v) for v in value) if v is not _NO_VALUE]
+        if not isinstance(value, dict):
+            return value
+        if value == {"Ref": "AWS::NoValue"}:
+            return _NO_VALUE
+        if list(value) == ["Fn::If"]:
+            cond, yes, no = value["Fn::If"]
+            return walk(yes if ctx.condition(cond) else no)
+        if list(value) == ["Ref"] and value["Ref"] in ctx.parameters:
+            return ctx.parameters[value["Ref"]]
+        if list(value) == ["Fn::Sub"]:
+            arg = value["Fn::Sub"]
+            try:
+                text, variables = (arg, {}) if isinstance(arg, str) else (arg[0], ctx.resolve(arg[1]))
+            except tpl.Unresolved:  # a variable names a resource: left for _resource
+                text, variables = None, {}
+            done = sub_text(text, variables) if text is not None else None
+            if done is not None:
+                return done
+        out = {k: walk(v) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not _NO_VALUE}
+
+    resources = {
+        name: res
+        for name, res in cfn["Resources"].items()
+        if "Condition" not in res or ctx.condition(res["Condition"])
+    }
+    return {**cfn, "Resources": walk(resources)}
 
 
 def _resource(value: Any) -> str:
@@ -213,27 +356,43 @@ def effective(cfn: dict[str, Any], function: str) -> tuple[set[tuple[str, str]],
                 if "*" in a:
                     problems.append(f"{where}: wildcard action {a!r}")
             for r in resources:
-                if r == "*" or r.endswith("/*") or r.endswith(":*"):
+                allowed = all(
+                    (a, r) in STAR_ALLOWED and STAR_ALLOWED[(a, r)] == st.get("Condition") for a in actions
+                )
+                if (r == "*" and not allowed) or r.endswith("/*") or r.endswith(":*"):
                     problems.append(f"{where}: wildcard resource {r!r}")
+            if any(r.startswith("arn:aws:bedrock:") and "foundation-model/" in r for r in resources):
+                if st.get("Condition") != FOUNDATION_MODEL_CONDITION:
+                    problems.append(f"{where}: foundation models not limited to the configured profiles")
             grants |= {(a, r) for a in actions for r in resources}
     return grants, set(props.get("ManagedPolicyArns", [])), problems
 
 
-def check(sam: dict[str, Any]) -> list[str]:
-    """Every way the translated template differs from least privilege; empty when it is exactly right."""
-    cfn = translate(sam)
+def check(sam: dict[str, Any], provider: str = "anthropic") -> list[str]:
+    """Every way the translated template, deployed with `provider`'s parameters, differs from least privilege;
+    empty when it is exactly right."""
+    cfn = settle(translate(sam), PROVIDER_PARAMS[provider])
+    expected = grants_for(provider)
     problems: list[str] = []
     for fn in FUNCTIONS:
         grants, managed, found = effective(cfn, fn)
         problems += found
-        for extra in sorted(grants - GRANTS[fn]):
+        for extra in sorted(grants - expected[fn]):
             problems.append(f"{fn}: grants {extra} that neither its code nor Lambda uses")
-        for missing in sorted(GRANTS[fn] - grants):
+        for missing in sorted(expected[fn] - grants):
             problems.append(
                 f"{fn}: lacks {missing} that {'Lambda' if missing in LAMBDA_NEEDS[fn] else 'its code'} uses"
             )
         for arn in sorted(managed):
             problems.append(f"{fn}: managed policy {arn}")
+    secrets = {n for n, r in cfn["Resources"].items() if r["Type"] == "AWS::SecretsManager::Secret"}
+    if provider != "anthropic" and "AnthropicSecret" in secrets:
+        problems.append(f"{provider}: the stack creates AnthropicSecret, which nothing reads")
+    env = json.dumps(
+        [r["Properties"].get("Environment") for r in cfn["Resources"].values() if "Properties" in r]
+    )
+    if provider != "anthropic" and "AnthropicSecret" in env:
+        problems.append(f"{provider}: a function is given the AnthropicSecret id")
     return problems
 
 
@@ -246,19 +405,33 @@ def test_every_function_is_checked(sam):
     assert set(tpl.resources(sam, "AWS::Serverless::Function")) == set(FUNCTIONS)
 
 
-def test_each_function_has_exactly_the_permissions_its_code_needs(sam):
-    assert check(sam) == []
+@pytest.mark.parametrize("provider", sorted(PROVIDER_PARAMS))
+def test_each_function_has_exactly_the_permissions_its_code_needs(sam, provider):
+    assert check(sam, provider) == []
 
 
-def test_effective_permissions_no_managed_policy_no_star(sam):
-    """What each role can do in total: its own inline statements, nothing else (no managed policy, no "*")."""
-    cfn = translate(sam)
+PROVIDER_SERVICES = {
+    "anthropic": set(),
+    "claude-platform-aws": {"aws-external-anthropic", "sts"},
+    "bedrock": {"bedrock"},
+}
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDER_PARAMS))
+def test_effective_permissions_no_managed_policy_no_star(sam, provider):
+    """What each role can do in total: its own inline statements, nothing else (no managed policy, no "*" but
+    the conditioned token grant of Claude Platform on AWS)."""
+    cfn = settle(translate(sam), PROVIDER_PARAMS[provider])
     for fn in FUNCTIONS:
         grants, managed, _ = effective(cfn, fn)
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
-        assert services <= {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}, (fn, services)
-        assert not any(r == "*" for a, r in grants), fn
+        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}
+        assert services <= allowed | (PROVIDER_SERVICES[provider] if fn == "AgentFunction" else set()), (
+            fn,
+            services,
+        )
+        assert not any(r == "*" and (a, r) not in STAR_ALLOWED for a, r in grants), fn
         # Logs only into its own group; only the planner and the agent may consume, each its own queue.
         assert {r for a, r in grants if a.startswith("logs:")} == {fn.replace("Function", "LogGroup")}, fn
         consumed = {r for a, r in grants if a in POLL_ACTIONS}
@@ -423,6 +596,94 @@ def test_a_widened_copy_of_the_template_fails(sam, widen, expected):
     assert any(expected in p for p in problems), problems
 
 
+def _provider_statement(sam: dict[str, Any], sid: str) -> dict[str, Any]:
+    """A statement of the agent's role that sits inside `!If [Condition, statement, AWS::NoValue]`."""
+    for st in _statements(sam, "AgentFunction"):
+        if "Fn::If" in st and st["Fn::If"][1].get("Sid") == sid:
+            return st["Fn::If"][1]
+    raise KeyError(sid)
+
+
+def _bedrock_all_models(sam: dict[str, Any]) -> None:
+    _provider_statement(sam, "BedrockFoundationModelsViaProfiles")["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
+    }
+
+
+def _bedrock_any_anthropic_model(sam: dict[str, Any]) -> None:
+    _provider_statement(sam, "BedrockFoundationModelsViaProfiles")["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:bedrock:*::foundation-model/anthropic.claude-opus-4-6-v1"
+    }
+
+
+def _bedrock_direct_model_use(sam: dict[str, Any]) -> None:
+    del _provider_statement(sam, "BedrockFoundationModelsViaProfiles")["Condition"]
+
+
+def _bedrock_every_profile(sam: dict[str, Any]) -> None:
+    _provider_statement(sam, "BedrockInferenceProfiles")["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/*"
+    }
+
+
+def _platform_every_workspace(sam: dict[str, Any]) -> None:
+    _provider_statement(sam, "ClaudePlatformInference")["Resource"] = {
+        "Fn::Sub": "arn:${AWS::Partition}:aws-external-anthropic:${AWS::Region}:${AWS::AccountId}:workspace/*"
+    }
+
+
+def _platform_unconditioned_token(sam: dict[str, Any]) -> None:
+    del _provider_statement(sam, "ClaudePlatformIdentityToken")["Condition"]
+
+
+def _secret_for_every_provider(sam: dict[str, Any]) -> None:
+    del sam["Resources"]["AnthropicSecret"]["Condition"]
+    for st in _statements(sam, "AgentFunction"):
+        if "Fn::If" in st and st["Fn::If"][1].get("Sid") == "ReadAnthropicApiKey":
+            st["Fn::If"][0] = "UsesBedrock"
+
+
+@pytest.mark.parametrize(
+    "provider, widen, expected",
+    [
+        ("bedrock", _bedrock_all_models, "wildcard resource 'arn:aws:bedrock:*::foundation-model/*'"),
+        (
+            "bedrock",
+            _bedrock_any_anthropic_model,
+            "foundation-model/anthropic.claude-opus-4-6-v1') that neither",
+        ),
+        ("bedrock", _bedrock_direct_model_use, "foundation models not limited to the configured profiles"),
+        (
+            "bedrock",
+            _bedrock_every_profile,
+            f"wildcard resource 'arn:aws:bedrock:{REGION}:{ACCOUNT}:inference-profile/*'",
+        ),
+        ("claude-platform-aws", _platform_every_workspace, "workspace/*'"),
+        (
+            "claude-platform-aws",
+            _platform_unconditioned_token,
+            "ClaudePlatformIdentityToken: wildcard resource '*'",
+        ),
+        (
+            "bedrock",
+            _secret_for_every_provider,
+            "bedrock: the stack creates AnthropicSecret, which nothing reads",
+        ),
+        (
+            "bedrock",
+            _secret_for_every_provider,
+            "('secretsmanager:GetSecretValue', 'AnthropicSecret') that neither",
+        ),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else None,
+)
+def test_a_widened_provider_grant_fails(sam, provider, widen, expected):
+    wide = copy.deepcopy(sam)
+    widen(wide)
+    problems = check(wide, provider)
+    assert any(expected in p for p in problems), problems
+
+
 def test_a_narrowed_copy_fails_too(sam):
     """Dropping a permission the code needs is caught as well (it would fail in AWS with AccessDenied)."""
     narrow = copy.deepcopy(sam)
@@ -440,6 +701,14 @@ def test_a_narrowed_copy_fails_too(sam):
 # ------------------------------------------------------------------------------------------------ recorded run
 
 _ACTIONS = {"SendMessageBatch": "SendMessage"}  # operations authorized by another action
+# TransactWriteItems is authorized per item by the underlying action
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+_TRANSACT = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threading.local) -> Any:
@@ -450,11 +719,20 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if attr == "Arn":
             by_physical[str(value)] = logical
 
+    from prfleet_local.stack.local_stack import current_invocation
+
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        fn = getattr(current, "function", None)
+        invocation = current_invocation()  # each invocation runs in a thread of its own
+        fn = invocation.function if invocation is not None else None
         if fn is None:
             return
         service = model.service_model.signing_name or model.service_model.endpoint_prefix
+        if model.name == "TransactWriteItems":
+            for item in params.get("TransactItems", []):
+                for kind, body in item.items():
+                    table = by_physical.get(body.get("TableName"), body.get("TableName"))
+                    calls.setdefault(fn, set()).add((f"{service}:{_TRANSACT[kind]}", table))
+            return
         op = _ACTIONS.get(model.name, model.name)
         target = (
             params.get("TableName")
@@ -502,6 +780,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         assert status == 202, reply
         assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=120)
         box.stack.sweep()
+        box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
     not_granted = {fn: sorted(calls[fn] - NEEDS[fn]) for fn in FUNCTIONS if calls[fn] - NEEDS[fn]}

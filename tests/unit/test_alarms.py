@@ -41,7 +41,7 @@ def simple(name: str = "StuckRuns", **overrides: Any) -> dict[str, Any]:
     return props
 
 
-def error_rate(**overrides: Any) -> dict[str, Any]:
+def error_rate(period: int = 300, **overrides: Any) -> dict[str, Any]:
     def stat(qid: str, metric: str) -> dict[str, Any]:
         return {
             "Id": qid,
@@ -52,7 +52,7 @@ def error_rate(**overrides: Any) -> dict[str, Any]:
                     "MetricName": metric,
                     "Dimensions": [{"Name": "service", "Value": "prfleet"}],
                 },
-                "Period": 300,
+                "Period": period,
                 "Stat": "Sum",
             },
         }
@@ -68,7 +68,7 @@ def error_rate(**overrides: Any) -> dict[str, Any]:
             stat("failed", "RunsFailed"),
             {
                 "Id": "rate",
-                "Expression": "IF(started >= 5, 100 * FILL(failed, 0) / started, 0)",
+                "Expression": "IF(FILL(started, 0) >= 5, 100 * FILL(failed, 0) / started, 0)",
                 "ReturnData": True,
             },
         ],
@@ -120,8 +120,8 @@ def test_p95_alarm_over_raw_values_not_over_averages() -> None:
     values = [10_000.0] * 18 + [190_000.0, 200_000.0]
     points = [dp("RunDuration", v, T0 + i, unit="Milliseconds") for i, v in enumerate(values)]
     assert ev.evaluate(points, T0 + 60)["Latency"] == AlarmState.ALARM
-    assert ev.status["Latency"].values[-1] == (T0, 190_000.0)
-    # 19 fast ones and 1 slow: p95 is fast.
+    assert ev.status["Latency"].values[-1] == (T0 - 240, 190_000.0)
+    # 19 fast ones and 1 slow, 5 minutes later: p95 is fast.
     values = [10_000.0] * 19 + [200_000.0]
     points = [dp("RunDuration", v, T0 + 300 + i, unit="Milliseconds") for i, v in enumerate(values)]
     assert ev.evaluate(points, T0 + 360)["Latency"] == AlarmState.OK
@@ -131,19 +131,35 @@ def test_unit_must_match_when_the_alarm_names_one() -> None:
     ev = AlarmEvaluator(
         {"Latency": simple("RunDuration", Unit="Milliseconds", Statistic="Maximum", Threshold=5)}
     )
-    states = ev.evaluate([dp("RunDuration", 10, T0, unit="Seconds")], T0 + 10)
+    states = ev.evaluate([dp("RunDuration", 10, T0, unit="Seconds")], T0 + 60)
     # the Seconds datapoint is another metric, so the period is missing (-> notBreaching)
     assert states["Latency"] == AlarmState.OK
 
 
-def test_low_sample_percentiles_can_be_ignored() -> None:
+@pytest.mark.parametrize(
+    ("stat", "needed"),
+    [("p99", 1000), ("p95", 200), ("p90", 100), ("p50", 20), ("p25", 40), ("p10", 100), ("p100", None)],
+)
+def test_percentiles_with_low_samples_thresholds(stat: str, needed: float | None) -> None:
+    """percentiles-with-low-samples: fewer than 10/(1-p) samples for 0.5 <= p < 1 ("fewer than 1000 samples for an
+    alarm on a p99 percentile"), 10/p for p < 0.5."""
+    assert alarms.low_sample_threshold(stat) == needed
+
+
+def test_percentiles_with_low_samples_ignore_keeps_the_state_below_10_over_1_minus_p() -> None:
     props = simple("RunDuration", Statistic=None, ExtendedStatistic="p95", Threshold=100)
     props["EvaluateLowSampleCountPercentile"] = "ignore"
     ev = AlarmEvaluator({"Latency": props})
-    ev.evaluate([dp("RunDuration", 1, T0 + i) for i in range(20)], T0 + 30)  # 20 samples: evaluated
-    assert ev.states["Latency"] == AlarmState.OK
-    ev.evaluate([dp("RunDuration", 500, T0 + 300)], T0 + 330)  # one sample: too few for p95, state kept
-    assert ev.states["Latency"] == AlarmState.OK
+    # 199 samples of a breaching value: fewer than 10 / (1 - 0.95) = 200, so the state is not changed.
+    ev.evaluate([dp("RunDuration", 500, T0 + i % 60) for i in range(199)], T0 + 60)
+    assert ev.states["Latency"] == AlarmState.INSUFFICIENT_DATA
+    # 200 samples are enough: evaluated.
+    ev.evaluate([dp("RunDuration", 500, T0 + i % 60) for i in range(200)], T0 + 60)
+    assert ev.states["Latency"] == AlarmState.ALARM
+    # "evaluate" (the default) evaluates a single sample.
+    del props["EvaluateLowSampleCountPercentile"]
+    ev = AlarmEvaluator({"Latency": props})
+    assert ev.evaluate([dp("RunDuration", 500, T0)], T0 + 60)["Latency"] == AlarmState.ALARM
 
 
 # ----------------------------------------------------------------------------------------------- metric math
@@ -167,13 +183,13 @@ def rate_points(started: int, failed: int, at: float) -> list[Datapoint]:
 def test_error_rate_with_minimum_volume_guard(started: int, failed: int, state: AlarmState) -> None:
     ev = AlarmEvaluator({"ErrorRate": error_rate()})
     points = [p for k in range(3) for p in rate_points(started, failed, T0 + 300 * k)]
-    assert ev.evaluate(points, T0 + 600 + 120)["ErrorRate"] == state
+    assert ev.evaluate(points, T0 + 900)["ErrorRate"] == state
 
 
 def test_error_rate_needs_all_three_periods_breaching() -> None:
     ev = AlarmEvaluator({"ErrorRate": error_rate()})
     points = rate_points(10, 5, T0) + rate_points(10, 5, T0 + 300) + rate_points(10, 1, T0 + 600)
-    assert ev.evaluate(points, T0 + 700)["ErrorRate"] == AlarmState.OK
+    assert ev.evaluate(points, T0 + 900)["ErrorRate"] == AlarmState.OK
     assert [v for _, v in ev.status["ErrorRate"].values[-3:]] == [50.0, 50.0, 10.0]
 
 
@@ -187,14 +203,16 @@ def test_error_rate_needs_all_three_periods_breaching() -> None:
         ("a / 0", None),  # division by zero: no datapoint
         ("a > b", 0.0),
         ("a <= b AND b == 3", 1.0),
-        ("a > b OR NOT (b != 3)", 1.0),
         ("a > b || b >= 3 && a < 1", 0.0),
         ("IF(a > 1, 100, 7)", 100.0),
         ("IF(a > 5, 100, 7)", 7.0),
         ("IF(a > 5, 100)", None),
         ("ABS(a - b)", 1.0),
         ("FILL(m, 0) + a", 2.0),
-        ("m + a", None),  # a missing operand makes the result missing
+        ("m + a", 2.0),  # between two series a missing value is 0 (using-metric-math, basic arithmetic)
+        ("m + m", None),  # missing in both: no datapoint
+        ("m * 2", None),  # a series and a scalar: only where the series has a value
+        ("m < a", 1.0),  # comparisons between two series: the missing one is 0
         ("1.5e1 - .5", 14.5),
     ],
 )
@@ -202,6 +220,40 @@ def test_metric_math_expressions(expression: str, expected: float | None) -> Non
     variables = {"a": (2.0,), "b": (3.0,), "m": (None,)}
     result = alarms.evaluate_expression(expression, variables, 1)
     assert (result if isinstance(result, tuple) else (result,)) == (expected,)
+
+
+def test_using_metric_math_comparison_example() -> None:
+    """using-metric-math, "Comparison and logical operators": metric1 [30, 20, 0, 0], metric2 [20, -, 20, -]."""
+    v = {"metric1": (30.0, 20.0, 0.0, 0.0), "metric2": (20.0, None, 20.0, None)}
+    assert alarms.evaluate_expression("(metric1 < metric2)", v, 4) == (0.0, 0.0, 1.0, 0.0)
+    assert alarms.evaluate_expression("(metric1 >= 30)", v, 4) == (1.0, 0.0, 0.0, 0.0)
+    assert alarms.evaluate_expression("(metric1 > 15 AND metric2 > 15)", v, 4) == (1.0, 0.0, 0.0, 0.0)
+
+
+def test_using_metric_math_if_examples() -> None:
+    """using-metric-math, "Using IF expressions": the three example tables."""
+    v = {
+        "metric1": (1.0, 1.0, 0.0, 0.0, None),
+        "metric2": (30.0, None, 0.0, 0.0, 30.0),
+        "metric3": (0.0, 0.0, 20.0, None, 20.0),
+    }
+    assert alarms.evaluate_expression("IF(metric1, metric2, metric3)", v, 5) == (30.0, 0.0, 20.0, None, None)
+    assert alarms.evaluate_expression("IF(metric1, 5, metric3)", v, 5) == (5.0, 5.0, 20.0, None, None)
+    assert alarms.evaluate_expression("IF(metric1, metric2, 5)", v, 5) == (30.0, 0.0, 5.0, 5.0, None)
+    assert alarms.evaluate_expression("IF(metric1, metric2)", v, 5) == (30.0, 0.0, None, None, None)
+    assert alarms.evaluate_expression("IF(1, metric2)", v, 5) == v["metric2"]
+    assert alarms.evaluate_expression("IF(0, metric2)", v, 5) == (None,) * 5
+
+
+def test_using_metric_math_division_by_zero_drops_the_datapoint() -> None:
+    v = {"a": (1.0, 2.0), "b": (0.0, 4.0)}
+    assert alarms.evaluate_expression("a / b", v, 2) == (None, 0.5)
+
+
+def test_using_metric_math_diff() -> None:
+    """DIFF: "the difference between each value in the time series and the preceding value"."""
+    v = {"m": (1.0, 1.0, 3.0, None, 4.0)}
+    assert alarms.evaluate_expression("DIFF(m)", v, 5) == (None, 0.0, 2.0, None, 1.0)
 
 
 def test_fill_repeat_and_linear() -> None:
@@ -212,7 +264,16 @@ def test_fill_repeat_and_linear() -> None:
 
 @pytest.mark.parametrize(
     "expression",
-    ["__import__('os').system('true')", "a +", "unknown * 2", "SEARCH('x', 'Sum', 300)", "a; b", "IF(a)"],
+    [
+        "__import__('os').system('true')",
+        "a +",
+        "unknown * 2",
+        "SEARCH('x', 'Sum', 300)",
+        "a; b",
+        "IF(a)",
+        "NOT a",  # not an operator the page lists (comparison: == != <= >= < >; logical: AND && OR ||)
+        "!a",
+    ],
 )
 def test_metric_math_refuses_what_it_cannot_parse(expression: str) -> None:
     with pytest.raises(AlarmDefinitionError):
@@ -225,114 +286,160 @@ def test_expressions_may_use_other_expressions() -> None:
     props["Metrics"].append({"Id": "pct", "Expression": "100 * fraction"})
     ev = AlarmEvaluator({"ErrorRate": props})
     points = [p for k in range(3) for p in rate_points(10, 5, T0 + 300 * k)]
-    assert ev.evaluate(points, T0 + 700)["ErrorRate"] == AlarmState.ALARM
+    assert ev.evaluate(points, T0 + 900)["ErrorRate"] == AlarmState.ALARM
 
 
-# ------------------------------------------------------------------------------------------- M of N, missing
+# ----------------------------------------------------------------------- alarm-evaluation: the sliding window
 
 
 def queue_age(**overrides: Any) -> dict[str, Any]:
-    return simple(
+    props = simple(
         "ApproximateAgeOfOldestMessage",
         Namespace="AWS/SQS",
         Dimensions=[{"Name": "QueueName", "Value": "prfleet-jobs"}],
         Statistic="Maximum",
-        Period=60,
+        Period=300,
         EvaluationPeriods=3,
-        DatapointsToAlarm=2,
+        DatapointsToAlarm=3,
         Threshold=300,
         ComparisonOperator="GreaterThanThreshold",
-        **overrides,
     )
+    props.update(overrides)
+    return props
 
 
-def ages(*values: float | None, start: float = T0) -> list[Datapoint]:
+def range_points(pattern: str, *, period: int = 300, now: float = T0) -> list[Datapoint]:
+    """The docs' notation, oldest first: 0 a non-breaching datapoint (10), X a breaching one (400), - missing."""
+    pattern = pattern.replace(" ", "")
+    starts = alarms.window(now, period, len(pattern))
+    values = {"0": 10.0, "X": 400.0}
     return [
         Datapoint(
-            "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "prfleet-jobs"}, start + 60 * i, v
+            "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "prfleet-jobs"}, start + 1, values[c]
         )
-        for i, v in enumerate(values)
-        if v is not None
+        for start, c in zip(starts, pattern, strict=True)
+        if c != "-"
     ]
 
 
-@pytest.mark.parametrize(
-    ("values", "state"),
-    [
-        ((10, 400, 500), AlarmState.ALARM),  # 2 of 3
-        ((400, 10, 500), AlarmState.ALARM),  # 2 of 3, not adjacent
-        ((400, 10, 20), AlarmState.OK),  # 1 of 3
-        ((10, 20, 30), AlarmState.OK),
-    ],
-)
-def test_m_out_of_n(values: tuple[float, ...], state: AlarmState) -> None:
-    ev = AlarmEvaluator({"Age": queue_age()})
-    now = T0 + 60 * (len(values) - 1) + 30
-    assert ev.evaluate(ages(*values), now)["Age"] == state
+def test_alarm_evaluation_the_window_slides_by_the_minute_and_excludes_the_minute_in_progress() -> None:
+    """alarm-evaluation ("Evaluating an alarm"): Period 5 minutes, 1 evaluation period: at the end of minute 5 the
+    alarm evaluates minutes 1 to 5, at the end of minute 6 minutes 2 to 6."""
+    assert alarms.window(T0 + 59, 300, 1) == [T0 - 300]  # still minute T0..T0+60 in progress
+    assert alarms.window(T0 + 60, 300, 1) == [T0 - 240]  # the window moved one minute, not one period
+    assert alarms.window(T0 + 60, 300, 3) == [T0 - 840, T0 - 540, T0 - 240]
+    ev = AlarmEvaluator({"Stuck": simple(TreatMissingData="missing")})
+    # a datapoint in the minute in progress is not evaluated yet ...
+    assert ev.evaluate([dp("StuckRuns", 1, T0 + 10)], T0 + 30)["Stuck"] == AlarmState.INSUFFICIENT_DATA
+    # ... it is at the end of its minute, and for the next 5 minutes of evaluations, whatever the boundaries
+    for minute in range(1, 6):
+        assert ev.evaluate([dp("StuckRuns", 1, T0 + 10)], T0 + 60 * minute)["Stuck"] == AlarmState.ALARM
+    # alarms-and-missing-data: "CloudWatch alarms might repeatedly re-evaluate the last set of data points for a
+    # period of time after the metric has stopped flowing": the datapoint stays the most recent real one in the
+    # evaluation range (EvaluationPeriods + 2 = 3 periods, 15 minutes) ...
+    assert ev.evaluate([dp("StuckRuns", 1, T0 + 10)], T0 + 900)["Stuck"] == AlarmState.ALARM
+    # ... and once it left the range, all is missing.
+    assert ev.evaluate([dp("StuckRuns", 1, T0 + 10)], T0 + 960)["Stuck"] == AlarmState.INSUFFICIENT_DATA
+
+
+def test_alarm_evaluation_a_15_minute_rate_does_not_reset_at_the_quarter_hour() -> None:
+    """The issue's case: with aligned 15-minute buckets the error-rate alarm went OK at every quarter hour; with the
+    docs' sliding window the last 15 minutes are evaluated at every minute."""
+    ev = AlarmEvaluator({"ErrorRate": error_rate(EvaluationPeriods=1, DatapointsToAlarm=1, period=900)})
+    points = rate_points(10, 5, T0 + 800)  # 50 % of 10 runs, 100 s before a quarter-hour boundary (T0 + 900)
+    assert ev.evaluate(points, T0 + 900)["ErrorRate"] == AlarmState.ALARM
+    assert ev.evaluate(points, T0 + 960)["ErrorRate"] == AlarmState.ALARM  # a new quarter hour: still ALARM
+    assert (
+        ev.evaluate(points, T0 + 1680)["ErrorRate"] == AlarmState.ALARM
+    )  # the runs are 15 min old at T0 + 1700
+    assert ev.evaluate(points, T0 + 1740)["ErrorRate"] == AlarmState.OK
+
+
+def test_alarm_evaluation_m_out_of_n_need_not_be_consecutive() -> None:
+    """alarm-evaluation: "The breaching data points don't have to be consecutive"."""
+    two_of_three = queue_age(DatapointsToAlarm=2)
+    for pattern, state in [("X0X", AlarmState.ALARM), ("0XX", AlarmState.ALARM), ("X00", AlarmState.OK)]:
+        ev = AlarmEvaluator({"Age": two_of_three})
+        assert ev.evaluate(range_points("00" + pattern), T0)["Age"] == state, pattern
+
+
+# ------------------------------------------------------------- alarms-and-missing-data: the docs' two tables
+
+MISSING, IGNORE, BREACHING, NOT_BREACHING = "missing", "ignore", "breaching", "notBreaching"
+ALM, OK_, INS, KEEP = AlarmState.ALARM, AlarmState.OK, AlarmState.INSUFFICIENT_DATA, "retain current state"
+
+# "Datapoints to Alarm and Evaluation Periods are both 3. CloudWatch retrieves the 5 most recent data points"
+THREE_OF_THREE = [
+    ("0 - X - X", {MISSING: OK_, IGNORE: OK_, BREACHING: OK_, NOT_BREACHING: OK_}),
+    ("0 - - - -", {MISSING: OK_, IGNORE: OK_, BREACHING: OK_, NOT_BREACHING: OK_}),
+    ("- - - - -", {MISSING: INS, IGNORE: KEEP, BREACHING: ALM, NOT_BREACHING: OK_}),
+    ("0 X X - X", {MISSING: ALM, IGNORE: ALM, BREACHING: ALM, NOT_BREACHING: ALM}),
+    ("- - X - -", {MISSING: ALM, IGNORE: KEEP, BREACHING: ALM, NOT_BREACHING: OK_}),
+]
+# "Datapoints to Alarm is only 2 while Evaluation Periods is 3. This is a 2 out of 3, M out of N alarm"
+TWO_OF_THREE = [
+    ("0 - X - X", {MISSING: ALM, IGNORE: ALM, BREACHING: ALM, NOT_BREACHING: ALM}),
+    ("0 0 X 0 X", {MISSING: ALM, IGNORE: ALM, BREACHING: ALM, NOT_BREACHING: ALM}),
+    ("0 - X - -", {MISSING: OK_, IGNORE: OK_, BREACHING: ALM, NOT_BREACHING: OK_}),
+    ("- - - - 0", {MISSING: OK_, IGNORE: OK_, BREACHING: ALM, NOT_BREACHING: OK_}),
+    ("- - - X -", {MISSING: ALM, IGNORE: KEEP, BREACHING: ALM, NOT_BREACHING: OK_}),
+]
+
+
+def _table_case(m: int, pattern: str, treatment: str, expected: Any) -> None:
+    for start in (AlarmState.OK, AlarmState.ALARM):  # "retain current state" must hold from either state
+        ev = AlarmEvaluator({"Age": queue_age(DatapointsToAlarm=m, TreatMissingData=treatment)})
+        ev.status["Age"].state = start
+        got = ev.evaluate(range_points(pattern), T0)["Age"]
+        assert got == (start if expected == KEEP else expected), (m, pattern, treatment, start)
 
 
 @pytest.mark.parametrize(
-    ("treatment", "state"),
-    [
-        ("missing", AlarmState.INSUFFICIENT_DATA),
-        ("notBreaching", AlarmState.OK),
-        ("breaching", AlarmState.ALARM),
-        ("ignore", AlarmState.INSUFFICIENT_DATA),  # the initial state is kept
-    ],
+    ("pattern", "treatment", "expected"),
+    [(p, t, e) for p, row in THREE_OF_THREE for t, e in row.items()],
 )
-def test_all_datapoints_missing(treatment: str, state: AlarmState) -> None:
-    ev = AlarmEvaluator({"Age": queue_age(TreatMissingData=treatment)})
-    assert ev.evaluate([], T0)["Age"] == state
+def test_alarms_and_missing_data_first_table_3_of_3(pattern: str, treatment: str, expected: Any) -> None:
+    _table_case(3, pattern, treatment, expected)
 
 
-def test_missing_is_the_default_treatment() -> None:
+@pytest.mark.parametrize(
+    ("pattern", "treatment", "expected"),
+    [(p, t, e) for p, row in TWO_OF_THREE for t, e in row.items()],
+)
+def test_alarms_and_missing_data_second_table_2_of_3(pattern: str, treatment: str, expected: Any) -> None:
+    _table_case(2, pattern, treatment, expected)
+
+
+def test_alarms_and_missing_data_premature_alarm_state_is_avoided() -> None:
+    """ "Avoiding premature transitions to alarm state": with - - - - X or - - - X - (3 of 3) the alarm does not go
+    into ALARM; once the breaching datapoint is 3 periods old (- - X - -) it does, even with missing. The state
+    it takes meanwhile is the earlier edition's table row "- - - - X: Insufficient data / Retain current state"."""
+    for pattern in ("- - - - X", "- - - X -"):
+        ev = AlarmEvaluator({"Age": queue_age(TreatMissingData="missing")})
+        assert ev.evaluate(range_points(pattern), T0)["Age"] == AlarmState.INSUFFICIENT_DATA, pattern
+    ev = AlarmEvaluator({"Age": queue_age(TreatMissingData="missing")})
+    assert ev.evaluate(range_points("X - - - -"), T0)["Age"] == AlarmState.ALARM
+
+
+def test_alarms_and_missing_data_the_default_treatment_is_missing() -> None:
     props = queue_age()
     del props["TreatMissingData"]
     assert AlarmEvaluator({"Age": props}).evaluate([], T0)["Age"] == AlarmState.INSUFFICIENT_DATA
 
 
-def test_ignore_keeps_the_alarm_state_when_data_stops() -> None:
+def test_alarms_and_missing_data_ignore_keeps_the_alarm_state_when_data_stops() -> None:
     ev = AlarmEvaluator({"Age": queue_age(TreatMissingData="ignore")})
-    assert ev.evaluate(ages(400, 500, 600), T0 + 150)["Age"] == AlarmState.ALARM
+    assert ev.evaluate(range_points("- - X X X"), T0)["Age"] == AlarmState.ALARM
     assert ev.evaluate([], T0 + 3600)["Age"] == AlarmState.ALARM
-
-
-@pytest.mark.parametrize(
-    ("treatment", "state"),
-    [
-        ("breaching", AlarmState.ALARM),  # 1 real breaching + 2 missing treated as breaching
-        ("notBreaching", AlarmState.OK),
-        ("missing", AlarmState.OK),
-        ("ignore", AlarmState.INSUFFICIENT_DATA),  # fewer than N real datapoints and below M: kept
-    ],
-)
-def test_partly_missing_fills_with_the_treatment(treatment: str, state: AlarmState) -> None:
-    ev = AlarmEvaluator({"Age": queue_age(TreatMissingData=treatment)})
-    # evaluation range is 5 periods; only the newest has data (breaching)
-    assert ev.evaluate(ages(None, None, None, None, 400), T0 + 4 * 60 + 30)["Age"] == state
-
-
-def test_enough_real_datapoints_further_back_are_used_before_filling() -> None:
-    ev = AlarmEvaluator({"Age": queue_age(TreatMissingData="breaching")})
-    # 3 real datapoints in the 5-period range (2 missing): the 3 real ones decide, the treatment is unused.
-    assert ev.evaluate(ages(10, None, 20, None, 30), T0 + 4 * 60 + 30)["Age"] == AlarmState.OK
 
 
 def test_dimensions_must_match_exactly() -> None:
     ev = AlarmEvaluator({"Stuck": simple(TreatMissingData="missing")})
     per_agent = [dp("StuckRuns", 5, T0, {"service": "prfleet", "agent": "review"})]
-    assert ev.evaluate(per_agent, T0 + 10)["Stuck"] == AlarmState.INSUFFICIENT_DATA
+    assert ev.evaluate(per_agent, T0 + 60)["Stuck"] == AlarmState.INSUFFICIENT_DATA
     other_service = [dp("StuckRuns", 5, T0, {"service": "other"})]
-    assert ev.evaluate(other_service, T0 + 10)["Stuck"] == AlarmState.INSUFFICIENT_DATA
-    assert ev.evaluate([dp("StuckRuns", 5, T0)], T0 + 10)["Stuck"] == AlarmState.ALARM
-
-
-def test_periods_are_aligned_and_the_future_is_ignored() -> None:
-    ev = AlarmEvaluator({"Stuck": simple(TreatMissingData="missing")})
-    # a datapoint at exactly T0 + 300 opens the next period, so at T0 + 299 nothing is known yet
-    assert ev.evaluate([dp("StuckRuns", 1, T0 + 300)], T0 + 299)["Stuck"] == AlarmState.INSUFFICIENT_DATA
-    assert ev.evaluate([dp("StuckRuns", 1, T0 + 300)], T0 + 300)["Stuck"] == AlarmState.ALARM
-    assert ev.status["Stuck"].values[-1] == (T0 + 300, 1.0)
+    assert ev.evaluate(other_service, T0 + 60)["Stuck"] == AlarmState.INSUFFICIENT_DATA
+    assert ev.evaluate([dp("StuckRuns", 5, T0)], T0 + 60)["Stuck"] == AlarmState.ALARM
 
 
 # ----------------------------------------------------------------------------------------------- transitions
@@ -346,18 +453,20 @@ def test_transitions_are_recorded_only_on_change() -> None:
         (AlarmState.INSUFFICIENT_DATA, AlarmState.OK, T0)
     ]
     stuck = [dp("StuckRuns", 1, T0 + 120)]
-    ev.evaluate(stuck, T0 + 120)
-    assert [t.new_state for t in ev.last_transitions] == [AlarmState.ALARM]
     ev.evaluate(stuck, T0 + 180)
+    assert [t.new_state for t in ev.last_transitions] == [AlarmState.ALARM]
+    ev.evaluate(stuck, T0 + 240)
     assert ev.last_transitions == []
-    ev.evaluate(stuck, T0 + 900)  # the stuck run left the evaluation range: back to OK
+    ev.evaluate(stuck, T0 + 1020)  # still the most recent real datapoint of the 15-minute range
+    assert ev.last_transitions == []
+    ev.evaluate(stuck, T0 + 1080)  # the stuck run left the evaluation range: back to OK
     assert [(t.old_state, t.new_state) for t in ev.transitions] == [
         (AlarmState.INSUFFICIENT_DATA, AlarmState.OK),
         (AlarmState.OK, AlarmState.ALARM),
         (AlarmState.ALARM, AlarmState.OK),
     ]
     alarm = ev.transitions[1]
-    assert alarm.timestamp == T0 + 120
+    assert alarm.timestamp == T0 + 180
     assert alarm.reason.startswith("Threshold Crossed: 1 out of the last 1 datapoint [1.0 (")
     assert "greater than or equal to the threshold (1.0)" in alarm.reason
 
@@ -381,7 +490,7 @@ def test_notification_body_has_the_cloudwatch_sns_shape() -> None:
         AlarmActions=["arn:aws:sns:us-east-1:123456789012:alerts"],
     )
     ev = AlarmEvaluator({"LatencyAlarm": props})
-    ev.evaluate([dp("RunDuration", 200_000, T0)], T0 + 5)
+    ev.evaluate([dp("RunDuration", 200_000, T0)], T0 + 60)
     (transition,) = ev.last_transitions
     body = ev.notification(transition, region="us-east-1", account_id="111122223333")
     json.dumps(body)  # serialisable as the SNS Message
@@ -391,7 +500,7 @@ def test_notification_body_has_the_cloudwatch_sns_shape() -> None:
     assert body["NewStateValue"] == "ALARM"
     assert body["OldStateValue"] == "INSUFFICIENT_DATA"
     assert body["NewStateReason"] == transition.reason
-    assert body["StateChangeTime"] == "2026-11-18T11:15:05.000+0000"
+    assert body["StateChangeTime"] == "2026-11-18T11:16:00.000+0000"
     assert body["Region"] == "US East (N. Virginia)"
     assert body["AlarmArn"] == "arn:aws:cloudwatch:us-east-1:111122223333:alarm:prfleet-latency"
     assert body["AlarmActions"] == ["arn:aws:sns:us-east-1:123456789012:alerts"]
@@ -502,7 +611,7 @@ def test_emitted_events_drive_the_alarm_end_to_end() -> None:
             e.emit("complete", status="failed" if i < 2 else "succeeded", duration_ms=1000)
         e.flush()
     points = cap.datapoints()
-    now = max(p.timestamp for p in points)
+    now = max(p.timestamp for p in points) + 60  # the next evaluation after the minute the runs ended in
     ev = AlarmEvaluator({"ErrorRate": error_rate(EvaluationPeriods=1, DatapointsToAlarm=1)})
     assert ev.evaluate(points, now)["ErrorRate"] == AlarmState.ALARM  # 2 of 6 = 33 %
     assert ev.status["ErrorRate"].values[-1][1] == pytest.approx(100 * 2 / 6)
@@ -536,7 +645,6 @@ def template_alarms() -> dict[str, dict[str, Any]]:
     return {k: r["Properties"] for k, r in resources.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
 
 
-@pytest.mark.skipif(not TEMPLATE.exists(), reason="no template.yaml")
 def test_every_template_alarm_can_be_evaluated_and_starts_quiet() -> None:
     definitions = template_alarms()
     assert definitions, "the template defines alarms"
@@ -550,12 +658,89 @@ def test_every_template_alarm_can_be_evaluated_and_starts_quiet() -> None:
         assert state == expected, key
 
 
-@pytest.mark.skipif(not TEMPLATE.exists(), reason="no template.yaml")
+def template_alarm(name: str) -> AlarmEvaluator:
+    return AlarmEvaluator({name: template_alarms()[name]})
+
+
+def lambda_errors(function: str, count: int, at: float) -> list[Datapoint]:
+    return [Datapoint("AWS/Lambda", "Errors", {"FunctionName": function}, at + i, 1.0) for i in range(count)]
+
+
 def test_template_error_rate_alarm_fires_on_failed_runs_only_with_volume() -> None:
-    definitions = {k: v for k, v in template_alarms().items() if "Metrics" in v}
-    assert definitions, "the template has a metric-math error-rate alarm"
-    ev = AlarmEvaluator(definitions)
-    quiet = ev.evaluate(rate_points(3, 3, T0), T0 + 60)  # 100 % of 3 runs: below the volume guard
-    assert set(quiet.values()) == {AlarmState.OK}
-    loud = ev.evaluate(rate_points(20, 8, T0), T0 + 60)  # 40 % of 20 runs
-    assert set(loud.values()) == {AlarmState.ALARM}
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(rate_points(3, 3, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.OK  # 3 runs: below 5
+    assert ev.evaluate(rate_points(20, 8, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.ALARM  # 40 % of 20
+
+
+def test_template_error_rate_alarm_counts_invocations_killed_before_they_flushed() -> None:
+    """Every run times out: no RunsStarted, no RunsFailed ever reaches CloudWatch, only AWS/Lambda Errors."""
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(lambda_errors("AgentFunction", 5, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.ALARM
+    # One timeout among 10 flushed runs is 1 / 11 = 9 %: no page.
+    ev = template_alarm("ErrorRateAlarm")
+    points = rate_points(10, 0, T0) + lambda_errors("AgentFunction", 1, T0)
+    assert ev.evaluate(points, T0 + 60)["ErrorRateAlarm"] == AlarmState.OK
+    assert ev.status["ErrorRateAlarm"].values[-1][1] == pytest.approx(100 / 11)
+    # Another function's errors are not agent runs.
+    ev = template_alarm("ErrorRateAlarm")
+    assert ev.evaluate(lambda_errors("WebhookFunction", 9, T0), T0 + 60)["ErrorRateAlarm"] == AlarmState.OK
+
+
+def durations(values: list[float], at: float) -> list[Datapoint]:
+    return [dp("RunDuration", v, at + i % 50, unit="Milliseconds") for i, v in enumerate(values)]
+
+
+def test_template_latency_alarm_one_slow_run_never_pages() -> None:
+    ev = template_alarm("LatencyAlarm")
+    assert ev.evaluate(durations([200_000.0], T0), T0 + 60)["LatencyAlarm"] == AlarmState.OK  # 1 run
+    slow_few = durations([200_000.0] * 19, T0)  # 19 slow runs: below the 20-run guard
+    assert template_alarm("LatencyAlarm").evaluate(slow_few, T0 + 60)["LatencyAlarm"] == AlarmState.OK
+    one_in_20 = durations([10_000.0] * 19 + [200_000.0], T0)  # p95 of 20 is the second slowest
+    assert template_alarm("LatencyAlarm").evaluate(one_in_20, T0 + 60)["LatencyAlarm"] == AlarmState.OK
+
+
+def test_template_latency_alarm_sustained_slow_runs_page_at_the_default_concurrency() -> None:
+    """At AgentMaxConcurrency 5 and 130 s runs, 15 minutes hold 5 x 900 / 130 = 34 finished runs."""
+    runs = int(5 * 900 / 130)
+    points = [dp("RunDuration", 130_000.0, T0 + 130 * (i // 5), unit="Milliseconds") for i in range(runs)]
+    ev = template_alarm("LatencyAlarm")
+    assert ev.evaluate(points, T0 + 900)["LatencyAlarm"] == AlarmState.ALARM
+    # With CloudWatch's own low-sample rule for p95 instead, 34 < 200 samples: the state would never change.
+    assert alarms.low_sample_threshold("p95") == 200 > runs
+
+
+def dlq_depth(depths: list[float], now: float) -> list[Datapoint]:
+    starts = alarms.window(now, 60, len(depths))
+    return [
+        Datapoint("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "JobsDLQ"}, s + 1, d)
+        for s, d in zip(starts, depths, strict=True)
+    ]
+
+
+def test_template_dlq_alarm_pages_for_every_new_dead_letter() -> None:
+    ev = template_alarm("JobsDLQAlarm")
+    history: list[float] = []
+    alarms_raised = 0
+    for minute, depth in enumerate([0, 1, 1, 1, 2, 2, 3, 3, 3]):  # three dead letters, minutes apart
+        history.append(depth)
+        now = T0 + 60 * (minute + 1)
+        ev.evaluate(dlq_depth(history, now), now)
+        alarms_raised += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
+    assert alarms_raised == 3
+    assert ev.states["JobsDLQAlarm"] == AlarmState.OK  # no new dead letter in the last minute
+    # An idle DLQ publishes nothing; its first dead letter still counts (FILL(depth, 0) before DIFF).
+    ev = template_alarm("JobsDLQAlarm")
+    only_now = dlq_depth([1.0], T0)
+    assert ev.evaluate(only_now, T0)["JobsDLQAlarm"] == AlarmState.ALARM
+
+
+def test_template_webhook_alarm_sees_crashes_and_throttles_the_handler_cannot_report() -> None:
+    for namespace, metric, dims in [
+        ("AWS/ApiGateway", "5xx", {"ApiId": "WebhookApi"}),
+        ("AWS/Lambda", "Errors", {"FunctionName": "WebhookFunction"}),
+        ("AWS/Lambda", "Throttles", {"FunctionName": "WebhookFunction"}),
+    ]:
+        ev = template_alarm("WebhookErrorsAlarm")
+        point = Datapoint(namespace, metric, dims, T0, 1.0)
+        assert ev.evaluate([point], T0 + 60)["WebhookErrorsAlarm"] == AlarmState.ALARM, metric
+    assert template_alarm("WebhookErrorsAlarm").evaluate([], T0)["WebhookErrorsAlarm"] == AlarmState.OK

@@ -184,7 +184,14 @@ def env(monkeypatch):
 
 def test_report_reads_both_tables_and_prints_every_section(env):
     fake = FakeDynamo(_ledger(), _runs())
-    code, out = run("cost report --days 7", client=fake, now=T)
+    from prfleet_local.cli.target import StackTarget
+
+    target = StackTarget(
+        "prfleet",
+        "us-east-1",
+        {"LedgerTable": ("AWS::DynamoDB::Table", "ledger"), "StateTable": ("AWS::DynamoDB::Table", "state")},
+    )
+    code, out = run("cost report --days 7", client=fake, now=T, target=target)
     assert code == 0
     assert ("query", "ledger") in fake.calls and fake.calls.count(("scan", "state")) == 2
     for text in (
@@ -198,5 +205,5 @@ def test_report_reads_both_tables_and_prints_every_section(env):
         "$0.3000",
     ):
         assert text in out
-    code, out = run("cost report --days 7 --json", client=fake, now=T)
+    code, out = run("cost report --days 7 --json", client=fake, now=T, target=target)
     assert json.loads(out)["by_repo"] == {"acme/app": 300_000, "acme/lib": 20_000}

@@ -61,6 +61,9 @@ def test_every_skip_has_its_reason():
         entry("huge_diff.py", patch=None, changes=90000),
         entry("link.py"),
         entry("style.css"),
+        {**entry("moved.py", status="renamed", patch=None, changes=0), "previous_filename": "old.py"},
+        entry("empty.py", status="added", patch=None, changes=0),
+        entry("run.py", status="changed", patch=None, changes=0),
     ]
     agents = {"tests": Agent("tests", ("*.py",))}
     jobs, skips = plan_files(
@@ -68,7 +71,7 @@ def test_every_skip_has_its_reason():
         files,
         agents,
         ignore=["docs/generated/*"],
-        sizes={"big.py": 5000},
+        sizes={"big.py": 5000, "empty.py": 0, "run.py": 12, "moved.py": 40},
         symlinks=["link.py"],
         max_file_bytes=1000,
     )
@@ -76,15 +79,19 @@ def test_every_skip_has_its_reason():
     assert reasons == {
         "gone.py": "removed",
         "logo.png": "binary",
-        "data.bin2": "binary (no textual diff)",
+        "data.bin2": "binary (GitHub shows no textual diff)",
         "big.py": "oversized (5000 bytes > 1000)",
         "package-lock.json": "ignored by pattern",
         "docs/generated/api.md": "ignored by pattern",
-        "huge_diff.py": "diff too large for GitHub to show",
         "link.py": "symlink",
         "style.css": "no agent applies to this file type",
+        # GitHub leaves `patch` out without a textual change too: the true reason, never "binary".
+        "moved.py": "renamed from old.py without changes",
+        "empty.py": "empty file",
+        "run.py": "file mode or type changed, content unchanged",
     }
-    assert jobs == []
+    # A diff GitHub left out as too large is reviewed from the file (within max_file_bytes).
+    assert [(j.path, j.agent) for j in jobs] == [("huge_diff.py", "tests")]
 
 
 def test_job_ids_are_stable_across_deliveries_but_differ_per_head():
@@ -96,3 +103,9 @@ def test_job_ids_are_stable_across_deliveries_but_differ_per_head():
     newer = PrJob(PR.repo, PR.number, "n" * 40, PR.base_sha, PR.installation_id, "delivery-3", "synchronize")
     c, _ = plan_files(newer, [entry("x.py")], {"review": Agent("review")}, max_file_bytes=10)
     assert a[0].job_id == b[0].job_id != c[0].job_id
+
+
+def test_a_renamed_file_with_changes_is_reviewed_with_its_patch_against_the_old_name():
+    renamed = {**entry("new_name.py", status="renamed"), "previous_filename": "old_name.py"}
+    jobs, skips = plan_files(PR, [renamed], {"review": Agent("review")}, max_file_bytes=1000)
+    assert [(j.path, j.agent) for j in jobs] == [("new_name.py", "review")] and skips == []

@@ -1,47 +1,61 @@
-"""The cost ledger: reserve a call's worst-case cost before the call, settle to the actual cost after it.
+"""The cost ledger: reserve a call's worst case before the call, settle to what it cost (or may have cost) after.
 
-Design (single item, one conditional UpdateItem per reserve):
-  Every day of the deployment has ONE ledger item, key (scope="daily", day="YYYY-MM-DD" in the configured
-  time zone). It holds the daily counters (`committed` = `settled` + `reserved`, micro-dollars), the
-  per-PR counters in maps keyed by PR scope (`prc` committed, `prs` settled), the open reservations in
-  the map `res` ({id: {a: amount, p: pr scope, x: deadline}}) and the 80 % markers in `a80`.
-  Because both the daily scope and the PR scope live in the same item, a reservation is ONE conditional
-  UpdateItem whose condition checks both limits; DynamoDB applies it atomically, so committed spend can
-  never pass either limit whatever the concurrency (no transaction needed; moto's transactions are also
-  not isolated under concurrency, single-item updates are). The per-PR cap is per PR per day.
-  A Lambda that dies between reserve and settle leaves an entry in `res` with its deadline; the sweeper
-  calls `release_expired`, which finds those entries in the recent day items and releases them.
-  The item's `expires_at` (table TTL) is the end of the day plus RETENTION_DAYS, for `prfleet cost report`.
+Layout (LedgerTable, pk `scope`, sk `day`; every item small, so a write costs the same at 10 or 10,000 PRs a day):
+  daily       / <day>        the day total: committed (= settled + reserved), reserved, settled, estimated, limit, a80
+  pr@<day>    / <pr scope>   one PR's total for the day: committed, settled, a80
+  res@<day>   / <id>         one open reservation: amount, pr, deadline
+  end@<day>   / <id>         one closed reservation: how (settled | estimated | released | expired) and what it booked
+  use@<hour>  / <model>      tokens per UTC hour and model (exact buckets, and the estimated calls), for reconciliation
+A reservation is ONE TransactWriteItems (day total + PR total, each with its limit in the condition, + the
+reservation item), so committed spend never passes either limit whatever the concurrency. A settle or release is
+one transaction that moves the reservation item to its closure item (conditional on both), so a settle applied
+twice (lost response, botocore retry, redelivery) books once: the second one finds the closure and does nothing.
+The day total is one item: its throughput ceiling and the plan beyond it are in docs/architecture.md.
 
-Pure core: the arithmetic and decisions (`fits`, `settle_delta`, `reaches_80`, the DayState transitions)
-and `Book`, an in-memory ledger with exactly the Ledger's protocol (used by the property tests and usable
-by local tools). Adapter: `Ledger` over DynamoDB.
+Billing rules (prfleet.billing): a call that may have been billed is booked `estimated` at its worst case; a
+reservation stranded past its deadline (a Lambda that died, a settle that could not be written) is booked
+`expired`, also at its worst case, never released: the call may have been made. A late exact settle replaces an
+estimate. Reconciliation (prfleet.reconcile) later moves the day total onto the bill.
+
+A refusal names its cause: `spent` when settled spend alone leaves no room (defer to the next budget day),
+`reserved` when open reservations do (retry after a short delay).
+
+Pure core: the decisions (`fits`, `refusal_cause`, `reaches_80`, `close`) and `Book`, an in-memory ledger with the
+Ledger's protocol. Adapter: `Ledger` over DynamoDB.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import random
 import threading
+import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
 DAILY = "daily"
 ALERT_PERCENT = 80
 RETENTION_DAYS = 100
+CLOSURE_DAYS = 15  # closures outlive any redelivery (SQS keeps a message at most 14 days)
 SWEEP_LOOKBACK_DAYS = 3
+TOKEN_BUCKETS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
 
 
 class BudgetExceeded(Exception):
-    """A reservation was refused: the caller defers the job (it is kept, not failed)."""
+    """A reservation was refused. `cause` is "spent" (defer to the next day) or "reserved" (retry soon)."""
 
-    def __init__(self, scope: str, needed: int, available: int) -> None:
-        super().__init__(f"budget exceeded for {scope}: need {needed} micro-USD, {available} available")
+    def __init__(self, scope: str, needed: int, available: int, cause: str = "spent") -> None:
+        super().__init__(
+            f"budget exceeded for {scope}: need {needed} micro-USD, {available} available"
+            + (" (held by open reservations)" if cause == "reserved" else "")
+        )
         self.scope = scope
         self.needed = needed
         self.available = available
+        self.cause = cause
 
 
 @dataclass(frozen=True)
@@ -70,6 +84,8 @@ class SpendStatus:
     percent: float  # settled / limit x 100 (actual spend, what the metric and alarm use)
     crossed_80: bool  # true exactly once per scope per day: publish one notice
     others: tuple[SpendStatus, ...] = ()  # settle(): the PR scope's status next to the daily one
+    estimated: int = 0  # part of `settled` booked at a worst case (may have been billed; see prfleet.billing)
+    booked: bool = True  # False when this settle was a repeat and booked nothing
 
     @property
     def committed(self) -> int:
@@ -77,6 +93,19 @@ class SpendStatus:
 
 
 # ----------------------------------------------------------------------------------------------- pure core
+
+# Reservation sizing for text never sent before (the first call of a run, or what a later call appends).
+# Not measured against the tokenizer of the current models (none is available offline, and the token-counting
+# endpoint needs the network; see docs/runbook.md#estimated): 2 ASCII characters per token and one token per
+# non-ASCII character, which is below every characters-per-token figure published for Claude on code and prose
+# (chars/3 was not a bound: a 296.7k-character prompt measured 114k tokens, 2.6 characters per token).
+CHARS_PER_TOKEN_BOUND = 2
+
+
+def input_bound(text: str) -> int:
+    """Upper bound of the tokens of `text` for a reservation (see CHARS_PER_TOKEN_BOUND)."""
+    ascii_chars = len(text.encode("ascii", "ignore"))
+    return -(-ascii_chars // CHARS_PER_TOKEN_BOUND) + (len(text) - ascii_chars)
 
 
 def fits(committed: int, amount: int, limit: int) -> bool:
@@ -87,6 +116,13 @@ def fits(committed: int, amount: int, limit: int) -> bool:
 def ceiling_for(limit: int, amount: int) -> int:
     """The largest committed value that still admits `amount` (the conditional write's bound)."""
     return limit - amount
+
+
+def refusal_cause(settled: int, committed: int, amount: int, limit: int) -> str | None:
+    """None if it fits; "spent" if settled spend alone leaves no room; "reserved" if open reservations do."""
+    if fits(committed, amount, limit):
+        return None
+    return "spent" if not fits(settled, amount, limit) else "reserved"
 
 
 def settle_delta(amount: int, actual: int) -> int:
@@ -108,98 +144,95 @@ def day_of(now: float, tz: str = "UTC") -> str:
     return _dt.datetime.fromtimestamp(now, ZoneInfo(tz)).date().isoformat()
 
 
+def hour_of(now: float) -> str:
+    """The UTC hour bucket of an epoch time, as the Usage and Cost API buckets it ("2026-11-30T14")."""
+    return _dt.datetime.fromtimestamp(now, _dt.timezone.utc).strftime("%Y-%m-%dT%H")
+
+
 def day_end(day: str, tz: str = "UTC") -> int:
     """Epoch seconds at which `day` ends in `tz` (DST-aware)."""
     d = _dt.date.fromisoformat(day) + _dt.timedelta(days=1)
     return int(_dt.datetime(d.year, d.month, d.day, tzinfo=ZoneInfo(tz)).timestamp())
 
 
-@dataclass
-class ResEntry:
-    amount: int
-    pr: str | None
-    deadline: int
+@dataclass(frozen=True)
+class Closed:
+    how: str  # settled | estimated | released | expired
+    cost: int  # what this closure booked (0 when released)
+
+
+@dataclass(frozen=True)
+class Move:
+    """What closing a reservation does to the totals (applied to the day and PR items together)."""
+
+    closure: Closed
+    committed: int
+    reserved: int
+    settled: int
+    estimated: int
+    exact_call: bool  # count the usage as exact tokens (and drop a previous estimate from the usage item)
+    replaces: Closed | None = None  # the closure this one replaces (conditional on it)
+
+
+def close(amount: int, prior: Closed | None, is_open: bool, how: str, cost: int) -> Move | None:
+    """The pure settlement rule. `how` is settled, estimated, released or expired. None: nothing to book (a repeat).
+
+    open      -> settled/estimated books `cost` and frees `amount`; released frees it; expired books `amount`.
+    released  -> a late settle/estimate books `cost` (the reservation was already given back).
+    estimated/expired -> an exact settle replaces the estimate; anything else is a repeat.
+    settled   -> always a repeat.
+    """
+    est = how in ("estimated", "expired")
+    if is_open:
+        if how == "released":
+            return Move(Closed("released", 0), -amount, -amount, 0, 0, False)
+        booked = amount if how == "expired" else cost
+        return Move(
+            Closed(how, booked), booked - amount, -amount, booked, booked if est else 0, how == "settled"
+        )
+    if how in ("released", "expired"):
+        return None
+    if prior is None or prior.how == "released":
+        return Move(Closed(how, cost), cost, 0, cost, cost if est else 0, how == "settled", prior)
+    if prior.how in ("estimated", "expired") and how == "settled":
+        d = cost - prior.cost
+        return Move(Closed("settled", cost), d, 0, d, -prior.cost, True, prior)
+    return None
 
 
 @dataclass
-class DayState:
-    """One day of the ledger (the in-memory twin of the DynamoDB day item)."""
-
+class Total:
     committed: int = 0
     reserved: int = 0
     settled: int = 0
-    prc: dict[str, int] = field(default_factory=dict)
-    prs: dict[str, int] = field(default_factory=dict)
-    res: dict[str, ResEntry] = field(default_factory=dict)
-    a80: set[str] = field(default_factory=set)
+    estimated: int = 0
+    a80: bool = False
 
-    def refusal(self, pr: str | None, amount: int, daily_limit: int, pr_limit: int) -> BudgetExceeded | None:
-        """Why a reservation would be refused, or None if it fits both scopes."""
-        if not fits(self.committed, amount, daily_limit):
-            return BudgetExceeded(DAILY, amount, max(0, daily_limit - self.committed))
-        if pr is not None and not fits(self.prc.get(pr, 0), amount, pr_limit):
-            return BudgetExceeded(pr, amount, max(0, pr_limit - self.prc.get(pr, 0)))
-        return None
 
-    def reserve(
-        self, rid: str, pr: str | None, amount: int, deadline: int, daily_limit: int, pr_limit: int
-    ) -> None:
-        refused = self.refusal(pr, amount, daily_limit, pr_limit)
-        if refused:
-            raise refused
-        self.committed += amount
-        self.reserved += amount
-        if pr is not None:
-            self.prc[pr] = self.prc.get(pr, 0) + amount
-        self.res[rid] = ResEntry(amount, pr, deadline)
-
-    def settle(self, rid: str, pr: str | None, actual: int) -> bool:
-        """Release the reservation and add the actual cost; False if it had already been released (swept),
-        in which case the actual cost is still recorded: the money was spent."""
-        entry = self.res.pop(rid, None)
-        if entry is None:
-            delta, amount = actual, 0
-        else:
-            delta, amount, pr = settle_delta(entry.amount, actual), entry.amount, entry.pr
-        self.committed += delta
-        self.reserved -= amount
-        self.settled += actual
-        if pr is not None:
-            self.prc[pr] = self.prc.get(pr, 0) + delta
-            self.prs[pr] = self.prs.get(pr, 0) + actual
-        return entry is not None
-
-    def release(self, rid: str) -> bool:
-        entry = self.res.pop(rid, None)
-        if entry is None:
-            return False
-        self.committed -= entry.amount
-        self.reserved -= entry.amount
-        if entry.pr is not None:
-            self.prc[entry.pr] -= entry.amount
-        return True
-
-    def expired(self, now: float) -> list[str]:
-        return [rid for rid, e in self.res.items() if e.deadline <= now]
-
-    def mark_80(self, scope: str) -> bool:
-        """The conditional write: True only the first time for this scope and day."""
-        if scope in self.a80:
-            return False
-        self.a80.add(scope)
-        return True
-
-    def status(self, scope: str, day: str, limit: int, crossed: bool = False) -> SpendStatus:
-        if scope == DAILY:
-            settled, reserved = self.settled, self.reserved
-        else:
-            settled = self.prs.get(scope, 0)
-            reserved = self.prc.get(scope, 0) - settled
-        return SpendStatus(day, scope, limit, settled, reserved, percent(settled, limit), crossed)
+@dataclass
+class Open:
+    amount: int
+    pr: str | None
+    deadline: int
+    day: str
 
 
 def _new_id() -> str:
     return uuid.uuid4().hex
+
+
+def _status(t: Total, scope: str, day: str, limit: int, crossed: bool = False) -> SpendStatus:
+    return SpendStatus(
+        day,
+        scope,
+        limit,
+        t.settled,
+        t.committed - t.settled,
+        percent(t.settled, limit),
+        crossed,
+        (),
+        t.estimated,
+    )
 
 
 class Book:
@@ -209,62 +242,90 @@ class Book:
         self.daily_limit = daily_limit_micros
         self.pr_limit = pr_limit_micros
         self.tz = tz
-        self.days: dict[str, DayState] = {}
+        self.totals: dict[tuple[str, str], Total] = {}  # (scope, day)
+        self.open: dict[str, Open] = {}
+        self.closed: dict[str, Closed] = {}
         self._lock = threading.Lock()
 
     def day(self, now: float) -> str:
         return day_of(now, self.tz)
 
-    def _state(self, day: str) -> DayState:
-        return self.days.setdefault(day, DayState())
+    def _t(self, scope: str, day: str) -> Total:
+        return self.totals.setdefault((scope, day), Total())
 
-    def reserve(self, pr_scope: str | None, amount: int, *, now: float, ttl: int = 900) -> Reservation:
-        day = self.day(now)
-        rid = _new_id()
+    def reserve(
+        self, pr_scope: str | None, amount: int, *, now: float, ttl: int = 900, **_: Any
+    ) -> Reservation:
+        day, pr, rid = self.day(now), pr_scope or None, _new_id()
         with self._lock:
-            self._state(day).reserve(
-                rid, pr_scope or None, amount, int(now) + ttl, self.daily_limit, self.pr_limit
-            )
-        scopes = ((DAILY, day),) + (((pr_scope, day),) if pr_scope else ())
+            for scope, limit in ((DAILY, self.daily_limit), (pr, self.pr_limit)):
+                if scope is None:
+                    continue
+                t = self._t(scope, day)
+                cause = refusal_cause(t.settled, t.committed, amount, limit)
+                if cause:
+                    raise BudgetExceeded(scope, amount, max(0, limit - t.committed), cause)
+            for scope in (DAILY, pr):
+                if scope is not None:
+                    t = self._t(scope, day)
+                    t.committed += amount
+                    t.reserved += amount
+            self.open[rid] = Open(amount, pr, int(now) + ttl, day)
+        scopes = ((DAILY, day),) + (((pr, day),) if pr else ())
         return Reservation(rid, amount, scopes, int(now) + ttl)
 
-    def settle(self, r: Reservation, actual: int, *, now: float) -> SpendStatus:
-        with self._lock:
-            st = self._state(r.day)
-            st.settle(r.id, r.pr_scope, actual)
-            return _statuses(st, r.day, r.pr_scope, self.daily_limit, self.pr_limit, st.mark_80)
+    def _apply(self, rid: str, day: str, pr: str | None, amount: int, how: str, cost: int) -> Move | None:
+        move = close(amount, self.closed.get(rid), rid in self.open, how, cost)
+        if move is None:
+            return None
+        self.open.pop(rid, None)
+        self.closed[rid] = move.closure
+        for scope in (DAILY, pr):
+            if scope is None:
+                continue
+            t = self._t(scope, day)
+            t.committed += move.committed
+            t.reserved += move.reserved
+            t.settled += move.settled
+            t.estimated += move.estimated
+        return move
 
-    def release(self, r: Reservation, *, now: float) -> None:
+    def settle(
+        self, r: Reservation, actual: int, *, now: float, estimated: bool = False, **_: Any
+    ) -> SpendStatus:
         with self._lock:
-            self._state(r.day).release(r.id)
+            move = self._apply(
+                r.id, r.day, r.pr_scope, r.amount, "estimated" if estimated else "settled", actual
+            )
+            out = []
+            for scope, limit in ((DAILY, self.daily_limit), (r.pr_scope, self.pr_limit)):
+                if scope is None:
+                    continue
+                t = self._t(scope, r.day)
+                crossed = reaches_80(t.settled, limit) and not t.a80
+                t.a80 = t.a80 or crossed
+                out.append(_status(t, scope, r.day, limit, crossed))
+            return replace(out[0], others=tuple(out[1:]), booked=move is not None)
+
+    def release(self, r: Reservation, *, now: float) -> bool:
+        with self._lock:
+            return self._apply(r.id, r.day, r.pr_scope, r.amount, "released", 0) is not None
 
     def release_expired(self, *, now: float) -> int:
+        """Book reservations past their deadline at their worst case (`expired`): the call may have been billed."""
         n = 0
         with self._lock:
-            for st in self.days.values():
-                for rid in st.expired(now):
-                    n += st.release(rid)
+            for rid, o in list(self.open.items()):
+                if o.deadline <= now:
+                    n += self._apply(rid, o.day, o.pr, o.amount, "expired", o.amount) is not None
         return n
 
     def status(self, scope: str = DAILY, *, now: float) -> SpendStatus:
         day = self.day(now)
         with self._lock:
-            st = self._state(day)
-            return st.status(scope, day, self.daily_limit if scope == DAILY else self.pr_limit)
-
-
-def _statuses(
-    st: DayState, day: str, pr: str | None, daily_limit: int, pr_limit: int, mark: Any
-) -> SpendStatus:
-    """Daily status (with the PR status in `others`), crossing 80 % at most once per scope per day."""
-    out = []
-    for scope, limit in ((DAILY, daily_limit), (pr, pr_limit)):
-        if scope is None:
-            continue
-        s = st.status(scope, day, limit)
-        crossed = reaches_80(s.settled, limit) and scope not in st.a80 and mark(scope)
-        out.append(st.status(scope, day, limit, bool(crossed)))
-    return SpendStatus(**{**out[0].__dict__, "others": tuple(out[1:])})
+            return _status(
+                self._t(scope, day), scope, day, self.daily_limit if scope == DAILY else self.pr_limit
+            )
 
 
 # ----------------------------------------------------------------------------------------- DynamoDB adapter
@@ -274,34 +335,47 @@ def _n(v: Any) -> int:
     return int(v.get("N", 0)) if isinstance(v, dict) else 0
 
 
-def _state_from_item(item: dict[str, Any]) -> DayState:
-    """Decode a low-level DynamoDB day item into the core DayState."""
+def _s(v: Any) -> str | None:
+    return v.get("S") if isinstance(v, dict) else None
 
-    def nmap(name: str) -> dict[str, int]:
-        return {k: _n(v) for k, v in item.get(name, {}).get("M", {}).items()}
 
-    res = {}
-    for rid, v in item.get("res", {}).get("M", {}).items():
-        m = v.get("M", {})
-        pr = m.get("p", {}).get("S") or None
-        res[rid] = ResEntry(_n(m.get("a")), pr, _n(m.get("x")))
-    return DayState(
+def _k(pk: str, sk: str) -> dict[str, Any]:
+    return {"scope": {"S": pk}, "day": {"S": sk}}
+
+
+def _code(exc: Exception) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+def _reasons(exc: Exception) -> list[str]:
+    return [str(r.get("Code") or "None") for r in getattr(exc, "response", {}).get("CancellationReasons", [])]
+
+
+def _total(item: dict[str, Any] | None) -> Total:
+    item = item or {}
+    return Total(
         committed=_n(item.get("committed")),
         reserved=_n(item.get("reserved")),
         settled=_n(item.get("settled")),
-        prc=nmap("prc"),
-        prs=nmap("prs"),
-        res=res,
-        a80=set(item.get("a80", {}).get("M", {}).keys()),
+        estimated=_n(item.get("estimated")),
+        a80="a80" in item,
     )
 
 
-def _is(exc: Exception, code: str) -> bool:
-    return getattr(exc, "response", {}).get("Error", {}).get("Code") == code
+def usage_deltas(
+    tokens: Any, *, cost: int, estimated: bool, worst: tuple[int, int] = (0, 0)
+) -> dict[str, int]:
+    """The usage item's counters for one call: exact token buckets, or (estimated) the worst case it was booked at."""
+    if estimated:
+        return {"est_calls": 1, "est_micros": cost, "est_input": worst[0], "est_output": worst[1]}
+    out = {b: int(getattr(tokens, b, 0) or 0) for b in TOKEN_BUCKETS} if tokens is not None else {}
+    return {**out, "calls": 1, "exact_micros": cost}
 
 
 class Ledger:
-    """The ledger over DynamoDB (table: pk `scope`, sk `day`, TTL `expires_at`); see the module doc."""
+    """The ledger over DynamoDB (see the module doc for the layout)."""
+
+    TRANSACT_ATTEMPTS = 8
 
     def __init__(
         self,
@@ -311,6 +385,7 @@ class Ledger:
         pr_limit_micros: int,
         tz: str = "UTC",
         client: Any = None,
+        sleep: Any = time.sleep,
     ) -> None:
         if client is None:
             from prfleet.aws import client as aws_client
@@ -322,6 +397,7 @@ class Ledger:
         self.pr_limit = int(pr_limit_micros)
         self.tz = tz
         self.ddb = client
+        self.sleep = sleep
 
     @classmethod
     def from_settings(cls, settings: Any, client: Any = None) -> Ledger:
@@ -337,212 +413,403 @@ class Ledger:
     def day(self, now: float) -> str:
         return day_of(now, self.tz)
 
-    def _key(self, day: str) -> dict[str, Any]:
-        return {"scope": {"S": DAILY}, "day": {"S": day}}
+    # -- building blocks
 
-    def _init_day(self, day: str) -> None:
-        """Create the day item's counters and maps if absent (idempotent)."""
-        empty = {"M": {}}
-        zero = {"N": "0"}
-        self.ddb.update_item(
-            TableName=self.table,
-            Key=self._key(day),
-            UpdateExpression=(
-                "SET committed = if_not_exists(committed, :z), reserved = if_not_exists(reserved, :z), "
-                "settled = if_not_exists(settled, :z), prc = if_not_exists(prc, :m), "
-                "prs = if_not_exists(prs, :m), res = if_not_exists(res, :m), a80 = if_not_exists(a80, :m), "
-                "expires_at = if_not_exists(expires_at, :exp)"
-            ),
-            ExpressionAttributeValues={
-                ":z": zero,
-                ":m": empty,
-                ":exp": {"N": str(day_end(day, self.tz) + RETENTION_DAYS * 86400)},
-            },
-        )
+    def _exp(self, day: str, days: int = RETENTION_DAYS) -> dict[str, str]:
+        return {"N": str(day_end(day, self.tz) + days * 86400)}
 
-    def _get_state(self, day: str) -> DayState:
-        item = self.ddb.get_item(TableName=self.table, Key=self._key(day), ConsistentRead=True).get("Item")
-        return _state_from_item(item or {})
+    def _add(
+        self,
+        key: dict[str, Any],
+        deltas: dict[str, int],
+        *,
+        expires: dict[str, str],
+        condition: str | None = None,
+        values: dict[str, Any] | None = None,
+        sets: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """One transaction Update adding `deltas` to counters (created at 0), with an optional condition."""
+        names: dict[str, str] = {}
+        vals: dict[str, Any] = {":z": {"N": "0"}, ":exp": expires, **(values or {})}
+        parts = []
+        for i, (attr, d) in enumerate(deltas.items()):
+            names[f"#c{i}"] = attr
+            vals[f":d{i}"] = {"N": str(int(d))}
+            parts.append(f"#c{i} = if_not_exists(#c{i}, :z) + :d{i}")
+        for i, (attr, v) in enumerate((sets or {}).items()):
+            names[f"#s{i}"] = attr
+            vals[f":s{i}"] = v
+            parts.append(f"#s{i} = :s{i}")
+        parts.append("expires_at = if_not_exists(expires_at, :exp)")
+        update: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": key,
+            "UpdateExpression": "SET " + ", ".join(parts),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": vals,
+        }
+        if condition:
+            update["ConditionExpression"] = condition
+        return {"Update": update}
 
-    def reserve(self, pr_scope: str | None, amount: int, *, now: float, ttl: int = 900) -> Reservation:
-        """Reserve `amount` on the day and on the PR with ONE conditional UpdateItem, or raise
-        BudgetExceeded (the caller defers the job)."""
+    def _transact(self, items: list[dict[str, Any]]) -> list[str] | None:
+        """Run one transaction; None on success, else the cancellation reasons of a condition that failed.
+        Conflicts with another transaction on the same items are retried with jittered backoff."""
+        for attempt in range(self.TRANSACT_ATTEMPTS):
+            try:
+                # No ClientRequestToken: a retry after a lost response fails the closure's condition and then
+                # finds the closure, which is the same outcome without relying on the token's 10-minute window.
+                self.ddb.transact_write_items(TransactItems=items)
+                return None
+            except Exception as exc:
+                code = _code(exc)
+                if code != "TransactionCanceledException" and code != "TransactionConflictException":
+                    raise
+                reasons = _reasons(exc)
+                if "ConditionalCheckFailed" in reasons:
+                    return reasons
+                if attempt == self.TRANSACT_ATTEMPTS - 1:
+                    raise
+                self.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
+        raise AssertionError("unreachable")
+
+    def _get(self, key: dict[str, Any]) -> dict[str, Any] | None:
+        return self.ddb.get_item(TableName=self.table, Key=key, ConsistentRead=True).get("Item")
+
+    # -- protocol
+
+    def reserve(
+        self,
+        pr_scope: str | None,
+        amount: int,
+        *,
+        now: float,
+        ttl: int = 900,
+        model: str | None = None,
+        worst_tokens: tuple[int, int] = (0, 0),
+    ) -> Reservation:
+        """Reserve `amount` on the day and on the PR in ONE transaction, or raise BudgetExceeded with its cause.
+        `model` and `worst_tokens` (input, output) let the sweeper book a stranded reservation under its model."""
         amount = int(amount)
         if amount < 0:
             raise ValueError("amount must be >= 0")
-        pr = pr_scope or None
-        day = self.day(now)
-        rid = _new_id()
+        pr, day, rid = pr_scope or None, self.day(now), _new_id()
         deadline = int(now) + int(ttl)
-        if amount > self.daily_limit or (pr is not None and amount > self.pr_limit):
-            raise self._get_state(day).refusal(pr, amount, self.daily_limit, self.pr_limit) or BudgetExceeded(
-                DAILY, amount, 0
-            )
-        names = {"#r": rid, "#lim": "limit"}
-        values: dict[str, Any] = {
-            ":a": {"N": str(amount)},
-            ":dmax": {"N": str(ceiling_for(self.daily_limit, amount))},
-            ":lim": {"N": str(self.daily_limit)},
-            ":e": {"M": {"a": {"N": str(amount)}, "x": {"N": str(deadline)}, "p": {"S": pr or ""}}},
-        }
-        update = "SET committed = committed + :a, reserved = reserved + :a, res.#r = :e, #lim = :lim"
-        condition = "committed <= :dmax"
+        exp = self._exp(day)
+        scopes = [(DAILY, _k(DAILY, day), self.daily_limit)]
         if pr is not None:
-            names["#p"] = pr
-            values[":pmax"] = {"N": str(ceiling_for(self.pr_limit, amount))}
-            values[":z"] = {"N": "0"}
-            update += ", prc.#p = if_not_exists(prc.#p, :z) + :a"
-            condition += " AND (attribute_not_exists(prc.#p) OR prc.#p <= :pmax)"
-        for attempt in range(3):
-            try:
-                self.ddb.update_item(
-                    TableName=self.table,
-                    Key=self._key(day),
-                    UpdateExpression=update,
-                    ConditionExpression=condition,
-                    ExpressionAttributeNames=names,
-                    ExpressionAttributeValues=values,
-                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            scopes.append((pr, _k(f"pr@{day}", pr), self.pr_limit))
+        items = []
+        for scope, key, limit in scopes:
+            if amount > limit:
+                raise self._refusal(scope, key, amount, limit)
+            items.append(
+                self._add(
+                    key,
+                    {"committed": amount, "reserved": amount, "settled": 0, "estimated": 0},
+                    expires=exp,
+                    condition="attribute_not_exists(committed) OR committed <= :max",
+                    values={":max": {"N": str(ceiling_for(limit, amount))}},
+                    sets={"limit": {"N": str(limit)}},
                 )
-                break
-            except Exception as exc:
-                if _is(exc, "ConditionalCheckFailedException"):
-                    item = getattr(exc, "response", {}).get("Item")
-                    if item and "committed" in item and "prc" in item:
-                        refused = _state_from_item(item).refusal(pr, amount, self.daily_limit, self.pr_limit)
-                        raise refused or BudgetExceeded(DAILY, amount, 0) from None
-                elif not _is(exc, "ValidationException"):  # maps missing on a brand-new item
-                    raise
-                if attempt == 2:
-                    raise
-                self._init_day(day)
-        scopes = ((DAILY, day),) + (((pr, day),) if pr else ())
-        return Reservation(rid, amount, scopes, deadline)
-
-    def settle(self, r: Reservation, actual: int, *, now: float) -> SpendStatus:
-        """Release `r` and add the actual cost (one UpdateItem); returns the daily status with the PR's
-        in `others`, each with crossed_80 set once per scope per day."""
-        actual = int(actual)
-        day, pr = r.day, r.pr_scope
-        names: dict[str, str] = {"#r": r.id}
-        values: dict[str, Any] = {
-            ":d": {"N": str(settle_delta(r.amount, actual))},
-            ":a": {"N": str(r.amount)},
-            ":c": {"N": str(actual)},
-        }
-        update = "SET committed = committed + :d, reserved = reserved - :a, settled = settled + :c"
-        if pr is not None:
-            names["#p"] = pr
-            values[":z"] = {"N": "0"}
-            update += ", prc.#p = prc.#p + :d, prs.#p = if_not_exists(prs.#p, :z) + :c"
-        try:
-            new = self.ddb.update_item(
-                TableName=self.table,
-                Key=self._key(day),
-                UpdateExpression=update + " REMOVE res.#r",
-                ConditionExpression="attribute_exists(res.#r)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
-            )["Attributes"]
-        except Exception as exc:
-            if not _is(exc, "ConditionalCheckFailedException"):
-                raise
-            # Swept already (the call outlived its ttl): the money was still spent, record it.
-            names.pop("#r")
-            values.pop(":d")
-            values.pop(":a")
-            update = "SET committed = committed + :c, settled = settled + :c"
-            if pr is not None:
-                update += ", prc.#p = if_not_exists(prc.#p, :z) + :c, prs.#p = if_not_exists(prs.#p, :z) + :c"
-            kwargs: dict[str, Any] = dict(
-                TableName=self.table,
-                Key=self._key(day),
-                UpdateExpression=update,
-                ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
             )
-            if names:
-                kwargs["ExpressionAttributeNames"] = names
-            new = self.ddb.update_item(**kwargs)["Attributes"]
-        return _statuses(
-            _state_from_item(new),
-            day,
-            pr,
-            self.daily_limit,
-            self.pr_limit,
-            lambda scope: self._mark_80(day, scope),
+        res = {
+            **_k(f"res@{day}", rid),
+            "amount": {"N": str(amount)},
+            "pr": {"S": pr or ""},
+            "deadline": {"N": str(deadline)},
+            "model": {"S": model or ""},
+            "wi": {"N": str(int(worst_tokens[0]))},
+            "wo": {"N": str(int(worst_tokens[1]))},
+            "expires_at": exp,
+        }
+        items.append(
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": res,
+                    "ConditionExpression": "attribute_not_exists(#s)",
+                    "ExpressionAttributeNames": {"#s": "scope"},
+                }
+            }
         )
+        failed = self._transact(items)
+        if failed:
+            for (scope, key, limit), code in zip(scopes, failed, strict=False):
+                if code == "ConditionalCheckFailed":
+                    raise self._refusal(scope, key, amount, limit)
+            raise BudgetExceeded(DAILY, amount, 0, "reserved")
+        return Reservation(rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline)
 
-    def _mark_80(self, day: str, scope: str) -> bool:
+    def _refusal(self, scope: str, key: dict[str, Any], amount: int, limit: int) -> BudgetExceeded:
+        t = _total(self._get(key))
+        cause = refusal_cause(t.settled, t.committed, amount, limit) or "reserved"
+        return BudgetExceeded(scope, amount, max(0, limit - t.committed), cause)
+
+    def settle(
+        self,
+        r: Reservation,
+        actual: int,
+        *,
+        now: float,
+        estimated: bool = False,
+        model: str | None = None,
+        tokens: Any = None,
+        worst_tokens: tuple[int, int] = (0, 0),
+    ) -> SpendStatus:
+        """Close `r` at `actual` (exact, or `estimated`: may have been billed) once, however often it is called.
+        Returns the daily status with the PR's in `others` (crossed_80 set once per scope per day)."""
+        how = "estimated" if estimated else "settled"
+        booked = self._close(
+            r.day,
+            r.id,
+            r.pr_scope,
+            r.amount,
+            how,
+            int(actual),
+            now=now,
+            model=model,
+            tokens=tokens,
+            worst=worst_tokens,
+        )
+        return self._statuses(r.day, r.pr_scope, booked)
+
+    def release(self, r: Reservation, *, now: float) -> bool:
+        """Give back the reservation of a call that was certainly not billed (no-op if already closed)."""
+        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now)
+
+    def _close(
+        self,
+        day: str,
+        rid: str,
+        pr: str | None,
+        amount: int,
+        how: str,
+        cost: int,
+        *,
+        now: float,
+        model: str | None = None,
+        tokens: Any = None,
+        worst: tuple[int, int] = (0, 0),
+    ) -> bool:
+        res_key, end_key = _k(f"res@{day}", rid), _k(f"end@{day}", rid)
+        is_open, prior = True, None
+        for _ in range(3):
+            move = close(amount, prior, is_open, how, cost)
+            if move is None:
+                return False
+            items: list[dict[str, Any]] = []
+            if is_open:
+                items.append(
+                    {
+                        "Delete": {
+                            "TableName": self.table,
+                            "Key": res_key,
+                            "ConditionExpression": "attribute_exists(#s)",
+                            "ExpressionAttributeNames": {"#s": "scope"},
+                        }
+                    }
+                )
+            end = {
+                **end_key,
+                "how": {"S": move.closure.how},
+                "cost": {"N": str(move.closure.cost)},
+                "amount": {"N": str(amount)},
+                "pr": {"S": pr or ""},
+                "model": {"S": model or ""},
+                "expires_at": {"N": str(int(now) + CLOSURE_DAYS * 86400)},
+            }
+            if move.replaces is None:
+                put: dict[str, Any] = {
+                    "ConditionExpression": "attribute_not_exists(#s)",
+                    "ExpressionAttributeNames": {"#s": "scope"},
+                }
+            else:
+                put = {
+                    "ConditionExpression": "#h = :h AND #c = :c",
+                    "ExpressionAttributeNames": {"#h": "how", "#c": "cost"},
+                    "ExpressionAttributeValues": {
+                        ":h": {"S": move.replaces.how},
+                        ":c": {"N": str(move.replaces.cost)},
+                    },
+                }
+            items.append({"Put": {"TableName": self.table, "Item": end, **put}})
+            deltas = {
+                "committed": move.committed,
+                "reserved": move.reserved,
+                "settled": move.settled,
+                "estimated": move.estimated,
+            }
+            exp = self._exp(day)
+            items.append(self._add(_k(DAILY, day), deltas, expires=exp))
+            if pr:
+                items.append(
+                    self._add(
+                        _k(f"pr@{day}", pr), {k: deltas[k] for k in ("committed", "settled")}, expires=exp
+                    )
+                )
+            use = self._usage_deltas(move, tokens, worst)
+            if use and model:
+                items.append(self._add(_k(f"use@{hour_of(now)}", model), use, expires=exp))
+            if self._transact(items) is None:
+                return True
+            # Closed meanwhile (a repeat, the sweeper, or another worker): decide again from the closure.
+            item = self._get(end_key)
+            is_open = item is None and self._get(res_key) is not None
+            prior = Closed(_s(item.get("how")) or "", _n(item.get("cost"))) if item else None
+        raise RuntimeError(f"reservation {rid} kept changing while being closed")
+
+    @staticmethod
+    def _usage_deltas(move: Move, tokens: Any, worst: tuple[int, int]) -> dict[str, int]:
+        if move.closure.how == "released":
+            return {}
+        out = usage_deltas(tokens, cost=move.closure.cost, estimated=not move.exact_call, worst=worst)
+        if move.replaces is not None and move.replaces.how in ("estimated", "expired"):
+            out.update({"est_calls": -1, "est_micros": -move.replaces.cost})
+        return out
+
+    def _statuses(self, day: str, pr: str | None, booked: bool) -> SpendStatus:
+        out = []
+        for scope, key, limit in (
+            (DAILY, _k(DAILY, day), self.daily_limit),
+            (pr, _k(f"pr@{day}", pr or ""), self.pr_limit),
+        ):
+            if scope is None:
+                continue
+            t = _total(self._get(key))
+            crossed = reaches_80(t.settled, limit) and not t.a80 and self._mark_80(key)
+            out.append(_status(t, scope, day, limit, crossed))
+        return replace(out[0], others=tuple(out[1:]), booked=booked)
+
+    def _mark_80(self, key: dict[str, Any]) -> bool:
         """Conditional write: succeeds once per scope per day, so exactly one caller sends the notice."""
         try:
             self.ddb.update_item(
                 TableName=self.table,
-                Key=self._key(day),
-                UpdateExpression="SET a80.#s = :t",
-                ConditionExpression="attribute_not_exists(a80.#s)",
-                ExpressionAttributeNames={"#s": scope},
+                Key=key,
+                UpdateExpression="SET a80 = :t",
+                ConditionExpression="attribute_not_exists(a80)",
                 ExpressionAttributeValues={":t": {"BOOL": True}},
             )
             return True
         except Exception as exc:
-            if _is(exc, "ConditionalCheckFailedException"):
+            if _code(exc) == "ConditionalCheckFailedException":
                 return False
             raise
 
-    def release(self, r: Reservation, *, now: float) -> None:
-        """Give back the reservation of a call that failed (no-op if already released)."""
-        self._release(r.day, r.id, r.pr_scope, r.amount)
-
-    def _release(self, day: str, rid: str, pr: str | None, amount: int) -> bool:
-        names = {"#r": rid}
-        values = {":a": {"N": str(amount)}}
-        update = "SET committed = committed - :a, reserved = reserved - :a"
-        if pr is not None:
-            names["#p"] = pr
-            update += ", prc.#p = prc.#p - :a"
-        try:
-            self.ddb.update_item(
+    def _open_reservations(self, now: float) -> Iterator[dict[str, Any]]:
+        for back in range(SWEEP_LOOKBACK_DAYS + 1):
+            day = self.day(now - back * 86400)
+            kwargs: dict[str, Any] = dict(
                 TableName=self.table,
-                Key=self._key(day),
-                UpdateExpression=update + " REMOVE res.#r",
-                ConditionExpression="attribute_exists(res.#r)",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues=values,
+                ConsistentRead=True,
+                KeyConditionExpression="#s = :s",
+                ExpressionAttributeNames={"#s": "scope"},
+                ExpressionAttributeValues={":s": {"S": f"res@{day}"}},
             )
-            return True
-        except Exception as exc:
-            if _is(exc, "ConditionalCheckFailedException"):
-                return False
-            raise
-
-    def _recent_items(self, now: float) -> Iterator[dict[str, Any]]:
-        since = self.day(now - SWEEP_LOOKBACK_DAYS * 86400)
-        kwargs: dict[str, Any] = dict(
-            TableName=self.table,
-            ConsistentRead=True,
-            KeyConditionExpression="#s = :s AND #d >= :since",
-            ExpressionAttributeNames={"#s": "scope", "#d": "day"},
-            ExpressionAttributeValues={":s": {"S": DAILY}, ":since": {"S": since}},
-        )
-        while True:
-            page = self.ddb.query(**kwargs)
-            yield from page.get("Items", [])
-            if "LastEvaluatedKey" not in page:
-                return
-            kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+            while True:
+                page = self.ddb.query(**kwargs)
+                for item in page.get("Items", []):
+                    yield {**item, "_day": day}
+                if "LastEvaluatedKey" not in page:
+                    break
+                kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
     def release_expired(self, *, now: float) -> int:
-        """For the sweeper: release reservations whose deadline passed (a Lambda that timed out)."""
+        """For the sweeper: book reservations past their deadline at their worst case (`expired`), never release
+        them: the Lambda that held one may have made a billed call before it died or failed to settle."""
         n = 0
-        for item in self._recent_items(now):
-            st = _state_from_item(item)
-            for rid in st.expired(now):
-                e = st.res[rid]
-                n += self._release(item["day"]["S"], rid, e.pr, e.amount)
+        for item in list(self._open_reservations(now)):
+            if _n(item.get("deadline")) > now:
+                continue
+            amount = _n(item.get("amount"))
+            n += self._close(
+                item["_day"],
+                item["day"]["S"],
+                _s(item.get("pr")) or None,
+                amount,
+                "expired",
+                amount,
+                now=now,
+                model=_s(item.get("model")) or None,
+                worst=(_n(item.get("wi")), _n(item.get("wo"))),
+            )
         return n
 
     def status(self, scope: str = DAILY, *, now: float) -> SpendStatus:
         day = self.day(now)
-        return self._get_state(day).status(scope, day, self.daily_limit if scope == DAILY else self.pr_limit)
+        key = _k(DAILY, day) if scope == DAILY else _k(f"pr@{day}", scope)
+        return _status(
+            _total(self._get(key)), scope, day, self.daily_limit if scope == DAILY else self.pr_limit
+        )
+
+    def adjust(self, day: str, hour: str, model: str, want: int, *, now: float) -> int:
+        """Reconciliation: make the adjustment booked for (hour, model) equal `want`, once however often it runs
+        (a marker item holds what was applied); returns the micro-dollars added to the day total now."""
+        key = _k(f"rec@{hour}", model)
+        for _ in range(5):
+            prev_item = self._get(key)
+            prev = _n(prev_item.get("applied")) if prev_item else None
+            delta = int(want) - (prev or 0)
+            if delta == 0:
+                return 0
+            if prev is None:
+                cond: dict[str, Any] = {
+                    "ConditionExpression": "attribute_not_exists(#s)",
+                    "ExpressionAttributeNames": {"#s": "scope"},
+                }
+            else:
+                cond = {
+                    "ConditionExpression": "applied = :p",
+                    "ExpressionAttributeValues": {":p": {"N": str(prev)}},
+                }
+            marker = {
+                **key,
+                "applied": {"N": str(int(want))},
+                "budget_day": {"S": day},
+                "expires_at": self._exp(day),
+            }
+            items = [
+                {"Put": {"TableName": self.table, "Item": marker, **cond}},
+                self._add(
+                    _k(DAILY, day),
+                    {"committed": delta, "settled": delta, "reconciled": delta},
+                    expires=self._exp(day),
+                ),
+            ]
+            if self._transact(items) is None:
+                return delta
+        raise RuntimeError(f"reconciliation marker {hour}/{model} kept changing")
+
+    def usage(self, hour: str) -> dict[str, dict[str, int]]:
+        """The ledger's usage items of one UTC hour, by model (for reconciliation)."""
+        page = self.ddb.query(
+            TableName=self.table,
+            ConsistentRead=True,
+            KeyConditionExpression="#s = :s",
+            ExpressionAttributeNames={"#s": "scope"},
+            ExpressionAttributeValues={":s": {"S": f"use@{hour}"}},
+        )
+        return {
+            i["day"]["S"]: {k: _n(v) for k, v in i.items() if k not in ("scope", "day", "expires_at")}
+            for i in page.get("Items", [])
+        }
+
+
+__all__ = [
+    "DAILY",
+    "Book",
+    "BudgetExceeded",
+    "Closed",
+    "Ledger",
+    "Reservation",
+    "SpendStatus",
+    "close",
+    "day_end",
+    "day_of",
+    "fits",
+    "hour_of",
+    "input_bound",
+    "reaches_80",
+    "refusal_cause",
+]

@@ -15,6 +15,10 @@ DEFAULT_MODELS = {
 }
 
 
+# Model providers (issue 15): who serves Claude and how the agent function authenticates to it.
+PROVIDERS = ("anthropic", "claude-platform-aws", "bedrock")
+
+
 class ConfigError(RuntimeError):
     """A setting is missing or malformed: the message names the variable."""
 
@@ -70,6 +74,33 @@ class Settings:
     secrets_max_age: int = 300
     max_receive_count: int = 3
     clock_offset_s: float = 0.0
+    # -- model provider (issue 15): template parameter ModelProvider and what each provider needs
+    model_provider: str = "anthropic"
+    model_region: str = ""  # claude-platform-aws / bedrock: the region of the workspace or Bedrock endpoint
+    aws_workspace_id: str = ""  # claude-platform-aws: the workspace (wrkspc_...) requests are billed to
+    model_endpoint_url: str = ""  # base URL override (the local stack's offline model); empty in AWS
+    # -- budget (issue 10): bounded jobs, exact reservations, reconciliation with the bill
+    max_job_attempts: int = 8
+    inference_geo: str = ""  # "" = not fixed: reservations assume the dearest geo ("us", 1.1x)
+    exact_input_tokens: bool = False  # first call of a run sized with the token-counting endpoint
+    pressure_retry_s: int = 60  # a refusal caused by open reservations retries after this delay (jittered)
+    admin_secret_id: str = ""  # optional Admin API key secret for the Usage and Cost API
+    billing_api_key_id: str = ""  # the API key whose usage the ledger books (report filter); "" = all keys
+    anthropic_base_url: str = ""  # for the Usage and Cost API; "" = https://api.anthropic.com
+    # -- agents (issue 11): effort, max_tokens, refusal fallback, shared-prefix cache TTL; agents.py has the why
+    efforts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EFFORTS))
+    max_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_TOKENS))
+    fallback_models: dict[str, str] = field(default_factory=dict)
+    shared_prefix_cache_ttl: str = "1h"
+    # -- the operator's settings (issue 14)
+    fail_on: str = "never"  # FailOn: never, critical or high; a .prfleet.toml may choose its own
+
+
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    value = _env(name, default)
+    if value not in allowed:
+        raise ConfigError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=1)
@@ -85,7 +116,7 @@ def settings() -> Settings:
         alert_topic_arn=_env("ALERT_TOPIC_ARN"),
         webhook_secret_id=_env("WEBHOOK_SECRET_ID"),
         github_secret_id=_env("GITHUB_SECRET_ID"),
-        anthropic_secret_id=_env("ANTHROPIC_SECRET_ID"),
+        anthropic_secret_id=os.environ.get("ANTHROPIC_SECRET_ID", ""),  # only with ModelProvider anthropic
         github_api_url=_env("GITHUB_API_URL", "https://api.github.com").rstrip("/"),
         daily_budget_usd=_float("DAILY_BUDGET_USD", 10.0),
         pr_budget_usd=_float("PR_BUDGET_USD", 2.0),
@@ -102,7 +133,66 @@ def settings() -> Settings:
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
+        **_agent_settings(),
+        **_provider_settings(),
+        max_job_attempts=_int("MAX_JOB_ATTEMPTS", 8),
+        inference_geo=os.environ.get("INFERENCE_GEO", "").strip(),
+        exact_input_tokens=os.environ.get("EXACT_INPUT_TOKENS", "false").strip().lower() == "true",
+        pressure_retry_s=_int("PRESSURE_RETRY_SECONDS", 60),
+        admin_secret_id=os.environ.get("ADMIN_SECRET_ID", "").strip(),
+        billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
+        anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
+        fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
     )
+
+
+def _provider_settings() -> dict[str, str]:
+    """MODEL_PROVIDER and its settings; the region defaults to the function's own (AWS_REGION, set by Lambda)."""
+    provider = _env("MODEL_PROVIDER", "anthropic")
+    if provider not in PROVIDERS:
+        raise ConfigError(f"MODEL_PROVIDER must be one of {', '.join(PROVIDERS)}, got {provider!r}")
+    return {
+        "model_provider": provider,
+        "model_region": os.environ.get("MODEL_REGION") or os.environ.get("AWS_REGION", ""),
+        "aws_workspace_id": os.environ.get("ANTHROPIC_AWS_WORKSPACE_ID", ""),
+        "model_endpoint_url": os.environ.get("MODEL_ENDPOINT_URL", "").rstrip("/"),
+    }
+
+
+# ---------------------------------------------------------------------------- agents (issue 11, own block)
+
+# Effort per agent: review needs depth (high: Sonnet 5.5's default, recommended for coding and agentic work);
+# tests and docs are simple, well-scoped checks (low: the effort docs' choice for speed- and cost-sensitive
+# work). max_tokens holds thinking + answer (thinking counts toward it): a report at high effort on a 60k-char
+# file thinks up to ~12k tokens and writes ~3k, so 32k leaves room, and one max_tokens stop is continued at 2x.
+DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low"}
+DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000}
+_EFFORT_VALUES = ("low", "medium", "high", "xhigh", "max")
+
+
+def _agent_settings() -> dict:
+    efforts, max_tokens, fallbacks = {}, {}, {}
+    for agent in ("review", "tests", "docs"):
+        prefix = agent.upper()
+        effort = _env(f"{prefix}_EFFORT", DEFAULT_EFFORTS[agent])
+        if effort not in _EFFORT_VALUES:
+            raise ConfigError(f"{prefix}_EFFORT must be one of {', '.join(_EFFORT_VALUES)}, got {effort!r}")
+        efforts[agent] = effort
+        max_tokens[agent] = _int(f"{prefix}_MAX_TOKENS", DEFAULT_MAX_TOKENS[agent])
+        if not 1024 <= max_tokens[agent] <= 128_000:
+            raise ConfigError(f"{prefix}_MAX_TOKENS must be between 1024 and 128000")
+        fallback = os.environ.get(f"{prefix}_FALLBACK_MODEL", "").strip()
+        if fallback:
+            fallbacks[agent] = fallback
+    ttl = _env("SHARED_PREFIX_CACHE_TTL", "1h")
+    if ttl not in ("5m", "1h"):
+        raise ConfigError(f"SHARED_PREFIX_CACHE_TTL must be 5m or 1h, got {ttl!r}")
+    return {
+        "efforts": efforts,
+        "max_tokens": max_tokens,
+        "fallback_models": fallbacks,
+        "shared_prefix_cache_ttl": ttl,
+    }
 
 
 def now() -> float:

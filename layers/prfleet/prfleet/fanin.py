@@ -24,7 +24,8 @@ import logging
 from collections import defaultdict
 from typing import Any
 
-from prfleet import report, state
+from prfleet import repo_config, report, state
+from prfleet.config import settings
 from prfleet.jobs import FileJob, PrJob
 
 CHECK_NAME = "prfleet"
@@ -43,7 +44,11 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
 
     try:
         run = gh.create_check_run(
-            job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=job.delivery_id
+            job.repo,
+            CHECK_NAME,
+            job.head_sha,
+            status="queued",
+            external_id=report.check_external_id(job.number, job.delivery_id),
         )
     except GitHubError as exc:
         if exc.status not in (403, 404):
@@ -165,7 +170,8 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
         review = _post_review(gh, record, claim, review, plan)
     gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, review.summary)
     state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
-    conclusion, title, text = report.check_conclusion(counts)
+    fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
+    conclusion, title, text = report.check_conclusion(counts, findings=findings, fail_on=fail_on)
     _complete_check(gh, record, conclusion, title, text, report.annotations(findings))
 
 
@@ -176,8 +182,11 @@ def _post_review(
 
     if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
+    marker = report.review_marker(record.head_sha, claim, record.check_run_id or "-")
     try:
-        gh.create_review(record.repo, record.number, record.head_sha, review.body, review.comments)
+        gh.create_review(
+            record.repo, record.number, record.head_sha, review.body, review.comments, marker=marker
+        )
     except GitHubUnprocessable as exc:
         if not review.comments:
             raise
@@ -187,7 +196,7 @@ def _post_review(
             extra={"event": "review_folded", "reason": str(exc), "comments": len(review.comments)},
         )
         review = replan(inline=False)
-        gh.create_review(record.repo, record.number, record.head_sha, review.body, [])
+        gh.create_review(record.repo, record.number, record.head_sha, review.body, [], marker=marker)
     state.mark_review_posted(record, claim)
     return review
 
@@ -264,7 +273,12 @@ def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, d
 
 
 def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
+    """The head's patches as the planner listed them (prfleet.headfiles); GitHub only if that list is missing."""
+    from prfleet import headfiles
     from prfleet.config import settings
 
+    listed = headfiles.load(record.repo, record.number, record.head_sha)
+    if listed is not None:
+        return {f["filename"]: f.get("patch", "") for f in listed.files}
     files, _more = gh.pr_files(record.repo, record.number, max_files=settings().max_files)
     return {f["filename"]: f.get("patch", "") for f in files}

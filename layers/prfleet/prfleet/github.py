@@ -21,20 +21,35 @@ Sources for the facts used here:
   at least a minute): https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
 - Check run annotations: 50 per request, later updates append:
   https://docs.github.com/en/rest/checks/runs#update-a-check-run
+- Conditional requests (ETag / If-None-Match; a 304 does not count against the primary rate limit):
+  https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
+- Recursive trees are cut at 100,000 entries or 7 MB (`truncated: true`):
+  https://docs.github.com/en/rest/git/trees#get-a-tree
+- A symlink whose target is a file in the repository comes back from the contents API as that file:
+  https://docs.github.com/en/rest/repos/contents#get-repository-content
+
+Writes that are not idempotent (POST a review, a comment, a check run; PATCH with annotations, which GitHub
+appends) are never re-sent blindly after a 5xx or a timeout: GitHub may have applied them. The client first looks
+for what it wrote (the hidden marker, the check run's external_id, the annotation count) and re-sends only when it
+is not there. Rate-limit waits never pass the deadline set with `github.deadline(...)` (the Lambda's remaining
+time): a longer wait raises GitHubRateLimited with `retry_after`, and the handler re-queues the job with a delay.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
+import hashlib
 import json
-import posixpath
 import re
 import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,6 +65,9 @@ JWT_LIFETIME = 9 * 60  # GitHub allows at most 10 minutes; stay under it to abso
 JWT_BACKDATE = 60
 TOKEN_REFRESH_MARGIN = 5 * 60  # refresh an installation token this long before its expires_at
 SYMLINK_MODE = "120000"
+SECONDARY_MIN_WAIT = 60.0  # "wait for at least one minute before retrying", then longer each time
+ETAG_CACHE_BYTES = 16 * 1024 * 1024
+BLOB_CACHE_BYTES = 32 * 1024 * 1024
 
 
 class GitHubError(Exception):
@@ -70,6 +88,10 @@ class GitHubUnprocessable(GitHubError):
     ):
         super().__init__(status, message, request_id)
         self.errors = errors or []
+
+
+class GitHubWriteUncertain(GitHubError):
+    """A non-idempotent write got a 5xx or no answer: GitHub may or may not have applied it."""
 
 
 class GitHubRateLimited(GitHubError):
@@ -161,6 +183,67 @@ def _raise_for(resp: Response, method: str, path: str) -> None:
     else:
         msg = f"GitHub answered {resp.status} to {what}: {detail}"
     raise GitHubError(resp.status, msg, request_id)
+
+
+# --- deadline and caches shared by the clients of one process (a warm Lambda container) ---
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("github_deadline", default=None)
+
+
+@contextmanager
+def deadline(at: float | None) -> Iterator[None]:
+    """Within this block no GitHub wait (rate limit, backoff) may end after epoch second `at`."""
+    token = _deadline.set(at)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+class _LruBytes:
+    """A byte-bounded LRU: ETag'd responses by URL, blobs by sha (a blob never changes)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._items: OrderedDict[Any, tuple[int, Any]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is None:
+                return None
+            self._items.move_to_end(key)
+            return hit[1]
+
+    def put(self, key: Any, value: Any, size: int) -> None:
+        if size > self.limit // 4:
+            return
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old:
+                self._size -= old[0]
+            self._items[key] = (size, value)
+            self._size += size
+            while self._size > self.limit and self._items:
+                _k, (n, _v) = self._items.popitem(last=False)
+                self._size -= n
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._size = 0
+
+
+_etags = _LruBytes(ETAG_CACHE_BYTES)
+_blobs = _LruBytes(BLOB_CACHE_BYTES)
+
+
+def clear_caches() -> None:
+    """Forget cached ETag responses and blobs (tests, benchmarks)."""
+    _etags.clear()
+    _blobs.clear()
 
 
 # --- auth ---
@@ -360,8 +443,12 @@ class GitHub:
 
     # -- plumbing --
 
-    def _rate_limit_wait(self, resp: Response) -> float | None:
-        """Seconds to wait if this is a (secondary) rate limit, else None."""
+    def _rate_limit_wait(self, resp: Response, attempt: int) -> float | None:
+        """Seconds to wait if this is a primary or secondary rate limit, else None.
+
+        GitHub: honour `retry-after`; with `x-ratelimit-remaining: 0` wait until `x-ratelimit-reset`; otherwise
+        wait at least a minute and longer on each further refusal (exponential).
+        """
         if resp.status not in (403, 429):
             return None
         h = resp.headers
@@ -369,16 +456,26 @@ class GitHub:
             try:
                 return max(0.0, float(h["retry-after"]))
             except ValueError:
-                return 60.0
+                return SECONDARY_MIN_WAIT * 2**attempt
         if h.get("x-ratelimit-remaining") == "0":
             try:
-                return max(0.0, float(h.get("x-ratelimit-reset", "0")) - self._clock())
+                return max(1.0, float(h.get("x-ratelimit-reset", "0")) - self._clock() + 1)
             except ValueError:
-                return 60.0
+                return SECONDARY_MIN_WAIT * 2**attempt
         detail, _ = _error_message(resp)
-        if "rate limit" in detail.lower():
-            return 60.0  # "wait for at least one minute before retrying"
+        if resp.status == 429 or "rate limit" in detail.lower():
+            return SECONDARY_MIN_WAIT * 2**attempt
         return None
+
+    def _room(self) -> float:
+        """How long we may still wait: up to the deadline when one is set, else `max_wait`."""
+        limit = _deadline.get()
+        if limit is None:
+            return self.max_wait
+        return max(0.0, limit - self._clock())
+
+    def _cache_scope(self) -> tuple[str, Any]:
+        return (self.api_url, getattr(self.auth, "installation_id", id(self.auth)))
 
     def request(
         self,
@@ -388,13 +485,20 @@ class GitHub:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         accept: str | None = None,
+        idempotent: bool | None = None,
     ) -> Response:
-        """One API call with auth; retries rate limits, 5xx and a stale installation token."""
+        """One API call with auth; retries rate limits (within the deadline), a stale installation token, and
+        5xx/network errors of idempotent requests. A non-idempotent write (POST by default) that gets a 5xx or
+        no answer raises GitHubWriteUncertain instead: the caller looks for it before sending it again.
+        GETs are conditional (If-None-Match) when an ETag is known; a 304 answers from the cached body."""
         url = path_or_url if path_or_url.startswith(("http://", "https://")) else self.api_url + path_or_url
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
         path = urllib.parse.urlsplit(url).path
         data = json.dumps(body).encode() if body is not None else None
+        safe = (method != "POST") if idempotent is None else idempotent
+        cache_key = (*self._cache_scope(), url, accept) if method == "GET" else None
+        cached: Response | None = _etags.get(cache_key) if cache_key else None
         refreshed = False
         attempt = 0
         while True:
@@ -403,17 +507,23 @@ class GitHub:
                 headers["Accept"] = accept
             if data is not None:
                 headers["Content-Type"] = "application/json"
+            if cached is not None and cached.headers.get("etag"):
+                headers["If-None-Match"] = cached.headers["etag"]
             try:
                 resp = _http(method, url, headers, data, self.timeout)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt < self.max_retries and method == "GET":
+                msg = f"cannot reach GitHub at {self.api_url} for {method} {path}: {exc}"
+                if not safe:
+                    raise GitHubWriteUncertain(0, msg) from exc
+                if attempt < self.max_retries and self._backoff(attempt):
                     attempt += 1
-                    self._sleep(min(2.0**attempt, self.max_wait))
                     continue
-                raise GitHubError(
-                    0, f"cannot reach GitHub at {self.api_url} for {method} {path}: {exc}"
-                ) from exc
+                raise GitHubError(0, msg) from exc
+            if resp.status == 304 and cached is not None:
+                return cached
             if resp.status < 300:
+                if cache_key and resp.headers.get("etag"):
+                    _etags.put(cache_key, resp, len(resp.body))
                 return resp
             if resp.status == 401 and not refreshed:
                 refreshed = (
@@ -422,10 +532,10 @@ class GitHub:
                 self.auth.invalidate()
                 if isinstance(self.auth, AppAuth):
                     continue
-            wait = self._rate_limit_wait(resp)
+            wait = self._rate_limit_wait(resp, attempt)
             if wait is not None:
                 detail, _ = _error_message(resp)
-                if attempt >= self.max_retries or wait > self.max_wait:
+                if attempt >= self.max_retries or wait > self._room():
                     raise GitHubRateLimited(
                         resp.status,
                         f"GitHub rate limit on {method} {path}: retry after {wait:.0f} s ({detail})",
@@ -435,11 +545,41 @@ class GitHub:
                 attempt += 1
                 self._sleep(wait)
                 continue
-            if resp.status in (500, 502, 503, 504) and attempt < self.max_retries:
-                attempt += 1
-                self._sleep(min(2.0**attempt, self.max_wait))
-                continue
+            if resp.status in (500, 502, 503, 504):
+                if not safe:
+                    detail, _ = _error_message(resp)
+                    raise GitHubWriteUncertain(
+                        resp.status,
+                        f"GitHub answered {resp.status} to {method} {path}; it may have applied it: {detail}",
+                        resp.headers.get("x-github-request-id"),
+                    )
+                if attempt < self.max_retries and self._backoff(attempt):
+                    attempt += 1
+                    continue
             _raise_for(resp, method, path)
+
+    def _backoff(self, attempt: int) -> bool:
+        """Sleep before retry `attempt + 1` (1 s, 2 s, 4 s ...) if the deadline allows; False if it does not."""
+        wait = min(2.0**attempt, self.max_wait)
+        if wait > self._room():
+            return False
+        self._sleep(wait)
+        return True
+
+    def _write_once(self, send: Callable[[], Any], find: Callable[[], Any | None] | None) -> Any:
+        """Send a non-idempotent write; after an uncertain outcome look for it (`find`) before sending again.
+        Without a way to look (`find` None) the uncertainty is raised: a duplicate is worse than a retry later."""
+        attempt = 0
+        while True:
+            try:
+                return send()
+            except GitHubWriteUncertain:
+                if find is None or attempt >= self.max_retries or not self._backoff(attempt):
+                    raise
+                attempt += 1
+                found = find()
+                if found is not None:
+                    return found
 
     def _json(self, method: str, path: str, **kw: Any) -> Any:
         return self.request(method, path, **kw).json()
@@ -530,15 +670,27 @@ class GitHub:
         return self.blob(repo, data["sha"])
 
     def blob(self, repo: str, sha: str) -> bytes:
+        """A git blob by sha (base64, up to 100 MB); kept in a process-wide cache, since a blob never changes."""
+        key = (*self._cache_scope(), repo, sha)
+        hit = _blobs.get(key)
+        if hit is not None:
+            return hit
         data = self._json("GET", f"/repos/{repo}/git/blobs/{_q(sha)}")
         if data.get("encoding") == "base64":
-            return base64.b64decode(data.get("content") or "")
-        return str(data.get("content") or "").encode()
+            raw = base64.b64decode(data.get("content") or "")
+        else:
+            raw = str(data.get("content") or "").encode()
+        _blobs.put(key, raw, len(raw))
+        return raw
+
+    def tree_obj(self, repo: str, sha: str, *, recursive: bool = True) -> dict[str, Any]:
+        """The tree object at `sha` (a commit, tree or ref): {"sha", "tree": [...], "truncated": bool}."""
+        params = {"recursive": "1"} if recursive else None
+        return self._json("GET", f"/repos/{repo}/git/trees/{_q(sha)}", params=params) or {}
 
     def tree(self, repo: str, sha: str) -> list[dict[str, Any]]:
-        """Recursive tree at `sha`: entries with path, mode, type, sha, size."""
-        data = self._json("GET", f"/repos/{repo}/git/trees/{_q(sha)}", params={"recursive": "1"})
-        return list(data.get("tree") or [])
+        """Recursive tree at `sha`: entries with path, mode, type, sha, size (possibly truncated by GitHub)."""
+        return list(self.tree_obj(repo, sha).get("tree") or [])
 
     def collaborator_permission(self, repo: str, user: str) -> str:
         """admin / write / read / none (GitHub folds maintain into write, triage into read).
@@ -563,12 +715,32 @@ class GitHub:
         body: str,
         comments: list[dict[str, Any]],
         event: str = "COMMENT",
+        *,
+        marker: str | None = None,
     ) -> dict[str, Any]:
-        """One review with inline comments ({path, line, side, body}); 422 -> GitHubUnprocessable."""
+        """One review with inline comments ({path, line, side, body}); 422 -> GitHubUnprocessable.
+
+        With `marker` (a hidden HTML comment, unique per head and posting) the review is created at most once:
+        after a 5xx or a timeout the PR's reviews are searched for the marker before the POST is sent again.
+        """
+        if marker and marker not in body:
+            body = f"{body}\n\n{marker}"
         payload: dict[str, Any] = {"commit_id": commit_id, "body": body, "event": event}
         if comments:
             payload["comments"] = comments
-        return self._json("POST", f"/repos/{repo}/pulls/{int(number)}/reviews", body=payload)
+        path = f"/repos/{repo}/pulls/{int(number)}/reviews"
+
+        def find() -> dict[str, Any] | None:
+            return next(
+                (
+                    r
+                    for r in self.list_reviews(repo, number)
+                    if marker and marker in (r.get("body") or "") and r.get("commit_id") == commit_id
+                ),
+                None,
+            )
+
+        return self._write_once(lambda: self._json("POST", path, body=payload), find if marker else None)
 
     def list_reviews(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/reviews"))
@@ -599,9 +771,23 @@ class GitHub:
         if conclusion:
             payload["conclusion"] = conclusion
         rest = _first_annotations(payload, output)
-        run = self._json("POST", f"/repos/{repo}/check-runs", body=payload)
+
+        def find() -> dict[str, Any] | None:
+            return next(
+                (
+                    r
+                    for r in self.list_check_runs(repo, head_sha)
+                    if r.get("external_id") == external_id and r.get("name") == name
+                ),
+                None,
+            )
+
+        run = self._write_once(
+            lambda: self._json("POST", f"/repos/{repo}/check-runs", body=payload),
+            find if external_id else None,
+        )
         if rest:
-            self._append_annotations(repo, run["id"], dict(output or {}), rest)
+            self._append_annotations(repo, run["id"], dict(output or {}), rest, run)
         return run
 
     def update_check_run(
@@ -627,24 +813,58 @@ class GitHub:
         if details_url:
             payload["details_url"] = details_url
         rest = _first_annotations(payload, output)
-        run = self._json("PATCH", f"/repos/{repo}/check-runs/{int(check_run_id)}", body=payload)
+        run = self._patch_check_run(repo, check_run_id, payload)
         if rest:
-            run = self._append_annotations(repo, check_run_id, dict(output or {}), rest) or run
+            run = self._append_annotations(repo, check_run_id, dict(output or {}), rest, run) or run
         return run
 
+    def get_check_run(self, repo: str, check_run_id: int) -> dict[str, Any]:
+        return self._json("GET", f"/repos/{repo}/check-runs/{int(check_run_id)}")
+
+    def _patch_check_run(
+        self, repo: str, check_run_id: int, payload: dict[str, Any], *, count_before: int | None = None
+    ) -> dict[str, Any]:
+        """PATCH a check run. Without annotations it is idempotent; with them GitHub appends, so after an
+        uncertain outcome the run is read back: applied when it shows this payload's status, conclusion, title
+        and summary (and, for a follow-up batch, the annotation count it would have after this batch)."""
+        path = f"/repos/{repo}/check-runs/{int(check_run_id)}"
+        anns = (payload.get("output") or {}).get("annotations") or []
+        if not anns:
+            return self._json("PATCH", path, body=payload)
+
+        def find() -> dict[str, Any] | None:
+            run = self.get_check_run(repo, check_run_id)
+            out, want = run.get("output") or {}, payload.get("output") or {}
+            same = all(run.get(k) == payload[k] for k in ("status", "conclusion") if k in payload) and all(
+                out.get(k) == want[k] for k in ("title", "summary") if k in want
+            )
+            if count_before is not None:
+                same = same and int(out.get("annotations_count") or 0) >= count_before + len(anns)
+            return run if same else None
+
+        return self._write_once(lambda: self._json("PATCH", path, body=payload, idempotent=False), find)
+
     def _append_annotations(
-        self, repo: str, check_run_id: int, output: Mapping[str, Any], annotations: list[Any]
+        self,
+        repo: str,
+        check_run_id: int,
+        output: Mapping[str, Any],
+        annotations: list[Any],
+        run: Mapping[str, Any] | None = None,
     ) -> dict[str, Any] | None:
-        run = None
         title, summary = output.get("title") or "prfleet", output.get("summary") or ""
+        count = int(((run or {}).get("output") or {}).get("annotations_count") or 0)
+        last: dict[str, Any] | None = None
         for i in range(0, len(annotations), ANNOTATIONS_PER_REQUEST):
             batch = annotations[i : i + ANNOTATIONS_PER_REQUEST]
-            run = self._json(
-                "PATCH",
-                f"/repos/{repo}/check-runs/{int(check_run_id)}",
-                body={"output": {"title": title, "summary": summary, "annotations": batch}},
+            last = self._patch_check_run(
+                repo,
+                check_run_id,
+                {"output": {"title": title, "summary": summary, "annotations": batch}},
+                count_before=count,
             )
-        return run
+            count = int((last.get("output") or {}).get("annotations_count") or count + len(batch))
+        return last
 
     def list_check_runs(self, repo: str, sha: str) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/commits/{_q(sha)}/check-runs", key="check_runs"))
@@ -661,8 +881,15 @@ class GitHub:
                 return c
         return None
 
-    def create_issue_comment(self, repo: str, number: int, body: str) -> dict[str, Any]:
-        return self._json("POST", f"/repos/{repo}/issues/{int(number)}/comments", body={"body": body})
+    def create_issue_comment(
+        self, repo: str, number: int, body: str, *, marker: str | None = None
+    ) -> dict[str, Any]:
+        """Create a PR comment; with `marker` (in the body) at most once, even after a 5xx or a timeout."""
+        path = f"/repos/{repo}/issues/{int(number)}/comments"
+        return self._write_once(
+            lambda: self._json("POST", path, body={"body": body}),
+            (lambda: self.find_issue_comment(repo, number, marker or "")) if marker else None,
+        )
 
     def update_issue_comment(self, repo: str, comment_id: int, body: str) -> dict[str, Any]:
         return self._json("PATCH", f"/repos/{repo}/issues/comments/{int(comment_id)}", body={"body": body})
@@ -676,16 +903,47 @@ class GitHub:
             if existing.get("body") == body:
                 return existing
             return self.update_issue_comment(repo, existing["id"], body)
-        return self.create_issue_comment(repo, number, body)
+        return self.create_issue_comment(repo, number, body, marker=marker)
 
 
 # --- PrSource over GitHub ---
 
 
-class GitHubPrSource:
-    """Read-only view of a PR at its head SHA over the REST API; files listed lazily and memoised.
+_ADDED_HUNK = re.compile(r"^@@ -0,0 \+1(?:,\d+)? @@")
 
-    Symlinks are never followed outside the repository: reading one yields a short note instead of content.
+
+def git_blob_sha(data: bytes) -> str:
+    """Git's object id of a blob: sha1 of "blob <size>\\0" + data (how a reconstruction is verified)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def added_content(patch: str | None, blob_sha: str) -> bytes | None:
+    """An added file's bytes rebuilt from its patch (one hunk of "+" lines), only if they hash to `blob_sha`;
+    else None (read the blob)."""
+    lines = (patch or "").split("\n")
+    if not blob_sha or not _ADDED_HUNK.match(lines[0]):
+        return None
+    body, newline = [], True
+    for line in lines[1:]:
+        if line.startswith("+"):
+            body.append(line[1:])
+        elif line.startswith("\\"):
+            newline = False  # "\\ No newline at end of file"
+        else:
+            return None
+    data = ("\n".join(body) + ("\n" if newline and body else "")).encode("utf-8", "surrogateescape")
+    return data if git_blob_sha(data) == blob_sha else None
+
+
+class GitHubPrSource:
+    """Read-only view of a PR at its head SHA over the REST API.
+
+    Files: the list the planner stored for the head (`files`, from prfleet.headfiles), else listed from GitHub
+    once, lazily. Contents: changed files by blob sha (git blobs API: up to 100 MB, cached by sha, never by path
+    and ref); other paths through the contents API at the head sha (over 1 MB its `content` is empty: the blob).
+    Symlinks are known from the tree's mode 120000 (`symlinks`, and each file's `mode`), never from the contents
+    API's `type`: GitHub serves a symlink to a file in the repository as that file. An answer for another path
+    than the one asked is treated as a symlink too. Symlinks are never followed.
     """
 
     def __init__(
@@ -698,6 +956,7 @@ class GitHubPrSource:
         title: str | None = None,
         body: str | None = None,
         files: list[dict[str, Any]] | None = None,
+        symlinks: Iterable[str] | None = None,
         max_files: int = FILES_CAP,
         max_file_bytes: int | None = None,
     ) -> None:
@@ -708,9 +967,12 @@ class GitHubPrSource:
         self._title = title
         self._body = body
         self._raw_files = files
+        self._symlinks = set(symlinks or ())
+        self._tree_known = symlinks is not None  # else read once from the head's tree, when first needed
         self._max_files = max_files
         self._max_file_bytes = max_file_bytes
         self._files: dict[str, ChangedFile] | None = None
+        self._sizes: dict[str, int] = {}
         self._contents: dict[str, str | None] = {}
         self._modes: dict[str, str | None] = {}
         self._lock = threading.Lock()
@@ -740,64 +1002,106 @@ class GitHubPrSource:
                 raw = self._raw_files
                 if raw is None:
                     raw, _more = self.gh.pr_files(self.repo, self.number, max_files=self._max_files)
-                self._files = {
-                    f["filename"]: ChangedFile(
+                files = {}
+                for f in raw:
+                    mode = str(f.get("mode") or "100644")
+                    files[f["filename"]] = ChangedFile(
                         path=f["filename"],
                         status=str(f.get("status") or "modified"),
                         blob_sha=str(f.get("sha") or ""),
                         additions=int(f.get("additions") or 0),
                         deletions=int(f.get("deletions") or 0),
                         patch=f.get("patch") or "",
+                        mode=mode,
                         previous_path=f.get("previous_filename"),
                     )
-                    for f in raw
-                }
+                    if mode == SYMLINK_MODE:
+                        self._symlinks.add(f["filename"])
+                    if f.get("size") is not None:
+                        self._sizes[f["filename"]] = int(f["size"])
+                self._files = files
             return self._files
 
     def changed_files(self) -> list[ChangedFile]:
         return list(self._load().values())
 
     def file_diff(self, path: str) -> str:
-        """GitHub's `patch` for the file; empty for binary files or diffs too large for GitHub to show."""
+        """GitHub's `patch` for the file; for a diff GitHub left out as too large, a note saying so (the file is
+        read instead); empty for a file without textual changes or not in the PR."""
         f = self._load().get(path)
-        return (f.patch or "") if f else ""
+        if f is None:
+            return ""
+        if not f.patch and (f.additions or f.deletions):
+            return (
+                f"(GitHub does not show this diff: too large, +{f.additions} -{f.deletions} lines; "
+                "read the file instead)"
+            )
+        return f.patch or ""
+
+    def _is_symlink(self, path: str) -> bool:
+        """The path, or a directory on the way to it, is a symlink in the head's tree."""
+        self._load()
+        if not self._tree_known:
+            with self._lock:
+                if not self._tree_known:
+                    tree = self.gh.tree(self.repo, self.head_sha)
+                    self._symlinks.update(e["path"] for e in tree if e.get("mode") == SYMLINK_MODE)
+                    self._tree_known = True
+        parts = path.split("/")
+        return any("/".join(parts[:i]) in self._symlinks for i in range(1, len(parts) + 1))
 
     def mode(self, path: str) -> str | None:
         """'120000' for a symlink, '100644' for a file, None when unknown or absent (reads the file)."""
+        path = path.lstrip("/")
+        if self._is_symlink(path):
+            return SYMLINK_MODE
         if path not in self._modes:
             self.read_file(path)
         return self._modes.get(path)
 
     def read_file(self, path: str) -> str | None:
-        """The file's text at the head SHA; None when absent. Symlinks inside the repo are followed."""
+        """The file's text at the head SHA; None when absent; a short note for a symlink (never followed)."""
         path = path.lstrip("/")
-        if path in self._contents:
-            return self._contents[path]
-        text = self._read(path, depth=0)
-        self._contents[path] = text
-        return text
+        if path not in self._contents:
+            self._contents[path] = self._read(path)
+        return self._contents[path]
 
-    def _read(self, path: str, depth: int) -> str | None:
-        data = self.gh.content(self.repo, path, self.head_sha)
-        if data is None or isinstance(data, list):
-            self._modes.setdefault(path, None)
-            return None
-        if data.get("type") == "symlink":
-            self._modes.setdefault(path, SYMLINK_MODE)
-            target = str(data.get("target") or "")
-            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
-            if target.startswith("/") or resolved == ".." or resolved.startswith("../"):
-                return f"(symlink to {target}: the target is outside the repository; its content is not read)"
-            if depth >= 5:
-                return f"(symlink to {target}: too many levels of symbolic links)"
-            return self._read(resolved, depth + 1)
-        if data.get("type") != "file":
-            self._modes.setdefault(path, None)
-            return None
-        self._modes.setdefault(path, "100644")
-        size = int(data.get("size") or 0)
+    def _too_big(self, size: int) -> str | None:
         if self._max_file_bytes is not None and size > self._max_file_bytes:
             return f"(file of {size} bytes is over the limit of {self._max_file_bytes}; not read)"
+        return None
+
+    def _read(self, path: str) -> str | None:
+        if self._is_symlink(path):
+            self._modes[path] = SYMLINK_MODE
+            return "(symlink: not followed)"
+        changed = self._load().get(path)
+        if changed is not None and changed.blob_sha:
+            if changed.status == "removed":
+                self._modes[path] = None
+                return None
+            self._modes[path] = changed.mode
+            note = self._too_big(self._sizes.get(path, 0))
+            if note:
+                return note
+            whole = added_content(changed.patch, changed.blob_sha) if changed.status == "added" else None
+            if whole is not None:  # an added file's patch is the whole file: no request
+                return whole.decode("utf-8", "replace")
+            return self.gh.blob(self.repo, changed.blob_sha).decode("utf-8", "replace")
+        data = self.gh.content(self.repo, path, self.head_sha)
+        if data is None or isinstance(data, list) or data.get("type") not in ("file", "symlink"):
+            self._modes[path] = None
+            return None
+        if data.get("type") == "symlink" or str(data.get("path") or path) != path:
+            # GitHub answered with the symlink itself, or with the file it points to.
+            self._modes[path] = SYMLINK_MODE
+            self._symlinks.add(path)
+            return "(symlink: not followed)"
+        self._modes[path] = "100644"
+        size = int(data.get("size") or 0)
+        note = self._too_big(size)
+        if note:
+            return note
         if data.get("encoding") == "base64" and (data.get("content") or not size):
             raw = base64.b64decode(data.get("content") or "")
         else:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields, replace
 from typing import Any
 
 VERSION = 1
@@ -40,6 +40,8 @@ class FileJob:
     agent: str
     installation_id: int | None
     delivery_id: str
+    attempt: int = 0  # how many times this job was re-queued (rate limit, budget pressure, stuck, deferral)
+    spent_micros: int = 0  # what its earlier attempts cost: the bound holds even if the run record is gone
 
     @property
     def job_id(self) -> str:
@@ -53,6 +55,16 @@ class FileJob:
 
     def to_message(self) -> str:
         return json.dumps({"kind": "file", "v": VERSION, **asdict(self)}, separators=(",", ":"))
+
+    def next_attempt(self, spent_micros: int) -> FileJob:
+        """The copy to re-queue: one more attempt, carrying what the job has cost so far (never less)."""
+        return replace(self, attempt=self.attempt + 1, spent_micros=max(self.spent_micros, int(spent_micros)))
+
+
+def requeue_body(body: str, spent_micros: int = 0) -> str:
+    """A stored file-job message with its attempt count raised (for the sweeper's re-queues)."""
+    job = parse_message(body)
+    return job.next_attempt(spent_micros).to_message() if isinstance(job, FileJob) else body
 
 
 def pr_key(repo: str, number: int) -> str:
@@ -89,4 +101,9 @@ def parse_message(body: str) -> PrJob | FileJob:
     ):
         if not isinstance(values[name], str) or not values[name]:
             raise BadMessage(f"{name} must be a non-empty string")
+    for name in ("attempt", "spent_micros"):
+        if name in values and (
+            not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0
+        ):
+            raise BadMessage(f"{name} must be a non-negative integer")
     return cls(**values)

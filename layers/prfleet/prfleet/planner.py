@@ -31,6 +31,8 @@ BINARY_EXTENSIONS = frozenset(
     ".woff .woff2 .ttf .otf .eot .mp3 .mp4 .mov .avi .wav .ogg .class .pyc .o .a .sqlite .db .parquet".split()
 )
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
+RERUN_ACTIONS = frozenset({"comment", "rerequested"})  # `/prfleet review`; Re-run on the check run or suite
+SYMLINK_MODE = "120000"
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,11 @@ def plan_files(
     symlinks: Iterable[str] = (),
     max_file_bytes: int,
 ) -> tuple[list[FileJob], list[Skip]]:
-    """Pure core of the planner: GitHub's PR file entries in, file jobs and reasoned skips out."""
+    """Pure core of the planner: GitHub's PR file entries in, file jobs and reasoned skips out.
+
+    A file whose diff GitHub left out as too large (changed lines, no `patch`) is still reviewed when it is within
+    `max_file_bytes`: from its content (read by blob sha), with its findings in the review body.
+    """
     ignore = tuple(DEFAULT_IGNORES) + tuple(ignore)
     sizes = sizes or {}
     links = set(symlinks)
@@ -89,9 +95,7 @@ def plan_files(
         elif sizes.get(path, 0) > max_file_bytes:
             skips.append(Skip(path, f"oversized ({sizes[path]} bytes > {max_file_bytes})"))
         elif "patch" not in entry and not entry.get("changes"):
-            skips.append(Skip(path, "binary (no textual diff)"))
-        elif "patch" not in entry:
-            skips.append(Skip(path, "diff too large for GitHub to show"))
+            skips.append(Skip(path, missing_patch_reason(entry, sizes.get(path))))
         else:
             wanted = [a for a in agents.values() if a.applies(path)]
             if not wanted:
@@ -111,6 +115,68 @@ def plan_files(
                     )
                 )
     return jobs, skips
+
+
+def missing_patch_reason(entry: Mapping[str, Any], size: int | None) -> str:
+    """Why GitHub listed a file without a `patch`, as far as the listing and the tree tell.
+
+    GitHub leaves `patch` out for binary files, for diffs too large to show, and when there is no textual change
+    (a pure rename, a mode change, an empty file): https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files
+    """
+    changes = int(entry.get("changes") or 0)
+    status = entry.get("status")
+    if changes:
+        return f"diff too large for GitHub to show ({changes} changed lines)"
+    if status == "renamed":
+        return f"renamed from {entry.get('previous_filename')} without changes"
+    if size == 0:
+        return "empty file"
+    if status == "changed":
+        return "file mode or type changed, content unchanged"
+    return "binary (GitHub shows no textual diff)"
+
+
+def tree_info(
+    gh: Any, repo: str, head: str, paths: Iterable[str]
+) -> tuple[dict[str, Any], set[str], Skip | None]:
+    """Tree entries (mode, size) of the changed paths and the head's symlinks.
+
+    GitHub cuts a recursive tree at 100,000 entries or 7 MB and says `truncated: true`
+    (https://docs.github.com/en/rest/git/trees#get-a-tree): then the directories on the changed paths are read one
+    non-recursive tree at a time, and the returned note says so (symlinks elsewhere are caught when read).
+    """
+    obj = gh.tree_obj(repo, head)
+    entries = list(obj.get("tree") or [])
+    if not obj.get("truncated"):
+        return (
+            {e["path"]: e for e in entries},
+            {e["path"] for e in entries if e.get("mode") == SYMLINK_MODE},
+            None,
+        )
+    wanted: set[str] = set()
+    for path in paths:
+        parts = path.split("/")[:-1]
+        wanted.update("/".join(parts[:i]) for i in range(len(parts) + 1))
+    by_path: dict[str, Any] = {}
+    shas = {"": head}
+    reads = 0
+    for directory in sorted(wanted, key=lambda d: (d.count("/") if d else -1, d)):
+        sha = shas.get(directory)
+        if sha is None:  # not a directory at the head (only removed files were under it)
+            continue
+        reads += 1
+        for e in gh.tree_obj(repo, sha, recursive=False).get("tree") or []:
+            full = f"{directory}/{e['path']}" if directory else e["path"]
+            by_path[full] = {**e, "path": full}
+            if e.get("type") == "tree" and full in wanted:
+                shas[full] = e["sha"]
+    links = {p for p, e in by_path.items() if e.get("mode") == SYMLINK_MODE}
+    note = Skip(
+        "(repository tree)",
+        f"GitHub truncated the recursive tree ({len(entries)} entries listed); modes and sizes of the changed "
+        f"files were read from {reads} directory tree(s), symlinks elsewhere are refused when read",
+    )
+    return by_path, links, note
 
 
 @dataclass
@@ -135,22 +201,27 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
 
     `send` enqueues the file jobs (default: JobsQueue). A redelivered PR job for a head already planned reuses
     that head's check run and record and enqueues the same jobs again (they are idempotent); `/prfleet review`
-    from a writer re-plans the current head from scratch: fresh check run, fresh fan-in, runs forgotten so every
-    job runs again (unchanged files come from the result cache at no cost, failed ones are retried).
+    from a writer, or Re-run on the check run or check suite, re-plans the current head from scratch: fresh
+    check run, fresh fan-in, runs forgotten so every job runs again (unchanged files come from the result cache
+    at no cost, failed ones are retried).
+
+    GitHub is read once per head: the PR, its config, its file pages and its tree. What the jobs need of them is
+    stored with prfleet.headfiles, so a job makes no listing request of its own.
     """
-    from prfleet import agents, fanin, queue, state
+    from prfleet import agents, fanin, headfiles, queue, state
     from prfleet.config import settings
 
     now = time.time() if now is None else now
     send = send or queue.send_file_jobs
     cfg = settings()
-    if job.action == "comment":
+    rerun = job.action in RERUN_ACTIONS
+    if rerun:
         permission = gh.collaborator_permission(job.repo, job.requested_by or "")
         if permission not in WRITE_PERMISSIONS:
             return Plan(job, [], [], "ignored", f"{job.requested_by} has {permission!r} access, not write")
     pr = gh.pr(job.repo, job.number)
     head, base = pr["head"]["sha"], pr["base"]["sha"]
-    if job.action != "comment" and job.head_sha != head:
+    if not rerun and job.head_sha != head:
         return Plan(
             job,
             [],
@@ -160,7 +231,6 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         )
     if pr.get("state") == "closed":
         return Plan(job, [], [], "ignored", "pull request is closed")
-    rerun = job.action == "comment"
     job = PrJob(
         job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by
     )
@@ -176,10 +246,14 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         repo_config, config_text = None, None
         notes.append(Skip(".prfleet.toml", f"not applied: {exc}"))
     specs = agents.agent_specs(cfg, repo_config)
-    files, more = gh.pr_files(job.repo, job.number, max_files=cfg.max_files)
-    tree = gh.tree(job.repo, head)
-    sizes = {e["path"]: int(e.get("size") or 0) for e in tree if e.get("type") == "blob"}
-    links = [e["path"] for e in tree if e.get("mode") == "120000"]
+    changed = pr.get("changed_files")
+    files, more = gh.pr_files(
+        job.repo, job.number, max_files=cfg.max_files, changed_files=int(changed) if changed else None
+    )
+    tree, links, tree_note = tree_info(gh, job.repo, head, [str(f["filename"]) for f in files])
+    if tree_note is not None:
+        notes.append(tree_note)
+    sizes = {p: int(e.get("size") or 0) for p, e in tree.items() if e.get("type") == "blob"}
     jobs, skips = plan_files(
         job,
         files,
@@ -199,6 +273,19 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
                 + (" (GitHub lists at most 3000)" if len(files) + more > 3000 else ""),
             ),
         )
+    headfiles.save(
+        job.repo,
+        job.number,
+        head,
+        headfiles.HeadFiles(
+            title=str(pr.get("title") or ""),
+            body=str(pr.get("body") or ""),
+            files=[headfiles.entry(f, tree.get(f["filename"])) for f in files],
+            symlinks=sorted(links),
+            tree_complete=tree_note is None,
+        ),
+        now=now,
+    )
     if existing is not None:
         # The same head again (SQS or GitHub redelivered the PR job): keep its check run and fan-in.
         send(jobs)
@@ -237,4 +324,5 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     send(jobs)
     if not jobs:
         fanin.post_if_ready(gh, job.repo, job.number, head)
-    return Plan(job, jobs, skips, "planned", "re-run requested by " + str(job.requested_by) if rerun else "")
+    how = "re-run on the check" if job.action == "rerequested" else "re-run requested"
+    return Plan(job, jobs, skips, "planned", f"{how} by {job.requested_by}" if rerun else "")

@@ -4,6 +4,10 @@ Prices are data (prices.json, copied from https://platform.claude.com/docs/en/ab
 file records the date it was checked). A price of P USD per million tokens is exactly P micro-dollars per
 token, so cost = sum(tokens x price) is computed in Decimal and rounded once: no float drift. An unknown
 model raises UnknownModel: a model we cannot price must never be treated as free.
+
+Providers (prices.json "providers"): Claude Platform on AWS uses the Claude API's ids and prices; Amazon Bedrock
+spells models as inference profiles ("global.anthropic.claude-sonnet-4-6") and charges a regional premium on
+geographic profiles. `provider_model` says whether an id is valid for a provider; `rates` resolves any of them.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import datetime as _dt
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from functools import lru_cache
 from pathlib import Path
@@ -59,6 +63,7 @@ class Rates:
     tiers: tuple[Tier, ...] = ()
     geo_multipliers: Mapping[str, Decimal] | None = None
     status: str = "active"
+    endpoint_multiplier: Decimal = Decimal(1)  # the provider's premium for the id used (Bedrock geo profiles)
 
     # Convenience accessors for the base (shortest-prompt) tier.
     @property
@@ -98,17 +103,33 @@ class Rates:
 
 
 @dataclass(frozen=True)
+class ProviderModel:
+    """A model id as one provider spells it: the Claude API model it is, and the provider's price multiplier."""
+
+    provider: str
+    model_id: str
+    canonical: str
+    multiplier: Decimal
+    source: str
+
+
+@dataclass(frozen=True)
 class PriceTable:
     source: str
     checked: str
     batch_discount: Decimal
     rows: Mapping[str, tuple[Rates, ...]]  # canonical id -> rows sorted by effective date
     aliases: Mapping[str, str]  # alias or id -> canonical id
+    # provider -> its model ids; "anthropic" is the aliases above (built by load_table)
+    provider_ids: Mapping[str, Mapping[str, ProviderModel]] = field(default_factory=dict)
 
     def canonical(self, model: str) -> str:
         key = model.strip()
         if key in self.aliases:
             return self.aliases[key]
+        for ids in self.provider_ids.values():
+            if key in ids:
+                return ids[key].canonical
         raise UnknownModel(model)
 
     def models(self) -> list[str]:
@@ -142,7 +163,51 @@ def load_table(path: Path | str = PRICES_PATH) -> PriceTable:
         batch_discount=Decimal(str(data["batch_discount"])),
         rows={m: tuple(sorted(r, key=lambda x: x.effective)) for m, r in rows.items()},
         aliases=aliases,
+        provider_ids=_provider_ids(data, aliases, data["source"]),
     )
+
+
+def _provider_ids(
+    data: Mapping[str, Any], aliases: Mapping[str, str], source: str
+) -> dict[str, dict[str, ProviderModel]]:
+    """Every model id each provider accepts. A row naming a model the table cannot price is an error here,
+    not a zero price later."""
+    one = Decimal(1)
+    out: dict[str, dict[str, ProviderModel]] = {
+        "anthropic": {a: ProviderModel("anthropic", a, m, one, source) for a, m in aliases.items()}
+    }
+    for provider, spec in data.get("providers", {}).items():
+        ids: dict[str, ProviderModel] = {}
+        regional = Decimal(str(spec.get("regional_multiplier", "1")))
+        for row in spec.get("models", []):
+            model = row["model"]
+            if model not in aliases:
+                raise ValueError(f"prices.json: provider {provider} lists {model!r}, which has no price row")
+            if "bedrock_id" not in row:
+                ids[model] = ProviderModel(provider, model, aliases[model], one, row["source"])
+                continue
+            for profile in row["profiles"]:
+                mult = one if profile == "global" or not row.get("regional_premium") else regional
+                mid = f"{profile}.{row['bedrock_id']}"
+                ids[mid] = ProviderModel(provider, mid, aliases[model], mult, row["source"])
+        out[provider] = ids
+    return out
+
+
+def provider_models(provider: str) -> list[str]:
+    """The model ids `provider` accepts (for deploy-time checks and messages)."""
+    return sorted(table().provider_ids.get(provider, {}))
+
+
+def provider_model(provider: str, model: str) -> ProviderModel:
+    """`model` as `provider` spells it; UnknownModel when that provider does not offer it under this id."""
+    ids = table().provider_ids.get(provider)
+    if ids is None:
+        raise UnknownModel(f"unknown model provider {provider!r}")
+    try:
+        return ids[model.strip()]
+    except KeyError:
+        raise UnknownModel(f"{model} is not a model id of provider {provider}") from None
 
 
 @lru_cache(maxsize=1)
@@ -152,13 +217,19 @@ def table() -> PriceTable:
 
 
 def rates(model: str, *, on: _dt.date | None = None) -> Rates:
-    """The row in effect for `model` on `on` (default: today, UTC). Raises UnknownModel."""
+    """The row in effect for `model` on `on` (default: today, UTC), in any provider's spelling (a Bedrock
+    inference profile carries its regional premium). Raises UnknownModel."""
     t = table()
     rows = t.rows[t.canonical(model)]
     day = on or _dt.datetime.now(_dt.timezone.utc).date()
     applicable = [r for r in rows if r.effective <= day]
     if not applicable:
         raise UnknownModel(f"{model} has no price on {day.isoformat()}")
+    key = model.strip()
+    if key not in t.aliases:
+        for ids in t.provider_ids.values():
+            if key in ids and ids[key].multiplier != 1:
+                return replace(applicable[-1], endpoint_multiplier=ids[key].multiplier)
     return applicable[-1]
 
 
@@ -225,7 +296,7 @@ def exact_cost(
     if batch or _get(usage, "service_tier") == "batch":
         total *= table().batch_discount
     geo = inference_geo if inference_geo is not None else _get(usage, "inference_geo")
-    return total * r.geo_multiplier(geo)
+    return total * r.geo_multiplier(geo) * r.endpoint_multiplier
 
 
 def cost_micros(
@@ -265,7 +336,7 @@ def worst_case_micros(
     elif cache_write == "1h":
         per_input = max(per_input, card.cache_write_1h, card.cache_write_5m)
     total = Decimal(input_tokens) * per_input + Decimal(max_tokens) * card.output
-    total *= r.geo_multiplier(inference_geo)
+    total *= r.geo_multiplier(inference_geo) * r.endpoint_multiplier
     return int(total.to_integral_value(rounding=ROUND_CEILING))
 
 
@@ -278,3 +349,20 @@ def estimate_input_tokens(text: str) -> int:
 def micros_to_usd(micros: int) -> Decimal:
     """Micro-dollars as an exact Decimal USD amount (for display)."""
     return Decimal(micros) / Decimal(1_000_000)
+
+
+def cache_minimum_tokens(model: str) -> int:
+    """The model's minimum cacheable prompt length (prices.json "cache_minimum_tokens", with its source): a
+    breakpoint whose prefix is shorter caches nothing. Unknown models get the strictest documented value."""
+    data = _cache_minimums()
+    models: Mapping[str, int] = data.get("models", {})
+    try:
+        name = table().canonical(model)
+    except UnknownModel:
+        name = model.strip()
+    return int(models.get(name, data.get("default", 4096)))
+
+
+@lru_cache(maxsize=1)
+def _cache_minimums() -> dict[str, Any]:
+    return dict(json.loads(PRICES_PATH.read_text(encoding="utf-8")).get("cache_minimum_tokens", {}))

@@ -34,6 +34,28 @@ MAX_ANNOTATION_TITLE = 255
 
 SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
+
+
+def check_external_id(number: int, delivery_id: str) -> str:
+    """A check run's external_id: the PR number (Re-run events of fork PRs list no pull request) and the
+    delivery (a retried create finds the run it may already have made)."""
+    return f"pr={int(number)};delivery={delivery_id}"
+
+
+def pr_from_external_id(external_id: str | None) -> int | None:
+    """The PR number in a check_external_id value, or None for a check run prfleet did not make."""
+    for part in (external_id or "").split(";"):
+        key, _, value = part.partition("=")
+        if key == "pr" and value.isdigit():
+            return int(value)
+    return None
+
+
+def review_marker(head_sha: str, claim: str, plan: object) -> str:
+    """The hidden marker of one posting (head, claim, plan): a retried POST looks for it before re-sending."""
+    return f"<!-- prfleet:review head={head_sha} claim={claim} plan={plan} -->"
+
+
 _FP_RE = re.compile(r"<!--\s*prfleet:fp=([0-9a-fA-F]+)\s*-->")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
@@ -414,12 +436,17 @@ def _totals(counts: Mapping[str, Any]) -> dict[str, int]:
     return {k: int(counts.get(k, 0) or 0) for k in _COUNT_KEYS}
 
 
-def check_conclusion(counts: Mapping[str, Any]) -> tuple[str, str, str]:
+def check_conclusion(
+    counts: Mapping[str, Any], *, findings: Iterable[Any] = (), fail_on: str = "never"
+) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
-    failure only when jobs errored; neutral (never failing) when the budget deferred work; else success.
-    Findings never fail the check: prfleet comments, it does not gate merges.
+    failure when jobs errored; neutral (never failing) when the budget deferred work; failure when a finding is
+    at or above the FailOn policy (never: findings never fail the check; critical; high); else success.
     """
+    from prfleet.repo_config import FAIL_ON
+
+    gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
     t = _totals(counts)
     ran = t["succeeded"] + t["partial"] + t["failed"]
     facts = (
@@ -442,6 +469,13 @@ def check_conclusion(counts: Mapping[str, Any]) -> tuple[str, str, str]:
             "resets; this check is neutral, not failing, because the limit is prfleet's own. " + facts
         )
         return "neutral", title, text
+    if gating:
+        title = f"{len(gating)} finding(s) at or above {fail_on} severity"
+        text = (
+            f"This repository fails the check on {' and '.join(FAIL_ON[fail_on])} findings (FailOn={fail_on}, "
+            "from the stack's FailOn parameter or the base branch's .prfleet.toml fail_on). " + facts
+        )
+        return "failure", title, text
     title = f"{t['findings']} finding(s)" if t["findings"] else "No findings"
     text = facts
     if t["partial"]:

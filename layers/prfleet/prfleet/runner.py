@@ -7,11 +7,12 @@ in an exception that SQS retries and, after maxReceiveCount, moves to the dead-l
 from __future__ import annotations
 
 import json
+import random
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from prfleet import budget, cache, fanin, pricing, state
+from prfleet import budget, cache, fanin, headfiles, pricing, state
 from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.jobs import FileJob
@@ -20,11 +21,21 @@ DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger an
 
 
 class RetryLater(Exception):
-    """The job must come back later (a rate limit longer than the time left): re-sent with a delay of `delay`."""
+    """The job must come back later (a rate limit longer than the time left, or a budget held by open
+    reservations): re-sent with a delay of `delay`, as `body` (the next attempt, carrying what it has cost)."""
 
-    def __init__(self, reason: str, delay: float) -> None:
+    def __init__(self, reason: str, delay: float, body: str | None = None) -> None:
         super().__init__(reason)
         self.delay = delay
+        self.body = body
+
+
+class RunCostCapReached(Exception):
+    """The job has spent its agent's per-run cost cap (across all its attempts): it ends failed."""
+
+
+class CircuitOpen(Exception):
+    """The spend-limit circuit is open: no model call until the sweeper's probe succeeds."""
 
 
 @dataclass
@@ -37,8 +48,52 @@ class Outcome:
     reason: str = ""
 
 
+@dataclass
+class _Call:
+    """One model call's reservation and what is known about it (the CallGuard token)."""
+
+    reservation: budget.Reservation
+    model: str
+    input_bound: int
+    max_tokens: int
+    geo: str
+    messages: list[Any]
+    head: str
+    started: bool = False
+    input_usage: Any = None
+
+
+def run_cost_cap(spec: Any) -> int:
+    """The agent's per-run cost cap in micro-dollars: its token cap priced at the worst case."""
+    explicit = getattr(spec, "max_run_cost_micros", None)
+    if explicit:
+        return int(explicit)
+    return pricing.worst_case_micros(
+        spec.model, int(spec.max_run_tokens), int(spec.max_tokens), inference_geo="us"
+    )
+
+
+def _strip_cache(value: Any) -> Any:
+    """A request part without cache_control markers (they move between turns; the text does not)."""
+    if isinstance(value, dict):
+        return {k: _strip_cache(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_strip_cache(v) for v in value]
+    return value
+
+
+def _text(value: Any) -> str:
+    return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
+
+
 class LedgerGuard:
-    """The agents' CallGuard: reserve the worst case before each model call, settle to the real cost after."""
+    """The agents' CallGuard: reserve the worst case before each model call, settle to what it cost after it.
+
+    Reservation = input bound x the dearest input rate of the tier the bound falls in (so the higher tier whenever
+    the bound can cross the threshold) + max_tokens (thinking included) x the output rate, x the inference-geo
+    multiplier unless the request fixes the geo. After the first call the input side is exact: the previous call's
+    prompt tokens (from its usage) plus a bound of only what was appended. A failed call is booked `estimated` or
+    released as prfleet.billing decides; a spend-limit error opens the circuit."""
 
     def __init__(
         self,
@@ -49,65 +104,157 @@ class LedgerGuard:
         emit: Any,
         *,
         clock: Any = config_now,
+        carried: int = 0,
+        cap_micros: int | None = None,
+        counter: Any = None,
+        circuit_check: Any = None,
+        on_spend_limit: Any = None,
     ) -> None:
         self.ledger = ledger
         self.model = model
         self.job = job
         self.run_id = run_id
-        self.spent = 0  # micro-dollars settled by this attempt
+        self.spent = 0  # micro-dollars booked by this attempt (exact + estimated)
+        self.estimated = 0  # the part booked at a worst case (may have been billed)
+        self.carried = carried  # what earlier attempts cost
+        self.cap = cap_micros
         self.emit = emit
         self.clock = clock
         self.pr_scope = f"pr#{job.repo}#{job.number}"
+        self.counter = counter  # messages.count_tokens for the first call (ExactInputTokens), or None
+        self.circuit_check = circuit_check  # () -> reason or None
+        self.on_spend_limit = on_spend_limit  # (reason) -> None
+        self.spend_limited: str | None = None
+        self._prev: tuple[str, list[Any], int] | None = None  # (system+tools, messages, prompt tokens)
 
-    def before_call(self, model: str, params: dict[str, Any]) -> budget.Reservation:
-        text = json.dumps(
-            {k: params.get(k) for k in ("system", "messages", "tools")}, default=str, separators=(",", ":")
-        )
-        amount = pricing.worst_case_micros(
-            model, pricing.estimate_input_tokens(text), int(params["max_tokens"])
-        )
+    def _input_bound(self, params: dict[str, Any]) -> int:
+        head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
+        messages = _strip_cache(list(params.get("messages") or []))
+        prev = self._prev
+        if prev and prev[0] == head and messages[: len(prev[1])] == prev[1]:
+            return prev[2] + budget.input_bound(_text(messages[len(prev[1]) :]))
+        if self.counter is not None:
+            try:
+                counted = self.counter(
+                    **{
+                        k: params[k]
+                        for k in ("model", "system", "tools", "messages")
+                        if params.get(k) is not None
+                    }
+                )
+                self.emit("count_tokens", input_tokens=int(counted.input_tokens))
+                return int(counted.input_tokens)
+            except Exception as exc:  # the bound below is safe; say why the exact count was not used
+                self.emit("error", error_type="count_tokens", message=f"{type(exc).__name__}: {exc}"[:300])
+        return budget.input_bound(head + _text(messages))
+
+    def before_call(self, model: str, params: dict[str, Any]) -> _Call:
         state.heartbeat(
             self.job, self.run_id, now=self.clock()
         )  # first: a run no longer ours reserves nothing
-        return self.ledger.reserve(self.pr_scope, amount, now=self.clock())
+        reason = self.circuit_check() if self.circuit_check else None
+        if reason:
+            raise CircuitOpen(reason)
+        bound = self._input_bound(params)
+        geo = str(params.get("inference_geo") or "us")  # not fixed by the request: the dearest geo
+        max_tokens = int(params["max_tokens"])
+        amount = pricing.worst_case_micros(model, bound, max_tokens, inference_geo=geo)
+        if self.cap is not None and self.carried + self.spent + amount > self.cap:
+            raise RunCostCapReached(
+                f"per-run cost cap ${self.cap / 1e6:.4f} reached: spent ${(self.carried + self.spent) / 1e6:.4f}, "
+                f"the next call may cost ${amount / 1e6:.4f}"
+            )
+        r = self.ledger.reserve(
+            self.pr_scope, amount, now=self.clock(), model=model, worst_tokens=(bound, max_tokens)
+        )
+        head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
+        return _Call(r, model, bound, max_tokens, geo, _strip_cache(list(params.get("messages") or [])), head)
 
-    def after_call(self, token: budget.Reservation, usage: Any, *, model: str) -> int:
-        cost = pricing.cost_micros(model, usage)
-        status = self.ledger.settle(token, cost, now=self.clock())
-        self.spent += cost
+    def on_start(self, token: _Call, usage: Any) -> None:
+        """message_start: the exact input usage of this call (a failure from here on is billed)."""
+        token.started = True
+        token.input_usage = usage
+
+    def _geo(self, token: _Call, usage: Any) -> str:
+        reported = getattr(usage, "inference_geo", None) or (
+            usage.get("inference_geo") if isinstance(usage, dict) else None
+        )
+        return str(reported or token.geo)
+
+    def after_call(self, token: _Call, usage: Any, *, model: str) -> int:
+        cost = pricing.cost_micros(model, usage, inference_geo=self._geo(token, usage))
+        tokens = pricing.split_usage(usage)
+        status = self.ledger.settle(token.reservation, cost, now=self.clock(), model=model, tokens=tokens)
+        if status.booked:
+            self.spent += cost
+        self._prev = (token.head, token.messages, tokens.prompt)
         _spend_signal(status, self.emit)
         state.heartbeat(self.job, self.run_id, now=self.clock())
-        return cost
+        return cost if status.booked else 0
 
-    def on_error(self, token: budget.Reservation, exc: BaseException) -> int:
-        self.ledger.release(token, now=self.clock())
-        return 0
+    def on_error(self, token: _Call, exc: BaseException) -> int:
+        from prfleet import billing
+
+        limit = billing.spend_limit(exc)
+        if limit:
+            self.spend_limited = limit
+            if self.on_spend_limit:
+                self.on_spend_limit(limit)
+        verdict = billing.classify(exc, started=token.started)
+        if not verdict.billed:
+            self.ledger.release(token.reservation, now=self.clock())
+            return 0
+        cost = token.reservation.amount
+        if token.input_usage is not None:  # exact input from message_start + the whole output allowance
+            usage = pricing.split_usage(token.input_usage)
+            cost = pricing.cost_micros(
+                token.model,
+                pricing.Tokens(
+                    usage.input,
+                    usage.cache_write_5m,
+                    usage.cache_write_1h,
+                    usage.cache_read,
+                    token.max_tokens,
+                ),
+                inference_geo=self._geo(token, token.input_usage),
+            )
+        status = self.ledger.settle(
+            token.reservation,
+            cost,
+            now=self.clock(),
+            estimated=True,
+            model=token.model,
+            worst_tokens=(token.input_bound, token.max_tokens),
+        )
+        if not status.booked:
+            return 0
+        self.spent += cost
+        self.estimated += cost
+        self.emit("estimated", reason=verdict.reason, cost_usd=cost / 1e6, error_type=type(exc).__name__)
+        _spend_signal(status, self.emit)
+        return cost
 
 
 def _spend_signal(status: Any, emit: Any) -> None:
-    """Spend metrics after each settlement, and one notice per scope and day when it first reaches 80 %."""
+    """Spend metrics after each settlement, and one `spend` notice event per scope and day when it first reaches 80 %.
+
+    The notice is a log event (Logs Insights, the serve console), not a page: the one page for a daily crossing is
+    SpendAlarm on DailySpendPercent, which only the daily scope publishes (one page per crossing, not two), and a
+    PR reaching 80 % of its own budget is worth a line, not waking anybody (docs/runbook.md#spendalarm)."""
     from prfleet import events
-    from prfleet.aws import client
 
     events.spend(status)
     for scope in (status, *getattr(status, "others", ())):
-        if not getattr(scope, "crossed_80", False):
-            continue
-        emit("spend", scope=scope.scope, percent=round(scope.percent, 1), notice="budget-80-percent")
-        client("sns").publish(
-            TopicArn=settings().alert_topic_arn,
-            Subject=f"prfleet: {scope.scope} spend reached {scope.percent:.0f}% of its budget"[:100],
-            Message=json.dumps(
-                {
-                    "notice": "budget-80-percent",
-                    "scope": scope.scope,
-                    "day": scope.day,
-                    "limit_usd": scope.limit / 1e6,
-                    "spent_usd": scope.settled / 1e6,
-                    "percent": round(scope.percent, 1),
-                }
-            ),
-        )
+        if getattr(scope, "crossed_80", False):
+            emit(
+                "spend",
+                scope=scope.scope,
+                percent=round(scope.percent, 1),
+                notice="budget-80-percent",
+                limit_usd=scope.limit / 1e6,
+                spent_usd=scope.settled / 1e6,
+                paged_by="SpendAlarm" if scope.scope == "daily" else None,
+            )
 
 
 def make_ledger() -> budget.Ledger:
@@ -157,6 +304,16 @@ def process(
     head = state.current_head(job.repo, job.number)
     if head and head != job.head_sha:
         return _end(gh_for, job, run_id, "superseded", emit, reason=f"PR head moved to {head[:12]}")
+    cfg = settings()
+    if job.attempt >= cfg.max_job_attempts:
+        return _end(
+            gh_for,
+            job,
+            run_id,
+            "failed",
+            emit,
+            reason=f"gave up after {job.attempt} re-queued attempts (MaxJobAttempts {cfg.max_job_attempts})",
+        )
 
     key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
     hit = cache.get(key) if job.blob_sha else None
@@ -177,13 +334,23 @@ def process(
         posted = fanin.finish_job(gh_for, job, "cached")
         return Outcome("cached", run_id, findings=len(findings), posted=posted)
 
-    gh = gh_for(job.installation_id)
-    pr = gh.pr(job.repo, job.number)
+    # The planner listed the head once (prfleet.headfiles); the head record above said it is still the head.
+    listed = headfiles.load(job.repo, job.number, job.head_sha)
     source = GitHubPrSource(
-        gh, job.repo, job.number, job.head_sha, title=pr.get("title", ""), body=pr.get("body") or ""
+        gh_for(job.installation_id),
+        job.repo,
+        job.number,
+        job.head_sha,
+        **(listed.source_args() if listed else {}),
     )
+    ledger = make_ledger()
+    blocked = circuit_reason(ledger)
+    if blocked:
+        return _defer_on_circuit(
+            gh_for, job, run_id, spec.model, emit, blocked, carried=job.spent_micros, clock=clock
+        )
     try:
-        carried = state.start_run(job, run_id, spec.model, now=clock())
+        carried = max(state.start_run(job, run_id, spec.model, now=clock()), job.spent_micros)
     except state.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
         # if it dies, its run goes stale and the sweeper re-queues the job.
@@ -193,8 +360,28 @@ def process(
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
     started = clock()
-    emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha)
-    guard = LedgerGuard(make_ledger(), job, run_id, spec.model, emit, clock=clock)
+    emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha, attempt=job.attempt)
+    cap = run_cost_cap(spec)
+    if carried >= cap:
+        reason = f"per-run cost cap ${cap / 1e6:.4f} reached by earlier attempts (${carried / 1e6:.4f})"
+        state.finish_run(
+            job, run_id, "failed", {"error": reason, "cost_micros": carried}, owner=True, now=clock()
+        )
+        emit("failed", reason=reason, path=job.path)
+        return Outcome("failed", run_id, posted=fanin.finish_job(gh_for, job, "failed"), reason=reason)
+    guard = LedgerGuard(
+        ledger,
+        job,
+        run_id,
+        spec.model,
+        emit,
+        clock=clock,
+        carried=carried,
+        cap_micros=cap,
+        counter=_token_counter(anthropic_client) if cfg.exact_input_tokens else None,
+        circuit_check=lambda: circuit_reason(ledger),
+        on_spend_limit=lambda reason: open_circuit(ledger, reason, emit, clock=clock),
+    )
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     try:
         result = agents.run_agent(
@@ -205,34 +392,83 @@ def process(
     ) as exc:  # marked stuck and re-queued, or taken over: the other worker owns it now
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
+    except RunCostCapReached as exc:
+        values = {"error": str(exc), "model": spec.model, "cost_micros": carried + guard.spent}
+        state.finish_run(job, run_id, "failed", values, owner=True, now=clock())
+        emit("failed", reason=str(exc), path=job.path)
+        return Outcome(
+            "failed", run_id, guard.spent, posted=fanin.finish_job(gh_for, job, "failed"), reason=str(exc)
+        )
+    except CircuitOpen as exc:
+        return _defer_on_circuit(
+            gh_for,
+            job,
+            run_id,
+            spec.model,
+            emit,
+            str(exc),
+            carried=carried + guard.spent,
+            clock=clock,
+            owner=True,
+        )
     except budget.BudgetExceeded as exc:
-        day = make_ledger().day(clock())
+        spent = carried + guard.spent
+        if exc.cause == "reserved":
+            # Open reservations, not settled spend, fill the scope: the day has room, come back in a minute.
+            reason = f"budget {exc.scope} held by open reservations: needs ${exc.needed / 1e6:.4f}, retrying"
+            values = {"error": reason, "model": spec.model, "cost_micros": spent}
+            state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
+            emit("retrying", reason=reason, scope=exc.scope)
+            delay = cfg.pressure_retry_s * (0.5 + random.random())
+            raise RetryLater(reason, delay, job.next_attempt(spent).to_message()) from None
+        day = ledger.day(clock())
         reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
-        state.defer(job, day=day, reason=reason, now=clock())
-        values = {"error": reason, "model": spec.model, "cost_micros": carried + guard.spent}
+        state.defer(job.next_attempt(spent), day=day, reason=reason, now=clock())
+        values = {"error": reason, "model": spec.model, "cost_micros": spent}
         state.finish_run(job, run_id, "deferred", values, owner=True, now=clock())
         emit("deferred", reason=reason, scope=exc.scope)
         posted = fanin.finish_job(gh_for, job, "deferred")
         return Outcome("deferred", run_id, posted=posted, reason=reason)
 
+    if guard.spend_limited:
+        return _defer_on_circuit(
+            gh_for,
+            job,
+            run_id,
+            spec.model,
+            emit,
+            guard.spend_limited,
+            carried=carried + guard.spent,
+            clock=clock,
+            owner=True,
+        )
     duration_ms = int((clock() - started) * 1000)
     if result.status == "failed" and result.retry_after and not final_attempt:
+        spent = carried + guard.spent
         state.finish_run(
             job,
             run_id,
             "retrying",
-            {"error": result.error, "model": spec.model, "cost_micros": carried + result.cost_micros},
+            {
+                "error": result.error,
+                "model": spec.model,
+                "cost_micros": spent,
+                "estimated_micros": guard.estimated,
+            },
             owner=True,
             now=clock(),
         )
         emit("error", error_type="RateLimited", message=result.error, retry_after=result.retry_after)
-        raise RetryLater(result.error or "rate limited", result.retry_after)
+        raise RetryLater(
+            result.error or "rate limited", result.retry_after, job.next_attempt(spent).to_message()
+        )
 
     findings = [_with_fingerprint(f, source) for f in result.findings]
     values = {
         "findings": json.dumps(findings),
         "model": spec.model,
-        "cost_micros": carried + result.cost_micros,  # earlier attempts (deferred, rate-limited) included
+        "cost_micros": carried + guard.spent,  # earlier attempts (deferred, rate-limited) included
+        "estimated_micros": guard.estimated or None,  # booked at a worst case: the call may have been billed
         "iterations": result.iterations,
         "duration_ms": duration_ms,
         "error": result.error,
@@ -253,7 +489,61 @@ def process(
         **{k: v for k, v in (result.usage or {}).items()},
     )
     posted = fanin.finish_job(gh_for, job, result.status)
-    return Outcome(result.status, run_id, result.cost_micros, len(findings), posted, result.error or "")
+    return Outcome(result.status, run_id, guard.spent, len(findings), posted, result.error or "")
+
+
+def _token_counter(anthropic_client: Any) -> Any:
+    """messages.count_tokens for the first call of a run (ExactInputTokens); its calls are logged by the guard."""
+    return lambda **params: anthropic_client.messages.count_tokens(**params)
+
+
+def circuit_reason(ledger: budget.Ledger) -> str | None:
+    """The spend-limit circuit's reason while it is open, else None."""
+    from prfleet import circuit
+
+    st = circuit.read(ledger.ddb, ledger.table)
+    return st.reason or "spend limit reached" if st.open else None
+
+
+def open_circuit(ledger: budget.Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
+    """Open the circuit; the worker that opened it sends the one notice."""
+    from prfleet import circuit
+    from prfleet.aws import client
+
+    if circuit.open_circuit(ledger.ddb, ledger.table, reason, now=clock()):
+        emit("circuit", state="open", reason=reason, notice="spend-limit-circuit-open")
+        circuit.notice(settings().alert_topic_arn, reason, sns=client("sns"))
+
+
+def _defer_on_circuit(
+    gh_for: Any,
+    job: FileJob,
+    run_id: str,
+    model: str,
+    emit: Any,
+    reason: str,
+    *,
+    carried: int,
+    clock: Any,
+    owner: bool = False,
+) -> Outcome:
+    """Wait for the circuit to close: deferred (neutral check with the reason), re-queued by the sweeper."""
+    reason = f"model calls paused: {reason}"
+    day = make_ledger().day(clock())
+    try:
+        state.finish_run(
+            job,
+            run_id,
+            "deferred",
+            {"error": reason, "model": model, "cost_micros": carried},
+            owner=owner,
+            now=clock(),
+        )
+    except state.RunInProgress:
+        return _already_done(gh_for, job, run_id) or Outcome("duplicate", run_id, reason="finished elsewhere")
+    state.defer(job.next_attempt(carried), day=day, reason=reason, now=clock(), until="circuit")
+    emit("deferred", reason=reason, scope="circuit")
+    return Outcome("deferred", run_id, posted=fanin.finish_job(gh_for, job, "deferred"), reason=reason)
 
 
 def _already_done(gh_for: Any, job: FileJob, run_id: str) -> Outcome | None:
@@ -291,3 +581,33 @@ def _with_fingerprint(finding: Any, source: Any) -> dict[str, Any]:
         line = lines[data["line"] - 1] if 0 < int(data.get("line") or 0) <= len(lines) else ""
         data["fingerprint"] = finding.fingerprint(line) if hasattr(finding, "fingerprint") else ""
     return data
+
+
+PROBE_MAX_TOKENS = 16
+PROBE_INPUT_BOUND = 64
+
+
+def probe_call(client: Any, ledger: budget.Ledger, model: str, *, clock: Any = config_now) -> None:
+    """The circuit's probe: one minimal call, reserved and settled like any other (raises if it fails)."""
+    from prfleet import billing
+
+    params = {
+        "model": model,
+        "max_tokens": PROBE_MAX_TOKENS,
+        "messages": [{"role": "user", "content": "ping"}],
+    }
+    worst = (PROBE_INPUT_BOUND, PROBE_MAX_TOKENS)
+    amount = pricing.worst_case_micros(model, *worst, inference_geo="us")
+    r = ledger.reserve(None, amount, now=clock(), ttl=120, model=model, worst_tokens=worst)
+    try:
+        message = client.messages.create(**params)
+    except BaseException as exc:
+        if billing.classify(exc).billed:
+            ledger.settle(r, amount, now=clock(), estimated=True, model=model, worst_tokens=worst)
+        else:
+            ledger.release(r, now=clock())
+        raise
+    served = getattr(message, "model", None) or model
+    geo = getattr(message.usage, "inference_geo", None) or "us"
+    cost = pricing.cost_micros(served, message.usage, inference_geo=geo)
+    ledger.settle(r, cost, now=clock(), model=served, tokens=pricing.split_usage(message.usage))

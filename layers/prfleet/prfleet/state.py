@@ -355,26 +355,15 @@ def finish_run(
 ) -> None:
     """Store a run's outcome (findings as JSON), never over a finished one.
 
+    The run item is UPDATED, never replaced: what earlier attempts spent (`cost_micros`, `estimated_micros`) and
+    the stuck count survive every ending (superseded, cached, skipped, failed), so the runs of a day still add up
+    to its ledger. A value of None removes that attribute (a stale error from an earlier attempt).
     `owner`: this worker claimed the run with start_run, so only a write by the same run_id is accepted; otherwise
     (cached, skipped, superseded, a last-attempt failure) only a run that has not finished may be written.
     Raises RunInProgress when the write is refused: another worker's outcome stands.
     """
     now = config_now() if now is None else now
-    if owner:
-        condition = {
-            "ConditionExpression": "run_id = :rid",
-            "ExpressionAttributeValues": {":rid": {"S": run_id}},
-        }
-    else:
-        finals = {f":f{i}": {"S": s} for i, s in enumerate(sorted(FINAL))}
-        condition = {
-            "ConditionExpression": f"attribute_not_exists(pk) OR NOT (#s IN ({', '.join(finals)}))",
-            "ExpressionAttributeNames": {"#s": "status"},
-            "ExpressionAttributeValues": finals,
-        }
-    item = {
-        "pk": job.pr_key,
-        "sk": f"RUN#{job.head_sha}#{job.job_id}",
+    fields = {
         "run_id": run_id,
         "job": job.to_message(),
         "repo": job.repo,
@@ -385,9 +374,35 @@ def finish_run(
         "expires_at": int(now) + RUN_TTL,
         **values,
     }
-    item.setdefault("created_at", int(now))
+    names: dict[str, str] = {"#s": "status", "#created": "created_at"}
+    vals: dict[str, Any] = {":created": {"N": str(int(now))}}
+    sets = ["#created = if_not_exists(#created, :created)"]
+    removes = []
+    for i, (k, v) in enumerate(fields.items()):
+        name = "#s" if k == "status" else f"#f{i}"
+        names[name] = k
+        if v is None:
+            removes.append(name)
+        else:
+            vals[f":f{i}"] = _ser.serialize(v)
+            sets.append(f"{name} = :f{i}")
+    if owner:
+        condition = "run_id = :rid"
+        vals[":rid"] = {"S": run_id}
+    else:
+        finals = {f":x{i}": {"S": s} for i, s in enumerate(sorted(FINAL))}
+        condition = f"attribute_not_exists(pk) OR NOT (#s IN ({', '.join(finals)}))"
+        vals.update(finals)
+    update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
     try:
-        client("dynamodb").put_item(TableName=_table(), Item=_item(item), **condition)
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=run_key(job),
+            UpdateExpression=update,
+            ConditionExpression=condition,
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=vals,
+        )
     except ClientError as exc:
         if _is_conditional(exc):
             raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
@@ -486,8 +501,9 @@ def add_posted_fingerprints(repo: str, number: int, fingerprints: set[str]) -> N
 
 
 # ---------------------------------------------------------------- deferred jobs
-def defer(job: FileJob, *, day: str, reason: str, now: float | None = None) -> None:
-    """Keep a job the budget refused; the sweeper re-queues it after the reset (oldest first)."""
+def defer(job: FileJob, *, day: str, reason: str, now: float | None = None, until: str = "day") -> None:
+    """Keep a job the budget refused; the sweeper re-queues it after the reset (oldest first), or, with
+    until="circuit", once the spend-limit circuit has closed again."""
     now = config_now() if now is None else now
     client("dynamodb").put_item(
         TableName=_table(),
@@ -498,6 +514,7 @@ def defer(job: FileJob, *, day: str, reason: str, now: float | None = None) -> N
                 "job": job.to_message(),
                 "day": day,
                 "reason": reason,
+                "until": until,
                 "repo": job.repo,
                 "path": job.path,
                 "agent": job.agent,

@@ -1,24 +1,26 @@
-"""The scheduled sweep: stuck runs, stranded budget reservations, deferred jobs after the budget reset, spend metric."""
+"""The scheduled sweep: stuck runs, stranded reservations, the spend-limit circuit, deferred jobs, spend metric."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from prfleet import queue, state
-from prfleet.jobs import parse_message
+from prfleet.jobs import parse_message, requeue_body
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
 MAX_STUCK_RETRIES = 1
 REQUEUE_BATCH = 100
 
 
-def sweep(*, gh_for: Any, emitter: Any, now: float | None = None) -> dict[str, int]:
-    from prfleet import events, runner
+def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = None) -> dict[str, int]:
+    """`probe(ledger)`: one minimal, budgeted model call (raises if the API still refuses); used while the
+    spend-limit circuit is open."""
+    from prfleet import circuit, events, runner
     from prfleet.config import now as config_now
 
     now = config_now() if now is None else now
     ledger = runner.make_ledger()
-    counts = {"stuck": 0, "stuck_failed": 0, "released": 0, "requeued": 0}
+    counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "probed": 0}
 
     for run in state.runs_with_status("running", older_than=now - STUCK_AFTER_S):
         silent = int(now - run["updated_at"])
@@ -30,20 +32,41 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None) -> dict[str, i
         counts["stuck"] += 1
         emitter.bind(run_id=run.get("run_id"), agent=job.agent).emit("stuck", path=job.path, reason=reason)
         if times <= MAX_STUCK_RETRIES:
-            queue.send_raw(run["job"])  # retried once; the next worker's claim keeps stuck_count
+            # retried once, as the next attempt; the next worker's claim keeps stuck_count
+            queue.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
         else:
             runner.fail(gh_for, job, emitter, f"stuck twice: {reason}", "Stuck")
             counts["stuck_failed"] += 1
 
-    counts["released"] = ledger.release_expired(now=now)
+    # Stranded reservations are booked at their worst case, never released: the call may have been billed.
+    counts["expired"] = ledger.release_expired(now=now)
+
+    st = circuit.read(ledger.ddb, ledger.table)
+    if (
+        st.open
+        and probe is not None
+        and st.probe_due(now)
+        and circuit.claim_probe(ledger.ddb, ledger.table, st, now=now)
+    ):
+        counts["probed"] = 1
+        emit = emitter.bind(run_id="circuit-probe").emit
+        try:
+            probe(ledger)
+        except Exception as exc:  # still refused (or unreachable): stays open, next probe in PROBE_EVERY_S
+            emit("circuit", state="open", probe="failed", message=f"{type(exc).__name__}: {exc}"[:300])
+        else:
+            if circuit.close_circuit(ledger.ddb, ledger.table, now=now):
+                emit("circuit", state="closed", probe="succeeded")
+            st = circuit.read(ledger.ddb, ledger.table)
 
     today = ledger.day(now)
     for entry in state.deferred_jobs(limit=REQUEUE_BATCH):  # oldest first
-        if entry["day"] >= today:
-            break
+        waits_for_circuit = entry.get("until") == "circuit"
+        if st.open if waits_for_circuit else entry["day"] >= today:
+            continue
         if state.drop_deferred(entry["sk"]):
             state.mark_requeued(parse_message(entry["job"]), now=now)
-            queue.send_raw(entry["job"])
+            queue.send_raw(entry["job"])  # stored as its next attempt by runner.defer
             counts["requeued"] += 1
 
     events.spend(ledger.status("daily", now=now))

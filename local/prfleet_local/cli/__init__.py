@@ -1,4 +1,9 @@
-"""The `prfleet` command: demo, local stack, cost estimates and reports, alarm states."""
+"""The `prfleet` command: demo, local stack, your own repository reviewed, cost, alarms, settings, GitHub App.
+
+Every user mistake ends as one line on stderr and a non-zero exit (CliError, argparse errors, AWS errors), never a
+traceback; SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` block stops the servers it started, and the moto
+child process watches its parent, so it ends even when this process is killed outright.
+"""
 
 from __future__ import annotations
 
@@ -6,78 +11,61 @@ import argparse
 import os
 import signal
 import sys
-import threading
 from pathlib import Path
+from typing import NoReturn
+
+from prfleet_local.cli.errors import CliError, Terminated, one_line
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (its default prints the whole usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {one_line(message)} (see {self.prog} --help)\n")
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="call the real Claude API (needs ANTHROPIC_API_KEY; spends money). Default: the offline model",
+    )
+    parser.add_argument(
+        "--model-url",
+        metavar="URL",
+        help="call any Messages-API server at URL (a gateway, a proxy, another stand-in) instead",
+    )
+
+
+def _workdir(value: str | None) -> Path | None:
+    if not value:
+        return None
+    path = Path(value)
+    if path.exists() and not path.is_dir():
+        raise CliError(f"--workdir {value} is a file, not a directory")
+    return path
 
 
 def _demo(args: argparse.Namespace) -> int:
+    from prfleet_local.demo.model_choice import choose_model
     from prfleet_local.demo.run import run_demo
 
-    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep)
+    model = choose_model(real=args.real, model_url=args.model_url)
+    return run_demo(
+        _workdir(args.workdir), keep=args.keep, model=model, timeout=args.timeout, provider=args.provider
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import json
-    import time
+    from prfleet_local.cli.serve import serve
 
-    from prfleet_local.demo.run import sandbox
-
-    if not os.environ.get("PRFLEET_WEBHOOK_SECRET"):
-        print("set PRFLEET_WEBHOOK_SECRET to the secret you sign deliveries with", file=sys.stderr)
-        return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with sandbox(Path(args.workdir) if args.workdir else None, api_port=args.port) as box:
-        number = box.open_sample_pr()
-        payload_file = box.workdir / "sample-pr-opened.json"
-        payload_file.write_text(json.dumps(box.github.webhook_payload("opened", number), indent=2))
-        print(f"webhook:  {box.stack.webhook_url}  (secret from PRFLEET_WEBHOOK_SECRET)")
-        print(f"GitHub:   {box.github.api_url}  (git repository {box.repo.path}, sample PR #{number})")
-        print(f"AWS:      {box.stack.moto.endpoint}  (AWS_ENDPOINT_URL for the aws CLI / boto3)")
-        print(f"model:    {'offline model ' + box.model.url if box.model else 'the real Claude API'}")
-        print(
-            f"try:      prfleet local send --port {args.port} --event pull_request --payload {payload_file}"
-        )
-        print("Ctrl-C to stop", flush=True)
-        seen: set[int] = set()
-        try:
-            while not stop.wait(0.5):
-                for check in list(box.github.check_runs.values()):
-                    if check.get("status") == "completed" and check["id"] not in seen:
-                        seen.add(check["id"])
-                        reviews = [r for r in box.github.reviews if r.get("commit_id") == check["head_sha"]]
-                        comments = sum(len(r.get("comments", [])) for r in reviews)
-                        print(
-                            f"{time.strftime('%H:%M:%S')} check {check['name']} on {check['head_sha'][:12]}: "
-                            f"{check.get('conclusion')}; {len(reviews)} review(s), {comments} inline comment(s)",
-                            flush=True,
-                        )
-        except KeyboardInterrupt:
-            pass
-    return 0
+    return serve(args, workdir=_workdir(args.workdir))
 
 
 def _send(args: argparse.Namespace) -> int:
-    """Sign a payload file with PRFLEET_WEBHOOK_SECRET exactly as GitHub does and POST it to the webhook."""
-    import uuid
+    from prfleet_local.cli.serve import send
 
-    from prfleet.webhook import signature_for
-    from prfleet_local.demo.run import post
-
-    secret = os.environ.get("PRFLEET_WEBHOOK_SECRET")
-    if not secret:
-        print("set PRFLEET_WEBHOOK_SECRET to the secret the webhook checks", file=sys.stderr)
-        return 2
-    body = Path(args.payload).read_bytes()
-    headers = {
-        "Content-Type": "application/json",
-        "X-GitHub-Event": args.event,
-        "X-GitHub-Delivery": args.delivery or str(uuid.uuid4()),
-        "X-Hub-Signature-256": signature_for(secret.encode(), body),
-    }
-    status, reply = post(args.url or f"http://127.0.0.1:{args.port}/webhook", body, headers)
-    print(status, reply)
-    return 0 if status < 400 else 1
+    return send(args)
 
 
 def _alarms(args: argparse.Namespace) -> int:
@@ -86,8 +74,26 @@ def _alarms(args: argparse.Namespace) -> int:
     return show_alarms(args)
 
 
+def _review(args: argparse.Namespace) -> int:
+    from prfleet_local.cli.review import review
+
+    return review(args, workdir=_workdir(args.workdir))
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from prfleet_local.cli.settings import config_check
+
+    return config_check(args)
+
+
+def _manifest(args: argparse.Namespace) -> int:
+    from prfleet_local.cli.settings import github_app_manifest
+
+    return github_app_manifest(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="prfleet", description=__doc__)
+    parser = Parser(prog="prfleet", description=__doc__.split("\n", 1)[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="review a sample pull request end to end on the local stack")
@@ -95,7 +101,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep the working directory (printed) after the run"
     )
+    demo.add_argument(
+        "--provider",
+        choices=["anthropic", "claude-platform-aws", "bedrock"],
+        default="anthropic",
+        help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
+    )
+    demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the review (180)")
+    _model_options(demo)
     demo.set_defaults(func=_demo)
+
+    review = sub.add_parser(
+        "review", help="review a branch of your own git repository on the local stack, offline by default"
+    )
+    review.add_argument("path", metavar="PATH", help="a git repository (its working tree is not changed)")
+    review.add_argument("--base", help="base REF (default: the merge base of --head with the default branch)")
+    review.add_argument("--head", default="HEAD", help="head REF (default HEAD)")
+    review.add_argument("--workdir", help="keep the clone, logs and stack files here")
+    review.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the review (600)")
+    review.add_argument(
+        "--stay", action="store_true", help="keep the review page up until Ctrl-C after printing the review"
+    )
+    _model_options(review)
+    review.set_defaults(func=_review)
 
     local = sub.add_parser("local", help="the local stack").add_subparsers(
         dest="local_command", required=True
@@ -105,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--port", type=int, default=8787)
     serve.add_argument("--workdir", help="where the git repository and logs live")
+    _model_options(serve)
     serve.set_defaults(func=_serve)
     send = local.add_parser("send", help="sign a webhook payload file (PRFLEET_WEBHOOK_SECRET) and POST it")
     send.add_argument("--payload", required=True, help="JSON file with the event payload")
@@ -115,22 +144,79 @@ def build_parser() -> argparse.ArgumentParser:
     send.set_defaults(func=_send)
 
     from prfleet_local.cli import cost as costcli
+    from prfleet_local.cli.target import add_target_options
 
     costcli.add_cost_parser(sub)
 
-    alarms = sub.add_parser(
-        "alarms", help="each alarm's state and last change (AWS describe_alarms, or local)"
-    )
-    alarms.add_argument(
-        "--stack", default=os.environ.get("PRFLEET_STACK", "prfleet"), help="CloudFormation stack"
-    )
+    alarms = sub.add_parser("alarms", help="each alarm of one stack: state, since when, why")
+    add_target_options(alarms)
     alarms.set_defaults(func=_alarms)
+
+    config = sub.add_parser("config", help="repository settings").add_subparsers(
+        dest="config_command", required=True
+    )
+    check = config.add_parser("check", help="check a .prfleet.toml and print what it changes")
+    check.add_argument("file", metavar="FILE", help="path to a .prfleet.toml")
+    check.set_defaults(func=_config_check)
+
+    app = sub.add_parser("github-app", help="the GitHub App prfleet runs as").add_subparsers(
+        dest="app_command", required=True
+    )
+    manifest = app.add_parser(
+        "manifest", help="print the GitHub App manifest (permissions, events) for GitHub's manifest flow"
+    )
+    manifest.add_argument("--webhook-url", required=True, help="the stack's WebhookUrl output")
+    manifest.add_argument("--name", default="prfleet", help="the App's name on GitHub (default prfleet)")
+    manifest.add_argument("--url", default="https://github.com/prfleet/prfleet", help="the App's homepage")
+    manifest.add_argument(
+        "--redirect-url", help="where GitHub sends you (with ?code=...) after creating the App"
+    )
+    manifest.add_argument(
+        "--public", action="store_true", help="installable by any account (default: only the owner's)"
+    )
+    manifest.set_defaults(func=_manifest)
     return parser
 
 
+def _terminate(signum: int, _frame: object) -> None:
+    raise Terminated(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    """Run one command; the exit code: 0 done, 1 the command's own failure, 2 a user mistake, 130/143 stopped."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    sub = [getattr(args, k, None) for k in ("local_command", "cost_command", "config_command", "app_command")]
+    prog = " ".join(["prfleet", args.command, *[x for x in sub if x]])
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        for s in previous:
+            signal.signal(s, _terminate)
+    except ValueError:  # not the main thread (an embedding test): leave signals alone
+        previous = {}
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"{prog}: {one_line(exc)}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted; everything it started is stopped", file=sys.stderr)
+        return 130
+    except Terminated:
+        print(f"{prog}: terminated; everything it started is stopped", file=sys.stderr)
+        return 143
+    except Exception as exc:  # noqa: BLE001 - a bug still ends in one line; PRFLEET_DEBUG=1 shows where
+        if os.environ.get("PRFLEET_DEBUG"):
+            raise
+        print(
+            f"{prog}: unexpected error: {type(exc).__name__}: {one_line(exc)[:300]} "
+            "(PRFLEET_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
-"""`prfleet alarms`: each alarm of a stack with its state, when that state began, and why.
+"""`prfleet alarms`: each alarm of one stack with its state, when that state began, and why.
 
-The alarms are found by name: SAM/CloudFormation names an AWS::CloudWatch::Alarm that has no AlarmName
-`<stack name>-<LogicalId>-<random suffix>`, so `describe_alarms(AlarmNamePrefix="<stack>-")` lists the stack's
-alarms (the local stack names them `<stack>-<LogicalId>` and mirrors every state change into moto with
-set_alarm_state, so the same command works against it: AWS_ENDPOINT_URL is honoured by boto3).
+The alarms are the stack's own AWS::CloudWatch::Alarm resources (their physical ids, from CloudFormation or from
+the local stack's state file), described by name with DescribeAlarms `AlarmNames` (at most 100 names per call,
+https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_DescribeAlarms.html). No prefix match: a
+stack `prfleet` never shows the alarms of `prfleet-prod`. The local stack mirrors every state change of its
+evaluator into moto with SetAlarmState, so the same command works against it.
 """
 
 from __future__ import annotations
@@ -11,33 +12,35 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
+from prfleet_local.cli.errors import CliError, aws_error
+
 STATES = ("ALARM", "INSUFFICIENT_DATA", "OK")
+_NAMES_PER_CALL = 100
 
 
-def stack_alarms(stack: str, *, client: Any = None) -> list[dict[str, Any]]:
-    """Metric and composite alarms whose names start with `<stack>-`, every page, sorted by name."""
+def describe(names: Iterable[str], *, client: Any = None) -> list[dict[str, Any]]:
+    """Metric and composite alarms with exactly these names, every page, sorted by name."""
     if client is None:
-        import boto3
+        from prfleet.aws import client as aws_client
 
-        client = boto3.client("cloudwatch")  # region and endpoint from the environment, as the AWS CLI
+        client = aws_client("cloudwatch")
+    wanted = sorted(set(names))
     alarms: list[dict[str, Any]] = []
-    token: str | None = None
-    while True:
+    for start in range(0, len(wanted), _NAMES_PER_CALL):
         kwargs: dict[str, Any] = {
-            "AlarmNamePrefix": f"{stack}-",
+            "AlarmNames": wanted[start : start + _NAMES_PER_CALL],
             "AlarmTypes": ["MetricAlarm", "CompositeAlarm"],
         }
-        if token:
-            kwargs["NextToken"] = token
-        page = client.describe_alarms(**kwargs)
-        alarms.extend(page.get("MetricAlarms", []))
-        alarms.extend(page.get("CompositeAlarms", []))
-        token = page.get("NextToken")
-        if not token:
-            break
+        while True:
+            page = client.describe_alarms(**kwargs)
+            alarms.extend(page.get("MetricAlarms", []))
+            alarms.extend(page.get("CompositeAlarms", []))
+            if not page.get("NextToken"):
+                break
+            kwargs["NextToken"] = page["NextToken"]
     return sorted(alarms, key=lambda a: a["AlarmName"])
 
 
@@ -49,14 +52,8 @@ def _when(value: Any) -> str:
     return str(value or "-")
 
 
-def short_name(name: str, stack: str) -> str:
-    """`<stack>-ErrorRateAlarm-1A2B3C` -> `ErrorRateAlarm` (the logical id, which the runbook uses)."""
-    rest = name[len(stack) + 1 :] if name.startswith(f"{stack}-") else name
-    head, _, tail = rest.rpartition("-")
-    return head if head and tail.isalnum() and tail.isupper() and len(tail) >= 8 else rest
-
-
-def render(alarms: Iterable[dict[str, Any]], stack: str, out: TextIO) -> None:
+def render(alarms: Iterable[dict[str, Any]], logical: Mapping[str, str], out: TextIO) -> None:
+    """A table of the alarms, then counts and the firing ones by logical id (the runbook's names)."""
     rows = list(alarms)
     width = max([len("ALARM NAME")] + [len(a["AlarmName"]) for a in rows])
     out.write(f"{'ALARM NAME':<{width}}  {'STATE':<17}  {'SINCE':<23}  REASON\n")
@@ -67,24 +64,30 @@ def render(alarms: Iterable[dict[str, Any]], stack: str, out: TextIO) -> None:
             f"{_when(a.get('StateUpdatedTimestamp')):<23}  {reason}\n"
         )
     counts = {s: sum(1 for a in rows if a.get("StateValue") == s) for s in STATES}
-    firing = [short_name(a["AlarmName"], stack) for a in rows if a.get("StateValue") == "ALARM"]
+    firing = [logical.get(a["AlarmName"], a["AlarmName"]) for a in rows if a.get("StateValue") == "ALARM"]
     summary = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     out.write(
         f"\n{len(rows)} alarms: {summary}" + (f"; firing: {', '.join(firing)}" if firing else "") + "\n"
     )
 
 
-def show_alarms(args: argparse.Namespace, *, out: TextIO | None = None, client: Any = None) -> int:
-    """Print the stack's alarms. Exit code 0 when listed, 1 when the stack has no alarms, 2 on an AWS error."""
+def show_alarms(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
+    """Print the stack's alarms (exit 0); a stack without alarms, or one AWS cannot describe, is a CliError."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from prfleet_local.cli.target import resolve
+
     out = out or sys.stdout
-    stack = str(args.stack)
+    target = resolve(args)
+    logical = target.alarm_names()
+    if not logical:
+        raise CliError(f"{target.where} has no CloudWatch alarms: is it a prfleet stack?")
     try:
-        alarms = stack_alarms(stack, client=client)
-    except Exception as exc:  # botocore errors: no credentials, no endpoint, access denied
-        print(f"prfleet alarms: cannot describe the alarms of {stack}: {exc}", file=sys.stderr)
-        return 2
-    if not alarms:
-        print(f"prfleet alarms: no alarm named {stack}-* (is the stack name right? --stack)", file=sys.stderr)
-        return 1
-    render(alarms, stack, out)
+        alarms = describe(logical, client=None)
+    except (BotoCoreError, ClientError) as exc:
+        raise aws_error(exc, f"describe the alarms of {target.where}") from None
+    missing = sorted(set(logical) - {a["AlarmName"] for a in alarms})
+    render(alarms, logical, out)
+    if missing:
+        out.write(f"not found in CloudWatch (deleted outside CloudFormation?): {', '.join(missing)}\n")
     return 0

@@ -107,7 +107,13 @@ def run_estimate(args: argparse.Namespace, out: TextIO | None = None) -> int:
             cache_read_price=args.cache_read_price,
             cache_read_ratio=args.cache_read_ratio,
         )
-    except (ValueError, pricing.UnknownModel) as exc:
+    except pricing.UnknownModel as exc:
+        what = str(exc.args[0]) if exc.args else str(args.model)
+        if " has no price " not in what:
+            what = f"unknown model {what!r}; known: {', '.join(pricing.table().models())}"
+        print(f"prfleet cost estimate: {what}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
         print(f"prfleet cost estimate: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -309,46 +315,92 @@ def render_report(s: Mapping[str, Any]) -> str:
         f"projection: {_m(p['mean_per_day_micros'])}/day mean -> {_m(p['per_month_micros'])} "
         f"per {p['month_days']}-day month"
     )
+    lines.append(
+        f"  (how: the settled spend of the last {s['days']} budget days from the ledger, days without spend "
+        f"counted as $0, divided by {s['days']} and multiplied by {p['month_days']}; the run records are used "
+        "only when the ledger has no item)"
+    )
     return "\n".join(lines) + "\n"
 
 
 def run_report(
-    args: argparse.Namespace, out: TextIO | None = None, client: Any = None, now: float | None = None
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    client: Any = None,
+    now: float | None = None,
+    target: Any = None,
 ) -> int:
-    """Handler of `prfleet cost report`: reads the ledger and the runs through boto3."""
-    from prfleet.config import settings
+    """Handler of `prfleet cost report`: the stack's LedgerTable and StateTable (--stack NAME or --local)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from prfleet_local.cli.errors import aws_error
+    from prfleet_local.cli.target import resolve
 
     out = out or sys.stdout
-    cfg = settings()
+    target = target or resolve(args)
+    tz = target.parameters.get("BudgetTimezone") or "UTC"
     if client is None:
         from prfleet.aws import client as aws_client
 
         client = aws_client("dynamodb")
     now = time.time() if now is None else now
-    first = day_of(now - (args.days - 1) * 86400, cfg.budget_timezone)
-    s = summarize(
-        fetch_ledger(client, cfg.ledger_table, first),
-        fetch_runs(client, cfg.state_table),
-        days=args.days,
-        now=now,
-        tz=cfg.budget_timezone,
-    )
+    first = day_of(now - (args.days - 1) * 86400, tz)
+    try:
+        s = summarize(
+            fetch_ledger(client, target.table("LedgerTable"), first),
+            fetch_runs(client, target.table("StateTable")),
+            days=args.days,
+            now=now,
+            tz=tz,
+        )
+    except (BotoCoreError, ClientError) as exc:
+        raise aws_error(exc, f"read the cost tables of {target.where}") from None
+    s["stack"] = target.where
     if args.json:
         json.dump(s, out, indent=2)
         out.write("\n")
     else:
-        out.write(render_report(s))
+        out.write(f"{target.where}\n" + render_report(s))
     return 0
 
 
 # -------------------------------------------------------------------------------------------------- parser
 
 
-def _positive(v: str) -> int:
-    n = int(v)
-    if n < 1:
-        raise argparse.ArgumentTypeError("must be >= 1")
+def _count(v: str, least: int) -> int:
+    try:
+        n = int(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a whole number") from None
+    if n < least:
+        raise argparse.ArgumentTypeError(f"must be {least} or more, got {n}")
     return n
+
+
+def _positive(v: str) -> int:
+    return _count(v, 1)
+
+
+def _non_negative(v: str) -> int:
+    return _count(v, 0)
+
+
+def _price(v: str) -> Decimal:
+    """USD per million tokens: a finite number, 0 or more."""
+    try:
+        d = Decimal(v)
+    except ArithmeticError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if not d.is_finite() or d < 0:
+        raise argparse.ArgumentTypeError(f"must be a price of 0 or more, got {v}")
+    return d
+
+
+def _ratio(v: str) -> Decimal:
+    d = _price(v)
+    if d > 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {v}")
+    return d
 
 
 def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
@@ -358,22 +410,22 @@ def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     est = sub.add_parser("estimate", help="what a review fleet will cost per run, day and month")
     est.add_argument("--model", help="price from the table (e.g. claude-sonnet-5-5)")
-    est.add_argument("--input-price", type=Decimal, help="USD per million input tokens")
-    est.add_argument("--output-price", type=Decimal, help="USD per million output tokens")
+    est.add_argument("--input-price", type=_price, help="USD per million input tokens")
+    est.add_argument("--output-price", type=_price, help="USD per million output tokens")
     est.add_argument(
         "--cache-read-price",
-        type=Decimal,
+        type=_price,
         help="USD per million cache-read tokens (default: 10%% of the input price)",
     )
-    est.add_argument("--input-tokens", type=int, default=9_500, help="input tokens per request")
+    est.add_argument("--input-tokens", type=_non_negative, default=9_500, help="input tokens per request")
     est.add_argument("--requests", type=_positive, default=5, help="model requests per run")
-    est.add_argument("--output-tokens", type=int, default=2_000, help="output tokens per run")
+    est.add_argument("--output-tokens", type=_non_negative, default=2_000, help="output tokens per run")
     est.add_argument("--agents", type=_positive, default=3)
     est.add_argument("--files", type=_positive, default=3, help="files per PR")
     est.add_argument("--prs-per-day", type=_positive, default=20)
     est.add_argument(
         "--cache-read-ratio",
-        type=Decimal,
+        type=_ratio,
         default=Decimal(0),
         help="fraction of input tokens read from the prompt cache (0..1)",
     )
@@ -383,5 +435,8 @@ def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="spend by day, agent, model and repository from DynamoDB")
     rep.add_argument("--days", type=_positive, default=7)
     rep.add_argument("--json", action="store_true")
+    from prfleet_local.cli.target import add_target_options
+
+    add_target_options(rep)
     rep.set_defaults(func=run_report)
     return cost

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prfleet_local.cli.errors import CliError
 from prfleet_local.demo import sample
+from prfleet_local.demo.model_choice import ModelChoice
 from prfleet_local.github.server import GitHubServer, GitRepo
 from prfleet_local.stack.local_stack import LocalStack
 
@@ -33,6 +36,7 @@ class Sandbox:
     secret: str
     workdir: Path
     temporary: bool = False
+    model_choice: ModelChoice = field(default_factory=ModelChoice)
 
     def deliver(
         self, event: str, payload: dict[str, Any], *, delivery: str | None = None, sign: bool = True
@@ -56,9 +60,19 @@ class Sandbox:
         self.repo.commit(sample.head_files(), "Add order export and bulk pricing", branch="feature/export")
         return self.github.open_pr(REPO, "main", "feature/export", sample.PR_TITLE, sample.PR_BODY)
 
-    def wait_for_review(self, number: int, *, head_sha: str | None = None, timeout: float = 120.0) -> bool:
-        """True once the PR head's check run completed and the queues are drained."""
-        deadline = time.monotonic() + timeout
+    def wait_for_review(
+        self,
+        number: int,
+        *,
+        head_sha: str | None = None,
+        timeout: float = 120.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> bool:
+        """True once the PR head's check run completed and the queues are drained. `progress` is told, every few
+        seconds and whenever it changes, how many jobs have finished out of those planned and how long it took."""
+        started = time.monotonic()
+        deadline = started + timeout
+        last: tuple[str, float] = ("", 0.0)
         while time.monotonic() < deadline:
             runs = [
                 c
@@ -68,8 +82,59 @@ class Sandbox:
             if runs and all(c.get("status") == "completed" for c in runs):
                 if self.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic())):
                     return True
+            if progress is not None and head_sha is not None:
+                text = self.progress_text(number, head_sha)
+                now = time.monotonic()
+                if text != last[0] or now - last[1] >= 10:
+                    progress(f"  {text}, {now - started:.0f} s elapsed")
+                    last = (text, now)
             time.sleep(0.2)
         return False
+
+    def progress_text(self, number: int, head_sha: str) -> str:
+        """`4/9 jobs finished` once the planner has planned, else what is still awaited."""
+        from prfleet import state
+
+        try:
+            record = state.head_record(self.repo_name, number, head_sha)
+        except Exception:  # noqa: BLE001 - progress is best effort; the wait itself decides
+            record = None
+        if record is None or not record.planned:
+            return "waiting for the planner"
+        done = len(record.done_ids | record.deferred_ids)
+        return f"{done}/{record.planned} jobs finished"
+
+    def timeout_report(self, number: int, head_sha: str) -> list[str]:
+        """Why a wait may have timed out (the last error the functions logged) and where the logs are."""
+        lines = [f"timed out: {self.progress_text(number, head_sha)}"]
+        errors = [
+            line for line in self.stack.log_lines if '"level":"ERROR"' in line or '"event":"error"' in line
+        ]
+        if errors:
+            try:
+                last = json.loads(errors[-1])
+                what = last.get("message") or last.get("error_type") or ""
+                cause = f"{last.get('event', '')} {last.get('error_type', '')}: {what}"
+            except ValueError:
+                cause = errors[-1]
+            lines.append(f"last error logged ({len(errors)} in all): {' '.join(cause.split())[:300]}")
+        elif self.model_choice.kind != "offline":
+            lines.append(f"no error logged: is {self.model_choice.url or 'api.anthropic.com'} reachable?")
+        lines.append(f"function logs: {self.stack.workdir / 'functions.log.jsonl'}")
+        lines.append(f"moto log:      {self.stack.workdir / 'moto.log'}")
+        if self.temporary:
+            lines.append("(in a temporary directory removed on exit: keep it with --workdir DIR or --keep)")
+        return lines
+
+    @property
+    def repo_name(self) -> str:
+        return self.github.full_name
+
+    def review_page(self, number: int) -> str:
+        """The read-only page of a PR on the local GitHub (diff, inline comments, summary, check, costs)."""
+        from prfleet_local.github.page import page_url
+
+        return page_url(self.github.api_url, number)
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -90,81 +155,129 @@ def sandbox(
     sweep_interval: float | None = 60.0,
     visibility_timeout: int = 3,
     api_port: int = 0,
+    model: ModelChoice | None = None,
+    repo: GitRepo | None = None,
+    repo_name: str = REPO,
 ) -> Iterator[Sandbox]:
-    """Start GitHub, the model (offline unless ANTHROPIC_API_KEY is set without ANTHROPIC_BASE_URL) and the stack."""
+    """Start GitHub, the model (offline unless `model` says otherwise) and the stack; stop all of it on exit,
+    also when starting fails half-way (the moto server is a child process and must never outlive us)."""
+    choice = model or ModelChoice()
     with ExitStack() as stack:
         temporary = workdir is None
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prfleet-")))
+        if workdir.exists() and not workdir.is_dir():
+            raise CliError(f"--workdir {workdir} is a file, not a directory")
         workdir.mkdir(parents=True, exist_ok=True)
-        repo = GitRepo(workdir / "repo")
-        github = GitHubServer(repo, full_name=REPO, tokens=["local-token"])
+        repo = repo or GitRepo(workdir / "repo")
+        github = GitHubServer(repo, full_name=repo_name, tokens=["local-token"])
         github_url = github.start()
         stack.callback(github.stop)
-        model = None
-        real_key = os.environ.get("ANTHROPIC_API_KEY") if not os.environ.get("ANTHROPIC_BASE_URL") else None
-        model_url = None
-        if not real_key:
+        server = None
+        model_url = choice.url
+        if choice.kind == "offline":
             from prfleet_local.model.server import ModelServer
 
-            model = ModelServer(faults=faults)
-            model_url = model.start()
-            stack.callback(model.stop)
+            server = ModelServer(faults=faults)
+            model_url = server.start()
+            stack.callback(server.stop)
+        elif choice.kind == "real":
+            os.environ.pop("ANTHROPIC_BASE_URL", None)  # the SDK would follow it away from the real API
         secret = os.environ.get("PRFLEET_WEBHOOK_SECRET") or uuid.uuid4().hex
         local = LocalStack(
             workdir / "stack",
             github_url=github_url,
             model_url=model_url,
             webhook_secret=secret,
-            anthropic_api_key=real_key,
+            anthropic_api_key=choice.api_key,
             parameters=parameters or {},
             sweep_interval=sweep_interval,
             visibility_timeout=visibility_timeout,
             api_port=api_port,
         )
-        local.start()
+        try:
+            local.start()
+        except BaseException:
+            local.moto.stop()
+            raise
         stack.callback(local.stop)
-        yield Sandbox(local, github, repo, model, secret, workdir, temporary)
+        box = Sandbox(local, github, repo, server, secret, workdir, temporary)
+        box.model_choice = choice
+        yield box
 
 
-def run_demo(workdir: Path | None = None, *, keep: bool = False) -> int:
+def run_demo(
+    workdir: Path | None = None,
+    *,
+    keep: bool = False,
+    model: ModelChoice | None = None,
+    timeout: float = 180.0,
+    provider: str = "anthropic",
+) -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
+    from prfleet_local.model.providers import local_parameters
+
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
-    with sandbox(target) as box:
-        model_note = "offline model (no API key, no network)" if box.model else "the real Claude API"
+    choice = model or ModelChoice()
+    if choice.kind == "real":
         print(
-            f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url}, {model_note})"
+            "prfleet demo: --real: the agents call the Claude API; this spends money on your ANTHROPIC_API_KEY"
         )
+    print("prfleet demo: starting the local stack (moto server, fake GitHub, model) ...", flush=True)
+    with sandbox(target, model=choice, parameters=local_parameters(provider)) as box:
+        offline = box.model.url if box.model else None
+        print(f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url})")
+        provider_note = f", provider {provider}" if provider != "anthropic" else ""
+        print(f"prfleet demo: model: {choice.describe(offline)}{provider_note}", flush=True)
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
         status, reply = box.deliver("pull_request", payload)
         print(f"POST {box.stack.webhook_url} pull_request/opened -> {status} {json.dumps(reply)}")
         if status != 202:
-            print("the webhook did not accept the delivery")
+            print("the webhook did not accept the delivery", file=sys.stderr)
             return 1
         head = payload["pull_request"]["head"]["sha"]
-        if not box.wait_for_review(number, head_sha=head, timeout=180):
-            print("timed out waiting for the review")
+        print(f"waiting for the review of {REPO}#{number} (at most {timeout:.0f} s):", flush=True)
+        if not box.wait_for_review(number, head_sha=head, timeout=timeout, progress=_say):
+            for line in box.timeout_report(number, head):
+                print(line, file=sys.stderr)
             return 1
         ok = print_pr_report(box, number, head, seeded=sample.SEEDED_BUGS)
+        print(f"\nreview page: {box.review_page(number)} (read-only; it closes when the demo exits)")
         return 0 if ok else 1
+
+
+def _say(text: str) -> None:
+    print(text, flush=True)
 
 
 def pr_runs(box: Sandbox, number: int, head: str) -> list[dict[str, Any]]:
     from prfleet import state
 
-    return sorted(state.runs_of_head(REPO, number, head), key=lambda r: (r["path"], r["agent"]))
+    return sorted(state.runs_of_head(box.repo_name, number, head), key=lambda r: (r["path"], r["agent"]))
 
 
-def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[str, str, str]]) -> bool:
-    """Print the review of each file, the cost of each run and in total, where results live; check the bugs."""
+@dataclass
+class Printed:
+    """What print_review showed: the total cost, the (path, line) of every finding, the reviews and checks."""
+
+    total: int
+    found: set[tuple[str, int]]
+    reviews: list[dict[str, Any]]
+    checks: list[dict[str, Any]]
+
+
+def print_review(box: Sandbox, number: int, head: str) -> Printed:
+    """Print the review of each file, the cost of each run and in total, the GitHub review and check, and where
+    the results are stored."""
     from prfleet import state
 
+    name = box.repo_name
     runs = pr_runs(box, number, head)
-    record = state.head_record(REPO, number, head)
+    record = state.head_record(name, number, head)
     total = 0
     found: set[tuple[str, int]] = set()
-    print(f"\nReview of {REPO}#{number} at {head[:12]}: {len(runs)} agent runs")
+    print(f"\nReview of {name}#{number} at {head[:12]}: {len(runs)} agent runs")
     current = None
     for run in runs:
         if run["path"] != current:
@@ -197,22 +310,28 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
     st = box.stack
     print("\nWhere the results are stored (local moto at " + st.moto.endpoint + "):")
     print(
-        f"  runs and PR state: DynamoDB {st.table('StateTable')} (pk PR#{REPO}#{number}, sk RUN#{head[:12]}...)"
+        f"  runs and PR state: DynamoDB {st.table('StateTable')} (pk PR#{name}#{number}, sk RUN#{head[:12]}...)"
     )
     print(f"  result cache:      DynamoDB {st.table('ResultsTable')}")
     print(f"  cost ledger:       DynamoDB {st.table('LedgerTable')}")
     print(f"  function logs:     {st.workdir / 'functions.log.jsonl'}")
     if box.temporary:
-        print("  (a temporary directory, removed when the demo exits: keep it with --workdir DIR or --keep)")
+        print("  (a temporary directory, removed on exit: keep it with --workdir DIR or --keep)")
+    return Printed(total, found, reviews, checks)
+
+
+def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[str, str, str]]) -> bool:
+    """The demo's report: print_review, then whether each seeded bug was found at its line, and the alarms."""
+    shown = print_review(box, number, head)
     missing = []
     for path, code, what in seeded:
         line = sample.bug_line(path, code)
-        mark = "found" if (path, line) in found else "MISSED"
-        if (path, line) not in found:
+        mark = "found" if (path, line) in shown.found else "MISSED"
+        if (path, line) not in shown.found:
             missing.append((path, line, what))
         print(f"  seeded bug {what:<25} {path}:{line}  {mark}")
-    print_alarms(st)
-    ok = not missing and bool(reviews) and total > 0 and bool(checks)
+    print_alarms(box.stack)
+    ok = not missing and bool(shown.reviews) and shown.total > 0 and bool(shown.checks)
     print("\ndemo " + ("passed" if ok else "FAILED"))
     return ok
 

@@ -1,27 +1,59 @@
-"""A git-backed fake of the GitHub REST API, for tests and the offline demo.
+"""A git-backed fake of the GitHub REST API, for tests and the offline demo: at least as strict as GitHub.
 
 PR files, contents, blobs and trees come from a real git repository on disk (through the `git` command), so
 the diffs, blob SHAs and patches are what GitHub would compute. Everything prfleet posts (reviews, review
 comments, check runs with their status history and annotations, issue comments) is recorded for assertions.
 
-Behaviours copied from GitHub (and checked by prfleet's client):
+Rules copied from GitHub, each with the page or OpenAPI operation it follows (github/rest-api-description):
 - every call needs `Authorization` (401 without);
-- PR files: per_page max 100, Link header pagination, at most 3000 files
-  (https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files);
-- contents: base64, `encoding: none` above 1 MB (https://docs.github.com/en/rest/repos/contents);
-- a review comment on a line outside the diff is a 422
-  "Pull request review thread line must be part of the diff";
-- at most 50 annotations per check-run request (https://docs.github.com/en/rest/checks/runs);
-- bodies over 65,536 characters are a 422;
+- PR files (`pulls/list-files`): per_page max 100, Link header pagination, at most 3000 files; `patch` left out
+  for binary files and for a file diff over `patch_max_lines` lines or `patch_max_bytes` bytes (GitHub documents
+  20,000 lines / 500 KB per file for diffs it shows; the API's exact cut is not documented, hence configurable):
+  https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files,
+  https://docs.github.com/en/repositories/creating-and-managing-repositories/repository-limits#diff-limits
+- contents (`repos/get-content`): base64 up to 1 MB; 1-100 MB `encoding: none` with empty `content` (the
+  `raw` media type or the blob has it); over 100 MB 403 `too_large`; a symlink whose target is a normal file in
+  the repository answers with that file (its own path and sha), any other symlink as `type: symlink`:
+  https://docs.github.com/en/rest/repos/contents#get-repository-content
+- trees (`git/get-tree`): a recursive tree over `tree_max_entries` entries (GitHub: 100,000 or 7 MB) is cut and
+  says `truncated: true`; `sha` is the tree's own sha: https://docs.github.com/en/rest/git/trees#get-a-tree
+- blobs (`git/get-blob`): base64, up to 100 MB: https://docs.github.com/en/rest/git/blobs#get-a-blob
+- reviews (`pulls/create-review`): `event` is one of APPROVE, REQUEST_CHANGES, COMMENT (left out: PENDING;
+  "PENDING" itself is not a value); `body` required for REQUEST_CHANGES and COMMENT; `commit_id` must be a
+  commit of the pull request; an inline comment on a line outside the diff is a 422 "Pull request review
+  thread line must be part of the diff": https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request
+- check runs (`checks/create`, `checks/update`): `output` requires `title` and `summary`; `summary` and `text`
+  at most 65,535 characters; at most 50 annotations per request, later requests append:
+  https://docs.github.com/en/rest/checks/runs
+- bodies of comments over 65,536 characters are a 422;
+- conditional requests: every GET answers with an `ETag`; `If-None-Match` with it gets a 304, which does not
+  count against the primary rate limit:
+  https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
+- primary rate limit: `rate_limit` requests per hour (5,000 for an installation by default), every answer with
+  x-ratelimit-limit/-remaining/-used/-reset/-resource; past it a 403 with x-ratelimit-remaining: 0;
+  secondary rate limits: a 403 (or 429) "You have exceeded a secondary rate limit", with or without
+  retry-after: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
 - installation tokens from POST /app/installations/{id}/access_tokens, given an RS256 JWT signed by the app
   (verified when the app's public key is configured), expiring after one hour.
-Faults (401/403/404/422/secondary rate limits with retry-after) can be forced on the next N calls to a path.
+
+Injectable failures, switchable per run from Python or over HTTP (the control endpoint, no auth, loopback only):
+- `inject(pattern, status, times, method=..., retry_after=...)`: answer the next N matching calls with `status`
+  before doing anything (401/403/404/422, a 5xx, a secondary rate limit);
+- `rate_limit(pattern, times, retry_after=None)`: a secondary rate limit (no retry-after when None);
+- `fail_after_write(pattern, times, status=502, method="POST")`: apply the write, then answer `status`
+  (status 0: close the connection without an answer, as a timeout would look);
+- `clear_faults()`.
+Over HTTP: `POST {api_url}/_fake/faults` with JSON {"kind": "before" | "after_write" | "secondary",
+"pattern", "status", "times", "method", "retry_after"}; `DELETE {api_url}/_fake/faults`; `GET {api_url}/_fake/requests`
+for the calls counted so far ({"total", "by_route"}).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import posixpath
 import re
 import secrets
 import subprocess
@@ -39,7 +71,14 @@ FILES_CAP = 3000
 MAX_PER_PAGE = 100
 MAX_BODY = 65_536
 MAX_ANNOTATIONS = 50
+MAX_CHECK_TEXT = 65_535
 CONTENTS_MAX_BYTES = 1024 * 1024
+BLOB_MAX_BYTES = 100 * 1024 * 1024
+TREE_MAX_ENTRIES = 100_000
+PATCH_MAX_LINES = 20_000
+PATCH_MAX_BYTES = 500 * 1024
+RATE_LIMIT = 5000
+REVIEW_EVENTS = ("APPROVE", "REQUEST_CHANGES", "COMMENT")
 BOT_LOGIN = "prfleet[bot]"
 
 
@@ -199,6 +238,15 @@ class GitRepo:
         mode, kind, sha, size = meta.split()
         return mode, kind, sha, (0 if size == "-" else int(size))
 
+    def tree_sha(self, ref: str) -> str | None:
+        """The sha of the tree `ref` is or points to (a tree, a commit, a branch), or None."""
+        proc = subprocess.run(
+            ["git", "-C", str(self.path), "rev-parse", "-q", "--verify", f"{ref}^{{tree}}"],
+            capture_output=True,
+            check=False,
+        )
+        return proc.stdout.decode().strip() if proc.returncode == 0 else None
+
     def object_type(self, sha: str) -> str | None:
         proc = subprocess.run(
             ["git", "-C", str(self.path), "cat-file", "-t", sha], capture_output=True, check=False
@@ -237,8 +285,16 @@ def _diff_sides(patch: str | None) -> tuple[set[int], set[int]]:
     return left, right
 
 
-def compute_files(repo: GitRepo, base_sha: str, head_sha: str) -> list[dict[str, Any]]:
-    """PR files as GitHub lists them: diff from the merge base to the head, renames detected."""
+def compute_files(
+    repo: GitRepo,
+    base_sha: str,
+    head_sha: str,
+    *,
+    patch_max_lines: int = PATCH_MAX_LINES,
+    patch_max_bytes: int = PATCH_MAX_BYTES,
+) -> list[dict[str, Any]]:
+    """PR files as GitHub lists them: diff from the merge base to the head, renames detected, no `patch` for
+    binary files or file diffs over `patch_max_lines` lines / `patch_max_bytes` bytes."""
     merge_base = repo.git("merge-base", base_sha, head_sha).strip()
     raw = repo.git_bytes("diff", "--raw", "-z", "-M", "--no-abbrev", merge_base, head_sha).split(b"\0")
     entries: list[dict[str, Any]] = []
@@ -286,7 +342,10 @@ def compute_files(repo: GitRepo, base_sha: str, head_sha: str) -> list[dict[str,
         if not binary:
             at = block.find("\n@@")
             if at >= 0:
-                entry["patch"] = block[at + 1 :].rstrip("\n")
+                patch = block[at + 1 :].rstrip("\n")
+                too_big = len(patch.encode("utf-8", "surrogateescape")) > patch_max_bytes
+                if not too_big and patch.count("\n") + 1 <= patch_max_lines:
+                    entry["patch"] = patch
     return entries
 
 
@@ -315,6 +374,7 @@ class Fault:
     method: str | None
     message: str
     headers: dict[str, str] = field(default_factory=dict)
+    after_write: bool = False  # apply the request, then answer `status` (0: drop the connection)
 
 
 class GitHubServer:
@@ -341,6 +401,14 @@ class GitHubServer:
         self.token_ttl = token_ttl
         self.clock = clock  # tokens and JWTs are judged by this clock (tests move it forward)
         self.contents_max_bytes = CONTENTS_MAX_BYTES
+        self.blob_max_bytes = BLOB_MAX_BYTES
+        self.tree_max_entries = TREE_MAX_ENTRIES
+        self.patch_max_lines = PATCH_MAX_LINES
+        self.patch_max_bytes = PATCH_MAX_BYTES
+        self.rate_limit_total = RATE_LIMIT
+        self.rate_limit_used = 0
+        self.rate_limit_reset = clock() + 3600
+        self.not_modified = 0  # 304 answers (free under the primary rate limit)
         self.lock = threading.RLock()
         self.prs: dict[int, PullRequest] = {}
         self.reviews: list[dict[str, Any]] = []
@@ -442,17 +510,24 @@ class GitHubServer:
         message: str | None = None,
         retry_after: int | None = None,
         headers: dict[str, str] | None = None,
+        after_write: bool = False,
     ) -> None:
-        """Answer the next `times` calls whose path matches regex `pattern` with `status`."""
+        """Answer the next `times` calls whose path matches regex `pattern` with `status` (after applying
+        them, with `after_write`)."""
         hdrs = dict(headers or {})
         if retry_after is not None:
             hdrs["Retry-After"] = str(retry_after)
         default = {
+            0: "",
             401: "Bad credentials",
             403: "Resource not accessible by integration",
             404: "Not Found",
             422: "Unprocessable Entity",
             429: "You have exceeded a secondary rate limit",
+            500: "Internal Server Error",
+            502: "Server Error",
+            503: "Service Unavailable",
+            504: "We couldn't respond to your request in time",
         }.get(status, "error")
         with self.lock:
             self._faults.append(
@@ -463,18 +538,55 @@ class GitHubServer:
                     method.upper() if method else None,
                     message or default,
                     hdrs,
+                    after_write,
                 )
             )
 
-    def rate_limit(self, pattern: str, times: int = 1, *, retry_after: int = 1, status: int = 403) -> None:
-        """A secondary rate limit with retry-after on the next `times` matching calls."""
+    def rate_limit(
+        self, pattern: str, times: int = 1, *, retry_after: int | None = 1, status: int = 403
+    ) -> None:
+        """A secondary rate limit on the next `times` matching calls (no retry-after header when None)."""
         self.inject(
             pattern,
             status,
             times,
             retry_after=retry_after,
-            message="You have exceeded a secondary rate limit. Please wait a few minutes.",
+            message="You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
         )
+
+    def fail_after_write(
+        self, pattern: str, times: int = 1, *, status: int = 502, method: str | None = "POST"
+    ) -> None:
+        """Apply the next `times` matching writes, then answer `status` (0: close without answering)."""
+        self.inject(pattern, status, times, method=method, after_write=True)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self._faults.clear()
+
+    def add_fault(self, spec: dict[str, Any]) -> None:
+        """A fault from its JSON form (the control endpoint): kind before | after_write | secondary."""
+        kind = spec.get("kind", "before")
+        pattern, times = str(spec["pattern"]), int(spec.get("times", 1))
+        if kind == "secondary":
+            self.rate_limit(
+                pattern, times, retry_after=spec.get("retry_after"), status=int(spec.get("status", 403))
+            )
+        elif kind == "after_write":
+            self.fail_after_write(
+                pattern, times, status=int(spec.get("status", 502)), method=spec.get("method", "POST")
+            )
+        elif kind == "before":
+            self.inject(
+                pattern,
+                int(spec["status"]),
+                times,
+                method=spec.get("method"),
+                message=spec.get("message"),
+                retry_after=spec.get("retry_after"),
+            )
+        else:
+            raise ValueError(f"unknown fault kind {kind!r}: before, after_write or secondary")
 
     def webhook_payload(self, action: str, number: int) -> dict[str, Any]:
         """A `pull_request` event payload shaped like GitHub's."""
@@ -497,6 +609,11 @@ class GitHubServer:
             "sender": {"login": pr.user, "type": "User"},
         }
 
+    def pr_commits(self, pr: PullRequest) -> set[str]:
+        """The PR's commits: reachable from its head, not from its base (`pulls/list-commits`)."""
+        out = self.repo.git("rev-list", f"{pr.base_sha}..{pr.head_sha}")
+        return set(out.split())
+
     def check_runs_for(self, head_sha: str) -> list[dict[str, Any]]:
         return [r for r in self.check_runs.values() if r["head_sha"] == head_sha]
 
@@ -507,7 +624,13 @@ class GitHubServer:
         with self.lock:
             cached = self._files_cache.get(key)
         if cached is None:
-            cached = compute_files(self.repo, pr.base_sha, pr.head_sha)
+            cached = compute_files(
+                self.repo,
+                pr.base_sha,
+                pr.head_sha,
+                patch_max_lines=self.patch_max_lines,
+                patch_max_bytes=self.patch_max_bytes,
+            )
             with self.lock:
                 self._files_cache[key] = cached
         return cached
@@ -535,9 +658,11 @@ class GitHubServer:
             "html_url": f"https://github.com/{self.full_name}/pull/{pr.number}",
         }
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, *, after_write: bool = False) -> Fault | None:
         with self.lock:
             for fault in self._faults:
+                if fault.after_write != after_write:
+                    continue
                 if fault.remaining > 0 and (fault.method in (None, method)) and fault.pattern.search(path):
                     fault.remaining -= 1
                     return fault
@@ -612,10 +737,15 @@ class _Handler(BaseHTTPRequestHandler):
     def do_PATCH(self) -> None:  # noqa: N802
         self._dispatch("PATCH")
 
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
     # -- plumbing --
 
-    def _send(self, status: int, data: Any, headers: dict[str, str] | None = None) -> None:
-        body = b"" if data is None else json.dumps(data).encode()
+    def _send(
+        self, status: int, data: Any, headers: dict[str, str] | None = None, *, raw: bytes | None = None
+    ) -> None:
+        body = raw if raw is not None else (b"" if data is None else json.dumps(data).encode())
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
@@ -625,6 +755,55 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def _rate_headers(self) -> dict[str, str]:
+        srv = self.owner
+        return {
+            "X-RateLimit-Limit": str(srv.rate_limit_total),
+            "X-RateLimit-Remaining": str(max(0, srv.rate_limit_total - srv.rate_limit_used)),
+            "X-RateLimit-Used": str(srv.rate_limit_used),
+            "X-RateLimit-Reset": str(int(srv.rate_limit_reset)),
+            "X-RateLimit-Resource": "core",
+        }
+
+    def _count_request(self) -> None:
+        """Primary rate limit: one more request in the hour, or a 403 with x-ratelimit-remaining: 0."""
+        srv = self.owner
+        with srv.lock:
+            now = srv.clock()
+            if now >= srv.rate_limit_reset:
+                srv.rate_limit_used, srv.rate_limit_reset = 0, now + 3600
+            if srv.rate_limit_used >= srv.rate_limit_total:
+                raise HttpError(
+                    403,
+                    "API rate limit exceeded for installation.",
+                    headers=self._rate_headers(),
+                )
+            srv.rate_limit_used += 1
+
+    def _control(self, method: str, path: str, raw: bytes) -> None:
+        """The fake's own control endpoint (not GitHub's): faults and request counts, see the module doc."""
+        srv = self.owner
+        if path == "/_fake/faults" and method == "POST":
+            try:
+                srv.add_fault(json.loads(raw or b"{}"))
+            except (KeyError, TypeError, ValueError) as exc:
+                self._send(400, {"message": f"bad fault: {exc}"})
+                return
+            self._send(201, {"faults": len(srv._faults)})
+        elif path == "/_fake/faults" and method == "DELETE":
+            srv.clear_faults()
+            self._send(204, None)
+        elif path == "/_fake/requests" and method == "GET":
+            by_route: dict[str, int] = {}
+            with srv.lock:
+                for m, p in srv.requests:
+                    key = f"{m} {p}"
+                    by_route[key] = by_route.get(key, 0) + 1
+                total = len(srv.requests)
+            self._send(200, {"total": total, "by_route": by_route, "not_modified": srv.not_modified})
+        else:
+            self._send(404, {"message": f"Not Found: {method} {path}"})
+
     def _dispatch(self, method: str) -> None:
         srv = self.owner
         split = urllib.parse.urlsplit(self.path)
@@ -632,6 +811,9 @@ class _Handler(BaseHTTPRequestHandler):
         query = dict(urllib.parse.parse_qsl(split.query))
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
+        if split.path.startswith("/_fake/"):
+            self._control(method, split.path, raw)
+            return
         with srv.lock:
             srv.requests.append((method, split.path))
         try:
@@ -640,7 +822,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise HttpError(fault.status, fault.message, headers=fault.headers)
             auth = self.headers.get("Authorization")
             for verb, pattern, name in ROUTES:
-                m = pattern.match(split.path if name != "contents" else split.path)
+                m = pattern.match(split.path)
                 if not m or verb != method:
                     continue
                 params = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
@@ -649,9 +831,29 @@ class _Handler(BaseHTTPRequestHandler):
                         raise HttpError(401, "Requires authentication" if not auth else "Bad credentials")
                     if f"{params['owner']}/{params['repo']}" != srv.full_name:
                         raise HttpError(404, "Not Found")
+                    self._count_request()
                 body = json.loads(raw) if raw else {}
                 status, data, headers = getattr(self, "h_" + name)(params, query, body, auth)
-                self._send(status, data, headers)
+                headers = {**self._rate_headers(), **(headers or {})} if name != "access_token" else headers
+                after = srv._take_fault(method, split.path, after_write=True)
+                if after is not None:  # the write is applied; the answer is lost
+                    if after.status == 0:
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    raise HttpError(after.status, after.message, headers=after.headers)
+                out = json.dumps(data).encode() if data is not None else b""
+                if method == "GET" and status == 200:
+                    etag = '"' + hashlib.sha1(out).hexdigest() + '"'  # noqa: S324 - an ETag, not security
+                    headers["ETag"] = etag
+                    if self.headers.get("If-None-Match") == etag:
+                        with srv.lock:  # a 304 is free under the primary rate limit
+                            srv.rate_limit_used = max(0, srv.rate_limit_used - 1)
+                            srv.not_modified += 1
+                        headers.update(self._rate_headers())
+                        self._send(304, None, headers)
+                        return
+                self._send(status, None, headers, raw=out)
                 return
             raise HttpError(404, f"Not Found: {method} {path}")
         except HttpError as exc:
@@ -774,15 +976,26 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.owner
         pr = self._pr(params)
         commit_id = body.get("commit_id") or pr.head_sha
-        if srv.repo.object_type(commit_id) != "commit":
+        # pulls/create-review: commit_id "The SHA of the commit that needs a review" - a commit of this PR.
+        if srv.repo.object_type(commit_id) != "commit" or commit_id not in srv.pr_commits(pr):
             raise HttpError(422, "Unprocessable Entity", ["commit_id is not part of the pull request"])
-        event = body.get("event") or "PENDING"
+        event = body.get("event")
         text = body.get("body") or ""
         comments = body.get("comments") or []
-        if event not in ("COMMENT", "APPROVE", "REQUEST_CHANGES", "PENDING"):
-            raise HttpError(422, "Unprocessable Entity", [f"event {event!r} is not valid"])
-        if event in ("COMMENT", "REQUEST_CHANGES") and not text and not comments:
-            raise HttpError(422, "Unprocessable Entity", ["Review body can't be blank"])
+        # event enum: APPROVE, REQUEST_CHANGES, COMMENT; "By leaving this blank, you set the review action
+        # state to PENDING" - PENDING is a state, not a value of `event`.
+        if event is not None and event not in REVIEW_EVENTS:
+            raise HttpError(
+                422,
+                "Unprocessable Entity",
+                [
+                    f"event {event!r} is not one of {', '.join(REVIEW_EVENTS)} (leave it out for a pending review)"
+                ],
+            )
+        event = event or "PENDING"
+        # body: "Required when using REQUEST_CHANGES or COMMENT for the event parameter."
+        if event in ("COMMENT", "REQUEST_CHANGES") and not text.strip():
+            raise HttpError(422, "Unprocessable Entity", [f"Review body is required for event {event}"])
         if len(text) > MAX_BODY:
             raise HttpError(
                 422,
@@ -796,7 +1009,16 @@ class _Handler(BaseHTTPRequestHandler):
                     }
                 ],
             )
-        files = {f["filename"]: f for f in compute_files(srv.repo, pr.base_sha, commit_id)}
+        files = {
+            f["filename"]: f
+            for f in compute_files(
+                srv.repo,
+                pr.base_sha,
+                commit_id,
+                patch_max_lines=srv.patch_max_lines,
+                patch_max_bytes=srv.patch_max_bytes,
+            )
+        }
         errors = []
         for c in comments:
             f = files.get(c.get("path", ""))
@@ -877,15 +1099,28 @@ class _Handler(BaseHTTPRequestHandler):
             return 200, entries, {}
         if kind != "blob":
             return 200, {**common, "type": "submodule"}, {}
-        content = srv.repo.git_bytes("cat-file", "blob", sha)
         if mode == "120000":
-            return (
-                200,
-                {**common, "type": "symlink", "target": content.decode("utf-8", "surrogateescape")},
-                {},
+            target = srv.repo.git_bytes("cat-file", "blob", sha).decode("utf-8", "surrogateescape")
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(path), target))
+            real = None
+            if not target.startswith("/") and not resolved.startswith("..") and resolved != path:
+                real = srv.repo.ls_tree(ref, resolved)
+            if real is None or real[0] not in ("100644", "100755"):
+                return 200, {**common, "type": "symlink", "target": target}, {}
+            # "If the requested {path} points to a symlink, and the symlink's target is a normal file in the
+            # repository, then the API responds with the content of the file."
+            mode, kind, sha, size = real
+            path, name = resolved, resolved.rsplit("/", 1)[-1]
+            common = {"name": name, "path": path, "sha": sha, "size": size}
+        if size > srv.blob_max_bytes:
+            raise HttpError(
+                403,
+                "This API returns blobs up to 100 MB in size. The requested blob is too large to fetch via the API",
+                [{"resource": "Blob", "field": "data", "code": "too_large"}],
             )
         if size > srv.contents_max_bytes:
             return 200, {**common, "type": "file", "encoding": "none", "content": ""}, {}
+        content = srv.repo.git_bytes("cat-file", "blob", sha)
         b64 = base64.encodebytes(content).decode()  # 76-char lines, like GitHub's wrapped base64
         return 200, {**common, "type": "file", "encoding": "base64", "content": b64}, {}
 
@@ -894,6 +1129,14 @@ class _Handler(BaseHTTPRequestHandler):
         sha = params["sha"]
         if srv.repo.object_type(sha) != "blob":
             raise HttpError(404, "Not Found")
+        if (
+            int(srv.repo.git("cat-file", "-s", sha).strip()) > srv.blob_max_bytes
+        ):  # git/get-blob: up to 100 MB
+            raise HttpError(
+                403,
+                "This API returns blobs up to 100 MB in size.",
+                [{"resource": "Blob", "code": "too_large"}],
+            )
         content = srv.repo.git_bytes("cat-file", "blob", sha)
         return (
             200,
@@ -909,9 +1152,11 @@ class _Handler(BaseHTTPRequestHandler):
     def h_tree(self, params: dict, query: dict, body: dict, auth: str | None) -> tuple[int, Any, dict]:
         srv = self.owner
         ref = params["sha"]
-        if srv.repo.resolve(ref) is None:
+        own = srv.repo.tree_sha(ref)  # git/get-tree takes a tree sha, or a commit or ref for its tree
+        if own is None:
             raise HttpError(404, "Not Found")
-        args = ["ls-tree", "-l", "-z"] + (["-r", "-t"] if query.get("recursive") else []) + [ref]
+        recursive = bool(query.get("recursive"))
+        args = ["ls-tree", "-l", "-z"] + (["-r", "-t"] if recursive else []) + [ref]
         tree = []
         for item in srv.repo.git_bytes(*args).split(b"\0"):
             if not item:
@@ -922,7 +1167,10 @@ class _Handler(BaseHTTPRequestHandler):
             if k == "blob":
                 entry["size"] = int(sz)
             tree.append(entry)
-        return 200, {"sha": srv.repo.resolve(ref), "tree": tree, "truncated": False}, {}
+        truncated = recursive and len(tree) > srv.tree_max_entries
+        if truncated:
+            tree = tree[: srv.tree_max_entries]
+        return 200, {"sha": own, "tree": tree, "truncated": truncated}, {}
 
     def h_compare(self, params: dict, query: dict, body: dict, auth: str | None) -> tuple[int, Any, dict]:
         srv = self.owner
@@ -950,8 +1198,19 @@ class _Handler(BaseHTTPRequestHandler):
     # -- check runs --
 
     def _check_output(self, run: dict[str, Any], output: dict[str, Any] | None) -> None:
-        if not output:
+        if output is None:
             return
+        # checks/create, checks/update: output requires title and summary; summary and text maxLength 65535.
+        missing = [k for k in ("title", "summary") if not isinstance(output.get(k), str)]
+        if missing:
+            raise HttpError(
+                422, "Invalid request.", [f"output is missing required key(s): {', '.join(missing)}"]
+            )
+        for key in ("summary", "text"):
+            if len(output.get(key) or "") > MAX_CHECK_TEXT:
+                raise HttpError(
+                    422, "Invalid request.", [f"output.{key} is longer than {MAX_CHECK_TEXT} characters"]
+                )
         annotations = output.get("annotations") or []
         if len(annotations) > MAX_ANNOTATIONS:
             raise HttpError(

@@ -1,427 +1,49 @@
-"""An offline stand-in for the Anthropic Messages API: deterministic, no network, no key, clearly labelled.
+"""An offline stand-in for the Anthropic Messages API, as strict as the real one: no network, no key.
 
-It speaks POST /v1/messages (JSON, no streaming) well enough for the real anthropic SDK and drives the prfleet
-tool loop like a real model would: it reads the file under review with read_file (optionally in chunks or
-windows; then get_diff, or list_changed_files and the PR's test files), then calls report_findings with
-findings from a real static analysis (Python via `ast`; a small generic analysis otherwise), then ends its
-turn. Being a static analyser it cannot be talked out of its findings, and it reports the prompt-injection
-attempts it sees.
+It speaks POST /v1/messages (JSON and streaming SSE) for the real anthropic SDK and drives the prfleet tool
+loop like a current model would: it thinks (adaptive thinking, scaled by effort, billed as output, counted
+toward max_tokens), asks for several tools in one turn (read_file and get_diff; list_changed_files and the
+PR's tests), then calls report_findings with findings from a real static analysis (analysis.py), then ends its
+turn. Each behaviour follows a documentation page, cited in the module that implements it:
 
-Usage follows the cache_control markers it is sent (prefix hashes with a 5-minute / 1-hour lifetime), and
-faults (429, spend-limit 429, 529, 500, slow replies, truncated JSON, max_tokens and other stop reasons,
-invalid reports) are injected per request number or with a seeded probability through a FaultPlan, settable at
-start, with `set_faults()`, or with POST /_faults.
+- validate.py — what the API rejects with 400 (fields the current models refuse, tool_result pairing, thinking
+  signatures, cache_control limits);
+- thinking.py — adaptive thinking, effort, display, signatures, per-model rules;
+- cache.py — prompt caching with per-model minimums, TTLs and the 20-block lookback;
+- tokens.py — a token count closer to the tokenizer than characters / 4;
+- faults.py — errors, spend limits, timeouts after billing, resets, truncated bodies, mid-stream errors;
+- bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
+- wire.py — the error body and the server-sent events.
+
+Everything is switchable per test through a FaultPlan (at start, `set_faults()`, or POST /_faults).
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import hashlib
 import json
 import math
 import random
 import re
+import socket
+import struct
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-LABEL = "offline model"
-FAULT_KINDS = (
-    "429",
-    "spend_limit",
-    "529",
-    "500",
-    "slow",
-    "truncated",
-    "max_tokens",
-    "refusal",
-    "pause_turn",
-    "context_exceeded",
-    "stop_reason",
-)
-TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
+from prfleet_local.model import providers, thinking, tokens
+from prfleet_local.model.analysis import analyse
+from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
+from prfleet_local.model.cache import PromptCache
+from prfleet_local.model.faults import BILLED_FAULTS, FAULT_KINDS, FaultPlan, FaultRule
+from prfleet_local.model.validate import validate
+from prfleet_local.model.wire import LABEL, error_body, stream_events
 
-
-# ------------------------------------------------------------------------------------------------ fault plan
-
-
-@dataclass
-class FaultRule:
-    """One injected fault: on the listed request numbers (1-based, counted from when the plan was set) or with
-    the given probability (seeded RNG)."""
-
-    kind: str
-    requests: list[int] = field(default_factory=list)
-    probability: float = 0.0
-    retry_after: float | None = None  # seconds, for 429 / 529
-    retry_after_ms: int | None = None
-    delay: float = 0.0  # seconds, for "slow"
-    stop_reason: str | None = None  # for kind "stop_reason": any value, even an unknown one
-
-    def __post_init__(self) -> None:
-        if self.kind not in FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
-
-
-@dataclass
-class FaultPlan:
-    """What the server does wrong, and how it explores: `read_chunks` splits read_file into N ranges and
-    `read_windows` reads N windows instead (fixed iteration counts, for the caching benchmark);
-    `invalid_reports` makes the first N reports invalid."""
-
-    rules: list[FaultRule] = field(default_factory=list)
-    seed: int = 0
-    invalid_reports: int = 0
-    read_chunks: int = 1
-    read_windows: int = 0  # instead of the whole file, read N 30-line windows around what looks suspicious
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
-        """Build from JSON (POST /_faults, --faults)."""
-        return cls(
-            rules=[FaultRule(**r) for r in data.get("rules", [])],
-            seed=int(data.get("seed", 0)),
-            invalid_reports=int(data.get("invalid_reports", 0)),
-            read_chunks=max(1, int(data.get("read_chunks", 1))),
-            read_windows=max(0, int(data.get("read_windows", 0))),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-# ------------------------------------------------------------------------------------------------- analysis
-
-_SECRET_NAME = re.compile(r"(password|passwd|secret|token|api_?key|private_?key)", re.IGNORECASE)
-_SECRET_LINE = re.compile(
-    r"""(password|passwd|secret|token|api_?key)["']?\s*[:=]\s*["'][^"'\s]{6,}["']""", re.IGNORECASE
-)
-_INJECTION = re.compile(
-    r"ignore\s+(all\s+|any\s+)?(the\s+|your\s+)?(previous|prior|above|earlier|preceding)\s+instructions"
-    r"|disregard\s+(all\s+|the\s+|your\s+)?(previous|prior|above|earlier)"
-    r"|report\s+no\s+(findings|issues|problems)"
-    r"|(&lt;|<)\s*/?\s*untrusted"
-    r"|(&lt;|<)\s*/?\s*system\s*>"
-    r"|^\s*#*\s*(system|assistant)\s*(prompt)?\s*:"
-    r"|you\s+are\s+now\s+(a|an|the)\b"
-    r"|new\s+instructions\s*:",
-    re.IGNORECASE,
-)
-_TODO = re.compile(r"\b(TODO|FIXME|XXX|HACK)\b")
-_SHELL_FUNCS = {"run", "call", "check_call", "check_output", "Popen", "getoutput", "getstatusoutput"}
-
-
-def _f(
-    path: str, line: int, severity: str, category: str, title: str, body: str, **extra: str
-) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "path": path,
-        "line": max(1, int(line)),
-        "severity": severity,
-        "category": category,
-        "title": title,
-        "body": body,
-    }
-    out.update(extra)
-    return out
-
-
-def injection_findings(path: str, lines: list[str], description: str) -> list[dict[str, Any]]:
-    """Text that tries to instruct an AI reviewer, in the file or the PR description, becomes a finding."""
-    out = []
-    for n, line in enumerate(lines, 1):
-        if _INJECTION.search(line):
-            out.append(
-                _f(
-                    path,
-                    n,
-                    "high",
-                    "prompt-injection",
-                    "Prompt-injection attempt in the file",
-                    f"Line {n} contains text addressed to an AI reviewer ({LABEL} flagged it; it was "
-                    "treated as data, not as an instruction).",
-                )
-            )
-    if any(_INJECTION.search(line) for line in description.splitlines()):
-        out.append(
-            _f(
-                path,
-                1,
-                "high",
-                "prompt-injection",
-                "Prompt-injection attempt in the PR description",
-                f"The PR title or description contains text addressed to an AI reviewer ({LABEL} treated "
-                "it as data, not as an instruction).",
-            )
-        )
-    return out[:10]
-
-
-def _public_defs(tree: ast.Module) -> Iterable[tuple[ast.AST, str]]:
-    for node in tree.body:
-        if isinstance(
-            node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
-        ) and not node.name.startswith("_"):
-            yield node, node.name
-            if isinstance(node, ast.ClassDef):
-                for sub in node.body:
-                    if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)) and not sub.name.startswith(
-                        "_"
-                    ):
-                        yield sub, f"{node.name}.{sub.name}"
-
-
-def review_python(path: str, tree: ast.Module, lines: list[str]) -> list[dict[str, Any]]:
-    """Bugs, security and error handling visible in the syntax tree."""
-    out: list[dict[str, Any]] = []
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ExceptHandler):
-            if node.type is None:
-                out.append(
-                    _f(
-                        path,
-                        node.lineno,
-                        "medium",
-                        "error-handling",
-                        "Bare `except:`",
-                        "A bare except also catches KeyboardInterrupt and SystemExit and hides bugs; catch "
-                        "the specific exceptions you expect.",
-                        suggestion=lines[node.lineno - 1].replace("except:", "except Exception:"),
-                    )
-                )
-            elif len(node.body) == 1 and isinstance(node.body[0], ast.Pass):
-                out.append(
-                    _f(
-                        path,
-                        node.lineno,
-                        "medium",
-                        "error-handling",
-                        "Exception silently swallowed",
-                        "The handler does nothing, so failures vanish without a trace; log or re-raise.",
-                    )
-                )
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            for default in [*node.args.defaults, *[d for d in node.args.kw_defaults if d is not None]]:
-                mutable = isinstance(default, (ast.List, ast.Dict, ast.Set)) or (
-                    isinstance(default, ast.Call)
-                    and isinstance(default.func, ast.Name)
-                    and default.func.id in ("list", "dict", "set")
-                )
-                if mutable:
-                    out.append(
-                        _f(
-                            path,
-                            default.lineno,
-                            "medium",
-                            "bug",
-                            f"Mutable default argument in `{node.name}`",
-                            "The default is created once and shared by every call; use None and create it "
-                            "inside the function.",
-                        )
-                    )
-            params = {a.arg for a in [*node.args.args, *node.args.kwonlyargs]}
-            for stmt in node.body:
-                if (
-                    isinstance(stmt, ast.Assert)
-                    and {n.id for n in ast.walk(stmt.test) if isinstance(n, ast.Name)} & params
-                ):
-                    out.append(
-                        _f(
-                            path,
-                            stmt.lineno,
-                            "low",
-                            "error-handling",
-                            "`assert` used to validate input",
-                            "Assertions are removed under `python -O`; raise ValueError/TypeError instead.",
-                        )
-                    )
-        elif isinstance(node, ast.Call):
-            func = node.func
-            name = (
-                func.id
-                if isinstance(func, ast.Name)
-                else func.attr
-                if isinstance(func, ast.Attribute)
-                else ""
-            )
-            if isinstance(func, ast.Name) and name in ("eval", "exec"):
-                out.append(
-                    _f(
-                        path,
-                        node.lineno,
-                        "high",
-                        "security",
-                        f"Use of `{name}`",
-                        f"`{name}` runs arbitrary code; with any external input this is code injection. "
-                        "Use ast.literal_eval or explicit parsing.",
-                    )
-                )
-            if name in _SHELL_FUNCS and any(
-                k.arg == "shell" and isinstance(k.value, ast.Constant) and k.value.value is True
-                for k in node.keywords
-            ):
-                out.append(
-                    _f(
-                        path,
-                        node.lineno,
-                        "high",
-                        "security",
-                        "Subprocess with `shell=True`",
-                        "The command goes through the shell, so any interpolated value can inject commands; "
-                        "pass an argument list and shell=False.",
-                    )
-                )
-        elif isinstance(node, (ast.Assign, ast.AnnAssign)):
-            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
-            value = node.value
-            if isinstance(value, ast.Constant) and isinstance(value.value, str) and len(value.value) >= 4:
-                for t in targets:
-                    tname = (
-                        t.id if isinstance(t, ast.Name) else t.attr if isinstance(t, ast.Attribute) else ""
-                    )
-                    if tname and _SECRET_NAME.search(tname):
-                        out.append(
-                            _f(
-                                path,
-                                node.lineno,
-                                "high",
-                                "security",
-                                f"Hard-coded secret in `{tname}`",
-                                "A credential in source control leaks to everyone with read access; load it "
-                                "from the environment or a secrets manager and rotate this one.",
-                            )
-                        )
-    return out
-
-
-def tests_python(path: str, tree: ast.Module, test_texts: dict[str, str]) -> list[dict[str, Any]]:
-    """Public functions and classes no test file of the PR references, each with a concrete test idea."""
-    out = []
-    corpus = "\n".join(test_texts.values())
-    for node, qual in _public_defs(tree):
-        if "." in qual:
-            continue
-        if re.search(rf"\b{re.escape(qual)}\b", corpus):
-            continue
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            args = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
-            call = f"{qual}({', '.join(args)})"
-            body = (
-                f"No test among the PR's files references `{qual}`. Add e.g. `test_{qual}_typical` calling "
-                f"`{call}` with representative values and asserting the result, plus "
-                f"`test_{qual}_edge_cases` "
-                "for empty, None and invalid inputs (expecting the documented exception)."
-            )
-        else:
-            body = (
-                f"No test among the PR's files references `{qual}`. Add a test that constructs it and "
-                "exercises each public method, including error paths."
-            )
-        out.append(_f(path, node.lineno, "medium", "tests", f"No test for `{qual}`", body))  # type: ignore[attr-defined]
-    return out
-
-
-def docs_python(path: str, tree: ast.Module) -> list[dict[str, Any]]:
-    """Public API without docstrings."""
-    out = []
-    defs = list(_public_defs(tree))
-    if defs and ast.get_docstring(tree) is None:
-        out.append(
-            _f(
-                path,
-                1,
-                "info",
-                "docs",
-                "Module has no docstring",
-                "Say in one or two sentences what this module is for and why it exists.",
-            )
-        )
-    for node, qual in defs:
-        if ast.get_docstring(node) is None:  # type: ignore[arg-type]
-            kind = "class" if isinstance(node, ast.ClassDef) else "function"
-            out.append(
-                _f(
-                    path,
-                    node.lineno,
-                    "low",
-                    "docs",
-                    f"Public {kind} `{qual}` has no docstring",  # type: ignore[attr-defined]
-                    f"Document what `{qual}` does, its arguments, return value and the exceptions it raises.",
-                )
-            )
-    return out
-
-
-def generic_review(path: str, lines: list[str]) -> list[dict[str, Any]]:
-    """For non-Python files: leftover TODO/FIXME markers and credential-looking assignments."""
-    out = []
-    for n, line in enumerate(lines, 1):
-        if _SECRET_LINE.search(line):
-            out.append(
-                _f(
-                    path,
-                    n,
-                    "high",
-                    "security",
-                    "Hard-coded secret",
-                    "A credential in source control leaks to everyone with read access; move it to a secret "
-                    "store and rotate it.",
-                )
-            )
-        elif _TODO.search(line):
-            out.append(
-                _f(
-                    path,
-                    n,
-                    "info",
-                    "maintainability",
-                    "Unresolved TODO/FIXME",
-                    "Track this in an issue or resolve it before merging.",
-                )
-            )
-    return out
-
-
-def analyse(
-    agent: str, path: str, text: str, *, description: str = "", test_texts: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    """All findings of one agent on one file (deterministic, sorted by line)."""
-    lines = text.splitlines()
-    out: list[dict[str, Any]] = []
-    if agent == "review":
-        out += injection_findings(path, lines, description)
-    if path.endswith(".py"):
-        try:
-            tree = ast.parse(text)
-        except SyntaxError as exc:
-            if agent == "review":
-                out.append(
-                    _f(
-                        path,
-                        exc.lineno or 1,
-                        "high",
-                        "bug",
-                        "File does not parse",
-                        f"Python reports a syntax error: {exc.msg}.",
-                    )
-                )
-            tree = None
-        if tree is not None:
-            if agent == "review":
-                out += review_python(path, tree, lines)
-            elif agent == "tests":
-                out += tests_python(path, tree, test_texts or {})
-            elif agent == "docs":
-                out += docs_python(path, tree)
-    elif agent == "review":
-        out += generic_review(path, lines)
-    out.sort(key=lambda f: (f["line"], f["title"]))
-    return out[:50]
-
+__all__ = ["FAULT_KINDS", "LABEL", "FaultPlan", "FaultRule", "ModelServer", "analyse"]
 
 # --------------------------------------------------------------------------------------------- conversation
 
@@ -525,8 +147,20 @@ def _numbered(body: str) -> dict[int, str]:
 _TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.py$)")
 
 
+@dataclass
+class Turn:
+    """What the model does this turn, before thinking is added: visible blocks, stop reason, and the kind of
+    thinking that precedes them (plan, tool, report, end) with how much code it weighs."""
+
+    content: list[dict[str, Any]]
+    stop: str
+    kind: str
+    work_tokens: int = 0
+
+
 class OfflineModel:
-    """The deterministic policy: which tool to call next, and the final report."""
+    """The deterministic policy: which tools to call next (several at once when they are independent), and the
+    final report."""
 
     def __init__(self, plan: FaultPlan) -> None:
         self.plan = plan
@@ -553,19 +187,31 @@ class OfflineModel:
             out.append((start, min(total, start + 29)))
         return out
 
-    def next_turn(self, conv: Conversation) -> tuple[list[dict[str, Any]], str]:
-        """(content blocks, stop_reason) for this request."""
+    def _tool_use(self, conv: Conversation, name: str, args: dict[str, Any], k: int) -> dict[str, Any]:
+        return {
+            "type": "tool_use",
+            "id": f"toolu_offline_{len(conv.calls) + k:03d}",
+            "name": name,
+            "input": args,
+        }
+
+    def next_turn(self, conv: Conversation) -> Turn:
         if conv.path is None:
-            return [
-                {"type": "text", "text": f"{LABEL}: no file under review found in the first message."}
-            ], "end_turn"
+            return Turn(
+                [{"type": "text", "text": f"{LABEL}: no file under review in the first message."}],
+                "end_turn",
+                "end",
+            )
         reports = [c for c in conv.calls if c[0] == "report_findings"]
         if reports and not reports[-1][3]:
             n = len(reports[-1][1].get("findings", []))
-            return [
-                {"type": "text", "text": f"{LABEL}: reported {n} finding(s) for {conv.path}."}
-            ], "end_turn"
+            return Turn(
+                [{"type": "text", "text": f"{LABEL}: reported {n} finding(s) for {conv.path}."}],
+                "end_turn",
+                "end",
+            )
         done = {(c[0], json.dumps(c[1], sort_keys=True)) for c in conv.calls}
+        sequential = self.plan.read_chunks > 1 or bool(self.plan.read_windows) or not self.plan.parallel_tools
         wanted: list[tuple[str, dict[str, Any]]] = []
         ranges = self._windows(conv) if self.plan.read_windows else self._chunks(conv.total_lines)
         for chunk in ranges:
@@ -585,18 +231,11 @@ class OfflineModel:
                         p = row.split("\t")[3] if row.count("\t") >= 3 else ""
                         if p and p != conv.path and _TEST_PATH.search(p) and len(wanted) < 12:
                             wanted.append(("read_file", {"path": p}))
-        for name, args in wanted:
-            if (name, json.dumps(args, sort_keys=True)) not in done:
-                return [
-                    {"type": "text", "text": f"{LABEL}: calling {name}."},
-                    {
-                        "type": "tool_use",
-                        "id": f"toolu_offline_{len(conv.calls) + 1:03d}",
-                        "name": name,
-                        "input": args,
-                    },
-                ], "tool_use"
-        # Assemble the file under review from what read_file returned (else the first message's copy).
+        pending = [(n, a) for n, a in wanted if (n, json.dumps(a, sort_keys=True)) not in done]
+        if pending:
+            batch = pending[:1] if sequential else pending
+            uses = [self._tool_use(conv, n, a, k + 1) for k, (n, a) in enumerate(batch)]
+            return Turn(uses, "tool_use", "plan" if not conv.calls else "tool")
         lines: dict[int, str] = dict(conv.first_file_lines)
         for name, _args, result, is_error in conv.calls:
             if name != "read_file" or is_error:
@@ -620,101 +259,27 @@ class OfflineModel:
                 }
             ]
         summary = f"{LABEL}: {len(findings)} finding(s) from static analysis of {conv.path}."
-        return [
-            {"type": "text", "text": f"{LABEL}: reporting findings."},
-            {
-                "type": "tool_use",
-                "id": f"toolu_offline_{len(conv.calls) + 1:03d}",
-                "name": "report_findings",
-                "input": {"findings": findings, "summary": summary},
-            },
-        ], "tool_use"
-
-
-# ------------------------------------------------------------------------------------------------ the cache
-
-
-def _estimate(text: str) -> int:
-    return max(1, math.ceil(len(text) / 4))
-
-
-class PromptCache:
-    """Prefix hashes at cache_control breakpoints (tools -> system -> messages), with their lifetimes."""
-
-    def __init__(self, clock: Callable[[], float]) -> None:
-        self.clock = clock
-        self.entries: dict[str, float] = {}
-        self.lock = threading.Lock()
-
-    @staticmethod
-    def _flatten(body: dict[str, Any]) -> list[tuple[str, str | None]]:
-        """[(canonical block json, ttl or None when the block carries no breakpoint)]"""
-        blocks: list[tuple[str, str | None]] = []
-
-        def add(kind: str, block: Any) -> None:
-            b = dict(block) if isinstance(block, dict) else {"type": "text", "text": str(block)}
-            cc = b.pop("cache_control", None)
-            ttl = (cc.get("ttl") or "5m") if isinstance(cc, dict) else None
-            blocks.append((json.dumps([kind, b], sort_keys=True, separators=(",", ":")), ttl))
-
-        for tool in body.get("tools") or []:
-            add("tool", tool)
-        system = body.get("system")
-        if isinstance(system, str) and system:
-            add("system", system)
-        elif isinstance(system, list):
-            for b in system:
-                add("system", b)
-        for msg in body.get("messages") or []:
-            content = msg.get("content")
-            for b in content if isinstance(content, list) else [content]:
-                add(str(msg.get("role")), b)
-        return blocks
-
-    def usage(self, body: dict[str, Any]) -> dict[str, Any]:
-        blocks = self._flatten(body)
-        tokens = [_estimate(b) for b, _ in blocks]
-        cum = [0]
-        for t in tokens:
-            cum.append(cum[-1] + t)
-        hashes = []
-        h = hashlib.sha256(str(body.get("model")).encode()).hexdigest()
-        for b, _ in blocks:
-            h = hashlib.sha256((h + b).encode()).hexdigest()
-            hashes.append(h)
-        bps = [i for i, (_, ttl) in enumerate(blocks) if ttl]
-        now = self.clock()
-        with self.lock:
-            read_upto = 0
-            for bp in bps:
-                for j in range(bp, max(-1, bp - 20), -1):
-                    if self.entries.get(hashes[j], 0) > now:
-                        read_upto = max(read_upto, j + 1)
-                        break
-            writes = {"5m": 0, "1h": 0}
-            prev = read_upto
-            for bp in bps:
-                if bp + 1 > prev:
-                    writes[blocks[bp][1] or "5m"] += cum[bp + 1] - cum[prev]
-                    prev = bp + 1
-                self.entries[hashes[bp]] = now + TTL_SECONDS.get(blocks[bp][1] or "5m", 300.0)
-        cached_end = max(read_upto, (bps[-1] + 1) if bps else 0)
-        return {
-            "input_tokens": cum[-1] - cum[cached_end],
-            "cache_read_input_tokens": cum[read_upto],
-            "cache_creation_input_tokens": writes["5m"] + writes["1h"],
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": writes["5m"],
-                "ephemeral_1h_input_tokens": writes["1h"],
-            },
-        }
+        use = self._tool_use(conv, "report_findings", {"findings": findings, "summary": summary}, 1)
+        return Turn([use], "tool_use", "report", work_tokens=tokens.count(text))
 
 
 # ----------------------------------------------------------------------------------------------- the server
 
+_SERVER_TOOL = re.compile(r"^(web_search|web_fetch|code_execution|tool_search)")
+_STOP_FAULTS = ("max_tokens", "refusal", "pause_turn", "context_exceeded", "stop_reason")
 
-def _error(kind: str, message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": kind, "message": f"{message} ({LABEL})"}}
+
+@dataclass
+class Reply:
+    """What the handler does: a JSON body, or SSE events; `action` hides the reply as a fault would."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes = b""
+    events: list[bytes] = field(default_factory=list)
+    action: str = "send"  # send | hold | reset | truncate | stream_error
+    delay: float = 0.0
+    after_events: int = 3
 
 
 class ModelServer:
@@ -728,15 +293,21 @@ class ModelServer:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.host, self.port = host, port
+        self.clock = clock
         self.requests: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
         self.cache = PromptCache(clock)
+        self._bill = Bill(clock)
+        self._issued: dict[str, list[str]] = {}  # tool_use id -> signatures of the turn's thinking blocks
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
+        self.aws = providers.AwsAccount.from_price_table(
+            clock=clock
+        )  # Bedrock / Claude Platform on AWS wires
 
     # -- lifecycle
 
@@ -781,6 +352,15 @@ class ModelServer:
             self._rng = random.Random(plan.seed)
             self._base = self._count
 
+    def bill(self) -> list[BillRecord]:
+        """Every call the server billed, in order (the Usage API report reads the same records)."""
+        return self._bill.records()
+
+    @staticmethod
+    def api_key_id(key: str) -> str:
+        """The api_key_id the bill and the usage report show for `key`."""
+        return api_key_id(key)
+
     # -- request handling
 
     def _fault_for(self) -> tuple[int, FaultRule | None]:
@@ -792,102 +372,232 @@ class ModelServer:
                     return self._count, rule
             return self._count, None
 
-    def handle(self, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], bytes, float]:
-        """(status, headers, body, delay before replying) for one POST /v1/messages."""
+    def _issued_thinking(self, tool_use_id: str) -> list[str] | None:
+        with self._lock:
+            return self._issued.get(tool_use_id)
+
+    def handle(self, headers: dict[str, str], raw: bytes) -> Reply:
+        """The reply to one POST /v1/messages."""
         try:
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
         number, rule = self._fault_for()
         rid = f"req_offline_{number:06d}"
-        out_headers = {"request-id": rid, "content-type": "application/json"}
+        base = {"request-id": rid, "content-type": "application/json"}
 
-        def reply(status: int, payload: dict[str, Any], extra: dict[str, str] | None = None) -> tuple:
-            return status, {**out_headers, **(extra or {})}, json.dumps(payload).encode(), delay
+        def error(
+            status: int, kind: str, message: str, extra: dict[str, str] | None = None, code: str | None = None
+        ) -> Reply:
+            hdrs = {**base, **(extra or {})}
+            if rule is not None and rule.should_retry is not None:
+                hdrs["x-should-retry"] = "true" if rule.should_retry else "false"
+            return Reply(
+                status, hdrs, json.dumps(error_body(kind, message, error_code=code, request_id=rid)).encode()
+            )
 
-        delay = rule.delay if rule and rule.kind == "slow" else 0.0
-        if not headers.get("x-api-key") and not headers.get("authorization"):
-            return reply(401, _error("authentication_error", "x-api-key header is required"))
+        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not key:
+            return error(401, "authentication_error", "x-api-key header is required")
         if not headers.get("anthropic-version"):
-            return reply(400, _error("invalid_request_error", "anthropic-version header is required"))
-        problem = _validate(body)
+            return error(400, "invalid_request_error", "anthropic-version header is required")
+        problem = validate(body, strict_fields=self.plan.strict_fields, issued_thinking=self._issued_thinking)
         if problem:
-            return reply(400, _error("invalid_request_error", problem))
+            return error(400, "invalid_request_error", problem)
+        model = body["model"]
+        if self.plan.strict_fields and not _known_model(model):
+            return error(404, "not_found_error", f"model: {model}")
         with self._lock:
             self.requests.append(body)
-        if rule and rule.kind in ("429", "spend_limit"):
+        kind = rule.kind if rule else None
+        if kind == "429":
             extra = {}
             if rule.retry_after is not None:
                 extra["retry-after"] = str(rule.retry_after)
             if rule.retry_after_ms is not None:
                 extra["retry-after-ms"] = str(rule.retry_after_ms)
-            msg = (
-                "Your organization has reached its monthly spend limit; raise it in the console"
-                if rule.kind == "spend_limit"
-                else "Number of request tokens has exceeded your rate limit"
+            return error(
+                429, "rate_limit_error", "Number of request tokens has exceeded your rate limit", extra
             )
-            return reply(429, _error("rate_limit_error", msg), extra)
-        if rule and rule.kind == "529":
+        if kind == "spend_limit":  # the usage tier's monthly cap: no retry-after (errors page)
+            return error(
+                429,
+                "rate_limit_error",
+                "Your organization has reached the monthly usage limit of its API tier; access resumes "
+                "at 00:00 UTC on the first day of next month",
+                code="enforced_spend_limit_reached",
+            )
+        if kind == "spend_limit_claude_code":
+            extra = {"retry-after": str(rule.retry_after if rule.retry_after is not None else 3600)}
+            return error(
+                429, "rate_limit_error", "The Claude Code workspace has reached its spend limit", extra
+            )
+        if kind in ("spend_limit_org", "spend_limit_workspace"):
+            scope = "workspace " if kind == "spend_limit_workspace" else ""
+            resume = time.strftime("%Y-%m-01", time.gmtime(self.clock() + 32 * 86400))
+            return error(
+                400,
+                "invalid_request_error",
+                f"You have reached your specified {scope}API usage limits. You will regain access on "
+                f"{resume} at 00:00 UTC.",
+            )
+        if kind == "529":
             extra = {"retry-after": str(rule.retry_after)} if rule.retry_after is not None else {}
-            return reply(529, _error("overloaded_error", "Overloaded"), extra)
-        if rule and rule.kind == "500":
-            return reply(500, _error("api_error", "Internal server error"))
+            return error(529, "overloaded_error", "Overloaded", extra)
+        if kind == "500":
+            return error(500, "api_error", "Internal server error")
+        message, signatures = self._message(body, number, rule, key)
+        with self._lock:
+            self.responses.append(message)
+            for block in message["content"]:
+                if block["type"] == "tool_use" and signatures:
+                    self._issued[block["id"]] = signatures
+        u = message["usage"]
+        self._bill.add(
+            BillRecord(
+                request_id=rid,
+                time=self.clock(),
+                model=message["model"],
+                api_key_id=api_key_id(key),
+                uncached_input_tokens=u["input_tokens"],
+                cache_creation_5m_input_tokens=u["cache_creation"]["ephemeral_5m_input_tokens"],
+                cache_creation_1h_input_tokens=u["cache_creation"]["ephemeral_1h_input_tokens"],
+                cache_read_input_tokens=u["cache_read_input_tokens"],
+                output_tokens=u["output_tokens"],
+                thinking_tokens=u["output_tokens_details"]["thinking_tokens"],
+                outcome=kind if kind in BILLED_FAULTS else "ok",
+                streamed=bool(body.get("stream")),
+                context_window="0-200k"
+                if u["input_tokens"] + u["cache_read_input_tokens"] + u["cache_creation_input_tokens"]
+                <= 200_000
+                else "200k-1M",
+            )
+        )
+        action = {
+            "timeout_after_billing": "hold",
+            "reset_after_read": "reset",
+            "truncated": "truncate",
+            "stream_error": "stream_error",
+        }.get(kind or "", "send")
+        delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
+        after = rule.after_events if rule else 3
+        if body.get("stream"):
+            hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
+            return Reply(
+                200, hdrs, events=stream_events(message), action=action, delay=delay, after_events=after
+            )
+        payload = json.dumps(message).encode()
+        return Reply(200, base, payload, action=action, delay=delay, after_events=after)
+
+    def _message(
+        self, body: dict[str, Any], number: int, rule: FaultRule | None, key: str
+    ) -> tuple[dict[str, Any], list[str]]:
+        """The assistant message for a valid request, with thinking, max_tokens and the usage it bills."""
+        model = body["model"]
+        rules = thinking.rules_for(model)
+        usage = self.cache.usage(body, scope=api_key_id(key))
+        total_prompt = (
+            usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
+        )
         conv = Conversation.parse(body)
-        content, stop = OfflineModel(self.plan).next_turn(conv)
-        if rule and rule.kind in ("max_tokens", "refusal", "pause_turn", "context_exceeded", "stop_reason"):
+        turn = OfflineModel(self.plan).next_turn(conv)
+        content, stop = turn.content, turn.stop
+        for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
+            block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
+        stop_details = None
+        kind = rule.kind if rule else None
+        has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
+        if kind == "pause_turn" and not has_server_tools:
+            kind = None  # pause_turn only occurs with server tools (handling stop reasons page)
+        if model in self.plan.refuse_models and kind is None:
+            kind = "refusal"
+        if kind in _STOP_FAULTS:
             stop = {
                 "max_tokens": "max_tokens",
                 "refusal": "refusal",
                 "pause_turn": "pause_turn",
                 "context_exceeded": "model_context_window_exceeded",
-            }.get(rule.kind, rule.stop_reason or "")
-            content = [{"type": "text", "text": f"{LABEL}: stopped with {stop} (injected)."}]
-        output_tokens = _estimate(json.dumps(content))
-        if output_tokens > int(body["max_tokens"]) and stop != "max_tokens":
-            stop, output_tokens = "max_tokens", int(body["max_tokens"])
-            content = [{"type": "text", "text": f"{LABEL}: output cut at max_tokens."}]
-        usage = self.cache.usage(body)
-        usage["output_tokens"] = output_tokens
+            }.get(kind, rule.stop_reason if rule else "")
+            content = (
+                []
+                if stop == "refusal"
+                else [{"type": "text", "text": f"{LABEL}: stopped with {stop} (injected)."}]
+            )
+            if stop == "refusal":
+                stop_details = {
+                    "type": "refusal",
+                    "category": "cyber",
+                    "explanation": f"{LABEL}: this request was declined by a safety classifier (injected).",
+                }
+        if total_prompt > rules.context_window:
+            stop, content = "model_context_window_exceeded", []
+        think = self.plan.thinking and thinking.thinks(body) and stop not in ("refusal",)
+        n_think = thinking.budget(turn.kind, turn.work_tokens, body, self.plan.thinking_scale) if think else 0
+        visible = sum(
+            tokens.count(json.dumps(b["input"]) if b["type"] == "tool_use" else b.get("text", ""), model)
+            for b in content
+        ) + 2 * len(content)
+        max_tokens = int(body["max_tokens"])
+        display = thinking.display_of(body)
+        signatures: list[str] = []
+        blocks: list[dict[str, Any]] = []
+        if n_think:
+            text = thinking.thinking_text(turn.kind, conv.path, n_think, display)
+            truncated = n_think >= max_tokens
+            signature = "" if truncated else thinking.sign(model, body["messages"], text, n_think)
+            blocks.append({"type": "thinking", "thinking": text, "signature": signature})
+            if signature:
+                signatures.append(signature)
+        output = n_think + visible
+        if output > max_tokens and stop != "max_tokens":
+            stop, output = "max_tokens", max_tokens
+            room = max_tokens - n_think
+            if room > 0 and content and content[0]["type"] == "text":
+                blocks.append({"type": "text", "text": content[0]["text"][: room * 2]})
+            signatures = []  # a cut turn carries no tool_use to pair thinking with
+        else:
+            blocks.extend(content)
+            output = max(output, 1)
+        usage["output_tokens"] = output
+        usage["output_tokens_details"] = {"thinking_tokens": min(n_think, output)}
+        usage["service_tier"] = "standard"
+        usage["inference_geo"] = body.get("inference_geo") or "not_available"
         message = {
             "id": f"msg_offline_{number:06d}",
             "type": "message",
             "role": "assistant",
-            "model": body["model"],
-            "content": content,
+            "model": self.plan.served_models.get(model, model),  # e.g. an alias resolved to a snapshot
+            "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
+            "stop_details": stop_details,
             "usage": usage,
         }
-        with self._lock:
-            self.responses.append(message)
-        status, hdrs, payload, delay = reply(200, message)
-        if rule and rule.kind == "truncated":
-            payload = payload[: len(payload) // 2]
-        return status, hdrs, payload, delay
+        return message, signatures
+
+    def usage_report(self, headers: dict[str, str], query: str) -> tuple[int, dict[str, Any]]:
+        """GET /v1/organizations/usage_report/messages (Admin API key required)."""
+        key = headers.get("x-api-key", "")
+        if not key.startswith("sk-ant-admin"):
+            return 401, error_body(
+                "authentication_error", "the Usage and Cost API requires an Admin API key (sk-ant-admin...)"
+            )
+        if not headers.get("anthropic-version"):
+            return 400, error_body("invalid_request_error", "anthropic-version header is required")
+        try:
+            return 200, self._bill.usage_report(urllib.parse.parse_qs(query), headers)
+        except ReportError as exc:
+            return 400, error_body("invalid_request_error", str(exc))
 
 
-def _validate(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return "the request body must be a JSON object"
-    if not isinstance(body.get("model"), str) or not body["model"]:
-        return "model: field required"
-    if (
-        isinstance(body.get("max_tokens"), bool)
-        or not isinstance(body.get("max_tokens"), int)
-        or body["max_tokens"] < 1
-    ):
-        return "max_tokens: must be a positive integer"
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        return "messages: at least one message is required"
-    if messages[0].get("role") != "user":
-        return "messages: the first message must use the user role"
-    if body.get("stream"):
-        return f"stream: streaming is not supported by the {LABEL}"
-    count = json.dumps(body).count('"cache_control"')
-    if count > 4:
-        return f"A maximum of 4 blocks with cache_control may be provided. Found {count}."
-    return None
+def _known_model(model: str) -> bool:
+    from prfleet import pricing
+
+    try:
+        pricing.table().canonical(model)
+    except pricing.UnknownModel:
+        return False
+    return True
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -908,6 +618,68 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass
 
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        self._send(status, {"content-type": "application/json"}, json.dumps(payload).encode())
+
+    def _reset(self) -> None:
+        """Close with RST (SO_LINGER 0): the client sees a connection reset after sending its request."""
+        try:
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            self.connection.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def _hold(self, seconds: float) -> None:
+        """Keep the request open (billed) until the client gives up, the hold ends, or the server stops."""
+        deadline = time.monotonic() + (seconds or 600.0)
+        self.connection.settimeout(0.05)
+        while time.monotonic() < deadline and not self.owner._stopping.is_set():
+            try:
+                if self.connection.recv(1, socket.MSG_PEEK) == b"":
+                    break  # the client closed its side
+            except (TimeoutError, BlockingIOError):
+                continue
+            except OSError:
+                break
+        self.close_connection = True
+
+    def _reply(self, reply: Reply) -> None:
+        if reply.action == "reset":
+            self._reset()
+            return
+        if reply.action == "hold":
+            self._hold(reply.delay)
+            return
+        if reply.delay:
+            self.owner._stopping.wait(reply.delay)
+        if not reply.events:
+            payload = reply.body
+            if reply.action == "truncate":
+                payload = payload[: len(payload) // 2]
+            self._send(reply.status, reply.headers, payload)
+            return
+        try:
+            self.send_response(reply.status)
+            for k, v in reply.headers.items():
+                self.send_header(k, v)
+            self.send_header("connection", "close")
+            self.end_headers()
+            events = reply.events
+            if reply.action in ("truncate", "stream_error"):
+                events = events[: reply.after_events]
+            for event in events:
+                self.wfile.write(event)
+                self.wfile.flush()
+            if reply.action == "stream_error":
+                from prfleet_local.model.wire import sse
+
+                self.wfile.write(sse("error", error_body("overloaded_error", "Overloaded")))
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        self.close_connection = True
+
     def do_POST(self) -> None:  # noqa: N802 - http.server naming
         raw = self.rfile.read(int(self.headers.get("content-length") or 0))
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -916,37 +688,36 @@ class _Handler(BaseHTTPRequestHandler):
             try:
                 self.owner.set_faults(FaultPlan.from_dict(json.loads(raw or b"{}")))
             except (ValueError, TypeError) as exc:
-                self._send(
-                    400,
-                    {"content-type": "application/json"},
-                    json.dumps(_error("invalid_request_error", str(exc))).encode(),
-                )
+                self._json(400, error_body("invalid_request_error", str(exc)))
                 return
-            self._send(
-                200, {"content-type": "application/json"}, json.dumps(self.owner.plan.to_dict()).encode()
-            )
+            self._json(200, self.owner.plan.to_dict())
+            return
+        routed = providers.dispatch(  # an AWS provider's wire in front of handle() (providers.py)
+            self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
+        )
+        if routed is not None:
+            status, out, payload, delay = routed
+            if delay:
+                self.owner._stopping.wait(delay)
+            self._send(status, out, payload)
             return
         if path != "/v1/messages":
-            self._send(
-                404,
-                {"content-type": "application/json"},
-                json.dumps(_error("not_found_error", f"no route {path}")).encode(),
-            )
+            self._json(404, error_body("not_found_error", f"no route {path}"))
             return
-        status, out, payload, delay = self.owner.handle(headers, raw)
-        if delay:
-            self.owner._stopping.wait(delay)
-        self._send(status, out, payload)
+        self._reply(self.owner.handle(headers, raw))
 
     def do_GET(self) -> None:  # noqa: N802
-        if self.path == "/_faults":
-            self._send(
-                200, {"content-type": "application/json"}, json.dumps(self.owner.plan.to_dict()).encode()
-            )
+        path, _, query = self.path.partition("?")
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        if path == "/_faults":
+            self._json(200, self.owner.plan.to_dict())
+        elif path == "/_bill":
+            self._json(200, {"data": [r.to_dict() for r in self.owner.bill()]})
+        elif path == "/v1/organizations/usage_report/messages":
+            status, payload = self.owner.usage_report(headers, query)
+            self._json(status, payload)
         else:
-            self._send(
-                200, {"content-type": "application/json"}, json.dumps({"ok": True, "label": LABEL}).encode()
-            )
+            self._json(200, {"ok": True, "label": LABEL})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,34 +4,28 @@ Why: moto stores alarms but never evaluates them (and has no percentiles or metr
 local stack and the tests evaluate the template's own alarm definitions here, the way CloudWatch does. Pure:
 no AWS, no clock; the caller passes datapoints and `now` (epoch seconds).
 
-Semantics followed (CloudWatch User Guide):
-- Alarm evaluation, states OK / ALARM / INSUFFICIENT_DATA, M out of N ("DatapointsToAlarm"):
+Semantics followed (CloudWatch User Guide; each rule is also quoted next to its code and has a unit test named
+after its page). "alarm-evaluation" and "alarms-and-missing-data" are the sections of AlarmThatSendsEmail.html
+as last published in github.com/awsdocs/amazon-cloudwatch-user-guide (doc_source/AlarmThatSendsEmail.md):
+- Alarm evaluation: states OK / ALARM / INSUFFICIENT_DATA, M out of N, evaluated every minute over a sliding
+  window that ends at the last whole minute (the minute in progress is not evaluated):
   https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarm-evaluation.html
-- Missing data (missing / notBreaching / breaching / ignore) and the evaluation range:
-  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarms-and-missing-data.html
-  * every datapoint of the evaluation range missing: missing -> INSUFFICIENT_DATA, breaching -> ALARM,
-    notBreaching -> OK, ignore -> the state is kept;
-  * at least N real datapoints in the range: the N most recent real ones are evaluated (treatment unused);
-  * fewer than N real ones: all of them are evaluated and the rest is filled with the treatment, as few fills
-    as possible (breaching fills count as breaching; notBreaching/missing fills do not; with ignore the state
-    is kept unless the real datapoints alone reach M).
-  The evaluation range here is N + 2 periods (CloudWatch retrieves "a higher number of data points than the
-  number specified as Evaluation Periods"; the guide's examples show N + 2 for N = 3).
+  https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarm-evaluation-window.html
+- Missing data (missing / notBreaching / breaching / ignore), the evaluation range (EvaluationPeriods + 2) and the
+  premature-alarm rule: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarms-and-missing-data.html
 - Statistics and percentiles: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Statistics-definitions.html
-  Percentiles are computed over the raw values (nearest rank: the smallest value with at least p % of the
-  values at or below it). EvaluateLowSampleCountPercentile=ignore keeps the state when a period has fewer
-  than 1 / (1 - p) samples.
+  Percentiles are computed over the raw values (nearest rank; CloudWatch does not document its interpolation).
+  EvaluateLowSampleCountPercentile=ignore keeps the state while a period has fewer than 10/(1-p) samples
+  (p >= 0.5) or 10/p (p < 0.5): https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/percentiles-with-low-samples.html
 - Metric math in alarms (Metrics with Id / MetricStat / Expression / ReturnData):
   https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/Create-alarm-on-metric-math-expression.html
   https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/using-metric-math.html
-  Supported: + - * / ^, parentheses, numbers, ids, comparisons (> < >= <= == !=), AND / OR / NOT (&& || !),
-  IF(cond, a, b), FILL(m, value | REPEAT), ABS(m). Parsed by a small recursive-descent parser (no eval).
-  Arithmetic on a missing value gives a missing value; division by zero gives a missing value.
+  Supported: + - * / ^, parentheses, numbers, ids, comparisons (> < >= <= == !=), AND / OR (&& ||),
+  IF(cond, a[, b]), FILL(m, value | REPEAT | LINEAR), ABS(m), DIFF(m); anything else is refused. Between two
+  series a value missing in one of them counts as 0; a division by zero drops the datapoint; IF follows the
+  page's tables. Parsed by a small recursive-descent parser (no eval).
 - Dimensions match exactly, as in CloudWatch: a metric published with {service, agent} is a different metric
   from one with {service}: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Dimension
-- Periods: datapoints are bucketed into periods aligned to the period (floor(timestamp / Period) * Period);
-  the newest period is the one holding `now` (only datapoints at or before `now` count). CloudWatch itself
-  re-evaluates every minute; when `now` sits on a period boundary both views coincide.
 - The SNS notification body follows the JSON CloudWatch publishes to SNS for alarm state changes:
   https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/alarm-sns-notifications.html
 - EMF parsing: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
@@ -133,12 +127,21 @@ def statistic(values: Sequence[float], stat: str) -> float:
     return float(ordered[rank - 1])
 
 
-def _low_sample(stat: str, samples: int) -> bool:
-    """A percentile over too few samples to be meaningful: fewer than 1 / (1 - p)."""
+def low_sample_threshold(stat: str) -> float | None:
+    """The fewest samples a period needs before EvaluateLowSampleCountPercentile=ignore lets it count: 10/(1-p)
+    for 0.5 <= p < 1 and 10/p for 0 < p < 0.5 ("Percentile-based alarms and low data samples",
+    percentiles-with-low-samples.html). None for other statistics and p100."""
     if not _PERCENTILE.match(stat):
-        return False
+        return None
     p = float(stat[1:]) / 100
-    return p < 1 and samples < 1 / (1 - p)
+    if p >= 1 or p <= 0:
+        return None
+    return round(10 / (1 - p) if p >= 0.5 else 10 / p, 9)
+
+
+def _low_sample(stat: str, samples: int) -> bool:
+    need = low_sample_threshold(stat)
+    return need is not None and samples < need
 
 
 # --------------------------------------------------------------------------------------------- metric math
@@ -148,7 +151,7 @@ Value = float | tuple[float | None, ...]
 _TOKEN = re.compile(
     r"\s*(?:(?P<num>\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|\.\d+(?:[eE][+-]?\d+)?)"
     r"|(?P<name>[A-Za-z_][A-Za-z0-9_]*)"
-    r"|(?P<op>>=|<=|==|!=|&&|\|\||[-+*/^(),<>!]))"
+    r"|(?P<op>>=|<=|==|!=|&&|\|\||[-+*/^(),<>]))"
 )
 
 
@@ -167,7 +170,7 @@ def _tokenize(text: str) -> list[tuple[str, str]]:
 
 
 class _Parser:
-    """Recursive descent: or, and, not, comparison, additive, multiplicative, unary, power, primary."""
+    """Recursive descent: or, and, comparison, additive, multiplicative, unary, power, primary."""
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -201,15 +204,10 @@ class _Parser:
         return node
 
     def _and(self) -> tuple:
-        node = self._not()
+        node = self._cmp()
         while self._accept("AND", "&&"):
-            node = ("and", node, self._not())
+            node = ("and", node, self._cmp())
         return node
-
-    def _not(self) -> tuple:
-        if self._accept("NOT", "!"):
-            return ("not", self._not())
-        return self._cmp()
 
     def _cmp(self) -> tuple:
         node = self._add()
@@ -276,6 +274,7 @@ class _Parser:
 
 
 def _binary(op: str, a: float, b: float) -> float | None:
+    """One operator on two present values; None = the datapoint is dropped (division by zero)."""
     if op == "+":
         return a + b
     if op == "-":
@@ -314,13 +313,64 @@ def _as_series(v: Value | None, n: int) -> tuple[float | None, ...]:
     return v if isinstance(v, tuple) else (float(v),) * n
 
 
-def _elementwise(fn: Any, values: Sequence[Value], n: int) -> Value:
-    if all(not isinstance(v, tuple) for v in values):
-        return fn(*values)
-    series = [_as_series(v, n) for v in values]
-    return tuple(
-        fn(*items) if all(x is not None for x in items) else None for items in zip(*series, strict=True)
-    )
+def _apply(op: str, a: Value, b: Value) -> Value:
+    """`a op b` with the documented missing-value rules (using-metric-math.html, "Basic arithmetic functions" and
+    "Comparison and logical operators"): between two time series a value missing in one of them is 0 (missing
+    in both: no datapoint); a time series with a scalar has datapoints only where the series has; a division by
+    zero drops the datapoint."""
+    if not isinstance(a, tuple) and not isinstance(b, tuple):
+        out = _binary(op, a, b)
+        if out is None:
+            raise AlarmDefinitionError(f"{a} {op} {b}: division by zero between constants")
+        return out
+    if isinstance(a, tuple) and isinstance(b, tuple):
+        return tuple(
+            None if x is None and y is None else _binary(op, x or 0.0, y or 0.0)
+            for x, y in zip(a, b, strict=True)
+        )
+    if isinstance(a, tuple):
+        return tuple(None if x is None else _binary(op, x, b) for x in a)  # type: ignore[arg-type]
+    return tuple(None if y is None else _binary(op, a, y) for y in b)  # type: ignore[union-attr]
+
+
+def _map(fn: Any, v: Value) -> Value:
+    return tuple(None if x is None else fn(x) for x in v) if isinstance(v, tuple) else fn(v)
+
+
+def _if(cond: Value, yes: Value, no: Value | None, n: int) -> Value:
+    """IF as "Using IF expressions" (using-metric-math.html) defines it, each rule from its tables:
+    a missing condition datapoint drops the datapoint; TRUE with the true-series missing there gives 0;
+    FALSE with the false-series missing there, or no false value at all, drops it. IF(scalar, a, b) picks a
+    or b whole (an omitted b gives an empty series)."""
+    if not isinstance(cond, tuple):
+        if cond:
+            return yes
+        return no if no is not None else (None,) * n
+    ys = _as_series(yes, n)
+    out: list[float | None] = []
+    for i, c in enumerate(cond):
+        if c is None:
+            out.append(None)
+        elif c:
+            out.append(0.0 if ys[i] is None else ys[i])
+        elif no is None:
+            out.append(None)
+        else:
+            out.append(_as_series(no, n)[i])
+    return tuple(out)
+
+
+def _diff(series: Value) -> Value:
+    """DIFF: each value minus the preceding value of the series (using-metric-math.html, function table); the
+    first value has no predecessor and gives no datapoint."""
+    if not isinstance(series, tuple):
+        raise AlarmDefinitionError("DIFF takes a time series")
+    out: list[float | None] = []
+    last: float | None = None
+    for v in series:
+        out.append(None if v is None or last is None else v - last)
+        last = v if v is not None else last
+    return tuple(out)
 
 
 def _fill(series: Value, how: Value | str, n: int) -> Value:
@@ -344,7 +394,7 @@ def _fill(series: Value, how: Value | str, n: int) -> Value:
 
 
 def evaluate_expression(expression: str, variables: Mapping[str, Value], n: int) -> Value:
-    """Evaluate a metric-math expression over `n` aligned periods; variables map ids to series or numbers."""
+    """Evaluate a metric-math expression over `n` periods; variables map ids to series (tuples) or numbers."""
     tree = _Parser(expression).parse()
     return _eval(tree, lambda name: _lookup(variables, name), n)
 
@@ -362,9 +412,7 @@ def _eval(node: tuple, resolve: Any, n: int) -> Value:
     if kind == "id":
         return resolve(node[1])
     if kind == "neg":
-        return _elementwise(lambda a: -a, [_eval(node[1], resolve, n)], n)
-    if kind == "not":
-        return _elementwise(lambda a: float(not a), [_eval(node[1], resolve, n)], n)
+        return _map(lambda a: -a, _eval(node[1], resolve, n))
     if kind == "fillmode":
         raise AlarmDefinitionError(f"{node[1]} is only valid as FILL's second argument")
     if kind == "call":
@@ -372,15 +420,8 @@ def _eval(node: tuple, resolve: Any, n: int) -> Value:
         if name == "IF":
             if len(args) not in (2, 3):
                 raise AlarmDefinitionError("IF takes (condition, true value[, false value])")
-            cond = _eval(args[0], resolve, n)
-            yes = _eval(args[1], resolve, n)
             no = _eval(args[2], resolve, n) if len(args) == 3 else None
-            c, y = _as_series(cond, n), _as_series(yes, n)
-            f = _as_series(no, n) if no is not None else (None,) * n
-            out = tuple(
-                None if ci is None else (yi if ci else fi) for ci, yi, fi in zip(c, y, f, strict=True)
-            )
-            return out if any(isinstance(v, tuple) for v in (cond, yes, no)) else out[0]  # type: ignore[return-value]
+            return _if(_eval(args[0], resolve, n), _eval(args[1], resolve, n), no, n)
         if name == "FILL":
             if len(args) != 2:
                 raise AlarmDefinitionError("FILL takes (metric, value | REPEAT | LINEAR)")
@@ -389,11 +430,13 @@ def _eval(node: tuple, resolve: Any, n: int) -> Value:
         if name == "ABS":
             if len(args) != 1:
                 raise AlarmDefinitionError("ABS takes one argument")
-            return _elementwise(abs, [_eval(args[0], resolve, n)], n)
+            return _map(abs, _eval(args[0], resolve, n))
+        if name == "DIFF":
+            if len(args) != 1:
+                raise AlarmDefinitionError("DIFF takes one argument")
+            return _diff(_eval(args[0], resolve, n))
         raise AlarmDefinitionError(f"unsupported function {name}()")
-    a = _eval(node[1], resolve, n)
-    b = _eval(node[2], resolve, n)
-    return _elementwise(lambda x, y: _binary(kind, x, y), [a, b], n)
+    return _apply(kind, _eval(node[1], resolve, n), _eval(node[2], resolve, n))
 
 
 # --------------------------------------------------------------------------------------------- definitions
@@ -405,7 +448,10 @@ _OPERATORS = {
     "LessThanOrEqualToThreshold": (lambda v, t: v <= t, "less than or equal to"),
 }
 _TREATMENTS = ("missing", "notBreaching", "breaching", "ignore")
-EXTRA_PERIODS = 2  # evaluation range = EvaluationPeriods + EXTRA_PERIODS
+# The evaluation range: "CloudWatch retrieves the 5 most recent data points when evaluating the alarm, in case some
+# of the most recent 3 data points are missing. 5 is the evaluation range" (alarms-and-missing-data, EvaluationPeriods
+# 3). The docs give no other size, so every alarm here retrieves EvaluationPeriods + 2.
+EXTRA_PERIODS = 2
 
 
 def _truthy(value: Any, default: bool) -> bool:
@@ -629,24 +675,21 @@ class AlarmEvaluator:
     ) -> AlarmStatus:
         p = alarm.period
         r = alarm.evaluation_periods + EXTRA_PERIODS
-        last = math.floor(now / p) * p
-        starts = [last - (r - 1 - i) * p for i in range(r)]
-        index = {s: i for i, s in enumerate(starts)}
+        starts = window(now, p, r)
+        first, end = starts[0], starts[-1] + p
 
         raw: dict[str, list[list[float]]] = {}
         for q in alarm.metrics:
             buckets: list[list[float]] = [[] for _ in starts]
             for d in points:
                 if (
-                    d.namespace == q.namespace
+                    first <= d.timestamp < end
+                    and d.namespace == q.namespace
                     and d.name == q.name
                     and dict(d.dimensions) == q.dimensions
                     and (q.unit is None or d.unit == q.unit)
-                    and d.timestamp <= now
                 ):
-                    i = index.get(math.floor(d.timestamp / p) * p)
-                    if i is not None:
-                        buckets[i].append(float(d.value))
+                    buckets[int((d.timestamp - first) // p)].append(float(d.value))
             raw[q.id] = buckets
 
         series: dict[str, Value] = {
@@ -661,10 +704,12 @@ class AlarmEvaluator:
 
         single = alarm.metrics[0] if not alarm.expressions else None
         if single is not None and alarm.low_sample == "ignore":
-            recent = [len(b) for b in raw[single.id] if b][-alarm.evaluation_periods :]
-            if any(_low_sample(single.stat, n) for n in recent):
+            counts = [len(b) for b in raw[single.id] if b][-alarm.evaluation_periods :]
+            if any(_low_sample(single.stat, c) for c in counts):
+                need = low_sample_threshold(single.stat)
                 reason = (
-                    "Low sample count for percentile: the state is kept (EvaluateLowSampleCountPercentile)."
+                    f"Low sample count for {single.stat}: a period has fewer than {need:g} samples "
+                    "(EvaluateLowSampleCountPercentile=ignore), the state is kept."
                 )
                 return AlarmStatus(current, reason, timeline)
         return _decide(alarm, timeline, current, now, single)
@@ -682,6 +727,19 @@ class AlarmEvaluator:
         return value
 
 
+def window(now: float, period: int, count: int) -> list[float]:
+    """The start of each period of the sliding evaluation range at `now`, oldest first.
+
+    "For any period of one minute or longer, an alarm is evaluated every minute and the evaluation is based on
+    the window of time defined by the Period and Evaluation Periods ... at the end of minute 5 the alarm
+    evaluates based on data from minutes 1 to 5. Then at the end of minute 6, ... minutes 2 to 6"
+    (alarm-evaluation, "Evaluating an alarm"; SlidingWindow is the default, alarm-evaluation-window.html).
+    So the range ends at the last whole minute before `now` (the minute in progress is not evaluated) and its
+    periods slide with it instead of being aligned to multiples of the period."""
+    end = math.floor(now / 60) * 60
+    return [end - (count - i) * period for i in range(count)]
+
+
 def _decide(
     alarm: _Alarm,
     timeline: list[tuple[float, float | None]],
@@ -689,6 +747,16 @@ def _decide(
     now: float,
     single: _MetricQuery | None,
 ) -> AlarmStatus:
+    """The state from the evaluation range, as "How alarm state is evaluated when data is missing" and
+    "Avoiding premature transitions to alarm state" (alarms-and-missing-data) describe it:
+
+    - at least N real datapoints in the range: the N most recent real ones are evaluated (treatment unused);
+    - none: missing -> INSUFFICIENT_DATA, ignore -> the state is kept, breaching -> ALARM, notBreaching -> OK;
+    - fewer than N: every real one is evaluated, and for breaching / notBreaching the rest is filled with the
+      treatment; with missing / ignore there are no fills: ALARM if M of them breach, or (missing only) if none
+      is non-breaching and the oldest breaching one is at least M periods old; otherwise OK if one of them is
+      non-breaching, else INSUFFICIENT_DATA (missing) or the state kept (ignore).
+    Each branch is checked against the docs' two tables in tests/unit/test_alarms.py."""
     n, m, thr = alarm.evaluation_periods, alarm.datapoints_to_alarm, alarm.threshold
     breaches, phrase = _OPERATORS[alarm.operator]
     real = [(ts, v) for ts, v in timeline if v is not None]
@@ -702,9 +770,9 @@ def _decide(
     if single is not None:
         data["statistic"] = single.stat
     s = "s" if n != 1 else ""
+    treat = alarm.treat_missing
 
     if not real:
-        treat = alarm.treat_missing
         if treat == "missing":
             reason = f"Insufficient Data: {len(timeline)} datapoints were unknown."
             return AlarmStatus(AlarmState.INSUFFICIENT_DATA, reason, timeline, data)
@@ -721,30 +789,41 @@ def _decide(
         return AlarmStatus(state, reason, timeline, data)
 
     evaluated = real[-n:]
-    fills = n - len(evaluated)
+    fills = n - len(evaluated) if treat in ("breaching", "notBreaching") else 0
     breaching = sum(1 for _, v in evaluated if breaches(v, thr))
-    if alarm.treat_missing == "breaching":
+    if treat == "breaching":
         breaching += fills
     data["startDate"] = _iso(evaluated[0][0])
     data["evaluatedDatapoints"] = [{"timestamp": _iso(ts), "value": v} for ts, v in reversed(evaluated)]
     shown = ", ".join(f"{_fmt_value(v)} ({_fmt_time(ts)})" for ts, v in reversed(evaluated))
     filled = f" and {fills} missing datapoint{'s' if fills != 1 else ''}" if fills else ""
 
-    if breaching >= m:
-        verb = "was" if breaching == 1 else "were"
-        reason = (
-            f"Threshold Crossed: {breaching} out of the last {n} datapoint{s} [{shown}]{filled} {verb} "
-            f"{phrase} "
+    def alarm_reason(count: int) -> str:
+        verb = "was" if count == 1 else "were"
+        return (
+            f"Threshold Crossed: {count} out of the last {n} datapoint{s} [{shown}]{filled} {verb} {phrase} "
             f"the threshold ({_fmt_value(thr)}) (minimum {m} datapoint{'s' if m != 1 else ''} for "
             f"OK -> ALARM transition)."
         )
-        return AlarmStatus(AlarmState.ALARM, reason, timeline, data)
-    if fills and alarm.treat_missing == "ignore":
-        reason = (
-            f"Only {len(evaluated)} of {n} datapoints present and below {m} breaching: the state is kept."
-        )
+
+    if breaching >= m:
+        return AlarmStatus(AlarmState.ALARM, alarm_reason(breaching), timeline, data)
+    short = len(evaluated) < n and treat in ("missing", "ignore")
+    non_breaching = any(not breaches(v, thr) for _, v in evaluated)
+    if short and not non_breaching:
+        oldest = evaluated[0][0]
+        age = sum(1 for ts, _ in timeline if ts >= oldest)  # 1 = the newest period of the range
+        if treat == "missing" and age >= m:
+            return AlarmStatus(AlarmState.ALARM, alarm_reason(breaching), timeline, data)
+        if treat == "missing":
+            reason = (
+                f"Insufficient Data: only {len(evaluated)} of {n} datapoints, all breaching but too recent "
+                f"(premature alarm state avoided)."
+            )
+            return AlarmStatus(AlarmState.INSUFFICIENT_DATA, reason, timeline, data)
+        reason = f"Only {len(evaluated)} of {n} datapoints, all breaching: missing data ignored, the state is kept."
         return AlarmStatus(current, reason, timeline, data)
-    ok = n - breaching
+    ok = len(evaluated) + fills - breaching
     verb = "was" if ok == 1 else "were"
     reason = (
         f"Threshold Crossed: {ok} out of the last {n} datapoint{s} [{shown}]{filled} {verb} not {phrase} "

@@ -75,6 +75,25 @@ IDEMPOTENCY_WINDOW_S = 600.0  # TransactWriteItems ClientRequestToken: valid for
 ACCOUNT = "123456789012"
 
 
+# The child ends itself when its parent goes, however the parent ended (SIGKILL, a crash, a closed terminal):
+# a reparented process sees a different getppid(). Without this a killed `prfleet` leaves moto running.
+def _orphan_watch(parent: int) -> None:
+    while parent:
+        if os.getppid() != parent:
+            os._exit(0)
+        time.sleep(0.5)
+
+
+_STOCK_SERVER = """
+import os, runpy, sys
+from prfleet_local.stack.moto_proc import _orphan_watch
+import threading
+threading.Thread(target=_orphan_watch, args=(int(os.environ.get("PRFLEET_PARENT_PID") or 0),), daemon=True).start()
+sys.argv = ["moto_server", "-H", "127.0.0.1", "-p", sys.argv[1]]
+runpy.run_module("moto.server", run_name="__main__")
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -428,13 +447,13 @@ class MotoProcess:
 
     def start(self, timeout: float = 30.0) -> str:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
-        env = {**os.environ, "MOTO_CALL_RESET_API": "false"}
+        env = {**os.environ, "MOTO_CALL_RESET_API": "false", "PRFLEET_PARENT_PID": str(os.getpid())}
         if self.serialized:
             cmd = [sys.executable, "-m", "prfleet_local.stack.moto_proc", "--port", str(self.port)]
             if self.faults is not None:
                 cmd += ["--faults", json.dumps(self.faults.to_dict())]
         else:
-            cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(self.port)]
+            cmd = [sys.executable, "-c", _STOCK_SERVER, str(self.port)]
         self._proc = subprocess.Popen(cmd, stdout=out, stderr=out, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -514,6 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--faults", default=None, help="FaultPlan as JSON")
     args = parser.parse_args(argv)
+    parent = int(os.environ.get("PRFLEET_PARENT_PID") or 0)
+    threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
     proxy = FaultProxy(DomainDispatcherApplication(create_backend_app), plan)
     run_simple("127.0.0.1", args.port, proxy, threaded=True, use_reloader=False)

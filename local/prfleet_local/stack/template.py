@@ -2,7 +2,9 @@
 
 moto cannot deploy `AWS::Serverless::*` resources and skips alarms, so the local stack reads the template itself and
 creates what it declares. Only the intrinsics the template uses are resolved (Ref, GetAtt, Sub, Join, If, Equals,
-Not, Select, Split); anything else is an error, never silently ignored.
+Not, Select, Split, AWS::NoValue); anything else is an error, never silently ignored. The template's Rules are
+checked before anything is created, as CloudFormation does
+(https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/rules-section-structure.html).
 """
 
 from __future__ import annotations
@@ -93,10 +95,47 @@ class Context:
     def condition(self, name: str) -> bool:
         return bool(self.resolve(self.template.get("Conditions", {})[name]))
 
-    def resolve(self, value: Any) -> Any:
-        """Resolve intrinsics; raises Unresolved when a resource it needs does not exist yet."""
+    def check_rules(self) -> None:
+        """Every rule whose RuleCondition holds must have all its assertions true; a failed one stops the
+        deployment with its AssertDescription, like CloudFormation's parameter validation."""
+        for name, rule in self.template.get("Rules", {}).items():
+            if "RuleCondition" in rule and not self._rule_value(rule["RuleCondition"]):
+                continue
+            for assertion in rule.get("Assertions", []):
+                if not self._rule_value(assertion["Assert"]):
+                    raise TemplateError(
+                        f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}"
+                    )
+
+    def _rule_value(self, value: Any) -> Any:
+        """Rule functions (Contains, EachMemberIn, And, Or, Not, Equals) over parameter values."""
         if isinstance(value, list):
-            return [self.resolve(v) for v in value]
+            return [self._rule_value(v) for v in value]
+        if not isinstance(value, dict) or len(value) != 1:
+            return value
+        ((key, arg),) = value.items()
+        if key == "Ref":
+            return self._ref(arg)
+        args = self._rule_value(arg)
+        if key == "Fn::Contains":
+            return str(args[1]) in [str(v) for v in args[0]]
+        if key == "Fn::EachMemberIn":
+            return all(str(v) in [str(a) for a in args[1]] for v in args[0])
+        if key == "Fn::And":
+            return all(args)
+        if key == "Fn::Or":
+            return any(args)
+        if key == "Fn::Not":
+            return not args[0]
+        if key == "Fn::Equals":
+            return str(args[0]) == str(args[1])
+        raise TemplateError(f"rule function {key} is not supported locally")
+
+    def resolve(self, value: Any) -> Any:
+        """Resolve intrinsics; raises Unresolved when a resource it needs does not exist yet. A value that
+        resolves to AWS::NoValue disappears from its list or mapping, as in CloudFormation."""
+        if isinstance(value, list):
+            return [v for v in (self.resolve(v) for v in value) if v is not NO_VALUE]
         if not isinstance(value, dict):
             return value
         if len(value) == 1:
@@ -129,9 +168,12 @@ class Context:
                 return text.split(sep)
             if key.startswith("Fn::") or key == "Condition":
                 raise TemplateError(f"intrinsic {key} is not supported locally")
-        return {k: self.resolve(v) for k, v in value.items()}
+        resolved = {k: self.resolve(v) for k, v in value.items()}
+        return {k: v for k, v in resolved.items() if v is not NO_VALUE}
 
     def _ref(self, name: str) -> Any:
+        if name == "AWS::NoValue":
+            return NO_VALUE
         if name in self.parameters:
             return self.parameters[name]
         if name in self.pseudo():
@@ -158,6 +200,9 @@ class Context:
         return re.sub(r"\$\{([^}]+)\}", repl, text)
 
 
+NO_VALUE = object()  # Ref AWS::NoValue: the property or list item is left out
+
+
 class Unresolved(LookupError):
     """A value depends on a resource not created yet (the provisioner retries it later)."""
 
@@ -171,7 +216,15 @@ def function_environment(template: dict[str, Any], ctx: Context, function: str) 
     env = dict(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
     props = template["Resources"][function]["Properties"]
     env.update(props.get("Environment", {}).get("Variables", {}))
-    return {k: str(ctx.resolve(v)) for k, v in env.items()}
+    resolved = ctx.resolve(env)
+    return {k: str(v) for k, v in resolved.items()}
+
+
+def function_environment_names(template: dict[str, Any], function: str) -> set[str]:
+    """Every variable name the template may give the function (some resolve to AWS::NoValue)."""
+    env = set(template.get("Globals", {}).get("Function", {}).get("Environment", {}).get("Variables", {}))
+    props = template["Resources"][function]["Properties"]
+    return env | set(props.get("Environment", {}).get("Variables", {}))
 
 
 def function_setting(template: dict[str, Any], function: str, key: str, default: Any = None) -> Any:

@@ -1,0 +1,119 @@
+"""The spend-limit circuit: after the API says a spend limit is reached, no worker calls it until a probe succeeds.
+
+Either documented spend-limit shape (prfleet.billing.spend_limit) opens it. Retrying would fail every job (and
+turn its check red) until the limit is raised or the month turns, so while it is open waiting jobs are deferred
+(`until="circuit"`), their checks are neutral with the reason, and exactly one notice goes to the alert topic
+(the conditional write that opens the circuit decides who sends it). The sweeper probes the API with one minimal,
+budgeted call at most every PROBE_EVERY_S; a probe that gets through closes the circuit and the sweeper re-queues
+the deferred jobs. State: one item (scope="circuit", day="anthropic") in the LedgerTable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+KEY = {"scope": {"S": "circuit"}, "day": {"S": "anthropic"}}
+PROBE_EVERY_S = 300
+
+
+@dataclass(frozen=True)
+class State:
+    open: bool
+    reason: str = ""
+    opened_at: int = 0
+    probed_at: int = 0
+
+    def probe_due(self, now: float) -> bool:
+        return self.open and now - max(self.opened_at, self.probed_at) >= PROBE_EVERY_S
+
+
+def _code(exc: Exception) -> str | None:
+    return getattr(exc, "response", {}).get("Error", {}).get("Code")
+
+
+def read(ddb: Any, table: str) -> State:
+    item = ddb.get_item(TableName=table, Key=KEY, ConsistentRead=True).get("Item") or {}
+    if item.get("state", {}).get("S") != "open":
+        return State(False)
+    return State(
+        True,
+        item.get("reason", {}).get("S", ""),
+        int(item.get("opened_at", {}).get("N", 0)),
+        int(item.get("probed_at", {}).get("N", 0)),
+    )
+
+
+def open_circuit(ddb: Any, table: str, reason: str, *, now: float) -> bool:
+    """Open it; True only for the caller that opened it (that caller sends the one notice)."""
+    try:
+        ddb.update_item(
+            TableName=table,
+            Key=KEY,
+            UpdateExpression="SET #st = :open, reason = :r, opened_at = :t, probed_at = :t",
+            ConditionExpression="attribute_not_exists(#st) OR #st <> :open",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues={
+                ":open": {"S": "open"},
+                ":r": {"S": reason[:500]},
+                ":t": {"N": str(int(now))},
+            },
+        )
+        return True
+    except Exception as exc:
+        if _code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+def claim_probe(ddb: Any, table: str, state: State, *, now: float) -> bool:
+    """One sweeper probes per interval (conditional on the probe time it saw)."""
+    try:
+        ddb.update_item(
+            TableName=table,
+            Key=KEY,
+            UpdateExpression="SET probed_at = :t",
+            ConditionExpression="#st = :open AND probed_at = :seen",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues={
+                ":open": {"S": "open"},
+                ":t": {"N": str(int(now))},
+                ":seen": {"N": str(state.probed_at)},
+            },
+        )
+        return True
+    except Exception as exc:
+        if _code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+def close_circuit(ddb: Any, table: str, *, now: float) -> bool:
+    try:
+        ddb.update_item(
+            TableName=table,
+            Key=KEY,
+            UpdateExpression="SET #st = :closed, closed_at = :t",
+            ConditionExpression="#st = :open",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues={
+                ":open": {"S": "open"},
+                ":closed": {"S": "closed"},
+                ":t": {"N": str(int(now))},
+            },
+        )
+        return True
+    except Exception as exc:
+        if _code(exc) == "ConditionalCheckFailedException":
+            return False
+        raise
+
+
+def notice(topic_arn: str, reason: str, *, sns: Any) -> None:
+    """The one alert-topic notice when the circuit opens."""
+    sns.publish(
+        TopicArn=topic_arn,
+        Subject="prfleet: Anthropic spend limit reached, model calls paused",
+        Message=json.dumps({"notice": "spend-limit-circuit-open", "reason": reason}),
+    )

@@ -1,0 +1,122 @@
+"""A repository's `.prfleet.toml`: parsed, checked and applied the same way by the planner, the agents, the fan-in
+and `prfleet config check`. Read from the PR's base branch only, so a pull request cannot change its own review.
+
+Every key, its default and its bounds: docs/prfleet-toml.md.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+KNOWN_AGENTS: tuple[str, ...] = ("review", "tests", "docs")  # agents.PROMPTS; a unit test keeps them equal
+LIMIT_KEYS = ("max_iterations", "max_tokens", "max_run_tokens")
+# Which findings fail the check run: none, critical ones, or critical and high ones (findings.SEVERITIES order).
+FAIL_ON: dict[str, tuple[str, ...]] = {"never": (), "critical": ("critical",), "high": ("critical", "high")}
+
+
+class RepoConfigError(ValueError):
+    """A .prfleet.toml that cannot be applied; the message says which key is wrong."""
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """A repository's own .prfleet.toml (from the BASE branch): it can only narrow what prfleet does, except
+    `fail_on`, the repository's own merge gate."""
+
+    disabled: frozenset[str] = frozenset()
+    ignore: tuple[str, ...] = ()
+    limits: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # agent or "*" -> key -> value
+    agent_ignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    fail_on: str | None = None  # None: the stack's FailOn parameter
+
+
+def _positive_int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise RepoConfigError(f"{where} must be a positive integer")
+    return value
+
+
+def _globs(value: object, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise RepoConfigError(f"{where} must be a list of glob strings")
+    return tuple(value)
+
+
+def parse_repo_config(toml_text: str) -> RepoConfig:
+    """Parse .prfleet.toml. Shape::
+
+        disabled = ["docs"]            # agents to switch off
+        ignore = ["generated/**"]      # globs no agent reviews
+        fail_on = "high"               # never | critical | high: findings that fail the check run
+        [limits]                       # all agents; values above prfleet's own are clamped, never raised
+        max_iterations = 10
+        [agents.review]
+        enabled = false | max_iterations / max_tokens / max_run_tokens = N | ignore = [...]
+
+    Unknown keys become warnings (a typo should not break reviews); wrong types raise RepoConfigError.
+    """
+    try:
+        data = tomllib.loads(toml_text)
+    except tomllib.TOMLDecodeError as exc:
+        raise RepoConfigError(f".prfleet.toml is not valid TOML: {exc}") from exc
+    warnings: list[str] = []
+    disabled: set[str] = set()
+    limits: dict[str, dict[str, int]] = {}
+    agent_ignore: dict[str, tuple[str, ...]] = {}
+    for key in sorted(set(data) - {"disabled", "ignore", "limits", "agents", "fail_on"}):
+        warnings.append(f"unknown key {key!r} ignored")
+    if "disabled" in data:
+        for name in _globs(data["disabled"], "disabled"):
+            if name not in KNOWN_AGENTS:
+                warnings.append(f"disabled: unknown agent {name!r}")
+            disabled.add(name)
+    ignore = _globs(data["ignore"], "ignore") if "ignore" in data else ()
+    fail_on = data.get("fail_on")
+    if fail_on is not None and fail_on not in FAIL_ON:
+        raise RepoConfigError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+
+    def read_limits(table: object, where: str) -> dict[str, int]:
+        if not isinstance(table, dict):
+            raise RepoConfigError(f"{where} must be a table")
+        out = {}
+        for k, v in table.items():
+            if k in LIMIT_KEYS:
+                out[k] = _positive_int(v, f"{where}.{k}")
+            elif not (where.startswith("agents.") and k in ("enabled", "ignore")):
+                warnings.append(f"unknown key {where}.{k} ignored")
+        return out
+
+    if "limits" in data:
+        limits["*"] = read_limits(data["limits"], "limits")
+    agents = data.get("agents", {})
+    if not isinstance(agents, dict):
+        raise RepoConfigError("agents must be a table of [agents.<name>] tables")
+    for name, table in agents.items():
+        where = f"agents.{name}"
+        if name not in KNOWN_AGENTS:
+            warnings.append(f"{where}: unknown agent ignored")
+            continue
+        limits[name] = read_limits(table, where)
+        enabled = table.get("enabled", True)
+        if not isinstance(enabled, bool):
+            raise RepoConfigError(f"{where}.enabled must be true or false")
+        if not enabled:
+            disabled.add(name)
+        if "ignore" in table:
+            agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
+    return RepoConfig(frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings), fail_on)
+
+
+def fail_on_policy(stack_default: str, repo_config_text: str | None) -> str:
+    """The check's FailOn for one repository: its .prfleet.toml `fail_on` if valid, else the stack's parameter."""
+    if repo_config_text:
+        try:
+            chosen = parse_repo_config(repo_config_text).fail_on
+        except RepoConfigError:
+            chosen = None  # the planner already reported the broken file on the check; use the stack's
+        if chosen:
+            return chosen
+    return stack_default if stack_default in FAIL_ON else "never"

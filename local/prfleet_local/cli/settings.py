@@ -1,0 +1,106 @@
+"""Settings a user can find: `prfleet config check FILE` (a .prfleet.toml, checked exactly as the planner reads it)
+and `prfleet github-app manifest` (the GitHub App prfleet needs, for GitHub's manifest flow)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import urllib.parse
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, TextIO
+
+from prfleet_local.cli.errors import CliError
+
+# GitHub App manifest, https://docs.github.com/en/apps/sharing-github-apps/registering-a-github-app-from-a-manifest:
+# keys name, url (required), hook_attributes {url, active}, redirect_url, description, public, default_events,
+# default_permissions ({permission: "read" | "write"}). Exactly what prfleet's code calls (docs/deploy.md explains
+# each); `metadata: read` is granted to every App and listed so the manifest shows it.
+PERMISSIONS = {
+    "pull_requests": "write",  # read the PR and its files, post the review and its inline comments
+    "checks": "write",  # create and complete the check run (only GitHub Apps can write checks)
+    "contents": "read",  # file contents, blobs and trees at the PR head; .prfleet.toml from the base branch
+    "issues": "read",  # `/prfleet review` comments arrive as issue_comment events (needs Issues access)
+    "metadata": "read",  # mandatory; also the collaborator-permission check of a comment's author
+}
+EVENTS = ["pull_request", "issue_comment"]  # what prfleet.webhook acts on
+
+
+def manifest(
+    *, webhook_url: str, name: str, url: str, public: bool, redirect_url: str | None
+) -> dict[str, Any]:
+    """The manifest JSON GitHub's "register from a manifest" form takes (POST field `manifest`)."""
+    parts = urllib.parse.urlsplit(webhook_url)
+    if parts.scheme != "https" or not parts.netloc:
+        raise CliError(
+            f"--webhook-url must be an https URL (the stack's WebhookUrl output), got {webhook_url!r}"
+        )
+    data: dict[str, Any] = {
+        "name": name,
+        "url": url,
+        "description": "prfleet: Claude agents that review pull requests (one review and check run per head).",
+        "hook_attributes": {"url": webhook_url, "active": True},
+        "public": public,
+        "default_permissions": dict(PERMISSIONS),
+        "default_events": list(EVENTS),
+    }
+    if redirect_url:
+        data["redirect_url"] = redirect_url
+    return data
+
+
+def github_app_manifest(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    data = manifest(
+        webhook_url=args.webhook_url,
+        name=args.name,
+        url=args.url,
+        public=args.public,
+        redirect_url=getattr(args, "redirect_url", None),
+    )
+    json.dump(data, out, indent=2)
+    out.write("\n")
+    return 0
+
+
+def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    """Parse FILE as the planner would and print what it does to each agent; 0 valid, 1 valid with warnings."""
+    from prfleet import agents
+    from prfleet.config import DEFAULT_MODELS
+    from prfleet.repo_config import RepoConfigError, parse_repo_config
+
+    out = out or sys.stdout
+    path = Path(args.file)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CliError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CliError(f"{path} is a directory; give the .prfleet.toml file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: cannot read it ({type(exc).__name__})") from None
+    try:
+        cfg = parse_repo_config(text)
+    except RepoConfigError as exc:
+        raise CliError(f"{path}: {exc}") from None
+    settings = SimpleNamespace(agents=agents.AGENT_NAMES, models=dict(DEFAULT_MODELS))
+    specs = agents.agent_specs(settings, cfg)
+    out.write(f"{path}: valid\n")
+    out.write(f"  fail_on: {cfg.fail_on or 'the stack FailOn parameter (default never)'}\n")
+    for name in agents.AGENT_NAMES:
+        spec = specs.get(name)
+        if spec is None:
+            out.write(f"  {name}: disabled\n")
+            continue
+        defaults = agents.DEFAULT_LIMITS[name]
+        limits = ", ".join(
+            f"{k} {getattr(spec, k)}"
+            + (f" (lowered from {defaults[k]})" if getattr(spec, k) < defaults[k] else "")
+            for k in defaults
+        )
+        extra = tuple(cfg.ignore) + tuple(cfg.agent_ignore.get(name, ()))
+        out.write(f"  {name}: enabled; {limits}" + (f"; ignores {', '.join(extra)}" if extra else "") + "\n")
+    for warning in cfg.warnings:
+        out.write(f"  warning: {warning}\n")
+    return 1 if cfg.warnings else 0
