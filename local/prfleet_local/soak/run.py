@@ -58,7 +58,7 @@ class Scale:
     timeout: float = 1500.0  # seconds for the whole soak
     # For the day-one budget, measured on the offline model (docs/reliability.md): what a job costs, and the
     # worst case one call reserves (review agent: max_tokens at the output price), times the agent concurrency.
-    cost_per_job_usd: float = 0.00025
+    cost_per_job_usd: float = 0.0022
     worst_call_usd: float = 0.095
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
 
