@@ -5,6 +5,8 @@
 2. Ledger protocol: reserve + settle (two conditional updates on one day item) per job / a plain PutItem, on the
    serialized moto server, single-threaded and with 8 threads.
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
+4. Job cost (bench/jobcost.py): AWS requests by service and operation, GitHub and model requests per job on the
+   happy path through the whole local stack, and wall time per job / one PutItem round trip.
 """
 
 from __future__ import annotations
@@ -103,6 +105,12 @@ def bench_cold_starts() -> dict[str, Any]:
     return measure_imports()
 
 
+def bench_jobcost() -> dict[str, Any]:
+    from prfleet_local.bench.jobcost import bench_jobcost as run
+
+    return run()
+
+
 def main() -> int:
     results = {
         "python": sys.version.split()[0],
@@ -110,6 +118,7 @@ def main() -> int:
         "pr_caching": bench_pr_caching(),
         "ledger": bench_ledger(),
         "cold_starts": bench_cold_starts(),
+        "job_cost": bench_jobcost(),
     }
     print(json.dumps(results, indent=2))
     return 0
