@@ -59,8 +59,9 @@ class Scale:
     # For the day-one budget, measured on the offline model (docs/reliability.md): what a job costs, and the
     # worst case one call reserves (review agent: max_tokens at the output price), times the agent concurrency.
     cost_per_job_usd: float = 0.0022
-    worst_call_usd: float = 0.095
+    worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
+    agent_timeout: float = 60.0  # seconds (the template: 300; the runner keeps a 20 s margin)
 
 
 @dataclass
@@ -164,10 +165,13 @@ class Soak:
             parameters={"DailyBudgetUsd": self.daily_budget, "PrBudgetUsd": 1000, "MaxReceiveCount": 3},
             sweep_interval=None,
             visibility_timeout=3,
+            # A hung agent is abandoned at its Timeout; 300 s would idle a poller for five minutes per hang.
+            function_timeouts={"AgentFunction": s.agent_timeout},
         )
         self.stack.start()
         stack.callback(self.stack.stop)
         self.stack.moto.set_faults(self.aws_faults())
+        self.lambda_faults()
 
     def model_faults(self) -> ModelFaults:
         r = self.scale.fault_rate
@@ -177,6 +181,9 @@ class Soak:
                 ModelRule("529", probability=r, retry_after=1),
                 ModelRule("500", probability=r),
                 ModelRule("truncated", probability=r / 2),
+                ModelRule("timeout_after_billing", probability=r / 2),
+                ModelRule("reset_after_read", probability=r / 2),
+                ModelRule("stream_error", probability=r / 2),
             ],
             seed=self.scale.seed,
         )
@@ -193,14 +200,26 @@ class Soak:
             seed=self.scale.seed,
         )
 
+    def lambda_faults(self) -> None:
+        """Invocations that die: a crash right after a model call (nothing after it runs, EMF unflushed, the batch
+        back after its visibility timeout) and a hang that the runtime abandons at the function's Timeout."""
+        from prfleet_local.stack.invocations import InvocationFault
+
+        n = max(1, int(self.scale.prs * self.scale.fault_rate * 2))
+        self.stack.inject(InvocationFault("AgentFunction", "crash", after='"api_call"', times=n))
+        self.stack.inject(InvocationFault("AgentFunction", "hang", after='"api_call"', times=max(1, n // 2)))
+        self.stack.inject(InvocationFault("PlannerFunction", "crash", after='"planned"', times=1))
+
     def github_faults(self) -> None:
-        """Transient GitHub failures: 5xx on reads and writes, and secondary rate limits (count-based, as the fake
-        offers them today)."""
+        """GitHub's failures, count-based as the fake offers them: 5xx before anything is done, 5xx after a write
+        was applied (reviews, comments, check runs), secondary rate limits."""
         n = max(1, int(self.scale.prs * self.scale.fault_rate * 5))
         for srv in self.servers.values():
             srv.inject(r"/pulls/\d+/files", 502, n, method="GET")
-            srv.inject(r"/check-runs", 502, n, method="PATCH")
-            srv.rate_limit(r"/contents/", n, retry_after=1)
+            srv.fail_after_write(r"/pulls/\d+/reviews$", n, status=502, method="POST")
+            srv.fail_after_write(r"/issues/\d+/comments$", n, status=0, method="POST")
+            srv.fail_after_write(r"/check-runs/\d+$", n, status=502, method="PATCH")
+            srv.rate_limit(r"/git/", n, retry_after=1)
 
     # ----------------------------------------------------------------------------------------- driving
     def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> int:
@@ -294,9 +313,12 @@ class Soak:
             self.sample_alarms()
         return False
 
-    def sample_alarms(self) -> None:
-        states = self.stack.evaluate_alarms()
-        self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+    def sample_alarms(self, *, settle: bool = False) -> None:
+        """Alarm states now; with `settle`, also 1 and 3 minutes on (CloudWatch evaluates complete periods)."""
+        now = self.stack.now()
+        for at in (now, now + 60, now + 180) if settle else (now,):
+            states = self.stack.evaluate_alarms(now=at)
+            self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
 
     def drain_dlqs(self) -> dict[str, list[str]]:
         sqs = self.stack.client("sqs")
@@ -352,7 +374,7 @@ class Soak:
                 if not counts.get("requeued") and not counts.get("stuck"):
                     break
             self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
-            self.sample_alarms()
+            self.sample_alarms(settle=True)
             dlq = self.drain_dlqs()
             wall = time.monotonic() - started
             observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
@@ -401,7 +423,7 @@ class Soak:
             out.add("JobsDLQAlarm")
         if dlq.get("PrDLQ"):
             out.add("PrDLQAlarm")
-        if any(int(i.get("settled", 0)) * 100 >= 80 * daily for i in o.ledger):
+        if any(i.get("scope") == "daily" and int(i.get("settled", 0)) * 100 >= 80 * daily for i in o.ledger):
             out.add("SpendAlarm")  # DailySpendPercent >= 80
         if self.swept.get("stuck"):
             out.add("StuckRunsAlarm")  # StuckRuns >= 1
