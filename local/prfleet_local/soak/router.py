@@ -52,8 +52,12 @@ class GitHubRouter:
                 try:
                     headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
                     conn.request(self.command, self.path, body=raw or None, headers=headers)
-                    resp = conn.getresponse()
-                    body = resp.read()
+                    try:
+                        resp = conn.getresponse()
+                        body = resp.read()
+                    except (http.client.RemoteDisconnected, ConnectionError):
+                        self.close_connection = True  # the server dropped the connection: so does the router
+                        return
                     self._reply(
                         resp.status, [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP], body
                     )
