@@ -252,9 +252,8 @@ def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
 
 
 def ledger_runs_bill_agree(o: Observed) -> Result:
-    """The day totals' settled spend equals the runs' costs, and never falls short of the model's bill (calls
-    that may have been billed are booked at their worst case: the ledger may exceed the bill until reconciled,
-    never fall below it). The soak does not run the Usage API reconciliation."""
+    """After the Usage API reconciliation (estimated calls moved onto the bill), the day totals' settled spend
+    equals the offline server's bill and the runs' costs add up to it."""
     daily = [i for i in o.ledger if i.get("scope") == "daily"]
     settled = sum(int(i.get("settled", 0)) for i in daily)
     estimated = sum(int(i.get("estimated", 0)) for i in daily)
@@ -270,7 +269,7 @@ def ledger_runs_bill_agree(o: Observed) -> Result:
         f"ledger {settled} µ$ (of which estimated {estimated}), runs {runs} µ$, "
         f"offline bill {o.bill_micros} µ$ over {o.bill_calls} billed calls"
     )
-    return Result("ledger = runs, and the ledger covers the model's bill", not bad, figure, bad)
+    return Result("ledger = runs = the model's bill (estimated calls reconciled)", not bad, figure, bad)
 
 
 def alarms_as_expected(o: Observed, expected: set[str]) -> Result:

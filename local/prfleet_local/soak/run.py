@@ -363,10 +363,14 @@ class Soak:
                 self.driven.rerun_replies.append((name, number, self.rerun(name, number)))
         idle_commands = self.wait_idle(deadline)
         # Day two: the budget resets; the sweeper re-queues what was deferred.
-        os.environ["CLOCK_OFFSET_SECONDS"] = str(86400 + 3600)
-        config.settings.cache_clear()
+        offset = 86400 + 3600
         try:
             for _ in range(20):
+                # Each sweep a few minutes after the last (prfleet's clock): a run that died on day two is found
+                # stuck 5 minutes later, as the per-minute schedule would.
+                offset += 400
+                os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+                config.settings.cache_clear()
                 counts = self.stack.sweep() or {}
                 self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
                 self.sample_alarms()
@@ -374,6 +378,7 @@ class Soak:
                 if not counts.get("requeued") and not counts.get("stuck"):
                     break
             self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
+            self.reconciled = self.reconcile()
             self.sample_alarms(settle=True)
             dlq = self.drain_dlqs()
             wall = time.monotonic() - started
@@ -403,6 +408,7 @@ class Soak:
         }
         daily = round(self.daily_budget * 1_000_000)
         self.figures["swept"] = dict(self.swept)
+        self.figures["reconciled"] = self.reconciled
         expected = {self.stack.alarm_name(a) for a in self.expected_alarms(observed, dlq, daily)}
         return [
             inv.every_planned_job_in_one_end_state(observed),
@@ -415,6 +421,19 @@ class Soak:
             inv.alarms_as_expected(observed, expected),
             inv.reruns_honoured(self.driven.rerun_replies),
         ]
+
+    def reconcile(self) -> dict[str, Any]:
+        """The Usage API reconciliation (prfleet.reconcile) against the offline server's usage report, as the
+        sweeper runs it with an Admin API key: estimated calls are moved onto the bill."""
+        from prfleet import reconcile, runner
+        from prfleet.config import now
+
+        result = reconcile.run(
+            runner.make_ledger(),
+            reconcile.http_getter(self.model.url, "sk-ant-admin01-soak"),
+            now=now() + 7200,
+        )
+        return {"drift_percent": result.drift_percent, "applied_micros": result.applied_micros}
 
     def expected_alarms(self, o: inv.Observed, dlq: dict[str, list[str]], daily: int) -> set[str]:
         """The alarms the run's own data says must fire (their template thresholds), derived from the stores."""
