@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.11 python3; do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
-.PHONY: install demo test lint validate build bench clean serve
+.PHONY: install demo test lint validate build bench clean serve soak
 
 install: $(VENV)/.installed
 
@@ -63,6 +63,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m prfleet_local.bench
+
+# The whole stack under load and faults, every invariant checked (non-zero exit if one fails). Scale with
+# SOAK_ARGS, e.g. make soak SOAK_ARGS="--prs 6 --files 3 --repos 2" (default: 50 PRs x 10 files x 3 agents).
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python -m prfleet_local.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .aws-sam .pytest_cache
