@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -113,7 +114,7 @@ class Sandbox:
         if errors:
             try:
                 last = json.loads(errors[-1])
-                what = last.get("message") or last.get("error_type") or ""
+                what = last.get("error_message") or last.get("message") or ""
                 cause = f"{last.get('event', '')} {last.get('error_type', '')}: {what}"
             except ValueError:
                 cause = errors[-1]
@@ -203,6 +204,7 @@ def sandbox(
         stack.callback(local.stop)
         box = Sandbox(local, github, repo, server, secret, workdir, temporary)
         box.model_choice = choice
+        github.page_runs = functools.partial(pr_runs, box)  # the review page's "cost of each run"
         yield box
 
 
