@@ -59,18 +59,31 @@ def test_the_review_page_shows_the_check_summary_review_inline_comments_and_cost
         shown = browser.evaluate("document.querySelectorAll('table.annotations tr').length - 1")
         assert shown == len(check["output"]["annotations"]) > 0
 
-        # the summary comment and the review body, as posted
+        # the summary comment and the review body as GitHub renders them: Markdown tables, hidden HTML comments
         (summary,) = [c for c in box.github.issue_comments if c["issue_number"] == number]
-        assert summary["body"].strip().splitlines()[0] in text
+        assert "prfleet:summary" in summary["body"] and "prfleet:summary" not in text
+        rows = browser.evaluate(
+            "[...document.querySelectorAll('.summary table.md tr')].map(r => r.cells[0].innerText)"
+        )
+        assert {"review", "tests", "docs"} <= set(rows)
         (review,) = [r for r in box.github.reviews if r["commit_id"] == head]
-        assert review["body"].strip().splitlines()[0] in text
+        assert (
+            f"prfleet review of {head[:12]}" in text and f"prfleet review of `{head[:12]}`" in review["body"]
+        )
 
-        # every inline comment, visible, directly under the row whose head-side line number is its line
+        # every inline comment, visible, directly under the row whose head-side line number is its line, with
+        # the finding's title on the screen
+        runs = pr_runs(box, number, head)
+        titles: dict[tuple[str, int], list[str]] = {}
+        for r in runs:
+            for f in json.loads(r.get("findings") or "[]"):
+                titles.setdefault((f["path"], int(f["line"])), []).append(f["title"].replace("`", ""))
         comments = [c for c in box.github.review_comments if c["commit_id"] == head]
         assert comments
         placed = browser.evaluate(
             """[...document.querySelectorAll('.comment')].map(el => {
-                 const row = el.closest('tr').previousElementSibling;
+                 let row = el.closest('tr').previousElementSibling;
+                 while (row && row.querySelector('.comment')) row = row.previousElementSibling;  // same line
                  return {path: el.dataset.path, line: +el.dataset.line, visible: el.offsetHeight > 0,
                          text: el.innerText, rowHead: row && +row.cells[1].innerText,
                          rowFile: el.closest('.file').id};
@@ -78,12 +91,16 @@ def test_the_review_page_shows_the_check_summary_review_inline_comments_and_cost
         )
         assert len(placed) == len(comments)
         for c in comments:
-            (hit,) = [p for p in placed if p["path"] == c["path"] and p["line"] == c["line"] and
-                      c["body"].strip().splitlines()[0] in p["text"]]  # fmt: skip
-            assert hit["visible"] and hit["rowHead"] == c["line"] and hit["rowFile"] == f"file-{c['path']}"
+            hits = [p for p in placed if p["path"] == c["path"] and p["line"] == c["line"]]
+            assert len(hits) == sum(1 for o in comments if (o["path"], o["line"]) == (c["path"], c["line"]))
+            for hit in hits:
+                assert (
+                    hit["visible"] and hit["rowHead"] == c["line"] and hit["rowFile"] == f"file-{c['path']}"
+                )
+                assert any(t in hit["text"] for t in titles[(c["path"], c["line"])]), hit["text"]
+                assert "<!--" not in hit["text"] and "**" not in hit["text"]
 
         # the cost of each run, and the total the runs add up to
-        runs = pr_runs(box, number, head)
         total = sum(int(r.get("cost_micros") or 0) for r in runs)
         assert browser.evaluate("document.querySelectorAll('table.costs tr').length") == len(runs) + 2
         assert f"total ({len(runs)} runs)\t${total / 1e6:.6f}" in text

@@ -38,6 +38,10 @@ tr.add td{background:#e6ffec}tr.del td{background:#ffebe9}tr.hunk td{background:
 font:14px/1.45 -apple-system,Segoe UI,Helvetica,Arial,sans-serif;white-space:pre-wrap}
 .comment .who{background:#f6f8fa;border-bottom:1px solid #d0d7de;padding:4px 10px;font-weight:600}
 .comment .text{padding:6px 10px}
+.md{white-space:normal}.md p{margin:4px 0}.md pre{background:#f6f8fa;padding:8px;border-radius:6px;overflow:auto}
+code{font:12px ui-monospace,SFMono-Regular,Menlo,monospace;background:#eff1f3;padding:1px 4px;border-radius:4px}
+table.md{width:auto;margin:6px 0}table.md td,table.md th{border:1px solid #d0d7de;padding:2px 8px}
+.comment{white-space:normal}
 """
 
 
@@ -48,6 +52,71 @@ def page_url(api_url: str, number: int) -> str:
 
 def _e(value: Any) -> str:
     return html.escape(str(value if value is not None else ""), quote=True)
+
+
+_INLINE = (
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+    (re.compile(r"\*\*([^*]+)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"(?<![*\w])_([^_]+)_(?![\w])"), r"<em>\1</em>"),
+)
+
+
+def _inline(escaped: str) -> str:
+    for pattern, repl in _INLINE:
+        escaped = pattern.sub(repl, escaped)
+    return escaped
+
+
+def markdown_html(text: str | None) -> str:
+    """The part of GitHub Flavored Markdown prfleet writes, as GitHub shows it: HTML comments hidden, headings,
+    pipe tables, fenced code, lists, <details>/<summary>, `code`, **bold**, _emphasis_. Everything else is escaped
+    text, so a finding can never inject markup."""
+    text = re.sub(r"<!--.*?-->", "", text or "", flags=re.S)
+    out: list[str] = []
+    lines = text.split("\n")
+    i = 0
+    while i < len(lines):
+        line = lines[i].rstrip()
+        stripped = line.strip()
+        if stripped.startswith("```"):
+            body = []
+            i += 1
+            while i < len(lines) and not lines[i].strip().startswith("```"):
+                body.append(lines[i])
+                i += 1
+            out.append(f"<pre><code>{_e(chr(10).join(body))}</code></pre>")
+        elif (
+            stripped.startswith("|")
+            and i + 1 < len(lines)
+            and re.match(r"^\|[\s:|-]+\|$", lines[i + 1].strip())
+        ):
+            head = [c.strip() for c in stripped.strip("|").split("|")]
+            rows = []
+            i += 2
+            while i < len(lines) and lines[i].strip().startswith("|"):
+                rows.append([c.strip() for c in lines[i].strip().strip("|").split("|")])
+                i += 1
+            i -= 1
+            cells = "".join(f"<th>{_inline(_e(c))}</th>" for c in head)
+            body_rows = "".join(
+                "<tr>" + "".join(f"<td>{_inline(_e(c))}</td>" for c in r) + "</tr>" for r in rows
+            )
+            out.append(f"<table class='md'><tr>{cells}</tr>{body_rows}</table>")
+        elif m := re.match(r"^(#{1,6})\s+(.*)$", stripped):
+            level = min(len(m.group(1)) + 2, 6)
+            out.append(f"<h{level}>{_inline(_e(m.group(2)))}</h{level}>")
+        elif stripped in ("<details>", "</details>"):
+            out.append(stripped)
+        elif m := re.match(r"^<details><summary>(.*)</summary>$|^<summary>(.*)</summary>$", stripped):
+            summary = m.group(1) if m.group(1) is not None else m.group(2)
+            prefix = "<details>" if stripped.startswith("<details>") else ""
+            out.append(f"{prefix}<summary>{_inline(_e(summary))}</summary>")
+        elif m := re.match(r"^[-*]\s+(.*)$", stripped):
+            out.append(f"<li>{_inline(_e(m.group(1)))}</li>")
+        elif stripped:
+            out.append(f"<p>{_inline(_e(stripped))}</p>")
+        i += 1
+    return "\n".join(out)
 
 
 def diff_rows(patch: str | None) -> list[tuple[str, int | None, int | None, str]]:
@@ -79,7 +148,7 @@ def _comment(c: dict[str, Any]) -> str:
     return (
         f'<tr><td colspan="3"><div class="comment" data-path="{_e(c.get("path"))}" data-line="{_e(c.get("line"))}">'
         f'<div class="who">{who} commented on line {_e(c.get("line"))}</div>'
-        f'<div class="text">{_e(c.get("body"))}</div></div></td></tr>'
+        f'<div class="text">{markdown_html(c.get("body"))}</div></div></td></tr>'
     )
 
 
@@ -154,7 +223,7 @@ def render_checks(checks: list[dict[str, Any]]) -> str:
         parts.append(
             f'<div class="box check"><div class="head">Check run {_e(check.get("name"))} {_badge(check)} '
             f'<span class="muted">{_e(output.get("title"))}</span></div>'
-            f'<div class="body">{_e(output.get("summary"))}</div>{table}</div>'
+            f'<div class="body md">{markdown_html(output.get("summary"))}</div>{table}</div>'
         )
     return "".join(parts) or '<p class="muted">No check run yet.</p>'
 
@@ -195,14 +264,16 @@ def render_pr(srv: Any, number: int) -> str | None:
     review_html = (
         "".join(
             f'<div class="box review"><div class="head">prfleet reviewed ({_e(r.get("event") or r.get("state"))}), '
-            f'{len(r.get("comments") or [])} inline comment(s)</div><div class="body">{_e(r.get("body"))}</div></div>'
+            f'{len(r.get("comments") or [])} inline comment(s)</div><div class="body md">{markdown_html(r.get("body"))}</div>'
+            "</div>"
             for r in reviews
         )
         or '<p class="muted">No review posted for this head yet.</p>'
     )
     summary_html = (
         "".join(
-            f'<div class="box summary"><div class="head">Comment</div><div class="body">{_e(c.get("body"))}</div></div>'
+            f'<div class="box summary"><div class="head">Comment</div><div class="body md">{markdown_html(c.get("body"))}'
+            "</div></div>"
             for c in issue_comments
         )
         or '<p class="muted">No summary comment yet.</p>'
