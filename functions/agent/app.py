@@ -26,6 +26,11 @@ def model_client() -> Any:
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record, context)
+
+
+def _record(record: SQSRecord, context: Any) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.FileJob):
         raise jobs.BadMessage("agent received a PR job")

@@ -1,26 +1,50 @@
-"""PrQueue consumer: plan one file job per (changed file, agent); failed records come back via batchItemFailures."""
+"""PrQueue consumer: plan one file job per (changed file, agent); failed records come back via batchItemFailures.
+
+GitHub waits (rate limits, backoff) never pass the Lambda's remaining time: a longer one returns the PR job to
+PrQueue as a fresh message with that delay (so a rate limit does not count towards the DLQ's receive limit).
+"""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from prfleet import events, github, jobs, planner
+from prfleet import events, github, jobs, planner, queue
+from prfleet.config import settings
 
 logger = events.make_logger()
 metrics = events.make_metrics()
 processor = BatchProcessor(event_type=EventType.SQS)
+DEADLINE_MARGIN_S = 5.0  # leave time to re-queue the job and report the batch
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, context: Any) -> None:
+    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+        _record(record, context)
+
+
+def _record(record: SQSRecord, context: Any) -> None:
     job = jobs.parse_message(record.body)
     if not isinstance(job, jobs.PrJob):
         raise jobs.BadMessage("planner received a file job")
     logger.set_correlation_id(job.delivery_id)
-    plan = planner.plan_pr(job, github.client_for(job.installation_id))
+    deadline = time.time() + context.get_remaining_time_in_millis() / 1000.0 - DEADLINE_MARGIN_S
+    try:
+        with github.deadline(deadline):
+            plan = planner.plan_pr(job, github.client_for(job.installation_id))
+    except github.GitHubRateLimited as exc:
+        delay = int(exc.retry_after + 0.999)
+        queue.send_raw(record.body, queue_url=settings().pr_queue_url, delay=delay)
+        metrics.add_metric(name="PlannerDeferred", unit=MetricUnit.Count, value=1)
+        logger.info(
+            "requeued",
+            extra={"event": "requeued", "reason": str(exc), "delay_s": min(delay, queue.MAX_DELAY)},
+        )
+        return
     metrics.add_metric(name="JobsPlanned", unit=MetricUnit.Count, value=len(plan.jobs))
     logger.info(
         "planned", extra={"event": "planned", "repository": job.repo, "pr": job.number, **plan.summary()}
@@ -31,5 +55,8 @@ def record_handler(record: SQSRecord) -> None:
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
+        event=event,
+        record_handler=lambda record: record_handler(record, context),
+        processor=processor,
+        context=context,
     )

@@ -4,6 +4,7 @@ import json
 import time
 import urllib.error
 import urllib.request
+from dataclasses import replace
 
 import anthropic
 import pytest
@@ -54,7 +55,7 @@ class Source:
 
 class Guard:
     def __init__(self):
-        self.calls = []
+        self.calls, self.served, self.errors = [], [], []
 
     def before_call(self, model, params):
         self.calls.append(("before", model, len(params["messages"])))
@@ -62,10 +63,12 @@ class Guard:
 
     def after_call(self, token, usage, *, model):
         self.calls.append(("after", token, usage.output_tokens))
+        self.served.append(model)
         return 7
 
     def on_error(self, token, exc):
         self.calls.append(("error", token))
+        self.errors.append(exc)
 
 
 class Events(list):
@@ -251,7 +254,7 @@ def test_deadline_bounds_a_slow_call_and_gives_partial(client, server):
 @pytest.mark.parametrize(
     ("rule", "status", "stop"),
     [
-        (FaultRule("max_tokens", requests=[1]), "partial", "max_tokens"),
+        (FaultRule("max_tokens", requests=[1, 2]), "partial", "max_tokens"),  # continued once, then partial
         (FaultRule("context_exceeded", requests=[2]), "partial", "model_context_window_exceeded"),
         (FaultRule("refusal", requests=[1]), "failed", "refusal"),
         (
@@ -403,4 +406,225 @@ def test_caching_benchmark_runs_both_arms_over_five_iterations():
     assert result["cached"]["findings"] == result["uncached"]["findings"] > 0
     assert result["cached"]["usage"]["cache_read_input_tokens"] > 0
     assert result["uncached"]["usage"]["cache_read_input_tokens"] == 0
-    assert 0 < result["input_ratio"] < result["ratio"] < 0.5
+    # Thinking is billed as output in both arms, so the total ratio sits above the prompt-side one; the prompt
+    # side cannot beat the write-once arithmetic: (1.25 x the first prefix + 0.05 x four reads) / 5 ~ 0.29.
+    assert 0.29 <= result["input_ratio"] < result["ratio"] < 1
+    assert result["cached"]["usage"]["thinking_tokens"] == result["uncached"]["usage"]["thinking_tokens"] > 0
+
+
+# ------------------------------------------------------------------------ current models: thinking, streaming
+
+
+def _tool_turns(requests):
+    """(assistant tool_use ids, the next user turn's tool_result ids) for each tool turn of the requests."""
+    msgs = requests[-1]["messages"]
+    out = []
+    for a, u in zip(msgs, msgs[1:], strict=False):
+        if a["role"] == "assistant":
+            uses = [b["id"] for b in a["content"] if b["type"] == "tool_use"]
+            results = [b["tool_use_id"] for b in u["content"] if b["type"] == "tool_result"]
+            out.append((uses, results))
+    return out
+
+
+def test_parallel_tool_calls_are_answered_in_one_user_turn(client, server):
+    before = len(server.requests)
+    result, events, _, _ = review(client)
+    assert result.status == "succeeded"
+    turns = _tool_turns(server.requests[before:])
+    assert len(turns[0][0]) == 2 and turns[0][0] == turns[0][1]  # read_file + get_diff, both answered at once
+    first_reply = server.responses[-3]
+    assert [b["type"] for b in first_reply["content"]] == ["thinking", "tool_use", "tool_use"]
+
+
+def test_every_call_streams_with_effort_and_adaptive_thinking_and_no_rejected_field(client, server):
+    before = len(server.requests)
+    for spec in (SPECS["review"], SPECS["tests"]):
+        result, _, _, _ = review(client, spec=spec)
+        assert result.status == "succeeded", result.error
+    sent = server.requests[before:]
+    assert sent and all(r["stream"] is True for r in sent)
+    assert {r["output_config"]["effort"] for r in sent} == {"high", "low"}
+    for r in sent:
+        assert r["thinking"] == {"type": "adaptive"}
+        assert not {"temperature", "top_p", "top_k", "tool_choice"} & set(r)
+        assert r["messages"][-1]["role"] == "user"  # never an assistant prefill
+        assert r["max_tokens"] in (32_000, 16_000)
+
+
+def test_thinking_blocks_go_back_unchanged(client, server):
+    before = len(server.requests)
+    result, _, _, _ = review(client)
+    assert result.status == "succeeded"
+    issued = [b for m in server.responses[-3:-1] for b in m["content"] if b["type"] == "thinking"]
+    sent_back = [
+        b
+        for m in server.requests[-1]["messages"]
+        if m["role"] == "assistant"
+        for b in m["content"]
+        if b["type"] == "thinking"
+    ]
+    assert issued and sent_back == issued
+    assert len(server.requests) - before == 3
+
+
+def test_a_run_that_thinks_a_lot_still_reports(client, server):
+    server.set_faults(FaultPlan(thinking_scale=30))  # ~9,000 thinking tokens before the report
+    result, events, _, _ = review(client)
+    assert result.status == "succeeded" and bug_set(result) == BUG_LINES
+    assert result.usage["thinking_tokens"] > 8192  # more than the old max_tokens cap, billed as output
+    assert result.usage["output_tokens"] > result.usage["thinking_tokens"]
+    assert not events.of("continuation")
+
+
+def test_a_max_tokens_stop_before_the_report_is_continued_once_with_room(client, server):
+    server.set_faults(FaultPlan(thinking_scale=30))
+    spec = replace(SPECS["review"], max_tokens=8192)
+    before = len(server.requests)
+    result, events, _, _ = review(client, spec=spec)
+    assert result.status == "succeeded" and bug_set(result) == BUG_LINES
+    assert events.of("continuation") == [{"reason": "max_tokens", "max_tokens": 16384}]
+    sent = server.requests[before:]
+    assert [r["max_tokens"] for r in sent] == [8192, 8192, 16384, 8192]
+    assert sent[2]["messages"] == sent[1]["messages"]  # the cut turn was not sent back
+    assert [c["stop_reason"] for c in events.of("api_call")] == [
+        "tool_use",
+        "max_tokens",
+        "tool_use",
+        "end_turn",
+    ]
+
+
+def test_refusal_without_a_fallback_fails_with_the_category(client, server):
+    server.set_faults(FaultPlan(refuse_models=[DEFAULT_MODELS["review"]]))
+    result, events, _, _ = review(client)
+    assert result.status == "failed" and result.stop_reason == "refusal"
+    assert "cyber" in result.error and "safety classifier" in result.error
+    assert events.of("refusal")[0]["category"] == "cyber"
+
+
+def test_refusal_with_a_fallback_restarts_on_the_fallback_and_prices_what_was_served(client, server):
+    server.set_faults(FaultPlan(refuse_models=[DEFAULT_MODELS["review"]]))
+    spec = replace(SPECS["review"], fallback_model="claude-opus-5-5")
+    before = len(server.requests)
+    result, events, guard, _ = review(client, spec=spec)
+    assert result.status == "succeeded" and bug_set(result) == BUG_LINES
+    sent = server.requests[before:]
+    assert [r["model"] for r in sent] == [DEFAULT_MODELS["review"]] + ["claude-opus-5-5"] * 3
+    assert len(sent[1]["messages"]) == 1  # a fresh conversation: thinking blocks are bound to their model
+    assert guard.served == [DEFAULT_MODELS["review"]] + ["claude-opus-5-5"] * 3
+    assert events.of("fallback") == [{"model": "claude-opus-5-5", "reason": "refusal"}]
+
+
+def test_cost_is_priced_from_the_model_the_response_names(client, server):
+    server.set_faults(FaultPlan(served_models={DEFAULT_MODELS["review"]: "claude-opus-5-5"}))
+    result, events, guard, _ = review(client)
+    assert result.status == "succeeded"
+    assert set(guard.served) == {"claude-opus-5-5"}
+    calls = events.of("api_call")
+    assert {(c["model"], c["requested_model"]) for c in calls} == {
+        ("claude-opus-5-5", DEFAULT_MODELS["review"])
+    }
+
+
+def test_errors_mid_stream_reach_the_guard_as_the_sdk_raised_them(client, server):
+    from prfleet.agents import IncompleteStream
+
+    server.set_faults(
+        FaultPlan(rules=[FaultRule("stream_error", requests=[1]), FaultRule("truncated", requests=[2])])
+    )
+    result, events, guard, sleeps = review(client)
+    assert result.status == "succeeded" and bug_set(result) == BUG_LINES
+    assert type(guard.errors[0]) is anthropic.APIStatusError and guard.errors[0].type == "overloaded_error"
+    assert isinstance(guard.errors[1], IncompleteStream)
+    assert [e["error_type"] for e in events.of("error")] == ["overloaded_error", "bad_response"]
+    assert len(sleeps) == 2
+
+
+def test_a_call_that_times_out_after_billing_reaches_on_error_and_is_on_the_bill(client, server):
+    server.set_faults(FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[1], delay=5)]))
+    spec = replace(SPECS["review"], call_timeout=0.5)
+    n = len(server.bill())
+    result, _, guard, _ = review(client, spec=spec)
+    assert result.status == "succeeded"
+    assert isinstance(guard.errors[0], anthropic.APITimeoutError)
+    assert server.bill()[n].outcome == "timeout_after_billing"
+
+
+def test_message_start_gives_the_guard_the_exact_input_usage_first(client, server):
+    class StartGuard(Guard):
+        def on_start(self, token, usage):
+            self.calls.append(
+                (
+                    "start",
+                    token,
+                    usage.input_tokens
+                    + (usage.cache_read_input_tokens or 0)
+                    + (usage.cache_creation_input_tokens or 0),
+                )
+            )
+
+    guard = StartGuard()
+    run_agent(
+        job(),
+        SPECS["review"],
+        Source({"app.py": BUGGY}),
+        client,
+        deadline=time.time() + 60,
+        guard=guard,
+        emit=Events(),
+        sleep=Sleeps(),
+        retry=FAST,
+    )
+    kinds = [c[0] for c in guard.calls]
+    assert kinds == ["before", "start", "after"] * 3
+    starts = [c[2] for c in guard.calls if c[0] == "start"]
+    bill = server.bill()[-3:]
+    assert starts == [
+        r.uncached_input_tokens
+        + r.cache_read_input_tokens
+        + r.cache_creation_5m_input_tokens
+        + r.cache_creation_1h_input_tokens
+        for r in bill
+    ]
+
+
+def test_below_the_minimum_cacheable_length_nothing_is_cached_and_the_cost_says_so(client, server):
+    from prfleet import pricing
+
+    fresh = client.with_options(api_key="offline-haiku-small")  # Haiku 5.5: nothing below 4,096 tokens caches
+    code = "def covered(x):\n    return x\n"
+    files = {"lib.py": code, "tests/test_lib.py": "from lib import covered\n"}
+    before = len(server.requests)
+    result, events, _, _ = review(fresh, Source(files), spec=SPECS["tests"], path="lib.py")
+    assert result.status == "succeeded"
+    assert result.usage["cache_creation_input_tokens"] == result.usage["cache_read_input_tokens"] == 0
+    for r in server.requests[before:]:
+        assert "ttl" not in json.dumps(
+            r["system"]
+        )  # the shared-prefix breakpoint is not placed below the minimum
+    billed = sum(
+        pricing.cost_micros(
+            r.model, {"input_tokens": r.uncached_input_tokens, "output_tokens": r.output_tokens}
+        )
+        for r in server.bill()[-len(events.of("api_call")) :]
+    )
+    priced = sum(
+        pricing.cost_micros(
+            "claude-haiku-5-5", {"input_tokens": c["input_tokens"], "output_tokens": c["output_tokens"]}
+        )
+        for c in events.of("api_call")
+    )
+    assert billed == priced > 0
+
+
+def test_the_shared_prefix_is_cached_across_jobs_of_a_pr(client, server):
+    fresh = client.with_options(api_key="offline-cross-job")
+    files = {"a.py": BUGGY, "b.py": BUGGY.replace("calc", "compute")}
+    first, ev1, _, _ = review(fresh, Source(files), path="a.py")
+    second, ev2, _, _ = review(fresh, Source(files), path="b.py")
+    assert ev1.of("api_call")[0]["cache_read_tokens"] == 0
+    assert ev1.of("api_call")[0]["cache_write_1h_tokens"] > 0  # tools + system, 1h
+    shared = ev2.of("api_call")[0]
+    assert shared["cache_read_tokens"] > ev1.of("api_call")[0]["cache_write_1h_tokens"]  # + the PR context
+    assert shared["cache_write_1h_tokens"] == 0

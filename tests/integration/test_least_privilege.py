@@ -31,7 +31,7 @@ from samtranslator.translator.translator import Translator
 from prfleet_local.stack import template as tpl
 
 REGION = "us-east-1"
-FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction")
+FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction", "ReconcileFunction")
 
 # (IAM action, resource) per function; resources are logical ids (a table's or queue's Arn, a secret's or topic's
 # Ref), an index as "<table>/index/<name>". SendMessageBatch is authorized by sqs:SendMessage
@@ -44,24 +44,36 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secrets.webhook_secret
     },
     "PlannerFunction": {
-        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan
+        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan, headfiles.save
         ("dynamodb:GetItem", "StateTable"),  # fanin.post_if_ready (no job planned): head_record, current_head
         ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, add_posted_fingerprints
         ("dynamodb:Query", "StateTable"),  # ... runs_of_head
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
+        ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "AgentFunction": {
         ("dynamodb:GetItem", "StateTable"),  # state.head_record, current_head, get_run, posted_fingerprints
         ("dynamodb:PutItem", "StateTable"),  # state.finish_run, defer
         ("dynamodb:UpdateItem", "StateTable"),  # state.start_run, heartbeat, record_outcome, claim_post
-        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in)
+        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in), headfiles.load
         ("dynamodb:GetItem", "ResultsTable"),  # cache.get
         ("dynamodb:PutItem", "ResultsTable"),  # cache.put
-        ("dynamodb:GetItem", "LedgerTable"),  # Ledger refusal state
-        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger.reserve / settle / release / _mark_80
-        ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (rate-limited job re-sent with a delay)
-        ("sns:Publish", "AlertTopic"),  # runner._spend_signal (80 % notice)
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger statuses after a settle, refusal state; circuit.read
+        (
+            "dynamodb:UpdateItem",
+            "LedgerTable",
+        ),  # Ledger transactions (day/PR totals, usage), _mark_80, circuit
+        ("dynamodb:PutItem", "LedgerTable"),  # Ledger transactions: reservation and closure items
+        ("dynamodb:DeleteItem", "LedgerTable"),  # Ledger transactions: the open reservation item on close
+        (
+            "sqs:SendMessage",
+            "JobsQueue",
+        ),  # queue.send_raw (rate-limited or budget-pressed job re-sent with a delay)
+        (
+            "sns:Publish",
+            "AlertTopic",
+        ),  # runner.open_circuit (spend-limit notice)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "SweeperFunction": {
@@ -70,12 +82,21 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:UpdateItem", "StateTable"),  # state.mark_stuck; fan-in
         ("dynamodb:DeleteItem", "StateTable"),  # state.drop_deferred
         ("dynamodb:GetItem", "StateTable"),  # fan-in after runner.fail
-        ("dynamodb:PutItem", "StateTable"),  # state.finish_run in runner.fail
-        ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired
-        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._release
-        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric)
+        ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired (open reservations)
+        ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._close transaction (expired), circuit probe/close
+        ("dynamodb:PutItem", "LedgerTable"),  # ... its closure item
+        ("dynamodb:DeleteItem", "LedgerTable"),  # ... the open reservation item
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
+        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # the circuit probe (functions/sweeper)
+    },
+    "ReconcileFunction": {
+        ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
+        ("dynamodb:Query", "LedgerTable"),  # Ledger.usage
+        ("dynamodb:GetItem", "LedgerTable"),  # Ledger.adjust (the marker it applied)
+        ("dynamodb:PutItem", "LedgerTable"),  # Ledger.adjust transaction: the marker
+        ("dynamodb:UpdateItem", "LedgerTable"),  # ... the day total
     },
 }
 
@@ -169,20 +190,29 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "PlannerFunction": {  # only for a PR with nothing to review (fanin.post_if_ready)
         ("dynamodb:Query", "StateTable"),
         ("dynamodb:UpdateItem", "StateTable"),
+        ("sqs:SendMessage", "PrQueue"),  # only when GitHub rate-limits the planner past its time left
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
-        ("sns:Publish", "AlertTopic"),  # only when the day crosses 80 % of the budget
-        ("dynamodb:GetItem", "LedgerTable"),  # only when a reservation is refused
+        ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
+        ("dynamodb:PutItem", "StateTable"),  # state.defer: only when the budget defers a job
     },
     "SweeperFunction": {
         ("dynamodb:UpdateItem", "StateTable"),  # stuck runs
         ("dynamodb:DeleteItem", "StateTable"),  # deferred jobs after a budget day
         ("dynamodb:GetItem", "StateTable"),  # runner.fail of a twice-stuck run
-        ("dynamodb:PutItem", "StateTable"),
-        ("dynamodb:UpdateItem", "LedgerTable"),  # stranded reservations
+        ("dynamodb:UpdateItem", "LedgerTable"),  # stranded reservations, the circuit
+        ("dynamodb:PutItem", "LedgerTable"),
+        ("dynamodb:DeleteItem", "LedgerTable"),
         ("sqs:SendMessage", "JobsQueue"),
         ("secretsmanager:GetSecretValue", "GitHubSecret"),
+        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # only while the spend-limit circuit is open
+    },
+    "ReconcileFunction": {  # the recorded run has no Admin API key: reconciliation is off (tests/integration/test_reconcile.py)
+        ("dynamodb:Query", "LedgerTable"),
+        ("dynamodb:GetItem", "LedgerTable"),
+        ("dynamodb:PutItem", "LedgerTable"),
+        ("dynamodb:UpdateItem", "LedgerTable"),
     },
 }
 
@@ -671,6 +701,14 @@ def test_a_narrowed_copy_fails_too(sam):
 # ------------------------------------------------------------------------------------------------ recorded run
 
 _ACTIONS = {"SendMessageBatch": "SendMessage"}  # operations authorized by another action
+# TransactWriteItems is authorized per item by the underlying action
+# (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
+_TRANSACT = {
+    "Put": "PutItem",
+    "Update": "UpdateItem",
+    "Delete": "DeleteItem",
+    "ConditionCheck": "ConditionCheckItem",
+}
 
 
 def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threading.local) -> Any:
@@ -681,11 +719,20 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if attr == "Arn":
             by_physical[str(value)] = logical
 
+    from prfleet_local.stack.local_stack import current_invocation
+
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
-        fn = getattr(current, "function", None)
+        invocation = current_invocation()  # each invocation runs in a thread of its own
+        fn = invocation.function if invocation is not None else None
         if fn is None:
             return
         service = model.service_model.signing_name or model.service_model.endpoint_prefix
+        if model.name == "TransactWriteItems":
+            for item in params.get("TransactItems", []):
+                for kind, body in item.items():
+                    table = by_physical.get(body.get("TableName"), body.get("TableName"))
+                    calls.setdefault(fn, set()).add((f"{service}:{_TRANSACT[kind]}", table))
+            return
         op = _ACTIONS.get(model.name, model.name)
         target = (
             params.get("TableName")
@@ -733,6 +780,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         assert status == 202, reply
         assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=120)
         box.stack.sweep()
+        box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
     not_granted = {fn: sorted(calls[fn] - NEEDS[fn]) for fn in FUNCTIONS if calls[fn] - NEEDS[fn]}

@@ -1,5 +1,7 @@
-"""Spend signals: when a scope's spend first reaches 80 % of its budget on a day, exactly one notice goes to the
-alert topic (a conditional write in the ledger makes it once per scope per day), whatever the later settlements."""
+"""Spend signals: when a scope's spend first reaches 80 % of its budget on a day, exactly one `spend` notice event is
+logged (a conditional write in the ledger makes it once per scope per day), whatever the later settlements. None of
+them is sent to the alert topic: the one page for a daily crossing is SpendAlarm on DailySpendPercent (which only the
+daily scope publishes), and a PR scope's crossing pages nobody."""
 
 from __future__ import annotations
 
@@ -10,7 +12,9 @@ import boto3
 import pytest
 
 from prfleet import aws, config, runner
+from prfleet import events as prfleet_events
 from prfleet.budget import Ledger
+from prfleet_local.stack.emf_capture import capture
 from prfleet_local.stack.moto_proc import moto_server
 
 
@@ -73,16 +77,23 @@ def test_one_notice_per_scope_and_day_at_80_percent(env):
         r = ledger.reserve(pr, amount, now=now)
         runner._spend_signal(ledger.settle(r, amount, now=now), emit)
 
-    spend("pr#acme/shop#1", 300_000)  # daily 30 %, PR 60 %
-    assert _notices(sqs, queue) == []
-    spend("pr#acme/shop#1", 150_000)  # PR 90 %: its notice
-    spend("pr#acme/shop#2", 350_000)  # daily 80 % (PR 70 %): its notice
-    spend("pr#acme/shop#3", 50_000)  # daily 85 %: nothing new
-    notices = _notices(sqs, queue)
-    assert sorted((n["scope"], n["notice"]) for n in notices) == [
-        ("daily", "budget-80-percent"),
-        ("pr#acme/shop#1", "budget-80-percent"),
-    ]
-    daily = next(n for n in notices if n["scope"] == "daily")
-    assert daily["percent"] == 80.0 and daily["limit_usd"] == 1.0
-    assert [f["scope"] for e, f in events if e == "spend"] == ["pr#acme/shop#1", "daily"]
+    metrics = prfleet_events.make_metrics()
+    metrics.clear_metrics()
+    with capture() as cap:
+        spend("pr#acme/shop#1", 300_000)  # daily 30 %, PR 60 %
+        assert [e for e, _ in events] == []
+        spend("pr#acme/shop#1", 150_000)  # PR 90 %: its notice
+        spend("pr#acme/shop#2", 350_000)  # daily 80 % (PR 70 %): its notice
+        spend("pr#acme/shop#3", 50_000)  # daily 85 %: nothing new
+        metrics.flush_metrics()  # what the agent handler does when the record ends
+    notices = [f for e, f in events if e == "spend"]
+    assert [n["scope"] for n in notices] == ["pr#acme/shop#1", "daily"]
+    daily = notices[1]
+    assert daily["percent"] == 80.0 and daily["limit_usd"] == 1.0 and daily["paged_by"] == "SpendAlarm"
+    assert notices[0]["paged_by"] is None
+    assert (
+        _notices(sqs, queue) == []
+    )  # not one message on the alert topic: the alarm pages, the notice does not
+    # What SpendAlarm reads: the daily scope's percent after every settlement, never a PR's 90 %.
+    percents = [p.value for p in cap.datapoints() if p.name == "DailySpendPercent"]
+    assert percents == [30.0, 45.0, 80.0, 85.0]

@@ -112,24 +112,82 @@ def test_long_files_are_cut_in_the_first_message_with_a_pointer():
     assert "[truncated: the file has 100 lines; use read_file with start_line=" in msg
 
 
-def test_cache_breakpoints_are_at_most_four_and_in_the_right_places():
-    spec = AgentSpec("review", "m", "v")
+def test_cache_breakpoints_are_at_most_four_and_only_above_the_models_minimum():
+    spec = AgentSpec("review", "claude-sonnet-5-5", "v", effort="high")  # minimum cacheable: 512 tokens
+    pr, file = "PR context " * 400, "the file " * 400
     history = [
-        {"role": "user", "content": [{"type": "text", "text": "file"}]},
+        {"role": "user", "content": [{"type": "text", "text": pr}, {"type": "text", "text": file}]},
         {"role": "assistant", "content": [{"type": "tool_use", "id": "1", "name": "read_file", "input": {}}]},
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "1", "content": "r"}]},
     ]
     tools = [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}]
-    req = _request(spec, "sys", tools, history, cache=True)
-    assert (
-        req["tools"][-1]["cache_control"] == {"type": "ephemeral"} and "cache_control" not in req["tools"][0]
-    )
-    assert req["system"][0]["cache_control"] == {"type": "ephemeral"}
-    assert req["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    system = "You review code. " * 200
+    req = _request(spec, system, tools, history, cache=True)
+    assert req["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}  # shared by every job
+    assert [b.get("cache_control") for b in req["messages"][0]["content"]] == [{"type": "ephemeral"}] * 2
     assert req["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert str(req).count("cache_control") == 4
+    assert str(req).count("cache_control") == 4 and "cache_control" not in str(req["tools"])
+    assert req["thinking"] == {"type": "adaptive"} and req["output_config"] == {"effort": "high"}
     assert "cache_control" not in str(history) and "cache_control" not in str(tools)  # history never mutated
-    assert "cache_control" not in str(_request(spec, "sys", tools, history, cache=False))
+    assert "cache_control" not in str(_request(spec, system, tools, history, cache=False))
+    # Below the minimum a breakpoint caches nothing, so none is placed there.
+    haiku = AgentSpec("tests", "claude-haiku-5-5", "v")  # 4,096 tokens
+    small = _request(haiku, "sys", tools, history, cache=True)
+    assert "cache_control" not in str(small["system"]) and "cache_control" not in str(small["messages"][0])
+    assert small["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "output_config" not in small  # effort None: nothing sent
+
+
+def test_agent_specs_carry_effort_max_tokens_and_fallback_from_settings():
+    settings = SimpleNamespace(
+        agents=("review", "tests"),
+        models={"review": "claude-sonnet-5-5", "tests": "claude-haiku-4-5"},
+        efforts={"review": "xhigh"},
+        max_tokens={"review": 64_000, "tests": 200_000},
+        fallback_models={"review": "claude-opus-5-5"},
+    )
+    specs = agent_specs(settings)
+    assert (specs["review"].effort, specs["review"].max_tokens, specs["review"].fallback_model) == (
+        "xhigh",
+        64_000,
+        "claude-opus-5-5",
+    )
+    assert specs["tests"].effort is None  # Haiku 4.5 takes no effort: never sent a field it rejects
+    assert specs["tests"].max_tokens == 128_000  # never above the model's maximum output
+    defaults = agent_specs(SimpleNamespace(agents=("review", "docs"), models=dict(DEFAULT_MODELS)))
+    assert (defaults["review"].effort, defaults["docs"].effort) == ("high", "low")
+
+
+def test_config_reads_the_agent_settings_and_rejects_bad_values(monkeypatch):
+    from prfleet import config
+
+    for name in (
+        "DELIVERIES_TABLE",
+        "STATE_TABLE",
+        "RESULTS_TABLE",
+        "LEDGER_TABLE",
+        "PR_QUEUE_URL",
+        "JOBS_QUEUE_URL",
+        "ALERT_TOPIC_ARN",
+        "WEBHOOK_SECRET_ID",
+        "GITHUB_SECRET_ID",
+        "ANTHROPIC_SECRET_ID",
+    ):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("TESTS_EFFORT", "medium")
+    monkeypatch.setenv("REVIEW_MAX_TOKENS", "64000")
+    monkeypatch.setenv("DOCS_FALLBACK_MODEL", "claude-sonnet-5-5")
+    config.settings.cache_clear()
+    try:
+        cfg = config.settings()
+        assert cfg.efforts == {"review": "high", "tests": "medium", "docs": "low"}
+        assert cfg.max_tokens["review"] == 64_000 and cfg.fallback_models == {"docs": "claude-sonnet-5-5"}
+        monkeypatch.setenv("REVIEW_EFFORT", "extreme")
+        config.settings.cache_clear()
+        with pytest.raises(config.ConfigError, match="REVIEW_EFFORT"):
+            config.settings()
+    finally:
+        config.settings.cache_clear()
 
 
 def test_retry_after_parsing():

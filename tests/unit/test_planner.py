@@ -83,7 +83,6 @@ def test_every_skip_has_its_reason():
         "big.py": "oversized (5000 bytes > 1000)",
         "package-lock.json": "ignored by pattern",
         "docs/generated/api.md": "ignored by pattern",
-        "huge_diff.py": "diff too large for GitHub to show (90000 changed lines)",
         "link.py": "symlink",
         "style.css": "no agent applies to this file type",
         # GitHub leaves `patch` out without a textual change too: the true reason, never "binary".
@@ -91,7 +90,8 @@ def test_every_skip_has_its_reason():
         "empty.py": "empty file",
         "run.py": "file mode or type changed, content unchanged",
     }
-    assert jobs == []
+    # A diff GitHub left out as too large is reviewed from the file (within max_file_bytes).
+    assert [(j.path, j.agent) for j in jobs] == [("huge_diff.py", "tests")]
 
 
 def test_job_ids_are_stable_across_deliveries_but_differ_per_head():

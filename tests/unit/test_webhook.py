@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from prfleet import webhook
+from prfleet import report, webhook
 from prfleet.jobs import PrJob, parse_message
 from tests.conftest import load_payload
 
@@ -181,3 +181,42 @@ def test_review_command_in_a_pr_comment_is_enqueued_for_permission_check():
     (job,) = rec.sent
     assert job.action == "comment" and job.requested_by == payload["comment"]["user"]["login"]
     assert parse_message(job.to_message()) == job
+
+
+def test_rerun_on_prfleets_check_run_enqueues_a_rerun_for_the_sender():
+    payload = load_payload("check_run.rerequested.payload.json")
+    run = payload["check_run"]
+    run["name"] = "prfleet"
+    run["external_id"] = report.check_external_id(17, "first-delivery")  # found even with no pull_requests
+    reply, rec = _handle(_event(payload, "check_run", delivery="rerun-1"))
+    assert reply.status == 202 and reply.body["command"] == "rerun"
+    (job,) = rec.sent
+    assert (job.number, job.action, job.requested_by) == (17, "rerequested", payload["sender"]["login"])
+    assert job.installation_id == payload["installation"]["id"]
+    assert parse_message(job.to_message()) == job
+
+
+def test_rerun_of_another_apps_check_or_of_a_pr_we_cannot_name_is_ignored_with_a_reason():
+    payload = load_payload("check_run.rerequested.payload.json")  # "randscape", no external_id, no PRs
+    reply, rec = _handle(_event(payload, "check_run"))
+    assert reply.status == 200 and "not prfleet's" in reply.body["reason"] and not rec.sent
+    payload["check_run"]["name"] = "prfleet"
+    reply, rec = _handle(_event(payload, "check_run"))
+    assert reply.status == 200 and "no pull request" in reply.body["reason"] and not rec.sent
+    payload["action"] = "completed"
+    reply, _ = _handle(_event(payload, "check_run"))
+    assert reply.status == 200 and "not a re-run" in reply.body["reason"]
+
+
+def test_rerun_of_the_check_suite_uses_its_pull_request():
+    payload = load_payload("check_run.rerequested.payload.json")
+    suite = dict(payload["check_run"]["check_suite"], head_sha=payload["check_run"]["head_sha"])
+    suite["pull_requests"] = [{"number": 5, "head": {"sha": suite["head_sha"]}, "base": {"sha": "b" * 40}}]
+    suite_payload = {**{k: v for k, v in payload.items() if k != "check_run"}, "check_suite": suite}
+    reply, rec = _handle(_event(suite_payload, "check_suite"))
+    assert reply.status == 202
+    (job,) = rec.sent
+    assert job.number == 5 and job.action == "rerequested"
+    del suite_payload["check_suite"]
+    reply, rec = _handle(_event(suite_payload, "check_suite"))
+    assert reply.status == 400 and not rec.sent

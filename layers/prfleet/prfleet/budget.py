@@ -743,6 +743,44 @@ class Ledger:
             _total(self._get(key)), scope, day, self.daily_limit if scope == DAILY else self.pr_limit
         )
 
+    def adjust(self, day: str, hour: str, model: str, want: int, *, now: float) -> int:
+        """Reconciliation: make the adjustment booked for (hour, model) equal `want`, once however often it runs
+        (a marker item holds what was applied); returns the micro-dollars added to the day total now."""
+        key = _k(f"rec@{hour}", model)
+        for _ in range(5):
+            prev_item = self._get(key)
+            prev = _n(prev_item.get("applied")) if prev_item else None
+            delta = int(want) - (prev or 0)
+            if delta == 0:
+                return 0
+            if prev is None:
+                cond: dict[str, Any] = {
+                    "ConditionExpression": "attribute_not_exists(#s)",
+                    "ExpressionAttributeNames": {"#s": "scope"},
+                }
+            else:
+                cond = {
+                    "ConditionExpression": "applied = :p",
+                    "ExpressionAttributeValues": {":p": {"N": str(prev)}},
+                }
+            marker = {
+                **key,
+                "applied": {"N": str(int(want))},
+                "budget_day": {"S": day},
+                "expires_at": self._exp(day),
+            }
+            items = [
+                {"Put": {"TableName": self.table, "Item": marker, **cond}},
+                self._add(
+                    _k(DAILY, day),
+                    {"committed": delta, "settled": delta, "reconciled": delta},
+                    expires=self._exp(day),
+                ),
+            ]
+            if self._transact(items) is None:
+                return delta
+        raise RuntimeError(f"reconciliation marker {hour}/{model} kept changing")
+
     def usage(self, hour: str) -> dict[str, dict[str, int]]:
         """The ledger's usage items of one UTC hour, by model (for reconciliation)."""
         page = self.ddb.query(

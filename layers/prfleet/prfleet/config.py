@@ -87,6 +87,11 @@ class Settings:
     admin_secret_id: str = ""  # optional Admin API key secret for the Usage and Cost API
     billing_api_key_id: str = ""  # the API key whose usage the ledger books (report filter); "" = all keys
     anthropic_base_url: str = ""  # for the Usage and Cost API; "" = https://api.anthropic.com
+    # -- agents (issue 11): effort, max_tokens, refusal fallback, shared-prefix cache TTL; agents.py has the why
+    efforts: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_EFFORTS))
+    max_tokens: dict[str, int] = field(default_factory=lambda: dict(DEFAULT_MAX_TOKENS))
+    fallback_models: dict[str, str] = field(default_factory=dict)
+    shared_prefix_cache_ttl: str = "1h"
     # -- the operator's settings (issue 14)
     fail_on: str = "never"  # FailOn: never, critical or high; a .prfleet.toml may choose its own
 
@@ -128,13 +133,14 @@ def settings() -> Settings:
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
         max_receive_count=_int("MAX_RECEIVE_COUNT", 3),
         clock_offset_s=_float("CLOCK_OFFSET_SECONDS", 0.0),
+        **_agent_settings(),
         **_provider_settings(),
         max_job_attempts=_int("MAX_JOB_ATTEMPTS", 8),
         inference_geo=os.environ.get("INFERENCE_GEO", "").strip(),
         exact_input_tokens=os.environ.get("EXACT_INPUT_TOKENS", "false").strip().lower() == "true",
         pressure_retry_s=_int("PRESSURE_RETRY_SECONDS", 60),
         admin_secret_id=os.environ.get("ADMIN_SECRET_ID", "").strip(),
-        billing_api_key_id=os.environ.get("BILLING_API_KEY_ID", "").strip(),
+        billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
         anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
         fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
     )
@@ -150,6 +156,42 @@ def _provider_settings() -> dict[str, str]:
         "model_region": os.environ.get("MODEL_REGION") or os.environ.get("AWS_REGION", ""),
         "aws_workspace_id": os.environ.get("ANTHROPIC_AWS_WORKSPACE_ID", ""),
         "model_endpoint_url": os.environ.get("MODEL_ENDPOINT_URL", "").rstrip("/"),
+    }
+
+
+# ---------------------------------------------------------------------------- agents (issue 11, own block)
+
+# Effort per agent: review needs depth (high: Sonnet 5.5's default, recommended for coding and agentic work);
+# tests and docs are simple, well-scoped checks (low: the effort docs' choice for speed- and cost-sensitive
+# work). max_tokens holds thinking + answer (thinking counts toward it): a report at high effort on a 60k-char
+# file thinks up to ~12k tokens and writes ~3k, so 32k leaves room, and one max_tokens stop is continued at 2x.
+DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low"}
+DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000}
+_EFFORT_VALUES = ("low", "medium", "high", "xhigh", "max")
+
+
+def _agent_settings() -> dict:
+    efforts, max_tokens, fallbacks = {}, {}, {}
+    for agent in ("review", "tests", "docs"):
+        prefix = agent.upper()
+        effort = _env(f"{prefix}_EFFORT", DEFAULT_EFFORTS[agent])
+        if effort not in _EFFORT_VALUES:
+            raise ConfigError(f"{prefix}_EFFORT must be one of {', '.join(_EFFORT_VALUES)}, got {effort!r}")
+        efforts[agent] = effort
+        max_tokens[agent] = _int(f"{prefix}_MAX_TOKENS", DEFAULT_MAX_TOKENS[agent])
+        if not 1024 <= max_tokens[agent] <= 128_000:
+            raise ConfigError(f"{prefix}_MAX_TOKENS must be between 1024 and 128000")
+        fallback = os.environ.get(f"{prefix}_FALLBACK_MODEL", "").strip()
+        if fallback:
+            fallbacks[agent] = fallback
+    ttl = _env("SHARED_PREFIX_CACHE_TTL", "1h")
+    if ttl not in ("5m", "1h"):
+        raise ConfigError(f"SHARED_PREFIX_CACHE_TTL must be 5m or 1h, got {ttl!r}")
+    return {
+        "efforts": efforts,
+        "max_tokens": max_tokens,
+        "fallback_models": fallbacks,
+        "shared_prefix_cache_ttl": ttl,
     }
 
 

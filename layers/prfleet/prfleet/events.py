@@ -10,7 +10,8 @@ https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedd
 
 Dimensions. Powertools adds a `service` dimension to every metric of a `Metrics` instance. Fleet-level metrics
 (the ones the alarms watch) are added to the shared `Metrics` the handler passes in and carry only `service`;
-the handler flushes them once per invocation (`@metrics.log_metrics` or `flush_metrics()`). The per-agent
+the handler flushes them when each SQS record ends (`record_metrics`) and at the end of the invocation
+(`@metrics.log_metrics`). The per-agent
 copy for the dashboard is a separate EMF object with `service` and `agent`, printed at once for each event by
 a private `AmazonCloudWatchEMFProvider`. Why not a second `Metrics` instance: Powertools keeps `Metrics` state
 in class attributes shared by all instances, so an `agent` dimension added to one would leak onto the fleet
@@ -20,6 +21,7 @@ per EMF line, while a per-event provider puts all of an event's metrics (tokens,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -28,7 +30,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -559,6 +561,21 @@ class Emitter:
             for name, value in per_agent:
                 provider.add_metric(name=name, unit=METRIC_UNITS[name], value=value)
             provider.flush_metrics()  # prints one EMF line now; honours POWERTOOLS_METRICS_DISABLED
+
+
+@contextlib.contextmanager
+def record_metrics(metrics: Metrics) -> Iterator[None]:
+    """Flush the fleet-level metrics of one SQS record when the record ends, also when it raises.
+
+    Why: Powertools flushes when the handler returns, and an invocation Lambda stops at its Timeout or kills for
+    memory never returns: every record of its batch would vanish from RunsStarted / RunsFailed, the ones that
+    completed included. Flushed per record, only the record that was running is lost, and the function's own
+    AWS/Lambda Errors count it (the error-rate alarm adds them)."""
+    try:
+        yield
+    finally:
+        if getattr(metrics, "metric_set", None):
+            metrics.flush_metrics()
 
 
 def spend(status: Any, emitter: Emitter | None = None) -> None:

@@ -44,7 +44,11 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
 
     try:
         run = gh.create_check_run(
-            job.repo, CHECK_NAME, job.head_sha, status="queued", external_id=check_external_id(job)
+            job.repo,
+            CHECK_NAME,
+            job.head_sha,
+            status="queued",
+            external_id=report.check_external_id(job.number, job.delivery_id),
         )
     except GitHubError as exc:
         if exc.status not in (403, 404):
@@ -69,21 +73,6 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
         },
     )
     return int(run["id"])
-
-
-def check_external_id(job: PrJob) -> str:
-    """The check run's external_id: the PR number (Re-run events of fork PRs list no pull request) and the
-    delivery (a retried create finds the run it may already have made)."""
-    return f"pr={job.number};delivery={job.delivery_id}"
-
-
-def pr_from_external_id(external_id: str | None) -> int | None:
-    """The PR number from check_external_id's value, or None for a check run prfleet did not make."""
-    for part in (external_id or "").split(";"):
-        key, _, value = part.partition("=")
-        if key == "pr" and value.isdigit():
-            return int(value)
-    return None
 
 
 def finish_job(gh_for: Any, job: FileJob, outcome: str) -> str | None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import hashlib
 import json
 import re
 import threading
@@ -908,6 +909,32 @@ class GitHub:
 # --- PrSource over GitHub ---
 
 
+_ADDED_HUNK = re.compile(r"^@@ -0,0 \+1(?:,\d+)? @@")
+
+
+def git_blob_sha(data: bytes) -> str:
+    """Git's object id of a blob: sha1 of "blob <size>\\0" + data (how a reconstruction is verified)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+
+
+def added_content(patch: str | None, blob_sha: str) -> bytes | None:
+    """An added file's bytes rebuilt from its patch (one hunk of "+" lines), only if they hash to `blob_sha`;
+    else None (read the blob)."""
+    lines = (patch or "").split("\n")
+    if not blob_sha or not _ADDED_HUNK.match(lines[0]):
+        return None
+    body, newline = [], True
+    for line in lines[1:]:
+        if line.startswith("+"):
+            body.append(line[1:])
+        elif line.startswith("\\"):
+            newline = False  # "\\ No newline at end of file"
+        else:
+            return None
+    data = ("\n".join(body) + ("\n" if newline and body else "")).encode("utf-8", "surrogateescape")
+    return data if git_blob_sha(data) == blob_sha else None
+
+
 class GitHubPrSource:
     """Read-only view of a PR at its head SHA over the REST API.
 
@@ -999,9 +1026,17 @@ class GitHubPrSource:
         return list(self._load().values())
 
     def file_diff(self, path: str) -> str:
-        """GitHub's `patch` for the file; empty for binary files or diffs too large for GitHub to show."""
+        """GitHub's `patch` for the file; for a diff GitHub left out as too large, a note saying so (the file is
+        read instead); empty for a file without textual changes or not in the PR."""
         f = self._load().get(path)
-        return (f.patch or "") if f else ""
+        if f is None:
+            return ""
+        if not f.patch and (f.additions or f.deletions):
+            return (
+                f"(GitHub does not show this diff: too large, +{f.additions} -{f.deletions} lines; "
+                "read the file instead)"
+            )
+        return f.patch or ""
 
     def _is_symlink(self, path: str) -> bool:
         """The path, or a directory on the way to it, is a symlink in the head's tree."""
@@ -1049,6 +1084,9 @@ class GitHubPrSource:
             note = self._too_big(self._sizes.get(path, 0))
             if note:
                 return note
+            whole = added_content(changed.patch, changed.blob_sha) if changed.status == "added" else None
+            if whole is not None:  # an added file's patch is the whole file: no request
+                return whole.decode("utf-8", "replace")
             return self.gh.blob(self.repo, changed.blob_sha).decode("utf-8", "replace")
         data = self.gh.content(self.repo, path, self.head_sha)
         if data is None or isinstance(data, list) or data.get("type") not in ("file", "symlink"):

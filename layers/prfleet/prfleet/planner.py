@@ -70,7 +70,11 @@ def plan_files(
     symlinks: Iterable[str] = (),
     max_file_bytes: int,
 ) -> tuple[list[FileJob], list[Skip]]:
-    """Pure core of the planner: GitHub's PR file entries in, file jobs and reasoned skips out."""
+    """Pure core of the planner: GitHub's PR file entries in, file jobs and reasoned skips out.
+
+    A file whose diff GitHub left out as too large (changed lines, no `patch`) is still reviewed when it is within
+    `max_file_bytes`: from its content (read by blob sha), with its findings in the review body.
+    """
     ignore = tuple(DEFAULT_IGNORES) + tuple(ignore)
     sizes = sizes or {}
     links = set(symlinks)
@@ -90,7 +94,7 @@ def plan_files(
             skips.append(Skip(path, "binary"))
         elif sizes.get(path, 0) > max_file_bytes:
             skips.append(Skip(path, f"oversized ({sizes[path]} bytes > {max_file_bytes})"))
-        elif "patch" not in entry:
+        elif "patch" not in entry and not entry.get("changes"):
             skips.append(Skip(path, missing_patch_reason(entry, sizes.get(path))))
         else:
             wanted = [a for a in agents.values() if a.applies(path)]

@@ -36,6 +36,21 @@ SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
 
 
+def check_external_id(number: int, delivery_id: str) -> str:
+    """A check run's external_id: the PR number (Re-run events of fork PRs list no pull request) and the
+    delivery (a retried create finds the run it may already have made)."""
+    return f"pr={int(number)};delivery={delivery_id}"
+
+
+def pr_from_external_id(external_id: str | None) -> int | None:
+    """The PR number in a check_external_id value, or None for a check run prfleet did not make."""
+    for part in (external_id or "").split(";"):
+        key, _, value = part.partition("=")
+        if key == "pr" and value.isdigit():
+            return int(value)
+    return None
+
+
 def review_marker(head_sha: str, claim: str, plan: object) -> str:
     """The hidden marker of one posting (head, claim, plan): a retried POST looks for it before re-sending."""
     return f"<!-- prfleet:review head={head_sha} claim={claim} plan={plan} -->"

@@ -236,29 +236,25 @@ class LedgerGuard:
 
 
 def _spend_signal(status: Any, emit: Any) -> None:
-    """Spend metrics after each settlement, and one notice per scope and day when it first reaches 80 %."""
+    """Spend metrics after each settlement, and one `spend` notice event per scope and day when it first reaches 80 %.
+
+    The notice is a log event (Logs Insights, the serve console), not a page: the one page for a daily crossing is
+    SpendAlarm on DailySpendPercent, which only the daily scope publishes (one page per crossing, not two), and a
+    PR reaching 80 % of its own budget is worth a line, not waking anybody (docs/runbook.md#spendalarm)."""
     from prfleet import events
-    from prfleet.aws import client
 
     events.spend(status)
     for scope in (status, *getattr(status, "others", ())):
-        if not getattr(scope, "crossed_80", False):
-            continue
-        emit("spend", scope=scope.scope, percent=round(scope.percent, 1), notice="budget-80-percent")
-        client("sns").publish(
-            TopicArn=settings().alert_topic_arn,
-            Subject=f"prfleet: {scope.scope} spend reached {scope.percent:.0f}% of its budget"[:100],
-            Message=json.dumps(
-                {
-                    "notice": "budget-80-percent",
-                    "scope": scope.scope,
-                    "day": scope.day,
-                    "limit_usd": scope.limit / 1e6,
-                    "spent_usd": scope.settled / 1e6,
-                    "percent": round(scope.percent, 1),
-                }
-            ),
-        )
+        if getattr(scope, "crossed_80", False):
+            emit(
+                "spend",
+                scope=scope.scope,
+                percent=round(scope.percent, 1),
+                notice="budget-80-percent",
+                limit_usd=scope.limit / 1e6,
+                spent_usd=scope.settled / 1e6,
+                paged_by="SpendAlarm" if scope.scope == "daily" else None,
+            )
 
 
 def make_ledger() -> budget.Ledger:

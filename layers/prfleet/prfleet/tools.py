@@ -194,12 +194,16 @@ class PrTools:
             raise PathError(f"{norm} is a symlink; symlinks are not followed")
         diff, cut = _cap(self.source.file_diff(norm) or "", self.max_chars)
         note = f"\n[truncated: diff cut at {self.max_chars} characters]" if cut else ""
-        return ToolResult(untrusted_block("diff", diff, path=norm) + note, truncated=cut)
+        previous = next((f.previous_path for f in self.changed() if f.path == norm), None)
+        # A renamed file's patch is against its previous name: say so, so the diff reads as a rename.
+        block = untrusted_block("diff", diff, path=norm, renamed_from=previous)
+        return ToolResult(block + note, truncated=cut)
 
     def list_changed_files(self) -> ToolResult:
         """Every changed file with status and line counts (paths are untrusted data too)."""
         rows = [
             f"{f.status}\t+{f.additions}\t-{f.deletions}\t{f.path}"
+            + (f"\t(from {f.previous_path})" if f.previous_path else "")
             + ("\t(symlink)" if getattr(f, "mode", None) == SYMLINK_MODE else "")
             for f in self.changed()
         ]

@@ -20,6 +20,7 @@ from prfleet.jobs import PrJob
 SIGNATURE_HEADER = "x-hub-signature-256"
 REVIEW_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
 COMMENT_COMMAND = re.compile(r"^\s*/prfleet\s+review\b", re.IGNORECASE | re.MULTILINE)
+CHECK_NAME = "prfleet"  # the check run fan-in creates (prfleet.fanin.CHECK_NAME)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,8 @@ def decide(event_name: str, delivery_id: str, payload: Any) -> Reply:
         return _pull_request(delivery_id, payload)
     if event_name == "issue_comment":
         return _issue_comment(delivery_id, payload)
+    if event_name in ("check_run", "check_suite"):
+        return _rerequested(event_name, delivery_id, payload)
     return Reply(200, {"ignored": True, "reason": f"event {event_name!r} is not handled"})
 
 
@@ -120,6 +123,43 @@ def _issue_comment(delivery_id: str, payload: dict[str, Any]) -> Reply:
         return Reply(400, {"error": "issue_comment event lacks repository, issue number or user"})
     job = PrJob(repo, issue["number"], "", "", installation, delivery_id, "comment", requested_by=login)
     return Reply(202, {"accepted": True, "repository": repo, "pr": job.number, "command": "review"}, job)
+
+
+def _rerequested(event_name: str, delivery_id: str, payload: dict[str, Any]) -> Reply:
+    """Re-run on prfleet's check run (`check_run` rerequested) or on its suite (`check_suite` rerequested):
+    re-review the PR's current head like `/prfleet review`, for the sender (the planner checks write access).
+
+    https://docs.github.com/en/webhooks/webhook-events-and-payloads#check_run and #check_suite. The payload's
+    `pull_requests` is empty when the head branch is in a fork, so the check run's external_id carries the PR
+    number too (prfleet.report.check_external_id).
+    """
+    from prfleet.report import pr_from_external_id
+
+    obj = payload.get(event_name)
+    repo, installation = _repo_and_installation(payload)
+    if payload.get("action") != "rerequested":
+        return Reply(
+            200, {"ignored": True, "reason": f"{event_name} action {payload.get('action')!r} is not a re-run"}
+        )
+    if not isinstance(obj, dict) or not repo:
+        return Reply(400, {"error": f"{event_name} event lacks {event_name} or repository"})
+    if event_name == "check_run" and obj.get("name") != CHECK_NAME:
+        return Reply(200, {"ignored": True, "reason": f"check run {obj.get('name')!r} is not prfleet's"})
+    number = pr_from_external_id(obj.get("external_id")) if event_name == "check_run" else None
+    prs = obj.get("pull_requests") or []
+    if number is None and prs and isinstance(prs[0], dict) and isinstance(prs[0].get("number"), int):
+        number = prs[0]["number"]
+    if number is None:
+        return Reply(
+            200,
+            {"ignored": True, "reason": f"{event_name} names no pull request (GitHub lists none for forks)"},
+        )
+    login = (payload.get("sender") or {}).get("login")
+    if not login:
+        return Reply(400, {"error": f"{event_name} event lacks sender.login"})
+    head = str(obj.get("head_sha") or "")
+    job = PrJob(repo, number, head, "", installation, delivery_id, "rerequested", requested_by=login)
+    return Reply(202, {"accepted": True, "repository": repo, "pr": number, "command": "rerun"}, job)
 
 
 def handle(

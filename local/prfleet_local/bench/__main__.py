@@ -1,6 +1,7 @@
 """`make bench`: speed and cost measured as ratios against a baseline run in the same process.
 
-1. Prompt caching: cost of reviewing a 500-line file over 5 iterations with caching / the same loop without.
+1. Prompt caching: cost of reviewing a 500-line file over 5 iterations with caching / the same loop without
+   (thinking on, real cache minimums), and a whole 10-file PR with cross-job caching / per-job / none.
 2. Ledger protocol: reserve + settle (two conditional updates on one day item) per job / a plain PutItem, on the
    serialized moto server, single-threaded and with 8 threads.
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
@@ -26,6 +27,15 @@ def bench_caching() -> dict[str, Any]:
         m: {k: r[k] for k in ("ratio", "input_ratio", "meets_target", "target")}
         | {"cached_micros": r["cached"]["cost_micros"], "uncached_micros": r["uncached"]["cost_micros"]}
         for m, r in results.items()
+    }
+
+
+def bench_pr_caching() -> dict[str, Any]:
+    from prfleet_local.bench.agents import bench_pr
+
+    r = bench_pr(model=DEFAULT_MODELS["review"])
+    return {k: v for k, v in r.items() if k.endswith(("_vs_uncached", "_vs_per_job"))} | {
+        arm: r[arm]["cost_micros"] for arm in ("cross_job", "per_job", "uncached")
     }
 
 
@@ -97,6 +107,7 @@ def main() -> int:
     results = {
         "python": sys.version.split()[0],
         "prompt_caching": bench_caching(),
+        "pr_caching": bench_pr_caching(),
         "ledger": bench_ledger(),
         "cold_starts": bench_cold_starts(),
     }

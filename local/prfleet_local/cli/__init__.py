@@ -51,7 +51,9 @@ def _demo(args: argparse.Namespace) -> int:
     from prfleet_local.demo.run import run_demo
 
     model = choose_model(real=args.real, model_url=args.model_url)
-    return run_demo(_workdir(args.workdir), keep=args.keep, model=model, timeout=args.timeout)
+    return run_demo(
+        _workdir(args.workdir), keep=args.keep, model=model, timeout=args.timeout, provider=args.provider
+    )
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -98,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--workdir", help="keep the repository, logs and stack files here")
     demo.add_argument(
         "--keep", action="store_true", help="keep the working directory (printed) after the run"
+    )
+    demo.add_argument(
+        "--provider",
+        choices=["anthropic", "claude-platform-aws", "bedrock"],
+        default="anthropic",
+        help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
     )
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the review (180)")
     _model_options(demo)

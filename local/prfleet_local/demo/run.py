@@ -214,8 +214,11 @@ def run_demo(
     keep: bool = False,
     model: ModelChoice | None = None,
     timeout: float = 180.0,
+    provider: str = "anthropic",
 ) -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
+    from prfleet_local.model.providers import local_parameters
+
     target = workdir or (Path(tempfile.mkdtemp(prefix="prfleet-demo-")) if keep else None)
     choice = model or ModelChoice()
     if choice.kind == "real":
@@ -223,10 +226,11 @@ def run_demo(
             "prfleet demo: --real: the agents call the Claude API; this spends money on your ANTHROPIC_API_KEY"
         )
     print("prfleet demo: starting the local stack (moto server, fake GitHub, model) ...", flush=True)
-    with sandbox(target, model=choice) as box:
+    with sandbox(target, model=choice, parameters=local_parameters(provider)) as box:
         offline = box.model.url if box.model else None
         print(f"prfleet demo: local stack up (moto {box.stack.moto.endpoint}, GitHub {box.github.api_url})")
-        print(f"prfleet demo: model: {choice.describe(offline)}", flush=True)
+        provider_note = f", provider {provider}" if provider != "anthropic" else ""
+        print(f"prfleet demo: model: {choice.describe(offline)}{provider_note}", flush=True)
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
         status, reply = box.deliver("pull_request", payload)

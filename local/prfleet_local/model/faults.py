@@ -86,9 +86,8 @@ class FaultPlan:
     thinking: bool = True
     thinking_scale: float = 1.0
     strict_fields: bool = True
-    refuse_models: list[str] = field(
-        default_factory=list
-    )  # models that refuse every request (stop "refusal")
+    refuse_models: list[str] = field(default_factory=list)  # models that refuse every request
+    served_models: dict[str, str] = field(default_factory=dict)  # requested -> the model the response names
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -104,6 +103,7 @@ class FaultPlan:
             thinking_scale=max(0.0, float(data.get("thinking_scale", 1.0))),
             strict_fields=bool(data.get("strict_fields", True)),
             refuse_models=[str(m) for m in data.get("refuse_models", [])],
+            served_models={str(k): str(v) for k, v in data.get("served_models", {}).items()},
         )
 
     def to_dict(self) -> dict[str, Any]:

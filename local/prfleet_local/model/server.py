@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from prfleet_local.model import thinking, tokens
+from prfleet_local.model import providers, thinking, tokens
 from prfleet_local.model.analysis import analyse
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache
@@ -305,6 +305,9 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
+        self.aws = providers.AwsAccount.from_price_table(
+            clock=clock
+        )  # Bedrock / Claude Platform on AWS wires
 
     # -- lifecycle
 
@@ -499,6 +502,8 @@ class ModelServer:
         conv = Conversation.parse(body)
         turn = OfflineModel(self.plan).next_turn(conv)
         content, stop = turn.content, turn.stop
+        for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
+            block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
         stop_details = None
         kind = rule.kind if rule else None
         has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
@@ -561,7 +566,7 @@ class ModelServer:
             "id": f"msg_offline_{number:06d}",
             "type": "message",
             "role": "assistant",
-            "model": model,
+            "model": self.plan.served_models.get(model, model),  # e.g. an alias resolved to a snapshot
             "content": blocks,
             "stop_reason": stop,
             "stop_sequence": None,
@@ -686,6 +691,15 @@ class _Handler(BaseHTTPRequestHandler):
                 self._json(400, error_body("invalid_request_error", str(exc)))
                 return
             self._json(200, self.owner.plan.to_dict())
+            return
+        routed = providers.dispatch(  # an AWS provider's wire in front of handle() (providers.py)
+            self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
+        )
+        if routed is not None:
+            status, out, payload, delay = routed
+            if delay:
+                self.owner._stopping.wait(delay)
+            self._send(status, out, payload)
             return
         if path != "/v1/messages":
             self._json(404, error_body("not_found_error", f"no route {path}"))

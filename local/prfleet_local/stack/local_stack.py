@@ -19,6 +19,7 @@ import functools
 import importlib.util
 import io
 import json
+import math
 import os
 import sys
 import threading
@@ -35,6 +36,14 @@ from typing import Any
 import boto3
 
 from prfleet_local.stack import template as tpl
+from prfleet_local.stack.invocations import (
+    Faults,
+    FunctionError,
+    Invocation,
+    InvocationFault,
+    InvocationKilled,
+    isolate_powertools_metrics,
+)
 from prfleet_local.stack.moto_proc import MotoProcess
 
 REGION = "us-east-1"
@@ -56,6 +65,9 @@ class _StdoutRouter(io.TextIOBase):
     def write(self, text: str) -> int:
         if not getattr(self.local, "capture", False):
             return self.real.write(text)
+        invocation: Invocation | None = getattr(self.local, "invocation", None)
+        if invocation is not None:
+            invocation.check()  # an abandoned invocation stops at its next output; nothing more is logged
         buf = getattr(self.local, "buf", "") + text
         *lines, self.local.buf = buf.split("\n")
         for line in lines:
@@ -63,6 +75,9 @@ class _StdoutRouter(io.TextIOBase):
                 with self._lock:
                     for sink in self.sinks:
                         sink(line)
+                fault = invocation.fault if invocation is not None else None
+                if fault is not None and fault.after is not None and fault.after in line:
+                    _trip(invocation, fault)  # type: ignore[arg-type]
         return len(text)
 
     def flush(self) -> None:
@@ -70,6 +85,20 @@ class _StdoutRouter(io.TextIOBase):
 
 
 _router: _StdoutRouter | None = None
+
+
+def current_invocation() -> Invocation | None:
+    """The invocation running in the calling thread (each invocation has its own thread), if any."""
+    return getattr(_router.local, "invocation", None) if _router is not None else None
+
+
+def _trip(invocation: Invocation, fault: InvocationFault) -> None:
+    """Apply a fault in the invocation's own thread: crash it now, or hang it until its Timeout abandons it."""
+    invocation.fault = None
+    if fault.kind == "crash":
+        invocation.kill("crash")
+        invocation.check()
+    invocation.hang()
 
 
 # Powertools warns when a handler flushes no metric (e.g. a planner batch that planned nothing); in Lambda that goes
@@ -115,17 +144,55 @@ class Function:
     errors: int = 0
 
     def invoke(self, event: dict[str, Any], stack: LocalStack) -> Any:
-        ctx = FakeContext(self.name, self.timeout, self.memory)
+        """Run the handler as Lambda would: in its own thread, abandoned at the function's Timeout.
+
+        Returns the handler's reply; raises FunctionError for a handler that raised (the original exception is
+        its __cause__), timed out or was killed, and publishes AWS/Lambda Invocations, Errors and Duration."""
+        inv = Invocation(self.logical_id, stack.function_timeout(self))
+        inv.fault = stack.faults.take(self.logical_id)
+        ctx = FakeContext(self.name, inv.timeout, self.memory)
+        ctx.aws_request_id = inv.request_id
         self.invocations += 1
         router = stack.router = _install_router()
-        router.local.capture = True
+
+        def run() -> None:
+            router.local.capture = True
+            router.local.invocation = inv
+            try:
+                if inv.fault is not None and inv.fault.after is None:
+                    _trip(inv, inv.fault)
+                inv.finish(result=self.module.lambda_handler(event, ctx))
+            except InvocationKilled:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller as the function's error
+                inv.finish(error=exc)
+            finally:
+                router.local.capture = False
+                router.local.invocation = None
+
+        with stack._running_lock:
+            stack._running.append(inv)
+        thread = threading.Thread(target=run, name=f"{self.logical_id}-{inv.request_id[:8]}", daemon=True)
+        thread.start()
         try:
-            return self.module.lambda_handler(event, ctx)
-        except Exception:
-            self.errors += 1
-            raise
+            if not inv.over.wait(inv.timeout if stack.kill_at_timeout else None):
+                inv.kill("timeout")
+            if not stack.kill_at_timeout:
+                thread.join()
         finally:
-            router.local.capture = False
+            with stack._running_lock:
+                stack._running.remove(inv)
+        elapsed_ms = (time.monotonic() - inv.started) * 1000
+        failed = not inv.finished or inv.error is not None
+        stack.lambda_metrics(self, duration_ms=min(elapsed_ms, inv.timeout * 1000), error=failed)
+        if failed:
+            self.errors += 1
+        if not inv.finished:
+            detail = f"Task timed out after {inv.timeout:.2f} seconds" if inv.killed == "timeout" else ""
+            raise FunctionError(self.logical_id, str(inv.killed), detail)
+        if inv.error is not None:
+            raise FunctionError(self.logical_id, "error", repr(inv.error)) from inv.error
+        return inv.result
 
 
 @dataclass
@@ -143,6 +210,14 @@ class LocalStack:
     sweep_interval: float | None = 60.0
     stack_name: str = "prfleet-local"
     api_port: int = 0
+    # Lambda abandons an invocation at its Timeout (no flush; the batch comes back after its visibility timeout).
+    kill_at_timeout: bool = True
+    # Per-function Timeout overrides in seconds (logical id -> s), for tests that cannot wait 300 s; the template's
+    # value otherwise. Like visibility_timeout, a local difference on purpose (README, "What the local stack does
+    # differently").
+    function_timeouts: dict[str, float] = field(default_factory=dict)
+    # CloudWatch evaluates alarms every minute; the stack does too while it runs (None: only evaluate_alarms()).
+    alarm_interval: float | None = 60.0
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -161,6 +236,12 @@ class LocalStack:
         self.moto = MotoProcess(log_path=self.workdir / "moto.log")
         self.evaluator: Any = None
         self.notifications: list[dict[str, Any]] = []
+        self.faults = Faults()
+        self._running: list[Invocation] = []
+        self._running_lock = threading.Lock()
+        self._alarm_lock = threading.Lock()
+        # Called with (transition, notification body) for every alarm state change, e.g. by the serve console.
+        self.alarm_listeners: list[Callable[[Any, dict[str, Any]], None]] = []
         self._metric_points: list[Any] = []
         self._emf: list[tuple[float, str]] = []  # (clock offset when printed, EMF line)
         self._ages: dict[str, list[tuple[float, float]]] = {}
@@ -200,10 +281,14 @@ class LocalStack:
         self._start_pollers()
         if self.sweep_interval:
             self._spawn(self._sweep_loop, "sweeper")
+        if self.alarm_interval:
+            self._spawn(self._alarm_loop, "alarms")
         return self
 
     def stop(self) -> None:
         self._stop.set()
+        for invocation in self.running():  # nothing outlives the stack, not even a hung invocation
+            invocation.kill("shutdown")
         if self.api:
             self.api.shutdown()
             self.api.server_close()
@@ -401,6 +486,7 @@ class LocalStack:
 
     # ------------------------------------------------------------------ functions
     def _load_functions(self) -> None:
+        isolate_powertools_metrics()  # before the handlers create their Metrics: one metric set per invocation
         for logical in tpl.resources(self.template, "AWS::Serverless::Function"):
             env = tpl.function_environment(self.template, self.ctx, logical)
             for name in tpl.function_environment_names(self.template, logical) - set(env):
@@ -485,12 +571,17 @@ class LocalStack:
                     "body": text,
                     "isBase64Encoded": b64,
                 }
+                started = time.monotonic()
                 try:
                     reply = stack.functions[logical].invoke(event, stack)
-                except Exception as exc:  # Lambda's own 500 when the handler crashes
-                    self._send(500, {"message": "Internal Server Error", "error": type(exc).__name__})
+                except FunctionError:
+                    # A function error (crash, timeout, unhandled exception): the HTTP API answers 500 with this body
+                    # (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-lambda.html).
+                    self._send(500, {"message": "Internal Server Error"})
+                    stack.api_metrics(500, (time.monotonic() - started) * 1000)
                     return
                 status = int(reply.get("statusCode", 200))
+                stack.api_metrics(status, (time.monotonic() - started) * 1000)
                 self.send_response(status)
                 for k, v in (reply.get("headers") or {}).items():
                     self.send_header(k, v)
@@ -619,7 +710,61 @@ class LocalStack:
 
     def _sweep_loop(self) -> None:
         while not self._stop.wait(self.sweep_interval):
-            self.sweep()
+            try:
+                self.sweep()
+            except FunctionError:
+                pass  # counted as the sweeper's Error; the next minute's schedule runs it again
+
+    # ------------------------------------------------------------------ the Lambda runtime's own signals
+    def function_timeout(self, fn: Function) -> float:
+        """The Timeout an invocation of `fn` gets: the template's, unless this stack overrides it."""
+        return float(self.function_timeouts.get(fn.logical_id, fn.timeout))
+
+    def inject(self, fault: InvocationFault) -> None:
+        """Arm a crash or hang for the next invocation(s) of a function (see prfleet_local.stack.invocations)."""
+        if fault.function not in self.functions:
+            raise ValueError(f"no function {fault.function!r}; one of {', '.join(sorted(self.functions))}")
+        self.faults.add(fault)
+
+    def running(self, function: str | None = None) -> list[Invocation]:
+        """The invocations running now (optionally of one function); `kill()` one to crash it."""
+        with self._running_lock:
+            return [i for i in self._running if function is None or i.function == function]
+
+    def _metric(self, namespace: str, name: str, dims: dict[str, str], value: float, unit: str) -> None:
+        from prfleet_local.stack.alarms import Datapoint
+
+        with self._busy_lock:
+            self._metric_points.append(Datapoint(namespace, name, dims, self.now(), float(value), unit))
+
+    def lambda_metrics(self, fn: Function, *, duration_ms: float, error: bool) -> None:
+        """What Lambda publishes for every invocation in AWS/Lambda, per FunctionName: Invocations, Errors (a
+        function error, a timeout or a crash), Duration
+        (https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html)."""
+        dims = {"FunctionName": fn.name}
+        self._metric("AWS/Lambda", "Invocations", dims, 1, "Count")
+        self._metric("AWS/Lambda", "Errors", dims, 1 if error else 0, "Count")
+        self._metric("AWS/Lambda", "Duration", dims, duration_ms, "Milliseconds")
+
+    def api_metrics(self, status: int, latency_ms: float) -> None:
+        """What an HTTP API publishes per ApiId for each request: Count, 4xx, 5xx, Latency
+        (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-metrics.html)."""
+        dims = {"ApiId": str(self.ctx.refs.get("WebhookApi", "local"))}
+        self._metric("AWS/ApiGateway", "Count", dims, 1, "Count")
+        self._metric("AWS/ApiGateway", "4xx", dims, 1 if 400 <= status < 500 else 0, "Count")
+        self._metric("AWS/ApiGateway", "5xx", dims, 1 if status >= 500 else 0, "Count")
+        self._metric("AWS/ApiGateway", "Latency", dims, latency_ms, "Milliseconds")
+
+    def _alarm_loop(self) -> None:
+        """CloudWatch evaluates every alarm once a minute; so does the stack while it runs."""
+        assert self.alarm_interval
+        while not self._stop.wait(self.alarm_interval):
+            try:
+                self.evaluate_alarms()
+            except Exception as exc:  # noqa: BLE001 - a failed evaluation must not end the loop; said on stderr
+                if self._stop.is_set():
+                    return
+                print(f"prfleet local: alarm evaluation failed: {exc}", file=sys.__stderr__)
 
     def sweep(self) -> Any:
         return self.functions["SweeperFunction"].invoke(
@@ -658,9 +803,13 @@ class LocalStack:
 
     # ------------------------------------------------------------------ alarms (moto stores them, never evaluates)
     def _sqs_datapoints(self, now: float) -> list[Any]:
-        """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen."""
+        """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen.
+
+        The depth sampled at `now` is filed in the last whole minute (SQS publishes one datapoint per queue and
+        minute, for the minute that ended), so the evaluation at `now`, which ends at that minute, sees it."""
         from prfleet_local.stack.alarms import Datapoint
 
+        stamp = math.floor(now / 60) * 60 - 1
         points = []
         for logical in tpl.resources(self.template, "AWS::SQS::Queue"):
             name = self.ctx.attrs[(logical, "QueueName")]
@@ -673,14 +822,14 @@ class LocalStack:
                     "AWS/SQS",
                     "ApproximateNumberOfMessagesVisible",
                     dims,
-                    now,
+                    stamp,
                     float(attrs["ApproximateNumberOfMessages"]),
                     "Count",
                 )
             )
             with self._busy_lock:
                 ages = self._ages.pop(self.ctx.refs[logical], [])
-            for ts, age in ages or [(now, 0.0)]:
+            for ts, age in ages or [(stamp, 0.0)]:
                 points.append(Datapoint("AWS/SQS", "ApproximateAgeOfOldestMessage", dims, ts, age, "Seconds"))
         return points
 
@@ -706,7 +855,8 @@ class LocalStack:
         points: list[Any] = []
         for offset, line in list(self._emf):
             points.extend(replace(d, timestamp=d.timestamp + offset) for d in emf_to_datapoints([line]))
-        return points + list(self._metric_points)
+        with self._busy_lock:
+            return points + list(self._metric_points)
 
     def evaluate_alarms(self, now: float | None = None) -> dict[str, str]:
         """Apply the template's alarms to the metrics this run emitted; publish state changes to the topic.
@@ -715,12 +865,19 @@ class LocalStack:
         the oldest message the pollers saw), as CloudWatch's per-minute SQS metrics would. Every transition is
         published to the alarm's actions (SNS, CloudWatch's own message body) and mirrored into moto with
         set_alarm_state, so describe_alarms (`prfleet alarms`) shows the same states."""
+
+        with self._alarm_lock:
+            return self._evaluate_alarms(now)
+
+    def _evaluate_alarms(self, now: float | None) -> dict[str, str]:
         from prfleet_local.stack.alarms import AlarmEvaluator, notification_subject
 
         now = self.now() if now is None else now
         if self.evaluator is None:
             self.evaluator = AlarmEvaluator(self.alarm_definitions)
-        self._metric_points.extend(self._sqs_datapoints(now))
+        sqs_points = self._sqs_datapoints(now)
+        with self._busy_lock:
+            self._metric_points.extend(sqs_points)
         self.evaluator.evaluate(self.datapoints(), now)
         sns, cw = self.client("sns"), self.client("cloudwatch")
         for t in self.evaluator.last_transitions:
@@ -736,6 +893,8 @@ class LocalStack:
                 StateReasonData=json.dumps(t.reason_data, default=str),
             )
             self.notifications.append(body)
+            for listener in list(self.alarm_listeners):
+                listener(t, body)
         return {k: str(v) for k, v in self.evaluator.states.items()}
 
     def alarm_name(self, logical: str) -> str:

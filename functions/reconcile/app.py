@@ -1,0 +1,44 @@
+"""Every hour: the ledger against Anthropic's Usage and Cost API; LedgerDriftPercent; the ledger moved onto the bill."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.metrics import MetricUnit
+
+from prfleet import events, reconcile, runner
+from prfleet.config import now, settings
+
+logger = events.make_logger()
+metrics = events.make_metrics()
+
+
+@metrics.log_metrics
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    get = reconcile.admin_getter()
+    if get is None:
+        logger.info(
+            "reconcile skipped", extra={"event": "reconcile", "skipped": "no Admin API key in its secret"}
+        )
+        return {"skipped": True}
+    result = reconcile.run(runner.make_ledger(), get, now=now(), api_key_id=settings().billing_api_key_id)
+    metrics.add_metric(name="LedgerDriftPercent", unit=MetricUnit.Percent, value=result.drift_percent)
+    worst = max(result.rows, key=lambda r: r.drift, default=None)
+    logger.info(
+        "reconciled",
+        extra={
+            "event": "reconcile",
+            "rows": len(result.rows),
+            "drift_percent": result.drift_percent,
+            "applied_usd": result.applied_micros / 1e6,
+            "worst_hour": worst.hour if worst else None,
+            "worst_model": worst.model if worst else None,
+            "worst_drift_tokens": worst.drift if worst else 0,
+        },
+    )
+    return {
+        "drift_percent": result.drift_percent,
+        "applied_micros": result.applied_micros,
+        "rows": len(result.rows),
+    }

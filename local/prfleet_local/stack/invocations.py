@@ -1,0 +1,225 @@
+"""The Lambda runtime's side of an invocation, locally: the function's Timeout, a killed invocation, its own memory.
+
+Why: Lambda stops an invocation at its Timeout (or when it runs out of memory) and nothing after that point
+happens: no `finally`, no Powertools flush, no reply; the event source sees an error and SQS shows the batch again
+after its visibility timeout ("Timeout", https://docs.aws.amazon.com/lambda/latest/dg/configuration-timeout.html;
+"Errors ... include timeouts", https://docs.aws.amazon.com/lambda/latest/dg/monitoring-metrics-types.html). Locally
+every invocation runs in a thread of its own that the stack waits for up to the function's template Timeout; past
+it (or when killed) the invocation is abandoned:
+- the caller (poller, API, timer) gets `FunctionError` at once, as Lambda's caller does;
+- a thread cannot be stopped from outside, so the abandoned one is frozen at its next line of output: it raises
+  `InvocationKilled` (a BaseException, so no handler's `except Exception` runs its recovery) and nothing it prints
+  any more reaches the function's log. A thread inside a blocking call goes on until that call returns, then
+  stops at its next line: the one place where the stand-in is not exact (a side effect of that one call can land);
+- each invocation thread has its own Powertools metric set (`PerThreadDict`): in Lambda every execution environment
+  is its own process, so the metrics an abandoned invocation added but never flushed are lost, never flushed by
+  another invocation that happens to share the local process.
+
+Faults (`InvocationFault`) let a test or a soak run crash or hang an invocation at a chosen point (at once, or after
+the log line that contains a marker, e.g. the agent's `"event":"start"`); `Invocation.kill()` crashes a running one.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class InvocationKilled(BaseException):
+    """Raised in an abandoned invocation's thread: the runtime stopped it (timeout or crash)."""
+
+
+class FunctionError(Exception):
+    """What Lambda's caller sees for an invocation that raised, timed out or crashed (Errors in AWS/Lambda)."""
+
+    def __init__(self, function: str, kind: str, detail: str = "") -> None:
+        super().__init__(f"{function}: {kind}{': ' + detail if detail else ''}")
+        self.function, self.kind, self.detail = function, kind, detail
+
+
+FAULT_KINDS = ("crash", "hang")
+
+
+@dataclass
+class InvocationFault:
+    """Crash or hang the next `times` invocations of `function` (a template logical id), at once or right after
+    the invocation prints a line containing `after`. `times=0`: every invocation."""
+
+    function: str
+    kind: str
+    after: str | None = None
+    times: int = 1
+
+    def __post_init__(self) -> None:
+        if self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown invocation fault {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if self.times < 0:
+            raise ValueError("times must be 0 (every invocation) or more")
+
+
+@dataclass
+class Invocation:
+    """One running invocation: its function, request id, deadline, and how it ended."""
+
+    function: str
+    timeout: float
+    request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started: float = field(default_factory=time.monotonic)
+    fault: InvocationFault | None = None
+    killed: str | None = None  # "timeout" | "crash" once the runtime abandoned it
+    finished: bool = False  # the handler returned or raised before any kill
+    result: Any = None
+    error: BaseException | None = None
+    over: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def kill(self, reason: str = "crash") -> bool:
+        """Abandon the invocation now (as an out-of-memory kill or a runtime crash would); False if it had ended."""
+        with self._lock:
+            if self.over.is_set():
+                return False
+            self.killed = reason
+            self.over.set()
+            return True
+
+    def finish(self, result: Any = None, error: BaseException | None = None) -> None:
+        """The handler's own end (called from its thread); ignored once the runtime abandoned the invocation."""
+        with self._lock:
+            if self.over.is_set():
+                return
+            self.finished, self.result, self.error = True, result, error
+            self.over.set()
+
+    def check(self) -> None:
+        """Called from the invocation's own thread at each line of output: stop here if it was abandoned."""
+        if self.killed:
+            raise InvocationKilled(f"{self.function} {self.request_id}: {self.killed}")
+
+    def hang(self) -> None:
+        """Block the invocation's thread until the runtime abandons it (a hang fault), then stop it."""
+        self.over.wait()
+        self.check()
+
+
+class Faults:
+    """The armed invocation faults; `take(function)` hands the next matching one to a starting invocation."""
+
+    def __init__(self) -> None:
+        self._faults: list[InvocationFault] = []
+        self._lock = threading.Lock()
+
+    def add(self, fault: InvocationFault) -> None:
+        with self._lock:
+            self._faults.append(fault)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+    def take(self, function: str) -> InvocationFault | None:
+        with self._lock:
+            for fault in self._faults:
+                if fault.function == function:
+                    if fault.times == 1:
+                        self._faults.remove(fault)
+                    elif fault.times > 1:
+                        fault.times -= 1
+                    return fault
+        return None
+
+
+class PerThreadDict(dict):  # type: ignore[type-arg]
+    """A dict whose contents belong to the calling thread (Powertools' class-level metric set, made per invocation).
+
+    Subclasses dict because Powertools passes the set around as one; every operation it uses is redirected."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._local = threading.local()
+
+    def _d(self) -> dict[str, Any]:
+        d = getattr(self._local, "d", None)
+        if d is None:
+            d = self._local.d = {}
+        return d
+
+    def __getitem__(self, key: str) -> Any:
+        return self._d()[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._d()[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._d()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._d()))
+
+    def __len__(self) -> int:
+        return len(self._d())
+
+    def __repr__(self) -> str:
+        return repr(self._d())
+
+    def __eq__(self, other: object) -> bool:
+        return self._d() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._d().get(key, default)
+
+    def keys(self) -> Any:
+        return self._d().keys()
+
+    def values(self) -> Any:
+        return self._d().values()
+
+    def items(self) -> Any:
+        return self._d().items()
+
+    def clear(self) -> None:
+        self._d().clear()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        return self._d().pop(key, *default)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        self._d().update(*args, **kwargs)
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        return self._d().setdefault(key, default)
+
+    def copy(self) -> dict[str, Any]:
+        return dict(self._d())
+
+
+def isolate_powertools_metrics() -> None:
+    """Give every thread its own Powertools metric and metadata sets (call before the handlers are imported).
+
+    Powertools keeps them in class attributes of `Metrics`, shared by every instance in a process; each Lambda
+    execution environment is a process of its own, the local stack is one process for all."""
+    from aws_lambda_powertools.metrics import Metrics
+
+    if not isinstance(Metrics._metrics, PerThreadDict):
+        Metrics._metrics = PerThreadDict()
+        Metrics._metadata = PerThreadDict()
+
+
+__all__ = [
+    "FAULT_KINDS",
+    "Faults",
+    "FunctionError",
+    "Invocation",
+    "InvocationFault",
+    "InvocationKilled",
+    "PerThreadDict",
+    "isolate_powertools_metrics",
+]

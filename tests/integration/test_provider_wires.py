@@ -1,0 +1,219 @@
+"""The offline model behind each AWS provider's wire, driven by the real SDK clients prfleet.model_client builds:
+what succeeds, and what AWS would refuse (bad or stale signatures, the wrong region, the SDK's own API version on
+InvokeModel, a base model id where a profile is needed, the provider's error shapes)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import replace
+from typing import Any
+
+import anthropic
+import pytest
+
+from prfleet import config, model_client
+from prfleet_local.model import providers
+from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
+
+BEDROCK_MODELS = {
+    "review": "global.anthropic.claude-sonnet-4-6",
+    "tests": "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+    "docs": "us.anthropic.claude-haiku-4-5-20251001-v1:0",
+}
+WORKSPACE = "wrkspc_01LocalOffline"  # the offline account's workspace, bound to us-east-1
+SYSTEM = "You are the review agent."
+FIRST = '<untrusted_file path="app.py" total="2">\n1| x = eval(input())\n2| \n</untrusted_file>'
+BASE = config.Settings(*"dslrqjtwg", anthropic_secret_id="")
+
+
+@pytest.fixture(autouse=True)
+def role_credentials(monkeypatch):
+    """The Lambda role's session credentials, as the local stack sets them."""
+    for name in ("AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_AWS_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    from anthropic.lib.aws import _auth
+
+    _auth._get_session.cache_clear()
+
+
+@pytest.fixture
+def server():
+    with ModelServer() as srv:
+        yield srv
+
+
+def bedrock(server: ModelServer, **kw: Any) -> Any:
+    cfg = replace(BASE, model_provider="bedrock", model_region="us-east-1", models=dict(BEDROCK_MODELS))
+    return model_client.build(replace(cfg, model_endpoint_url=server.url, **kw))
+
+
+def platform(server: ModelServer, **kw: Any) -> Any:
+    cfg = replace(
+        BASE, model_provider="claude-platform-aws", model_region="us-east-1", aws_workspace_id=WORKSPACE
+    )
+    return model_client.build(replace(cfg, model_endpoint_url=server.url, **kw))
+
+
+def ask(client: Any, model: str, *, stream: bool = False) -> Any:
+    args = {
+        "model": model,
+        "max_tokens": 4000,
+        "system": SYSTEM,
+        "messages": [{"role": "user", "content": FIRST}],
+    }
+    if stream:
+        with client.messages.stream(**args) as s:
+            return s.get_final_message()
+    return client.messages.create(**args)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke-with-response-stream"])
+def test_bedrock_serves_the_profile_in_the_path_both_ways(server, stream):
+    message = ask(bedrock(server), "us.anthropic.claude-haiku-4-5-20251001-v1:0", stream=stream)
+    assert message.model == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert message.id.startswith("msg_bdrk_")
+    assert message.stop_reason == "tool_use"
+    (tool,) = [b for b in message.content if b.type == "tool_use"]
+    assert tool.name == "read_file" and tool.input == {"path": "app.py"}
+    # The usage the policy billed is the one the SDK assembled from the stream.
+    assert message.usage.input_tokens == server.responses[-1]["usage"]["input_tokens"] > 0
+    assert message.usage.output_tokens == server.responses[-1]["usage"]["output_tokens"] > 0
+    # What reached the Messages policy: the path's model, the body without Bedrock's wire fields.
+    sent = server.requests[-1]
+    assert sent["model"] == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert "anthropic_version" not in sent and "stream" not in sent
+
+
+def test_bedrock_stream_is_aws_event_stream_with_invocation_metrics(server):
+    """The raw reply: event-stream frames that botocore decodes, chunk bytes = the Messages events."""
+    from botocore.eventstream import EventStreamBuffer
+
+    client = bedrock(server)
+    raw = client.with_options(max_retries=0).messages.with_raw_response.create(
+        model="global.anthropic.claude-sonnet-4-6",
+        max_tokens=4000,
+        system=SYSTEM,
+        messages=[{"role": "user", "content": FIRST}],
+        stream=True,
+    )
+    assert raw.headers["content-type"] == "application/vnd.amazon.eventstream"
+    buf = EventStreamBuffer()
+    buf.add_data(raw.http_response.read())
+    frames = list(buf)
+    assert {f.headers[":event-type"] for f in frames} == {"chunk"}
+    events = [json.loads(base64.b64decode(json.loads(f.payload)["bytes"])) for f in frames]
+    assert [e["type"] for e in events][0] == "message_start" and events[-1]["type"] == "message_stop"
+    assert events[-1]["amazon-bedrock-invocationMetrics"]["outputTokenCount"] > 0
+
+
+def test_bedrock_refuses_the_sdks_own_api_version(server):
+    """Why model_client sets bedrock-2023-05-31: the plain SDK client's body version is refused."""
+    from anthropic.lib.bedrock import AnthropicBedrock
+
+    plain = AnthropicBedrock(aws_region="us-east-1", base_url=server.url, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        ask(plain, "global.anthropic.claude-sonnet-4-6")
+    assert "anthropic_version must be bedrock-2023-05-31" in str(exc.value)
+    assert exc.value.response.headers["x-amzn-errortype"].startswith("ValidationException:")
+    assert server.requests == []  # refused at the wire, never reached the model
+
+
+def test_bedrock_base_model_id_needs_an_inference_profile(server):
+    client = bedrock(server)
+    with pytest.raises(anthropic.BadRequestError, match="inference profile"):
+        ask(client, "anthropic.claude-sonnet-4-6")
+    with pytest.raises(anthropic.BadRequestError, match="model identifier is invalid"):
+        ask(client, "global.anthropic.claude-sonnet-5-5")  # a model InvokeModel does not serve
+
+
+def test_bedrock_rejects_a_wrong_secret_and_a_stale_signature(server, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    from anthropic.lib.aws import _auth
+
+    _auth._get_session.cache_clear()
+    with pytest.raises(anthropic.PermissionDeniedError) as exc:
+        ask(bedrock(server), "global.anthropic.claude-sonnet-4-6")
+    assert exc.value.response.headers["x-amzn-errortype"].startswith("InvalidSignatureException")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    _auth._get_session.cache_clear()
+    server.aws.clock = lambda: time.time() + 16 * 60  # the server 16 minutes ahead
+    with pytest.raises(anthropic.PermissionDeniedError, match="Signature expired"):
+        ask(bedrock(server), "global.anthropic.claude-sonnet-4-6")
+
+
+def test_bedrock_error_shapes_for_throttling_and_overload(server):
+    client = bedrock(server)
+    server.set_faults(
+        FaultPlan(rules=[FaultRule("429", requests=[1], retry_after=3), FaultRule("529", requests=[2])])
+    )
+    with pytest.raises(anthropic.RateLimitError) as exc:
+        ask(client, "global.anthropic.claude-sonnet-4-6")
+    assert exc.value.response.headers["x-amzn-errortype"].startswith("ThrottlingException")
+    assert "retry-after" not in exc.value.response.headers  # Bedrock sends no retry hint: the loop backs off
+    assert exc.value.body == {"message": "Too many requests, please wait before trying again."}
+    with pytest.raises(anthropic.InternalServerError) as exc:
+        ask(client, "global.anthropic.claude-sonnet-4-6", stream=True)
+    assert exc.value.status_code == 503
+    assert exc.value.response.headers["x-amzn-errortype"].startswith("ServiceUnavailableException")
+
+
+def test_claude_platform_on_aws_serves_its_workspace(server):
+    message = ask(platform(server), "claude-sonnet-5-5")
+    assert message.model == "claude-sonnet-5-5" and message.stop_reason == "tool_use"
+    assert server.requests[-1]["model"] == "claude-sonnet-5-5"
+
+
+def test_claude_platform_on_aws_workspace_only_in_its_region_and_known(server):
+    with pytest.raises(anthropic.PermissionDeniedError, match="bound to us-east-1"):
+        ask(platform(server, model_region="eu-west-1"), "claude-sonnet-5-5")
+    with pytest.raises(anthropic.PermissionDeniedError, match="does not exist"):
+        ask(platform(server, aws_workspace_id="wrkspc_01Other"), "claude-sonnet-5-5")
+    assert server.requests == []
+
+
+def test_claude_platform_on_aws_signature_is_for_its_own_service(server):
+    """A request signed for Bedrock does not authenticate on Claude Platform on AWS."""
+    import httpx2
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    body = json.dumps(
+        {"model": "claude-sonnet-5-5", "max_tokens": 10, "messages": [{"role": "user", "content": "x"}]}
+    )
+    url = f"{server.url}/v1/messages"
+    req = AWSRequest(
+        "POST",
+        url,
+        data=body,
+        headers={
+            "content-type": "application/json",
+            "anthropic-version": "2023-06-01",
+            "anthropic-workspace-id": WORKSPACE,
+        },
+    )
+    SigV4Auth(Credentials("testing", "testing"), "bedrock", "us-east-1").add_auth(req)
+    reply = httpx2.post(url, content=body, headers=dict(req.prepare().headers))
+    assert reply.status_code == 403
+    assert reply.json()["message"].startswith(
+        "Credential should be scoped to correct service: 'aws-external-anthropic'"
+    )
+
+
+def test_unsigned_first_party_requests_still_reach_the_claude_api_path(server):
+    client = anthropic.Anthropic(api_key="offline", base_url=server.url, max_retries=0)
+    assert ask(client, "claude-sonnet-5-5").model == "claude-sonnet-5-5"
+
+
+def test_event_frames_round_trip_through_botocore():
+    from botocore.eventstream import EventStreamBuffer
+
+    buf = EventStreamBuffer()
+    buf.add_data(providers.chunk_frame({"type": "ping"}) + providers.chunk_frame({"type": "message_stop"}))
+    decoded = [json.loads(base64.b64decode(json.loads(f.payload)["bytes"])) for f in buf]
+    assert decoded == [{"type": "ping"}, {"type": "message_stop"}]
