@@ -215,6 +215,7 @@ def run_demo(
     model: ModelChoice | None = None,
     timeout: float = 180.0,
     provider: str = "anthropic",
+    stay: bool = False,
 ) -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
     from prfleet_local.model.providers import local_parameters
@@ -245,7 +246,15 @@ def run_demo(
                 print(line, file=sys.stderr)
             return 1
         ok = print_pr_report(box, number, head, seeded=sample.SEEDED_BUGS)
-        print(f"\nreview page: {box.review_page(number)} (read-only; it closes when the demo exits)")
+        if stay:
+            print(f"\nreview page: {box.review_page(number)} (read-only; Ctrl-C to stop)", flush=True)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                print("prfleet demo: stopped")
+        else:
+            print(f"\nreview page: {box.review_page(number)} (read-only; closes on exit, --stay keeps it up)")
         return 0 if ok else 1
 
 
