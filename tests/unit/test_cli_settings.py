@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +130,23 @@ def test_the_manifest_asks_for_exactly_what_prfleet_uses(capsys):
     assert set(data["default_events"]) == webhook_events()
     assert data["public"] is False and data["redirect_url"] == "https://example.com/done"
     assert {"name", "url"} <= set(data)  # the manifest's required keys
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "prfleet-toml.md"
+
+
+def test_the_reference_states_prfleets_own_limits():
+    rows = {m.group(1): [int(v) for v in m.groups()[1:]]
+            for m in re.finditer(r"^\| `(\w+)` \| (\d+) \| (\d+) \| (\d+) \|", DOC.read_text(), re.M)}  # fmt: skip
+    assert set(rows) == set(agents.DEFAULT_LIMITS["review"])
+    for key, values in rows.items():
+        assert values == [agents.DEFAULT_LIMITS[a][key] for a in ("review", "tests", "docs")], key
+
+
+def test_the_references_example_checks_as_it_says(tmp_path, capsys, monkeypatch):
+    text = DOC.read_text()
+    (tmp_path / ".prfleet.toml").write_text(re.search(r"```toml\n(.*?)```", text, re.S).group(1))
+    monkeypatch.chdir(tmp_path)
+    assert main(["config", "check", ".prfleet.toml"]) == 0
+    expected = re.search(r"`prfleet config check` on it:\n\n```\n(.*?)```", text, re.S).group(1)
+    assert capsys.readouterr().out == expected
