@@ -5,6 +5,8 @@ stands for a gateway or a recording proxy) with the user's key."""
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
 
@@ -50,3 +52,16 @@ def test_an_exported_key_alone_keeps_the_demo_offline():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "model: the offline model" in proc.stdout and "no cost" in proc.stdout
     assert "real Claude API" not in proc.stdout
+
+
+def test_a_timeout_says_how_far_it_got_why_and_where_the_logs_are():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket is closed
+    proc = _demo("--model-url", dead, "--timeout", "15", key="sk-unused")
+    assert proc.returncode == 1
+    err = proc.stderr
+    assert re.search(r"^timed out: \d+/\d+ jobs finished$", err, re.M), err
+    assert re.search(r"^last error logged \(\d+ in all\): .*[Cc]onnection", err, re.M), err
+    assert re.search(r"^function logs: /\S+/functions\.log\.jsonl$", err, re.M), err
+    assert "Traceback" not in err + proc.stdout
