@@ -115,3 +115,15 @@ def test_an_explicit_base_and_head_review_exactly_that_range(user_repo, tmp_path
     proc = _review(user_repo, tmp_path, "--base", "main~1", "--head", "main")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "main~1..main" in proc.stdout and "NOTES.txt" in proc.stdout and "inventory.py" not in proc.stdout
+
+
+def test_a_repository_fail_on_from_its_base_branch_fails_the_check(user_repo, tmp_path):
+    git(user_repo, "checkout", "-q", "main")
+    (user_repo / ".prfleet.toml").write_text('fail_on = "high"\n')
+    git(user_repo, "add", "-A")
+    git(user_repo, "commit", "-qm", "Gate merges on high findings")
+    git(user_repo, "checkout", "-q", "feature/archive")
+    proc = _review(user_repo, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(rf"inventory\.py:{BUG_LINE}\s+(critical|high)", proc.stdout)
+    assert "Check run 'prfleet': completed / failure" in proc.stdout

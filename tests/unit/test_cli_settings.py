@@ -150,3 +150,13 @@ def test_the_references_example_checks_as_it_says(tmp_path, capsys, monkeypatch)
     assert main(["config", "check", ".prfleet.toml"]) == 0
     expected = re.search(r"`prfleet config check` on it:\n\n```\n(.*?)```", text, re.S).group(1)
     assert capsys.readouterr().out == expected
+
+
+def test_the_template_offers_exactly_the_policies_and_hands_them_to_the_functions():
+    from prfleet.repo_config import FAIL_ON
+    from prfleet_local.stack import template as tpl
+
+    t = tpl.load()
+    assert t["Parameters"]["FailOn"]["AllowedValues"] == list(FAIL_ON)
+    assert t["Parameters"]["FailOn"]["Default"] == "never"
+    assert t["Globals"]["Function"]["Environment"]["Variables"]["FAIL_ON"] == {"Ref": "FailOn"}
