@@ -25,6 +25,7 @@ import pytest
 from prfleet import state
 from prfleet.jobs import FileJob
 from prfleet_local.cli.alarms import show_alarms
+from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.model.server import FaultPlan, FaultRule
 from prfleet_local.stack.invocations import InvocationFault
@@ -112,7 +113,7 @@ def review_sample_pr(box) -> tuple[int, str]:
 
 def cli(box) -> str:
     out = io.StringIO()
-    assert show_alarms(argparse.Namespace(stack=STACK), out=out) == 0
+    assert show_alarms(argparse.Namespace(), out=out, target=target_of(box.stack)) == 0
     return out.getvalue()
 
 
