@@ -174,8 +174,9 @@ STAR_ALLOWED = {
 STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIdentityToken", "*")]
 
 
-# The sweeper's spend-limit probe (functions/sweeper) calls the model through the same provider. Bedrock's errors
-# never open that circuit (prfleet.billing.spend_limit reads the Claude API's error body), so it needs nothing there.
+# The sweeper's circuit probe (functions/sweeper) calls the model through the provider whose spend limits open the
+# circuit: the Claude API and Claude Platform on AWS; Bedrock's errors never open it (the circuit closes by time,
+# see prfleet.sweeper), so it needs nothing there.
 SWEEPER_PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
     "anthropic": PROVIDER_NEEDS["anthropic"],
     "claude-platform-aws": PROVIDER_NEEDS["claude-platform-aws"],
@@ -184,7 +185,7 @@ SWEEPER_PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
 
 
 def code_needs(provider: str) -> dict[str, set[tuple[str, str]]]:
-    """NEEDS with what each function's code calls to reach Claude through `provider`."""
+    """What each function's code calls with `provider`."""
     out = {fn: set(NEEDS[fn]) for fn in FUNCTIONS}
     out["AgentFunction"] |= PROVIDER_NEEDS[provider]
     out["SweeperFunction"] |= SWEEPER_PROVIDER_NEEDS[provider]
@@ -810,7 +811,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
-    needs = code_needs("anthropic")  # the sandbox's default provider
+    needs = code_needs("anthropic")  # the local stack runs the Claude API provider (the offline model server)
     not_granted = {fn: sorted(calls[fn] - needs[fn]) for fn in FUNCTIONS if calls[fn] - needs[fn]}
     assert not_granted == {}, "calls the template does not grant (AccessDenied in AWS)"
     unused = {fn: sorted(needs[fn] - calls[fn]) for fn in FUNCTIONS}

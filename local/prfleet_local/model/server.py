@@ -350,6 +350,7 @@ class ModelServer:
             self.plan = plan
             self._rng = random.Random(plan.seed)
             self._base = self._count
+            self.cache.enforce_minimum = plan.cache_minimums
 
     def bill(self) -> list[BillRecord]:
         """Every call the server billed, in order (the Usage API report reads the same records)."""
