@@ -13,7 +13,9 @@ touched. The agent's Timeout is lowered (function_timeouts) only where a scenari
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
+import io
 import json
 import time
 import uuid
@@ -21,6 +23,8 @@ import uuid
 import pytest
 
 from prfleet import state
+from prfleet_local.cli.alarms import show_alarms
+from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.model.server import FaultPlan, FaultRule
 from prfleet_local.stack import template as tpl
@@ -95,6 +99,12 @@ def review_sample_pr(box) -> tuple[int, str]:
     head = payload["pull_request"]["head"]["sha"]
     assert box.wait_for_review(number, head_sha=head, timeout=120)
     return number, head
+
+
+def cli(box) -> str:
+    out = io.StringIO()
+    assert show_alarms(argparse.Namespace(), out=out, target=target_of(box.stack)) == 0
+    return out.getvalue()
 
 
 def quiet_stack(tmp_path, **options):
@@ -205,6 +215,8 @@ def test_three_dead_letters_at_different_times_are_three_pages(bare):
         "MetricAlarms"
     ]
     assert described["StateValue"] == "OK" and described["StateReason"].startswith("Threshold Crossed")
+    line = next(x for x in cli(box).splitlines() if x.startswith(f"{STACK}-JobsDLQAlarm "))
+    assert " OK " in line
 
 
 def test_a_webhook_crash_raises_the_webhook_alarm_though_the_handler_reported_nothing(bare):
