@@ -430,6 +430,18 @@ def process(
         emit("deferred", reason=reason, scope=exc.scope)
         posted = fanin.finish_job(gh_for, job, "deferred")
         return Outcome("deferred", run_id, posted=posted, reason=reason)
+    except Exception as exc:
+        # Anything else (GitHub down, a malformed reply): give the claim back as `retrying` with what this attempt
+        # spent, so SQS's redelivery can claim the run instead of taking it for another worker's live run and
+        # dropping it; the handler re-raises, and the last delivery records the failure (runner.fail).
+        from prfleet.events import redact
+
+        values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": carried + guard.spent}
+        try:
+            state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
+        except state.RunInProgress:
+            pass  # marked stuck and taken over meanwhile: that worker owns the run now
+        raise
 
     if guard.spend_limited:
         return _defer_on_circuit(
