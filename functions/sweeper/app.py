@@ -13,8 +13,9 @@ metrics = events.make_metrics()
 
 def probe(ledger: Any) -> None:
     """Only while the circuit is open: one minimal, budgeted call with the cheapest configured model, through the
-    one model client (prfleet.model_client). The Claude API's spend limits are what opens the circuit, so only the
-    `anthropic` provider probes; with an AWS provider the sweeper closes it after the probe interval instead."""
+    one model client (prfleet.model_client). The Claude API's spend limits open the circuit: the first-party API and
+    Claude Platform on AWS (Anthropic's API behind AWS auth) probe; with Bedrock the sweeper closes it after the
+    probe interval instead."""
     cfg = settings()
     client = model_client.build(cfg, api_key=secrets.anthropic_api_key)
     models = sorted(set(cfg.models.values()))
@@ -28,7 +29,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     counts = sweeper.sweep(
         gh_for=github.client_for,
         emitter=events.Emitter(logger, metrics),
-        probe=probe if settings().model_provider == "anthropic" else None,
+        probe=probe if settings().model_provider in ("anthropic", "claude-platform-aws") else None,
     )
     logger.info("swept", extra={"event": "swept", **counts})
     return counts

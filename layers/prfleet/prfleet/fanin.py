@@ -183,6 +183,10 @@ def _post_review(
     if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
     marker = report.review_marker(record.head_sha, claim, record.check_run_id or "-")
+    # Posted by an attempt that died before it could record it (a timeout after the POST): never twice.
+    if gh.find_review(record.repo, record.number, record.head_sha, marker) is not None:
+        state.mark_review_posted(record, claim)
+        return review
     try:
         gh.create_review(
             record.repo, record.number, record.head_sha, review.body, review.comments, marker=marker

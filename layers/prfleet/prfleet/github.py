@@ -730,17 +730,21 @@ class GitHub:
             payload["comments"] = comments
         path = f"/repos/{repo}/pulls/{int(number)}/reviews"
 
-        def find() -> dict[str, Any] | None:
-            return next(
-                (
-                    r
-                    for r in self.list_reviews(repo, number)
-                    if marker and marker in (r.get("body") or "") and r.get("commit_id") == commit_id
-                ),
-                None,
-            )
+        return self._write_once(
+            lambda: self._json("POST", path, body=payload),
+            (lambda: self.find_review(repo, number, commit_id, marker or "")) if marker else None,
+        )
 
-        return self._write_once(lambda: self._json("POST", path, body=payload), find if marker else None)
+    def find_review(self, repo: str, number: int, commit_id: str, marker: str) -> dict[str, Any] | None:
+        """The PR's review on `commit_id` whose body carries `marker`, if GitHub has one."""
+        return next(
+            (
+                r
+                for r in self.list_reviews(repo, number)
+                if marker in (r.get("body") or "") and r.get("commit_id") == commit_id
+            ),
+            None,
+        )
 
     def list_reviews(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/reviews"))

@@ -158,7 +158,7 @@ def tree_info(
         parts = path.split("/")[:-1]
         wanted.update("/".join(parts[:i]) for i in range(len(parts) + 1))
     by_path: dict[str, Any] = {}
-    shas = {"": head}
+    shas = {"": str(obj.get("sha") or head)}  # the root tree's own sha, as the truncated answer gives it
     reads = 0
     for directory in sorted(wanted, key=lambda d: (d.count("/") if d else -1, d)):
         sha = shas.get(directory)

@@ -7,6 +7,10 @@
 2b. Ledger at 10, 1,000 and 10,000 PRs a day: write units (item sizes) and latency of reserve + settle / a plain
    PutItem (bench/ledger.py).
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
+4. GitHub requests per job and per PR head for 10, 100 and 300 files / what each job requested before
+   (bench_github, counted by the strict fake GitHub).
+5. Job cost (bench/jobcost.py): AWS requests by service and operation, GitHub and model requests per job on the
+   happy path through the whole local stack, and wall time per job / one PutItem round trip.
 """
 
 from __future__ import annotations
@@ -111,6 +115,18 @@ def bench_cold_starts() -> dict[str, Any]:
     return measure_imports()
 
 
+def bench_github() -> dict[str, Any]:
+    from prfleet_local.bench.github import bench_github as run
+
+    return run()
+
+
+def bench_jobcost() -> dict[str, Any]:
+    from prfleet_local.bench.jobcost import bench_jobcost as run
+
+    return run()
+
+
 def main() -> int:
     results = {
         "python": sys.version.split()[0],
@@ -119,6 +135,8 @@ def main() -> int:
         "ledger": bench_ledger(),
         "ledger_scale": bench_ledger_scale(),
         "cold_starts": bench_cold_starts(),
+        "github_requests": bench_github(),
+        "job_cost": bench_jobcost(),
     }
     print(json.dumps(results, indent=2))
     return 0

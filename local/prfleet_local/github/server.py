@@ -614,6 +614,64 @@ class GitHubServer:
         out = self.repo.git("rev-list", f"{pr.base_sha}..{pr.head_sha}")
         return set(out.split())
 
+    def _pr_ref(self, pr: PullRequest) -> dict[str, Any]:
+        repo = {
+            "id": 4242,
+            "name": self.full_name.split("/")[1],
+            "url": f"{self.api_url}/repos/{self.full_name}",
+        }
+        return {
+            "number": pr.number,
+            "head": {"ref": pr.head_ref, "sha": pr.head_sha, "repo": repo},
+            "base": {"ref": pr.base_ref, "sha": pr.base_sha, "repo": repo},
+        }
+
+    def _event_envelope(self, action: str, sender: str) -> dict[str, Any]:
+        owner, name = self.full_name.split("/", 1)
+        return {
+            "action": action,
+            "repository": {
+                "id": 4242,
+                "name": name,
+                "full_name": self.full_name,
+                "private": True,
+                "owner": {"login": owner, "type": "Organization"},
+                "default_branch": self.repo.default_branch,
+            },
+            "installation": {"id": self.installation_id},
+            "sender": {"login": sender, "type": "User"},
+        }
+
+    def check_run_payload(
+        self, check_run_id: int, *, sender: str, action: str = "rerequested", fork: bool = False
+    ) -> dict[str, Any]:
+        """A `check_run` event for one recorded run, shaped like GitHub's (Re-run sends `rerequested`); a fork
+        PR's run lists no pull request, as GitHub's does."""
+        run = self.check_runs[check_run_id]
+        prs = [] if fork else [self._pr_ref(p) for p in self.prs.values() if p.head_sha == run["head_sha"]]
+        suite = {
+            "id": 1,
+            "head_sha": run["head_sha"],
+            "pull_requests": prs,
+            "app": {"id": 1, "slug": "prfleet"},
+        }
+        body = {**_Handler._run_json(run), "check_suite": suite, "pull_requests": prs, "app": suite["app"]}
+        return {**self._event_envelope(action, sender), "check_run": body}
+
+    def check_suite_payload(
+        self, head_sha: str, *, sender: str, action: str = "rerequested"
+    ) -> dict[str, Any]:
+        """A `check_suite` event for the head (Re-run all checks sends `rerequested`)."""
+        prs = [self._pr_ref(p) for p in self.prs.values() if p.head_sha == head_sha]
+        suite = {
+            "id": 1,
+            "head_sha": head_sha,
+            "status": "completed",
+            "pull_requests": prs,
+            "app": {"id": 1, "slug": "prfleet"},
+        }
+        return {**self._event_envelope(action, sender), "check_suite": suite}
+
     def check_runs_for(self, head_sha: str) -> list[dict[str, Any]]:
         return [r for r in self.check_runs.values() if r["head_sha"] == head_sha]
 
@@ -813,6 +871,13 @@ class _Handler(BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         if split.path.startswith("/_fake/"):
             self._control(method, split.path, raw)
+            return
+        if method == "GET" and split.path.startswith(
+            "/prfleet/"
+        ):  # the read-only review page (github/page.py)
+            from prfleet_local.github.page import serve_page
+
+            serve_page(self, split.path)
             return
         with srv.lock:
             srv.requests.append((method, split.path))
