@@ -2,8 +2,10 @@
 
 1. Prompt caching: cost of reviewing a 500-line file over 5 iterations with caching / the same loop without
    (thinking on, real cache minimums), and a whole 10-file PR with cross-job caching / per-job / none.
-2. Ledger protocol: reserve + settle (two conditional updates on one day item) per job / a plain PutItem, on the
+2. Ledger protocol: reserve + settle (one transaction each over small items) per job / a plain PutItem, on the
    serialized moto server, single-threaded and with 8 threads.
+2b. Ledger at 10, 1,000 and 10,000 PRs a day: write units (item sizes) and latency of reserve + settle / a plain
+   PutItem (bench/ledger.py).
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
 4. GitHub requests per job and per PR head for 10, 100 and 300 files / what each job requested before
    (bench_github, counted by the strict fake GitHub).
@@ -99,6 +101,12 @@ def bench_ledger(jobs: int = 200, threads: int = 8) -> dict[str, Any]:
         return out
 
 
+def bench_ledger_scale() -> dict[str, Any]:
+    from prfleet_local.bench.ledger import bench_ledger_scale as run
+
+    return run()
+
+
 def bench_cold_starts() -> dict[str, Any]:
     try:
         from prfleet_local.bench.imports import measure_imports
@@ -125,6 +133,7 @@ def main() -> int:
         "prompt_caching": bench_caching(),
         "pr_caching": bench_pr_caching(),
         "ledger": bench_ledger(),
+        "ledger_scale": bench_ledger_scale(),
         "cold_starts": bench_cold_starts(),
         "github_requests": bench_github(),
         "job_cost": bench_jobcost(),
