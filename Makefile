@@ -7,21 +7,25 @@ BIN := $(VENV)/bin
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.11 python3; do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
-.PHONY: install demo test lint validate build bench clean serve
+.PHONY: install demo test lint validate build bench clean serve soak browser
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements-dev.txt layers/prfleet/requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
+	@echo "prfleet: first run: creating $(VENV) with $(PYTHON) and installing the pinned dependencies of"
+	@echo "         requirements-dev.txt (boto3, moto, anthropic, powertools, pytest, ruff, cfn-lint; about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+	@echo "prfleet: $(VENV) ready"
 
 # The SAM CLI pins an older boto3 than ours: it gets its own virtual environment.
 $(SAMVENV)/.installed: requirements-sam.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
+	@echo "prfleet: installing the SAM CLI into $(SAMVENV) (its own boto3 pin; about a minute, once)"
 	$(PYTHON) -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install -q --upgrade pip
 	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
@@ -41,6 +45,11 @@ lint: install
 validate: install $(SAMVENV)/.installed
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1
+	# ... and once per model provider, with that provider's parameters (.ci/provider_templates.py)
+	$(BIN)/python .ci/provider_templates.py build/providers
+	$(BIN)/cfn-lint build/providers/template.*.json
+	for p in anthropic claude-platform-aws bedrock; do \
+		SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1 -t build/providers/template.$$p.json || exit 1; done
 
 # sam build resolves the layer's wheels for python3.12 manylinux with pip: it needs python3.12 first on PATH.
 # Then the built sizes are checked against Lambda's limits (the table goes to docs/performance.md).
@@ -50,7 +59,17 @@ build: install $(SAMVENV)/.installed
 	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --region us-east-1
 	$(BIN)/python .ci/package_sizes.py .aws-sam/build
 
-test: install
+# The review-page test runs in headless Chromium: installed with apt-get where that works (root, Debian/Ubuntu),
+# quick when present; elsewhere the test is skipped and says why (CI sets PRFLEET_REQUIRE_BROWSER=1: it fails).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "prfleet: installing chromium (apt-get) for the review-page browser test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "prfleet: no chromium and no root apt-get: the review-page browser test will be skipped"; fi; }
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
@@ -58,6 +77,12 @@ test: install
 
 bench: install
 	$(BIN)/python -m prfleet_local.bench
+
+# The whole stack under load and faults, every invariant checked (non-zero exit if one fails). Scale with
+# SOAK_ARGS, e.g. make soak SOAK_ARGS="--prs 6 --files 3 --repos 2" (default: 50 PRs x 10 files x 3 agents).
+SOAK_ARGS ?=
+soak: install
+	$(BIN)/python -m prfleet_local.soak $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) $(SAMVENV) .aws-sam .pytest_cache

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prfleet import events, github, runner, secrets, sweeper
+from prfleet import events, github, model_client, runner, secrets, sweeper
 from prfleet.config import settings
 
 logger = events.make_logger()
@@ -12,11 +12,13 @@ metrics = events.make_metrics()
 
 
 def probe(ledger: Any) -> None:
-    """Only while the circuit is open: one minimal call with the cheapest configured model."""
-    import anthropic
-
-    client = anthropic.Anthropic(api_key=secrets.anthropic_api_key(), max_retries=0, timeout=30.0)
-    models = sorted(set(settings().models.values()))
+    """Only while the circuit is open: one minimal, budgeted call with the cheapest configured model, through the
+    one model client (prfleet.model_client). The Claude API's spend limits open the circuit: the first-party API and
+    Claude Platform on AWS (Anthropic's API behind AWS auth) probe; with Bedrock the sweeper closes it after the
+    probe interval instead."""
+    cfg = settings()
+    client = model_client.build(cfg, api_key=secrets.anthropic_api_key)
+    models = sorted(set(cfg.models.values()))
     model = next((m for m in models if "haiku" in m), models[0])
     runner.probe_call(client, ledger, model)
 
@@ -24,6 +26,10 @@ def probe(ledger: Any) -> None:
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    counts = sweeper.sweep(gh_for=github.client_for, emitter=events.Emitter(logger, metrics), probe=probe)
+    counts = sweeper.sweep(
+        gh_for=github.client_for,
+        emitter=events.Emitter(logger, metrics),
+        probe=probe if settings().model_provider in ("anthropic", "claude-platform-aws") else None,
+    )
     logger.info("swept", extra={"event": "swept", **counts})
     return counts

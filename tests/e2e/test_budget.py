@@ -4,16 +4,31 @@ says the budget was reached, and after the budget day changes the deferred jobs 
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
 from prfleet import state
+from prfleet.jobs import parse_message
 from prfleet_local.demo.run import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
 
 # Enough for a few calls: a review call reserves its worst case (max_tokens x the output price) up front.
 TINY_BUDGET_USD = 0.12
+
+
+def _runs_when_done(box, number, head, timeout=120.0):
+    """The head's runs once none is running or waiting on a delayed retry (wait_idle does not count delayed
+    messages, and a job refused by open reservations comes back with a delay)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert box.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic()))
+        runs = state.runs_of_head(REPO, number, head)
+        if not any(r["status"] in ("running", "retrying", "requeued") for r in runs):
+            return runs
+        assert time.monotonic() < deadline, [(r["path"], r["agent"], r["status"]) for r in runs]
+        time.sleep(0.5)
 
 
 def _ledger(box):
@@ -23,7 +38,10 @@ def _ledger(box):
 
 def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, clock_offset):
     with sandbox(
-        tmp_path, parameters={"DailyBudgetUsd": TINY_BUDGET_USD}, sweep_interval=None, visibility_timeout=2
+        tmp_path,
+        parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2},
+        sweep_interval=None,
+        visibility_timeout=2,
     ) as box:
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)
@@ -38,7 +56,11 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         record = state.head_record(REPO, number, head)
         assert record.planned == len(runs) and record.complete and not record.final
         deferred = state.deferred_jobs()
-        assert {e["job"] for e in deferred} == {r["job"] for r in runs if r["status"] == "deferred"}
+        waiting = {parse_message(r["job"]).job_id: r for r in runs if r["status"] == "deferred"}
+        assert {parse_message(e["job"]).job_id for e in deferred} == set(waiting)
+        for e in deferred:  # stored as the next attempt, carrying what the job has cost so far
+            job = parse_message(e["job"])
+            assert job.attempt >= 1 and job.spent_micros == int(waiting[job.job_id]["cost_micros"])
         assert all("budget" in e["reason"] for e in deferred)
 
         # The PR shows that the budget was reached: a neutral check (never a failing one) and a partial review.
@@ -56,10 +78,9 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         # A day later the sweeper re-queues them, oldest first, and the review completes.
         clock_offset(86400)
         box.stack.sweep()
-        assert box.stack.wait_idle(timeout=120)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = _runs_when_done(box, number, head)
         assert all(r["status"] == "succeeded" for r in runs), [
-            (r["path"], r["agent"], r["status"]) for r in runs
+            (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
         ]
         assert state.deferred_jobs() == []
         record = state.head_record(REPO, number, head)
@@ -76,3 +97,56 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         assert dlq["ApproximateNumberOfMessages"] == "0"
         bodies = [json.loads(r.get("findings") or "[]") for r in runs]
         assert any(bodies)
+
+
+def test_a_spend_limit_pauses_the_fleet_with_neutral_checks_until_the_probe_gets_through(
+    tmp_path, clock_offset
+):
+    from prfleet import circuit
+    from prfleet_local.model.server import FaultPlan, FaultRule
+
+    # Every call meets the workspace's spend limit (a 400 with the documented message) until it is raised.
+    limit = FaultPlan(rules=[FaultRule("spend_limit_workspace", probability=1.0)])
+    with sandbox(tmp_path, faults=limit, sweep_interval=None, visibility_timeout=2) as box:
+        inbox = box.stack.subscribe_alerts()
+        number = box.open_sample_pr()
+        payload = box.github.webhook_payload("opened", number)
+        head = payload["pull_request"]["head"]["sha"]
+        assert box.deliver("pull_request", payload)[0] == 202
+        assert box.wait_for_review(number, head_sha=head, timeout=120)
+        runs = state.runs_of_head(REPO, number, head)
+        assert {r["status"] for r in runs} == {"deferred"}, [
+            (r["path"], r["status"], r.get("error")) for r in runs
+        ]
+        assert all("spend limit" in r["error"] for r in runs)
+        assert all(e["until"] == "circuit" for e in state.deferred_jobs())
+        # Not a failing check: neutral, with the reason.
+        (check,) = box.github.check_runs_for(head)
+        assert (check["status"], check["conclusion"]) == ("completed", "neutral")
+        # Exactly one notice for the whole fleet, however many jobs met the limit.
+        notices = [m for m in inbox.receive(wait=2.0) if m.body.get("notice") == "spend-limit-circuit-open"]
+        assert len(notices) == 1 and "spend limit" in notices[0].body["reason"]
+        calls = len(box.model.requests)
+        # No worker calls the API while the circuit is open; the sweeper probes only after its interval.
+        box.stack.sweep()
+        assert len(box.model.requests) == calls and len(state.deferred_jobs()) == len(runs)
+        # The limit is raised; the next probe gets through, the circuit closes, the jobs run and the review completes.
+        box.model.set_faults(FaultPlan())
+        clock_offset(circuit.PROBE_EVERY_S + 1)
+        counts = box.stack.sweep()
+        assert counts["probed"] == 1 and counts["requeued"] == len(runs)
+        runs = _runs_when_done(box, number, head)
+        assert {r["status"] for r in runs} == {"succeeded"}, [
+            (r["path"], r["status"], r.get("error")) for r in runs
+        ]
+        (check,) = box.github.check_runs_for(head)
+        assert check["conclusion"] == "success"
+        (day,) = _ledger(box).values()
+        assert int(day["settled"]["N"]) == sum(int(r["cost_micros"]) for r in runs) + _probe_cost(box)
+
+
+def _probe_cost(box):
+    """What the sweeper's probe booked (its usage item's exact cost for the probe's model)."""
+    items = box.stack.client("dynamodb").scan(TableName=box.stack.table("LedgerTable"))["Items"]
+    ends = [i for i in items if i["scope"]["S"].startswith("end@") and not i["pr"]["S"]]
+    return sum(int(i["cost"]["N"]) for i in ends)

@@ -206,15 +206,18 @@ def test_a_batch_with_one_bad_record_returns_only_that_record(box, reviewed):
     assert reply == {"batchItemFailures": [{"itemIdentifier": "bad"}]}
 
 
-def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed):
+def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed, tmp_path):
     import argparse
     import io
 
     from prfleet_local.cli import cost as costcli
+    from prfleet_local.cli.target import from_local, write_local_state
 
     number, head, _ = reviewed
     out = io.StringIO()
-    assert costcli.run_report(argparse.Namespace(days=1, json=True), out=out) == 0
+    write_local_state(tmp_path / "local.json", box.stack)  # as `prfleet local serve` records it for --local
+    target = from_local(tmp_path / "local.json")
+    assert costcli.run_report(argparse.Namespace(days=1, json=True), out=out, target=target) == 0
     report = json.loads(out.getvalue())
     runs = [r for r in state.runs_of_head(REPO, number, head) if r["status"] != "cached"]
     review_cost = sum(int(r["cost_micros"]) for r in runs if r["agent"] == "review")

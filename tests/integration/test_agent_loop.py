@@ -73,6 +73,9 @@ class Guard:
 
 class Events(list):
     def __call__(self, event, **fields):
+        from prfleet.events import _OUTCOME_ALIASES, EVENTS
+
+        assert event in EVENTS | _OUTCOME_ALIASES, f"the Emitter would reject event {event!r}"
         self.append((event, fields))
 
     def of(self, name):
@@ -474,7 +477,7 @@ def test_a_run_that_thinks_a_lot_still_reports(client, server):
     assert result.status == "succeeded" and bug_set(result) == BUG_LINES
     assert result.usage["thinking_tokens"] > 8192  # more than the old max_tokens cap, billed as output
     assert result.usage["output_tokens"] > result.usage["thinking_tokens"]
-    assert not events.of("continuation")
+    assert {c["max_tokens"] for c in events.of("api_call")} == {32_000}  # no continuation needed
 
 
 def test_a_max_tokens_stop_before_the_report_is_continued_once_with_room(client, server):
@@ -483,7 +486,7 @@ def test_a_max_tokens_stop_before_the_report_is_continued_once_with_room(client,
     before = len(server.requests)
     result, events, _, _ = review(client, spec=spec)
     assert result.status == "succeeded" and bug_set(result) == BUG_LINES
-    assert events.of("continuation") == [{"reason": "max_tokens", "max_tokens": 16384}]
+    assert [c["max_tokens"] for c in events.of("api_call")] == [8192, 8192, 16384, 8192]
     sent = server.requests[before:]
     assert [r["max_tokens"] for r in sent] == [8192, 8192, 16384, 8192]
     assert sent[2]["messages"] == sent[1]["messages"]  # the cut turn was not sent back
@@ -500,7 +503,7 @@ def test_refusal_without_a_fallback_fails_with_the_category(client, server):
     result, events, _, _ = review(client)
     assert result.status == "failed" and result.stop_reason == "refusal"
     assert "cyber" in result.error and "safety classifier" in result.error
-    assert events.of("refusal")[0]["category"] == "cyber"
+    assert events.of("api_call")[0]["refusal_category"] == "cyber"
 
 
 def test_refusal_with_a_fallback_restarts_on_the_fallback_and_prices_what_was_served(client, server):
@@ -513,7 +516,10 @@ def test_refusal_with_a_fallback_restarts_on_the_fallback_and_prices_what_was_se
     assert [r["model"] for r in sent] == [DEFAULT_MODELS["review"]] + ["claude-opus-5-5"] * 3
     assert len(sent[1]["messages"]) == 1  # a fresh conversation: thinking blocks are bound to their model
     assert guard.served == [DEFAULT_MODELS["review"]] + ["claude-opus-5-5"] * 3
-    assert events.of("fallback") == [{"model": "claude-opus-5-5", "reason": "refusal"}]
+    assert [c["requested_model"] for c in events.of("api_call")] == [DEFAULT_MODELS["review"]] + [
+        "claude-opus-5-5"
+    ] * 3
+    assert events.of("api_call")[0]["refusal_category"] == "cyber" and result.model == "claude-opus-5-5"
 
 
 def test_cost_is_priced_from_the_model_the_response_names(client, server):

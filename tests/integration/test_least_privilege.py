@@ -89,7 +89,6 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
-        ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # the circuit probe (functions/sweeper)
     },
     "ReconcileFunction": {
         ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
@@ -172,14 +171,29 @@ STAR_ALLOWED = {
     },
 }
 STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIdentityToken", "*")]
-# Foundation models only through the configured profiles (bedrock:InferenceProfileArn).
-FOUNDATION_MODEL_CONDITION = {"ArnEquals": {"bedrock:InferenceProfileArn": _PROFILES[:1] + _PROFILES[1:] * 2}}
+
+
+# The sweeper's circuit probe (functions/sweeper) calls the model through the provider whose spend limits open the
+# circuit: the Claude API and Claude Platform on AWS; Bedrock's errors never open it (the circuit closes by time,
+# see prfleet.sweeper), so it needs nothing there.
+SWEEPER_PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
+    "anthropic": PROVIDER_NEEDS["anthropic"],
+    "claude-platform-aws": PROVIDER_NEEDS["claude-platform-aws"],
+    "bedrock": set(),
+}
+
+
+def code_needs(provider: str) -> dict[str, set[tuple[str, str]]]:
+    """What each function's code calls with `provider`."""
+    out = {fn: set(NEEDS[fn]) for fn in FUNCTIONS}
+    out["AgentFunction"] |= PROVIDER_NEEDS[provider]
+    out["SweeperFunction"] |= SWEEPER_PROVIDER_NEEDS[provider]
+    return out
 
 
 def grants_for(provider: str) -> dict[str, set[tuple[str, str]]]:
-    out = {fn: NEEDS[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
-    out["AgentFunction"] = out["AgentFunction"] | PROVIDER_NEEDS[provider]
-    return out
+    needs = code_needs(provider)
+    return {fn: needs[fn] | LAMBDA_NEEDS[fn] for fn in FUNCTIONS}
 
 
 GRANTS = grants_for("anthropic")
@@ -332,6 +346,7 @@ def effective(cfn: dict[str, Any], function: str) -> tuple[set[tuple[str, str]],
     props = role_of(cfn, function)
     grants: set[tuple[str, str]] = set()
     problems: list[str] = []
+    via_profiles: list[tuple[str, Any]] = []
     if logical != f"{function}Role" or cfn["Resources"][logical]["Type"] != "AWS::IAM::Role":
         problems.append(
             f"{function}: role {logical} is not its own {function}Role (SAM generated it, or shared)"
@@ -362,9 +377,18 @@ def effective(cfn: dict[str, Any], function: str) -> tuple[set[tuple[str, str]],
                 if (r == "*" and not allowed) or r.endswith("/*") or r.endswith(":*"):
                     problems.append(f"{where}: wildcard resource {r!r}")
             if any(r.startswith("arn:aws:bedrock:") and "foundation-model/" in r for r in resources):
-                if st.get("Condition") != FOUNDATION_MODEL_CONDITION:
-                    problems.append(f"{where}: foundation models not limited to the configured profiles")
+                via_profiles.append((where, st.get("Condition")))
             grants |= {(a, r) for a in actions for r in resources}
+    # Foundation models only through the role's own inference profiles (bedrock:InferenceProfileArn).
+    profiles = {r for _, r in grants if ":inference-profile/" in r}
+    for where, cond in via_profiles:
+        arns = (
+            (cond or {}).get("ArnEquals", {}).get("bedrock:InferenceProfileArn")
+            if list(cond or {}) == ["ArnEquals"]
+            else None
+        )
+        if not arns or set(arns) != profiles:
+            problems.append(f"{where}: foundation models not limited to the configured profiles")
     return grants, set(props.get("ManagedPolicyArns", [])), problems
 
 
@@ -427,7 +451,10 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
         allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}
-        assert services <= allowed | (PROVIDER_SERVICES[provider] if fn == "AgentFunction" else set()), (
+        reaches_claude = fn == "AgentFunction" or (
+            fn == "SweeperFunction" and SWEEPER_PROVIDER_NEEDS[provider]
+        )
+        assert services <= allowed | (PROVIDER_SERVICES[provider] if reaches_claude else set()), (
             fn,
             services,
         )
@@ -783,7 +810,56 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
         box.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, box.stack)
 
     assert set(calls) == set(FUNCTIONS), calls
-    not_granted = {fn: sorted(calls[fn] - NEEDS[fn]) for fn in FUNCTIONS if calls[fn] - NEEDS[fn]}
+    needs = code_needs("anthropic")  # the local stack runs the Claude API provider (the offline model server)
+    not_granted = {fn: sorted(calls[fn] - needs[fn]) for fn in FUNCTIONS if calls[fn] - needs[fn]}
     assert not_granted == {}, "calls the template does not grant (AccessDenied in AWS)"
-    unused = {fn: sorted(NEEDS[fn] - calls[fn]) for fn in FUNCTIONS}
+    unused = {fn: sorted(needs[fn] - calls[fn]) for fn in FUNCTIONS}
     assert unused == {fn: sorted(NOT_EXERCISED[fn]) for fn in FUNCTIONS}
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("provider", ["claude-platform-aws", "bedrock"])
+def test_every_model_call_through_an_aws_provider_is_granted_and_nothing_else_is(sam, tmp_path, provider):
+    """The review run through the provider's wire: each call the offline endpoint authenticated needs exactly the
+    IAM grants the template gives the agent for that provider (as AWS authorizes it), and every model grant of the
+    template is used."""
+    from prfleet_local.demo.run import sandbox
+    from prfleet_local.model.providers import local_parameters
+
+    params = local_parameters(provider)
+    with sandbox(tmp_path, parameters=params, sweep_interval=None, visibility_timeout=2) as box:
+        number = box.open_sample_pr()
+        payload = box.github.webhook_payload("opened", number)
+        assert box.deliver("pull_request", payload)[0] == 202
+        assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
+        calls = list(box.model.aws.calls)
+    assert calls
+    needed: set[tuple[str, str]] = set()
+    for call in calls:
+        region = call["region"]
+        if call["wire"] == "claude-platform-aws":
+            arn = f"arn:aws:aws-external-anthropic:{region}:{ACCOUNT}:workspace/{call['workspace']}"
+            needed |= {("aws-external-anthropic:CreateInference", arn), ("sts:GetWebIdentityToken", "*")}
+        else:
+            action = (
+                "bedrock:InvokeModelWithResponseStream"
+                if call["wire"].endswith("stream")
+                else "bedrock:InvokeModel"
+            )
+            model = call["model"]
+            base = model.split(".", 1)[1]
+            # A profile call is authorized on the profile, then on the foundation model in the routed region.
+            needed |= {
+                (action, f"arn:aws:bedrock:{region}:{ACCOUNT}:inference-profile/{model}"),
+                (action, f"arn:aws:bedrock:*::foundation-model/{base}"),
+            }
+            if model.startswith("global."):
+                needed.add((action, f"arn:aws:bedrock:::foundation-model/{base}"))
+    cfn = settle(translate(sam), params)
+    granted, _, problems = effective(cfn, "AgentFunction")
+    assert problems == []
+    assert needed - granted == set(), "model calls the template does not grant (AccessDenied in AWS)"
+    model_grants = {g for g in granted if g[0].startswith(("bedrock:", "aws-external-anthropic:"))}
+    used = {g for g in needed if g[0].startswith(("bedrock:", "aws-external-anthropic:"))}
+    # Every model the template grants was called (InvokeModel without streaming is not used by the streaming loop).
+    assert {r for _, r in model_grants} == {r for _, r in used}

@@ -279,3 +279,125 @@ def test_below_the_minimum_cacheable_length_nothing_is_cached(server):
     first, second = ask(small, system=long), ask(small, system=long)
     assert first.usage.cache_creation.ephemeral_5m_input_tokens >= 512
     assert second.usage.cache_read_input_tokens == first.usage.cache_creation_input_tokens
+
+
+# ------------------------------------------------------------------------------- thinking and the cache
+
+
+FILE_TURN = [
+    {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": '<untrusted_file path="a.py" total="1">\n1| x = 1\n</untrusted_file>'}
+        ],
+    }
+]
+
+
+def test_thinking_scales_with_effort_and_counts_toward_max_tokens(client):
+    tools = [{"name": "read_file", "input_schema": {"type": "object"}}]
+    kw = {"tools": tools, "messages": FILE_TURN, "system": "You are the review agent"}
+    low = ask(client, output_config={"effort": "low"}, **kw)
+    high = ask(client, output_config={"effort": "high"}, **kw)
+    default = ask(client, **kw)  # Sonnet 5.5 thinks at high by default
+    t = [m.usage.output_tokens_details.thinking_tokens for m in (low, high, default)]
+    assert 0 < t[0] < t[1] == t[2]
+    tight = ask(client, max_tokens=t[1], **kw)  # no room left for the tool call after thinking
+    assert tight.stop_reason == "max_tokens" and tight.usage.output_tokens == t[1]
+    assert [b.type for b in tight.content] == ["thinking"] and tight.content[0].signature == ""
+
+
+def test_every_tool_use_needs_its_result_first_in_the_next_user_turn(client):
+    from prfleet_local.model.server import FaultPlan as Plan
+
+    tools = [
+        {"name": "read_file", "input_schema": {"type": "object"}},
+        {"name": "get_diff", "input_schema": {"type": "object"}},
+    ]
+    body = [
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "text",
+                    "text": '<untrusted_file path="a.py" total="1">\n1| x = 1\n</untrusted_file>',
+                }
+            ],
+        }
+    ]
+    first = ask(client, tools=tools, messages=body, system="You are the review agent")
+    uses = [b for b in first.content if b.type == "tool_use"]
+    assert len(uses) == 2  # parallel tool use
+    turn = {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]}
+    one = {"role": "user", "content": [{"type": "tool_result", "tool_use_id": uses[0].id, "content": "ok"}]}
+    with pytest.raises(anthropic.BadRequestError, match="without tool_result"):
+        ask(client, tools=tools, messages=[*body, turn, one])
+    late = {
+        "role": "user",
+        "content": [{"type": "text", "text": "here"}]
+        + [{"type": "tool_result", "tool_use_id": u.id, "content": "ok"} for u in uses],
+    }
+    with pytest.raises(anthropic.BadRequestError, match="come first"):
+        ask(client, tools=tools, messages=[*body, turn, late])
+    dropped = {
+        "role": "assistant",
+        "content": [b.model_dump(exclude_none=True) for b in first.content if b.type != "thinking"],
+    }
+    both = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": u.id, "content": "ok"} for u in uses],
+    }
+    with pytest.raises(anthropic.BadRequestError, match="passed back unchanged"):
+        ask(client, tools=tools, messages=[*body, dropped, both])
+    assert ask(client, tools=tools, messages=[*body, turn, both]).stop_reason in ("tool_use", "end_turn")
+    assert Plan().parallel_tools is True
+
+
+def test_cache_ttls_lookback_and_ttl_order():
+    from prfleet_local.model.cache import PromptCache
+
+    now = {"t": 0.0}
+    cache = PromptCache(lambda: now["t"])
+    block = "Review this code carefully, line by line. " * 60  # well above Sonnet 5.5's 512 tokens
+
+    def body(extra_blocks, ttl="5m", marked_last=True):
+        content = [{"type": "text", "text": block, "cache_control": {"type": "ephemeral", "ttl": ttl}}]
+        content += [{"type": "text", "text": f"note {i}"} for i in range(extra_blocks)]
+        if marked_last and extra_blocks:
+            content[-1] = dict(content[-1], cache_control={"type": "ephemeral"})
+        return {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+
+    written = cache.usage(body(0))["cache_creation"]["ephemeral_5m_input_tokens"]
+    assert written > 512
+    now["t"] = 299
+    assert cache.usage(body(0))["cache_read_input_tokens"] == written  # a hit refreshes: now valid to 599
+    now["t"] = 598
+    assert cache.usage(body(0))["cache_read_input_tokens"] == written
+    now["t"] = 598 + 301
+    assert cache.usage(body(0))["cache_read_input_tokens"] == 0  # expired after 5 minutes unused
+    # The lookback: a breakpoint finds the earlier entry within 20 blocks before it, not further.
+    fresh = PromptCache(lambda: 0.0)
+    fresh.usage(body(0))
+    near = {"model": MODEL, "messages": body(15)["messages"]}
+    near["messages"][0]["content"][0].pop("cache_control")
+    assert fresh.usage(near)["cache_read_input_tokens"] == written
+    fresh2 = PromptCache(lambda: 0.0)
+    fresh2.usage(body(0))
+    far = {"model": MODEL, "messages": body(25)["messages"]}
+    far["messages"][0]["content"][0].pop("cache_control")
+    assert fresh2.usage(far)["cache_read_input_tokens"] == 0
+    # 1h entries live an hour and are billed in their own bucket.
+    hour = PromptCache(lambda: now["t"])
+    now["t"] = 0
+    assert hour.usage(body(0, ttl="1h"))["cache_creation"]["ephemeral_1h_input_tokens"] == written
+    now["t"] = 3000
+    assert hour.usage(body(0, ttl="1h"))["cache_read_input_tokens"] == written
+
+
+def test_a_1h_breakpoint_after_a_5m_one_is_rejected(client):
+    system = [
+        {"type": "text", "text": "a", "cache_control": {"type": "ephemeral"}},
+        {"type": "text", "text": "b", "cache_control": {"type": "ephemeral", "ttl": "1h"}},
+    ]
+    with pytest.raises(anthropic.BadRequestError, match="1h"):
+        ask(client, system=system)

@@ -78,15 +78,15 @@ def test_bedrock_serves_the_profile_in_the_path_both_ways(server, stream):
     assert message.model == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
     assert message.id.startswith("msg_bdrk_")
     assert message.stop_reason == "tool_use"
-    (tool,) = [b for b in message.content if b.type == "tool_use"]
-    assert tool.name == "read_file" and tool.input == {"path": "app.py"}
+    tools = [b for b in message.content if b.type == "tool_use"]
+    assert tools and tools[0].name == "read_file" and tools[0].input["path"] == "app.py"
     # The usage the policy billed is the one the SDK assembled from the stream.
     assert message.usage.input_tokens == server.responses[-1]["usage"]["input_tokens"] > 0
     assert message.usage.output_tokens == server.responses[-1]["usage"]["output_tokens"] > 0
     # What reached the Messages policy: the path's model, the body without Bedrock's wire fields.
     sent = server.requests[-1]
     assert sent["model"] == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
-    assert "anthropic_version" not in sent and "stream" not in sent
+    assert "anthropic_version" not in sent and sent.get("stream", False) is stream
 
 
 def test_bedrock_stream_is_aws_event_stream_with_invocation_metrics(server):
@@ -217,3 +217,12 @@ def test_event_frames_round_trip_through_botocore():
     buf.add_data(providers.chunk_frame({"type": "ping"}) + providers.chunk_frame({"type": "message_stop"}))
     decoded = [json.loads(base64.b64decode(json.loads(f.payload)["bytes"])) for f in buf]
     assert decoded == [{"type": "ping"}, {"type": "message_stop"}]
+
+
+def test_bedrock_stream_that_fails_midway_ends_with_an_exception_frame(server):
+    """A billed stream cut by a server error: Bedrock ends it with an exception message, which the SDK raises."""
+    server.set_faults(FaultPlan(rules=[FaultRule("stream_error", requests=[1])]))
+    with pytest.raises(anthropic.APIStatusError) as exc:
+        ask(bedrock(server), "global.anthropic.claude-sonnet-4-6", stream=True)
+    assert exc.value.body["error"]["type"] == "internalServerException"
+    assert server.bill()[-1].outcome == "stream_error"  # billed, as the policy bills it

@@ -280,6 +280,13 @@ def test_metric_math_refuses_what_it_cannot_parse(expression: str) -> None:
         alarms.evaluate_expression(expression, {"a": (1.0,), "b": (2.0,)}, 1)
 
 
+def test_an_alarm_expression_must_give_a_time_series() -> None:
+    props = error_rate()
+    props["Metrics"][2]["Expression"] = "IF(1, 2, 3)"
+    with pytest.raises(AlarmDefinitionError, match="not a time series"):
+        AlarmEvaluator({"ErrorRate": props}).evaluate([], T0)
+
+
 def test_expressions_may_use_other_expressions() -> None:
     props = error_rate()
     props["Metrics"][2] = {"Id": "fraction", "Expression": "FILL(failed, 0) / started", "ReturnData": False}
@@ -469,6 +476,16 @@ def test_transitions_are_recorded_only_on_change() -> None:
     assert alarm.timestamp == T0 + 180
     assert alarm.reason.startswith("Threshold Crossed: 1 out of the last 1 datapoint [1.0 (")
     assert "greater than or equal to the threshold (1.0)" in alarm.reason
+
+
+def test_a_transition_reads_as_one_console_line() -> None:
+    ev = AlarmEvaluator({"Stuck": simple(AlarmName="prfleet-local-StuckRunsAlarm")})
+    ev.evaluate([dp("StuckRuns", 1, T0)], T0 + 60)
+    line = alarms.transition_line(ev.last_transitions[0])
+    assert line.startswith(
+        "11:16:00 alarm prfleet-local-StuckRunsAlarm: INSUFFICIENT_DATA -> ALARM: Threshold Crossed"
+    )
+    assert "\n" not in line
 
 
 def test_actions_follow_the_definition() -> None:

@@ -162,6 +162,18 @@ def test_a_model_the_provider_does_not_offer_is_refused_before_any_call(provider
         model_client.build(cfg, api_key=lambda: "k")
 
 
+def test_a_fallback_model_the_provider_does_not_offer_is_refused_too():
+    cfg = replace(
+        BASE,
+        model_provider="bedrock",
+        model_region="us-east-1",
+        models=dict(BEDROCK_MODELS),
+        fallback_models={"review": "claude-opus-5-5"},
+    )
+    with pytest.raises(model_client.ProviderConfigError, match="review fallback model 'claude-opus-5-5'"):
+        model_client.build(cfg)
+
+
 def test_claude_platform_on_aws_without_a_workspace_is_refused():
     cfg = replace(BASE, model_provider="claude-platform-aws", model_region="us-east-1")
     with pytest.raises(model_client.ProviderConfigError, match="ANTHROPIC_AWS_WORKSPACE_ID"):
@@ -214,17 +226,23 @@ def _rules(params: dict[str, str]) -> None:
 
 def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
     """The deploy-time lists (template Rules) and the run-time check read the same table."""
-    lists = {}
-    for name, rule in T["Rules"].items():
+    lists, fallbacks = {}, {}
+    models = [{"Ref": "ReviewModel"}, {"Ref": "TestsModel"}, {"Ref": "DocsModel"}]
+    fallback_refs = [{"Ref": f"{a}FallbackModel"} for a in ("Review", "Tests", "Docs")]
+    for rule in T["Rules"].values():
         provider = rule["RuleCondition"]["Fn::Equals"][1]
-        (members,) = [
+        members = [
             a["Assert"]["Fn::EachMemberIn"] for a in rule["Assertions"] if "Fn::EachMemberIn" in a["Assert"]
         ]
-        assert members[0] == [{"Ref": "ReviewModel"}, {"Ref": "TestsModel"}, {"Ref": "DocsModel"}], name
-        lists[provider] = members[1]
+        lists[provider] = [allowed for refs, allowed in members if refs == models]
+        fallbacks[provider] = [allowed for refs, allowed in members if refs == fallback_refs]
     assert set(lists) == set(config.PROVIDERS)
-    for provider, ids in lists.items():
+    for provider, (ids,) in lists.items():
         assert ids == pricing.provider_models(provider), provider
+    for provider, (ids,) in fallbacks.items():
+        # A fallback is a Claude API id (its parameter's pattern): allowed where the provider takes those ids.
+        expected = [""] if provider == "bedrock" else ["", *pricing.provider_models(provider)]
+        assert ids == expected, provider
 
 
 @pytest.mark.parametrize(
@@ -240,6 +258,18 @@ def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
         ),
         ({"ModelProvider": "claude-platform-aws"}, "needs AnthropicAwsWorkspaceId"),
         ({"ModelProvider": "anthropic", "DocsModel": "claude-haiku-9"}, "ClaudeApiModels"),
+        (
+            {
+                "ModelProvider": "bedrock",
+                **{f"{a.title()}Model": m for a, m in BEDROCK_MODELS.items()},
+                "ReviewFallbackModel": "claude-opus-5-5",
+            },
+            "leave them empty",
+        ),
+        (
+            {"ModelProvider": "anthropic", "TestsFallbackModel": "claude-opus-9"},
+            "fallback models must be empty or",
+        ),
     ],
 )
 def test_deploy_is_refused_for_a_model_or_setting_the_provider_lacks(params, match):
@@ -251,3 +281,33 @@ def test_each_provider_deploys_with_its_own_parameters():
     _rules({})
     _rules({"ModelProvider": "claude-platform-aws", "AnthropicAwsWorkspaceId": "wrkspc_01AbC"})
     _rules({"ModelProvider": "bedrock", **{f"{a.title()}Model": m for a, m in BEDROCK_MODELS.items()}})
+
+
+def test_every_provider_row_names_its_source_and_a_priced_model(tmp_path):
+    data = json.loads(pricing.PRICES_PATH.read_text())
+    for provider, spec in data["providers"].items():
+        for row in spec["models"]:
+            assert row["source"].startswith("https://"), (provider, row)
+    # A provider row for a model without a price row is an error when the table loads, never a zero price later.
+    data["providers"]["bedrock"]["models"].append(
+        {
+            "model": "claude-unpriced-9",
+            "bedrock_id": "anthropic.claude-unpriced-9",
+            "profiles": ["us"],
+            "source": "https://x",
+        }
+    )
+    bad = tmp_path / "prices.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match="claude-unpriced-9"):
+        pricing.load_table(bad)
+
+
+def test_an_unknown_provider_spelling_is_never_priced():
+    for model in (
+        "global.anthropic.claude-sonnet-5-5",
+        "apac.anthropic.claude-haiku-4-5-20251001-v1:0",
+        "anthropic.claude-sonnet-4-6",
+    ):
+        with pytest.raises(pricing.UnknownModel):
+            pricing.cost_micros(model, {"input_tokens": 10, "output_tokens": 1})

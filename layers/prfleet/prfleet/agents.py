@@ -69,7 +69,8 @@ your normal review.
 
 How to work:
 - Use read_file (optionally with start_line/end_line), get_diff, list_changed_files and search when you need \
-context. Stop exploring as soon as you have what you need.
+context; call tools that do not depend on each other in the same turn. Stop exploring as soon as you have what \
+you need.
 - Then call report_findings exactly once with all findings for the file under review ([] if there are none). \
 Each finding: path (the file under review), line (1-based, on the NEW side of the diff, as numbered in the \
 blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
@@ -282,6 +283,7 @@ class RunResult:
     stop_reason: str | None = None
     retry_after: float | None = None
     summary: str | None = None
+    model: str | None = None  # the model the last response named (the fallback's after a refusal)
 
 
 @dataclass(frozen=True)
@@ -305,6 +307,17 @@ USAGE_KEYS = (
     "cache_creation_1h_input_tokens",
     "thinking_tokens",
 )
+
+
+def _refusal_fields(message: Any) -> dict[str, Any]:
+    """stop_details of a refusal, for the api_call event (category and explanation; nothing otherwise)."""
+    if getattr(message, "stop_reason", None) != "refusal":
+        return {}
+    details = getattr(message, "stop_details", None)
+    return {
+        "refusal_category": getattr(details, "category", None),
+        "refusal_explanation": (getattr(details, "explanation", None) or "")[:300],
+    }
 
 
 class IncompleteStream(ValueError):
@@ -494,6 +507,8 @@ class _Loop:
         self.clock, self.sleep, self.rng, self.retry, self.cache = clock, sleep, rng, retry, cache
         self.usage = dict.fromkeys(USAGE_KEYS, 0)
         self.active = spec  # the spec in use: the fallback model's after a refusal
+        self.served_model: str | None = None
+        self._max_tokens = spec.max_tokens
         self.cost = 0
         self.iterations = 0
         self.findings: list[Finding] = []
@@ -522,6 +537,7 @@ class _Loop:
             if left < self.retry.min_call_seconds:
                 raise _Stop("partial", "deadline reached", stop="deadline")
             timeout = min(self.spec.call_timeout, left)
+            self._max_tokens = params["max_tokens"]
             token = self.guard.before_call(params["model"], params)  # BudgetExceeded propagates to the runner
             started = time.monotonic()
             try:
@@ -615,6 +631,7 @@ class _Loop:
 
     def _record(self, message: Any, attempt: int, started: float) -> None:
         fields = usage_fields(message.usage)
+        self.served_model = getattr(message, "model", None) or self.active.model
         for k, v in fields.items():
             self.usage[k] += v
         self.emit(
@@ -633,6 +650,8 @@ class _Loop:
             attempt=attempt,
             stop_reason=message.stop_reason,
             iteration=self.iterations + 1,
+            max_tokens=self._max_tokens,
+            **_refusal_fields(message),
         )
 
     # -- the loop
@@ -658,6 +677,7 @@ class _Loop:
             stop_reason=stop,
             retry_after=retry_after,
             summary=self.summary,
+            model=self.served_model,
         )
 
     def run(self) -> RunResult:
@@ -690,24 +710,18 @@ class _Loop:
                 self.iterations += 1
                 stop = message.stop_reason
                 content = [_block_to_param(b) for b in message.content]  # thinking blocks unchanged
-                if stop == "max_tokens" and not reported and not continued:
+                room = params["max_tokens"] < MODEL_MAX_OUTPUT
+                if stop == "max_tokens" and not reported and not continued and room:
                     # The cut turn is dropped, not sent back: its thinking has no signature and a cut tool_use
                     # is incomplete (handling stop reasons). Ask again once with room to finish.
                     continued = True
-                    boost = min(MODEL_MAX_OUTPUT, params["max_tokens"] * 2)
-                    self.emit("continuation", reason="max_tokens", max_tokens=boost)
+                    boost = min(MODEL_MAX_OUTPUT, params["max_tokens"] * 2)  # the next api_call shows it
                     continue
                 boost = None
                 if stop == "refusal":
-                    details = getattr(message, "stop_details", None)
+                    details = getattr(message, "stop_details", None)  # logged on the api_call event
                     category = getattr(details, "category", None)
                     explanation = getattr(details, "explanation", None)
-                    self.emit(
-                        "refusal",
-                        category=category,
-                        explanation=(explanation or "")[:300],
-                        model=message.model,
-                    )
                     fallback = self.spec.fallback_model
                     if fallback and self.active.model != fallback:
                         # Thinking blocks are bound to the model that wrote them: start the turn over.
@@ -718,8 +732,7 @@ class _Loop:
                         )
                         history = [history[0]]
                         corrections, nudged, continued = 0, False, False
-                        self.emit("fallback", model=fallback, reason="refusal")
-                        continue
+                        continue  # the next api_call names the fallback as requested_model
                     reason = f"the model refused ({category or 'no category'})"
                     return self.result(
                         "failed", error=f"{reason}: {explanation}" if explanation else reason, stop=stop

@@ -54,6 +54,7 @@ EVENTS = frozenset(
         "stuck",
         "heartbeat",
         "spend",  # the budget notice (runner: a scope first reached 80 % today); the metrics come from spend()
+        "retrying",  # runner: open reservations fill the budget for now; the job is re-sent with a delay
     }
 )
 

@@ -49,6 +49,7 @@ def build(cfg: Settings, *, api_key: Any = None) -> Any:
     """The SDK client for `cfg.model_provider`, with the SDK's own retries off (the agent loop retries and
     logs every attempt). `api_key` is a callable returning the Anthropic key, asked only for `anthropic`."""
     check_models(cfg.model_provider, cfg.models)
+    check_models(cfg.model_provider, {f"{a} fallback": m for a, m in cfg.fallback_models.items() if m})
     base_url = cfg.model_endpoint_url or None
     if cfg.model_provider == "anthropic":
         import anthropic

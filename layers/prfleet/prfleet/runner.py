@@ -125,6 +125,7 @@ class LedgerGuard:
         self.circuit_check = circuit_check  # () -> reason or None
         self.on_spend_limit = on_spend_limit  # (reason) -> None
         self.spend_limited: str | None = None
+        self.estimates: list[str] = []  # why each estimated booking was made (logged with the run's outcome)
         self._prev: tuple[str, list[Any], int] | None = None  # (system+tools, messages, prompt tokens)
 
     def _input_bound(self, params: dict[str, Any]) -> int:
@@ -142,7 +143,7 @@ class LedgerGuard:
                         if params.get(k) is not None
                     }
                 )
-                self.emit("count_tokens", input_tokens=int(counted.input_tokens))
+                self.emit("heartbeat", count_tokens_calls=1, counted_input_tokens=int(counted.input_tokens))
                 return int(counted.input_tokens)
             except Exception as exc:  # the bound below is safe; say why the exact count was not used
                 self.emit("error", error_type="count_tokens", message=f"{type(exc).__name__}: {exc}"[:300])
@@ -230,7 +231,7 @@ class LedgerGuard:
             return 0
         self.spent += cost
         self.estimated += cost
-        self.emit("estimated", reason=verdict.reason, cost_usd=cost / 1e6, error_type=type(exc).__name__)
+        self.estimates.append(verdict.reason)
         _spend_signal(status, self.emit)
         return cost
 
@@ -344,11 +345,6 @@ def process(
         **(listed.source_args() if listed else {}),
     )
     ledger = make_ledger()
-    blocked = circuit_reason(ledger)
-    if blocked:
-        return _defer_on_circuit(
-            gh_for, job, run_id, spec.model, emit, blocked, carried=job.spent_micros, clock=clock
-        )
     try:
         carried = max(state.start_run(job, run_id, spec.model, now=clock()), job.spent_micros)
     except state.RunInProgress as exc:
@@ -359,6 +355,11 @@ def process(
             return done
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
+    blocked = circuit_reason(ledger)  # after the claim: a duplicate delivery cannot defer the job twice
+    if blocked:
+        return _defer_on_circuit(
+            gh_for, job, run_id, spec.model, emit, blocked, carried=carried, clock=clock, owner=True
+        )
     started = clock()
     emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha, attempt=job.attempt)
     cap = run_cost_cap(spec)
@@ -418,8 +419,8 @@ def process(
             reason = f"budget {exc.scope} held by open reservations: needs ${exc.needed / 1e6:.4f}, retrying"
             values = {"error": reason, "model": spec.model, "cost_micros": spent}
             state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
-            emit("retrying", reason=reason, scope=exc.scope)
             delay = cfg.pressure_retry_s * (0.5 + random.random())
+            emit("deferred", reason=reason, scope=exc.scope, until="retry", delay_s=round(delay, 1))
             raise RetryLater(reason, delay, job.next_attempt(spent).to_message()) from None
         day = ledger.day(clock())
         reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
@@ -484,8 +485,13 @@ def process(
         duration_ms=duration_ms,
         iterations=result.iterations,
         findings=len(findings),
-        cost_usd=result.cost_micros / 1e6,
+        cost_usd=guard.spent / 1e6,
         error=result.error,
+        **(
+            {"estimated_usd": guard.estimated / 1e6, "estimated_reasons": guard.estimates}
+            if guard.estimated
+            else {}
+        ),
         **{k: v for k, v in (result.usage or {}).items()},
     )
     posted = fanin.finish_job(gh_for, job, result.status)
@@ -511,7 +517,13 @@ def open_circuit(ledger: budget.Ledger, reason: str, emit: Any, *, clock: Any = 
     from prfleet.aws import client
 
     if circuit.open_circuit(ledger.ddb, ledger.table, reason, now=clock()):
-        emit("circuit", state="open", reason=reason, notice="spend-limit-circuit-open")
+        emit(
+            "error",
+            error_type="SpendLimit",
+            message=reason,
+            circuit="open",
+            notice="spend-limit-circuit-open",
+        )
         circuit.notice(settings().alert_topic_arn, reason, sns=client("sns"))
 
 

@@ -42,21 +42,23 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
     counts["expired"] = ledger.release_expired(now=now)
 
     st = circuit.read(ledger.ddb, ledger.table)
-    if (
-        st.open
-        and probe is not None
-        and st.probe_due(now)
-        and circuit.claim_probe(ledger.ddb, ledger.table, st, now=now)
-    ):
+    if st.open and st.probe_due(now) and circuit.claim_probe(ledger.ddb, ledger.table, st, now=now):
         counts["probed"] = 1
         emit = emitter.bind(run_id="circuit-probe").emit
         try:
-            probe(ledger)
+            if probe is not None:
+                probe(ledger)
         except Exception as exc:  # still refused (or unreachable): stays open, next probe in PROBE_EVERY_S
-            emit("circuit", state="open", probe="failed", message=f"{type(exc).__name__}: {exc}"[:300])
+            emit(
+                "error",
+                error_type="CircuitProbe",
+                circuit="open",
+                message=f"{type(exc).__name__}: {exc}"[:300],
+            )
         else:
+            # No probe (a provider without the Claude API's spend limits): the next worker call is the probe.
             if circuit.close_circuit(ledger.ddb, ledger.table, now=now):
-                emit("circuit", state="closed", probe="succeeded")
+                emit("heartbeat", circuit="closed", probe="succeeded" if probe is not None else "interval")
             st = circuit.read(ledger.ddb, ledger.table)
 
     today = ledger.day(now)

@@ -7,6 +7,8 @@
 3. Cold starts: each function's import time in a fresh interpreter / `import boto3` alone (bench_imports).
 4. GitHub requests per job and per PR head for 10, 100 and 300 files / what each job requested before
    (bench_github, counted by the strict fake GitHub).
+5. Job cost (bench/jobcost.py): AWS requests by service and operation, GitHub and model requests per job on the
+   happy path through the whole local stack, and wall time per job / one PutItem round trip.
 """
 
 from __future__ import annotations
@@ -111,6 +113,12 @@ def bench_github() -> dict[str, Any]:
     return run()
 
 
+def bench_jobcost() -> dict[str, Any]:
+    from prfleet_local.bench.jobcost import bench_jobcost as run
+
+    return run()
+
+
 def main() -> int:
     results = {
         "python": sys.version.split()[0],
@@ -119,6 +127,7 @@ def main() -> int:
         "ledger": bench_ledger(),
         "cold_starts": bench_cold_starts(),
         "github_requests": bench_github(),
+        "job_cost": bench_jobcost(),
     }
     print(json.dumps(results, indent=2))
     return 0

@@ -364,6 +364,165 @@ def run_report(
     return 0
 
 
+# ------------------------------------------------------------------------------------------------ reconcile
+
+
+def day_window(day: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC span of a budget day (its hours are what the Usage API buckets)."""
+    from prfleet.budget import day_end
+
+    end = dt.datetime.fromtimestamp(day_end(day, tz), dt.timezone.utc)
+    start_day = dt.date.fromisoformat(day)
+    start = dt.datetime.fromtimestamp(
+        day_end((start_day - dt.timedelta(days=1)).isoformat(), tz), dt.timezone.utc
+    )
+    return start, end
+
+
+def reconcile_day(ledger: Any, get: Any, day: str, *, api_key_id: str = "") -> list[Any]:
+    """The bill (Usage and Cost API through `get`) and the ledger side by side for one budget day, read-only."""
+    from prfleet import reconcile
+
+    start, end = day_window(day, ledger.tz)
+    return reconcile.compare(ledger, get, start=start, end=end, api_key_id=api_key_id)
+
+
+def render_reconcile(day: str, rows: list[Any]) -> str:
+    from prfleet import reconcile
+
+    lines = [
+        f"Reconciliation of {day}: tokens on the bill (Usage and Cost API) against the ledger, per UTC hour and model",
+        f"{'hour':<14} {'model':<22} {'bill':>10} {'ledger':>10} {'estimated':>16} {'drift':>9}",
+    ]
+    for r in rows:
+        est = f"{r.est_calls} call(s) {r.est_tokens}" if r.est_calls else "-"
+        lines.append(
+            f"{r.hour:<14} {r.model:<22} {r.bill_total:>10} {sum(r.exact.values()):>10} {est:>16} {r.drift:>9}"
+        )
+    if not rows:
+        lines.append("(no usage on the bill or in the ledger)")
+    pct = reconcile.drift_percent(rows)
+    lines.append(
+        f"LedgerDriftPercent {pct:.2f} %: "
+        + (
+            "the bill holds tokens the ledger never booked (docs/runbook.md#drift)"
+            if pct > 0
+            else "every billed token is booked, exactly or within an estimate"
+        )
+    )
+    return "\n".join(lines) + "\n"
+
+
+def _admin_key(target: Any) -> str:
+    """ANTHROPIC_ADMIN_KEY, else the stack's AdminKeySecret; a clear error when neither has one."""
+    import os
+
+    from prfleet_local.cli.errors import CliError
+
+    key = os.environ.get("ANTHROPIC_ADMIN_KEY", "").strip()
+    if key:
+        return key
+    from prfleet.aws import client as aws_client
+
+    secret_id = target.physical("AdminKeySecret", "AWS::SecretsManager::Secret")
+    raw = aws_client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString") or "{}"
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = {"value": raw}
+    key = (value.get("admin_api_key") or value.get("value") or "") if isinstance(value, dict) else ""
+    if not key:
+        raise CliError(
+            f'no Admin API key: fill the secret {secret_id} with {{"admin_api_key": "sk-ant-admin01-..."}} '
+            "or set ANTHROPIC_ADMIN_KEY"
+        )
+    return str(key)
+
+
+def run_reconcile(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    *,
+    target: Any = None,
+    ledger: Any = None,
+    get: Any = None,
+) -> int:
+    """Handler of `prfleet cost reconcile --day D`: read-only; the ReconcileFunction applies adjustments."""
+    import os
+
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from prfleet import reconcile
+    from prfleet.budget import Ledger
+    from prfleet_local.cli.errors import CliError, aws_error
+    from prfleet_local.cli.target import resolve
+
+    out = out or sys.stdout
+    if ledger is None or get is None:
+        target = target or resolve(args)
+        tz = target.parameters.get("BudgetTimezone") or "UTC"
+        if ledger is None:
+            from prfleet.aws import client as aws_client
+
+            ledger = Ledger(
+                target.table("LedgerTable"),
+                daily_limit_micros=0,
+                pr_limit_micros=0,
+                tz=tz,
+                client=aws_client("dynamodb"),
+            )
+        if get is None:
+            url = args.api_url or os.environ.get("ANTHROPIC_BASE_URL") or "https://api.anthropic.com"
+            try:
+                get = reconcile.http_getter(url, _admin_key(target))
+            except (BotoCoreError, ClientError) as exc:
+                raise aws_error(exc, "read the AdminKeySecret") from None
+        api_key_id = args.api_key_id or target.parameters.get("BillingApiKeyId", "")
+    else:
+        api_key_id = args.api_key_id or ""
+    try:
+        rows = reconcile_day(ledger, get, args.day, api_key_id=api_key_id)
+    except RuntimeError as exc:  # the Usage API answered with an error (its message, never the key)
+        raise CliError(str(exc)) from None
+    except (BotoCoreError, ClientError) as exc:
+        raise aws_error(exc, "read the LedgerTable") from None
+    except OSError as exc:
+        raise CliError(f"cannot reach the Usage and Cost API: {exc}") from None
+    if args.json:
+        json.dump(
+            {
+                "day": args.day,
+                "drift_percent": reconcile.drift_percent(rows),
+                "rows": [
+                    {
+                        "hour": r.hour,
+                        "model": r.model,
+                        "bill": r.bill,
+                        "exact": r.exact,
+                        "estimated_calls": r.est_calls,
+                        "estimated_tokens": r.est_tokens,
+                        "estimated_micros": r.est_micros,
+                        "drift_tokens": r.drift,
+                    }
+                    for r in rows
+                ],
+            },
+            out,
+            indent=2,
+        )
+        out.write("\n")
+    else:
+        out.write(render_reconcile(args.day, rows))
+    return 0
+
+
+def _day(v: str) -> str:
+    try:
+        return dt.date.fromisoformat(v).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a day (YYYY-MM-DD)") from None
+
+
 # -------------------------------------------------------------------------------------------------- parser
 
 
@@ -439,4 +598,20 @@ def add_cost_parser(subparsers: Any) -> argparse.ArgumentParser:
 
     add_target_options(rep)
     rep.set_defaults(func=run_report)
+
+    rec = sub.add_parser(
+        "reconcile", help="the ledger against Anthropic's Usage and Cost API for one budget day"
+    )
+    rec.add_argument(
+        "--day", type=_day, required=True, help="budget day, YYYY-MM-DD (in the stack's BudgetTimezone)"
+    )
+    rec.add_argument(
+        "--api-url", help="Usage API base URL (default: ANTHROPIC_BASE_URL or https://api.anthropic.com)"
+    )
+    rec.add_argument(
+        "--api-key-id", help="compare only this API key's usage (default: the stack's BillingApiKeyId)"
+    )
+    rec.add_argument("--json", action="store_true")
+    add_target_options(rec)
+    rec.set_defaults(func=run_reconcile)
     return cost

@@ -102,7 +102,7 @@ class PromptCache:
         self.clock = clock
         self.entries: dict[str, tuple[float, str]] = {}  # hash -> (expiry, ttl)
         self.lock = threading.Lock()
-        self.enforce_minimum = True  # switchable per test: False caches prefixes of any size (lenient!)
+        self.enforce_minimum = True  # FaultPlan.cache_minimums: False caches prefixes of any size (lenient!)
 
     def usage(self, body: dict[str, Any], scope: str = "") -> dict[str, Any]:
         """The input side of `usage` for this request, updating the cache as the API would."""

@@ -88,6 +88,7 @@ class FaultPlan:
     strict_fields: bool = True
     refuse_models: list[str] = field(default_factory=list)  # models that refuse every request
     served_models: dict[str, str] = field(default_factory=dict)  # requested -> the model the response names
+    cache_minimums: bool = True  # False caches prefixes of any length (more lenient than the API: demos only)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -104,6 +105,7 @@ class FaultPlan:
             strict_fields=bool(data.get("strict_fields", True)),
             refuse_models=[str(m) for m in data.get("refuse_models", [])],
             served_models={str(k): str(v) for k, v in data.get("served_models", {}).items()},
+            cache_minimums=bool(data.get("cache_minimums", True)),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -65,8 +65,6 @@ _BEDROCK_MESSAGES = {
     "InternalServerException": "The server encountered an internal error while processing the request.",
 }
 
-Reply = tuple[int, dict[str, str], bytes, float]
-
 
 @dataclass
 class AwsAccount:
@@ -78,6 +76,7 @@ class AwsAccount:
     bedrock_models: frozenset[str] = frozenset()
     bedrock_base_ids: frozenset[str] = frozenset()
     clock: Callable[[], float] = time.time
+    calls: list[dict[str, str]] = field(default_factory=list)  # every authenticated call: wire, model, region
 
     @classmethod
     def from_price_table(cls, **kw: Any) -> AwsAccount:
@@ -230,74 +229,74 @@ def chunk_frame(event: dict[str, Any]) -> bytes:
     )
 
 
-def message_events(message: dict[str, Any], *, metrics: dict[str, int] | None = None) -> list[dict[str, Any]]:
-    """The Messages stream events of a finished message (message_start, one start/delta/stop per block,
-    message_delta with the stop reason and final usage, message_stop); Bedrock adds its invocation metrics to
-    message_stop (https://platform.claude.com/docs/en/build-with-claude/streaming)."""
-    usage = dict(message["usage"])
-    start = {
-        **message,
-        "content": [],
-        "stop_reason": None,
-        "stop_sequence": None,
-        "usage": {**usage, "output_tokens": 1},
-    }
-    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
-    for i, block in enumerate(message["content"]):
-        if block["type"] == "text":
-            events.append(
-                {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}
-            )
-            events.append(
-                {
-                    "type": "content_block_delta",
-                    "index": i,
-                    "delta": {"type": "text_delta", "text": block["text"]},
-                }
-            )
-        elif block["type"] == "tool_use":
-            events.append(
-                {"type": "content_block_start", "index": i, "content_block": {**block, "input": {}}}
-            )
-            events.append(
-                {
-                    "type": "content_block_delta",
-                    "index": i,
-                    "delta": {"type": "input_json_delta", "partial_json": json.dumps(block["input"])},
-                }
-            )
-        else:
-            events.append({"type": "content_block_start", "index": i, "content_block": block})
-        events.append({"type": "content_block_stop", "index": i})
-    events.append(
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": message["stop_reason"], "stop_sequence": message.get("stop_sequence")},
-            "usage": usage,
-        }
+def exception_frame(kind: str, message: str) -> bytes:
+    """A stream-level exception (`:message-type exception`), as InvokeModelWithResponseStream ends a failed
+    stream; the SDK surfaces it as an `error` event."""
+    payload = json.dumps({"message": message}).encode()
+    return event_frame(
+        {":exception-type": kind, ":content-type": "application/json", ":message-type": "exception"}, payload
     )
-    stop: dict[str, Any] = {"type": "message_stop"}
-    if metrics is not None:
-        stop["amazon-bedrock-invocationMetrics"] = metrics
-    events.append(stop)
-    return events
+
+
+def _sse_data(event: bytes) -> dict[str, Any]:
+    """The JSON of one server-sent event (`event: ...\ndata: {...}\n\n`)."""
+    for line in event.decode().splitlines():
+        if line.startswith("data:"):
+            return json.loads(line[5:].strip())
+    raise ValueError(f"no data line in {event!r}")
+
+
+def claude_api_model(model: str) -> str:
+    """The Claude API model a provider's id names ("global.anthropic.claude-sonnet-4-6" -> "claude-sonnet-4-6"),
+    so the Messages semantics (thinking rules, tokenizer) are the model's own; any other id as it is."""
+    if "anthropic." not in model:
+        return model
+    from prfleet import pricing
+
+    try:
+        return pricing.table().canonical(model)
+    except pricing.UnknownModel:
+        return model
+
+
+def _reply(status: int, headers: dict[str, str], body: bytes = b"", **kw: Any) -> Any:
+    from prfleet_local.model.server import Reply  # the server's reply type (it imports this module)
+
+    return Reply(status, headers, body, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- Bedrock
 
+# Bedrock's REST-JSON exceptions: (HTTP status, x-amzn-ErrorType) for the error the Messages policy produced.
+_BEDROCK_ERRORS = {
+    400: (400, "ValidationException"),
+    401: (403, "AccessDeniedException"),
+    403: (403, "AccessDeniedException"),
+    404: (400, "ValidationException"),
+    413: (400, "ValidationException"),
+    429: (429, "ThrottlingException"),
+    500: (500, "InternalServerException"),
+    529: (503, "ServiceUnavailableException"),
+}
+_BEDROCK_MESSAGES = {
+    "ThrottlingException": "Too many requests, please wait before trying again.",
+    "ServiceUnavailableException": "Bedrock is unable to process your request.",
+    "InternalServerException": "The server encountered an internal error while processing the request.",
+}
 
-def _bedrock_error(status: int, kind: str, message: str, rid: str) -> Reply:
+
+def _bedrock_error(status: int, kind: str, message: str, rid: str) -> Any:
     headers = {
         "content-type": "application/json",
         "x-amzn-requestid": rid,
         "x-amzn-errortype": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
     }
-    return status, headers, json.dumps({"message": message}).encode(), 0.0
+    return _reply(status, headers, json.dumps({"message": message}).encode())
 
 
 def bedrock(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Reply | None:
+) -> Any:
     """Bedrock InvokeModel[WithResponseStream] in front of the Messages policy; None if `path` is not one."""
     m = _INVOKE_RE.match(path.split("?", 1)[0])
     if not m:
@@ -305,7 +304,7 @@ def bedrock(
     rid = str(uuid.uuid4())
     url = f"http://{headers.get('host', '127.0.0.1')}{path}"
     try:
-        verify_sigv4(account, method=method, url=url, headers=headers, body=raw, service="bedrock")
+        region = verify_sigv4(account, method=method, url=url, headers=headers, body=raw, service="bedrock")
     except SignatureError as exc:
         return _bedrock_error(403, exc.code, exc.message, rid)
     model = urllib.parse.unquote(m["model"])
@@ -322,15 +321,13 @@ def bedrock(
     try:
         body = json.loads(raw or b"")
     except ValueError:
+        body = None
+    if not isinstance(body, dict):
         return _bedrock_error(
             400,
             "ValidationException",
             "Malformed input request, please reformat your input and try again.",
             rid,
-        )
-    if not isinstance(body, dict):
-        return _bedrock_error(
-            400, "ValidationException", "Malformed input request: expected a JSON object.", rid
         )
     extraneous = sorted(k for k in ("model", "stream") if k in body)
     if extraneous:
@@ -347,54 +344,71 @@ def bedrock(
             f"Malformed input request: anthropic_version must be {BEDROCK_VERSION}, got {body.get('anthropic_version')!r}",
             rid,
         )
+    stream = m["op"] == "invoke-with-response-stream"
+    account.calls.append({"wire": f"bedrock:{m['op']}", "model": model, "region": region})
     messages_body = {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
-    messages_body["model"] = model
+    messages_body.update(model=model, stream=stream)
+    # One stable key per caller (the signature changes every request): the prompt cache and the bill scope by it.
+    akid = SIGV4_RE.match(headers["authorization"])["akid"]  # type: ignore[index]
     started = time.monotonic()
-    status, out, payload, delay = owner.handle(
-        {"authorization": headers["authorization"], "anthropic-version": "2023-06-01"},
-        json.dumps(messages_body).encode(),
+    reply = owner.handle(
+        {"x-api-key": f"sigv4-{akid}", "anthropic-version": "2023-06-01"}, json.dumps(messages_body).encode()
     )
-    if status != 200:
+    if reply.status != 200:
         try:
-            err = json.loads(payload)["error"]
-            text = err.get("message", "")
-        except (ValueError, KeyError, TypeError):
+            text = json.loads(reply.body)["error"].get("message", "")
+        except (ValueError, KeyError, TypeError, AttributeError):
             text = ""
-        code, kind = _BEDROCK_ERRORS.get(status, (500, "InternalServerException"))
-        status, hdrs, body_out, _ = _bedrock_error(code, kind, _BEDROCK_MESSAGES.get(kind, text), rid)
-        return status, hdrs, body_out, delay
-    try:
-        message = json.loads(payload)
-    except ValueError:  # an injected truncated reply stays truncated
-        return 200, {"content-type": "application/json", "x-amzn-requestid": rid}, payload, delay
-    message["id"] = message["id"].replace("msg_", "msg_bdrk_", 1)
-    usage = message["usage"]
-    latency = int((time.monotonic() - started) * 1000)
-    counts = {
-        "x-amzn-bedrock-input-token-count": str(usage.get("input_tokens", 0)),
-        "x-amzn-bedrock-output-token-count": str(usage.get("output_tokens", 0)),
-        "x-amzn-bedrock-invocation-latency": str(latency),
-    }
-    if m["op"] == "invoke":
-        return (
-            200,
-            {"content-type": "application/json", "x-amzn-requestid": rid, **counts},
-            json.dumps(message).encode(),
-            delay,
+        code, kind = _BEDROCK_ERRORS.get(reply.status, (500, "InternalServerException"))
+        return _bedrock_error(code, kind, _BEDROCK_MESSAGES.get(kind, text), rid)
+    latency = str(int((time.monotonic() - started) * 1000))
+    if not stream:
+        try:
+            message = json.loads(reply.body)
+            message["id"] = message["id"].replace("msg_", "msg_bdrk_", 1)
+            payload = json.dumps(message).encode()
+            usage = message["usage"]
+        except (ValueError, KeyError, TypeError):
+            payload, usage = reply.body, {}
+        hdrs = {
+            "content-type": "application/json",
+            "x-amzn-requestid": rid,
+            "x-amzn-bedrock-input-token-count": str(usage.get("input_tokens", 0)),
+            "x-amzn-bedrock-output-token-count": str(usage.get("output_tokens", 0)),
+            "x-amzn-bedrock-invocation-latency": latency,
+        }
+        return _reply(
+            200, hdrs, payload, action=reply.action, delay=reply.delay, after_events=reply.after_events
         )
-    metrics = {
-        "inputTokenCount": int(usage.get("input_tokens", 0)),
-        "outputTokenCount": int(usage.get("output_tokens", 0)),
-        "invocationLatency": latency,
-        "firstByteLatency": latency,
-    }
-    frames = b"".join(chunk_frame(e) for e in message_events(message, metrics=metrics))
+    # The policy's SSE events, re-framed: Bedrock sends no ping, and adds its metrics to message_stop.
+    events = [e for e in (_sse_data(e) for e in reply.events) if e.get("type") != "ping"]
+    usage: dict[str, Any] = {}
+    for e in events:
+        if e["type"] == "message_start":
+            e["message"]["id"] = e["message"]["id"].replace("msg_", "msg_bdrk_", 1)
+            usage.update(e["message"].get("usage") or {})
+        elif e["type"] == "message_delta":
+            usage.update(e.get("usage") or {})
+        elif e["type"] == "message_stop":
+            e["amazon-bedrock-invocationMetrics"] = {
+                "inputTokenCount": int(usage.get("input_tokens", 0)),
+                "outputTokenCount": int(usage.get("output_tokens", 0)),
+                "invocationLatency": int(latency),
+                "firstByteLatency": int(latency),
+            }
+    frames = [chunk_frame(e) for e in events]
+    action = reply.action
+    if action == "stream_error":  # the stream ends with Bedrock's exception frame, not an SSE error event
+        frames = frames[: reply.after_events] + [
+            exception_frame("internalServerException", _BEDROCK_MESSAGES["InternalServerException"])
+        ]
+        action = "send"
     hdrs = {
         "content-type": "application/vnd.amazon.eventstream",
         "x-amzn-requestid": rid,
         "x-amzn-bedrock-content-type": "application/json",
     }
-    return 200, hdrs, frames, delay
+    return _reply(200, hdrs, events=frames, action=action, delay=reply.delay, after_events=reply.after_events)
 
 
 # ------------------------------------------------------------------------------------ Claude Platform on AWS
@@ -402,21 +416,18 @@ def bedrock(
 
 def claude_platform(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Reply | None:
-    """Claude Platform on AWS: a SigV4-signed /v1/messages (service aws-external-anthropic) for a workspace
-    of the signing region; None for a request that is not SigV4-signed (the Claude API's own path)."""
+) -> Any:
+    """Claude Platform on AWS: a SigV4-signed /v1/messages (service aws-external-anthropic) for a workspace of the
+    signing region, then the Claude API's own semantics and shapes; None for a request that is not SigV4-signed
+    (the Claude API's own path)."""
     if path.split("?", 1)[0] != "/v1/messages" or not headers.get("authorization", "").startswith("AWS4-"):
         return None
     rid = str(uuid.uuid4())
     url = f"http://{headers.get('host', '127.0.0.1')}{path}"
 
-    def aws_error(status: int, kind: str, message: str) -> Reply:
-        return (
-            status,
-            {"content-type": "application/json", "x-amzn-requestid": rid, "x-amzn-errortype": kind},
-            json.dumps({"message": message}).encode(),
-            0.0,
-        )
+    def aws_error(status: int, kind: str, message: str) -> Any:
+        hdrs = {"content-type": "application/json", "x-amzn-requestid": rid, "x-amzn-errortype": kind}
+        return _reply(status, hdrs, json.dumps({"message": message}).encode())
 
     try:
         region = verify_sigv4(
@@ -440,14 +451,18 @@ def claude_platform(
             "AccessDeniedException",
             f"workspace {workspace} is bound to {bound}; call the {bound} endpoint",
         )
-    status, out, payload, delay = owner.handle(dict(headers), raw)
-    return status, {**out, "x-amzn-requestid": rid}, payload, delay
+    account.calls.append({"wire": "claude-platform-aws", "workspace": workspace, "region": region})
+    akid = SIGV4_RE.match(headers["authorization"])["akid"]  # type: ignore[index]
+    inner = {k: v for k, v in headers.items() if k != "authorization"}
+    reply = owner.handle({**inner, "x-api-key": f"sigv4-{akid}-{workspace}"}, raw)
+    reply.headers["x-amzn-requestid"] = rid
+    return reply
 
 
 def dispatch(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Reply | None:
-    """The reply of whichever AWS provider `path` and `headers` belong to, or None for the Claude API."""
+) -> Any:
+    """The reply (server.Reply) of whichever AWS provider `path` and `headers` belong to, or None for the Claude API."""
     for wire in (bedrock, claude_platform):
         reply = wire(owner, account, method=method, path=path, headers=headers, raw=raw)
         if reply is not None:

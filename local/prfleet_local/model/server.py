@@ -305,9 +305,8 @@ class ModelServer:
         self._thread: threading.Thread | None = None
         self._count = 0
         self.set_faults(faults or FaultPlan())
-        self.aws = providers.AwsAccount.from_price_table(
-            clock=clock
-        )  # Bedrock / Claude Platform on AWS wires
+        # The Bedrock / Claude Platform on AWS wires; SigV4 is checked against the real time the SDK signs with.
+        self.aws = providers.AwsAccount.from_price_table()
 
     # -- lifecycle
 
@@ -351,6 +350,7 @@ class ModelServer:
             self.plan = plan
             self._rng = random.Random(plan.seed)
             self._base = self._count
+            self.cache.enforce_minimum = plan.cache_minimums
 
     def bill(self) -> list[BillRecord]:
         """Every call the server billed, in order (the Usage API report reads the same records)."""
@@ -696,10 +696,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
         )
         if routed is not None:
-            status, out, payload, delay = routed
-            if delay:
-                self.owner._stopping.wait(delay)
-            self._send(status, out, payload)
+            self._reply(routed)
             return
         if path != "/v1/messages":
             self._json(404, error_body("not_found_error", f"no route {path}"))

@@ -28,6 +28,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from prfleet_local.model import providers
+
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 EFFORT_SCALE = {"low": 0.3, "medium": 0.6, "high": 1.0, "xhigh": 1.6, "max": 2.5}
 _SECRET = b"prfleet-offline-thinking-signature"
@@ -83,6 +85,7 @@ _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
 
 def rules_for(model: str) -> ModelRules:
     """The rules of `model` (an unknown claude-* model gets the current models' strict rules)."""
+    model = providers.claude_api_model(model)  # a Bedrock profile has its model's rules (issue 15)
     for pattern, rules in _RULES[:-1]:
         if pattern.match(model):
             return rules

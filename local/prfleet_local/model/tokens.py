@@ -55,7 +55,9 @@ def base_count(text: str) -> int:
 
 def uses_new_tokenizer(model: str) -> bool:
     """Whether `model` has the newer tokenizer (~30% more tokens for the same text)."""
-    return not _OLD_TOKENIZER.match(model or "")
+    from prfleet_local.model.providers import claude_api_model  # a Bedrock profile: its model's tokenizer
+
+    return not _OLD_TOKENIZER.match(claude_api_model(model or ""))
 
 
 def count(text: str, model: str = "") -> int:

@@ -83,6 +83,12 @@ class Transition:
     reason_data: dict[str, Any] = field(default_factory=dict)
 
 
+def transition_line(t: Transition) -> str:
+    """One console line for a state change (the serve console prints these): time, alarm, old -> new, reason."""
+    when = dt.datetime.fromtimestamp(t.timestamp, dt.timezone.utc).strftime("%H:%M:%S")
+    return f"{when} alarm {t.alarm_name}: {t.old_state} -> {t.new_state}: {t.reason}"
+
+
 # ------------------------------------------------------------------------------------------------- statistics
 
 _PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d+)?|100)$", re.IGNORECASE)
@@ -699,7 +705,12 @@ class AlarmEvaluator:
             result = series[alarm.returned]
         else:
             result = self._expression(alarm, alarm.returned, series, r, set())
-        values = list(_as_series(result, r))
+        if not isinstance(result, tuple):
+            # "The final result of any math expression must be a single time series" (using-metric-math).
+            raise AlarmDefinitionError(
+                f"alarm {alarm.key}: {alarm.returned} gives a number, not a time series"
+            )
+        values = list(result)
         timeline = list(zip(starts, values, strict=True))
 
         single = alarm.metrics[0] if not alarm.expressions else None

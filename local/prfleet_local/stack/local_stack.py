@@ -548,6 +548,7 @@ class LocalStack:
                 logical = routes.get((self.command, path))
                 if logical is None:
                     self._send(404, {"message": "Not Found"})
+                    stack.api_metrics(404, 0.0)  # a request to no route is still a request and a 4xx
                     return
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)

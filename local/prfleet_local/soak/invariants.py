@@ -1,0 +1,299 @@
+"""The soak's invariants, each read from the stores after the run (DynamoDB, SQS, fake GitHub, model bill, alarms).
+
+Each check returns a `Result`: its name, whether it held, a one-line figure and up to a few concrete violations,
+so a failure says where to look.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer
+
+_DESER = TypeDeserializer()
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    figure: str
+    violations: list[str] = field(default_factory=list)
+
+
+def _plain(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _DESER.deserialize(v) for k, v in item.items()}
+
+
+def scan(stack: Any, logical: str) -> list[dict[str, Any]]:
+    ddb = stack.client("dynamodb")
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": stack.table(logical)}
+    while True:
+        page = ddb.scan(**kwargs)
+        items.extend(_plain(i) for i in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return items
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+@dataclass
+class Observed:
+    """Everything the checks read, gathered once after the run."""
+
+    heads: dict[tuple[str, int, str], dict[str, Any]]  # (repo, number, sha) -> SHA# item
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]]  # same key -> RUN# items
+    ledger: list[dict[str, Any]]
+    current_heads: dict[tuple[str, int], str]  # GitHub's PR heads
+    reviews: dict[tuple[str, int], list[dict[str, Any]]]
+    issue_comments: dict[tuple[str, int], list[dict[str, Any]]]
+    check_runs: dict[str, list[dict[str, Any]]]  # head sha -> runs
+    dlq: dict[str, list[str]]  # queue -> bodies
+    queue_depths: dict[str, int]
+    bill_micros: int
+    bill_calls: int
+    alarm_states: dict[str, str]
+    alarmed: set[str]  # alarms that went to ALARM at some point
+    log_lines: list[str]
+
+
+def observe(
+    stack: Any, github: dict[str, Any], model: Any, alarmed: set[str], dlq: dict[str, list[str]]
+) -> Observed:
+    from prfleet import pricing
+
+    heads: dict[tuple[str, int, str], dict[str, Any]] = {}
+    runs: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
+    for item in scan(stack, "StateTable"):
+        pk, sk = str(item.get("pk", "")), str(item.get("sk", ""))
+        if not pk.startswith("PR#"):
+            continue
+        repo, number = pk[3:].rsplit("#", 1)
+        if sk.startswith("SHA#"):
+            heads[(repo, int(number), sk[4:])] = item
+        elif sk.startswith("RUN#"):
+            sha, _, job_id = sk[4:].partition("#")
+            runs[(repo, int(number), sha)].append(dict(item, job_id=job_id))
+    current, reviews, comments, checks = {}, defaultdict(list), defaultdict(list), defaultdict(list)
+    for name, srv in github.items():
+        for number, pr in srv.prs.items():
+            current[(name, number)] = pr.head_sha
+        for r in srv.reviews:
+            reviews[(name, int(r["number"]))].append(r)
+        for c in srv.issue_comments:
+            comments[(name, int(c["issue_number"]))].append(c)
+        for run in srv.check_runs.values():
+            checks[run["head_sha"]].append(run)
+    bill = sum(pricing.cost_micros(m["model"], m["usage"]) for m in list(model.responses))
+    return Observed(
+        heads=heads,
+        runs=dict(runs),
+        ledger=scan(stack, "LedgerTable"),
+        current_heads=current,
+        reviews=dict(reviews),
+        issue_comments=dict(comments),
+        check_runs=dict(checks),
+        dlq=dlq,
+        queue_depths={q: stack.queue_depth(q) for q in ("PrQueue", "JobsQueue")},
+        bill_micros=bill,
+        bill_calls=len(model.responses),
+        alarm_states=stack.evaluate_alarms(),
+        alarmed=alarmed,
+        log_lines=list(stack.log_lines),
+    )
+
+
+FINAL = {"succeeded", "partial", "failed", "cached", "superseded", "skipped"}
+
+
+def every_planned_job_in_one_end_state(o: Observed) -> Result:
+    bad = []
+    planned = 0
+    for key, head in o.heads.items():
+        n = int(head.get("planned", 0))
+        planned += n
+        done = set(head.get("done_ids", set())) - {"-"}
+        head_runs = o.runs.get(key, [])
+        statuses = Counter(str(r.get("status")) for r in head_runs)
+        open_runs = {s: c for s, c in statuses.items() if s not in FINAL}
+        if len(done) != n or len(head_runs) != n or open_runs:
+            bad.append(
+                f"{key[0]}#{key[1]}@{key[2][:8]}: planned {n}, counted {len(done)}, runs {dict(statuses)}"
+            )
+    return Result(
+        "every planned job in exactly one end state", not bad, f"{planned} jobs on {len(o.heads)} heads", bad
+    )
+
+
+def nothing_lost(o: Observed, accepted_prs: set[tuple[str, int]]) -> Result:
+    bad = [f"{q} still holds {d} messages" for q, d in o.queue_depths.items() if d]
+    for repo, number in sorted(accepted_prs):
+        head = o.current_heads.get((repo, number))
+        record = o.heads.get((repo, number, head or ""))
+        if record is None:
+            bad.append(
+                f"{repo}#{number}: an accepted delivery, but its current head {str(head)[:8]} was never planned"
+            )
+        elif len(set(record.get("done_ids", set())) - {"-"}) < int(record.get("planned", 0)):
+            bad.append(f"{repo}#{number}@{str(head)[:8]}: not every job finished")
+    return Result(
+        "nothing lost (queues drained, every accepted PR's current head planned and finished)",
+        not bad,
+        f"{len(accepted_prs)} PRs accepted",
+        bad,
+    )
+
+
+def dlq_messages_have_reasons(o: Observed) -> Result:
+    from prfleet import jobs
+
+    bad = []
+    failed_runs = {str(r["job_id"]): r for rs in o.runs.values() for r in rs if r.get("status") == "failed"}
+    errors = [line for line in o.log_lines if '"level":"ERROR"' in line or '"level":"WARNING"' in line]
+    total = 0
+    for queue, bodies in o.dlq.items():
+        for body in bodies:
+            total += 1
+            try:
+                job = jobs.parse_message(body)
+            except jobs.BadMessage:
+                bad.append(f"{queue}: unparseable body {body[:60]!r}")
+                continue
+            if isinstance(job, jobs.FileJob):
+                run = failed_runs.get(job.job_id)
+                if not (run and run.get("error")) and not _logged(errors, job.delivery_id):
+                    bad.append(
+                        f"{queue}: {job.repo}#{job.number} {job.path}/{job.agent} has no recorded reason"
+                    )
+            elif not _logged(errors, job.delivery_id):
+                bad.append(
+                    f"{queue}: PR job {job.repo}#{job.number} delivery {job.delivery_id} has no logged reason"
+                )
+    return Result("every DLQ message has a reason", not bad, f"{total} messages in the DLQs", bad)
+
+
+def _logged(lines: list[str], delivery_id: str) -> bool:
+    key = f'"correlation_id":"{delivery_id}"'
+    return any(key in line for line in lines)
+
+
+def reviews_once_per_head(o: Observed, replans: Counter[tuple[str, int, str]]) -> Result:
+    """At most one review per head and review cycle (a partial one first when jobs waited on the budget; a
+    `/prfleet review` starts a new cycle); exactly: at least one for every finished current head."""
+    bad = []
+    per_head: Counter[tuple[str, int, str]] = Counter()
+    for (repo, number), rs in o.reviews.items():
+        for r in rs:
+            per_head[(repo, number, r["commit_id"])] += 1
+    for key, n in per_head.items():
+        cycles = 1 + replans.get(key, 0)
+        head = o.heads.get(key, {})
+        allowed = cycles * (2 if set(head.get("deferred_ids", set())) - {"-"} else 1)
+        if n > allowed:
+            bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: {n} reviews, at most {allowed} allowed")
+        if o.current_heads.get(key[:2]) != key[2]:
+            bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: a review on a superseded head")
+    finished = 0
+    for (repo, number), sha in o.current_heads.items():
+        head = o.heads.get((repo, number, sha))
+        if head is None or len(set(head.get("done_ids", set())) - {"-"}) < int(head.get("planned", 0)):
+            continue
+        finished += 1
+        if per_head.get((repo, number, sha), 0) < 1:
+            bad.append(f"{repo}#{number}@{sha[:8]}: finished current head without a review")
+        checks = o.check_runs.get(sha, [])
+        if not any(c.get("status") == "completed" for c in checks):
+            bad.append(f"{repo}#{number}@{sha[:8]}: finished current head without a completed check run")
+    return Result(
+        "at most one review per head, one for every finished current head",
+        not bad,
+        f"{sum(per_head.values())} reviews, {finished} finished current heads",
+        bad,
+    )
+
+
+def no_duplicate_comment(o: Observed) -> Result:
+    bad = []
+    inline = 0
+    for (repo, number), rs in o.reviews.items():
+        seen: Counter[tuple[str, int, str]] = Counter()
+        for r in rs:
+            for c in r.get("comments", []):
+                seen[(c["path"], int(c.get("line") or 0), c.get("body", ""))] += 1
+        inline += sum(seen.values())
+        bad += [f"{repo}#{number} {p}:{line} posted {n} times" for (p, line, _b), n in seen.items() if n > 1]
+    for (repo, number), cs in o.issue_comments.items():
+        if len(cs) > 1:
+            bad.append(f"{repo}#{number}: {len(cs)} summary comments (edited in place: one expected)")
+    return Result("no duplicate comment", not bad, f"{inline} inline comments", bad)
+
+
+def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
+    """prfleet.budget's layout: `daily/<day>` holds the day total, `pr@<day>/<pr>` each PR's total."""
+    bad = []
+    days = 0
+    for item in o.ledger:
+        scope, key = str(item.get("scope", "")), item.get("day")
+        if scope == "daily":
+            days += 1
+            limit = int(item.get("limit") or daily_limit)
+            for name in ("settled", "committed"):
+                value = int(item.get(name, 0))
+                if value > limit:
+                    bad.append(f"{key}: {name} {value} µ$ > daily limit {limit} (+{value - limit})")
+        elif scope.startswith("pr@"):
+            value = int(item.get("committed", 0))
+            if value > pr_limit:
+                bad.append(f"{scope} {key}: committed {value} µ$ > PR limit {pr_limit}")
+    return Result("0 micro-dollars over any limit", not bad, f"{days} budget days", bad)
+
+
+def ledger_runs_bill_agree(o: Observed) -> Result:
+    """After the Usage API reconciliation (estimated calls moved onto the bill), the day totals' settled spend
+    equals the offline server's bill and the runs' costs add up to it."""
+    daily = [i for i in o.ledger if i.get("scope") == "daily"]
+    settled = sum(int(i.get("settled", 0)) for i in daily)
+    estimated = sum(int(i.get("estimated", 0)) for i in daily)
+    runs = sum(int(r.get("cost_micros") or 0) for rs in o.runs.values() for r in rs)
+    bad = []
+    if settled != runs:
+        bad.append(f"ledger settled {settled} µ$ != runs {runs} µ$ (diff {settled - runs})")
+    if settled < o.bill_micros:
+        bad.append(
+            f"ledger {settled} µ$ < the bill {o.bill_micros} µ$: {o.bill_micros - settled} µ$ spent unbooked"
+        )
+    figure = (
+        f"ledger {settled} µ$ (of which estimated {estimated}), runs {runs} µ$, "
+        f"offline bill {o.bill_micros} µ$ over {o.bill_calls} billed calls"
+    )
+    return Result("ledger = runs = the model's bill (estimated calls reconciled)", not bad, figure, bad)
+
+
+def alarms_as_expected(o: Observed, expected: set[str]) -> Result:
+    unexpected = sorted(o.alarmed - expected)
+    missing = sorted(expected - o.alarmed)
+    bad = [f"{a} went to ALARM without a cause" for a in unexpected] + [
+        f"{a} should have fired" for a in missing
+    ]
+    return Result(
+        "every alarm that should fire did, and no other",
+        not bad,
+        f"fired: {sorted(o.alarmed) or 'none'}",
+        bad,
+    )
+
+
+def reruns_honoured(rerun_replies: list[tuple[str, int, int]]) -> Result:
+    bad = [
+        f"{repo}#{n}: check_run rerequested answered {status}, not accepted"
+        for repo, n, status in rerun_replies
+        if status != 202
+    ]
+    return Result("every Re-run accepted and re-reviewed", not bad, f"{len(rerun_replies)} Re-runs", bad)
+
+
+def summary_json(results: list[Result]) -> str:
+    return json.dumps([r.__dict__ for r in results], indent=2)

@@ -1,0 +1,470 @@
+"""The soak driver: real repositories, real HTTP deliveries, faults on, a budget that runs out, then the checks.
+
+Phases (each bounded in time):
+1. day one: every PR opened (some pushed again mid-flight, some redelivered with the same or a new delivery id),
+   comment commands (`/prfleet review` by a writer and by a reader) and Re-runs (check_run rerequested), with
+   faults in DynamoDB (throttling, lost responses after writes), SQS (lost deletes: duplicate deliveries at the
+   queue's visibility timing), GitHub (5xx and secondary rate limits) and the model (429 with retry-after, 529,
+   500, truncated bodies); the daily budget runs out part way through, so jobs are deferred;
+2. the budget day changes (prfleet's clock moves a day) and the sweeper re-queues the deferred jobs;
+3. the alarms are evaluated on what the run emitted, and every invariant is checked from the stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from prfleet_local.github.server import GitHubServer, GitRepo
+from prfleet_local.model.server import FaultPlan as ModelFaults
+from prfleet_local.model.server import FaultRule as ModelRule
+from prfleet_local.model.server import ModelServer
+from prfleet_local.soak import invariants as inv
+from prfleet_local.soak.router import GitHubRouter
+from prfleet_local.stack.local_stack import LocalStack
+from prfleet_local.stack.moto_proc import FaultPlan as AwsFaults
+from prfleet_local.stack.moto_proc import FaultRule as AwsRule
+
+WRITER, READER = "maintainer", "drive-by"
+
+
+@dataclass
+class Scale:
+    prs: int = 50
+    files: int = 10
+    agents: int = (
+        3  # the template's three agents (review, tests, docs); the template has no parameter to vary it
+    )
+    repos: int = 3
+    seed: int = 1
+    fault_rate: float = 0.02  # base rate; each fault kind is a multiple of it
+    budget_fraction: float = 0.6  # the day-one budget as a share of what the whole run costs
+    second_push: float = 0.3
+    redeliver: float = 0.3
+    comments: float = 0.1
+    reruns: float = 0.1
+    senders: int = 4
+    timeout: float = 1500.0  # seconds for the whole soak
+    # For the day-one budget, measured on the offline model (docs/reliability.md): what a job costs, and the
+    # worst case one call reserves (review agent: max_tokens at the output price), times the agent concurrency.
+    cost_per_job_usd: float = 0.0022
+    worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
+    agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
+    agent_timeout: float = 60.0  # seconds (the template: 300; the runner keeps a 20 s margin)
+
+
+@dataclass
+class Driven:
+    """What the driver did (the checks compare the stores against it)."""
+
+    accepted: set[tuple[str, int]] = field(default_factory=set)
+    replans: Counter[tuple[str, int, str]] = field(default_factory=Counter)
+    rerun_replies: list[tuple[str, int, int]] = field(default_factory=list)
+    deliveries: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def module_text(rng: random.Random, name: str, revision: int) -> str:
+    """A Python module with ordinary code and, sometimes, a real bug the offline analyser finds."""
+    body = [
+        f'"""{name}: generated for the soak (revision {revision})."""',
+        "",
+        "from __future__ import annotations",
+        "",
+    ]
+    for i in range(rng.randint(2, 5)):
+        body += [
+            f"def {name}_step_{i}(values: list[int]) -> int:",
+            f'    """Step {i}."""',
+            "    total = 0",
+            "    for v in values:",
+            f"        total += v * {rng.randint(1, 9)}",
+            "    return total",
+            "",
+        ]
+    bug = rng.choice(["none", "bare", "mutable", "shell", "token", "none"])
+    if bug == "bare":
+        body += [
+            f"def {name}_load(path):",
+            "    try:",
+            "        return open(path).read()",
+            "    except:",
+            "        return None",
+            "",
+        ]
+    elif bug == "mutable":
+        body += [f"def {name}_collect(item, seen=[]):", "    seen.append(item)", "    return seen", ""]
+    elif bug == "shell":
+        body += [
+            "import subprocess",
+            "",
+            f"def {name}_run(arg):",
+            '    subprocess.run(f"echo {arg}", shell=True, check=True)',
+            "",
+        ]
+    elif bug == "token":
+        body += [f'API_TOKEN_{revision} = "tok_live_{rng.getrandbits(48):012x}"', ""]
+    return "\n".join(body) + "\n"
+
+
+class Soak:
+    def __init__(self, scale: Scale, workdir: Path) -> None:
+        self.scale = scale
+        self.workdir = workdir
+        self.rng = random.Random(scale.seed)
+        self.driven = Driven()
+        self.alarmed: set[str] = set()
+        self.figures: dict[str, Any] = {}
+        self.swept: Counter[str] = Counter()
+
+    # ------------------------------------------------------------------------------------------- setup
+    def start(self, stack: ExitStack) -> None:
+        s = self.scale
+        self.servers: dict[str, GitHubServer] = {}
+        for r in range(s.repos):
+            name = f"soak/repo{r}"
+            repo = GitRepo(self.workdir / f"repo{r}")
+            srv = GitHubServer(repo, full_name=name, tokens=["local-token"])
+            srv.start()
+            stack.callback(srv.stop)
+            srv.add_collaborator(WRITER, "write")
+            srv.add_collaborator(READER, "read")
+            base = {"README.md": f"# {name}\n", ".prfleet.toml": "[limits]\nmax_iterations = 12\n"}
+            base.update({f"core/base_{i}.py": module_text(self.rng, f"base{i}", 0) for i in range(3)})
+            repo.commit(base, "Initial commit", branch="main")
+            self.servers[name] = srv
+        self.repo_locks = {name: threading.Lock() for name in self.servers}
+        self.router = GitHubRouter(self.servers)
+        url = self.router.start()
+        stack.callback(self.router.stop)
+        self.model = ModelServer(faults=self.model_faults())
+        model_url = self.model.start()
+        stack.callback(self.model.stop)
+        jobs_total = s.prs * s.files * s.agents
+        # Enough for the calls in flight to reserve their worst case, plus a share of the run's spend: the rest is
+        # deferred when the day's spend reaches it, and runs the next day.
+        headroom = (s.agent_concurrency + 1) * s.worst_call_usd
+        self.daily_budget = round(jobs_total * s.cost_per_job_usd * s.budget_fraction + headroom, 4)
+        self.stack = LocalStack(
+            self.workdir / "stack",
+            github_url=url,
+            model_url=model_url,
+            webhook_secret=uuid.uuid4().hex,
+            parameters={"DailyBudgetUsd": self.daily_budget, "PrBudgetUsd": 1000, "MaxReceiveCount": 3},
+            sweep_interval=None,
+            visibility_timeout=3,
+            # A hung agent is abandoned at its Timeout; 300 s would idle a poller for five minutes per hang.
+            function_timeouts={"AgentFunction": s.agent_timeout},
+        )
+        self.stack.start()
+        stack.callback(self.stack.stop)
+        self.stack.moto.set_faults(self.aws_faults())
+        self.lambda_faults()
+
+    def model_faults(self) -> ModelFaults:
+        r = self.scale.fault_rate
+        return ModelFaults(
+            rules=[
+                ModelRule("429", probability=r, retry_after=1),
+                ModelRule("529", probability=r, retry_after=1),
+                ModelRule("500", probability=r),
+                ModelRule("truncated", probability=r / 2),
+                ModelRule("timeout_after_billing", probability=r / 2),
+                ModelRule("reset_after_read", probability=r / 2),
+                ModelRule("stream_error", probability=r / 2),
+            ],
+            seed=self.scale.seed,
+        )
+
+    def aws_faults(self) -> AwsFaults:
+        r = self.scale.fault_rate
+        return AwsFaults(
+            rules=[
+                AwsRule("throttle", rate=r),
+                AwsRule("throttling", rate=r / 2),
+                AwsRule("lost_response", rate=r / 2),
+                AwsRule("sqs_delete_lost", queues=["JobsQueue", "PrQueue"], rate=r),
+            ],
+            seed=self.scale.seed,
+        )
+
+    def lambda_faults(self) -> None:
+        """Invocations that die: a crash right after a model call (nothing after it runs, EMF unflushed, the batch
+        back after its visibility timeout) and a hang that the runtime abandons at the function's Timeout."""
+        from prfleet_local.stack.invocations import InvocationFault
+
+        n = max(1, int(self.scale.prs * self.scale.fault_rate * 2))
+        self.stack.inject(InvocationFault("AgentFunction", "crash", after='"api_call"', times=n))
+        self.stack.inject(InvocationFault("AgentFunction", "hang", after='"api_call"', times=max(1, n // 2)))
+        self.stack.inject(InvocationFault("PlannerFunction", "crash", after='"planned"', times=1))
+
+    def github_faults(self) -> None:
+        """GitHub's failures, count-based as the fake offers them: 5xx before anything is done, 5xx after a write
+        was applied (reviews, comments, check runs), secondary rate limits."""
+        n = max(1, int(self.scale.prs * self.scale.fault_rate * 5))
+        for srv in self.servers.values():
+            srv.inject(r"/pulls/\d+/files", 502, n, method="GET")
+            srv.fail_after_write(r"/pulls/\d+/reviews$", n, status=502, method="POST")
+            srv.fail_after_write(r"/issues/\d+/comments$", n, status=0, method="POST")
+            srv.fail_after_write(r"/check-runs/\d+$", n, status=502, method="PATCH")
+            srv.rate_limit(r"/git/", n, retry_after=1)
+
+    # ----------------------------------------------------------------------------------------- driving
+    def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> int:
+        from prfleet.webhook import signature_for
+        from prfleet_local.demo.run import post
+
+        body = json.dumps(payload).encode()
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": event,
+            "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+            "X-Hub-Signature-256": signature_for(self.stack.webhook_secret.encode(), body),
+        }
+        status = 0
+        for _attempt in range(5):  # GitHub's own redelivery of a 5xx, bounded
+            status, _reply = post(self.stack.webhook_url, body, headers)
+            if status < 500:
+                break
+            time.sleep(0.5)
+        with self.driven.lock:
+            self.driven.deliveries[event] += 1
+            self.driven.statuses[status] += 1
+        return status
+
+    def open_pr(self, name: str, k: int) -> None:
+        srv, s = self.servers[name], self.scale
+        rng = random.Random(f"{s.seed}/{name}/{k}")
+        branch = f"feature/{k}"
+        files = {f"pkg{k}/mod_{i}.py": module_text(rng, f"m{k}_{i}", 1) for i in range(s.files)}
+        with self.repo_locks[name]:  # one work tree per repository: commits one at a time, branched off main
+            srv.repo.checkout("main")
+            srv.repo.commit(files, f"PR {k}", branch=branch)
+        number = srv.open_pr(name, "main", branch, f"Soak PR {k}", "Generated by the soak.")
+        payload = srv.webhook_payload("opened", number)
+        delivery = str(uuid.uuid4())
+        status = self.deliver("pull_request", payload, delivery)
+        if status == 202:
+            with self.driven.lock:
+                self.driven.accepted.add((name, number))
+        if rng.random() < s.redeliver:
+            self.deliver("pull_request", payload, delivery if rng.random() < 0.5 else None)
+        if rng.random() < s.second_push:
+            time.sleep(rng.uniform(0.2, 3.0))  # mid-flight: some of the first head's jobs are running
+            changed = {f"pkg{k}/mod_{i}.py": module_text(rng, f"m{k}_{i}", 2) for i in range(min(2, s.files))}
+            with self.repo_locks[name]:
+                srv.repo.commit(changed, f"PR {k}: second push", branch=branch)
+            srv.update_head(number)
+            if self.deliver("pull_request", srv.webhook_payload("synchronize", number)) == 202:
+                with self.driven.lock:
+                    self.driven.accepted.add((name, number))
+
+    def comment(self, name: str, number: int, user: str) -> int:
+        srv = self.servers[name]
+        pr = srv.webhook_payload("opened", number)
+        payload = {
+            "action": "created",
+            "issue": {"number": number, "pull_request": {"url": pr["pull_request"]["html_url"]}},
+            "comment": {"body": "/prfleet review", "user": {"login": user}},
+            "repository": pr["repository"],
+            "installation": pr["installation"],
+            "sender": {"login": user},
+        }
+        return self.deliver("issue_comment", payload)
+
+    def rerun(self, name: str, number: int) -> int:
+        srv = self.servers[name]
+        pr = srv.webhook_payload("opened", number)
+        head = pr["pull_request"]["head"]["sha"]
+        check = next((c for c in srv.check_runs_for(head)), {"id": 0})
+        payload = {
+            "action": "rerequested",
+            "check_run": {
+                "id": check["id"],
+                "name": "prfleet",
+                "head_sha": head,
+                "status": "completed",
+                "pull_requests": [
+                    {"number": number, "head": pr["pull_request"]["head"], "base": pr["pull_request"]["base"]}
+                ],
+            },
+            "repository": pr["repository"],
+            "installation": pr["installation"],
+            "sender": {"login": WRITER},
+        }
+        return self.deliver("check_run", payload)
+
+    def wait_idle(self, deadline: float) -> bool:
+        while time.monotonic() < deadline:
+            if self.stack.wait_idle(timeout=min(30.0, max(1.0, deadline - time.monotonic()))):
+                return True
+            self.sample_alarms()
+        return False
+
+    def sample_alarms(self, *, settle: bool = False) -> None:
+        """Alarm states now; with `settle`, also 1 and 3 minutes on (CloudWatch evaluates complete periods)."""
+        now = self.stack.now()
+        for at in (now, now + 60, now + 180) if settle else (now,):
+            states = self.stack.evaluate_alarms(now=at)
+            self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+
+    def drain_dlqs(self) -> dict[str, list[str]]:
+        sqs = self.stack.client("sqs")
+        out: dict[str, list[str]] = {}
+        for q in ("PrDLQ", "JobsDLQ"):
+            url, seen, bodies = self.stack.queue_url(q), set(), []
+            for _ in range(100):
+                got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, VisibilityTimeout=600).get(
+                    "Messages", []
+                )
+                if not got:
+                    break
+                for m in got:
+                    if m["MessageId"] not in seen:
+                        seen.add(m["MessageId"])
+                        bodies.append(m["Body"])
+            out[q] = bodies
+        return out
+
+    def run(self) -> list[inv.Result]:
+        from prfleet import config
+
+        s = self.scale
+        deadline = time.monotonic() + s.timeout
+        names = sorted(self.servers)
+        plan = [(names[k % len(names)], k) for k in range(s.prs)]
+        self.github_faults()
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=s.senders) as pool:
+            list(pool.map(lambda nk: self.open_pr(*nk), plan))
+        idle_day_one = self.wait_idle(deadline)
+        day_one = time.monotonic() - started
+        # Comment commands and Re-runs on finished heads.
+        rng = random.Random(s.seed + 1)
+        for name, number in sorted(self.driven.accepted):
+            head = self.servers[name].prs[number].head_sha
+            if rng.random() < s.comments:
+                if self.comment(name, number, WRITER) == 202:
+                    self.driven.replans[(name, number, head)] += 1
+                self.comment(name, number, READER)  # a reader's command is refused by the planner
+            if rng.random() < s.reruns:
+                self.driven.rerun_replies.append((name, number, self.rerun(name, number)))
+        idle_commands = self.wait_idle(deadline)
+        # Day two: the budget resets; the sweeper re-queues what was deferred.
+        offset = 86400 + 3600
+        try:
+            for _ in range(20):
+                # Each sweep a few minutes after the last (prfleet's clock): a run that died on day two is found
+                # stuck 5 minutes later, as the per-minute schedule would.
+                offset += 400
+                os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+                config.settings.cache_clear()
+                counts = self.stack.sweep() or {}
+                self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
+                self.sample_alarms()
+                idle_day_two = self.wait_idle(deadline)
+                if not counts.get("requeued") and not counts.get("stuck"):
+                    break
+            self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
+            self.reconciled = self.reconcile()
+            self.sample_alarms(settle=True)
+            dlq = self.drain_dlqs()
+            wall = time.monotonic() - started
+            observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
+        finally:
+            os.environ.pop("CLOCK_OFFSET_SECONDS", None)
+            config.settings.cache_clear()
+        jobs_done = sum(len(set(h.get("done_ids", set())) - {"-"}) for h in observed.heads.values())
+        self.figures = {
+            "prs": s.prs,
+            "files": s.files,
+            "agents": s.agents,
+            "repos": s.repos,
+            "fault_rate": s.fault_rate,
+            "daily_budget_usd": self.daily_budget,
+            "deliveries": dict(self.driven.deliveries),
+            "webhook_statuses": dict(self.driven.statuses),
+            "jobs_finished": jobs_done,
+            "model_calls_served": observed.bill_calls,
+            "day_one_s": round(day_one, 1),
+            "wall_s": round(wall, 1),
+            "jobs_per_s_day_one": round(jobs_done / day_one, 2) if day_one else None,
+            "aws_faults_injected": {"/".join(k): v for k, v in self.stack.moto.injected().items()},
+            "aws_requests": sum(self.stack.moto.counts().values()),
+            "dlq": {q: len(b) for q, b in dlq.items()},
+            "idle": {"day_one": idle_day_one, "commands": idle_commands, "day_two": idle_day_two},
+        }
+        daily = round(self.daily_budget * 1_000_000)
+        self.figures["swept"] = dict(self.swept)
+        self.figures["reconciled"] = self.reconciled
+        expected = {self.stack.alarm_name(a) for a in self.expected_alarms(observed, dlq, daily)}
+        return [
+            inv.every_planned_job_in_one_end_state(observed),
+            inv.nothing_lost(observed, self.driven.accepted),
+            inv.dlq_messages_have_reasons(observed),
+            inv.reviews_once_per_head(observed, self.driven.replans),
+            inv.no_duplicate_comment(observed),
+            inv.within_limits(observed, daily, 1000 * 1_000_000),
+            inv.ledger_runs_bill_agree(observed),
+            inv.alarms_as_expected(observed, expected),
+            inv.reruns_honoured(self.driven.rerun_replies),
+        ]
+
+    def reconcile(self) -> dict[str, Any]:
+        """The Usage API reconciliation (prfleet.reconcile) against the offline server's usage report, as the
+        sweeper runs it with an Admin API key: estimated calls are moved onto the bill."""
+        from prfleet import reconcile, runner
+        from prfleet.config import now
+
+        result = reconcile.run(
+            runner.make_ledger(),
+            reconcile.http_getter(self.model.url, "sk-ant-admin01-soak"),
+            now=now() + 7200,
+        )
+        return {"drift_percent": result.drift_percent, "applied_micros": result.applied_micros}
+
+    def expected_alarms(self, o: inv.Observed, dlq: dict[str, list[str]], daily: int) -> set[str]:
+        """The alarms the run's own data says must fire (their template thresholds), derived from the stores."""
+        out = set()
+        if dlq.get("JobsDLQ"):
+            out.add("JobsDLQAlarm")
+        if dlq.get("PrDLQ"):
+            out.add("PrDLQAlarm")
+        if any(i.get("scope") == "daily" and int(i.get("settled", 0)) * 100 >= 80 * daily for i in o.ledger):
+            out.add("SpendAlarm")  # DailySpendPercent >= 80
+        if self.swept.get("stuck"):
+            out.add("StuckRunsAlarm")  # StuckRuns >= 1
+        if any(code >= 500 for code in self.driven.statuses):
+            out.add("WebhookErrorsAlarm")
+        runs = [r for rs in o.runs.values() for r in rs]
+        if runs and sum(r.get("status") == "failed" for r in runs) * 5 > len(runs):
+            out.add(
+                "ErrorRateAlarm"
+            )  # RunsFailed / RunsStarted > 20 % (the run fits in a few 15-min windows)
+        durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
+        if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
+            out.add("LatencyAlarm")
+        return out
+
+
+def soak(scale: Scale, workdir: Path | None = None) -> tuple[list[inv.Result], dict[str, Any]]:
+    with ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="prfleet-soak-")))
+        workdir.mkdir(parents=True, exist_ok=True)
+        runner = Soak(scale, workdir)
+        runner.start(stack)
+        results = runner.run()
+        return results, runner.figures

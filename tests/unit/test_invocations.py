@@ -1,0 +1,160 @@
+"""The local Lambda runtime's invocation rules (prfleet_local.stack.invocations, LocalStack's Function.invoke)."""
+
+from __future__ import annotations
+
+import threading
+import time
+import types
+from typing import Any
+
+import pytest
+from aws_lambda_powertools.metrics import Metrics
+
+from prfleet_local.stack import local_stack
+from prfleet_local.stack.invocations import (
+    Faults,
+    FunctionError,
+    Invocation,
+    InvocationFault,
+    PerThreadDict,
+    isolate_powertools_metrics,
+)
+
+
+def test_each_thread_has_its_own_powertools_metric_set() -> None:
+    """In Lambda each execution environment is a process: metrics one invocation added but never flushed cannot be
+    flushed by another. Powertools shares them across Metrics instances of a process, the stack per thread."""
+    isolate_powertools_metrics()
+    assert isinstance(Metrics._metrics, PerThreadDict)
+    metrics = Metrics(namespace="prfleet", service="prfleet")
+    seen: dict[str, list[str]] = {}
+
+    def invocation(name: str, metric: str, ready: threading.Event, go: threading.Event) -> None:
+        metrics.add_metric(name=metric, unit="Count", value=1)
+        ready.set()
+        go.wait(5)
+        seen[name] = sorted(metrics.metric_set)
+
+    ready_a, ready_b, go = threading.Event(), threading.Event(), threading.Event()
+    a = threading.Thread(target=invocation, args=("a", "RunsStarted", ready_a, go))
+    b = threading.Thread(target=invocation, args=("b", "RunsFailed", ready_b, go))
+    a.start(), b.start()
+    ready_a.wait(5), ready_b.wait(5)
+    go.set()
+    a.join(5), b.join(5)
+    assert seen == {"a": ["RunsStarted"], "b": ["RunsFailed"]}
+    assert len(metrics.metric_set) == 0  # this thread added nothing
+
+
+def test_faults_are_taken_per_function_and_count_down() -> None:
+    faults = Faults()
+    faults.add(InvocationFault("AgentFunction", "hang", after='"event":"start"', times=2))
+    faults.add(InvocationFault("WebhookFunction", "crash"))
+    assert faults.take("PlannerFunction") is None
+    assert faults.take("WebhookFunction").kind == "crash"
+    assert faults.take("WebhookFunction") is None
+    assert faults.take("AgentFunction") is not None and faults.take("AgentFunction") is not None
+    assert faults.take("AgentFunction") is None
+    faults.add(InvocationFault("AgentFunction", "crash", times=0))  # every invocation
+    assert all(faults.take("AgentFunction") for _ in range(5))
+
+
+@pytest.mark.parametrize("bad", [{"kind": "explode"}, {"kind": "crash", "times": -1}])
+def test_unknown_faults_are_refused(bad: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        InvocationFault("AgentFunction", **bad)
+
+
+def test_a_killed_invocation_cannot_finish_afterwards() -> None:
+    inv = Invocation("AgentFunction", 1.0)
+    assert inv.kill("timeout") is True
+    inv.finish(result={"late": True})
+    assert (inv.finished, inv.result, inv.killed) == (False, None, "timeout")
+    assert inv.kill() is False
+
+
+class _Runtime:
+    """What Function.invoke asks of its stack: timeouts, faults, running list and the metric sink."""
+
+    def __init__(self, timeout: float | None = None) -> None:
+        self.faults = Faults()
+        self.kill_at_timeout = True
+        self._running: list[Invocation] = []
+        self._running_lock = threading.Lock()
+        self.metrics: list[tuple[str, float, bool]] = []
+        self.timeout = timeout
+        self.router = None
+
+    def function_timeout(self, fn: local_stack.Function) -> float:
+        return self.timeout or fn.timeout
+
+    def lambda_metrics(self, fn: local_stack.Function, *, duration_ms: float, error: bool) -> None:
+        self.metrics.append((fn.logical_id, duration_ms, error))
+
+
+def _function(handler: Any, timeout: float = 0.5) -> local_stack.Function:
+    module = types.ModuleType("fn")
+    module.lambda_handler = handler  # type: ignore[attr-defined]
+    return local_stack.Function("AgentFunction", "prfleet-local-AgentFunction", module, timeout, 128)
+
+
+def test_an_invocation_past_its_timeout_is_abandoned_and_prints_nothing_more() -> None:
+    printed: list[str] = []
+    router = local_stack._install_router()
+    router.sinks.append(printed.append)
+    release = threading.Event()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        print("before")
+        release.wait(5)  # a call that outlives the Timeout
+        print("after")  # the abandoned invocation stops here
+        return {"ok": True}
+
+    runtime = _Runtime()
+    try:
+        started = time.monotonic()
+        with pytest.raises(FunctionError, match="Task timed out after 0.50 seconds"):
+            _function(handler).invoke({}, runtime)  # type: ignore[arg-type]
+        assert time.monotonic() - started < 3  # the caller did not wait for the handler
+        release.set()
+        time.sleep(0.3)
+        assert printed == ["before"]
+        ((name, duration, error),) = runtime.metrics
+        assert name == "AgentFunction" and error and duration == pytest.approx(500, abs=1)
+    finally:
+        router.sinks.remove(printed.append)
+
+
+def test_a_handler_exception_is_the_functions_error_and_a_reply_is_returned() -> None:
+    runtime = _Runtime()
+    assert _function(lambda e, c: {"n": e["n"]}).invoke({"n": 2}, runtime) == {"n": 2}  # type: ignore[arg-type]
+
+    def boom(event: dict[str, Any], context: Any) -> None:
+        raise KeyError("x")
+
+    with pytest.raises(FunctionError) as info:
+        _function(boom).invoke({}, runtime)  # type: ignore[arg-type]
+    assert isinstance(info.value.__cause__, KeyError)
+    assert [m[2] for m in runtime.metrics] == [False, True]
+
+
+def test_a_crash_fault_kills_the_invocation_at_its_marker() -> None:
+    printed: list[str] = []
+    router = local_stack._install_router()
+    router.sinks.append(printed.append)
+    done: list[str] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        print('{"event":"start"}')
+        done.append("ran on")
+        print("never")
+
+    runtime = _Runtime()
+    runtime.faults.add(InvocationFault("AgentFunction", "crash", after='"event":"start"'))
+    try:
+        with pytest.raises(FunctionError, match="crash"):
+            _function(handler, timeout=5).invoke({}, runtime)  # type: ignore[arg-type]
+        time.sleep(0.2)
+        assert printed == ['{"event":"start"}'] and done == []
+    finally:
+        router.sinks.remove(printed.append)

@@ -1,0 +1,106 @@
+"""The soak's invariants fail on the violations they name and pass on a clean run (they can fail)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from prfleet_local.soak import invariants as inv
+
+REPO, N, SHA = "soak/repo0", 1, "a" * 40
+
+
+def observed(**over):
+    base = dict(
+        heads={(REPO, N, SHA): {"planned": 2, "done_ids": {"j1", "j2"}, "deferred_ids": set()}},
+        runs={
+            (REPO, N, SHA): [
+                {"job_id": "j1", "status": "succeeded", "cost_micros": 300},
+                {"job_id": "j2", "status": "cached", "cost_micros": 0},
+            ]
+        },
+        ledger=[
+            {"scope": "daily", "day": "2026-12-01", "settled": 300, "committed": 300, "limit": 1000},
+            {"scope": "pr@2026-12-01", "day": f"pr#{REPO}#{N}", "committed": 300},
+        ],
+        current_heads={(REPO, N): SHA},
+        reviews={(REPO, N): [{"commit_id": SHA, "comments": [{"path": "a.py", "line": 3, "body": "x"}]}]},
+        issue_comments={(REPO, N): [{"body": "summary"}]},
+        check_runs={SHA: [{"status": "completed"}]},
+        dlq={"PrDLQ": [], "JobsDLQ": []},
+        queue_depths={"PrQueue": 0, "JobsQueue": 0},
+        bill_micros=300,
+        bill_calls=1,
+        alarm_states={},
+        alarmed=set(),
+        log_lines=[],
+    )
+    base.update(over)
+    return inv.Observed(**base)
+
+
+def test_a_clean_run_passes_every_invariant():
+    o = observed()
+    results = [
+        inv.every_planned_job_in_one_end_state(o),
+        inv.nothing_lost(o, {(REPO, N)}),
+        inv.dlq_messages_have_reasons(o),
+        inv.reviews_once_per_head(o, Counter()),
+        inv.no_duplicate_comment(o),
+        inv.within_limits(o, 1000, 1000),
+        inv.ledger_runs_bill_agree(o),
+        inv.alarms_as_expected(o, set()),
+        inv.reruns_honoured([(REPO, N, 202)]),
+    ]
+    assert all(r.ok for r in results), [(r.name, r.violations) for r in results if not r.ok]
+
+
+def test_a_job_left_running_is_not_an_end_state_and_its_head_is_not_finished():
+    runs = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded"}, {"job_id": "j2", "status": "running"}]}
+    o = observed(runs=runs, heads={(REPO, N, SHA): {"planned": 2, "done_ids": {"j1"}}})
+    assert not inv.every_planned_job_in_one_end_state(o).ok
+    assert not inv.nothing_lost(o, {(REPO, N)}).ok
+
+
+def test_an_accepted_pr_whose_head_was_never_planned_is_lost():
+    assert not inv.nothing_lost(observed(heads={}), {(REPO, N)}).ok
+    assert not inv.nothing_lost(observed(queue_depths={"PrQueue": 1, "JobsQueue": 0}), set()).ok
+
+
+def test_two_reviews_on_one_head_and_cycle_and_a_review_on_a_superseded_head_fail():
+    two = {(REPO, N): [{"commit_id": SHA, "comments": []}, {"commit_id": SHA, "comments": []}]}
+    assert not inv.reviews_once_per_head(observed(reviews=two), Counter()).ok
+    assert inv.reviews_once_per_head(observed(reviews=two), Counter({(REPO, N, SHA): 1})).ok  # a re-plan
+    old = {(REPO, N): [{"commit_id": "b" * 40, "comments": []}, {"commit_id": SHA, "comments": []}]}
+    assert not inv.reviews_once_per_head(observed(reviews=old), Counter()).ok
+    assert not inv.reviews_once_per_head(observed(reviews={}), Counter()).ok  # finished head, no review
+
+
+def test_a_comment_posted_twice_fails():
+    c = {"path": "a.py", "line": 3, "body": "x"}
+    reviews = {(REPO, N): [{"commit_id": SHA, "comments": [c]}, {"commit_id": SHA, "comments": [c]}]}
+    assert not inv.no_duplicate_comment(observed(reviews=reviews)).ok
+    assert not inv.no_duplicate_comment(observed(issue_comments={(REPO, N): [{}, {}]})).ok
+
+
+def test_one_micro_dollar_over_a_limit_fails():
+    over = [{"scope": "daily", "day": "d", "settled": 1001, "committed": 1001, "limit": 1000}]
+    assert not inv.within_limits(observed(ledger=over), 1000, 1000).ok
+    pr = [{"scope": "pr@d", "day": "pr#x", "committed": 1001}]
+    assert not inv.within_limits(observed(ledger=pr), 10**9, 1000).ok
+
+
+def test_ledger_runs_and_bill_must_agree():
+    assert not inv.ledger_runs_bill_agree(observed(bill_micros=301)).ok
+    assert not inv.ledger_runs_bill_agree(observed(runs={})).ok
+
+
+def test_dlq_messages_need_a_reason_and_alarms_must_match():
+    from prfleet.jobs import PrJob
+
+    body = PrJob(REPO, N, SHA, "b" * 40, 1, "d-1", "opened").to_message()
+    assert not inv.dlq_messages_have_reasons(observed(dlq={"PrDLQ": [body]})).ok
+    logged = ['{"level":"ERROR","correlation_id":"d-1","message":"planner failed"}']
+    assert inv.dlq_messages_have_reasons(observed(dlq={"PrDLQ": [body]}, log_lines=logged)).ok
+    assert not inv.alarms_as_expected(observed(alarmed={"A"}), set()).ok
+    assert not inv.alarms_as_expected(observed(), {"A"}).ok
+    assert not inv.reruns_honoured([(REPO, N, 200)]).ok
