@@ -82,7 +82,7 @@ def test_a_300_file_pr_costs_at_most_one_github_request_per_job(box):
     number, head = open_pr(box, "many", files, title="Three hundred files")
     start = len(box.github.requests)
     deliver(box, number)
-    assert box.wait_for_review(number, head_sha=head, timeout=600)
+    assert box.wait_for_review(number, head_sha=head, timeout=1500)  # 300 model runs on two shared cores
     calls = box.github.requests[start:]
 
     runs = state.runs_of_head(REPO, number, head)
