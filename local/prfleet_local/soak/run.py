@@ -128,6 +128,7 @@ class Soak:
         self.alarmed: set[str] = set()
         self.figures: dict[str, Any] = {}
         self.swept: Counter[str] = Counter()
+        self.offset = 0.0  # prfleet's CLOCK_OFFSET_SECONDS, mirrored for the model server's clock
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self, stack: ExitStack) -> None:
@@ -149,7 +150,9 @@ class Soak:
         self.router = GitHubRouter(self.servers)
         url = self.router.start()
         stack.callback(self.router.stop)
-        self.model = ModelServer(faults=self.model_faults())
+        # The model's bill is stamped on prfleet's clock, so a moved budget day bills in the same hours the
+        # ledger books (reconciliation pairs them by UTC hour).
+        self.model = ModelServer(faults=self.model_faults(), clock=lambda: time.time() + self.offset)
         model_url = self.model.start()
         stack.callback(self.model.stop)
         jobs_total = s.prs * s.files * s.agents
@@ -370,6 +373,7 @@ class Soak:
                 # stuck 5 minutes later, as the per-minute schedule would.
                 offset += 400
                 os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+                self.offset = float(offset)
                 config.settings.cache_clear()
                 counts = self.stack.sweep() or {}
                 self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
@@ -385,6 +389,7 @@ class Soak:
             observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
         finally:
             os.environ.pop("CLOCK_OFFSET_SECONDS", None)
+            self.offset = 0.0
             config.settings.cache_clear()
         jobs_done = sum(len(set(h.get("done_ids", set())) - {"-"}) for h in observed.heads.values())
         self.figures = {
