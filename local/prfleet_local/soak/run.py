@@ -454,10 +454,23 @@ class Soak:
         if any(code >= 500 for code in self.driven.statuses):
             out.add("WebhookErrorsAlarm")
         runs = [r for rs in o.runs.values() for r in rs]
-        if runs and sum(r.get("status") == "failed" for r in runs) * 5 > len(runs):
-            out.add(
-                "ErrorRateAlarm"
-            )  # RunsFailed / RunsStarted > 20 % (the run fits in a few 15-min windows)
+        # ErrorRateAlarm's own arithmetic per 15-minute period: (RunsFailed + the agent's Lambda Errors) / (RunsStarted
+        # + Errors) > 20 % with at least 5 runs, from the raw datapoints the run emitted.
+        agent = self.stack.functions["AgentFunction"].name
+        windows: dict[int, Counter[str]] = {}
+        for d in self.stack.datapoints():
+            fleet = d.namespace == "prfleet" and set(d.dimensions) == {"service"}
+            lam = (
+                d.namespace == "AWS/Lambda"
+                and dict(d.dimensions) == {"FunctionName": agent}
+                and d.name == "Errors"
+            )
+            if fleet or lam:
+                windows.setdefault(int(d.timestamp // 900), Counter())[d.name] += d.value
+        for w in windows.values():
+            n = w["RunsStarted"] + w["Errors"]
+            if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
+                out.add("ErrorRateAlarm")
         durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
         if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
             out.add("LatencyAlarm")
