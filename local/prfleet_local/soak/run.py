@@ -61,6 +61,7 @@ class Scale:
     cost_per_job_usd: float = 0.0022
     worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
+    daily_budget_usd: float | None = None  # overrides the computed day-one budget
     agent_timeout: float = 60.0  # seconds (the template: 300; the runner keeps a 20 s margin)
 
 
@@ -159,7 +160,9 @@ class Soak:
         # Enough for the calls in flight to reserve their worst case, plus a share of the run's spend: the rest is
         # deferred when the day's spend reaches it, and runs the next day.
         headroom = (s.agent_concurrency + 1) * s.worst_call_usd
-        self.daily_budget = round(jobs_total * s.cost_per_job_usd * s.budget_fraction + headroom, 4)
+        self.daily_budget = s.daily_budget_usd or round(
+            jobs_total * s.cost_per_job_usd * s.budget_fraction + headroom, 4
+        )
         self.stack = LocalStack(
             self.workdir / "stack",
             github_url=url,
