@@ -72,6 +72,9 @@ class Driven:
     accepted: set[tuple[str, int]] = field(default_factory=set)
     replans: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     rerun_replies: list[tuple[str, int, int]] = field(default_factory=list)
+    superseded_at: dict[tuple[str, int, str], float] = field(
+        default_factory=dict
+    )  # old head -> when it moved
     deliveries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -272,7 +275,10 @@ class Soak:
             changed = {f"pkg{k}/mod_{i}.py": module_text(rng, f"m{k}_{i}", 2) for i in range(min(2, s.files))}
             with self.repo_locks[name]:
                 srv.repo.commit(changed, f"PR {k}: second push", branch=branch)
+            old = srv.prs[number].head_sha
             srv.update_head(number)
+            with self.driven.lock:
+                self.driven.superseded_at[(name, number, old)] = time.time()
             if self.deliver("pull_request", srv.webhook_payload("synchronize", number)) == 202:
                 with self.driven.lock:
                     self.driven.accepted.add((name, number))
@@ -422,7 +428,7 @@ class Soak:
             inv.every_planned_job_in_one_end_state(observed),
             inv.nothing_lost(observed, self.driven.accepted),
             inv.dlq_messages_have_reasons(observed),
-            inv.reviews_once_per_head(observed, self.driven.replans),
+            inv.reviews_once_per_head(observed, self.driven.replans, self.driven.superseded_at),
             inv.no_duplicate_comment(observed),
             inv.within_limits(observed, daily, 1000 * 1_000_000),
             inv.ledger_runs_bill_agree(observed),
