@@ -177,7 +177,7 @@ def bad_message(draw: Any, queue: str) -> str:
     return json.dumps(dict(own, repo="nobody/nothing", number=draw(st.integers(1, 999)), **fresh))
 
 
-def drain_dlq(box: Any, dlq: str, want: set[str], timeout: float = 60.0) -> dict[str, str]:
+def drain_dlq(box: Any, dlq: str, want: set[str], timeout: float = 150.0) -> dict[str, str]:
     """MessageId -> body of everything that reached `dlq`, until every id in `want` arrived or time is up."""
     sqs = box.stack.client("sqs")
     url = box.stack.queue_url(dlq)
