@@ -7,21 +7,25 @@ BIN := $(VENV)/bin
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.11 python3; do \
 	$$p -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo $$p; break; }; done)
 
-.PHONY: install demo test lint validate build bench clean serve soak
+.PHONY: install demo test lint validate build bench clean serve soak browser
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: requirements-dev.txt layers/prfleet/requirements.txt pyproject.toml
 	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
+	@echo "prfleet: first run: creating $(VENV) with $(PYTHON) and installing the pinned dependencies of"
+	@echo "         requirements-dev.txt (boto3, moto, anthropic, powertools, pytest, ruff, cfn-lint; about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements-dev.txt
 	$(BIN)/pip install -q --no-deps -e .
 	touch $@
+	@echo "prfleet: $(VENV) ready"
 
 # The SAM CLI pins an older boto3 than ours: it gets its own virtual environment.
 $(SAMVENV)/.installed: requirements-sam.txt
 	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
+	@echo "prfleet: installing the SAM CLI into $(SAMVENV) (its own boto3 pin; about a minute, once)"
 	$(PYTHON) -m venv $(SAMVENV)
 	$(SAMVENV)/bin/pip install -q --upgrade pip
 	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
@@ -55,7 +59,17 @@ build: install $(SAMVENV)/.installed
 	PATH="$$(dirname $$(command -v $(PYTHON))):$$PATH" SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam build --region us-east-1
 	$(BIN)/python .ci/package_sizes.py .aws-sam/build
 
-test: install
+# The review-page test runs in headless Chromium: installed with apt-get where that works (root, Debian/Ubuntu),
+# quick when present; elsewhere the test is skipped and says why (CI sets PRFLEET_REQUIRE_BROWSER=1: it fails).
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+		|| command -v google-chrome >/dev/null 2>&1 || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "prfleet: installing chromium (apt-get) for the review-page browser test"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else echo "prfleet: no chromium and no root apt-get: the review-page browser test will be skipped"; fi; }
+
+test: install browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml

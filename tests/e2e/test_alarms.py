@@ -23,25 +23,16 @@ import uuid
 import pytest
 
 from prfleet import state
-from prfleet.jobs import FileJob
 from prfleet_local.cli.alarms import show_alarms
+from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.model.server import FaultPlan, FaultRule
+from prfleet_local.stack import template as tpl
 from prfleet_local.stack.invocations import InvocationFault
 
 pytestmark = pytest.mark.e2e
 
-ALARMS = (
-    "ErrorRateAlarm",
-    "SpendAlarm",
-    "LatencyAlarm",
-    "StuckRunsAlarm",
-    "JobsQueueAgeAlarm",
-    "PrQueueAgeAlarm",
-    "JobsDLQAlarm",
-    "PrDLQAlarm",
-    "WebhookErrorsAlarm",
-)
+ALARMS = tuple(tpl.resources(tpl.load(), "AWS::CloudWatch::Alarm"))  # every alarm of template.yaml
 STACK = "prfleet-local"  # LocalStack.stack_name
 
 
@@ -112,7 +103,7 @@ def review_sample_pr(box) -> tuple[int, str]:
 
 def cli(box) -> str:
     out = io.StringIO()
-    assert show_alarms(argparse.Namespace(stack=STACK), out=out) == 0
+    assert show_alarms(argparse.Namespace(), out=out, target=target_of(box.stack)) == 0
     return out.getvalue()
 
 
@@ -165,11 +156,9 @@ def test_a_healthy_review_leaves_every_alarm_ok_and_says_so_on_the_topic(tmp_pat
 # ------------------------------------------------------------------------------ dead letters, webhook crash
 
 
-def poison_job(k: int) -> FileJob:
-    """A job GitHub answers 404 for, every time: it raises on each receive and dead-letters (one job id per k)."""
-    return FileJob(
-        "acme/does-not-exist", 7, "a" * 40, "b" * 40, f"x{k}.py", "c" * 40, "review", None, str(uuid.uuid4())
-    )
+def poison_message(k: int) -> str:
+    """A message no agent can take (not a file job: an older version's, or garbage): every receive raises."""
+    return json.dumps({"kind": "file", "note": f"not a job {k}"})
 
 
 def wait_depth(box, queue: str, depth: int, timeout: float = 30) -> None:
@@ -203,7 +192,7 @@ def test_three_dead_letters_at_different_times_are_three_pages(bare):
     evaluate(box, start)
     inbox.receive(wait=2.0)
     for k in range(3):
-        sqs.send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=poison_job(k).to_message())
+        sqs.send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=poison_message(k))
         wait_depth(box, "JobsDLQ", k + 1)
         got = evaluate(box, start + 120 * k + 60)  # the first evaluation after the dead letter: a page
         assert got["JobsDLQAlarm"] == "ALARM", box.stack.evaluator.status[
@@ -221,7 +210,11 @@ def test_three_dead_letters_at_different_times_are_three_pages(bare):
         box.stack.queue_depth("JobsDLQ") == 3
     )  # nobody dealt with them: the depth alarm would have paged once
 
-    # `prfleet alarms` reads the states back from CloudWatch (moto).
+    # Every transition is mirrored into CloudWatch (moto), where `prfleet alarms --local` reads it.
+    (described,) = box.stack.client("cloudwatch").describe_alarms(AlarmNames=[f"{STACK}-JobsDLQAlarm"])[
+        "MetricAlarms"
+    ]
+    assert described["StateValue"] == "OK" and described["StateReason"].startswith("Threshold Crossed")
     line = next(x for x in cli(box).splitlines() if x.startswith(f"{STACK}-JobsDLQAlarm "))
     assert " OK " in line
 
@@ -300,17 +293,18 @@ def test_every_agent_run_timing_out_raises_the_error_rate_alarm(tmp_path):
 
 
 def test_failed_runs_above_20_percent_raise_the_error_rate_alarm(tmp_path):
-    """3 of the sample PR's 9 runs fail: the model answers its first three requests with the spend-limit 429,
-    which the agents never retry (a 529/5xx would be retried and the run would succeed). Each failure ends its
-    run, so three failing requests are three failed runs, whatever the order in which the pollers run."""
-    plan = FaultPlan(rules=[FaultRule("spend_limit", requests=[1, 2, 3])])
+    """3 of the sample PR's 9 runs fail: the model ends its first three replies with a stop_reason the agents do not
+    know, which fails the run at once (a 529/5xx would be retried and the run would succeed; a spend-limit error
+    now opens the budget circuit and defers instead). Each failure ends its run, so three failing replies are three
+    failed runs, whatever the order in which the pollers run."""
+    plan = FaultPlan(rules=[FaultRule("stop_reason", requests=[1, 2, 3], stop_reason="bogus_stop")])
     with quiet_stack(tmp_path, faults=plan, visibility_timeout=2) as box:
         inbox = box.stack.subscribe_alerts()
         number, head = review_sample_pr(box)
         runs = state.runs_of_head(REPO, number, head)
         failed = [r for r in runs if r["status"] == "failed"]
         assert len(runs) >= 5 and len(failed) == 3, [(r["agent"], r["status"]) for r in runs]
-        assert all("spend limit" in r["error"] for r in failed)
+        assert all("unknown stop_reason" in r["error"] for r in failed)
         assert 100 * len(failed) / len(runs) > 20
 
         now = box.stack.now() + 60

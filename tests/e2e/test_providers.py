@@ -6,6 +6,7 @@ seeded bugs are found, and the ledger is what the offline server billed, at the 
 from __future__ import annotations
 
 import json
+import os
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,20 @@ CLIENTS = {
     "claude-platform-aws": "anthropic.lib.aws.AnthropicAWS",
     "bedrock": "anthropic.lib.bedrock.AnthropicBedrock",
 }
+
+
+@pytest.fixture(autouse=True)
+def restore_environment():
+    """The local stack sets the functions' environment in this process: a provider's MODEL_* must not outlive
+    its test (the next test file in this worker expects the default provider)."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+    from prfleet import aws, config
+
+    config.settings.cache_clear()
+    aws.client.cache_clear()
 
 
 def _usage(record: Any) -> dict[str, Any]:

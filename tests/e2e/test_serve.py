@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -38,7 +39,11 @@ def test_serve_refuses_to_start_without_a_secret():
 
 def test_serve_answers_signed_deliveries_and_reviews_the_sample_pr(tmp_path):
     port = free_port()
-    env = {**os.environ, "PRFLEET_WEBHOOK_SECRET": "serve-secret"}
+    env = {
+        **os.environ,
+        "PRFLEET_WEBHOOK_SECRET": "serve-secret",
+        "PRFLEET_LOCAL_STATE": str(tmp_path / "local-stack.json"),
+    }
     env.pop("ANTHROPIC_API_KEY", None)
     proc = _cli("local", "serve", "--port", str(port), "--workdir", str(tmp_path), env=env)
     try:
@@ -63,11 +68,47 @@ def test_serve_answers_signed_deliveries_and_reviews_the_sample_pr(tmp_path):
         )
         assert sent.returncode == 0 and sent.stdout.startswith("202"), sent.stdout + sent.stderr
         (done,) = _read_until(proc, " check prfleet on ")[-1:]
-        assert "success; 1 review(s)" in done, done
+        assert "1 review(s)" in done and "inline comment(s)" in done, done
+
+        # the review page serve printed answers with the PR's page
+        (page_line,) = [line for line in lines if line.startswith("review:")]
+        page = page_line.split()[1]
+        assert page in done  # the check line names the page too
+        with urllib.request.urlopen(page) as reply:  # noqa: S310 - loopback
+            assert reply.status == 200 and b"Files changed" in reply.read()
+
+        # --local: the commands find the stack serve recorded
+        report = _prfleet(env, "cost", "report", "--local", "--json", "--days", "1")
+        assert report.returncode == 0, report.stderr
+        spend = json.loads(report.stdout)
+        assert spend["runs"] > 0 and sum(spend["by_agent"].values()) > 0
+        assert sum(v["settled"] for v in spend["by_day"].values()) == sum(spend["runs_by_day"].values())
+        alarms = _prfleet(env, "alarms", "--local")
+        assert alarms.returncode == 0, alarms.stderr
+        rows = [line.split()[0] for line in alarms.stdout.splitlines()[1:] if line.startswith("prfleet-")]
+        assert (
+            rows and all(r.startswith("prfleet-local-") for r in rows) and "ErrorRateAlarm" in " ".join(rows)
+        )
+
+        # a wrong secret: the webhook refuses it, and send says why in one line
+        wrong = _prfleet({**env, "PRFLEET_WEBHOOK_SECRET": "not-it"}, *send_args)
+        assert wrong.returncode == 1 and wrong.stdout.startswith("401")
+        assert len(wrong.stderr.splitlines()) == 1 and "PRFLEET_WEBHOOK_SECRET" in wrong.stderr
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
     assert proc.returncode == 0
+    assert not (tmp_path / "local-stack.json").exists()  # serve removes what it recorded
+
+
+def _prfleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "prfleet_local.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) -> list[str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import threading
 from typing import Any
@@ -819,20 +820,31 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
 
 @pytest.mark.e2e
 @pytest.mark.parametrize("provider", ["claude-platform-aws", "bedrock"])
-def test_every_model_call_through_an_aws_provider_is_granted_and_nothing_else_is(sam, tmp_path, provider):
+def test_every_model_call_through_an_aws_provider_is_granted_and_nothing_else_is(
+    sam, tmp_path, provider, monkeypatch
+):
     """The review run through the provider's wire: each call the offline endpoint authenticated needs exactly the
     IAM grants the template gives the agent for that provider (as AWS authorizes it), and every model grant of the
     template is used."""
+    from prfleet import aws, config
     from prfleet_local.demo.run import sandbox
     from prfleet_local.model.providers import local_parameters
 
+    saved = dict(os.environ)  # the stack sets the provider's environment in this process: undone below
     params = local_parameters(provider)
-    with sandbox(tmp_path, parameters=params, sweep_interval=None, visibility_timeout=2) as box:
-        number = box.open_sample_pr()
-        payload = box.github.webhook_payload("opened", number)
-        assert box.deliver("pull_request", payload)[0] == 202
-        assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
-        calls = list(box.model.aws.calls)
+    try:
+        run = sandbox(tmp_path, parameters=params, sweep_interval=None, visibility_timeout=2)
+        with run as box:
+            number = box.open_sample_pr()
+            payload = box.github.webhook_payload("opened", number)
+            assert box.deliver("pull_request", payload)[0] == 202
+            assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
+            calls = list(box.model.aws.calls)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        config.settings.cache_clear()
+        aws.client.cache_clear()
     assert calls
     needed: set[tuple[str, str]] = set()
     for call in calls:

@@ -55,6 +55,12 @@ EVENTS = frozenset(
         "heartbeat",
         "spend",  # the budget notice (runner: a scope first reached 80 % today); the metrics come from spend()
         "retrying",  # runner: open reservations fill the budget for now; the job is re-sent with a delay
+        "circuit",  # runner / sweeper: the spend-limit circuit opened or closed
+        "continuation",  # agents: a reply cut at max_tokens is continued with a larger max_tokens
+        "refusal",  # agents: the model declined (stop_reason refusal, with its category)
+        "fallback",  # agents: a refusal is retried on the fallback model
+        "count_tokens",  # runner: the input counted before a reservation
+        "estimated",  # runner: a failed call's cost booked from an estimate (billed but no usage)
     }
 )
 
@@ -95,6 +101,7 @@ _SIMPLE_COUNTERS = {
     "stuck": "StuckRuns",
 }
 _LEVELS = {
+    "circuit": logging.WARNING,
     "error": logging.ERROR,
     "stuck": logging.WARNING,
     "deferred": logging.INFO,

@@ -52,7 +52,12 @@ def _demo(args: argparse.Namespace) -> int:
 
     model = choose_model(real=args.real, model_url=args.model_url)
     return run_demo(
-        _workdir(args.workdir), keep=args.keep, model=model, timeout=args.timeout, provider=args.provider
+        _workdir(args.workdir),
+        keep=args.keep,
+        model=model,
+        timeout=args.timeout,
+        provider=args.provider,
+        stay=args.stay,
     )
 
 
@@ -108,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
     )
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the review (180)")
+    demo.add_argument(
+        "--stay",
+        action="store_true",
+        help="keep the stack and the review page up until Ctrl-C after the demo",
+    )
     _model_options(demo)
     demo.set_defaults(func=_demo)
 

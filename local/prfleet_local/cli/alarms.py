@@ -71,14 +71,15 @@ def render(alarms: Iterable[dict[str, Any]], logical: Mapping[str, str], out: Te
     )
 
 
-def show_alarms(args: argparse.Namespace, *, out: TextIO | None = None) -> int:
-    """Print the stack's alarms (exit 0); a stack without alarms, or one AWS cannot describe, is a CliError."""
+def show_alarms(args: argparse.Namespace, *, out: TextIO | None = None, target: Any = None) -> int:
+    """Print the stack's alarms (exit 0); a stack without alarms, or one AWS cannot describe, is a CliError.
+    `target` (a StackTarget) skips resolving --stack/--local, e.g. for a LocalStack in the same process."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     from prfleet_local.cli.target import resolve
 
     out = out or sys.stdout
-    target = resolve(args)
+    target = target or resolve(args)
     logical = target.alarm_names()
     if not logical:
         raise CliError(f"{target.where} has no CloudWatch alarms: is it a prfleet stack?")

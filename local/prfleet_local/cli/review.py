@@ -2,8 +2,9 @@
 
 The repository is never changed: the local GitHub serves a `git clone --shared` of it (objects borrowed read-only
 through git's alternates, so even a large repository clones in a moment), with two branches at the chosen base
-and head commits. The default head is HEAD, the default base its merge base with the default branch (origin's
-HEAD, else init.defaultBranch, else main or master), as GitHub diffs a pull request against the merge base.
+and head commits. The default head is HEAD, the default base the default branch (origin's HEAD, else
+init.defaultBranch, else main or master); as on GitHub the diff runs from their merge base to the head, and the
+base branch's .prfleet.toml applies.
 Uncommitted changes are not part of a commit and so are not reviewed; the command says so.
 """
 
@@ -51,7 +52,8 @@ def default_branch(repo: Path) -> str:
 
 
 def resolve_range(repo: Path, base: str | None, head: str) -> tuple[str, str, str]:
-    """(base sha, head sha, a description of the range) for the review."""
+    """(base sha, head sha, a description of the range). As on GitHub, the base is the tip of the base branch
+    (its .prfleet.toml applies) and the diff runs from the merge base of the two to the head."""
     if _git(repo, "rev-parse", "--git-dir") is None:
         raise CliError(f"{repo} is not a git repository")
     head_sha = _commit(repo, head, "--head")
@@ -59,11 +61,11 @@ def resolve_range(repo: Path, base: str | None, head: str) -> tuple[str, str, st
         base_sha, what = _commit(repo, base, "--base"), f"{base}..{head}"
     else:
         branch = default_branch(repo)
-        merge_base = _git(repo, "merge-base", branch, head_sha)
-        if not merge_base:
-            raise CliError(f"{head} and {branch} share no history: give --base REF")
-        base_sha, what = merge_base, f"{head} against its merge base with {branch}"
-    if base_sha == head_sha:
+        base_sha, what = _commit(repo, branch, "--base"), f"{head} against its merge base with {branch}"
+    merge_base = _git(repo, "merge-base", base_sha, head_sha)
+    if not merge_base:
+        raise CliError(f"{head} and {base or 'the default branch'} share no history: give --base REF")
+    if merge_base == head_sha:
         raise CliError(f"nothing to review: {head} has no commits beyond its base ({what})")
     return base_sha, head_sha, what
 

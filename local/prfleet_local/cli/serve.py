@@ -59,6 +59,7 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
             payload_file = box.workdir / "sample-pr-opened.json"
             payload_file.write_text(json.dumps(box.github.webhook_payload("opened", number), indent=2))
             page = box.review_page(number)
+            box.stack.alarm_listeners.append(_print_transition)
             write_local_state(
                 state,
                 box.stack,
@@ -87,6 +88,15 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
     except (KeyboardInterrupt, Terminated):
         print("local serve: stopped", flush=True)
     return 0
+
+
+def _print_transition(t: Any, _body: dict[str, Any]) -> None:
+    """One line per alarm state change, as the local CloudWatch evaluates them every minute."""
+    reason = " ".join(str(t.reason).split())[:160]
+    print(
+        f"{time.strftime('%H:%M:%S')} alarm {t.alarm_name}: {t.old_state} -> {t.new_state}: {reason}",
+        flush=True,
+    )
 
 
 def _watch(box: Any) -> None:

@@ -19,12 +19,13 @@ from prfleet_local.cli.errors import CliError
 # each); `metadata: read` is granted to every App and listed so the manifest shows it.
 PERMISSIONS = {
     "pull_requests": "write",  # read the PR and its files, post the review and its inline comments
-    "checks": "write",  # create and complete the check run (only GitHub Apps can write checks)
+    "checks": "write",  # the check run (only GitHub Apps can write checks); check_run/check_suite events
     "contents": "read",  # file contents, blobs and trees at the PR head; .prfleet.toml from the base branch
     "issues": "read",  # `/prfleet review` comments arrive as issue_comment events (needs Issues access)
     "metadata": "read",  # mandatory; also the collaborator-permission check of a comment's author
 }
-EVENTS = ["pull_request", "issue_comment"]  # what prfleet.webhook acts on
+# What prfleet.webhook acts on: PRs opened/pushed, `/prfleet review` comments, Re-run on the check (rerequested).
+EVENTS = ["pull_request", "issue_comment", "check_run", "check_suite"]
 
 
 def manifest(

@@ -143,13 +143,29 @@ def from_cloudformation(name: str, region: str | None = None) -> StackTarget:
 # ----------------------------------------------------------------------------------------------- local
 
 
-def write_local_state(path: Path, stack: Any, **extra: Any) -> None:
-    """Record a running LocalStack (`prfleet local serve`) so that `--local` finds it; written atomically."""
-    resources = {
+def _resources(stack: Any) -> dict[str, tuple[str, str]]:
+    return {
         logical: (kind, str(stack.ctx.refs[logical]))
         for logical, kind in stack.created.items()
         if logical in stack.ctx.refs
     }
+
+
+def target_of(stack: Any) -> StackTarget:
+    """A running LocalStack in this process as a StackTarget (what `--local` resolves to, without the file)."""
+    return StackTarget(
+        name=stack.stack_name,
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+        resources=_resources(stack),
+        outputs={k: str(v) for k, v in stack.outputs.items()},
+        parameters={k: str(v) for k, v in stack.ctx.parameters.items()},
+        endpoint_url=stack.moto.endpoint,
+    )
+
+
+def write_local_state(path: Path, stack: Any, **extra: Any) -> None:
+    """Record a running LocalStack (`prfleet local serve`) so that `--local` finds it; written atomically."""
+    resources = _resources(stack)
     data = {
         "pid": os.getpid(),
         "started_at": time.time(),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
@@ -113,7 +114,7 @@ class Sandbox:
         if errors:
             try:
                 last = json.loads(errors[-1])
-                what = last.get("message") or last.get("error_type") or ""
+                what = last.get("error_message") or last.get("message") or ""
                 cause = f"{last.get('event', '')} {last.get('error_type', '')}: {what}"
             except ValueError:
                 cause = errors[-1]
@@ -207,6 +208,7 @@ def sandbox(
         stack.callback(local.stop)
         box = Sandbox(local, github, repo, server, secret, workdir, temporary)
         box.model_choice = choice
+        github.page_runs = functools.partial(pr_runs, box)  # the review page's "cost of each run"
         yield box
 
 
@@ -217,6 +219,7 @@ def run_demo(
     model: ModelChoice | None = None,
     timeout: float = 180.0,
     provider: str = "anthropic",
+    stay: bool = False,
 ) -> int:
     """The whole demo; returns the process exit code (0 only if the seeded bugs were found and costs recorded)."""
     from prfleet_local.model.providers import local_parameters
@@ -247,7 +250,15 @@ def run_demo(
                 print(line, file=sys.stderr)
             return 1
         ok = print_pr_report(box, number, head, seeded=sample.SEEDED_BUGS)
-        print(f"\nreview page: {box.review_page(number)} (read-only; it closes when the demo exits)")
+        if stay:
+            print(f"\nreview page: {box.review_page(number)} (read-only; Ctrl-C to stop)", flush=True)
+            try:
+                while True:
+                    time.sleep(1)
+            except KeyboardInterrupt:
+                print("prfleet demo: stopped")
+        else:
+            print(f"\nreview page: {box.review_page(number)} (read-only; closes on exit, --stay keeps it up)")
         return 0 if ok else 1
 
 

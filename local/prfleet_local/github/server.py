@@ -872,6 +872,13 @@ class _Handler(BaseHTTPRequestHandler):
         if split.path.startswith("/_fake/"):
             self._control(method, split.path, raw)
             return
+        if method == "GET" and split.path.startswith(
+            "/prfleet/"
+        ):  # the read-only review page (github/page.py)
+            from prfleet_local.github.page import serve_page
+
+            serve_page(self, split.path)
+            return
         with srv.lock:
             srv.requests.append((method, split.path))
         try:

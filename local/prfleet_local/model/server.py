@@ -281,6 +281,14 @@ class Reply:
     delay: float = 0.0
     after_events: int = 3
 
+    def __iter__(self) -> Any:
+        """(status, headers, body bytes, delay), for wires that re-encode the reply (providers.py); a cut body
+        stays cut, a stream is its SSE bytes."""
+        body = b"".join(self.events) if self.events else self.body
+        if self.action == "truncate":
+            body = body[: len(body) // 2]
+        return iter((self.status, self.headers, body, self.delay))
+
 
 class ModelServer:
     """The offline Messages API on 127.0.0.1; start() returns the base URL for ANTHROPIC_BASE_URL."""

@@ -1,0 +1,43 @@
+"""The review page's pure parts: diff line numbers as GitHub counts them, comments anchored where GitHub shows
+them, and review text that can never become markup."""
+
+from __future__ import annotations
+
+from prfleet_local.github.page import diff_rows, markdown_html, render_diff
+
+PATCH = "@@ -3,4 +3,5 @@ def f():\n a = 1\n-b = 2\n+b = 3\n+c = 4\n d = 5\n\\ No newline at end of file"
+
+
+def test_diff_rows_number_both_sides_like_github():
+    rows = [(k, o, n) for k, o, n, _ in diff_rows(PATCH)]
+    assert rows == [
+        ("hunk", None, None),
+        ("ctx", 3, 3),
+        ("del", 4, None),
+        ("add", None, 4),
+        ("add", None, 5),
+        ("ctx", 5, 6),
+        ("note", None, None),
+    ]
+
+
+def test_comments_sit_under_their_line_on_their_side():
+    files = [{"filename": "a.py", "status": "modified", "patch": PATCH}]
+    right = {"path": "a.py", "line": 5, "side": "RIGHT", "body": "RIGHT-5"}
+    left = {"path": "a.py", "line": 4, "side": "LEFT", "body": "LEFT-4"}
+    html = render_diff(files, [right, left])
+    assert html.index("b = 2") < html.index("LEFT-4") < html.index("+b = 3")
+    assert html.index("+c = 4") < html.index("RIGHT-5") < html.index(" d = 5")
+
+
+def test_review_text_is_escaped_and_only_the_markdown_prfleet_writes_is_rendered():
+    body = (
+        "<!-- prfleet:fp=abc -->**high** · `x<y`\n\n<script>alert(1)</script>\n"
+        '<img src=x onerror="alert(2)">\n<details><summary>more</summary>\n\n- [a](javascript:alert(3))\n</details>'
+    )
+    out = markdown_html(body)
+    assert "<script" not in out and "<img" not in out and 'onerror="' not in out
+    assert "&lt;script&gt;" in out and "prfleet:fp" not in out
+    assert "<strong>high</strong>" in out and "<code>x&lt;y</code>" in out
+    assert "<details><summary>more</summary>" in out and "</details>" in out
+    assert "href" not in out  # links stay text: no javascript: URL can be clicked
