@@ -70,8 +70,13 @@ def test_two_reviews_on_one_head_and_cycle_and_a_review_on_a_superseded_head_fai
     two = {(REPO, N): [{"commit_id": SHA, "comments": []}, {"commit_id": SHA, "comments": []}]}
     assert not inv.reviews_once_per_head(observed(reviews=two), Counter()).ok
     assert inv.reviews_once_per_head(observed(reviews=two), Counter({(REPO, N, SHA): 1})).ok  # a re-plan
-    old = {(REPO, N): [{"commit_id": "b" * 40, "comments": []}, {"commit_id": SHA, "comments": []}]}
+    posted = "2026-12-01T09:00:00Z"
+    old = {(REPO, N): [{"commit_id": "b" * 40, "comments": [], "submitted_at": posted}, {"commit_id": SHA}]}
     assert not inv.reviews_once_per_head(observed(reviews=old), Counter()).ok
+    pushed_later = {(REPO, N, "b" * 40): 1_796_115_600.0 + 60}  # the push came a minute after the review
+    assert inv.reviews_once_per_head(observed(reviews=old), Counter(), pushed_later).ok
+    pushed_before = {(REPO, N, "b" * 40): 1_796_115_600.0 - 60}
+    assert not inv.reviews_once_per_head(observed(reviews=old), Counter(), pushed_before).ok
     assert not inv.reviews_once_per_head(observed(reviews={}), Counter()).ok  # finished head, no review
 
 

@@ -25,6 +25,12 @@ def main(argv: list[str] | None = None) -> int:
         default=d.budget_fraction,
         help="day one's budget as a share of the run's estimated cost (< 1: it runs out)",
     )
+    p.add_argument(
+        "--daily-budget-usd",
+        type=float,
+        default=None,
+        help="the DailyBudgetUsd parameter (default: computed)",
+    )
     p.add_argument("--timeout", type=float, default=d.timeout, help="seconds for the whole soak")
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and repositories here")
     p.add_argument("--json", type=Path, default=None, help="also write the results and figures here")

@@ -180,9 +180,18 @@ def _logged(lines: list[str], delivery_id: str) -> bool:
     return any(key in line for line in lines)
 
 
-def reviews_once_per_head(o: Observed, replans: Counter[tuple[str, int, str]]) -> Result:
+def reviews_once_per_head(
+    o: Observed,
+    replans: Counter[tuple[str, int, str]],
+    superseded_at: dict[tuple[str, int, str], float] | None = None,
+) -> Result:
     """At most one review per head and review cycle (a partial one first when jobs waited on the budget; a
-    `/prfleet review` starts a new cycle); exactly: at least one for every finished current head."""
+    `/prfleet review` starts a new cycle); exactly: at least one for every finished current head. A review on a
+    head that is no longer current is a violation when it was posted after the head moved (GitHub stamps whole
+    seconds: one second of tolerance); one posted before the push was right."""
+    import datetime as dt
+
+    moved = superseded_at or {}
     bad = []
     per_head: Counter[tuple[str, int, str]] = Counter()
     for (repo, number), rs in o.reviews.items():
@@ -194,8 +203,18 @@ def reviews_once_per_head(o: Observed, replans: Counter[tuple[str, int, str]]) -
         allowed = cycles * (2 if set(head.get("deferred_ids", set())) - {"-"} else 1)
         if n > allowed:
             bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: {n} reviews, at most {allowed} allowed")
-        if o.current_heads.get(key[:2]) != key[2]:
-            bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: a review on a superseded head")
+    for (repo, number), rs in o.reviews.items():
+        for r in rs:
+            key = (repo, number, r["commit_id"])
+            if o.current_heads.get(key[:2]) == key[2]:
+                continue
+            at = moved.get(key)
+            posted = dt.datetime.strptime(
+                r.get("submitted_at") or "1970-01-01T00:00:00Z", "%Y-%m-%dT%H:%M:%SZ"
+            )
+            posted_ts = posted.replace(tzinfo=dt.timezone.utc).timestamp()
+            if at is None or posted_ts > at + 1:
+                bad.append(f"{repo}#{number}@{key[2][:8]}: a review posted after the head was superseded")
     finished = 0
     for (repo, number), sha in o.current_heads.items():
         head = o.heads.get((repo, number, sha))

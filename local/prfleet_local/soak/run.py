@@ -61,6 +61,7 @@ class Scale:
     cost_per_job_usd: float = 0.0022
     worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
+    daily_budget_usd: float | None = None  # overrides the computed day-one budget
     agent_timeout: float = 60.0  # seconds (the template: 300; the runner keeps a 20 s margin)
 
 
@@ -71,6 +72,9 @@ class Driven:
     accepted: set[tuple[str, int]] = field(default_factory=set)
     replans: Counter[tuple[str, int, str]] = field(default_factory=Counter)
     rerun_replies: list[tuple[str, int, int]] = field(default_factory=list)
+    superseded_at: dict[tuple[str, int, str], float] = field(
+        default_factory=dict
+    )  # old head -> when it moved
     deliveries: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -128,6 +132,7 @@ class Soak:
         self.alarmed: set[str] = set()
         self.figures: dict[str, Any] = {}
         self.swept: Counter[str] = Counter()
+        self.offset = 0.0  # prfleet's CLOCK_OFFSET_SECONDS, mirrored for the model server's clock
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self, stack: ExitStack) -> None:
@@ -149,14 +154,18 @@ class Soak:
         self.router = GitHubRouter(self.servers)
         url = self.router.start()
         stack.callback(self.router.stop)
-        self.model = ModelServer(faults=self.model_faults())
+        # The model's bill is stamped on prfleet's clock, so a moved budget day bills in the same hours the
+        # ledger books (reconciliation pairs them by UTC hour).
+        self.model = ModelServer(faults=self.model_faults(), clock=lambda: time.time() + self.offset)
         model_url = self.model.start()
         stack.callback(self.model.stop)
         jobs_total = s.prs * s.files * s.agents
         # Enough for the calls in flight to reserve their worst case, plus a share of the run's spend: the rest is
         # deferred when the day's spend reaches it, and runs the next day.
         headroom = (s.agent_concurrency + 1) * s.worst_call_usd
-        self.daily_budget = round(jobs_total * s.cost_per_job_usd * s.budget_fraction + headroom, 4)
+        self.daily_budget = s.daily_budget_usd or round(
+            jobs_total * s.cost_per_job_usd * s.budget_fraction + headroom, 4
+        )
         self.stack = LocalStack(
             self.workdir / "stack",
             github_url=url,
@@ -266,7 +275,10 @@ class Soak:
             changed = {f"pkg{k}/mod_{i}.py": module_text(rng, f"m{k}_{i}", 2) for i in range(min(2, s.files))}
             with self.repo_locks[name]:
                 srv.repo.commit(changed, f"PR {k}: second push", branch=branch)
+            old = srv.prs[number].head_sha
             srv.update_head(number)
+            with self.driven.lock:
+                self.driven.superseded_at[(name, number, old)] = time.time()
             if self.deliver("pull_request", srv.webhook_payload("synchronize", number)) == 202:
                 with self.driven.lock:
                     self.driven.accepted.add((name, number))
@@ -370,6 +382,7 @@ class Soak:
                 # stuck 5 minutes later, as the per-minute schedule would.
                 offset += 400
                 os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+                self.offset = float(offset)
                 config.settings.cache_clear()
                 counts = self.stack.sweep() or {}
                 self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
@@ -385,6 +398,7 @@ class Soak:
             observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
         finally:
             os.environ.pop("CLOCK_OFFSET_SECONDS", None)
+            self.offset = 0.0
             config.settings.cache_clear()
         jobs_done = sum(len(set(h.get("done_ids", set())) - {"-"}) for h in observed.heads.values())
         self.figures = {
@@ -414,7 +428,7 @@ class Soak:
             inv.every_planned_job_in_one_end_state(observed),
             inv.nothing_lost(observed, self.driven.accepted),
             inv.dlq_messages_have_reasons(observed),
-            inv.reviews_once_per_head(observed, self.driven.replans),
+            inv.reviews_once_per_head(observed, self.driven.replans, self.driven.superseded_at),
             inv.no_duplicate_comment(observed),
             inv.within_limits(observed, daily, 1000 * 1_000_000),
             inv.ledger_runs_bill_agree(observed),
@@ -449,10 +463,23 @@ class Soak:
         if any(code >= 500 for code in self.driven.statuses):
             out.add("WebhookErrorsAlarm")
         runs = [r for rs in o.runs.values() for r in rs]
-        if runs and sum(r.get("status") == "failed" for r in runs) * 5 > len(runs):
-            out.add(
-                "ErrorRateAlarm"
-            )  # RunsFailed / RunsStarted > 20 % (the run fits in a few 15-min windows)
+        # ErrorRateAlarm's own arithmetic per 15-minute period: (RunsFailed + the agent's Lambda Errors) / (RunsStarted
+        # + Errors) > 20 % with at least 5 runs, from the raw datapoints the run emitted.
+        agent = self.stack.functions["AgentFunction"].name
+        windows: dict[int, Counter[str]] = {}
+        for d in self.stack.datapoints():
+            fleet = d.namespace == "prfleet" and set(d.dimensions) == {"service"}
+            lam = (
+                d.namespace == "AWS/Lambda"
+                and dict(d.dimensions) == {"FunctionName": agent}
+                and d.name == "Errors"
+            )
+            if fleet or lam:
+                windows.setdefault(int(d.timestamp // 900), Counter())[d.name] += d.value
+        for w in windows.values():
+            n = w["RunsStarted"] + w["Errors"]
+            if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
+                out.add("ErrorRateAlarm")
         durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
         if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
             out.add("LatencyAlarm")
