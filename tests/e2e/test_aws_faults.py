@@ -45,12 +45,6 @@ def test_a_throttled_dedupe_write_is_retried_and_the_delivery_enqueued_once(box)
     assert box.stack.moto.injected() == {("throttle", "dynamodb", "PutItem"): 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="deliveries.first_seen is a conditional PutItem: when DynamoDB applied it but the response was lost "
-    "(HTTP 500), botocore's retry fails the condition and the webhook answers 200 'duplicate' for a delivery it "
-    "never enqueued: the pull request is silently not reviewed (layers/prfleet/prfleet/deliveries.py)",
-)
 def test_a_dedupe_write_whose_response_was_lost_still_enqueues_the_delivery(box):
     box.stack.moto.set_faults(
         FaultPlan([FaultRule("lost_response", tables=["DeliveriesTable"], requests=[1])])

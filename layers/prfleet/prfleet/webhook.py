@@ -39,7 +39,10 @@ def verify_signature(secret: bytes, body: bytes, header: str | None) -> bool:
     """Constant-time check of X-Hub-Signature-256 against the raw body."""
     if not header or not secret:
         return False
-    return hmac.compare_digest(signature_for(secret, body), header.strip())
+    # Bytes on both sides: compare_digest refuses a str with non-ASCII characters (TypeError), and a header is
+    # whatever the sender put there.
+    given = header.strip().encode("utf-8", "surrogateescape")
+    return hmac.compare_digest(signature_for(secret, body).encode("ascii"), given)
 
 
 def raw_body(event: Mapping[str, Any]) -> bytes:
@@ -172,7 +175,10 @@ def handle(
 ) -> Reply:
     """The whole intake for one API Gateway proxy event (HTTP API payload 2.0 or REST 1.0)."""
     headers = lower_headers(event)
-    body = raw_body(event)
+    try:
+        body = raw_body(event)
+    except ValueError:  # isBase64Encoded with a body that is not base64
+        return Reply(400, {"error": "body is not valid base64"})
     if not verify_signature(secret, body, headers.get(SIGNATURE_HEADER)):
         reason = "missing signature" if not headers.get(SIGNATURE_HEADER) else "signature does not match"
         return Reply(401, {"error": reason})
@@ -182,9 +188,18 @@ def handle(
         return Reply(400, {"error": "X-GitHub-Event and X-GitHub-Delivery headers are required"})
     try:
         payload = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: JSON nested deeper than the parser goes
         return Reply(400, {"error": "body is not JSON"})
-    reply = decide(event_name, delivery_id, payload)
+    if not isinstance(payload, dict):
+        return Reply(400, {"error": "body is not a JSON object"})
+    try:
+        reply = decide(event_name, delivery_id, payload)
+    except (
+        AttributeError,
+        TypeError,
+        KeyError,
+    ):  # e.g. "repository" as a string: signed, but not GitHub's shape
+        return Reply(400, {"error": f"payload is not a GitHub {event_name} event"})
     if reply.job is None:
         return reply
     if not first_seen(delivery_id):

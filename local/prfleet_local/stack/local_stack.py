@@ -196,6 +196,16 @@ class Function:
 
 
 @dataclass
+def _joined_headers(items: Any) -> dict[str, str]:
+    """Headers as an HTTP API gives them to Lambda (payload 2.0): names lower-cased, duplicates joined with commas
+    (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html)."""
+    out: dict[str, str] = {}
+    for name, value in items:
+        key = name.lower()
+        out[key] = f"{out[key]},{value}" if key in out else value
+    return out
+
+
 class LocalStack:
     """Start with `start()`, stop with `stop()` (or use as a context manager)."""
 
@@ -561,7 +571,7 @@ class LocalStack:
                     "routeKey": f"{self.command} {path}",
                     "rawPath": path,
                     "rawQueryString": self.path.split("?", 1)[1] if "?" in self.path else "",
-                    "headers": {k.lower(): v for k, v in self.headers.items()},
+                    "headers": _joined_headers(self.headers.items()),
                     "requestContext": {
                         "http": {"method": self.command, "path": path, "sourceIp": self.client_address[0]},
                         "requestId": str(uuid.uuid4()),
