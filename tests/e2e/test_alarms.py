@@ -42,6 +42,7 @@ ALARMS = (
     "JobsDLQAlarm",
     "PrDLQAlarm",
     "WebhookErrorsAlarm",
+    "LedgerDriftAlarm",  # issue 10: no Admin key locally, no datapoint, notBreaching: OK
 )
 STACK = "prfleet-local"  # LocalStack.stack_name
 
