@@ -15,7 +15,7 @@ from prfleet_local.demo.run import REPO, sandbox
 pytestmark = pytest.mark.e2e
 
 # Enough for a few calls: a review call reserves its worst case (max_tokens x the output price) up front.
-TINY_BUDGET_USD = 0.12
+TINY_BUDGET_USD = 0.14
 
 
 def _runs_when_done(box, number, head, timeout=120.0):
@@ -39,7 +39,9 @@ def _ledger(box):
 def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, clock_offset):
     with sandbox(
         tmp_path,
-        parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2},
+        # max_tokens (thinking included) is reserved at the output rate: 8192 keeps a review call's worst case
+        # (~$0.09) inside the tiny budget, so the day fills by spend, not by one call's size.
+        parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2, "ReviewMaxTokens": 8192},
         sweep_interval=None,
         visibility_timeout=2,
     ) as box:
