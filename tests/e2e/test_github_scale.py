@@ -35,7 +35,7 @@ BASE_FILES = {
 def box(tmp_path_factory):
     with sandbox(
         tmp_path_factory.mktemp("github-scale"),
-        parameters={"MaxFileBytes": 4_000_000},
+        parameters={"MaxFileBytes": 4_000_000, "DailyBudgetUsd": 1000, "PrBudgetUsd": 1000},  # 300 reviews
         sweep_interval=None,
         visibility_timeout=30,  # a 300-file plan takes seconds on two shared cores: no redelivery mid-plan
     ) as b:
