@@ -195,7 +195,6 @@ class Function:
         return inv.result
 
 
-@dataclass
 def _joined_headers(items: Any) -> dict[str, str]:
     """Headers as an HTTP API gives them to Lambda (payload 2.0): names lower-cased, duplicates joined with commas
     (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-develop-integrations-lambda.html)."""
@@ -206,6 +205,7 @@ def _joined_headers(items: Any) -> dict[str, str]:
     return out
 
 
+@dataclass
 class LocalStack:
     """Start with `start()`, stop with `stop()` (or use as a context manager)."""
 
