@@ -54,5 +54,6 @@ def test_a_dedupe_write_whose_response_was_lost_still_enqueues_the_delivery(box)
     status, reply, enqueued = enqueued_during(
         box, lambda: box.deliver("pull_request", payload, delivery=delivery)
     )
-    assert box.stack.moto.injected() == {("lost_response", "dynamodb", "PutItem"): 1}
+    # The dedupe write was applied and its answer lost (botocore's retry may meet the fault again): still one job.
+    assert box.stack.moto.injected().get(("lost_response", "dynamodb", "PutItem"), 0) >= 1
     assert (status, enqueued) == (202, 1), json.dumps(reply)

@@ -24,7 +24,7 @@ def box(tmp_path_factory):
         tmp_path_factory.mktemp("e2e"),
         parameters={"MaxReceiveCount": 2},
         sweep_interval=None,
-        visibility_timeout=2,
+        visibility_timeout=6,  # longer than a failing attempt under load: no redelivery while it still runs
     ) as b:
         yield b
 
@@ -156,7 +156,7 @@ def test_a_job_that_keeps_failing_is_retried_then_dead_lettered_with_its_body(bo
     )
     body = job.to_message()
     sqs.send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=body)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90
     dead = []
     while time.monotonic() < deadline and not dead:
         dead = sqs.receive_message(

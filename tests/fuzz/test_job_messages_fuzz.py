@@ -145,7 +145,7 @@ def box(tmp_path_factory):
         tmp_path_factory.mktemp("fuzz-jobs"),
         parameters={"MaxReceiveCount": 2},
         sweep_interval=None,
-        visibility_timeout=1,
+        visibility_timeout=6,  # longer than a failing attempt under load: no redelivery while it still runs
     ) as b:
         yield b
 
