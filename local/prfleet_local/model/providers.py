@@ -48,23 +48,6 @@ SIGV4_RE = re.compile(
 MAX_SKEW_S = 15 * 60
 _INVOKE_RE = re.compile(r"^/model/(?P<model>[^/]+)/(?P<op>invoke|invoke-with-response-stream)$")
 
-# Bedrock's REST-JSON exceptions: (HTTP status, x-amzn-ErrorType) per first-party error the policy produced.
-_BEDROCK_ERRORS = {
-    400: (400, "ValidationException"),
-    401: (403, "AccessDeniedException"),
-    403: (403, "AccessDeniedException"),
-    404: (404, "ResourceNotFoundException"),
-    413: (400, "ValidationException"),
-    429: (429, "ThrottlingException"),
-    500: (500, "InternalServerException"),
-    529: (503, "ServiceUnavailableException"),
-}
-_BEDROCK_MESSAGES = {
-    "ThrottlingException": "Too many requests, please wait before trying again.",
-    "ServiceUnavailableException": "Bedrock is unable to process your request.",
-    "InternalServerException": "The server encountered an internal error while processing the request.",
-}
-
 
 @dataclass
 class AwsAccount:
