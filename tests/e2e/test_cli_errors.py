@@ -232,3 +232,22 @@ def test_serve_leaves_no_process_however_it_ends(tmp_path, how):
         assert_none_left(env)
     proc.stdout.close()
     proc.stderr.close()
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """`prfleet ... | head -1`: the reader has gone before the output is written; a Unix filter stops quietly."""
+    env = _env(tmp_path)
+    reader = subprocess.Popen(["true"], stdin=subprocess.PIPE)
+    reader.wait(timeout=30)  # the pipe's only read end is gone: every write now fails with EPIPE
+    argv = ["github-app", "manifest", "--webhook-url", "https://x.example/webhook"]
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "prfleet_local.cli", *argv],
+        stdout=reader.stdin,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    reader.stdin.close()
+    _, err = writer.communicate(timeout=60)
+    assert err == "" and writer.returncode == 141, (writer.returncode, err)
+    assert_none_left(env)

@@ -215,6 +215,13 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print(f"{prog}: terminated; everything it started is stopped", file=sys.stderr)
         return 143
+    except BrokenPipeError:
+        # The reader went away (`prfleet ... | head`): stop quietly, as a Unix filter does. Python's signal docs
+        # (https://docs.python.org/3/library/signal.html#note-on-sigpipe): point stdout at devnull so the
+        # interpreter's final flush does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except Exception as exc:  # noqa: BLE001 - a bug still ends in one line; PRFLEET_DEBUG=1 shows where
         if os.environ.get("PRFLEET_DEBUG"):
             raise
