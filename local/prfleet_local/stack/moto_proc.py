@@ -66,6 +66,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from prfleet_local.stack import moto_speed
+
 FAULT_KINDS = ("throttle", "throttling", "lost_response", "sqs_delete_lost")
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
 DYNAMODB_READS = ("GetItem", "Query", "Scan", "BatchGetItem", "TransactGetItems")
@@ -536,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
     parent = int(os.environ.get("PRFLEET_PARENT_PID") or 0)
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
+    moto_speed.apply()  # same answers, in time proportional to what is returned (see moto_speed)
     proxy = FaultProxy(DomainDispatcherApplication(create_backend_app), plan)
     run_simple("127.0.0.1", args.port, proxy, threaded=True, use_reloader=False)
     return 0
