@@ -557,13 +557,21 @@ class GitHubServer:
             )
 
     def rate_limit(
-        self, pattern: str, times: int = 1, *, retry_after: int | None = 1, status: int = 403
+        self,
+        pattern: str,
+        times: int = 1,
+        *,
+        retry_after: int | None = 1,
+        status: int = 403,
+        method: str | None = None,
     ) -> None:
-        """A secondary rate limit on the next `times` matching calls (no retry-after header when None)."""
+        """A secondary rate limit on the next `times` matching calls (of `method`, if given; no retry-after
+        header when `retry_after` is None)."""
         self.inject(
             pattern,
             status,
             times,
+            method=method,
             retry_after=retry_after,
             message="You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
         )
@@ -601,7 +609,11 @@ class GitHubServer:
         pattern, times = str(spec["pattern"]), int(spec.get("times", 1))
         if kind == "secondary":
             self.rate_limit(
-                pattern, times, retry_after=spec.get("retry_after"), status=int(spec.get("status", 403))
+                pattern,
+                times,
+                retry_after=spec.get("retry_after"),
+                status=int(spec.get("status", 403)),
+                method=spec.get("method"),
             )
         elif kind == "primary":
             self.primary_limit(
