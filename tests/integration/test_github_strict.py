@@ -73,6 +73,8 @@ def test_review_event_pending_is_not_a_value_and_comment_needs_a_body(gh_env):
         gh.create_review(REPO, n, head, "", comment, event="COMMENT")
     with pytest.raises(GitHubUnprocessable, match="not part of the pull request"):
         gh.create_review(REPO, n, repo.sha("main"), "body", [])  # a commit, but not one of the PR's
+    with pytest.raises(GitHubUnprocessable, match=r"comments\[\]\.body is required"):
+        gh.create_review(REPO, n, head, "body", [{**comment[0], "body": ""}])
     assert server.reviews == []
     gh.create_review(REPO, n, head, "body", comment)
     assert [r["state"] for r in server.reviews] == ["COMMENTED"]
@@ -273,6 +275,16 @@ def test_a_review_that_did_not_arrive_is_sent_again(gh_env):
     gh.create_review(REPO, n, head, "the review", [], marker=report.review_marker(head, "final", 1))
     assert len(server.reviews) == 1
     assert len([p for m, p in server.requests if m == "POST" and p.endswith("/reviews")]) == 2
+
+
+def test_an_issue_comment_needs_a_body_when_created_and_when_edited(gh_env):
+    server, repo, gh, n, _ = gh_env
+    with pytest.raises(GitHubUnprocessable, match="blank"):
+        gh.create_issue_comment(REPO, n, "")
+    comment = gh.create_issue_comment(REPO, n, "hello")
+    with pytest.raises(GitHubUnprocessable, match="blank"):
+        gh.update_issue_comment(REPO, comment["id"], "")
+    assert [c["body"] for c in server.issue_comments] == ["hello"]
 
 
 def test_without_a_marker_an_uncertain_write_is_reported_not_repeated(gh_env):

@@ -5,7 +5,8 @@ the diffs, blob SHAs and patches are what GitHub would compute. Everything prfle
 comments, check runs with their status history and annotations, issue comments) is recorded for assertions.
 
 Rules copied from GitHub, each with the page or OpenAPI operation it follows (github/rest-api-description):
-- every call needs `Authorization` (401 without);
+- every call needs `Authorization` (401 without; the repository is private):
+  https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api
 - PR files (`pulls/list-files`): per_page max 100, Link header pagination, at most 3000 files; `patch` left out
   for binary files and for a file diff over `patch_max_lines` lines or `patch_max_bytes` bytes (GitHub documents
   20,000 lines / 500 KB per file for diffs it shows; the API's exact cut is not documented, hence configurable):
@@ -20,8 +21,9 @@ Rules copied from GitHub, each with the page or OpenAPI operation it follows (gi
 - blobs (`git/get-blob`): base64, up to 100 MB: https://docs.github.com/en/rest/git/blobs#get-a-blob
 - reviews (`pulls/create-review`): `event` is one of APPROVE, REQUEST_CHANGES, COMMENT (left out: PENDING;
   "PENDING" itself is not a value); `body` required for REQUEST_CHANGES and COMMENT; `commit_id` must be a
-  commit of the pull request; an inline comment on a line outside the diff is a 422 "Pull request review
-  thread line must be part of the diff": https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request
+  commit of the pull request; each inline comment needs `path` and `body`, and one on a line outside the diff is a
+  422 "Pull request review thread line must be part of the diff":
+  https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request
 - check runs (`checks/create`, `checks/update`): `output` requires `title` and `summary`; `summary` and `text`
   at most 65,535 characters; at most 50 annotations per request, later requests append; an annotation's
   `message` and `raw_details` at most 64 KB, its `title` at most 255 characters, columns only on one line;
@@ -30,7 +32,9 @@ Rules copied from GitHub, each with the page or OpenAPI operation it follows (gi
 - check runs of a ref (`checks/list-for-ref`): `filter` is `latest` unless `all` is asked for (only the newest
   run of each name), `check_name` and `status` filter:
   https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference
-- bodies of comments over 65,536 characters are a 422;
+- issue comments (`issues/create-comment`, `issues/update-comment`): `body` required; over 65,536 characters a 422
+  "body is too long (maximum is 65536 characters)" (GitHub's validation answer; the OpenAPI text gives no
+  maximum): https://docs.github.com/en/rest/issues/comments
 - conditional requests: every GET answers with an `ETag`; `If-None-Match` with it gets a 304, which does not
   count against the primary rate limit:
   https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
@@ -40,7 +44,9 @@ Rules copied from GitHub, each with the page or OpenAPI operation it follows (gi
   have exceeded a secondary rate limit", with or without retry-after:
   https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
 - installation tokens from POST /app/installations/{id}/access_tokens, given an RS256 JWT signed by the app
-  (verified when the app's public key is configured), expiring after one hour.
+  (verified when the app's public key is configured; `exp` at most 10 minutes ahead), expiring after one hour:
+  https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app,
+  https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/generating-an-installation-access-token-for-a-github-app
 
 Injectable failures, switchable per run from Python or over HTTP (the control endpoint, no auth, loopback only):
 - `inject(pattern, status, times, method=..., retry_after=...)`: answer the next N matching calls with `status`
@@ -1153,6 +1159,9 @@ class _Handler(BaseHTTPRequestHandler):
             f = files.get(c.get("path", ""))
             side = (c.get("side") or "RIGHT").upper()
             line = c.get("line")
+            # comments[]: `path` and `body` are required (pulls/create-review request body).
+            if not str(c.get("body") or "").strip():
+                errors.append("comments[].body is required")
             if f is None:
                 errors.append("Path could not be resolved")
                 continue
@@ -1533,6 +1542,8 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, Any, dict]:
         srv = self.owner
         text = body.get("body") or ""
+        if not text:  # issues/update-comment: `body` is required
+            raise HttpError(422, "Validation Failed", ["body can't be blank"])
         if len(text) > MAX_BODY:
             raise HttpError(
                 422, "Validation Failed", [f"body is too long (maximum is {MAX_BODY} characters)"]
