@@ -894,7 +894,8 @@ class _Handler(BaseHTTPRequestHandler):
         return headers
 
     def _count_request(self) -> None:
-        """Primary rate limit: one more request in the hour, or a 403 with x-ratelimit-remaining: 0."""
+        """Primary rate limit: one more request in the hour, or a 403 with x-ratelimit-remaining: 0
+        (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit)."""
         srv = self.owner
         with srv.lock:
             now = srv.clock()
@@ -979,6 +980,8 @@ class _Handler(BaseHTTPRequestHandler):
                     raise HttpError(after.status, after.message, headers=self._fault_headers(after))
                 out = json.dumps(data).encode() if data is not None else b""
                 if method == "GET" and status == 200:
+                    # Conditional requests: a 304 for a matching If-None-Match, free under the primary limit
+                    # (best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
                     etag = '"' + hashlib.sha1(out).hexdigest() + '"'  # noqa: S324 - an ETag, not security
                     headers["ETag"] = etag
                     if self.headers.get("If-None-Match") == etag:
@@ -1084,6 +1087,8 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, self.owner._pr_json(self._pr(params)), {}
 
     def h_pr_files(self, params: dict, query: dict, body: dict, auth: str | None) -> tuple[int, Any, dict]:
+        # pulls/list-files: "Responses include a maximum of 3000 files", 100 a page at most; `patch` left out
+        # by compute_files: https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files
         files = self.owner.files_of(self._pr(params))[:FILES_CAP]
         api, name = self.owner.api_url, self.owner.full_name
         out = []
@@ -1250,6 +1255,8 @@ class _Handler(BaseHTTPRequestHandler):
             mode, kind, sha, size = real
             path, name = resolved, resolved.rsplit("/", 1)[-1]
             common = {"name": name, "path": path, "sha": sha, "size": size}
+        # repos/get-content: up to 1 MB every feature; 1-100 MB no `content` ("encoding": "none"); over 100 MB
+        # not supported: https://docs.github.com/en/rest/repos/contents#get-repository-content
         if size > srv.blob_max_bytes:
             raise HttpError(
                 403,
@@ -1305,6 +1312,8 @@ class _Handler(BaseHTTPRequestHandler):
             if k == "blob":
                 entry["size"] = int(sz)
             tree.append(entry)
+        # git/get-tree: "If truncated is true in the response then the number of items in the tree array exceeded
+        # our maximum limit" (100,000 entries or 7 MB): https://docs.github.com/en/rest/git/trees#get-a-tree
         truncated = recursive and len(tree) > srv.tree_max_entries
         if truncated:
             tree = tree[: srv.tree_max_entries]
