@@ -545,3 +545,15 @@ class TestRateLimits:
         assert state.head_record(REPO, number, head).check_run_id == rerun["id"]
         assert len(reviews_of(box, number, head)) == 2
         assert dlq_depth(box, "PrDLQ") == 0
+
+    def test_a_reset_further_away_than_sqs_can_delay_is_waited_for_900_s_at_a_time(self, limited_box):
+        box = limited_box
+        number, _head = open_limited_pr(box, "limits-far", {"notes/b.txt": "beta far\n"})
+        blob = {f["filename"]: f["sha"] for f in box.github.files_of(box.github.prs[number])}["notes/b.txt"]
+        box.github.primary_limit(rf"/git/blobs/{blob}$", reset_in=2400)  # 40 minutes to the reset
+        lines = len(box.stack.log_lines)
+        deliver_pr(box, "opened", number)
+        assert wait_for(lambda: requeued_lines(box, lines), 120)
+        (event,) = requeued_lines(box, lines)
+        assert event["delay_s"] == 900  # SQS's DelaySeconds maximum; the next attempt meets the limit again
+        assert dlq_depth(box, "JobsDLQ") == 0
