@@ -4,7 +4,9 @@ Real HTTP deliveries to the webhook, moto in its own process, the pollers, the o
 history (commits, a force-push, a 3,050-file commit). The tests run in order and share one PR's history:
 opened -> a second commit -> a newer head superseding queued jobs of an older one -> a force-push -> duplicate
 SQS messages -> `/prfleet review` from a reader and a writer -> a 403 while posting. A 3,050-file PR and a budget
-deferral (in its own sandbox) follow.
+deferral (in its own sandbox) follow; then GitHub rate limits (in a sandbox with short function timeouts, so a
+limit outlasts the time a Lambda may wait): agent jobs and a review post re-queued with GitHub's delay, a planner
+cut off after creating its check run reusing it on the retry.
 """
 
 from __future__ import annotations
