@@ -4,7 +4,9 @@ Real HTTP deliveries to the webhook, moto in its own process, the pollers, the o
 history (commits, a force-push, a 3,050-file commit). The tests run in order and share one PR's history:
 opened -> a second commit -> a newer head superseding queued jobs of an older one -> a force-push -> duplicate
 SQS messages -> `/prfleet review` from a reader and a writer -> a 403 while posting. A 3,050-file PR and a budget
-deferral (in its own sandbox) follow.
+deferral (in its own sandbox) follow; then GitHub rate limits (in a sandbox with short function timeouts, so a
+limit outlasts the time a Lambda may wait): agent jobs and a review post re-queued with GitHub's delay, a planner
+cut off after creating its check run reusing it on the retry.
 """
 
 from __future__ import annotations
@@ -407,3 +409,153 @@ class TestBudget:
             assert "| deferred |" in review["body"]  # the summary table's column, counted per agent
             waiting = {e["sk"].split("#", 1)[1] for e in state.deferred_jobs()}
             assert {r["sk"].rsplit("#", 1)[1] for r in deferred} <= waiting  # kept for the sweeper
+
+
+# --- GitHub rate limits in the agents and the planner (a stack with short timeouts, so a limit outlasts them) ---
+
+AGENT_TIMEOUT, PLANNER_TIMEOUT = 40, 20  # agent: 20 s for GitHub waits (runner margin 20 s); planner: 15 s
+
+
+@pytest.fixture(scope="class")
+def limited_box(tmp_path_factory):
+    with sandbox(
+        tmp_path_factory.mktemp("github-limits"),
+        sweep_interval=None,
+        visibility_timeout=60,  # no redelivery while a delayed copy waits: a re-queue is the only way back
+        function_timeouts={"AgentFunction": AGENT_TIMEOUT, "PlannerFunction": PLANNER_TIMEOUT},
+    ) as b:
+        b.repo.commit(
+            {"notes/a.txt": "alpha\n", "notes/b.txt": "beta\n", "notes/c.txt": "gamma\n"},
+            "Base",
+            branch="main",
+        )
+        yield b
+
+
+def open_limited_pr(box, branch: str, files: dict) -> tuple[int, str]:
+    box.repo.import_commit(files, branch, branch=branch, parent=box.repo.sha("main"))
+    number = box.github.open_pr(REPO, "main", branch, branch, "")
+    return number, box.github.prs[number].head_sha
+
+
+def requeued_lines(box, since: int) -> list[dict]:
+    """The handlers' `requeued` events (a PR or file job sent back to its queue with a delay)."""
+    out = []
+    for line in box.stack.log_lines[since:]:
+        if '"requeued"' in line:
+            event = json.loads(line)
+            if event.get("event") == "requeued":
+                out.append(event)
+    return out
+
+
+def dlq_depth(box, queue_name: str) -> int:
+    attrs = box.stack.client("sqs").get_queue_attributes(
+        QueueUrl=box.stack.queue_url(queue_name), AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+class TestRateLimits:
+    def test_agent_jobs_meeting_githubs_primary_and_secondary_limits_come_back_after_the_delay_asked(
+        self, limited_box
+    ):
+        box = limited_box
+        number, head = open_limited_pr(
+            box, "limits-agents", {"notes/a.txt": "alpha changed\n", "notes/b.txt": "beta changed\n"}
+        )
+        blobs = {f["filename"]: f["sha"] for f in box.github.files_of(box.github.prs[number])}
+        # Each modified file is read by blob sha: one job meets a spent primary limit (403, x-ratelimit-remaining
+        # 0, reset in 30 s), the other a secondary limit (429, retry-after 25); both outlast the 20 s the agent
+        # may wait, so the jobs must go back to SQS with those delays, not fail or sleep into the timeout.
+        box.github.primary_limit(rf"/git/blobs/{blobs['notes/a.txt']}$", reset_in=30)
+        box.github.rate_limit(rf"/git/blobs/{blobs['notes/b.txt']}$", retry_after=25, status=429)
+        lines = len(box.stack.log_lines)
+        sent = time.monotonic()
+        deliver_pr(box, "opened", number)
+
+        assert wait_for(lambda: len(requeued_lines(box, lines)) == 2, 120)
+        delays = sorted(e["delay_s"] for e in requeued_lines(box, lines))
+        assert (
+            delays[0] == 25 and 30 <= delays[1] <= 33
+        )  # the retry-after; the reset (+1 s), in epoch seconds
+        assert all("rate limit" in e["reason"] for e in requeued_lines(box, lines))
+        # Given back, not failed: `retrying` until the delayed copy claims the run again.
+        waiting = {r["path"]: r["status"] for r in state.runs_of_head(REPO, number, head)}
+        assert set(waiting) == {"notes/a.txt", "notes/b.txt"} and "failed" not in waiting.values()
+
+        assert box.wait_for_review(number, head_sha=head, timeout=180)
+        assert time.monotonic() - sent >= 25  # not before GitHub said
+        runs = state.runs_of_head(REPO, number, head)
+        assert {r["status"] for r in runs} == {"succeeded"}
+        assert {json.loads(r["job"])["attempt"] for r in runs} == {
+            1
+        }  # the re-queued copy is the next attempt
+        assert len(reviews_of(box, number, head)) == 1
+        assert check_of(box, head)["conclusion"] == "success"
+        assert dlq_depth(box, "JobsDLQ") == 0
+
+    def test_a_rate_limited_review_post_is_delayed_and_posted_once(self, limited_box):
+        box = limited_box
+        number, head = open_limited_pr(box, "limits-post", {"notes/c.txt": "gamma changed\n"})
+        # The last job's fan-in meets a secondary limit on the review (its marker lookup or the POST).
+        box.github.rate_limit(rf"/pulls/{number}/reviews$", retry_after=25)
+        lines = len(box.stack.log_lines)
+        deliver_pr(box, "opened", number)
+        assert wait_for(lambda: requeued_lines(box, lines), 120)
+        assert requeued_lines(box, lines)[0]["delay_s"] == 25
+        assert reviews_of(box, number, head) == []
+        assert box.wait_for_review(number, head_sha=head, timeout=180)
+        assert len(reviews_of(box, number, head)) == 1
+        (run,) = state.runs_of_head(REPO, number, head)
+        assert run["status"] == "succeeded"
+        assert dlq_depth(box, "JobsDLQ") == 0
+
+    def test_a_planner_limited_after_creating_the_check_run_reuses_it_on_its_retry(self, limited_box):
+        box = limited_box
+        box.github.add_collaborator("wendy-writer", "write")
+        number, head = open_limited_pr(box, "limits-planner", {"notes/a.txt": "alpha planned\n"})
+        # The check run is created, then its move to in_progress meets a secondary limit longer than the
+        # planner's 15 s: the PR job goes back to PrQueue, and its retry must finish that check run, not add one.
+        box.github.rate_limit(r"/check-runs/\d+$", retry_after=20, method="PATCH")
+        lines = len(box.stack.log_lines)
+        deliver_pr(box, "opened", number)
+        assert wait_for(lambda: requeued_lines(box, lines), 90)
+        assert requeued_lines(box, lines)[0]["delay_s"] == 20
+        (waiting,) = box.github.check_runs_for(head)
+        assert waiting["status"] == "queued"
+        assert box.wait_for_review(number, head_sha=head, timeout=180)
+        (check,) = box.github.check_runs_for(head)  # one check run per head
+        assert check["id"] == waiting["id"] and check["conclusion"] == "success"
+        assert [s for s, _ in check["history"]] == ["queued", "in_progress", "completed"]
+        assert state.head_record(REPO, number, head).check_run_id == check["id"]
+        assert len(reviews_of(box, number, head)) == 1
+
+        # Re-run limited the same way: one fresh check run for the Re-run, reused by its own retry.
+        box.github.rate_limit(r"/check-runs/\d+$", retry_after=20, method="PATCH")
+        lines = len(box.stack.log_lines)
+        status, _ = box.deliver("check_run", box.github.check_run_payload(check["id"], sender="wendy-writer"))
+        assert status == 202
+        assert wait_for(lambda: requeued_lines(box, lines), 90)
+        assert wait_for(lambda: len(box.github.check_runs_for(head)) == 2, 30)
+        assert box.wait_for_review(number, head_sha=head, timeout=180)
+        runs = sorted(box.github.check_runs_for(head), key=lambda c: c["id"])
+        assert len(runs) == 2 and runs[0]["id"] == check["id"]
+        rerun = runs[1]
+        assert [s for s, _ in rerun["history"]] == ["queued", "in_progress", "completed"]
+        assert rerun["conclusion"] == "success"
+        assert state.head_record(REPO, number, head).check_run_id == rerun["id"]
+        assert len(reviews_of(box, number, head)) == 2
+        assert dlq_depth(box, "PrDLQ") == 0
+
+    def test_a_reset_further_away_than_sqs_can_delay_is_waited_for_900_s_at_a_time(self, limited_box):
+        box = limited_box
+        number, _head = open_limited_pr(box, "limits-far", {"notes/b.txt": "beta far\n"})
+        blob = {f["filename"]: f["sha"] for f in box.github.files_of(box.github.prs[number])}["notes/b.txt"]
+        box.github.primary_limit(rf"/git/blobs/{blob}$", reset_in=2400)  # 40 minutes to the reset
+        lines = len(box.stack.log_lines)
+        deliver_pr(box, "opened", number)
+        assert wait_for(lambda: requeued_lines(box, lines), 120)
+        (event,) = requeued_lines(box, lines)
+        assert event["delay_s"] == 900  # SQS's DelaySeconds maximum; the next attempt meets the limit again
+        assert dlq_depth(box, "JobsDLQ") == 0

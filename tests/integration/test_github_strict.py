@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -72,6 +73,8 @@ def test_review_event_pending_is_not_a_value_and_comment_needs_a_body(gh_env):
         gh.create_review(REPO, n, head, "", comment, event="COMMENT")
     with pytest.raises(GitHubUnprocessable, match="not part of the pull request"):
         gh.create_review(REPO, n, repo.sha("main"), "body", [])  # a commit, but not one of the PR's
+    with pytest.raises(GitHubUnprocessable, match=r"comments\[\]\.body is required"):
+        gh.create_review(REPO, n, head, "body", [{**comment[0], "body": ""}])
     assert server.reviews == []
     gh.create_review(REPO, n, head, "body", comment)
     assert [r["state"] for r in server.reviews] == ["COMMENTED"]
@@ -88,6 +91,47 @@ def test_check_run_output_needs_title_and_summary_within_65535(gh_env):
     with pytest.raises(GitHubUnprocessable, match="65535"):
         gh.update_check_run(REPO, run["id"], output={"title": "t", "summary": "s" * 65_536})
     gh.update_check_run(REPO, run["id"], output={"title": "t", "summary": "s" * 65_535})
+
+
+def test_annotations_within_githubs_sizes_and_reports_truncate_to_them(gh_env):
+    server, repo, gh, _, _ = gh_env
+    run = gh.create_check_run(REPO, "prfleet", repo.sha("feature"), external_id="a")
+
+    def annotate(**fields) -> None:
+        ann = {"path": "app.py", "start_line": 1, "end_line": 1, "annotation_level": "notice", "message": "m"}
+        gh.update_check_run(
+            REPO, run["id"], output={"title": "t", "summary": "s", "annotations": [{**ann, **fields}]}
+        )
+
+    with pytest.raises(GitHubUnprocessable, match="64 KB"):
+        annotate(message="é" * 40_000)  # 40,000 characters, 80,000 bytes
+    with pytest.raises(GitHubUnprocessable, match="255"):
+        annotate(title="t" * 256)
+    with pytest.raises(GitHubUnprocessable, match="same line|start_line equals"):
+        annotate(end_line=3, start_column=1, end_column=4)
+    with pytest.raises(GitHubUnprocessable, match="starting at 1"):
+        annotate(start_line=0, end_line=0)
+    assert server.check_runs[run["id"]]["output"]["annotations_count"] == 0
+    # What prfleet sends for a long multibyte finding fits.
+    (ann,) = report.annotations(
+        [{"path": "app.py", "line": 1, "severity": "high", "title": "ü" * 300, "body": "é" * 40_000}]
+    )
+    gh.update_check_run(REPO, run["id"], output={"title": "t", "summary": "s", "annotations": [ann]})
+    assert server.check_runs[run["id"]]["output"]["annotations_count"] == 1
+
+
+def test_check_runs_of_a_ref_list_only_the_latest_of_each_name_unless_all_are_asked_for(gh_env):
+    server, repo, gh, _, _ = gh_env
+    head = repo.sha("feature")
+    first = gh.create_check_run(REPO, "prfleet", head, external_id="one")
+    second = gh.create_check_run(REPO, "prfleet", head, external_id="two")
+    other = gh.create_check_run(REPO, "lint", head)
+    default = gh._json("GET", f"/repos/{REPO}/commits/{head}/check-runs")  # GitHub's default: filter=latest
+    assert sorted(r["id"] for r in default["check_runs"]) == [second["id"], other["id"]]
+    assert [r["id"] for r in gh.list_check_runs(REPO, head, name="prfleet")] == [second["id"], first["id"]]
+    assert len(gh.list_check_runs(REPO, head)) == 3
+    with pytest.raises(GitHubUnprocessable, match="filter"):
+        gh._json("GET", f"/repos/{REPO}/commits/{head}/check-runs", params={"filter": "newest"})
 
 
 # --- files, contents, trees ---
@@ -169,6 +213,32 @@ def test_primary_rate_limit_exhausted_raises_with_the_reset(gh_env):
     assert sleeps == []
 
 
+def test_an_injected_primary_limit_answers_with_githubs_headers_and_is_waited_out_within_the_deadline(gh_env):
+    server, repo, gh, n, sleeps = gh_env
+    server.primary_limit(rf"/pulls/{n}$", times=1, reset_in=30)
+    with ghmod.deadline(time.time() + 10):  # 10 s left: too little to wait for the reset
+        with pytest.raises(GitHubRateLimited) as limited:
+            gh.pr(REPO, n)
+    assert limited.value.status == 403 and 29 <= limited.value.retry_after <= 32 and sleeps == []
+    assert "API rate limit exceeded" in limited.value.message
+    server.primary_limit(rf"/pulls/{n}$", times=1, reset_in=30, status=429)
+    with ghmod.deadline(time.time() + 100):
+        assert gh.pr(REPO, n)["number"] == n
+    assert len(sleeps) == 1 and 29 <= sleeps[0] <= 32  # until x-ratelimit-reset, not a fixed minute
+    # Every answer carries the primary limit's headers; a secondary limit leaves x-ratelimit-remaining alone.
+    server.rate_limit(rf"/pulls/{n}$", times=1, retry_after=7)
+    req = urllib.request.Request(
+        f"{server.api_url}/repos/{REPO}/pulls/{n}", headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(req, timeout=5)  # noqa: S310 - loopback
+    headers = refused.value.headers
+    assert refused.value.code == 403 and headers["Retry-After"] == "7"
+    assert int(headers["X-RateLimit-Remaining"]) > 0 and headers["X-RateLimit-Resource"] == "core"
+    with pytest.raises(ValueError, match="403 or 429"):
+        server.primary_limit("x", status=500)
+
+
 def test_secondary_rate_limit_backs_off_exponentially_but_never_past_the_deadline(gh_env):
     server, repo, gh, n, sleeps = gh_env
     server.rate_limit(rf"/pulls/{n}$", times=1, retry_after=None)  # no retry-after: at least a minute
@@ -205,6 +275,16 @@ def test_a_review_that_did_not_arrive_is_sent_again(gh_env):
     gh.create_review(REPO, n, head, "the review", [], marker=report.review_marker(head, "final", 1))
     assert len(server.reviews) == 1
     assert len([p for m, p in server.requests if m == "POST" and p.endswith("/reviews")]) == 2
+
+
+def test_an_issue_comment_needs_a_body_when_created_and_when_edited(gh_env):
+    server, repo, gh, n, _ = gh_env
+    with pytest.raises(GitHubUnprocessable, match="blank"):
+        gh.create_issue_comment(REPO, n, "")
+    comment = gh.create_issue_comment(REPO, n, "hello")
+    with pytest.raises(GitHubUnprocessable, match="blank"):
+        gh.update_issue_comment(REPO, comment["id"], "")
+    assert [c["body"] for c in server.issue_comments] == ["hello"]
 
 
 def test_without_a_marker_an_uncertain_write_is_reported_not_repeated(gh_env):

@@ -780,7 +780,7 @@ class GitHub:
             return next(
                 (
                     r
-                    for r in self.list_check_runs(repo, head_sha)
+                    for r in self.list_check_runs(repo, head_sha, name=name)
                     if r.get("external_id") == external_id and r.get("name") == name
                 ),
                 None,
@@ -870,8 +870,12 @@ class GitHub:
             count = int((last.get("output") or {}).get("annotations_count") or count + len(batch))
         return last
 
-    def list_check_runs(self, repo: str, sha: str) -> list[dict[str, Any]]:
-        return list(self.paginate(f"/repos/{repo}/commits/{_q(sha)}/check-runs", key="check_runs"))
+    def list_check_runs(self, repo: str, sha: str, *, name: str | None = None) -> list[dict[str, Any]]:
+        """Every check run on `sha` (named `name`, if given), newest first. `filter=all`: GitHub's default
+        (`latest`) lists only the newest run of each name:
+        https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference"""
+        params = {"filter": "all", **({"check_name": name} if name else {})}
+        return list(self.paginate(f"/repos/{repo}/commits/{_q(sha)}/check-runs", params, key="check_runs"))
 
     # -- issue comments --
 

@@ -11,6 +11,11 @@ other items, and the common case (a few hundred files; patches compress about 5:
 strongly consistent Query (about 1 RCU per 4 KB). S3 would win for lists of tens of MB; GitHub's 3,000-file cap
 and the MaxFilesPerPr limit keep the list well below that. Item size limit:
 https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-items
+
+Beside the list, one small item `PLANNING#<head>` names the delivery that last began to plan the head, written
+before the planner creates the head's check run: a planning cut off after creating it (a GitHub rate limit that
+re-queued the PR job, a timeout) is then known to its retry, which looks for that check run instead of leaving it
+unfinished next to a second one (prfleet.planner).
 """
 
 from __future__ import annotations
@@ -112,3 +117,23 @@ def load(repo: str, number: int, head_sha: str) -> HeadFiles | None:
     if len(items) < expected:
         return None
     return HeadFiles.from_bytes(b"".join(bytes(i["data"]["B"]) for i in items[:expected]))
+
+
+def begin_planning(
+    repo: str, number: int, head_sha: str, delivery_id: str, *, now: float | None = None
+) -> str | None:
+    """Note that `delivery_id` is about to create the head's check run; returns the delivery that began planning
+    this head before (None for the first planning). One PutItem (its old image answers), no extra read."""
+    now = config_now() if now is None else now
+    reply = client("dynamodb").put_item(
+        TableName=settings().state_table,
+        Item={
+            "pk": {"S": pr_key(repo, number)},
+            "sk": {"S": f"PLANNING#{head_sha}"},
+            "delivery_id": {"S": delivery_id},
+            "expires_at": {"N": str(int(now) + TTL)},
+        },
+        ReturnValues="ALL_OLD",
+    )
+    old = reply.get("Attributes") or {}
+    return old["delivery_id"]["S"] if "delivery_id" in old else None

@@ -294,7 +294,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         return Plan(job, jobs, skips, "planned", "head already planned; jobs re-sent")
     if rerun:
         state.forget_runs(job.repo, job.number, head)
-    check_id = fanin.start_check(gh, job, planned=len(jobs))
+    check_id = start_or_resume_check(gh, job, planned=len(jobs), rerun=rerun, now=now)
     state.record_plan(
         job.repo,
         job.number,
@@ -326,3 +326,45 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         fanin.post_if_ready(gh, job.repo, job.number, head)
     how = "re-run on the check" if job.action == "rerequested" else "re-run requested"
     return Plan(job, jobs, skips, "planned", f"{how} by {job.requested_by}" if rerun else "")
+
+
+def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now: float) -> int | None:
+    """The head's check run: the one an earlier, cut-off attempt of this planning created, else a new one.
+
+    A planning that created the check run and stopped before recording the plan (a GitHub rate limit re-queued the
+    PR job, the Lambda timed out) would leave that run queued or in_progress forever, and its retry would create a
+    second one. headfiles.begin_planning (written before the check run is created) says whether the head was being
+    planned before; only then is GitHub asked (one listing) for an unfinished prfleet check run of this PR on the
+    head: of this delivery for a Re-run (which wants a fresh check run, not the previous one), of any delivery
+    otherwise (no plan is recorded for the head, so no finished planning owns it). One check run per head.
+    """
+    from prfleet import fanin, headfiles, report
+    from prfleet.github import GitHubError, GitHubRateLimited
+
+    earlier = headfiles.begin_planning(job.repo, job.number, job.head_sha, job.delivery_id, now=now)
+    if earlier is not None and (not rerun or earlier == job.delivery_id):
+        wanted = report.check_external_id(job.number, job.delivery_id)
+        try:
+            runs = gh.list_check_runs(job.repo, job.head_sha, name=fanin.CHECK_NAME)
+        except GitHubRateLimited:
+            raise
+        except GitHubError as exc:
+            if exc.status not in (403, 404):  # no checks permission: start_check says so and goes on without
+                raise
+            runs = []
+        for run in runs:
+            ext = run.get("external_id")
+            ours = ext == wanted if rerun else report.pr_from_external_id(ext) == job.number
+            if ours and run.get("status") != "completed":
+                # The same update fanin.start_check makes after creating a run.
+                gh.update_check_run(
+                    job.repo,
+                    run["id"],
+                    status="in_progress",
+                    output={
+                        "title": f"Reviewing: {planned} jobs",
+                        "summary": f"{planned} agent jobs planned for this head.",
+                    },
+                )
+                return int(run["id"])
+    return fanin.start_check(gh, job, planned=planned)

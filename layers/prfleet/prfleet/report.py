@@ -29,8 +29,8 @@ from typing import Any, Protocol, runtime_checkable
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
 MAX_ANNOTATIONS_PER_REQUEST = 50  # https://docs.github.com/en/rest/checks/runs#update-a-check-run
-MAX_ANNOTATION_MESSAGE = 64 * 1024  # "message ... Maximum 64 KB" on the same page
-MAX_ANNOTATION_TITLE = 255
+MAX_ANNOTATION_MESSAGE = 64 * 1024  # bytes: "The maximum size is 64 KB" (the annotation object, same page)
+MAX_ANNOTATION_TITLE = 255  # characters: "The maximum size is 255 characters"
 
 SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
@@ -218,6 +218,14 @@ def _truncate(text: str, limit: int, note: str = "\n\n… (truncated)") -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - len(note))] + note
+
+
+def _truncate_bytes(text: str, limit: int, note: str = "\n\n… (truncated)") -> str:
+    """`text` within `limit` UTF-8 bytes (GitHub sizes an annotation's message in KB, not characters)."""
+    if len(text.encode("utf-8")) <= limit:
+        return text
+    room = max(0, limit - len(note.encode("utf-8")))
+    return text.encode("utf-8")[:room].decode("utf-8", "ignore") + note
 
 
 def _severity(f: Any) -> str:
@@ -495,7 +503,7 @@ def annotations(findings: Iterable[Any]) -> list[dict[str, Any]]:
                 "start_line": line,
                 "end_line": line,
                 "annotation_level": _ANNOTATION_LEVEL[_severity(f)],
-                "message": _truncate(message, MAX_ANNOTATION_MESSAGE),
+                "message": _truncate_bytes(message, MAX_ANNOTATION_MESSAGE),
                 "title": _truncate(
                     f"[{_severity(f)}] {str(_get(f, 'title', '')).strip()}", MAX_ANNOTATION_TITLE, "…"
                 ),

@@ -278,7 +278,46 @@ def process(
     final_attempt: bool = False,
     clock: Any = config_now,
 ) -> Outcome:
-    """Run one file job. `remaining_ms()` is the Lambda's remaining time; `gh_for(installation_id)` a GitHub client."""
+    """Run one file job. `remaining_ms()` is the Lambda's remaining time; `gh_for(installation_id)` a GitHub client.
+
+    GitHub waits (rate limits, backoff) end before the Lambda's time runs out (`github.deadline`). A rate limit
+    that asks for longer (primary: until `x-ratelimit-reset`; secondary: `retry-after`, else a minute or more:
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit)
+    sends the job back to SQS with that delay, capped at SQS's 900 s (queue.MAX_DELAY), as its next attempt:
+    delayed, not failed. What the attempt spent is on its run record (`retrying`), which the next claim reads.
+    """
+    import time
+
+    from prfleet import github, queue
+
+    with github.deadline(time.time() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S):
+        try:
+            return _process(
+                job,
+                remaining_ms=remaining_ms,
+                gh_for=gh_for,
+                anthropic_client=anthropic_client,
+                emitter=emitter,
+                final_attempt=final_attempt,
+                clock=clock,
+            )
+        except github.GitHubRateLimited as exc:
+            delay = min(max(1.0, float(exc.retry_after)), float(queue.MAX_DELAY))
+            body = job.next_attempt(job.spent_micros).to_message()
+            raise RetryLater(exc.message, delay, body) from exc
+
+
+def _process(
+    job: FileJob,
+    *,
+    remaining_ms: Any,
+    gh_for: Any,
+    anthropic_client: Any,
+    emitter: Any,
+    final_attempt: bool,
+    clock: Any,
+) -> Outcome:
+    """The job itself (process adds the GitHub deadline and turns a long GitHub rate limit into RetryLater)."""
     from prfleet import agents
     from prfleet.github import GitHubPrSource
 

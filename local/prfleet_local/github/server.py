@@ -5,7 +5,8 @@ the diffs, blob SHAs and patches are what GitHub would compute. Everything prfle
 comments, check runs with their status history and annotations, issue comments) is recorded for assertions.
 
 Rules copied from GitHub, each with the page or OpenAPI operation it follows (github/rest-api-description):
-- every call needs `Authorization` (401 without);
+- every call needs `Authorization` (401 without; the repository is private):
+  https://docs.github.com/en/rest/authentication/authenticating-to-the-rest-api
 - PR files (`pulls/list-files`): per_page max 100, Link header pagination, at most 3000 files; `patch` left out
   for binary files and for a file diff over `patch_max_lines` lines or `patch_max_bytes` bytes (GitHub documents
   20,000 lines / 500 KB per file for diffs it shows; the API's exact cut is not documented, hence configurable):
@@ -20,31 +21,44 @@ Rules copied from GitHub, each with the page or OpenAPI operation it follows (gi
 - blobs (`git/get-blob`): base64, up to 100 MB: https://docs.github.com/en/rest/git/blobs#get-a-blob
 - reviews (`pulls/create-review`): `event` is one of APPROVE, REQUEST_CHANGES, COMMENT (left out: PENDING;
   "PENDING" itself is not a value); `body` required for REQUEST_CHANGES and COMMENT; `commit_id` must be a
-  commit of the pull request; an inline comment on a line outside the diff is a 422 "Pull request review
-  thread line must be part of the diff": https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request
+  commit of the pull request; each inline comment needs `path` and `body`, and one on a line outside the diff is a
+  422 "Pull request review thread line must be part of the diff":
+  https://docs.github.com/en/rest/pulls/reviews#create-a-review-for-a-pull-request
 - check runs (`checks/create`, `checks/update`): `output` requires `title` and `summary`; `summary` and `text`
-  at most 65,535 characters; at most 50 annotations per request, later requests append:
+  at most 65,535 characters; at most 50 annotations per request, later requests append; an annotation's
+  `message` and `raw_details` at most 64 KB, its `title` at most 255 characters, columns only on one line;
+  `conclusion` required with `status: completed`, and never `stale` (only GitHub sets it):
   https://docs.github.com/en/rest/checks/runs
-- bodies of comments over 65,536 characters are a 422;
+- check runs of a ref (`checks/list-for-ref`): `filter` is `latest` unless `all` is asked for (only the newest
+  run of each name), `check_name` and `status` filter:
+  https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference
+- issue comments (`issues/create-comment`, `issues/update-comment`): `body` required; over 65,536 characters a 422
+  "body is too long (maximum is 65536 characters)" (GitHub's validation answer; the OpenAPI text gives no
+  maximum): https://docs.github.com/en/rest/issues/comments
 - conditional requests: every GET answers with an `ETag`; `If-None-Match` with it gets a 304, which does not
   count against the primary rate limit:
   https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
-- primary rate limit: `rate_limit` requests per hour (5,000 for an installation by default), every answer with
-  x-ratelimit-limit/-remaining/-used/-reset/-resource; past it a 403 with x-ratelimit-remaining: 0;
-  secondary rate limits: a 403 (or 429) "You have exceeded a secondary rate limit", with or without
-  retry-after: https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+- primary rate limit: `rate_limit_total` requests per hour (5,000 for an installation by default), every answer
+  (injected faults too) with x-ratelimit-limit/-remaining/-used/-reset/-resource; past it a 403 with
+  x-ratelimit-remaining: 0 and x-ratelimit-reset in UTC epoch seconds; secondary rate limits: a 403 (or 429) "You
+  have exceeded a secondary rate limit", with or without retry-after:
+  https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit
 - installation tokens from POST /app/installations/{id}/access_tokens, given an RS256 JWT signed by the app
-  (verified when the app's public key is configured), expiring after one hour.
+  (verified when the app's public key is configured; `exp` at most 10 minutes ahead), expiring after one hour:
+  https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/generating-a-json-web-token-jwt-for-a-github-app,
+  https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/generating-an-installation-access-token-for-a-github-app
 
 Injectable failures, switchable per run from Python or over HTTP (the control endpoint, no auth, loopback only):
 - `inject(pattern, status, times, method=..., retry_after=...)`: answer the next N matching calls with `status`
   before doing anything (401/403/404/422, a 5xx, a secondary rate limit);
 - `rate_limit(pattern, times, retry_after=None)`: a secondary rate limit (no retry-after when None);
+- `primary_limit(pattern, times, reset_in=60)`: the primary limit spent for those calls: 403 (or 429) with
+  x-ratelimit-remaining 0 and x-ratelimit-reset `reset_in` seconds after the answer;
 - `fail_after_write(pattern, times, status=502, method="POST")`: apply the write, then answer `status`
   (status 0: close the connection without an answer, as a timeout would look);
 - `clear_faults()`.
-Over HTTP: `POST {api_url}/_fake/faults` with JSON {"kind": "before" | "after_write" | "secondary",
-"pattern", "status", "times", "method", "retry_after"}; `DELETE {api_url}/_fake/faults`; `GET {api_url}/_fake/requests`
+Over HTTP: `POST {api_url}/_fake/faults` with JSON {"kind": "before" | "after_write" | "secondary" | "primary",
+"pattern", "status", "times", "method", "retry_after", "reset_in"}; `DELETE {api_url}/_fake/faults`; `GET {api_url}/_fake/requests`
 for the calls counted so far ({"total", "by_route"}).
 """
 
@@ -72,6 +86,8 @@ MAX_PER_PAGE = 100
 MAX_BODY = 65_536
 MAX_ANNOTATIONS = 50
 MAX_CHECK_TEXT = 65_535
+MAX_ANNOTATION_BYTES = 64 * 1024
+MAX_ANNOTATION_TITLE = 255
 CONTENTS_MAX_BYTES = 1024 * 1024
 BLOB_MAX_BYTES = 100 * 1024 * 1024
 TREE_MAX_ENTRIES = 100_000
@@ -375,6 +391,7 @@ class Fault:
     message: str
     headers: dict[str, str] = field(default_factory=dict)
     after_write: bool = False  # apply the request, then answer `status` (0: drop the connection)
+    reset_in: float | None = None  # a primary rate limit: remaining 0 until this long after the answer
 
 
 class GitHubServer:
@@ -511,9 +528,11 @@ class GitHubServer:
         retry_after: int | None = None,
         headers: dict[str, str] | None = None,
         after_write: bool = False,
+        reset_in: float | None = None,
     ) -> None:
         """Answer the next `times` calls whose path matches regex `pattern` with `status` (after applying
-        them, with `after_write`)."""
+        them, with `after_write`; as a primary rate limit resetting `reset_in` seconds after the answer, with
+        `reset_in`)."""
         hdrs = dict(headers or {})
         if retry_after is not None:
             hdrs["Retry-After"] = str(retry_after)
@@ -539,19 +558,45 @@ class GitHubServer:
                     message or default,
                     hdrs,
                     after_write,
+                    reset_in,
                 )
             )
 
     def rate_limit(
-        self, pattern: str, times: int = 1, *, retry_after: int | None = 1, status: int = 403
+        self,
+        pattern: str,
+        times: int = 1,
+        *,
+        retry_after: int | None = 1,
+        status: int = 403,
+        method: str | None = None,
     ) -> None:
-        """A secondary rate limit on the next `times` matching calls (no retry-after header when None)."""
+        """A secondary rate limit on the next `times` matching calls (of `method`, if given; no retry-after
+        header when `retry_after` is None)."""
         self.inject(
             pattern,
             status,
             times,
+            method=method,
             retry_after=retry_after,
             message="You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
+        )
+
+    def primary_limit(
+        self, pattern: str, times: int = 1, *, reset_in: float = 60.0, status: int = 403
+    ) -> None:
+        """The primary rate limit spent, for the next `times` matching calls: `status` (403 or 429) with
+        x-ratelimit-remaining 0 and x-ratelimit-reset `reset_in` seconds after each answer (UTC epoch seconds), as
+        GitHub answers past an installation's hourly limit; other routes keep being served (a scoped stand-in for
+        the installation-wide limit, which `rate_limit_total` models)."""
+        if status not in (403, 429):
+            raise ValueError("GitHub answers a primary rate limit with 403 or 429")
+        self.inject(
+            pattern,
+            status,
+            times,
+            message=f"API rate limit exceeded for installation ID {self.installation_id}.",
+            reset_in=reset_in,
         )
 
     def fail_after_write(
@@ -565,12 +610,23 @@ class GitHubServer:
             self._faults.clear()
 
     def add_fault(self, spec: dict[str, Any]) -> None:
-        """A fault from its JSON form (the control endpoint): kind before | after_write | secondary."""
+        """A fault from its JSON form (the control endpoint): kind before | after_write | secondary | primary."""
         kind = spec.get("kind", "before")
         pattern, times = str(spec["pattern"]), int(spec.get("times", 1))
         if kind == "secondary":
             self.rate_limit(
-                pattern, times, retry_after=spec.get("retry_after"), status=int(spec.get("status", 403))
+                pattern,
+                times,
+                retry_after=spec.get("retry_after"),
+                status=int(spec.get("status", 403)),
+                method=spec.get("method"),
+            )
+        elif kind == "primary":
+            self.primary_limit(
+                pattern,
+                times,
+                reset_in=float(spec.get("reset_in", 60)),
+                status=int(spec.get("status", 403)),
             )
         elif kind == "after_write":
             self.fail_after_write(
@@ -586,7 +642,7 @@ class GitHubServer:
                 retry_after=spec.get("retry_after"),
             )
         else:
-            raise ValueError(f"unknown fault kind {kind!r}: before, after_write or secondary")
+            raise ValueError(f"unknown fault kind {kind!r}: before, after_write, secondary or primary")
 
     def webhook_payload(self, action: str, number: int) -> dict[str, Any]:
         """A `pull_request` event payload shaped like GitHub's."""
@@ -823,8 +879,23 @@ class _Handler(BaseHTTPRequestHandler):
             "X-RateLimit-Resource": "core",
         }
 
+    def _fault_headers(self, fault: Fault) -> dict[str, str]:
+        """An injected answer carries the x-ratelimit-* headers every API answer has (a secondary limit leaves the
+        primary one untouched); a primary limit says remaining 0 until its reset, in UTC epoch seconds."""
+        headers = {**self._rate_headers(), **fault.headers}
+        if fault.reset_in is not None:
+            headers.update(
+                {
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Used": headers["X-RateLimit-Limit"],
+                    "X-RateLimit-Reset": str(int(self.owner.clock() + fault.reset_in + 0.999)),
+                }
+            )
+        return headers
+
     def _count_request(self) -> None:
-        """Primary rate limit: one more request in the hour, or a 403 with x-ratelimit-remaining: 0."""
+        """Primary rate limit: one more request in the hour, or a 403 with x-ratelimit-remaining: 0
+        (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit)."""
         srv = self.owner
         with srv.lock:
             now = srv.clock()
@@ -884,7 +955,7 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             fault = srv._take_fault(method, split.path)
             if fault is not None:
-                raise HttpError(fault.status, fault.message, headers=fault.headers)
+                raise HttpError(fault.status, fault.message, headers=self._fault_headers(fault))
             auth = self.headers.get("Authorization")
             for verb, pattern, name in ROUTES:
                 m = pattern.match(split.path)
@@ -906,9 +977,11 @@ class _Handler(BaseHTTPRequestHandler):
                         self.close_connection = True
                         self.connection.shutdown(2)
                         return
-                    raise HttpError(after.status, after.message, headers=after.headers)
+                    raise HttpError(after.status, after.message, headers=self._fault_headers(after))
                 out = json.dumps(data).encode() if data is not None else b""
                 if method == "GET" and status == 200:
+                    # Conditional requests: a 304 for a matching If-None-Match, free under the primary limit
+                    # (best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate).
                     etag = '"' + hashlib.sha1(out).hexdigest() + '"'  # noqa: S324 - an ETag, not security
                     headers["ETag"] = etag
                     if self.headers.get("If-None-Match") == etag:
@@ -1014,6 +1087,8 @@ class _Handler(BaseHTTPRequestHandler):
         return 200, self.owner._pr_json(self._pr(params)), {}
 
     def h_pr_files(self, params: dict, query: dict, body: dict, auth: str | None) -> tuple[int, Any, dict]:
+        # pulls/list-files: "Responses include a maximum of 3000 files", 100 a page at most; `patch` left out
+        # by compute_files: https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files
         files = self.owner.files_of(self._pr(params))[:FILES_CAP]
         api, name = self.owner.api_url, self.owner.full_name
         out = []
@@ -1089,6 +1164,9 @@ class _Handler(BaseHTTPRequestHandler):
             f = files.get(c.get("path", ""))
             side = (c.get("side") or "RIGHT").upper()
             line = c.get("line")
+            # comments[]: `path` and `body` are required (pulls/create-review request body).
+            if not str(c.get("body") or "").strip():
+                errors.append("comments[].body is required")
             if f is None:
                 errors.append("Path could not be resolved")
                 continue
@@ -1177,6 +1255,8 @@ class _Handler(BaseHTTPRequestHandler):
             mode, kind, sha, size = real
             path, name = resolved, resolved.rsplit("/", 1)[-1]
             common = {"name": name, "path": path, "sha": sha, "size": size}
+        # repos/get-content: up to 1 MB every feature; 1-100 MB no `content` ("encoding": "none"); over 100 MB
+        # not supported: https://docs.github.com/en/rest/repos/contents#get-repository-content
         if size > srv.blob_max_bytes:
             raise HttpError(
                 403,
@@ -1232,6 +1312,8 @@ class _Handler(BaseHTTPRequestHandler):
             if k == "blob":
                 entry["size"] = int(sz)
             tree.append(entry)
+        # git/get-tree: "If truncated is true in the response then the number of items in the tree array exceeded
+        # our maximum limit" (100,000 entries or 7 MB): https://docs.github.com/en/rest/git/trees#get-a-tree
         truncated = recursive and len(tree) > srv.tree_max_entries
         if truncated:
             tree = tree[: srv.tree_max_entries]
@@ -1287,6 +1369,23 @@ class _Handler(BaseHTTPRequestHandler):
             ]
             if missing or a.get("annotation_level") not in ("notice", "warning", "failure"):
                 raise HttpError(422, "Unprocessable Entity", [f"invalid annotation {a!r}"])
+            # The annotation object of checks/create and checks/update: `message` and `raw_details` "The maximum
+            # size is 64 KB", `title` "The maximum size is 255 characters", line numbers start at 1, and
+            # `start_column` / `end_column` only "on the same line" (start_line == end_line).
+            problems = [
+                f"annotation {k} is larger than 64 KB"
+                for k in ("message", "raw_details")
+                if len(str(a.get(k) or "").encode("utf-8")) > MAX_ANNOTATION_BYTES
+            ]
+            if len(str(a.get("title") or "")) > MAX_ANNOTATION_TITLE:
+                problems.append(f"annotation title is longer than {MAX_ANNOTATION_TITLE} characters")
+            lines = (a.get("start_line"), a.get("end_line"))
+            if not all(isinstance(n, int) and n >= 1 for n in lines):
+                problems.append("annotation start_line and end_line are line numbers starting at 1")
+            elif ("start_column" in a or "end_column" in a) and lines[0] != lines[1]:
+                problems.append("annotation columns are only supported when start_line equals end_line")
+            if problems:
+                raise HttpError(422, "Unprocessable Entity", problems)
         for key in ("title", "summary", "text"):
             if key in output:
                 run["output"][key] = output[key]
@@ -1384,8 +1483,28 @@ class _Handler(BaseHTTPRequestHandler):
         self, params: dict, query: dict, body: dict, auth: str | None
     ) -> tuple[int, Any, dict]:
         sha = self.owner.repo.resolve(params["sha"]) or params["sha"]
-        runs = [self._run_json(r) for r in self.owner.check_runs_for(sha)]
-        return self._paginate(runs, query, wrap=lambda chunk: {"total_count": len(runs), "check_runs": chunk})
+        # checks/list-for-ref: `check_name` and `status` filter; `filter` is `latest` (the default: only the most
+        # recent run of each name) or `all`: https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference
+        which = query.get("filter") or "latest"
+        if which not in ("latest", "all"):
+            raise HttpError(422, "Validation Failed", [f"filter {which!r} is not one of latest, all"])
+        status = query.get("status")
+        if status is not None and status not in ("queued", "in_progress", "completed"):
+            raise HttpError(
+                422, "Validation Failed", [f"status {status!r} is not one of queued, in_progress, completed"]
+            )
+        runs = sorted(self.owner.check_runs_for(sha), key=lambda r: r["id"], reverse=True)
+        if "check_name" in query:
+            runs = [r for r in runs if r["name"] == query["check_name"]]
+        if which == "latest":
+            newest: dict[str, dict[str, Any]] = {}
+            for r in runs:
+                newest.setdefault(r["name"], r)
+            runs = list(newest.values())
+        if status is not None:
+            runs = [r for r in runs if r["status"] == status]
+        out = [self._run_json(r) for r in runs]
+        return self._paginate(out, query, wrap=lambda chunk: {"total_count": len(out), "check_runs": chunk})
 
     @staticmethod
     def _run_json(run: dict[str, Any]) -> dict[str, Any]:
@@ -1432,6 +1551,8 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> tuple[int, Any, dict]:
         srv = self.owner
         text = body.get("body") or ""
+        if not text:  # issues/update-comment: `body` is required
+            raise HttpError(422, "Validation Failed", ["body can't be blank"])
         if len(text) > MAX_BODY:
             raise HttpError(
                 422, "Validation Failed", [f"body is too long (maximum is {MAX_BODY} characters)"]
