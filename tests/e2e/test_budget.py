@@ -131,9 +131,11 @@ def test_a_spend_limit_pauses_the_fleet_with_neutral_checks_until_the_probe_gets
         ]
         assert all("spend limit" in r["error"] for r in runs)
         assert all(e["until"] == "circuit" for e in state.deferred_jobs())
-        # Not a failing check: neutral, with the reason.
+        # Not a failing check: neutral, with the reason (the API's spend limit, not prfleet's budget).
         (check,) = box.github.check_runs_for(head)
         assert (check["status"], check["conclusion"]) == ("completed", "neutral")
+        assert "spend limit" in check["output"]["title"], check["output"]["title"]
+        assert "spend limit" in check["output"]["summary"] and "budget" not in check["output"]["title"]
         # Exactly one notice for the whole fleet, however many jobs met the limit.
         notices = [m for m in inbox.receive(wait=2.0) if m.body.get("notice") == "spend-limit-circuit-open"]
         assert len(notices) == 1 and "spend limit" in notices[0].body["reason"]

@@ -199,6 +199,12 @@ def test_check_conclusion_failure_only_for_errors_neutral_when_deferred():
     assert critical[0] == "success"  # findings never fail the check
     deferred = report.check_conclusion({"review": {"succeeded": 1, "deferred": 2}})
     assert deferred[0] == "neutral" and "budget" in deferred[1] and "after the budget resets" in deferred[2]
+    limit = report.check_conclusion(
+        {"review": {"deferred": 2}},
+        deferred_reasons=["spend limit: You have reached your specified workspace API usage limits", ""],
+    )
+    assert limit[0] == "neutral" and "spend limit" in limit[1] and "budget" not in limit[1]
+    assert "workspace API usage limits" in limit[2] and "probe" in limit[2]
     failed = report.check_conclusion({"review": {"succeeded": 1, "deferred": 2, "failed": 1}})
     assert failed[0] == "failure" and "1 review job(s) failed" == failed[1]
     assert report.check_conclusion({})[0] == "success"

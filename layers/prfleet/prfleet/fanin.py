@@ -171,7 +171,10 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
     gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, review.summary)
     state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
     fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
-    conclusion, title, text = report.check_conclusion(counts, findings=findings, fail_on=fail_on)
+    reasons = [str(r.get("error") or "") for r in runs if r.get("status") == "deferred"]
+    conclusion, title, text = report.check_conclusion(
+        counts, findings=findings, fail_on=fail_on, deferred_reasons=reasons
+    )
     _complete_check(gh, record, conclusion, title, text, report.annotations(findings))
 
 

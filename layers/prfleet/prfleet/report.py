@@ -445,12 +445,17 @@ def _totals(counts: Mapping[str, Any]) -> dict[str, int]:
 
 
 def check_conclusion(
-    counts: Mapping[str, Any], *, findings: Iterable[Any] = (), fail_on: str = "never"
+    counts: Mapping[str, Any],
+    *,
+    findings: Iterable[Any] = (),
+    fail_on: str = "never",
+    deferred_reasons: Iterable[str] = (),
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
-    failure when jobs errored; neutral (never failing) when the budget deferred work; failure when a finding is
-    at or above the FailOn policy (never: findings never fail the check; critical; high); else success.
+    failure when jobs errored; neutral (never failing) when the budget or the API's spend limit deferred work,
+    saying which (`deferred_reasons`: the deferred runs' errors); failure when a finding is at or above the FailOn
+    policy (never: findings never fail the check; critical; high); else success.
     """
     from prfleet.repo_config import FAIL_ON
 
@@ -469,6 +474,16 @@ def check_conclusion(
             "(correlation id in the check's external id). " + facts
         )
         return "failure", title, text
+    spend_limit = [r for r in deferred_reasons if "spend limit" in (r or "").lower()]
+    if t["deferred"] and spend_limit:
+        title = f"{t['deferred']} job(s) waiting: the Anthropic API's spend limit was reached"
+        text = (
+            f"{t['deferred']} job(s) are waiting because the Anthropic API refused calls: "
+            f"{spend_limit[0][:300]}. prfleet stopped calling the API for the whole fleet; a probe retries it "
+            "regularly, and the jobs (kept, not dropped) run once it gets through. This check is neutral, not "
+            "failing: the limit is the account's, not a problem in this pull request. " + facts
+        )
+        return "neutral", title, text
     if t["deferred"]:
         title = f"{t['deferred']} job(s) deferred by the budget"
         text = (
