@@ -541,3 +541,67 @@ def test_cost_reconcile_prints_the_days_comparison(env, server, capsys):
             args, io.StringIO(), ledger=ledger, get=reconcile.http_getter(server.url, "sk-ant-api03-user")
         )
     assert "sk-ant-api03-user" not in str(exc.value)
+
+
+def _reconcile_hour(ledger, server, model, now):
+    from prfleet import reconcile
+
+    get = reconcile.http_getter(server.url, "sk-ant-admin01-offline")
+    start = reconcile._dt.datetime.fromtimestamp(now, reconcile._dt.timezone.utc).replace(
+        minute=0, second=0, microsecond=0
+    )
+    end = start + reconcile._dt.timedelta(hours=1)
+    return [r for r in reconcile.compare(ledger, get, start=start, end=end) if r.model == model]
+
+
+def test_reconciling_an_estimated_call_of_a_tiered_model_lands_on_the_bill(env):
+    """Haiku 5.5 has a prompt-length tier (5x above 100k prompt tokens); an estimated call whose worst-case
+    prompt is far below it is reconciled at the base rates, so the day total ends on the bill, not above it."""
+    from prfleet import reconcile
+
+    spec = replace(SPECS["tests"], model="claude-haiku-5-5")
+    assert pricing.rates(spec.model).tiers  # the case under test: a tiered model
+    ledger = Ledger(
+        "ledger-tiered-" + str(time.monotonic_ns()),
+        daily_limit_micros=DAILY_LIMIT,
+        pr_limit_micros=PR_LIMIT,
+    )
+    _table(env, ledger.table, ("scope", "day"))
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
+    with ModelServer() as server:  # its own bill: the hour's row holds only this test's calls
+        result, guard, ledger, billed, _ = run_review(
+            server, faults=faults, timeout=1.0, spec=spec, ledger=ledger
+        )
+        assert guard.estimated > 0
+        now = time.time()
+        (row,) = _reconcile_hour(ledger, server, spec.model, now)
+    assert row.est_calls == 1 and row.est_tiered == 0
+    reconcile.apply(ledger, [row], now=now)
+    settled = ledger.status(now=now).settled
+    assert abs(settled - sum(c for _, c in billed)) <= row.rounding_slack
+
+
+def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour(env):
+    """A stranded reservation booked `expired` by the sweeper an hour later counts in the hour the call was
+    made (the bill's hour), on the day it was reserved, and reconciliation takes the whole estimate back."""
+    from prfleet import reconcile
+
+    cfg = config.settings()
+    ledger = Ledger(
+        cfg.ledger_table,
+        daily_limit_micros=DAILY_LIMIT,
+        pr_limit_micros=PR_LIMIT,
+        client=FailingSettles(boto3.client("dynamodb"), 1),
+    )
+    spec = SPECS["review"]
+    with ModelServer() as server:  # its own bill: the hour's row holds only this test's calls
+        with pytest.raises(RuntimeError, match="settle write failed"):
+            run_review(server, ledger=ledger, spec=spec)
+        now = time.time()
+        assert ledger.release_expired(now=now + 3700) == 1  # the sweep runs in a later hour
+        assert ledger.usage(hour_of(now + 3700)).get(spec.model, {}).get("est_calls", 0) == 0
+        assert ledger.usage(hour_of(now))[spec.model]["est_calls"] == 1
+        (row,) = _reconcile_hour(ledger, server, spec.model, now)
+        reconcile.apply(ledger, [row], now=now)
+        hour_bill = sum(c for _, c in bill(server, 0))
+    assert abs(ledger.status(now=now).settled - hour_bill) <= row.rounding_slack

@@ -5,7 +5,10 @@ Layout (LedgerTable, pk `scope`, sk `day`; every item small, so a write costs th
   pr@<day>    / <pr scope>   one PR's total for the day: committed, settled, a80
   res@<day>   / <id>         one open reservation: amount, pr, deadline
   end@<day>   / <id>         one closed reservation: how (settled | estimated | released | expired) and what it booked
-  use@<hour>  / <model>      tokens per UTC hour and model (exact buckets, and the estimated calls), for reconciliation
+  use@<hour>  / <model>      tokens per UTC hour and model (exact buckets, and the estimated calls), for reconciliation;
+                             the hour is the one the call was RESERVED in (made right after), never the hour it was
+                             closed in: a reservation the sweeper books hours later belongs to the bill's hour of its
+                             call, and to the budget day the reservation was booked on
 A reservation is ONE TransactWriteItems (day total + PR total, each with its limit in the condition, + the
 reservation item), so committed spend never passes either limit whatever the concurrency. A settle or release is
 one transaction that moves the reservation item to its closure item (conditional on both), so a settle applied
@@ -64,6 +67,7 @@ class Reservation:
     amount: int
     scopes: tuple[tuple[str, str], ...]  # ((scope, day), ...): "daily" first, then the PR scope
     expires_at: int
+    at: float = 0.0  # when it was reserved (just before the call): the usage hour the bill puts the call in
 
     @property
     def day(self) -> str:
@@ -272,7 +276,7 @@ class Book:
                     t.reserved += amount
             self.open[rid] = Open(amount, pr, int(now) + ttl, day)
         scopes = ((DAILY, day),) + (((pr, day),) if pr else ())
-        return Reservation(rid, amount, scopes, int(now) + ttl)
+        return Reservation(rid, amount, scopes, int(now) + ttl, float(now))
 
     def _apply(self, rid: str, day: str, pr: str | None, amount: int, how: str, cost: int) -> Move | None:
         move = close(amount, self.closed.get(rid), rid in self.open, how, cost)
@@ -362,12 +366,39 @@ def _total(item: dict[str, Any] | None) -> Total:
     )
 
 
+def may_be_tiered(model: str | None, input_bound: int) -> bool:
+    """Can a call of `model` whose prompt is at most `input_bound` tokens be priced above the base tier?
+    (Unknown model or bound: yes, the safe answer.) Reconciliation prices an estimated call's billed tokens in the
+    base tier only when none of the hour's estimated calls could have crossed a prompt-length threshold."""
+    if not model or input_bound <= 0:
+        return True
+    from prfleet import pricing
+
+    try:
+        tiers = pricing.rates(model).tiers
+    except Exception:  # an unknown model: it may be anything
+        return True
+    return any(input_bound > t.above_prompt_tokens for t in tiers)
+
+
 def usage_deltas(
-    tokens: Any, *, cost: int, estimated: bool, worst: tuple[int, int] = (0, 0)
+    tokens: Any,
+    *,
+    cost: int,
+    estimated: bool,
+    worst: tuple[int, int] = (0, 0),
+    model: str | None = None,
 ) -> dict[str, int]:
-    """The usage item's counters for one call: exact token buckets, or (estimated) the worst case it was booked at."""
+    """The usage item's counters for one call: exact token buckets, or (estimated) the worst case it was booked at
+    (`est_tiered` counts the estimated calls that may lie above the model's base prompt-length tier)."""
     if estimated:
-        return {"est_calls": 1, "est_micros": cost, "est_input": worst[0], "est_output": worst[1]}
+        return {
+            "est_calls": 1,
+            "est_micros": cost,
+            "est_input": worst[0],
+            "est_output": worst[1],
+            "est_tiered": int(may_be_tiered(model, worst[0])),
+        }
     out = {b: int(getattr(tokens, b, 0) or 0) for b in TOKEN_BUCKETS} if tokens is not None else {}
     return {**out, "calls": 1, "exact_micros": cost}
 
@@ -521,6 +552,7 @@ class Ledger:
             "model": {"S": model or ""},
             "wi": {"N": str(int(worst_tokens[0]))},
             "wo": {"N": str(int(worst_tokens[1]))},
+            "at": {"N": str(int(now))},
             "expires_at": exp,
         }
         items.append(
@@ -539,7 +571,7 @@ class Ledger:
                 if code == "ConditionalCheckFailed":
                     raise self._refusal(scope, key, amount, limit)
             raise BudgetExceeded(DAILY, amount, 0, "reserved")
-        return Reservation(rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline)
+        return Reservation(rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline, float(now))
 
     def _refusal(self, scope: str, key: dict[str, Any], amount: int, limit: int) -> BudgetExceeded:
         t = _total(self._get(key))
@@ -571,12 +603,13 @@ class Ledger:
             model=model,
             tokens=tokens,
             worst=worst_tokens,
+            at=r.at,
         )
         return self._statuses(r.day, r.pr_scope, booked)
 
     def release(self, r: Reservation, *, now: float) -> bool:
         """Give back the reservation of a call that was certainly not billed (no-op if already closed)."""
-        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now)
+        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now, at=r.at)
 
     def _close(
         self,
@@ -591,9 +624,11 @@ class Ledger:
         model: str | None = None,
         tokens: Any = None,
         worst: tuple[int, int] = (0, 0),
+        at: float = 0.0,
     ) -> bool:
         res_key, end_key = _k(f"res@{day}", rid), _k(f"end@{day}", rid)
         is_open, prior = True, None
+        prior_model, prior_worst = model, worst  # what the closure being replaced booked its usage under
         for _ in range(3):
             move = close(amount, prior, is_open, how, cost)
             if move is None:
@@ -617,6 +652,8 @@ class Ledger:
                 "amount": {"N": str(amount)},
                 "pr": {"S": pr or ""},
                 "model": {"S": model or ""},
+                "wi": {"N": str(int(worst[0]))},
+                "wo": {"N": str(int(worst[1]))},
                 "expires_at": {"N": str(int(now) + CLOSURE_DAYS * 86400)},
             }
             if move.replaces is None:
@@ -648,25 +685,48 @@ class Ledger:
                         _k(f"pr@{day}", pr), {k: deltas[k] for k in ("committed", "settled")}, expires=exp
                     )
                 )
-            use = self._usage_deltas(move, tokens, worst)
-            if use and model:
-                items.append(self._add(_k(f"use@{hour_of(now)}", model), use, expires=exp))
+            hour = hour_of(at or now)
+            for use_model, use in self._usage_deltas(move, tokens, worst, model, prior_model, prior_worst):
+                items.append(self._add(_k(f"use@{hour}", use_model), use, expires=exp))
             if self._transact(items) is None:
                 return True
             # Closed meanwhile (a repeat, the sweeper, or another worker): decide again from the closure.
             item = self._get(end_key)
             is_open = item is None and self._get(res_key) is not None
             prior = Closed(_s(item.get("how")) or "", _n(item.get("cost"))) if item else None
+            if item:
+                prior_model = _s(item.get("model")) or model
+                prior_worst = (_n(item.get("wi")), _n(item.get("wo"))) if "wi" in item else worst
         raise RuntimeError(f"reservation {rid} kept changing while being closed")
 
     @staticmethod
-    def _usage_deltas(move: Move, tokens: Any, worst: tuple[int, int]) -> dict[str, int]:
+    def _usage_deltas(
+        move: Move,
+        tokens: Any,
+        worst: tuple[int, int],
+        model: str | None,
+        prior_model: str | None,
+        prior_worst: tuple[int, int],
+    ) -> list[tuple[str, dict[str, int]]]:
+        """(model, counters) for the use@ items of the call's hour. An exact settle replacing an estimate also
+        takes back every counter the estimate added, under the model and worst case the estimate was booked with
+        (the estimate names the requested model, the settle the served one), or reconciliation would still count
+        the call as estimated."""
         if move.closure.how == "released":
-            return {}
-        out = usage_deltas(tokens, cost=move.closure.cost, estimated=not move.exact_call, worst=worst)
-        if move.replaces is not None and move.replaces.how in ("estimated", "expired"):
-            out.update({"est_calls": -1, "est_micros": -move.replaces.cost})
-        return out
+            return []
+        out: dict[str, dict[str, int]] = {}
+        if model:
+            out[model] = usage_deltas(
+                tokens, cost=move.closure.cost, estimated=not move.exact_call, worst=worst, model=model
+            )
+        if move.replaces is not None and move.replaces.how in ("estimated", "expired") and prior_model:
+            undo = usage_deltas(
+                None, cost=move.replaces.cost, estimated=True, worst=prior_worst, model=prior_model
+            )
+            row = out.setdefault(prior_model, {})
+            for k, v in undo.items():
+                row[k] = row.get(k, 0) - v
+        return [(m, d) for m, d in out.items() if d]
 
     def _statuses(self, day: str, pr: str | None, booked: bool) -> SpendStatus:
         out = []
@@ -733,6 +793,7 @@ class Ledger:
                 now=now,
                 model=_s(item.get("model")) or None,
                 worst=(_n(item.get("wi")), _n(item.get("wo"))),
+                at=float(_n(item.get("at"))),
             )
         return n
 

@@ -12,8 +12,15 @@ Per (hour, model): bill tokens B, ledger exact tokens E, and the worst-case toke
 `estimated`/`expired`. drift = B - E - W tokens; LedgerDriftPercent = 100 x the sum of positive drifts / the sum of B:
 above 0 the bill holds tokens the ledger never booked (a released-but-billed call), the budget is not holding.
 A negative drift is the safety margin of estimates. The adjustment moves the day total onto the bill: the cost of
-B - E (the estimated calls as billed, priced in the dearer tier when the model has tiers, at the geo the bill
-reports) minus what the estimates booked; it is applied once per (hour, model), idempotently.
+B - E (the estimated calls as billed, at the geo the bill reports) minus what the estimates booked; it is applied
+once per (hour, model), idempotently. B - E is priced in the base prompt-length tier when no estimated call of the
+row could have crossed a tier threshold (its worst-case prompt, `est_tiered` = 0) and nothing is unbooked, else in
+the dearest tier (the report has no per-call prompt lengths: the safe side). It is rounded half-up once, as each
+call is: the reconciled row differs from the sum of per-call rounded costs by at most half a micro-dollar per
+estimated call plus one half (the only inexactness left, `rounding_slack`).
+Rows are keyed by the hour the call was reserved in (prfleet.budget), so an estimate the sweeper books hours
+later is reconciled against its call's hour. A complete hour the bill has no tokens for removes its estimates:
+those calls were not billed.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from prfleet import budget, pricing
@@ -45,6 +52,12 @@ class Row:
     est_calls: int = 0
     est_micros: int = 0
     exact_micros: int = 0
+    est_tiered: int = 0  # estimated calls whose worst-case prompt may lie above the base tier
+
+    @property
+    def rounding_slack(self) -> float:
+        """How far (µ$) the reconciled row may sit from the sum of the bill's per-call rounded costs."""
+        return 0.0 if self.est_calls <= 0 else 0.5 * self.est_calls + 0.5
 
     @property
     def bill_total(self) -> int:
@@ -65,10 +78,12 @@ class Row:
         if not any(diff.values()):
             return -self.est_micros
         r = pricing.rates(self.model, on=on)
-        card = max((t.card for t in r.tiers), key=lambda c: c.output, default=r.card)
+        card = r.card
+        if self.est_tiered > 0 or self.drift > 0:
+            card = max((t.card for t in r.tiers), key=lambda c: c.output, default=r.card)
         geo = max(self.bill_geo, key=lambda g: self.bill_geo[g], default=None)
         cost = sum(Decimal(diff[b]) * getattr(card, b) for b in BUCKETS) * r.geo_multiplier(geo)
-        return int(cost.to_integral_value(rounding=ROUND_CEILING)) - self.est_micros
+        return int(cost.to_integral_value(rounding=ROUND_HALF_UP)) - self.est_micros
 
 
 def _hour(ts: str) -> str:
@@ -113,6 +128,8 @@ def merge_ledger(rows: dict[tuple[str, str], Row], hour: str, usage: dict[str, d
         row.est_tokens = u.get("est_input", 0) + u.get("est_output", 0)
         row.est_calls = u.get("est_calls", 0)
         row.est_micros = u.get("est_micros", 0)
+        # Usage items written before `est_tiered` existed: their estimates may be tiered (the safe side).
+        row.est_tiered = u.get("est_tiered", row.est_calls)
         row.exact_micros = u.get("exact_micros", 0)
 
 
@@ -202,8 +219,8 @@ def apply(ledger: budget.Ledger, rows: Iterable[Row], *, now: float) -> int:
     """Move each (hour, model) of the ledger onto the bill, once: returns the micro-dollars applied now."""
     total = 0
     for row in rows:
-        if not row.bill_total:
-            continue  # not on the bill (yet): nothing to reconcile against
+        if not row.bill_total and not row.est_micros:
+            continue  # nothing billed and nothing estimated: nothing to move
         start = _dt.datetime.strptime(row.hour, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
         day = ledger.day(start.timestamp())
         want = row.adjustment(_dt.date.fromisoformat(day))
