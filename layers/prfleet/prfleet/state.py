@@ -321,25 +321,37 @@ def start_run(
     return int((_plain(reply.get("Attributes")) or {}).get("cost_micros", 0) or 0)
 
 
-def heartbeat(job: FileJob, run_id: str, *, now: float | None = None) -> None:
+BOOKED_PREFIX = "b_"  # b_<reservation id> = micro-dollars that call booked on the ledger (see booked_of)
+
+
+def heartbeat(
+    job: FileJob, run_id: str, *, now: float | None = None, booked: tuple[str, int] | None = None
+) -> None:
     """Keep our running run out of the stuck sweep; RunInProgress if it is no longer ours (marked stuck and
-    re-queued, or taken over by another worker), so the caller stops instead of refreshing someone else's run."""
+    re-queued, or taken over by another worker), so the caller stops instead of refreshing someone else's run.
+    `booked`: (reservation id, micro-dollars) the call just booked on the ledger, recorded in the same write (and
+    recorded anyway when the run is no longer ours: the job spent it)."""
     now = config_now() if now is None else now
+    values = {":t": {"N": str(int(now))}, ":running": {"S": "running"}, ":rid": {"S": run_id}}
+    names = {"#s": "status"}
+    update = "SET updated_at = :t"
+    if booked and booked[1] > 0:
+        update += ", #b = :b"
+        names["#b"] = BOOKED_PREFIX + booked[0]
+        values[":b"] = {"N": str(int(booked[1]))}
     try:
         client("dynamodb").update_item(
             TableName=_table(),
             Key=run_key(job),
-            UpdateExpression="SET updated_at = :t",
+            UpdateExpression=update,
             ConditionExpression="#s = :running AND run_id = :rid",
-            ExpressionAttributeNames={"#s": "status"},
-            ExpressionAttributeValues={
-                ":t": {"N": str(int(now))},
-                ":running": {"S": "running"},
-                ":rid": {"S": run_id},
-            },
+            ExpressionAttributeNames=names,
+            ExpressionAttributeValues=values,
         )
     except ClientError as exc:
         if _is_conditional(exc):
+            if booked:
+                add_booked(job, *booked)
             raise RunInProgress(f"run {run_id} of job {job.job_id} is no longer ours") from None
         raise
 
@@ -431,14 +443,53 @@ def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
 
 
 def forget_runs(repo: str, number: int, head_sha: str) -> int:
-    """Delete the head's finished runs so a requested re-run runs every job again (runs in flight are kept)."""
+    """Open the head's finished runs again so a requested re-run runs every job again (runs in flight are kept).
+
+    The run items are UPDATED to `requeued` (which start_run may claim), never deleted: what the jobs already
+    spent (`cost_micros`, the `b_<reservation>` bookings) stays on them, so the runs of a day still add up to its ledger after a
+    `/prfleet review` or a Re-run; the new run's cost adds to it."""
     n = 0
     for run in runs_of_head(repo, number, head_sha):
         if run.get("status") == "running":
             continue
-        client("dynamodb").delete_item(TableName=_table(), Key=_item({"pk": run["pk"], "sk": run["sk"]}))
+        try:
+            client("dynamodb").update_item(
+                TableName=_table(),
+                Key=_item({"pk": run["pk"], "sk": run["sk"]}),
+                UpdateExpression="SET #s = :requeued, updated_at = :t",
+                ConditionExpression="attribute_exists(pk) AND #s <> :running",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_item(
+                    {":requeued": "requeued", ":running": "running", ":t": int(config_now())}
+                ),
+            )
+        except ClientError as exc:
+            if _is_conditional(exc):
+                continue  # claimed meanwhile: that run is in flight
+            raise
         n += 1
     return n
+
+
+def add_booked(job: FileJob, reservation_id: str, micros: int) -> None:
+    """Record what one model call booked on the ledger on the job's run, unconditionally: the money was spent for
+    this job whoever holds the run now, and an invocation killed before it records its outcome has recorded it
+    already (cost_micros is only written when an attempt ends). Keyed by the reservation, so a retried write (a
+    lost response) records it once."""
+    if micros <= 0:
+        return
+    client("dynamodb").update_item(
+        TableName=_table(),
+        Key=run_key(job),
+        UpdateExpression="SET #b = :b",
+        ExpressionAttributeNames={"#b": BOOKED_PREFIX + reservation_id},
+        ExpressionAttributeValues={":b": {"N": str(int(micros))}},
+    )
+
+
+def booked_of(run: dict[str, Any]) -> int:
+    """Everything the job's model calls booked on the ledger, over all its attempts (survives crashes)."""
+    return sum(int(v) for k, v in run.items() if k.startswith(BOOKED_PREFIX))
 
 
 def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> int | None:
