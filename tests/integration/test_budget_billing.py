@@ -605,3 +605,19 @@ def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour
         reconcile.apply(ledger, [row], now=now)
         hour_bill = sum(c for _, c in bill(server, 0))
     assert abs(ledger.status(now=now).settled - hour_bill) <= row.rounding_slack
+
+
+def test_a_replan_keeps_the_runs_cost_and_the_run_holds_every_booking(env, server):
+    """`/prfleet review` re-plans a head: its finished runs open again (claimable), never deleted, so the cost
+    they carry still adds up to the ledger; every call the run booked is on the run item as it is booked."""
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults, timeout=1.0)
+    j = job()
+    state.finish_run(j, guard.run_id, "succeeded", {"cost_micros": guard.spent}, owner=True)
+    run = state.get_run(j)
+    assert state.booked_of(run) == guard.spent == ledger.status(now=time.time()).settled
+    assert guard.estimated > 0  # the estimated booking is on the run too
+    assert state.forget_runs("o/r", 1, "h" * 40) == 1
+    again = state.get_run(j)
+    assert again["status"] == "requeued" and state.booked_of(again) == guard.spent
+    assert state.start_run(j, "run-after-replan", "m") == guard.spent  # claimable, carrying the cost

@@ -190,7 +190,10 @@ class LedgerGuard:
             self.spent += cost
         self._prev = (token.head, token.messages, tokens.prompt)
         _spend_signal(status, self.emit)
-        state.heartbeat(self.job, self.run_id, now=self.clock())
+        booked = (token.reservation.id, cost) if status.booked else None
+        state.heartbeat(
+            self.job, self.run_id, now=self.clock(), booked=booked
+        )  # the run holds what it booked
         return cost if status.booked else 0
 
     def on_error(self, token: _Call, exc: BaseException) -> int:
@@ -229,6 +232,7 @@ class LedgerGuard:
         )
         if not status.booked:
             return 0
+        state.add_booked(self.job, token.reservation.id, cost)  # on the run even if this invocation dies next
         self.spent += cost
         self.estimated += cost
         self.estimates.append(verdict.reason)
