@@ -14,13 +14,16 @@ def observed(**over):
         heads={(REPO, N, SHA): {"planned": 2, "done_ids": {"j1", "j2"}, "deferred_ids": set()}},
         runs={
             (REPO, N, SHA): [
-                {"job_id": "j1", "status": "succeeded", "cost_micros": 300},
+                {"job_id": "j1", "status": "succeeded", "cost_micros": 300, "b_r1": 200, "b_r2": 100},
                 {"job_id": "j2", "status": "cached", "cost_micros": 0},
             ]
         },
         ledger=[
             {"scope": "daily", "day": "2026-12-01", "settled": 300, "committed": 300, "limit": 1000},
             {"scope": "pr@2026-12-01", "day": f"pr#{REPO}#{N}", "committed": 300},
+            {"scope": "end@2026-12-01", "day": "r1", "how": "settled", "cost": 200, "pr": f"pr#{REPO}#{N}"},
+            {"scope": "end@2026-12-01", "day": "r2", "how": "settled", "cost": 100, "pr": f"pr#{REPO}#{N}"},
+            {"scope": "end@2026-12-01", "day": "r3", "how": "released", "cost": 0, "pr": f"pr#{REPO}#{N}"},
         ],
         current_heads={(REPO, N): SHA},
         reviews={(REPO, N): [{"commit_id": SHA, "comments": [{"path": "a.py", "line": 3, "body": "x"}]}]},
@@ -97,6 +100,34 @@ def test_one_micro_dollar_over_a_limit_fails():
 def test_ledger_runs_and_bill_must_agree():
     assert not inv.ledger_runs_bill_agree(observed(bill_micros=301)).ok
     assert not inv.ledger_runs_bill_agree(observed(runs={})).ok
+
+
+def test_the_reconciled_ledger_is_the_bill_and_runs_are_the_workers_bookings():
+    """After reconciliation (-40 µ$ of an estimate) the ledger is the bill within its rounding slack; the sweeper's
+    expired booking is the ledger's, not a run's; a run missing a booking, or a ledger off its closures, fails."""
+    pr = f"pr#{REPO}#{N}"
+    ledger = [
+        {
+            "scope": "daily",
+            "day": "2026-12-01",
+            "settled": 360,
+            "reconciled": -40,
+            "committed": 360,
+            "limit": 1000,
+        },
+        {"scope": "end@2026-12-01", "day": "r1", "how": "settled", "cost": 200, "pr": pr},
+        {"scope": "end@2026-12-01", "day": "r2", "how": "estimated", "cost": 100, "pr": pr},
+        {"scope": "end@2026-12-01", "day": "r3", "how": "expired", "cost": 100, "pr": pr},
+        {"scope": "use@2026-12-01T11", "day": "m", "est_calls": 2},
+    ]
+    runs = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100}]}
+    ok = inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=361))
+    assert ok.ok, ok.violations  # 1 µ$ off, inside the slack of 2 estimated calls (1.5)
+    assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=362)).ok
+    short = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200}]}
+    assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=short, bill_micros=360)).ok
+    off = [dict(ledger[0], reconciled=-30)] + ledger[1:]
+    assert not inv.ledger_runs_bill_agree(observed(ledger=off, runs=runs, bill_micros=360)).ok
 
 
 def test_dlq_messages_need_a_reason_and_alarms_must_match():
