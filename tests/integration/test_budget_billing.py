@@ -621,3 +621,98 @@ def test_a_replan_keeps_the_runs_cost_and_the_run_holds_every_booking(env, serve
     again = state.get_run(j)
     assert again["status"] == "requeued" and state.booked_of(again) == guard.spent
     assert state.start_run(j, "run-after-replan", "m") == guard.spent  # claimable, carrying the cost
+
+
+class ReserveSpy:
+    """The ledger, recording the worst case (input, output tokens) of each reservation."""
+
+    def __init__(self, ledger):
+        self.ledger, self.worst = ledger, []
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+    def reserve(self, *args, **kw):
+        self.worst.append(kw.get("worst_tokens"))
+        return self.ledger.reserve(*args, **kw)
+
+
+def test_exact_input_tokens_sizes_the_first_reservation_with_the_counted_figure(env, server):
+    """ExactInputTokens=true: the first call of a run is sized with POST /v1/messages/count_tokens through the
+    real SDK; the reservation uses the counted figure (the prompt the call then bills), the count is free (not on
+    the bill) and logged; later calls are sized from the previous call's usage, without counting again."""
+    server.set_faults(FaultPlan())
+    since, counted_before = len(server.bill()), len(server.token_counts)
+    spec = SPECS["review"]
+    j = job(7)
+    run_id = "run-count-" + str(time.monotonic_ns())
+    state.start_run(j, run_id, spec.model)
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=30)
+    ledger = ReserveSpy(runner.make_ledger())
+    events = Events()
+    guard = runner.LedgerGuard(ledger, j, run_id, spec.model, events, counter=runner._token_counter(client))
+    run_agent(
+        j,
+        spec,
+        Source({"app.py": CODE}),
+        client,
+        deadline=time.time() + 60,
+        guard=guard,
+        emit=events,
+        sleep=lambda s: None,
+        retry=FAST,
+    )
+    (count,) = server.token_counts[counted_before:]
+    first = server.bill()[since]
+    billed_prompt = (
+        first.uncached_input_tokens
+        + first.cache_creation_5m_input_tokens
+        + first.cache_creation_1h_input_tokens
+        + first.cache_read_input_tokens
+    )
+    assert ledger.worst[0][0] == count["input_tokens"] == billed_prompt
+    assert len(ledger.worst) == len(server.bill()) - since > 1  # one count, then every call from usage
+    logged = [f for e, f in events if e == "heartbeat" and f.get("count_tokens_calls")]
+    assert logged == [{"count_tokens_calls": 1, "counted_input_tokens": count["input_tokens"]}]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"extra_body": {"max_tokens": 100}}, "max_tokens: Extra inputs are not permitted"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
+                    }
+                ]
+            },
+            "send it as base64",
+        ),
+    ],
+)
+def test_count_tokens_refuses_what_the_real_endpoint_refuses(server, extra, message):
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0)
+    params = {"model": "claude-haiku-5-5", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(anthropic.BadRequestError, match=message):
+        client.messages.count_tokens(**params)
+
+
+def test_count_tokens_answers_the_prompt_size_and_bills_nothing(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0)
+    billed = len(server.bill())
+    body = {
+        "model": "claude-haiku-5-5",
+        "system": "You review code.",
+        "messages": [{"role": "user", "content": CODE}],
+    }
+    counted = client.messages.count_tokens(**body).input_tokens
+    from prfleet_local.model.cache import prompt_tokens
+
+    assert counted == prompt_tokens(body) > len(CODE) // 4
+    assert len(server.bill()) == billed
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-nonexistent-9", messages=body["messages"])
