@@ -19,7 +19,8 @@ the dearest tier (the report has no per-call prompt lengths: the safe side). It 
 call is: the reconciled row differs from the sum of per-call rounded costs by at most half a micro-dollar per
 estimated call plus one half (the only inexactness left, `rounding_slack`).
 Rows are keyed by the hour the call was reserved in (prfleet.budget), so an estimate the sweeper books hours
-later is reconciled against its call's hour. A complete hour the bill has no tokens for removes its estimates:
+later is reconciled against its call's hour; a call reserved in an hour's last moments and billed in the next is
+carried into the next hour (`carry`), so it is neither drift nor an estimate's tokens there. A complete hour the bill has no tokens for removes its estimates:
 those calls were not billed.
 """
 
@@ -53,6 +54,11 @@ class Row:
     est_micros: int = 0
     exact_micros: int = 0
     est_tiered: int = 0  # estimated calls whose worst-case prompt may lie above the base tier
+    # <= 0: tokens the ledger booked in the hour before beyond that hour's bill (see carry)
+    carry_in: dict[str, int] = field(default_factory=dict)
+    carry_est: int = (
+        0  # the hour before's estimated tokens its bill did not show (they may be billed in this one)
+    )
 
     @property
     def rounding_slack(self) -> float:
@@ -68,13 +74,24 @@ class Row:
         return sum(self.exact.values()) + self.est_tokens
 
     @property
+    def residual(self) -> dict[str, int]:
+        """Per bucket: billed tokens the ledger has not booked exactly in this hour (negative: the ledger booked
+        more than the bill shows, i.e. calls reserved just before the hour ended and billed in the next one)."""
+        return {b: self.bill.get(b, 0) - self.exact.get(b, 0) + self.carry_in.get(b, 0) for b in BUCKETS}
+
+    @property
+    def diff(self) -> dict[str, int]:
+        """The tokens of the estimated (or unbooked) calls as billed."""
+        return {b: max(0, v) for b, v in self.residual.items()}
+
+    @property
     def drift(self) -> int:
         """Tokens on the bill the ledger never booked, not even as an estimate (> 0 breaks the budget)."""
-        return self.bill_total - self.ledger_total
+        return sum(self.diff.values()) - self.est_tokens - self.carry_est
 
     def adjustment(self, on: _dt.date) -> int:
         """Micro-dollars that move the ledger onto the bill for this hour and model."""
-        diff = {b: max(0, self.bill.get(b, 0) - self.exact.get(b, 0)) for b in BUCKETS}
+        diff = self.diff
         if not any(diff.values()):
             return -self.est_micros
         r = pricing.rates(self.model, on=on)
@@ -131,6 +148,26 @@ def merge_ledger(rows: dict[tuple[str, str], Row], hour: str, usage: dict[str, d
         # Usage items written before `est_tiered` existed: their estimates may be tiered (the safe side).
         row.est_tiered = u.get("est_tiered", row.est_calls)
         row.exact_micros = u.get("exact_micros", 0)
+
+
+def carry(rows: Iterable[Row]) -> None:
+    """Pure: a call is reserved (and booked in that hour) just before it reaches the API; one reserved in the last
+    moments of an hour is billed in the next. Per model and bucket, what an hour booked beyond its bill is carried
+    into the following hour, where the bill holds it, instead of being counted as an estimate's tokens there (and
+    as unbooked drift, priced in the dearest tier); the hour's estimated tokens its bill did not show count as
+    booked for the next hour's drift (the estimated call may be the one billed there). Only into the very next
+    hour; past that it is dropped (the ledger then stays above the bill: the safe side). Pricing is linear per
+    bucket, so moving tokens between adjacent hours of one model changes the total only through the tier choice."""
+    by_model: dict[str, list[Row]] = {}
+    for r in rows:
+        by_model.setdefault(r.model, []).append(r)
+    for model_rows in by_model.values():
+        model_rows.sort(key=lambda r: r.hour)
+        for prev, row in zip(model_rows, model_rows[1:], strict=False):
+            nxt = _dt.datetime.strptime(prev.hour, "%Y-%m-%dT%H") + _dt.timedelta(hours=1)
+            if nxt.strftime("%Y-%m-%dT%H") == row.hour:
+                row.carry_in = {b: min(0, v) for b, v in prev.residual.items()}
+                row.carry_est = max(0, prev.est_tokens - sum(prev.diff.values()))
 
 
 def drift_percent(rows: Iterable[Row]) -> float:
@@ -212,7 +249,9 @@ def compare(
     rows = parse_report(fetch_report(get, start=start, end=end, api_key_id=api_key_id), api_key_id=api_key_id)
     for hour in hours(start, end):
         merge_ledger(rows, hour, ledger.usage(hour))
-    return sorted(rows.values(), key=lambda r: (r.hour, r.model))
+    out = sorted(rows.values(), key=lambda r: (r.hour, r.model))
+    carry(out)
+    return out
 
 
 def apply(ledger: budget.Ledger, rows: Iterable[Row], *, now: float) -> int:
@@ -250,7 +289,11 @@ def run(
     """One reconciliation pass over the complete hours of the last WINDOW_HOURS."""
     end = _dt.datetime.fromtimestamp(now - LAG_S, _dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = end - _dt.timedelta(hours=WINDOW_HOURS)
-    rows = compare(ledger, get, start=start, end=end, api_key_id=api_key_id)
+    # One hour more is read for what it carries into the window's first hour (carry); it is not applied again:
+    # its own carry-in is outside what is read now, and its marker was set when it was inside the window.
+    before = (start - _dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H")
+    rows = compare(ledger, get, start=start - _dt.timedelta(hours=1), end=end, api_key_id=api_key_id)
+    rows = [r for r in rows if r.hour != before]
     applied = apply(ledger, rows, now=now) if apply_adjustments else 0
     return Result(rows, drift_percent(rows), applied)
 
