@@ -98,18 +98,20 @@ class SpendStatus:
 
 # ----------------------------------------------------------------------------------------------- pure core
 
-# Reservation sizing for text never sent before (the first call of a run, or what a later call appends).
-# Not measured against the tokenizer of the current models (none is available offline, and the token-counting
-# endpoint needs the network; see docs/runbook.md#estimated): 2 ASCII characters per token and one token per
-# non-ASCII character, which is below every characters-per-token figure published for Claude on code and prose
-# (chars/3 was not a bound: a 296.7k-character prompt measured 114k tokens, 2.6 characters per token).
-CHARS_PER_TOKEN_BOUND = 2
+# Reservation sizing for text never sent before (the first call of a run, or what a later call appends): one token
+# per UTF-8 byte. That is a hard bound, not an average: a byte-level BPE token covers at least one byte, whatever
+# the text (minified code, regex tables, base64, non-Latin scripts). Measured (docs/architecture.md, "Reservation
+# size"; local/prfleet_local/bench/chars_per_token.py) with the only real Anthropic tokenizer available offline, the
+# Claude 2-era `tokenizer.json` of anthropic 0.30.0, on 2,072 files of 9 languages: 1.74 characters per token for
+# the densest file (regex-heavy JavaScript), 2.1-2.2 for the densest Shell, Markdown and C; the current models'
+# tokenizer counts the same text as ~30 % more tokens (Haiku 5.5 model page), ~1.34 for that file. The previous
+# bound, 2 ASCII characters per token, was below those (that file: 15 % more tokens than it allowed).
+CHARS_PER_TOKEN_BOUND = 1  # UTF-8 bytes per token
 
 
 def input_bound(text: str) -> int:
-    """Upper bound of the tokens of `text` for a reservation (see CHARS_PER_TOKEN_BOUND)."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return -(-ascii_chars // CHARS_PER_TOKEN_BOUND) + (len(text) - ascii_chars)
+    """Upper bound of the tokens of `text` for a reservation: its UTF-8 bytes (see CHARS_PER_TOKEN_BOUND)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def fits(committed: int, amount: int, limit: int) -> bool:
