@@ -599,6 +599,9 @@ def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour
             run_review(server, ledger=ledger, spec=spec)
         now = time.time()
         assert ledger.release_expired(now=now + 3700) == 1  # the sweep runs in a later hour
+        # The sweeper's booking is on the job's run too, in the same transaction (the invocation that held the
+        # reservation could not write it).
+        assert state.booked_of(state.get_run(job())) == ledger.status(now=now).settled > 0
         assert ledger.usage(hour_of(now + 3700)).get(spec.model, {}).get("est_calls", 0) == 0
         assert ledger.usage(hour_of(now))[spec.model]["est_calls"] == 1
         (row,) = _reconcile_hour(ledger, server, spec.model, now)

@@ -68,6 +68,7 @@ class Reservation:
     scopes: tuple[tuple[str, str], ...]  # ((scope, day), ...): "daily" first, then the PR scope
     expires_at: int
     at: float = 0.0  # when it was reserved (just before the call): the usage hour the bill puts the call in
+    owner: tuple[str, str, str] | None = None  # (table, pk, sk) of the run item that carries what it books
 
     @property
     def day(self) -> str:
@@ -383,6 +384,29 @@ def may_be_tiered(model: str | None, input_bound: int) -> bool:
     return any(input_bound > t.above_prompt_tokens for t in tiers)
 
 
+BOOKED_PREFIX = "b_"  # on a run item: b_<reservation id> = micro-dollars that reservation booked
+
+
+def attribution(owner: tuple[str, str, str], rid: str, cost: int) -> dict[str, Any]:
+    """The transaction item that writes one booking onto its run (`b_<reservation id>`: a repeat or a replacing
+    exact settle overwrites it, so the run holds exactly what the ledger booked for it)."""
+    table, pk, sk = owner
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
+            "UpdateExpression": "SET #b = :b",
+            "ExpressionAttributeNames": {"#b": BOOKED_PREFIX + rid},
+            "ExpressionAttributeValues": {":b": {"N": str(int(cost))}},
+        }
+    }
+
+
+def _owner(item: dict[str, Any]) -> tuple[str, str, str] | None:
+    parts = [p.get("S", "") for p in item.get("owner", {}).get("L", [])]
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
 def usage_deltas(
     tokens: Any,
     *,
@@ -522,9 +546,12 @@ class Ledger:
         ttl: int = 900,
         model: str | None = None,
         worst_tokens: tuple[int, int] = (0, 0),
+        owner: tuple[str, str, str] | None = None,
     ) -> Reservation:
         """Reserve `amount` on the day and on the PR in ONE transaction, or raise BudgetExceeded with its cause.
-        `model` and `worst_tokens` (input, output) let the sweeper book a stranded reservation under its model."""
+        `model` and `worst_tokens` (input, output) let the sweeper book a stranded reservation under its model;
+        `owner` (table, pk, sk): the run item that every booking of this reservation is written to, in the same
+        transaction as the booking (so a run holds what it cost, also when the sweeper books it)."""
         amount = int(amount)
         if amount < 0:
             raise ValueError("amount must be >= 0")
@@ -557,6 +584,7 @@ class Ledger:
             "wi": {"N": str(int(worst_tokens[0]))},
             "wo": {"N": str(int(worst_tokens[1]))},
             "at": {"N": str(int(now))},
+            **({"owner": {"L": [{"S": p} for p in owner]}} if owner else {}),
             "expires_at": exp,
         }
         items.append(
@@ -575,7 +603,9 @@ class Ledger:
                 if code == "ConditionalCheckFailed":
                     raise self._refusal(scope, key, amount, limit)
             raise BudgetExceeded(DAILY, amount, 0, "reserved")
-        return Reservation(rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline, float(now))
+        return Reservation(
+            rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline, float(now), owner
+        )
 
     def _refusal(self, scope: str, key: dict[str, Any], amount: int, limit: int) -> BudgetExceeded:
         t = _total(self._get(key))
@@ -608,6 +638,7 @@ class Ledger:
             tokens=tokens,
             worst=worst_tokens,
             at=r.at,
+            owner=r.owner,
         )
         return self._statuses(r.day, r.pr_scope, booked)
 
@@ -629,6 +660,7 @@ class Ledger:
         tokens: Any = None,
         worst: tuple[int, int] = (0, 0),
         at: float = 0.0,
+        owner: tuple[str, str, str] | None = None,
     ) -> bool:
         res_key, end_key = _k(f"res@{day}", rid), _k(f"end@{day}", rid)
         is_open, prior = True, None
@@ -692,6 +724,8 @@ class Ledger:
             hour = hour_of(at or now)
             for use_model, use in self._usage_deltas(move, tokens, worst, model, prior_model, prior_worst):
                 items.append(self._add(_k(f"use@{hour}", use_model), use, expires=exp))
+            if owner and move.closure.how != "released":
+                items.append(attribution(owner, rid, move.closure.cost))
             if self._transact(items) is None:
                 return True
             # Closed meanwhile (a repeat, the sweeper, or another worker): decide again from the closure.
@@ -798,6 +832,7 @@ class Ledger:
                 model=_s(item.get("model")) or None,
                 worst=(_n(item.get("wi")), _n(item.get("wo"))),
                 at=float(_n(item.get("at"))),
+                owner=_owner(item),
             )
         return n
 
