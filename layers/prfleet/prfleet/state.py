@@ -321,37 +321,25 @@ def start_run(
     return int((_plain(reply.get("Attributes")) or {}).get("cost_micros", 0) or 0)
 
 
-BOOKED_PREFIX = "b_"  # b_<reservation id> = micro-dollars that call booked on the ledger (see booked_of)
-
-
-def heartbeat(
-    job: FileJob, run_id: str, *, now: float | None = None, booked: tuple[str, int] | None = None
-) -> None:
+def heartbeat(job: FileJob, run_id: str, *, now: float | None = None) -> None:
     """Keep our running run out of the stuck sweep; RunInProgress if it is no longer ours (marked stuck and
-    re-queued, or taken over by another worker), so the caller stops instead of refreshing someone else's run.
-    `booked`: (reservation id, micro-dollars) the call just booked on the ledger, recorded in the same write (and
-    recorded anyway when the run is no longer ours: the job spent it)."""
+    re-queued, or taken over by another worker), so the caller stops instead of refreshing someone else's run."""
     now = config_now() if now is None else now
-    values = {":t": {"N": str(int(now))}, ":running": {"S": "running"}, ":rid": {"S": run_id}}
-    names = {"#s": "status"}
-    update = "SET updated_at = :t"
-    if booked and booked[1] > 0:
-        update += ", #b = :b"
-        names["#b"] = BOOKED_PREFIX + booked[0]
-        values[":b"] = {"N": str(int(booked[1]))}
     try:
         client("dynamodb").update_item(
             TableName=_table(),
             Key=run_key(job),
-            UpdateExpression=update,
+            UpdateExpression="SET updated_at = :t",
             ConditionExpression="#s = :running AND run_id = :rid",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues={
+                ":t": {"N": str(int(now))},
+                ":running": {"S": "running"},
+                ":rid": {"S": run_id},
+            },
         )
     except ClientError as exc:
         if _is_conditional(exc):
-            if booked:
-                add_booked(job, *booked)
             raise RunInProgress(f"run {run_id} of job {job.job_id} is no longer ours") from None
         raise
 
@@ -471,24 +459,18 @@ def forget_runs(repo: str, number: int, head_sha: str) -> int:
     return n
 
 
-def add_booked(job: FileJob, reservation_id: str, micros: int) -> None:
-    """Record what one model call booked on the ledger on the job's run, unconditionally: the money was spent for
-    this job whoever holds the run now, and an invocation killed before it records its outcome has recorded it
-    already (cost_micros is only written when an attempt ends). Keyed by the reservation, so a retried write (a
-    lost response) records it once."""
-    if micros <= 0:
-        return
-    client("dynamodb").update_item(
-        TableName=_table(),
-        Key=run_key(job),
-        UpdateExpression="SET #b = :b",
-        ExpressionAttributeNames={"#b": BOOKED_PREFIX + reservation_id},
-        ExpressionAttributeValues={":b": {"N": str(int(micros))}},
-    )
+def run_owner(job: FileJob) -> tuple[str, str, str]:
+    """(table, pk, sk) of the job's run: the ledger writes each booking of the job's calls onto it, in the same
+    transaction as the booking (prfleet.budget.attribution), so the run holds what the job cost even when the
+    invocation dies right after a call or the sweeper books a stranded reservation."""
+    key = run_key(job)
+    return (_table(), key["pk"]["S"], key["sk"]["S"])
 
 
 def booked_of(run: dict[str, Any]) -> int:
-    """Everything the job's model calls booked on the ledger, over all its attempts (survives crashes)."""
+    """Everything the job's model calls booked on the ledger, over all its attempts (`b_<reservation>`)."""
+    from prfleet.budget import BOOKED_PREFIX
+
     return sum(int(v) for k, v in run.items() if k.startswith(BOOKED_PREFIX))
 
 
