@@ -166,7 +166,14 @@ class LedgerGuard:
                 f"the next call may cost ${amount / 1e6:.4f}"
             )
         r = self.ledger.reserve(
-            self.pr_scope, amount, now=self.clock(), model=model, worst_tokens=(bound, max_tokens)
+            self.pr_scope,
+            amount,
+            now=self.clock(),
+            model=model,
+            worst_tokens=(bound, max_tokens),
+            owner=state.run_owner(
+                self.job
+            ),  # every booking of this call goes onto the run in its transaction
         )
         head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
         return _Call(r, model, bound, max_tokens, geo, _strip_cache(list(params.get("messages") or [])), head)
@@ -190,10 +197,7 @@ class LedgerGuard:
             self.spent += cost
         self._prev = (token.head, token.messages, tokens.prompt)
         _spend_signal(status, self.emit)
-        booked = (token.reservation.id, cost) if status.booked else None
-        state.heartbeat(
-            self.job, self.run_id, now=self.clock(), booked=booked
-        )  # the run holds what it booked
+        state.heartbeat(self.job, self.run_id, now=self.clock())
         return cost if status.booked else 0
 
     def on_error(self, token: _Call, exc: BaseException) -> int:
@@ -232,7 +236,6 @@ class LedgerGuard:
         )
         if not status.booked:
             return 0
-        state.add_booked(self.job, token.reservation.id, cost)  # on the run even if this invocation dies next
         self.spent += cost
         self.estimated += cost
         self.estimates.append(verdict.reason)
