@@ -104,7 +104,8 @@ def test_ledger_runs_and_bill_must_agree():
 
 def test_the_reconciled_ledger_is_the_bill_and_runs_are_the_workers_bookings():
     """After reconciliation (-40 µ$ of an estimate) the ledger is the bill within its rounding slack; the sweeper's
-    expired booking is the ledger's, not a run's; a run missing a booking, or a ledger off its closures, fails."""
+    expired booking of an owned reservation is on its run; a run missing a booking (here the expired one), or a
+    ledger off its closures, fails."""
     pr = f"pr#{REPO}#{N}"
     ledger = [
         {
@@ -117,14 +118,15 @@ def test_the_reconciled_ledger_is_the_bill_and_runs_are_the_workers_bookings():
         },
         {"scope": "end@2026-12-01", "day": "r1", "how": "settled", "cost": 200, "pr": pr},
         {"scope": "end@2026-12-01", "day": "r2", "how": "estimated", "cost": 100, "pr": pr},
-        {"scope": "end@2026-12-01", "day": "r3", "how": "expired", "cost": 100, "pr": pr},
+        {"scope": "end@2026-12-01", "day": "r3", "how": "expired", "cost": 100, "pr": pr, "owned": True},
+        {"scope": "end@2026-12-01", "day": "r4", "how": "expired", "cost": 0, "pr": pr},
         {"scope": "use@2026-12-01T11", "day": "m", "est_calls": 2},
     ]
-    runs = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100}]}
+    runs = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100, "b_r3": 100}]}
     ok = inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=361))
     assert ok.ok, ok.violations  # 1 µ$ off, inside the slack of 2 estimated calls (1.5)
     assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=362)).ok
-    short = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200}]}
+    short = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100}]}
     assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=short, bill_micros=360)).ok
     off = [dict(ledger[0], reconciled=-30)] + ledger[1:]
     assert not inv.ledger_runs_bill_agree(observed(ledger=off, runs=runs, bill_micros=360)).ok

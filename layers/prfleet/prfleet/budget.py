@@ -690,6 +690,7 @@ class Ledger:
                 "model": {"S": model or ""},
                 "wi": {"N": str(int(worst[0]))},
                 "wo": {"N": str(int(worst[1]))},
+                **({"owned": {"BOOL": True}} if owner else {}),  # its cost is on the owner run too
                 "expires_at": {"N": str(int(now) + CLOSURE_DAYS * 86400)},
             }
             if move.replaces is None:

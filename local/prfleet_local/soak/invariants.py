@@ -282,9 +282,9 @@ def ledger_runs_bill_agree(o: Observed) -> Result:
        rounding slack of reconciliation (half a micro-dollar per estimated call per hour and model, plus one half:
        per-call rounding against one rounding of the row; prfleet.reconcile.Row.rounding_slack);
     2. the ledger adds up: before reconciliation's adjustments it is the sum of its closures (end@ items);
-    3. runs = the ledger as the workers booked it: every closure a job's worker booked (settled or estimated, at
-       what it booked, before reconciliation) is on that job's run; the rest is listed: the sweeper's `expired`
-       bookings of reservations whose invocation died (no run can know them) and budgeted probes (no PR).
+    3. runs = the ledger's bookings for jobs: every closure of a reservation that named its run (settled,
+       estimated, or booked `expired` by the sweeper, at what it booked, before reconciliation) is on that run,
+       written in the same transaction; the rest is listed: budgeted probes (no run).
     Runs are not rewritten by reconciliation: the Usage API reports hours and models, not requests."""
     daily = [i for i in o.ledger if i.get("scope") == "daily"]
     settled = sum(int(i.get("settled", 0)) for i in daily)
@@ -292,11 +292,14 @@ def ledger_runs_bill_agree(o: Observed) -> Result:
     estimated = sum(int(i.get("estimated", 0)) for i in daily)
     ends = [i for i in o.ledger if str(i.get("scope", "")).startswith("end@") and i.get("how") != "released"]
     closures = sum(int(i.get("cost", 0)) for i in ends)
-    by_workers = sum(
-        int(i.get("cost", 0)) for i in ends if i.get("how") in ("settled", "estimated") and i.get("pr")
-    )
+    # Closures written with their owner run (prfleet.budget: the booking and the run's b_<reservation> in one
+    # transaction); older closures without the flag count when a worker booked them for a PR.
+    owned = [
+        i for i in ends if i.get("owned") or ("owned" not in i and i.get("pr") and i.get("how") != "expired")
+    ]
+    by_workers = sum(int(i.get("cost", 0)) for i in owned)
     swept = sum(int(i.get("cost", 0)) for i in ends if i.get("how") == "expired")
-    probes = sum(int(i.get("cost", 0)) for i in ends if i.get("how") != "expired" and not i.get("pr"))
+    probes = sum(int(i.get("cost", 0)) for i in ends if not i.get("pr"))
     slack = 0.0
     for i in o.ledger:
         if str(i.get("scope", "")).startswith("use@") and int(i.get("est_calls", 0)) > 0:
@@ -311,13 +314,13 @@ def ledger_runs_bill_agree(o: Observed) -> Result:
     if settled - reconciled != closures:
         bad.append(f"ledger before reconciliation {settled - reconciled} µ$ != its closures {closures} µ$")
     if runs != by_workers:
-        bad.append(f"runs {runs} µ$ != the workers' bookings {by_workers} µ$ (diff {runs - by_workers})")
+        bad.append(f"runs {runs} µ$ != the jobs' bookings {by_workers} µ$ (diff {runs - by_workers})")
     figure = (
         f"ledger {settled} µ$ after reconciliation ({reconciled:+d} µ$), bill {o.bill_micros} µ$ over "
         f"{o.bill_calls} billed calls (slack {slack:g}); before: {settled - reconciled} µ$ of which estimated "
-        f"{estimated}; runs {runs} µ$ = workers' bookings {by_workers}, + swept {swept}, + probes {probes}"
+        f"{estimated}; runs {runs} µ$ = the jobs' bookings {by_workers} (of which swept {swept}), + probes {probes}"
     )
-    return Result("reconciled ledger = bill; runs = the workers' bookings", not bad, figure, bad)
+    return Result("reconciled ledger = bill; runs = the jobs' bookings", not bad, figure, bad)
 
 
 def alarms_as_expected(o: Observed, expected: set[str]) -> Result:
