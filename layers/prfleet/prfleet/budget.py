@@ -768,14 +768,23 @@ class Ledger:
         return [(m, d) for m, d in out.items() if d]
 
     def _statuses(self, day: str, pr: str | None, booked: bool) -> SpendStatus:
+        """The day's status after a settle, with the PR's in `others` only when the PR may have reached 80 % of its
+        limit: a PR's bookings are part of the day's (settled - reconciled, reconciliation moves only the day), so
+        while the day's bookings are below 80 % of the PR limit no PR can be there, and its read is skipped."""
         out = []
+        day_bookings = None
         for scope, key, limit in (
             (DAILY, _k(DAILY, day), self.daily_limit),
             (pr, _k(f"pr@{day}", pr or ""), self.pr_limit),
         ):
             if scope is None:
                 continue
-            t = _total(self._get(key))
+            if scope != DAILY and day_bookings is not None and not reaches_80(day_bookings, limit):
+                continue
+            item = self._get(key)
+            if scope == DAILY:
+                day_bookings = _n((item or {}).get("settled")) - _n((item or {}).get("reconciled"))
+            t = _total(item)
             crossed = reaches_80(t.settled, limit) and not t.a80 and self._mark_80(key)
             out.append(_status(t, scope, day, limit, crossed))
         return replace(out[0], others=tuple(out[1:]), booked=booked)
