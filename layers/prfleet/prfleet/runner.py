@@ -526,7 +526,7 @@ def circuit_reason(ledger: budget.Ledger) -> str | None:
     """The spend-limit circuit's reason while it is open, else None."""
     from prfleet import circuit
 
-    st = circuit.read(ledger.ddb, ledger.table)
+    st = circuit.read_cached(ledger.ddb, ledger.table)  # at most every circuit.CACHE_S per container
     return st.reason or "spend limit reached" if st.open else None
 
 
