@@ -125,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    print(f"{'language':<11} {'files':>5} {'chars/token':>11} {'p1 file':>7} {'min file':>8} {'max tok/bound':>13}")
+    print(
+        f"{'language':<11} {'files':>5} {'chars/token':>11} {'p1 file':>7} {'min file':>8} {'max tok/bound':>13}"
+    )
     for language, r in report.items():
         print(
             f"{language:<11} {r['files']:>5} {r['chars_per_token']:>11} {r['p1_file']:>7} {r['min_file']:>8} "
