@@ -624,7 +624,8 @@ class Ledger:
         worst_tokens: tuple[int, int] = (0, 0),
     ) -> SpendStatus:
         """Close `r` at `actual` (exact, or `estimated`: may have been billed) once, however often it is called.
-        Returns the daily status with the PR's in `others` (crossed_80 set once per scope per day)."""
+        Returns the daily status with the PR's in `others` when the PR may have reached 80 % of its limit
+        (crossed_80 set once per scope per day; see _statuses)."""
         how = "estimated" if estimated else "settled"
         booked = self._close(
             r.day,
