@@ -514,10 +514,11 @@ class Ledger:
         Conflicts with another transaction on the same items are retried with jittered backoff."""
         for attempt in range(self.TRANSACT_ATTEMPTS):
             try:
-                # A fresh ClientRequestToken per attempt: botocore's retry of a transaction whose response was
-                # lost (applied, answered 500) then returns the first success instead of failing its own
-                # conditions, so the caller knows it booked (a settle's cost goes on its run) and a reservation is
-                # not stranded. A separate repeat (a new call) carries a new token and meets the conditions.
+                # A fresh ClientRequestToken per attempt (botocore would generate one too: the parameter is an
+                # idempotency token; explicit here because the ledger depends on it): botocore's retry of a
+                # transaction whose response was lost (applied, answered 500) returns the first success instead of
+                # failing its own conditions, so the caller knows it booked and a reservation is not stranded. A
+                # separate repeat (a new call) carries a new token and meets the conditions.
                 self.ddb.transact_write_items(TransactItems=items, ClientRequestToken=_new_id())
                 return None
             except Exception as exc:
