@@ -142,3 +142,23 @@ def test_dlq_messages_need_a_reason_and_alarms_must_match():
     assert not inv.alarms_as_expected(observed(alarmed={"A"}), set()).ok
     assert not inv.alarms_as_expected(observed(), {"A"}).ok
     assert not inv.reruns_honoured([(REPO, N, 200)]).ok
+
+
+def test_the_error_rate_oracle_uses_the_alarms_sliding_range_not_aligned_buckets():
+    """4 failed runs around 10:15, 2 on each side of the aligned boundary: each aligned bucket stays at or under 20 %
+    (the former oracle expected no alarm), while the sliding 15 minutes the evaluator reads at 10:16:30 (10:01-10:16)
+    hold 4 failed of 9 runs, 44 %: the alarm fires, and the oracle must expect it."""
+    from prfleet_local.soak.run import error_rate_breached
+
+    t0 = 36_000.0  # 10:00, a multiple of 900
+    points = [(t0 + 60 * i, "RunsStarted", 1.0) for i in range(5)]  # 10:00-10:04
+    points += [(t0 + 840 + 10 * i, "RunsStarted", 1.0) for i in range(5)]  # 10:14:00-10:14:40
+    points += [(t0 + 840, "RunsFailed", 1.0), (t0 + 850, "RunsFailed", 1.0)]  # before 10:15
+    points += [(t0 + 905, "RunsFailed", 1.0), (t0 + 915, "RunsFailed", 1.0)]  # after 10:15
+    points += [(t0 + 1000 + 10 * i, "RunsStarted", 1.0) for i in range(12)]  # 10:16:40 on
+    aligned: dict[int, Counter] = {}
+    for ts, name, v in points:
+        aligned.setdefault(int(ts // 900), Counter())[name] += v
+    assert all(100 * w["RunsFailed"] / w["RunsStarted"] <= 20 for w in aligned.values())
+    assert error_rate_breached(points, [t0 + 990]) is True
+    assert error_rate_breached(points, [t0 + 3600]) is False  # an hour on: nothing in range

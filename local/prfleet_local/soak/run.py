@@ -481,19 +481,28 @@ class Soak:
             )
             if fleet or lam:
                 points.append((d.timestamp, d.name, d.value))
-        for at in self.sampled_at:
-            end = math.floor(at / 60) * 60
-            w: Counter[str] = Counter()
-            for ts, name, value in points:
-                if end - 900 <= ts < end:
-                    w[name] += value
-            n = w["RunsStarted"] + w["Errors"]
-            if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
-                out.add("ErrorRateAlarm")
+        if error_rate_breached(points, self.sampled_at):
+            out.add("ErrorRateAlarm")
         durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
         if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
             out.add("LatencyAlarm")
         return out
+
+
+def error_rate_breached(points: list[tuple[float, str, float]], sampled_at: list[float]) -> bool:
+    """ErrorRateAlarm's expression, IF(runs >= 5, 100 * (failed + errors) / runs, 0) > 20 with runs = started +
+    errors, over the sliding 15-minute range that ends at the last whole minute before each instant in
+    `sampled_at` (prfleet_local.stack.alarms.window). `points`: (timestamp, metric name, value)."""
+    for at in sampled_at:
+        end = math.floor(at / 60) * 60
+        w: Counter[str] = Counter()
+        for ts, name, value in points:
+            if end - 900 <= ts < end:
+                w[name] += value
+        n = w["RunsStarted"] + w["Errors"]
+        if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
+            return True
+    return False
 
 
 def soak(scale: Scale, workdir: Path | None = None) -> tuple[list[inv.Result], dict[str, Any]]:
