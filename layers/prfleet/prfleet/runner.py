@@ -171,9 +171,8 @@ class LedgerGuard:
             now=self.clock(),
             model=model,
             worst_tokens=(bound, max_tokens),
-            owner=state.run_owner(
-                self.job
-            ),  # every booking of this call goes onto the run in its transaction
+            # every booking of this call goes onto the run, in the ledger's own transaction
+            owner=state.run_owner(self.job),
         )
         head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
         return _Call(r, model, bound, max_tokens, geo, _strip_cache(list(params.get("messages") or [])), head)
