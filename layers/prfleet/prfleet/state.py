@@ -434,8 +434,8 @@ def forget_runs(repo: str, number: int, head_sha: str) -> int:
     """Open the head's finished runs again so a requested re-run runs every job again (runs in flight are kept).
 
     The run items are UPDATED to `requeued` (which start_run may claim), never deleted: what the jobs already
-    spent (`cost_micros`, the `b_<reservation>` bookings) stays on them, so the runs of a day still add up to its ledger after a
-    `/prfleet review` or a Re-run; the new run's cost adds to it."""
+    spent (`cost_micros`, the `b_<reservation>` bookings) stays on them, so the runs of a day still add up to its
+    ledger after a `/prfleet review` or a Re-run; the new run's cost adds to it."""
     n = 0
     for run in runs_of_head(repo, number, head_sha):
         if run.get("status") == "running":
