@@ -541,3 +541,181 @@ def test_cost_reconcile_prints_the_days_comparison(env, server, capsys):
             args, io.StringIO(), ledger=ledger, get=reconcile.http_getter(server.url, "sk-ant-api03-user")
         )
     assert "sk-ant-api03-user" not in str(exc.value)
+
+
+def _reconcile_hour(ledger, server, model, now):
+    from prfleet import reconcile
+
+    get = reconcile.http_getter(server.url, "sk-ant-admin01-offline")
+    start = reconcile._dt.datetime.fromtimestamp(now, reconcile._dt.timezone.utc).replace(
+        minute=0, second=0, microsecond=0
+    )
+    end = start + reconcile._dt.timedelta(hours=1)
+    return [r for r in reconcile.compare(ledger, get, start=start, end=end) if r.model == model]
+
+
+def test_reconciling_an_estimated_call_of_a_tiered_model_lands_on_the_bill(env):
+    """Haiku 5.5 has a prompt-length tier (5x above 100k prompt tokens); an estimated call whose worst-case
+    prompt is far below it is reconciled at the base rates, so the day total ends on the bill, not above it."""
+    from prfleet import reconcile
+
+    spec = replace(SPECS["tests"], model="claude-haiku-5-5")
+    assert pricing.rates(spec.model).tiers  # the case under test: a tiered model
+    ledger = Ledger(
+        "ledger-tiered-" + str(time.monotonic_ns()),
+        daily_limit_micros=DAILY_LIMIT,
+        pr_limit_micros=PR_LIMIT,
+    )
+    _table(env, ledger.table, ("scope", "day"))
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
+    with ModelServer() as server:  # its own bill: the hour's row holds only this test's calls
+        result, guard, ledger, billed, _ = run_review(
+            server, faults=faults, timeout=1.0, spec=spec, ledger=ledger
+        )
+        assert guard.estimated > 0
+        now = time.time()
+        (row,) = _reconcile_hour(ledger, server, spec.model, now)
+    assert row.est_calls == 1 and row.est_tiered == 0
+    reconcile.apply(ledger, [row], now=now)
+    settled = ledger.status(now=now).settled
+    assert abs(settled - sum(c for _, c in billed)) <= row.rounding_slack
+
+
+def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour(env):
+    """A stranded reservation booked `expired` by the sweeper an hour later counts in the hour the call was
+    made (the bill's hour), on the day it was reserved, and reconciliation takes the whole estimate back."""
+    from prfleet import reconcile
+
+    cfg = config.settings()
+    ledger = Ledger(
+        cfg.ledger_table,
+        daily_limit_micros=DAILY_LIMIT,
+        pr_limit_micros=PR_LIMIT,
+        client=FailingSettles(boto3.client("dynamodb"), 1),
+    )
+    spec = SPECS["review"]
+    with ModelServer() as server:  # its own bill: the hour's row holds only this test's calls
+        with pytest.raises(RuntimeError, match="settle write failed"):
+            run_review(server, ledger=ledger, spec=spec)
+        now = time.time()
+        assert ledger.release_expired(now=now + 3700) == 1  # the sweep runs in a later hour
+        # The sweeper's booking is on the job's run too, in the same transaction (the invocation that held the
+        # reservation could not write it).
+        assert state.booked_of(state.get_run(job())) == ledger.status(now=now).settled > 0
+        assert ledger.usage(hour_of(now + 3700)).get(spec.model, {}).get("est_calls", 0) == 0
+        assert ledger.usage(hour_of(now))[spec.model]["est_calls"] == 1
+        (row,) = _reconcile_hour(ledger, server, spec.model, now)
+        reconcile.apply(ledger, [row], now=now)
+        hour_bill = sum(c for _, c in bill(server, 0))
+    assert abs(ledger.status(now=now).settled - hour_bill) <= row.rounding_slack
+
+
+def test_a_replan_keeps_the_runs_cost_and_the_run_holds_every_booking(env, server):
+    """`/prfleet review` re-plans a head: its finished runs open again (claimable), never deleted, so the cost
+    they carry still adds up to the ledger; every call the run booked is on the run item as it is booked."""
+    faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
+    result, guard, ledger, billed, _ = run_review(server, faults=faults, timeout=1.0)
+    j = job()
+    state.finish_run(j, guard.run_id, "succeeded", {"cost_micros": guard.spent}, owner=True)
+    run = state.get_run(j)
+    assert state.booked_of(run) == guard.spent == ledger.status(now=time.time()).settled
+    assert guard.estimated > 0  # the estimated booking is on the run too
+    assert state.forget_runs("o/r", 1, "h" * 40) == 1
+    again = state.get_run(j)
+    assert again["status"] == "requeued" and state.booked_of(again) == guard.spent
+    assert state.start_run(j, "run-after-replan", "m") == guard.spent  # claimable, carrying the cost
+
+
+class ReserveSpy:
+    """The ledger, recording the worst case (input, output tokens) of each reservation."""
+
+    def __init__(self, ledger):
+        self.ledger, self.worst = ledger, []
+
+    def __getattr__(self, name):
+        return getattr(self.ledger, name)
+
+    def reserve(self, *args, **kw):
+        self.worst.append(kw.get("worst_tokens"))
+        return self.ledger.reserve(*args, **kw)
+
+
+def test_exact_input_tokens_sizes_the_first_reservation_with_the_counted_figure(env, server):
+    """ExactInputTokens=true: the first call of a run is sized with POST /v1/messages/count_tokens through the
+    real SDK; the reservation uses the counted figure (the prompt the call then bills), the count is free (not on
+    the bill) and logged; later calls are sized from the previous call's usage, without counting again."""
+    server.set_faults(FaultPlan())
+    since, counted_before = len(server.bill()), len(server.token_counts)
+    spec = SPECS["review"]
+    j = job(7)
+    run_id = "run-count-" + str(time.monotonic_ns())
+    state.start_run(j, run_id, spec.model)
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=30)
+    ledger = ReserveSpy(runner.make_ledger())
+    events = Events()
+    guard = runner.LedgerGuard(ledger, j, run_id, spec.model, events, counter=runner._token_counter(client))
+    run_agent(
+        j,
+        spec,
+        Source({"app.py": CODE}),
+        client,
+        deadline=time.time() + 60,
+        guard=guard,
+        emit=events,
+        sleep=lambda s: None,
+        retry=FAST,
+    )
+    (count,) = server.token_counts[counted_before:]
+    first = server.bill()[since]
+    billed_prompt = (
+        first.uncached_input_tokens
+        + first.cache_creation_5m_input_tokens
+        + first.cache_creation_1h_input_tokens
+        + first.cache_read_input_tokens
+    )
+    assert ledger.worst[0][0] == count["input_tokens"] == billed_prompt
+    assert len(ledger.worst) == len(server.bill()) - since > 1  # one count, then every call from usage
+    logged = [f for e, f in events if e == "heartbeat" and f.get("count_tokens_calls")]
+    assert logged == [{"count_tokens_calls": 1, "counted_input_tokens": count["input_tokens"]}]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"extra_body": {"max_tokens": 100}}, "max_tokens: Extra inputs are not permitted"),
+        ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "server tool"),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}],
+                    }
+                ]
+            },
+            "send it as base64",
+        ),
+    ],
+)
+def test_count_tokens_refuses_what_the_real_endpoint_refuses(server, extra, message):
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0)
+    params = {"model": "claude-haiku-5-5", "messages": [{"role": "user", "content": "hi"}], **extra}
+    with pytest.raises(anthropic.BadRequestError, match=message):
+        client.messages.count_tokens(**params)
+
+
+def test_count_tokens_answers_the_prompt_size_and_bills_nothing(server):
+    client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0)
+    billed = len(server.bill())
+    body = {
+        "model": "claude-haiku-5-5",
+        "system": "You review code.",
+        "messages": [{"role": "user", "content": CODE}],
+    }
+    counted = client.messages.count_tokens(**body).input_tokens
+    from prfleet_local.model.cache import prompt_tokens
+
+    assert counted == prompt_tokens(body) > len(CODE) // 4
+    assert len(server.bill()) == billed
+    with pytest.raises(anthropic.NotFoundError):
+        client.messages.count_tokens(model="claude-nonexistent-9", messages=body["messages"])

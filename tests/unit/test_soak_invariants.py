@@ -14,13 +14,16 @@ def observed(**over):
         heads={(REPO, N, SHA): {"planned": 2, "done_ids": {"j1", "j2"}, "deferred_ids": set()}},
         runs={
             (REPO, N, SHA): [
-                {"job_id": "j1", "status": "succeeded", "cost_micros": 300},
+                {"job_id": "j1", "status": "succeeded", "cost_micros": 300, "b_r1": 200, "b_r2": 100},
                 {"job_id": "j2", "status": "cached", "cost_micros": 0},
             ]
         },
         ledger=[
             {"scope": "daily", "day": "2026-12-01", "settled": 300, "committed": 300, "limit": 1000},
             {"scope": "pr@2026-12-01", "day": f"pr#{REPO}#{N}", "committed": 300},
+            {"scope": "end@2026-12-01", "day": "r1", "how": "settled", "cost": 200, "pr": f"pr#{REPO}#{N}"},
+            {"scope": "end@2026-12-01", "day": "r2", "how": "settled", "cost": 100, "pr": f"pr#{REPO}#{N}"},
+            {"scope": "end@2026-12-01", "day": "r3", "how": "released", "cost": 0, "pr": f"pr#{REPO}#{N}"},
         ],
         current_heads={(REPO, N): SHA},
         reviews={(REPO, N): [{"commit_id": SHA, "comments": [{"path": "a.py", "line": 3, "body": "x"}]}]},
@@ -99,6 +102,36 @@ def test_ledger_runs_and_bill_must_agree():
     assert not inv.ledger_runs_bill_agree(observed(runs={})).ok
 
 
+def test_the_reconciled_ledger_is_the_bill_and_runs_are_the_workers_bookings():
+    """After reconciliation (-40 µ$ of an estimate) the ledger is the bill within its rounding slack; the sweeper's
+    expired booking of an owned reservation is on its run; a run missing a booking (here the expired one), or a
+    ledger off its closures, fails."""
+    pr = f"pr#{REPO}#{N}"
+    ledger = [
+        {
+            "scope": "daily",
+            "day": "2026-12-01",
+            "settled": 360,
+            "reconciled": -40,
+            "committed": 360,
+            "limit": 1000,
+        },
+        {"scope": "end@2026-12-01", "day": "r1", "how": "settled", "cost": 200, "pr": pr},
+        {"scope": "end@2026-12-01", "day": "r2", "how": "estimated", "cost": 100, "pr": pr},
+        {"scope": "end@2026-12-01", "day": "r3", "how": "expired", "cost": 100, "pr": pr, "owned": True},
+        {"scope": "end@2026-12-01", "day": "r4", "how": "expired", "cost": 0, "pr": pr},
+        {"scope": "use@2026-12-01T11", "day": "m", "est_calls": 2},
+    ]
+    runs = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100, "b_r3": 100}]}
+    ok = inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=361))
+    assert ok.ok, ok.violations  # 1 µ$ off, inside the slack of 2 estimated calls (1.5)
+    assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=runs, bill_micros=362)).ok
+    short = {(REPO, N, SHA): [{"job_id": "j1", "status": "succeeded", "b_r1": 200, "b_r2": 100}]}
+    assert not inv.ledger_runs_bill_agree(observed(ledger=ledger, runs=short, bill_micros=360)).ok
+    off = [dict(ledger[0], reconciled=-30)] + ledger[1:]
+    assert not inv.ledger_runs_bill_agree(observed(ledger=off, runs=runs, bill_micros=360)).ok
+
+
 def test_dlq_messages_need_a_reason_and_alarms_must_match():
     from prfleet.jobs import PrJob
 
@@ -109,3 +142,23 @@ def test_dlq_messages_need_a_reason_and_alarms_must_match():
     assert not inv.alarms_as_expected(observed(alarmed={"A"}), set()).ok
     assert not inv.alarms_as_expected(observed(), {"A"}).ok
     assert not inv.reruns_honoured([(REPO, N, 200)]).ok
+
+
+def test_the_error_rate_oracle_uses_the_alarms_sliding_range_not_aligned_buckets():
+    """4 failed runs around 10:15, 2 on each side of the aligned boundary: each aligned bucket stays at or under 20 %
+    (the former oracle expected no alarm), while the sliding 15 minutes the evaluator reads at 10:16:30 (10:01-10:16)
+    hold 4 failed of 9 runs, 44 %: the alarm fires, and the oracle must expect it."""
+    from prfleet_local.soak.run import error_rate_breached
+
+    t0 = 36_000.0  # 10:00, a multiple of 900
+    points = [(t0 + 60 * i, "RunsStarted", 1.0) for i in range(5)]  # 10:00-10:04
+    points += [(t0 + 840 + 10 * i, "RunsStarted", 1.0) for i in range(5)]  # 10:14:00-10:14:40
+    points += [(t0 + 840, "RunsFailed", 1.0), (t0 + 850, "RunsFailed", 1.0)]  # before 10:15
+    points += [(t0 + 905, "RunsFailed", 1.0), (t0 + 915, "RunsFailed", 1.0)]  # after 10:15
+    points += [(t0 + 1000 + 10 * i, "RunsStarted", 1.0) for i in range(12)]  # 10:16:40 on
+    aligned: dict[int, Counter] = {}
+    for ts, name, v in points:
+        aligned.setdefault(int(ts // 900), Counter())[name] += v
+    assert all(100 * w["RunsFailed"] / w["RunsStarted"] <= 20 for w in aligned.values())
+    assert error_rate_breached(points, [t0 + 990]) is True
+    assert error_rate_breached(points, [t0 + 3600]) is False  # an hour on: nothing in range

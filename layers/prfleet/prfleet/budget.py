@@ -5,7 +5,10 @@ Layout (LedgerTable, pk `scope`, sk `day`; every item small, so a write costs th
   pr@<day>    / <pr scope>   one PR's total for the day: committed, settled, a80
   res@<day>   / <id>         one open reservation: amount, pr, deadline
   end@<day>   / <id>         one closed reservation: how (settled | estimated | released | expired) and what it booked
-  use@<hour>  / <model>      tokens per UTC hour and model (exact buckets, and the estimated calls), for reconciliation
+  use@<hour>  / <model>      tokens per UTC hour and model (exact buckets, and the estimated calls), for reconciliation;
+                             the hour is the one the call was RESERVED in (made right after), never the hour it was
+                             closed in: a reservation the sweeper books hours later belongs to the bill's hour of its
+                             call, and to the budget day the reservation was booked on
 A reservation is ONE TransactWriteItems (day total + PR total, each with its limit in the condition, + the
 reservation item), so committed spend never passes either limit whatever the concurrency. A settle or release is
 one transaction that moves the reservation item to its closure item (conditional on both), so a settle applied
@@ -64,6 +67,8 @@ class Reservation:
     amount: int
     scopes: tuple[tuple[str, str], ...]  # ((scope, day), ...): "daily" first, then the PR scope
     expires_at: int
+    at: float = 0.0  # when it was reserved (just before the call): the usage hour the bill puts the call in
+    owner: tuple[str, str, str] | None = None  # (table, pk, sk) of the run item that carries what it books
 
     @property
     def day(self) -> str:
@@ -94,18 +99,20 @@ class SpendStatus:
 
 # ----------------------------------------------------------------------------------------------- pure core
 
-# Reservation sizing for text never sent before (the first call of a run, or what a later call appends).
-# Not measured against the tokenizer of the current models (none is available offline, and the token-counting
-# endpoint needs the network; see docs/runbook.md#estimated): 2 ASCII characters per token and one token per
-# non-ASCII character, which is below every characters-per-token figure published for Claude on code and prose
-# (chars/3 was not a bound: a 296.7k-character prompt measured 114k tokens, 2.6 characters per token).
-CHARS_PER_TOKEN_BOUND = 2
+# Reservation sizing for text never sent before (the first call of a run, or what a later call appends): one token
+# per UTF-8 byte. That is a hard bound, not an average: a byte-level BPE token covers at least one byte, whatever
+# the text (minified code, regex tables, base64, non-Latin scripts). Measured (docs/architecture.md, "Reservation
+# size"; local/prfleet_local/bench/chars_per_token.py) with the only real Anthropic tokenizer available offline, the
+# Claude 2-era `tokenizer.json` of anthropic 0.30.0, on 2,072 files of 9 languages: 1.74 characters per token for
+# the densest file (regex-heavy JavaScript), 2.1-2.2 for the densest Shell, Markdown and C; the current models'
+# tokenizer counts the same text as ~30 % more tokens (Haiku 5.5 model page), ~1.34 for that file. The previous
+# bound, 2 ASCII characters per token, was below those (that file: 15 % more tokens than it allowed).
+CHARS_PER_TOKEN_BOUND = 1  # UTF-8 bytes per token
 
 
 def input_bound(text: str) -> int:
-    """Upper bound of the tokens of `text` for a reservation (see CHARS_PER_TOKEN_BOUND)."""
-    ascii_chars = len(text.encode("ascii", "ignore"))
-    return -(-ascii_chars // CHARS_PER_TOKEN_BOUND) + (len(text) - ascii_chars)
+    """Upper bound of the tokens of `text` for a reservation: its UTF-8 bytes (see CHARS_PER_TOKEN_BOUND)."""
+    return len(text.encode("utf-8", "surrogatepass"))
 
 
 def fits(committed: int, amount: int, limit: int) -> bool:
@@ -272,7 +279,7 @@ class Book:
                     t.reserved += amount
             self.open[rid] = Open(amount, pr, int(now) + ttl, day)
         scopes = ((DAILY, day),) + (((pr, day),) if pr else ())
-        return Reservation(rid, amount, scopes, int(now) + ttl)
+        return Reservation(rid, amount, scopes, int(now) + ttl, float(now))
 
     def _apply(self, rid: str, day: str, pr: str | None, amount: int, how: str, cost: int) -> Move | None:
         move = close(amount, self.closed.get(rid), rid in self.open, how, cost)
@@ -362,12 +369,62 @@ def _total(item: dict[str, Any] | None) -> Total:
     )
 
 
+def may_be_tiered(model: str | None, input_bound: int) -> bool:
+    """Can a call of `model` whose prompt is at most `input_bound` tokens be priced above the base tier?
+    (Unknown model or bound: yes, the safe answer.) Reconciliation prices an estimated call's billed tokens in the
+    base tier only when none of the hour's estimated calls could have crossed a prompt-length threshold."""
+    if not model or input_bound <= 0:
+        return True
+    from prfleet import pricing
+
+    try:
+        tiers = pricing.rates(model).tiers
+    except Exception:  # an unknown model: it may be anything
+        return True
+    return any(input_bound > t.above_prompt_tokens for t in tiers)
+
+
+BOOKED_PREFIX = "b_"  # on a run item: b_<reservation id> = micro-dollars that reservation booked
+
+
+def attribution(owner: tuple[str, str, str], rid: str, cost: int) -> dict[str, Any]:
+    """The transaction item that writes one booking onto its run (`b_<reservation id>`: a repeat or a replacing
+    exact settle overwrites it, so the run holds exactly what the ledger booked for it)."""
+    table, pk, sk = owner
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": {"pk": {"S": pk}, "sk": {"S": sk}},
+            "UpdateExpression": "SET #b = :b",
+            "ExpressionAttributeNames": {"#b": BOOKED_PREFIX + rid},
+            "ExpressionAttributeValues": {":b": {"N": str(int(cost))}},
+        }
+    }
+
+
+def _owner(item: dict[str, Any]) -> tuple[str, str, str] | None:
+    parts = [p.get("S", "") for p in item.get("owner", {}).get("L", [])]
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else None
+
+
 def usage_deltas(
-    tokens: Any, *, cost: int, estimated: bool, worst: tuple[int, int] = (0, 0)
+    tokens: Any,
+    *,
+    cost: int,
+    estimated: bool,
+    worst: tuple[int, int] = (0, 0),
+    model: str | None = None,
 ) -> dict[str, int]:
-    """The usage item's counters for one call: exact token buckets, or (estimated) the worst case it was booked at."""
+    """The usage item's counters for one call: exact token buckets, or (estimated) the worst case it was booked at
+    (`est_tiered` counts the estimated calls that may lie above the model's base prompt-length tier)."""
     if estimated:
-        return {"est_calls": 1, "est_micros": cost, "est_input": worst[0], "est_output": worst[1]}
+        return {
+            "est_calls": 1,
+            "est_micros": cost,
+            "est_input": worst[0],
+            "est_output": worst[1],
+            "est_tiered": int(may_be_tiered(model, worst[0])),
+        }
     out = {b: int(getattr(tokens, b, 0) or 0) for b in TOKEN_BUCKETS} if tokens is not None else {}
     return {**out, "calls": 1, "exact_micros": cost}
 
@@ -457,9 +514,12 @@ class Ledger:
         Conflicts with another transaction on the same items are retried with jittered backoff."""
         for attempt in range(self.TRANSACT_ATTEMPTS):
             try:
-                # No ClientRequestToken: a retry after a lost response fails the closure's condition and then
-                # finds the closure, which is the same outcome without relying on the token's 10-minute window.
-                self.ddb.transact_write_items(TransactItems=items)
+                # A fresh ClientRequestToken per attempt (botocore would generate one too: the parameter is an
+                # idempotency token; explicit here because the ledger depends on it): botocore's retry of a
+                # transaction whose response was lost (applied, answered 500) returns the first success instead of
+                # failing its own conditions, so the caller knows it booked and a reservation is not stranded. A
+                # separate repeat (a new call) carries a new token and meets the conditions.
+                self.ddb.transact_write_items(TransactItems=items, ClientRequestToken=_new_id())
                 return None
             except Exception as exc:
                 code = _code(exc)
@@ -487,9 +547,12 @@ class Ledger:
         ttl: int = 900,
         model: str | None = None,
         worst_tokens: tuple[int, int] = (0, 0),
+        owner: tuple[str, str, str] | None = None,
     ) -> Reservation:
         """Reserve `amount` on the day and on the PR in ONE transaction, or raise BudgetExceeded with its cause.
-        `model` and `worst_tokens` (input, output) let the sweeper book a stranded reservation under its model."""
+        `model` and `worst_tokens` (input, output) let the sweeper book a stranded reservation under its model;
+        `owner` (table, pk, sk): the run item that every booking of this reservation is written to, in the same
+        transaction as the booking (so a run holds what it cost, also when the sweeper books it)."""
         amount = int(amount)
         if amount < 0:
             raise ValueError("amount must be >= 0")
@@ -521,6 +584,8 @@ class Ledger:
             "model": {"S": model or ""},
             "wi": {"N": str(int(worst_tokens[0]))},
             "wo": {"N": str(int(worst_tokens[1]))},
+            "at": {"N": str(int(now))},
+            **({"owner": {"L": [{"S": p} for p in owner]}} if owner else {}),
             "expires_at": exp,
         }
         items.append(
@@ -539,7 +604,9 @@ class Ledger:
                 if code == "ConditionalCheckFailed":
                     raise self._refusal(scope, key, amount, limit)
             raise BudgetExceeded(DAILY, amount, 0, "reserved")
-        return Reservation(rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline)
+        return Reservation(
+            rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline, float(now), owner
+        )
 
     def _refusal(self, scope: str, key: dict[str, Any], amount: int, limit: int) -> BudgetExceeded:
         t = _total(self._get(key))
@@ -558,7 +625,8 @@ class Ledger:
         worst_tokens: tuple[int, int] = (0, 0),
     ) -> SpendStatus:
         """Close `r` at `actual` (exact, or `estimated`: may have been billed) once, however often it is called.
-        Returns the daily status with the PR's in `others` (crossed_80 set once per scope per day)."""
+        Returns the daily status with the PR's in `others` when the PR may have reached 80 % of its limit
+        (crossed_80 set once per scope per day; see _statuses)."""
         how = "estimated" if estimated else "settled"
         booked = self._close(
             r.day,
@@ -571,12 +639,14 @@ class Ledger:
             model=model,
             tokens=tokens,
             worst=worst_tokens,
+            at=r.at,
+            owner=r.owner,
         )
         return self._statuses(r.day, r.pr_scope, booked)
 
     def release(self, r: Reservation, *, now: float) -> bool:
         """Give back the reservation of a call that was certainly not billed (no-op if already closed)."""
-        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now)
+        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now, at=r.at)
 
     def _close(
         self,
@@ -591,9 +661,12 @@ class Ledger:
         model: str | None = None,
         tokens: Any = None,
         worst: tuple[int, int] = (0, 0),
+        at: float = 0.0,
+        owner: tuple[str, str, str] | None = None,
     ) -> bool:
         res_key, end_key = _k(f"res@{day}", rid), _k(f"end@{day}", rid)
         is_open, prior = True, None
+        prior_model, prior_worst = model, worst  # what the closure being replaced booked its usage under
         for _ in range(3):
             move = close(amount, prior, is_open, how, cost)
             if move is None:
@@ -617,6 +690,9 @@ class Ledger:
                 "amount": {"N": str(amount)},
                 "pr": {"S": pr or ""},
                 "model": {"S": model or ""},
+                "wi": {"N": str(int(worst[0]))},
+                "wo": {"N": str(int(worst[1]))},
+                **({"owned": {"BOOL": True}} if owner else {}),  # its cost is on the owner run too
                 "expires_at": {"N": str(int(now) + CLOSURE_DAYS * 86400)},
             }
             if move.replaces is None:
@@ -648,35 +724,69 @@ class Ledger:
                         _k(f"pr@{day}", pr), {k: deltas[k] for k in ("committed", "settled")}, expires=exp
                     )
                 )
-            use = self._usage_deltas(move, tokens, worst)
-            if use and model:
-                items.append(self._add(_k(f"use@{hour_of(now)}", model), use, expires=exp))
+            hour = hour_of(at or now)
+            for use_model, use in self._usage_deltas(move, tokens, worst, model, prior_model, prior_worst):
+                items.append(self._add(_k(f"use@{hour}", use_model), use, expires=exp))
+            if owner and move.closure.how != "released":
+                items.append(attribution(owner, rid, move.closure.cost))
             if self._transact(items) is None:
                 return True
             # Closed meanwhile (a repeat, the sweeper, or another worker): decide again from the closure.
             item = self._get(end_key)
             is_open = item is None and self._get(res_key) is not None
             prior = Closed(_s(item.get("how")) or "", _n(item.get("cost"))) if item else None
+            if item:
+                prior_model = _s(item.get("model")) or model
+                prior_worst = (_n(item.get("wi")), _n(item.get("wo"))) if "wi" in item else worst
         raise RuntimeError(f"reservation {rid} kept changing while being closed")
 
     @staticmethod
-    def _usage_deltas(move: Move, tokens: Any, worst: tuple[int, int]) -> dict[str, int]:
+    def _usage_deltas(
+        move: Move,
+        tokens: Any,
+        worst: tuple[int, int],
+        model: str | None,
+        prior_model: str | None,
+        prior_worst: tuple[int, int],
+    ) -> list[tuple[str, dict[str, int]]]:
+        """(model, counters) for the use@ items of the call's hour. An exact settle replacing an estimate also
+        takes back every counter the estimate added, under the model and worst case the estimate was booked with
+        (the estimate names the requested model, the settle the served one), or reconciliation would still count
+        the call as estimated."""
         if move.closure.how == "released":
-            return {}
-        out = usage_deltas(tokens, cost=move.closure.cost, estimated=not move.exact_call, worst=worst)
-        if move.replaces is not None and move.replaces.how in ("estimated", "expired"):
-            out.update({"est_calls": -1, "est_micros": -move.replaces.cost})
-        return out
+            return []
+        out: dict[str, dict[str, int]] = {}
+        if model:
+            out[model] = usage_deltas(
+                tokens, cost=move.closure.cost, estimated=not move.exact_call, worst=worst, model=model
+            )
+        if move.replaces is not None and move.replaces.how in ("estimated", "expired") and prior_model:
+            undo = usage_deltas(
+                None, cost=move.replaces.cost, estimated=True, worst=prior_worst, model=prior_model
+            )
+            row = out.setdefault(prior_model, {})
+            for k, v in undo.items():
+                row[k] = row.get(k, 0) - v
+        return [(m, d) for m, d in out.items() if d]
 
     def _statuses(self, day: str, pr: str | None, booked: bool) -> SpendStatus:
+        """The day's status after a settle, with the PR's in `others` only when the PR may have reached 80 % of its
+        limit: a PR's bookings are part of the day's (settled - reconciled, reconciliation moves only the day), so
+        while the day's bookings are below 80 % of the PR limit no PR can be there, and its read is skipped."""
         out = []
+        day_bookings = None
         for scope, key, limit in (
             (DAILY, _k(DAILY, day), self.daily_limit),
             (pr, _k(f"pr@{day}", pr or ""), self.pr_limit),
         ):
             if scope is None:
                 continue
-            t = _total(self._get(key))
+            if scope != DAILY and day_bookings is not None and not reaches_80(day_bookings, limit):
+                continue
+            item = self._get(key)
+            if scope == DAILY:
+                day_bookings = _n((item or {}).get("settled")) - _n((item or {}).get("reconciled"))
+            t = _total(item)
             crossed = reaches_80(t.settled, limit) and not t.a80 and self._mark_80(key)
             out.append(_status(t, scope, day, limit, crossed))
         return replace(out[0], others=tuple(out[1:]), booked=booked)
@@ -733,6 +843,8 @@ class Ledger:
                 now=now,
                 model=_s(item.get("model")) or None,
                 worst=(_n(item.get("wi")), _n(item.get("wo"))),
+                at=float(_n(item.get("at"))),
+                owner=_owner(item),
             )
         return n
 

@@ -11,11 +11,20 @@ the deferred jobs. State: one item (scope="circuit", day="anthropic") in the Led
 from __future__ import annotations
 
 import json
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
 KEY = {"scope": {"S": "circuit"}, "day": {"S": "anthropic"}}
 PROBE_EVERY_S = 300
+# Workers read the circuit at most every CACHE_S per Lambda container (read_cached), not before every model call.
+# Safe for the budget: the circuit only gates NEW calls and the ledger's reservation is the hard limit; a worker
+# that has not seen an opening yet makes its call, gets the spend-limit error (not billed: released) and opens or
+# defers itself; one that has not seen a closing defers a job for at most CACHE_S more.
+CACHE_S = 15.0
+_cache: dict[str, tuple[float, State]] = {}
+_cache_lock = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -45,8 +54,27 @@ def read(ddb: Any, table: str) -> State:
     )
 
 
+def read_cached(ddb: Any, table: str, *, max_age: float = CACHE_S, clock: Any = time.monotonic) -> State:
+    """read() at most every `max_age` seconds per process (see CACHE_S for why that is safe)."""
+    with _cache_lock:
+        hit = _cache.get(table)
+    if hit is not None and clock() - hit[0] < max_age:
+        return hit[1]
+    state = read(ddb, table)
+    with _cache_lock:
+        _cache[table] = (clock(), state)
+    return state
+
+
+def forget(table: str) -> None:
+    """Drop the cached state (this process opened or closed the circuit: its next read is fresh)."""
+    with _cache_lock:
+        _cache.pop(table, None)
+
+
 def open_circuit(ddb: Any, table: str, reason: str, *, now: float) -> bool:
     """Open it; True only for the caller that opened it (that caller sends the one notice)."""
+    forget(table)
     try:
         ddb.update_item(
             TableName=table,
@@ -90,6 +118,7 @@ def claim_probe(ddb: Any, table: str, state: State, *, now: float) -> bool:
 
 
 def close_circuit(ddb: Any, table: str, *, now: float) -> bool:
+    forget(table)
     try:
         ddb.update_item(
             TableName=table,

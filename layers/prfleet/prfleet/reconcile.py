@@ -12,8 +12,16 @@ Per (hour, model): bill tokens B, ledger exact tokens E, and the worst-case toke
 `estimated`/`expired`. drift = B - E - W tokens; LedgerDriftPercent = 100 x the sum of positive drifts / the sum of B:
 above 0 the bill holds tokens the ledger never booked (a released-but-billed call), the budget is not holding.
 A negative drift is the safety margin of estimates. The adjustment moves the day total onto the bill: the cost of
-B - E (the estimated calls as billed, priced in the dearer tier when the model has tiers, at the geo the bill
-reports) minus what the estimates booked; it is applied once per (hour, model), idempotently.
+B - E (the estimated calls as billed, at the geo the bill reports) minus what the estimates booked; it is applied
+once per (hour, model), idempotently. B - E is priced in the base prompt-length tier when no estimated call of the
+row could have crossed a tier threshold (its worst-case prompt, `est_tiered` = 0) and nothing is unbooked, else in
+the dearest tier (the report has no per-call prompt lengths: the safe side). It is rounded half-up once, as each
+call is: the reconciled row differs from the sum of per-call rounded costs by at most half a micro-dollar per
+estimated call plus one half (the only inexactness left, `rounding_slack`).
+Rows are keyed by the hour the call was reserved in (prfleet.budget), so an estimate the sweeper books hours
+later is reconciled against its call's hour; a call reserved in an hour's last moments and billed in the next is
+carried into the next hour (`carry`), so it is neither drift nor an estimate's tokens there. A complete hour the bill has no tokens for removes its estimates:
+those calls were not billed.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from prfleet import budget, pricing
@@ -45,6 +53,17 @@ class Row:
     est_calls: int = 0
     est_micros: int = 0
     exact_micros: int = 0
+    est_tiered: int = 0  # estimated calls whose worst-case prompt may lie above the base tier
+    # <= 0: tokens the ledger booked in the hour before beyond that hour's bill (see carry)
+    carry_in: dict[str, int] = field(default_factory=dict)
+    carry_est: int = (
+        0  # the hour before's estimated tokens its bill did not show (they may be billed in this one)
+    )
+
+    @property
+    def rounding_slack(self) -> float:
+        """How far (µ$) the reconciled row may sit from the sum of the bill's per-call rounded costs."""
+        return 0.0 if self.est_calls <= 0 else 0.5 * self.est_calls + 0.5
 
     @property
     def bill_total(self) -> int:
@@ -55,20 +74,33 @@ class Row:
         return sum(self.exact.values()) + self.est_tokens
 
     @property
+    def residual(self) -> dict[str, int]:
+        """Per bucket: billed tokens the ledger has not booked exactly in this hour (negative: the ledger booked
+        more than the bill shows, i.e. calls reserved just before the hour ended and billed in the next one)."""
+        return {b: self.bill.get(b, 0) - self.exact.get(b, 0) + self.carry_in.get(b, 0) for b in BUCKETS}
+
+    @property
+    def diff(self) -> dict[str, int]:
+        """The tokens of the estimated (or unbooked) calls as billed."""
+        return {b: max(0, v) for b, v in self.residual.items()}
+
+    @property
     def drift(self) -> int:
         """Tokens on the bill the ledger never booked, not even as an estimate (> 0 breaks the budget)."""
-        return self.bill_total - self.ledger_total
+        return sum(self.diff.values()) - self.est_tokens - self.carry_est
 
     def adjustment(self, on: _dt.date) -> int:
         """Micro-dollars that move the ledger onto the bill for this hour and model."""
-        diff = {b: max(0, self.bill.get(b, 0) - self.exact.get(b, 0)) for b in BUCKETS}
+        diff = self.diff
         if not any(diff.values()):
             return -self.est_micros
         r = pricing.rates(self.model, on=on)
-        card = max((t.card for t in r.tiers), key=lambda c: c.output, default=r.card)
+        card = r.card
+        if self.est_tiered > 0 or self.drift > 0:
+            card = max((t.card for t in r.tiers), key=lambda c: c.output, default=r.card)
         geo = max(self.bill_geo, key=lambda g: self.bill_geo[g], default=None)
         cost = sum(Decimal(diff[b]) * getattr(card, b) for b in BUCKETS) * r.geo_multiplier(geo)
-        return int(cost.to_integral_value(rounding=ROUND_CEILING)) - self.est_micros
+        return int(cost.to_integral_value(rounding=ROUND_HALF_UP)) - self.est_micros
 
 
 def _hour(ts: str) -> str:
@@ -113,7 +145,29 @@ def merge_ledger(rows: dict[tuple[str, str], Row], hour: str, usage: dict[str, d
         row.est_tokens = u.get("est_input", 0) + u.get("est_output", 0)
         row.est_calls = u.get("est_calls", 0)
         row.est_micros = u.get("est_micros", 0)
+        # Usage items written before `est_tiered` existed: their estimates may be tiered (the safe side).
+        row.est_tiered = u.get("est_tiered", row.est_calls)
         row.exact_micros = u.get("exact_micros", 0)
+
+
+def carry(rows: Iterable[Row]) -> None:
+    """Pure: a call is reserved (and booked in that hour) just before it reaches the API; one reserved in the last
+    moments of an hour is billed in the next. Per model and bucket, what an hour booked beyond its bill is carried
+    into the following hour, where the bill holds it, instead of being counted as an estimate's tokens there (and
+    as unbooked drift, priced in the dearest tier); the hour's estimated tokens its bill did not show count as
+    booked for the next hour's drift (the estimated call may be the one billed there). Only into the very next
+    hour; past that it is dropped (the ledger then stays above the bill: the safe side). Pricing is linear per
+    bucket, so moving tokens between adjacent hours of one model changes the total only through the tier choice."""
+    by_model: dict[str, list[Row]] = {}
+    for r in rows:
+        by_model.setdefault(r.model, []).append(r)
+    for model_rows in by_model.values():
+        model_rows.sort(key=lambda r: r.hour)
+        for prev, row in zip(model_rows, model_rows[1:], strict=False):
+            nxt = _dt.datetime.strptime(prev.hour, "%Y-%m-%dT%H") + _dt.timedelta(hours=1)
+            if nxt.strftime("%Y-%m-%dT%H") == row.hour:
+                row.carry_in = {b: min(0, v) for b, v in prev.residual.items()}
+                row.carry_est = max(0, prev.est_tokens - sum(prev.diff.values()))
 
 
 def drift_percent(rows: Iterable[Row]) -> float:
@@ -195,15 +249,17 @@ def compare(
     rows = parse_report(fetch_report(get, start=start, end=end, api_key_id=api_key_id), api_key_id=api_key_id)
     for hour in hours(start, end):
         merge_ledger(rows, hour, ledger.usage(hour))
-    return sorted(rows.values(), key=lambda r: (r.hour, r.model))
+    out = sorted(rows.values(), key=lambda r: (r.hour, r.model))
+    carry(out)
+    return out
 
 
 def apply(ledger: budget.Ledger, rows: Iterable[Row], *, now: float) -> int:
     """Move each (hour, model) of the ledger onto the bill, once: returns the micro-dollars applied now."""
     total = 0
     for row in rows:
-        if not row.bill_total:
-            continue  # not on the bill (yet): nothing to reconcile against
+        if not row.bill_total and not row.est_micros:
+            continue  # nothing billed and nothing estimated: nothing to move
         start = _dt.datetime.strptime(row.hour, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
         day = ledger.day(start.timestamp())
         want = row.adjustment(_dt.date.fromisoformat(day))
@@ -233,7 +289,11 @@ def run(
     """One reconciliation pass over the complete hours of the last WINDOW_HOURS."""
     end = _dt.datetime.fromtimestamp(now - LAG_S, _dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
     start = end - _dt.timedelta(hours=WINDOW_HOURS)
-    rows = compare(ledger, get, start=start, end=end, api_key_id=api_key_id)
+    # One hour more is read for what it carries into the window's first hour (carry); it is not applied again:
+    # its own carry-in is outside what is read now, and its marker was set when it was inside the window.
+    before = (start - _dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H")
+    rows = compare(ledger, get, start=start - _dt.timedelta(hours=1), end=end, api_key_id=api_key_id)
+    rows = [r for r in rows if r.hour != before]
     applied = apply(ledger, rows, now=now) if apply_adjustments else 0
     return Result(rows, drift_percent(rows), applied)
 

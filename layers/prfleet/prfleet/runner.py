@@ -166,7 +166,13 @@ class LedgerGuard:
                 f"the next call may cost ${amount / 1e6:.4f}"
             )
         r = self.ledger.reserve(
-            self.pr_scope, amount, now=self.clock(), model=model, worst_tokens=(bound, max_tokens)
+            self.pr_scope,
+            amount,
+            now=self.clock(),
+            model=model,
+            worst_tokens=(bound, max_tokens),
+            # every booking of this call goes onto the run, in the ledger's own transaction
+            owner=state.run_owner(self.job),
         )
         head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
         return _Call(r, model, bound, max_tokens, geo, _strip_cache(list(params.get("messages") or [])), head)
@@ -558,7 +564,7 @@ def circuit_reason(ledger: budget.Ledger) -> str | None:
     """The spend-limit circuit's reason while it is open, else None."""
     from prfleet import circuit
 
-    st = circuit.read(ledger.ddb, ledger.table)
+    st = circuit.read_cached(ledger.ddb, ledger.table)  # at most every circuit.CACHE_S per container
     return st.reason or "spend limit reached" if st.open else None
 
 

@@ -431,14 +431,47 @@ def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
 
 
 def forget_runs(repo: str, number: int, head_sha: str) -> int:
-    """Delete the head's finished runs so a requested re-run runs every job again (runs in flight are kept)."""
+    """Open the head's finished runs again so a requested re-run runs every job again (runs in flight are kept).
+
+    The run items are UPDATED to `requeued` (which start_run may claim), never deleted: what the jobs already
+    spent (`cost_micros`, the `b_<reservation>` bookings) stays on them, so the runs of a day still add up to its
+    ledger after a `/prfleet review` or a Re-run; the new run's cost adds to it."""
     n = 0
     for run in runs_of_head(repo, number, head_sha):
         if run.get("status") == "running":
             continue
-        client("dynamodb").delete_item(TableName=_table(), Key=_item({"pk": run["pk"], "sk": run["sk"]}))
+        try:
+            client("dynamodb").update_item(
+                TableName=_table(),
+                Key=_item({"pk": run["pk"], "sk": run["sk"]}),
+                UpdateExpression="SET #s = :requeued, updated_at = :t",
+                ConditionExpression="attribute_exists(pk) AND #s <> :running",
+                ExpressionAttributeNames={"#s": "status"},
+                ExpressionAttributeValues=_item(
+                    {":requeued": "requeued", ":running": "running", ":t": int(config_now())}
+                ),
+            )
+        except ClientError as exc:
+            if _is_conditional(exc):
+                continue  # claimed meanwhile: that run is in flight
+            raise
         n += 1
     return n
+
+
+def run_owner(job: FileJob) -> tuple[str, str, str]:
+    """(table, pk, sk) of the job's run: the ledger writes each booking of the job's calls onto it, in the same
+    transaction as the booking (prfleet.budget.attribution), so the run holds what the job cost even when the
+    invocation dies right after a call or the sweeper books a stranded reservation."""
+    key = run_key(job)
+    return (_table(), key["pk"]["S"], key["sk"]["S"])
+
+
+def booked_of(run: dict[str, Any]) -> int:
+    """Everything the job's model calls booked on the ledger, over all its attempts (`b_<reservation>`)."""
+    from prfleet.budget import BOOKED_PREFIX
+
+    return sum(int(v) for k, v in run.items() if k.startswith(BOOKED_PREFIX))
 
 
 def mark_stuck(item: dict[str, Any], *, now: float, reason: str) -> int | None:

@@ -95,6 +95,42 @@ def _prefill(ddb: Any, table: str, day: str, prs: int) -> list[str]:
     return scopes
 
 
+class Counting:
+    """The DynamoDB client, counting requests by operation (what one reserve + settle costs in requests)."""
+
+    def __init__(self, real: Any) -> None:
+        self.real, self.counts = real, {}
+
+    def __getattr__(self, name: str) -> Any:
+        fn = getattr(self.real, name)
+
+        def call(**kw: Any) -> Any:
+            self.counts[name] = self.counts.get(name, 0) + 1
+            return fn(**kw)
+
+        return call
+
+
+def requests_per_call(ddb: Any, table: str, *, day_settled_share: float) -> dict[str, int]:
+    """Requests of one reserve + settle (+ the circuit check a worker makes before a call, cached per container),
+    with the day's bookings at `day_settled_share` of the PR limit (below 0.8 the PR total is not read)."""
+    from prfleet import circuit
+
+    counting = Counting(ddb)
+    limit = 10**9
+    ledger = Ledger(table, daily_limit_micros=10**12, pr_limit_micros=limit, client=counting)
+    now = time.time()
+    pre = ledger.reserve("pr#bench/r#1", int(limit * day_settled_share), now=now)
+    ledger.settle(pre, int(limit * day_settled_share), now=now)
+    circuit.forget(table)
+    counting.counts.clear()
+    for _ in range(3):  # three model calls of one invocation
+        circuit.read_cached(counting, table)
+        r = ledger.reserve("pr#bench/r#2", 5000, now=now, model="claude-haiku-5-5", worst_tokens=(900, 100))
+        ledger.settle(r, 4000, now=now, model="claude-haiku-5-5")
+    return {k: v for k, v in sorted(counting.counts.items())}
+
+
 def _measure(ddb: Any, prs: int, cycles: int, plain_item: dict[str, Any]) -> dict[str, Any]:
     table = f"ledger-{prs}"
     ddb.create_table(
@@ -152,7 +188,24 @@ def _measure(ddb: Any, prs: int, cycles: int, plain_item: dict[str, Any]) -> dic
     )
     plain = wcu(item_size(plain_item), transactional=False)
     old = item_size(old_day_item(prs))
+    for name in ("req-low", "req-high"):
+        ddb.create_table(
+            TableName=f"{table}-{name}",
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[{"AttributeName": k, "AttributeType": "S"} for k in ("scope", "day")],
+            KeySchema=[
+                {"AttributeName": "scope", "KeyType": "HASH"},
+                {"AttributeName": "day", "KeyType": "RANGE"},
+            ],
+        )
     return {
+        # three model calls of one invocation: requests by operation
+        "requests_3_calls_day_below_80pc_of_pr_limit": requests_per_call(
+            ddb, f"{table}-req-low", day_settled_share=0.1
+        ),
+        "requests_3_calls_day_above_80pc_of_pr_limit": requests_per_call(
+            ddb, f"{table}-req-high", day_settled_share=0.9
+        ),
         "item_bytes": sizes,
         "reserve_settle_wcu": reserve + settle,
         "put_item_wcu": plain,

@@ -38,7 +38,7 @@ from typing import Any
 from prfleet_local.model import providers, thinking, tokens
 from prfleet_local.model.analysis import analyse
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
-from prfleet_local.model.cache import PromptCache
+from prfleet_local.model.cache import PromptCache, prompt_tokens
 from prfleet_local.model.faults import BILLED_FAULTS, FAULT_KINDS, FaultPlan, FaultRule
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
@@ -312,6 +312,8 @@ class ModelServer:
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._count = 0
+        self._count_requests = 0
+        self.token_counts: list[dict[str, Any]] = []  # every count_tokens answer (free: never on the bill)
         self.set_faults(faults or FaultPlan())
         # The Bedrock / Claude Platform on AWS wires; SigV4 is checked against the real time the SDK signs with.
         self.aws = providers.AwsAccount.from_price_table()
@@ -583,6 +585,87 @@ class ModelServer:
         }
         return message, signatures
 
+    # POST /v1/messages/count_tokens (https://platform.claude.com/docs/en/api/messages/count_tokens and the
+    # token-counting guide, https://platform.claude.com/docs/en/build-with-claude/token-counting): the same
+    # structured input as creating a message (system, tools, messages, thinking, tool_choice, output_config, ...),
+    # no max_tokens; the answer is `{"input_tokens": N}`, the total input tokens of that request; free of charge
+    # (rate-limited on its own), so nothing goes on the bill and the prompt cache is untouched; an
+    # invalid_request_error for server tools (web
+    # search, web fetch, code execution, tool search), the MCP connector and image/document blocks with a `url` or
+    # `file` source; every active model supports it, an unknown model is a 404 as for /v1/messages.
+    COUNT_FIELDS = frozenset(
+        {
+            "messages",
+            "model",
+            "system",
+            "tools",
+            "tool_choice",
+            "thinking",
+            "output_config",
+            "output_format",
+            "cache_control",
+            "context_management",
+            "mcp_servers",
+        }
+    )
+
+    def count_tokens(self, headers: dict[str, str], raw: bytes) -> tuple[int, dict[str, str], dict[str, Any]]:
+        """The reply (status, headers, JSON) to one POST /v1/messages/count_tokens."""
+        with self._lock:
+            self._count_requests += 1
+            rid = f"req_offline_count_{self._count_requests:06d}"
+        hdrs = {"request-id": rid}
+
+        def error(status: int, kind: str, message: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+            return status, hdrs, error_body(kind, message, request_id=rid)
+
+        key = headers.get("x-api-key") or headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not key:
+            return error(401, "authentication_error", "x-api-key header is required")
+        if not headers.get("anthropic-version"):
+            return error(400, "invalid_request_error", "anthropic-version header is required")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = None
+        if not isinstance(body, dict):
+            return error(400, "invalid_request_error", "the request body must be a JSON object")
+        extra = sorted(set(body) - self.COUNT_FIELDS)
+        if extra:
+            return error(400, "invalid_request_error", f"{extra[0]}: Extra inputs are not permitted")
+        if body.get("mcp_servers"):
+            return error(400, "invalid_request_error", "mcp_servers: the MCP connector is not supported here")
+        for tool in body.get("tools") or []:
+            if isinstance(tool, dict) and _SERVER_TOOL.match(str(tool.get("type", ""))):
+                return error(
+                    400, "invalid_request_error", f"tools: server tool {tool['type']} cannot be counted"
+                )
+        for msg in body.get("messages") or []:
+            for block in (
+                msg.get("content") if isinstance(msg, dict) and isinstance(msg.get("content"), list) else []
+            ):
+                source = block.get("source") if isinstance(block, dict) else None
+                if isinstance(source, dict) and source.get("type") in ("url", "file"):
+                    return error(
+                        400,
+                        "invalid_request_error",
+                        f"{block.get('type')}: a {source['type']} source cannot be counted; send it as base64",
+                    )
+        # The rest is the Messages API's own structure check (with a max_tokens it does not take here).
+        problem = validate(
+            {**body, "max_tokens": 1},
+            strict_fields=self.plan.strict_fields,
+            issued_thinking=self._issued_thinking,
+        )
+        if problem:
+            return error(400, "invalid_request_error", problem)
+        if self.plan.strict_fields and not _known_model(body["model"]):
+            return error(404, "not_found_error", f"model: {body['model']}")
+        counted = prompt_tokens(body)
+        with self._lock:
+            self.token_counts.append({"model": body["model"], "input_tokens": counted})
+        return 200, hdrs, {"input_tokens": counted}
+
     def usage_report(self, headers: dict[str, str], query: str) -> tuple[int, dict[str, Any]]:
         """GET /v1/organizations/usage_report/messages (Admin API key required)."""
         key = headers.get("x-api-key", "")
@@ -705,6 +788,10 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if routed is not None:
             self._reply(routed)
+            return
+        if path == "/v1/messages/count_tokens":
+            status, hdrs, payload = self.owner.count_tokens(headers, raw)
+            self._send(status, {**hdrs, "content-type": "application/json"}, json.dumps(payload).encode())
             return
         if path != "/v1/messages":
             self._json(404, error_body("not_found_error", f"no route {path}"))

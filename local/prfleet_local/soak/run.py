@@ -13,6 +13,7 @@ Phases (each bounded in time):
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import tempfile
@@ -130,6 +131,7 @@ class Soak:
         self.rng = random.Random(scale.seed)
         self.driven = Driven()
         self.alarmed: set[str] = set()
+        self.sampled_at: list[float] = []  # prfleet-clock instants the alarms were evaluated at
         self.figures: dict[str, Any] = {}
         self.swept: Counter[str] = Counter()
         self.offset = 0.0  # prfleet's CLOCK_OFFSET_SECONDS, mirrored for the model server's clock
@@ -329,6 +331,7 @@ class Soak:
         """Alarm states now; with `settle`, also 1 and 3 minutes on (CloudWatch evaluates complete periods)."""
         now = self.stack.now()
         for at in (now, now + 60, now + 180) if settle else (now,):
+            self.sampled_at.append(at)
             states = self.stack.evaluate_alarms(now=at)
             self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
 
@@ -463,10 +466,12 @@ class Soak:
         if any(code >= 500 for code in self.driven.statuses):
             out.add("WebhookErrorsAlarm")
         runs = [r for rs in o.runs.values() for r in rs]
-        # ErrorRateAlarm's own arithmetic per 15-minute period: (RunsFailed + the agent's Lambda Errors) / (RunsStarted
-        # + Errors) > 20 % with at least 5 runs, from the raw datapoints the run emitted.
+        # ErrorRateAlarm's own arithmetic: (RunsFailed + the agent's Lambda Errors) / (RunsStarted + Errors) > 20 %
+        # with at least 5 runs, over the SLIDING 15-minute range the local evaluator (and CloudWatch) uses at each
+        # instant the soak sampled the alarms: it ends at the last whole minute (prfleet_local.stack.alarms.window).
+        # Aligned 15-minute buckets (the former oracle) miss a breach that straddles two of them.
         agent = self.stack.functions["AgentFunction"].name
-        windows: dict[int, Counter[str]] = {}
+        points: list[tuple[float, str, float]] = []
         for d in self.stack.datapoints():
             fleet = d.namespace == "prfleet" and set(d.dimensions) == {"service"}
             lam = (
@@ -475,15 +480,29 @@ class Soak:
                 and d.name == "Errors"
             )
             if fleet or lam:
-                windows.setdefault(int(d.timestamp // 900), Counter())[d.name] += d.value
-        for w in windows.values():
-            n = w["RunsStarted"] + w["Errors"]
-            if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
-                out.add("ErrorRateAlarm")
+                points.append((d.timestamp, d.name, d.value))
+        if error_rate_breached(points, self.sampled_at):
+            out.add("ErrorRateAlarm")
         durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
         if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
             out.add("LatencyAlarm")
         return out
+
+
+def error_rate_breached(points: list[tuple[float, str, float]], sampled_at: list[float]) -> bool:
+    """ErrorRateAlarm's expression, IF(runs >= 5, 100 * (failed + errors) / runs, 0) > 20 with runs = started +
+    errors, over the sliding 15-minute range that ends at the last whole minute before each instant in
+    `sampled_at` (prfleet_local.stack.alarms.window). `points`: (timestamp, metric name, value)."""
+    for at in sampled_at:
+        end = math.floor(at / 60) * 60
+        w: Counter[str] = Counter()
+        for ts, name, value in points:
+            if end - 900 <= ts < end:
+                w[name] += value
+        n = w["RunsStarted"] + w["Errors"]
+        if n >= 5 and 100 * (w["RunsFailed"] + w["Errors"]) / n > 20:
+            return True
+    return False
 
 
 def soak(scale: Scale, workdir: Path | None = None) -> tuple[list[inv.Result], dict[str, Any]]:
