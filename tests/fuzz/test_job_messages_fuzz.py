@@ -121,11 +121,6 @@ def well_typed(job: jobs.PrJob | jobs.FileJob) -> bool:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jobs.parse_message checks the types of some fields only: a job with base_sha, blob_sha, "
-    "installation_id or action of the wrong JSON type is accepted and fails later, far from the cause",
-)
 @settings(max_examples=300, **FUZZ)
 @given(job_shaped())
 def test_an_accepted_job_is_well_typed(data):

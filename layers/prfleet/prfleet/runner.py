@@ -441,6 +441,14 @@ def process(
             state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
         except state.RunInProgress:
             pass  # marked stuck and taken over meanwhile: that worker owns the run now
+        except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
+            # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
+            # say so, and let the handler see the job's error, not this one.
+            emit(
+                "error",
+                error_type="RunNotReleased",
+                message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
+            )
         raise
 
     if guard.spend_limited:
