@@ -259,24 +259,15 @@ def reasons_logged(box: Any, queue: str, sent: dict[str, str], *, parseable: boo
         job = job if isinstance(job, own) else None  # the wrong kind is refused like an unparseable body
         if (job is not None) != parseable:
             continue
-        keys = [mid] + ([f'"correlation_id":"{job.delivery_id}"'] if job else [])
-        if not any(k in line for line in logs for k in keys):
+        # an unparseable one by its message id, with the reason said; a job by its delivery id
+        keys = [f'"correlation_id":"{job.delivery_id}"'] if job else [mid]
+        if not any(k in line and (job or '"reason":"' in line) for line in logs for k in keys):
             unexplained.append(body[:100])
     return unexplained
 
 
-NO_PARSE_REASON = pytest.mark.xfail(
-    strict=True,
-    reason="the planner and the agent raise BadMessage into Powertools' BatchProcessor, which logs failed records "
-    "at debug level only: nothing at ERROR/WARNING names the message id or the reason",
-)
-
-
 @pytest.mark.e2e
-@pytest.mark.parametrize(
-    "queue",
-    [pytest.param("PrQueue", marks=NO_PARSE_REASON), pytest.param("JobsQueue", marks=NO_PARSE_REASON)],
-)
+@pytest.mark.parametrize("queue", ["PrQueue", "JobsQueue"])
 def test_a_dead_lettered_unparseable_message_has_its_reason_logged_with_its_id(box, queue):
     sent = RESULTS.get(queue)
     if sent is None:
@@ -289,14 +280,7 @@ def test_a_dead_lettered_unparseable_message_has_its_reason_logged_with_its_id(b
 @pytest.mark.parametrize(
     "queue",
     [
-        pytest.param(
-            "PrQueue",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="planner record_handler logs nothing when plan_pr raises (e.g. GitHub 404 for the PR): "
-                "the PR job reaches PrDLQ with no logged reason",
-            ),
-        ),
+        "PrQueue",
         pytest.param(
             "JobsQueue",
             marks=pytest.mark.xfail(

@@ -67,6 +67,15 @@ def requeue_body(body: str, spent_micros: int = 0) -> str:
     return job.next_attempt(spent_micros).to_message() if isinstance(job, FileJob) else body
 
 
+EXCERPT_CHARS = 200
+
+
+def excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a message body for a log line: enough to recognise it, never a whole huge body."""
+    text = body if isinstance(body, str) else repr(body)
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
 def pr_key(repo: str, number: int) -> str:
     return f"PR#{repo}#{number}"
 

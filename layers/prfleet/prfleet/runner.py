@@ -346,7 +346,8 @@ def process(
     )
     ledger = make_ledger()
     try:
-        carried = max(state.start_run(job, run_id, spec.model, now=clock()), job.spent_micros)
+        claimed = state.start_run(job, run_id, spec.model, now=clock(), last_delivery=final_attempt)
+        carried = max(claimed, job.spent_micros)
     except state.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
         # if it dies, its run goes stale and the sweeper re-queues the job.
@@ -587,10 +588,27 @@ def _already_done(gh_for: Any, job: FileJob, run_id: str) -> Outcome | None:
     return Outcome(previous["status"], previous.get("run_id", run_id), posted=posted, reason="already done")
 
 
+def killed_reason(silence: str) -> str:
+    """Why the sweeper fails a run whose last delivery died: no handler code ran to say it."""
+    return (
+        "the job's last delivery ended without an outcome (its invocation was killed: Lambda timeout or crash; "
+        f"{silence}); its message is in the dead-letter queue"
+    )
+
+
 def fail(gh_for: Any, job: FileJob, emitter: Any, reason: str, error_type: str) -> Outcome:
     """Last delivery of a job that keeps failing: record the failure so the PR's review still completes."""
     run_id = uuid.uuid4().hex[:16]
-    emit = emitter.bind(run_id=run_id, agent=job.agent).emit
+    # The job's own context too: the sweeper's emitter has none, and whoever drains the DLQ looks up the delivery.
+    emit = emitter.bind(
+        run_id=run_id,
+        agent=job.agent,
+        repository=job.repo,
+        pr=job.number,
+        head_sha=job.head_sha,
+        path=job.path,
+        delivery_id=job.delivery_id,
+    ).emit
     emit("error", error_type=error_type, message=reason)
     return _end(gh_for, job, run_id, "failed", emit, reason=reason)
 
