@@ -217,6 +217,7 @@ class LedgerGuard:
         limit = billing.spend_limit(exc)
         if limit:
             self.spend_limited = limit
+            self.circuit_at = float("-inf")  # the next call reads the circuit this error opened
             if self.on_spend_limit:
                 self.on_spend_limit(limit)
         verdict = billing.classify(exc, started=token.started)
@@ -307,9 +308,9 @@ def process(
     spec = specs.get(job.agent)
     emit = emitter.bind(run_id=run_id, agent=job.agent, model=getattr(spec, "model", None)).emit
 
-    done = _already_done(gh_for, job, run_id)
-    if done:
-        return done
+    # No read of the run here: a redelivered job whose run is finished is refused by the conditional write of
+    # whichever path it takes (finish_run for skipped / superseded / cached, start_run otherwise), and that refusal
+    # counts the run's outcome (_already_done), so the common first delivery pays no extra GetItem.
 
     if spec is None:
         return _end(
