@@ -30,6 +30,14 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         _record(record, context)
 
 
+def receive_count(record: SQSRecord) -> int:
+    """How many times SQS has delivered this message (0 when the record does not say: never fail over a log)."""
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (KeyError, TypeError, ValueError):
+        return 0
+
+
 def parse(record: SQSRecord) -> jobs.FileJob:
     """The record's file job; a message that is not one is logged with its id and reason, then raised (Powertools'
     BatchProcessor logs failed records at debug level only: without this the DLQ holds it unexplained)."""
@@ -45,7 +53,7 @@ def parse(record: SQSRecord) -> jobs.FileJob:
                 "event": "bad_message",
                 "message_id": record.message_id,
                 "reason": events.redact(str(exc))[:500],
-                "receive_count": int(record.attributes.approximate_receive_count),
+                "receive_count": receive_count(record),
                 "body_chars": len(record.body or ""),
                 "body_start": events.redact(jobs.excerpt(record.body or "")),
             },
