@@ -36,7 +36,8 @@ def test_real_jobs_round_trip():
 
 
 def test_a_path_longer_than_any_checkout_allows_is_refused_at_parse_time():
-    assert "path is 200002 bytes" in refused(body(FILE, path="p/" + "x" * 200_000))
+    assert "path is 5002 bytes" in refused(body(FILE, path="p/" + "x" * 5_000))
+    assert "more than any job" in refused(body(FILE, path="p/" + "x" * 200_000))  # the fuzz test's one
     longest = "d/" * 1000 + "x" * (jobs.MAX_PATH_BYTES - 2000)
     assert jobs.parse_message(body(FILE, path=longest)).path == longest
     assert "path is 4096 bytes" in refused(body(FILE, path=longest + "y"))
@@ -67,4 +68,10 @@ def test_a_field_of_the_wrong_type_or_size_is_refused_naming_it(job, field, valu
 
 
 def test_a_body_nested_too_deep_for_json_is_a_bad_message():
-    assert "not JSON" in refused("[" * 100_000)
+    assert "not JSON" in refused("[" * 30_000)
+
+
+def test_a_body_longer_than_any_job_is_refused_whatever_it_carries():
+    assert "more than any job" in refused(body(PR, path="p/" + "x" * 200_000))  # an unknown 200 KB field
+    widest = body(FILE, path="\U0001f600" * (jobs.MAX_PATH_BYTES // 4), repo="o" * 39 + "/" + "r" * 100)
+    assert len(widest) < jobs.MAX_BODY_CHARS and jobs.parse_message(widest).repo.startswith("o")

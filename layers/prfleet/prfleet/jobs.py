@@ -94,6 +94,9 @@ MAX_PATH_BYTES = 4095
 MAX_REPO_CHARS = 39 + 1 + 100
 MAX_SHA_CHARS = 64
 MAX_NAME_CHARS = 200  # delivery ids (GUIDs), agent names, actions, logins: generous, far below any item limit
+# A whole message: every field at its bound is under 14 KB even with the path JSON-escaped (\uXXXX, up to 6
+# characters per byte pair), so a longer body is not a prfleet job, whatever fields it carries.
+MAX_BODY_CHARS = 32 * 1024
 
 _STRINGS: dict[type, dict[str, tuple[bool, int]]] = {  # field -> (may be empty, max characters)
     PrJob: {
@@ -153,6 +156,8 @@ def parse_message(body: str) -> PrJob | FileJob:
 
     Every field is checked for its JSON type and bounds here, so a job that could never run is refused at once,
     with its reason, instead of failing far from the cause (and going to the DLQ unexplained)."""
+    if isinstance(body, str) and len(body) > MAX_BODY_CHARS:
+        raise BadMessage(f"message is {len(body)} characters, more than any job ({MAX_BODY_CHARS})")
     try:
         data: Any = json.loads(body)
     except (TypeError, ValueError, RecursionError) as exc:
