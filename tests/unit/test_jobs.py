@@ -33,6 +33,13 @@ def test_real_jobs_round_trip():
         FILE, blob_sha="", installation_id=None
     )  # a file with no blob; a delivery with no installation
     assert jobs.parse_message(added).blob_sha == ""
+    command = jobs.PrJob(
+        "acme/shop", 7, "", "", 1, "d-2", "comment", requested_by="octocat"
+    )  # /prfleet review
+    assert jobs.parse_message(command.to_message()) == command
+    assert "head_sha must be a non-empty string" in refused(
+        body(FILE, head_sha="")
+    )  # a file job has its head
 
 
 def test_a_path_longer_than_any_checkout_allows_is_refused_at_parse_time():

@@ -101,7 +101,7 @@ MAX_BODY_CHARS = 32 * 1024
 _STRINGS: dict[type, dict[str, tuple[bool, int]]] = {  # field -> (may be empty, max characters)
     PrJob: {
         "repo": (False, MAX_REPO_CHARS),
-        "head_sha": (False, MAX_SHA_CHARS),
+        "head_sha": (True, MAX_SHA_CHARS),  # empty: `/prfleet review` or Re-run, the planner reads the head
         "base_sha": (True, MAX_SHA_CHARS),
         "delivery_id": (False, MAX_NAME_CHARS),
         "action": (False, MAX_NAME_CHARS),
