@@ -67,43 +67,114 @@ def requeue_body(body: str, spent_micros: int = 0) -> str:
     return job.next_attempt(spent_micros).to_message() if isinstance(job, FileJob) else body
 
 
+EXCERPT_CHARS = 200
+
+
+def excerpt(body: str, limit: int = EXCERPT_CHARS) -> str:
+    """The start of a message body for a log line: enough to recognise it, never a whole huge body."""
+    text = body if isinstance(body, str) else repr(body)
+    return text if len(text) <= limit else f"{text[:limit]}...[{len(text) - limit} more characters]"
+
+
 def pr_key(repo: str, number: int) -> str:
     return f"PR#{repo}#{number}"
 
 
 _KINDS: dict[str, type[PrJob] | type[FileJob]] = {"pr": PrJob, "file": FileJob}
 
+# Bounds past which a field cannot name anything real, so such a job is refused here rather than failing later
+# (a 200 KB path made the run item pass DynamoDB's 400 KB item limit, so its failure could not be recorded).
+# - Git stores tree paths unbounded (git's fsck.h: "no limits at all on the size of the path we find in a tree"),
+#   but no file system checks out a path over Linux's PATH_MAX, 4096 bytes including the NUL
+#   (include/uapi/linux/limits.h), so neither a clone nor GitHub's diff can show one: 4095 bytes of UTF-8.
+# - A GitHub owner is at most 39 characters and a repository name at most 100 ("Repository limits",
+#   https://docs.github.com/en/repositories/creating-and-managing-repositories/repository-limits): 140 for both.
+# - A git object name is 40 hex digits (SHA-1) or 64 (SHA-256 repositories, git's hash-function-transition doc).
+MAX_PATH_BYTES = 4095
+MAX_REPO_CHARS = 39 + 1 + 100
+MAX_SHA_CHARS = 64
+MAX_NAME_CHARS = 200  # delivery ids (GUIDs), agent names, actions, logins: generous, far below any item limit
+# A whole message: every field at its bound is under 14 KB even with the path JSON-escaped (\uXXXX, up to 6
+# characters per byte pair), so a longer body is not a prfleet job, whatever fields it carries.
+MAX_BODY_CHARS = 32 * 1024
+
+_STRINGS: dict[type, dict[str, tuple[bool, int]]] = {  # field -> (may be empty, max characters)
+    PrJob: {
+        "repo": (False, MAX_REPO_CHARS),
+        "head_sha": (True, MAX_SHA_CHARS),  # empty: `/prfleet review` or Re-run, the planner reads the head
+        "base_sha": (True, MAX_SHA_CHARS),
+        "delivery_id": (False, MAX_NAME_CHARS),
+        "action": (False, MAX_NAME_CHARS),
+    },
+    FileJob: {
+        "repo": (False, MAX_REPO_CHARS),
+        "head_sha": (False, MAX_SHA_CHARS),
+        "base_sha": (True, MAX_SHA_CHARS),
+        "path": (False, MAX_PATH_BYTES),
+        "blob_sha": (True, MAX_SHA_CHARS),  # empty: the file has no blob at the head (nothing cacheable)
+        "agent": (False, MAX_NAME_CHARS),
+        "delivery_id": (False, MAX_NAME_CHARS),
+    },
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a number
+
+
+def _check(cls: type[PrJob] | type[FileJob], kind: str, values: dict[str, Any]) -> None:
+    """Every field of its JSON type and within what it could ever be; BadMessage names the first that is not."""
+    if not _is_int(values["number"]) or values["number"] <= 0:
+        raise BadMessage(f"{kind} job: number must be a positive integer")
+    for name, (may_be_empty, limit) in _STRINGS[cls].items():
+        value = values[name]
+        if not isinstance(value, str):
+            raise BadMessage(f"{kind} job: {name} must be a string, not {type(value).__name__}")
+        if not value and not may_be_empty:
+            raise BadMessage(f"{kind} job: {name} must be a non-empty string")
+        size = len(value.encode("utf-8", "surrogatepass")) if name == "path" else len(value)
+        if size > limit:
+            unit = "bytes" if name == "path" else "characters"
+            raise BadMessage(f"{kind} job: {name} is {size} {unit}, more than any real one ({limit})")
+    if "/" not in values["repo"].strip("/"):
+        raise BadMessage(f"{kind} job: repo must be owner/name")
+    if "\x00" in values.get("path", ""):
+        raise BadMessage(f"{kind} job: path contains a NUL character")
+    inst = values["installation_id"]
+    if inst is not None and (not _is_int(inst) or inst <= 0):
+        raise BadMessage(f"{kind} job: installation_id must be a positive integer or null")
+    by = values.get("requested_by")
+    if by is not None and (not isinstance(by, str) or not by or len(by) > MAX_NAME_CHARS):
+        raise BadMessage(f"{kind} job: requested_by must be a login or null")
+    for name in ("attempt", "spent_micros"):
+        if name in values and (not _is_int(values[name]) or values[name] < 0):
+            raise BadMessage(f"{kind} job: {name} must be a non-negative integer")
+
 
 def parse_message(body: str) -> PrJob | FileJob:
-    """Parse and validate one SQS body; BadMessage names what is wrong."""
+    """Parse and validate one SQS body; BadMessage names what is wrong.
+
+    Every field is checked for its JSON type and bounds here, so a job that could never run is refused at once,
+    with its reason, instead of failing far from the cause (and going to the DLQ unexplained)."""
+    if isinstance(body, str) and len(body) > MAX_BODY_CHARS:
+        raise BadMessage(f"message is {len(body)} characters, more than any job ({MAX_BODY_CHARS})")
     try:
         data: Any = json.loads(body)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise BadMessage(f"message is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadMessage("message is not a JSON object")
     kind = data.get("kind")
     cls = _KINDS.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise BadMessage(f"unknown job kind {kind!r}")
+        raise BadMessage(f"unknown job kind {str(kind)[:40]!r}")
     if data.get("v") != VERSION:
-        raise BadMessage(f"unsupported job version {data.get('v')!r}")
+        raise BadMessage(f"unsupported job version {str(data.get('v'))[:40]!r}")
     values = {}
     for f in fields(cls):
         if f.name in data:
             values[f.name] = data[f.name]
         elif f.default is MISSING:
             raise BadMessage(f"{kind} job lacks {f.name!r}")
-    if not isinstance(values["number"], int) or values["number"] <= 0:
-        raise BadMessage("number must be a positive integer")
-    for name in (
-        ("repo", "delivery_id") if cls is PrJob else ("repo", "head_sha", "delivery_id", "path", "agent")
-    ):
-        if not isinstance(values[name], str) or not values[name]:
-            raise BadMessage(f"{name} must be a non-empty string")
-    for name in ("attempt", "spent_micros"):
-        if name in values and (
-            not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 0
-        ):
-            raise BadMessage(f"{name} must be a non-negative integer")
+    _check(cls, kind, values)
     return cls(**values)

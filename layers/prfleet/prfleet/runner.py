@@ -18,6 +18,11 @@ from prfleet.config import settings
 from prfleet.jobs import FileJob
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
+# A run's heartbeat and the circuit are read at most this often during a run (not on every model call): the sweeper
+# takes a run for stuck, and another worker may take it over, only after state's 300 s of silence (5x this), and
+# a circuit opened meanwhile is met by the call itself (the spend-limit error is not billed and defers the job).
+HEARTBEAT_EVERY_S = 60.0
+CIRCUIT_RECHECK_S = 60.0
 
 
 class RetryLater(Exception):
@@ -109,6 +114,8 @@ class LedgerGuard:
         counter: Any = None,
         circuit_check: Any = None,
         on_spend_limit: Any = None,
+        claimed_at: float | None = None,
+        circuit_read_at: float | None = None,
     ) -> None:
         self.ledger = ledger
         self.model = model
@@ -125,6 +132,10 @@ class LedgerGuard:
         self.circuit_check = circuit_check  # () -> reason or None
         self.on_spend_limit = on_spend_limit  # (reason) -> None
         self.spend_limited: str | None = None
+        # When the run last proved itself alive (the claim counts) and the circuit was last read; None: never, so
+        # the first call refreshes the heartbeat and reads the circuit.
+        self.beat_at = float("-inf") if claimed_at is None else claimed_at
+        self.circuit_at = float("-inf") if circuit_read_at is None else circuit_read_at
         self.estimates: list[str] = []  # why each estimated booking was made (logged with the run's outcome)
         self._prev: tuple[str, list[Any], int] | None = None  # (system+tools, messages, prompt tokens)
 
@@ -149,13 +160,20 @@ class LedgerGuard:
                 self.emit("error", error_type="count_tokens", message=f"{type(exc).__name__}: {exc}"[:300])
         return budget.input_bound(head + _text(messages))
 
+    def _heartbeat(self) -> None:
+        """Refresh the run's heartbeat once HEARTBEAT_EVERY_S has passed; RunInProgress if it is no longer ours."""
+        now = self.clock()
+        if now - self.beat_at >= HEARTBEAT_EVERY_S:
+            state.heartbeat(self.job, self.run_id, now=now)
+            self.beat_at = now
+
     def before_call(self, model: str, params: dict[str, Any]) -> _Call:
-        state.heartbeat(
-            self.job, self.run_id, now=self.clock()
-        )  # first: a run no longer ours reserves nothing
-        reason = self.circuit_check() if self.circuit_check else None
-        if reason:
-            raise CircuitOpen(reason)
+        self._heartbeat()  # first: a run no longer ours reserves nothing
+        if self.circuit_check and self.clock() - self.circuit_at >= CIRCUIT_RECHECK_S:
+            self.circuit_at = self.clock()
+            reason = self.circuit_check()
+            if reason:
+                raise CircuitOpen(reason)
         bound = self._input_bound(params)
         geo = str(params.get("inference_geo") or "us")  # not fixed by the request: the dearest geo
         max_tokens = int(params["max_tokens"])
@@ -196,7 +214,7 @@ class LedgerGuard:
             self.spent += cost
         self._prev = (token.head, token.messages, tokens.prompt)
         _spend_signal(status, self.emit)
-        state.heartbeat(self.job, self.run_id, now=self.clock())
+        self._heartbeat()
         return cost if status.booked else 0
 
     def on_error(self, token: _Call, exc: BaseException) -> int:
@@ -205,6 +223,7 @@ class LedgerGuard:
         limit = billing.spend_limit(exc)
         if limit:
             self.spend_limited = limit
+            self.circuit_at = float("-inf")  # the next call reads the circuit this error opened
             if self.on_spend_limit:
                 self.on_spend_limit(limit)
         verdict = billing.classify(exc, started=token.started)
@@ -334,9 +353,9 @@ def _process(
     spec = specs.get(job.agent)
     emit = emitter.bind(run_id=run_id, agent=job.agent, model=getattr(spec, "model", None)).emit
 
-    done = _already_done(gh_for, job, run_id)
-    if done:
-        return done
+    # No read of the run here: a redelivered job whose run is finished is refused by the conditional write of
+    # whichever path it takes (finish_run for skipped / superseded / cached, start_run otherwise), and that refusal
+    # counts the run's outcome (_already_done), so the common first delivery pays no extra GetItem.
 
     if spec is None:
         return _end(
@@ -391,7 +410,9 @@ def _process(
     )
     ledger = make_ledger()
     try:
-        carried = max(state.start_run(job, run_id, spec.model, now=clock()), job.spent_micros)
+        claimed_at = clock()
+        claimed = state.start_run(job, run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
+        carried = max(claimed, job.spent_micros)
     except state.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
         # if it dies, its run goes stale and the sweeper re-queues the job.
@@ -400,6 +421,7 @@ def _process(
             return done
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
+    circuit_read_at = clock()
     blocked = circuit_reason(ledger)  # after the claim: a duplicate delivery cannot defer the job twice
     if blocked:
         return _defer_on_circuit(
@@ -427,6 +449,8 @@ def _process(
         counter=_token_counter(anthropic_client) if cfg.exact_input_tokens else None,
         circuit_check=lambda: circuit_reason(ledger),
         on_spend_limit=lambda reason: open_circuit(ledger, reason, emit, clock=clock),
+        claimed_at=claimed_at,
+        circuit_read_at=circuit_read_at,
     )
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     try:
@@ -486,6 +510,14 @@ def _process(
             state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
         except state.RunInProgress:
             pass  # marked stuck and taken over meanwhile: that worker owns the run now
+        except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
+            # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
+            # say so, and let the handler see the job's error, not this one.
+            emit(
+                "error",
+                error_type="RunNotReleased",
+                message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
+            )
         raise
 
     if guard.spend_limited:
@@ -624,10 +656,27 @@ def _already_done(gh_for: Any, job: FileJob, run_id: str) -> Outcome | None:
     return Outcome(previous["status"], previous.get("run_id", run_id), posted=posted, reason="already done")
 
 
+def killed_reason(silence: str) -> str:
+    """Why the sweeper fails a run whose last delivery died: no handler code ran to say it."""
+    return (
+        "the job's last delivery ended without an outcome (its invocation was killed: Lambda timeout or crash; "
+        f"{silence}); its message is in the dead-letter queue"
+    )
+
+
 def fail(gh_for: Any, job: FileJob, emitter: Any, reason: str, error_type: str) -> Outcome:
     """Last delivery of a job that keeps failing: record the failure so the PR's review still completes."""
     run_id = uuid.uuid4().hex[:16]
-    emit = emitter.bind(run_id=run_id, agent=job.agent).emit
+    # The job's own context too: the sweeper's emitter has none, and whoever drains the DLQ looks up the delivery.
+    emit = emitter.bind(
+        run_id=run_id,
+        agent=job.agent,
+        repository=job.repo,
+        pr=job.number,
+        head_sha=job.head_sha,
+        path=job.path,
+        delivery_id=job.delivery_id,
+    ).emit
     emit("error", error_type=error_type, message=reason)
     return _end(gh_for, job, run_id, "failed", emit, reason=reason)
 

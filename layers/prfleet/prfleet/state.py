@@ -272,10 +272,19 @@ class RunInProgress(Exception):
 
 
 def start_run(
-    job: FileJob, run_id: str, model: str, *, now: float | None = None, stale_after: int = 300
+    job: FileJob,
+    run_id: str,
+    model: str,
+    *,
+    now: float | None = None,
+    stale_after: int = 300,
+    last_delivery: bool = False,
 ) -> int:
     """Claim the job's run: refused while another worker's run is alive (heartbeat newer than `stale_after`).
 
+    `last_delivery`: this is the message's last receive before SQS dead-letters it. Stored on the run, so that if
+    this invocation is killed (Lambda timeout, crash: no handler code runs to record anything) the sweeper's stuck
+    check fails the run with that reason instead of re-queuing a copy of a message that is already in the DLQ.
     Returns what earlier attempts of this job already spent (a deferred or rate-limited attempt pays for the calls
     it made), so the run's cost stays the sum of everything the job cost.
     """
@@ -288,6 +297,7 @@ def start_run(
         "agent": job.agent,
         "model": model,
         "status": "running",
+        "last_delivery": bool(last_delivery),
         "created_at": int(now),
         "updated_at": int(now),
         "expires_at": int(now) + RUN_TTL,

@@ -31,7 +31,11 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         job = parse_message(run["job"])
         counts["stuck"] += 1
         emitter.bind(run_id=run.get("run_id"), agent=job.agent).emit("stuck", path=job.path, reason=reason)
-        if times <= MAX_STUCK_RETRIES:
+        if run.get("last_delivery"):
+            # Killed on the message's last receive: SQS dead-letters it; a re-queued copy would run it twice.
+            runner.fail(gh_for, job, emitter, runner.killed_reason(reason), "InvocationKilled")
+            counts["stuck_failed"] += 1
+        elif times <= MAX_STUCK_RETRIES:
             # retried once, as the next attempt; the next worker's claim keeps stuck_count
             queue.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
         else:

@@ -42,7 +42,9 @@ def bench_jobcost(files: int = 10, timeout: float = 300.0) -> dict[str, Any]:
 
     with (
         tempfile.TemporaryDirectory(prefix="prfleet-jobcost-") as tmp,
-        sandbox(Path(tmp), sweep_interval=None) as box,
+        # visibility longer than a job here (AWS: 1800 s); the 3 s default redelivers jobs still running, and
+        # each duplicate delivery's reads would be counted against the job
+        sandbox(Path(tmp), sweep_interval=None, visibility_timeout=60) as box,
     ):
         base = {"README.md": "# bench\n", "core/__init__.py": '"""Core."""\n'}
         box.repo.commit(base, "Initial", branch="main")
