@@ -30,40 +30,8 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         _record(record, context)
 
 
-def receive_count(record: SQSRecord) -> int:
-    """How many times SQS has delivered this message (0 when the record does not say: never fail over a log)."""
-    try:
-        return int(record.attributes.approximate_receive_count)
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
-def parse(record: SQSRecord) -> jobs.FileJob:
-    """The record's file job; a message that is not one is logged with its id and reason, then raised (Powertools'
-    BatchProcessor logs failed records at debug level only: without this the DLQ holds it unexplained)."""
-    try:
-        job = jobs.parse_message(record.body)
-        if not isinstance(job, jobs.FileJob):
-            raise jobs.BadMessage("agent received a PR job")
-    except jobs.BadMessage as exc:
-        logger.set_correlation_id(None)
-        logger.error(
-            "bad message",
-            extra={
-                "event": "bad_message",
-                "message_id": record.message_id,
-                "reason": events.redact(str(exc))[:500],
-                "receive_count": receive_count(record),
-                "body_chars": len(record.body or ""),
-                "body_start": events.redact(jobs.excerpt(record.body or "")),
-            },
-        )
-        raise
-    return job
-
-
 def _record(record: SQSRecord, context: Any) -> None:
-    job = parse(record)
+    job = queue.parse_record(record, jobs.FileJob, logger)
     logger.set_correlation_id(job.delivery_id)
     emitter = events.Emitter(
         logger,
@@ -75,7 +43,7 @@ def _record(record: SQSRecord, context: Any) -> None:
         delivery_id=job.delivery_id,
         agent=job.agent,
     )
-    final_attempt = int(record.attributes.approximate_receive_count) >= settings().max_receive_count
+    final_attempt = queue.receive_count(record) >= settings().max_receive_count
     try:
         runner.process(
             job,

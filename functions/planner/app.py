@@ -27,40 +27,8 @@ def record_handler(record: SQSRecord, context: Any) -> None:
         _record(record, context)
 
 
-def receive_count(record: SQSRecord) -> int:
-    """How many times SQS has delivered this message (0 when the record does not say: never fail over a log)."""
-    try:
-        return int(record.attributes.approximate_receive_count)
-    except (KeyError, TypeError, ValueError):
-        return 0
-
-
-def parse(record: SQSRecord) -> jobs.PrJob:
-    """The record's PR job; a message that is not one is logged with its id and reason, then raised (Powertools'
-    BatchProcessor logs failed records at debug level only: without this the DLQ holds it unexplained)."""
-    try:
-        job = jobs.parse_message(record.body)
-        if not isinstance(job, jobs.PrJob):
-            raise jobs.BadMessage("planner received a file job")
-    except jobs.BadMessage as exc:
-        logger.set_correlation_id(None)
-        logger.error(
-            "bad message",
-            extra={
-                "event": "bad_message",
-                "message_id": record.message_id,
-                "reason": events.redact(str(exc))[:500],
-                "receive_count": receive_count(record),
-                "body_chars": len(record.body or ""),
-                "body_start": events.redact(jobs.excerpt(record.body or "")),
-            },
-        )
-        raise
-    return job
-
-
 def _record(record: SQSRecord, context: Any) -> None:
-    job = parse(record)
+    job = queue.parse_record(record, jobs.PrJob, logger)
     logger.set_correlation_id(job.delivery_id)
     deadline = time.time() + context.get_remaining_time_in_millis() / 1000.0 - DEADLINE_MARGIN_S
     try:
@@ -77,7 +45,7 @@ def _record(record: SQSRecord, context: Any) -> None:
         return
     except Exception as exc:
         # Retried by SQS, then dead-lettered: the reason must be in the log under the delivery id.
-        receives = receive_count(record)
+        receives = queue.receive_count(record)
         logger.exception(
             "planning failed",
             extra={

@@ -63,16 +63,21 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
             },
         )
         return None
+    return mark_in_progress(gh, job.repo, int(run["id"]), planned)
+
+
+def mark_in_progress(gh: Any, repo: str, run_id: int, planned: int) -> int:
+    """The check run in progress with its planned job count (a created run, or one a retried planner reuses)."""
     gh.update_check_run(
-        job.repo,
-        run["id"],
+        repo,
+        run_id,
         status="in_progress",
         output={
             "title": f"Reviewing: {planned} jobs",
             "summary": f"{planned} agent jobs planned for this head.",
         },
     )
-    return int(run["id"])
+    return run_id
 
 
 def finish_job(gh_for: Any, job: FileJob, outcome: str) -> str | None:

@@ -356,15 +356,5 @@ def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now
             ext = run.get("external_id")
             ours = ext == wanted if rerun else report.pr_from_external_id(ext) == job.number
             if ours and run.get("status") != "completed":
-                # The same update fanin.start_check makes after creating a run.
-                gh.update_check_run(
-                    job.repo,
-                    run["id"],
-                    status="in_progress",
-                    output={
-                        "title": f"Reviewing: {planned} jobs",
-                        "summary": f"{planned} agent jobs planned for this head.",
-                    },
-                )
-                return int(run["id"])
+                return fanin.mark_in_progress(gh, job.repo, int(run["id"]), planned)
     return fanin.start_check(gh, job, planned=planned)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
+from prfleet import events
 from prfleet.aws import client
 from prfleet.config import settings
-from prfleet.jobs import FileJob, PrJob
+from prfleet.jobs import BadMessage, FileJob, PrJob, excerpt, parse_message
+
+J = TypeVar("J", PrJob, FileJob)
 
 MAX_DELAY = 900  # SQS DelaySeconds upper bound: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
 
@@ -47,3 +51,36 @@ def send_raw(body: str, *, queue_url: str | None = None, delay: int = 0) -> None
     client("sqs").send_message(
         QueueUrl=queue_url or settings().jobs_queue_url, MessageBody=body, DelaySeconds=min(delay, MAX_DELAY)
     )
+
+
+def receive_count(record: Any) -> int:
+    """How many times SQS has delivered this message (0 when the record does not say: never fail over a log)."""
+    try:
+        return int(record.attributes.approximate_receive_count)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return 0
+
+
+def parse_record(record: Any, kind: type[J], logger: Any) -> J:
+    """The record's job of `kind`; a message that is not one is logged at ERROR with its id and reason, then
+    raised (Powertools' BatchProcessor logs failed records at debug level only: without this the DLQ would hold it
+    unexplained)."""
+    try:
+        job = parse_message(record.body)
+        if not isinstance(job, kind):
+            raise BadMessage(f"expected a {kind.__name__}, got a {type(job).__name__}")
+    except BadMessage as exc:
+        logger.set_correlation_id(None)
+        logger.error(
+            "bad message",
+            extra={
+                "event": "bad_message",
+                "message_id": record.message_id,
+                "reason": events.redact(str(exc))[:500],
+                "receive_count": receive_count(record),
+                "body_chars": len(record.body or ""),
+                "body_start": events.redact(excerpt(record.body or "")),
+            },
+        )
+        raise
+    return job
