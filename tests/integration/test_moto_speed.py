@@ -15,6 +15,18 @@ from moto import mock_aws
 from prfleet_local.stack import moto_speed
 
 
+@pytest.fixture(autouse=True)
+def _in_process_aws(monkeypatch):
+    """moto's in-process mock, whatever an earlier test left in the environment (a local stack's endpoint)."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("AWS_ENDPOINT_URL") or name == "AWS_PROFILE":
+            monkeypatch.delenv(name)
+    for k, v in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}.items():
+        monkeypatch.setenv(k, v)
+
+
 def _both(run: Callable[[], Any]) -> tuple[Any, Any]:
     """run() under moto's own code and under the patches, each in a fresh mock."""
     out = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -112,13 +114,15 @@ def webhook_events() -> set[str]:
     return names - {"ping"}
 
 
-def test_the_manifest_asks_for_exactly_what_prfleet_uses(capsys):
+def test_the_manifest_asks_for_exactly_what_prfleet_uses():
     url = "https://abc123.execute-api.us-east-1.amazonaws.com/webhook"
-    assert (
-        main(["github-app", "manifest", "--webhook-url", url, "--redirect-url", "https://example.com/done"])
-        == 0
+    argv = ["github-app", "manifest", "--webhook-url", url, "--redirect-url", "https://example.com/done"]
+    # Its own process: stdout is then the command's alone (a thread an earlier test left could print into capsys).
+    proc = subprocess.run(
+        [sys.executable, "-m", "prfleet_local.cli", *argv], capture_output=True, text=True, timeout=60
     )
-    data = json.loads(capsys.readouterr().out)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads(proc.stdout)
     assert data["hook_attributes"] == {"url": url, "active": True}
     assert data["default_permissions"] == {
         "pull_requests": "write",
