@@ -3,6 +3,7 @@ code answers: same items in the same order and pages, same messages, same attrib
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
 from typing import Any
@@ -175,3 +176,81 @@ def test_a_message_past_its_retention_period_is_not_received(monkeypatch):
             assert sqs.receive_message(QueueUrl=q).get("Messages", []) == []
     finally:
         moto_speed.revert()
+
+
+def _transactions() -> list[Any]:
+    ddb = boto3.client("dynamodb", region_name="us-east-1")
+    _table(ddb, "ledger", "S")
+    _table(ddb, "hashonly", None)
+    for i in range(30):
+        ddb.put_item(TableName="ledger", Item={"pk": {"S": "day"}, "sk": {"S": f"r{i}"}, "n": {"N": str(i)}})
+        ddb.put_item(TableName="hashonly", Item={"pk": {"S": f"h{i}"}, "n": {"N": "0"}})
+
+    def add(table: str, key: dict[str, Any], n: int, cond: str | None = None) -> dict[str, Any]:
+        op: dict[str, Any] = {
+            "TableName": table,
+            "Key": key,
+            "UpdateExpression": "ADD n :n",
+            "ExpressionAttributeValues": {":n": {"N": str(n)}},
+        }
+        if cond:
+            op["ConditionExpression"] = cond
+            op["ExpressionAttributeValues"][":lim"] = {"N": "100"}
+        return {"Update": op}
+
+    day = {"pk": {"S": "day"}, "sk": {"S": "r3"}}
+    cases = [
+        # applied: an update on each table, a put of a new item, a delete
+        [
+            add("ledger", day, 5),
+            add("hashonly", {"pk": {"S": "h1"}}, 7),
+            {
+                "Put": {
+                    "TableName": "ledger",
+                    "Item": {"pk": {"S": "day"}, "sk": {"S": "new"}, "n": {"N": "1"}},
+                }
+            },
+            {"Delete": {"TableName": "hashonly", "Key": {"pk": {"S": "h2"}}}},
+        ],
+        # cancelled by the last item's condition: the earlier writes (applied by moto before it) are undone
+        [
+            add("ledger", day, 50),
+            {"Put": {"TableName": "hashonly", "Item": {"pk": {"S": "fresh"}, "n": {"N": "1"}}}},
+            {"Delete": {"TableName": "ledger", "Key": {"pk": {"S": "day"}, "sk": {"S": "r4"}}}},
+            add("ledger", {"pk": {"S": "day"}, "sk": {"S": "r9"}}, 200, cond="n > :lim"),
+        ],
+        # refused: the same item twice
+        [add("ledger", day, 1), add("ledger", day, 1)],
+        # cancelled by a ConditionCheck on a missing item
+        [
+            add("hashonly", {"pk": {"S": "h5"}}, 3),
+            {
+                "ConditionCheck": {
+                    "TableName": "ledger",
+                    "Key": {"pk": {"S": "day"}, "sk": {"S": "nobody"}},
+                    "ConditionExpression": "attribute_exists(pk)",
+                }
+            },
+        ],
+    ]
+    out: list[Any] = []
+    for items in cases:
+        try:
+            ddb.transact_write_items(TransactItems=items)
+            out.append("applied")
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons")
+            out.append((exc.response["Error"]["Code"], [r.get("Code") for r in reasons or []]))
+        for table in ("ledger", "hashonly"):
+            out.append(
+                sorted(ddb.scan(TableName=table)["Items"], key=lambda i: json.dumps(i, sort_keys=True))
+            )
+    return out
+
+
+def test_transactions_apply_cancel_and_refuse_as_moto_does():
+    own, patched = _both(_transactions)
+    assert own == patched
+    outcomes = [x for x in own if not isinstance(x, list)]
+    assert outcomes[0] == "applied" and outcomes[1][0] == "TransactionCanceledException"
+    assert outcomes[2][0] == "ValidationException" and outcomes[3][0] == "TransactionCanceledException"

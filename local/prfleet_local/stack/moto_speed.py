@@ -1,4 +1,4 @@
-"""Two of moto's hot paths made proportional to what they return, with the same answers, for the serialized server.
+"""Three of moto's hot paths made proportional to what they touch, with the same answers, for the serialized server.
 
 At soak depth the local stack stalled behind moto, not behind prfleet (docs/reliability.md, default scale): every
 request waits on the serialized server's one lock, and two operations cost time in proportion to everything stored:
@@ -13,6 +13,12 @@ request waits on the serialized server's one lock, and two operations cost time 
 - DynamoDB Query on a table's own key (`Table.query`): moto sorts every item of the table (`all_items`), then
   keeps those of the partition. Here only the queried partition is read and sorted, which is the same list in the
   same order: items of one partition sorted by range key. 665 ms at 6,000 items before.
+- DynamoDB TransactWriteItems (`DynamoDBBackend.transact_write_items`): before applying anything moto deep-copies
+  every table the transaction names, to roll back if it is cancelled; the ledger's transactions name the state
+  table, which holds every run and head file list of the day, so each one copied megabytes (seen with py-spy in a
+  default-scale soak: the moto process CPU-bound in `Item.__deepcopy__` under `transact_write_items`, 7 GB
+  resident). Here only the items the transaction names are copied, and restored in place if it is cancelled or
+  refused: a transaction can change nothing else.
 
 Both patches apply only in the server process (`moto_proc.main`); `tests/integration/test_moto_speed.py` checks
 that each patched call returns what moto's own returns.
@@ -29,6 +35,7 @@ def apply() -> None:
     """Patch moto in this process (idempotent)."""
     if _saved:
         return
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
     from moto.sqs.models import SQSBackend
 
@@ -37,7 +44,9 @@ def apply() -> None:
         attributes=SQSBackend.get_queue_attributes,
         query=Table.query,
         all_items=Table.all_items,
+        transact=DynamoDBBackend.transact_write_items,
     )
+    DynamoDBBackend.transact_write_items = _transact_write_items
     SQSBackend.is_message_valid_based_on_retention_period = _valid_for_retention
     SQSBackend.get_queue_attributes = _get_queue_attributes
     Table.query = _query
@@ -48,9 +57,11 @@ def revert() -> None:
     """Put moto's own methods back (for the equivalence tests)."""
     if not _saved:
         return
+    from moto.dynamodb.models import DynamoDBBackend
     from moto.dynamodb.models.table import Table
     from moto.sqs.models import SQSBackend
 
+    DynamoDBBackend.transact_write_items = _saved["transact"]
     SQSBackend.is_message_valid_based_on_retention_period = _saved["retention"]
     SQSBackend.get_queue_attributes = _saved["attributes"]
     Table.query = _saved["query"]
@@ -103,3 +114,75 @@ def _all_items(self: Any) -> list[Any]:
     if not self.range_key_attr:
         return [part]
     return sorted(part.values(), key=lambda x: x.range_key)
+
+
+class _NoTableCopy:
+    """The `copy` module as moto's DynamoDB models see it during one transaction: a Table is not copied (the
+    items it names are, by _transact_write_items), everything else is."""
+
+    def __getattr__(self, name: str) -> Any:
+        import copy
+
+        return getattr(copy, name)
+
+    @staticmethod
+    def deepcopy(x: Any, memo: Any = None) -> Any:
+        import copy
+
+        from moto.dynamodb.models.table import Table
+
+        return x if isinstance(x, Table) else copy.deepcopy(x, memo)
+
+
+def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> Any:
+    import copy
+
+    import moto.dynamodb.models as models
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    snapshots = []
+    try:
+        for entry in transact_items:
+            ((op_type, op),) = entry.items()
+            table = self.tables.get(op.get("TableName"))
+            if table is None:
+                continue
+            raw = op["Item"] if op_type == "Put" else op["Key"]
+            hk = DynamoType(raw[table.hash_key_attr])
+            rk = DynamoType(raw[table.range_key_attr]) if table.range_key_attr else None
+            snapshots.append((table, hk, rk, copy.deepcopy(_stored(table, hk, rk))))
+    except Exception:  # noqa: BLE001 - a shape moto refuses: its own code says how, with its own rollback
+        return _saved["transact"](self, transact_items)
+    models.copy = _NoTableCopy()
+    try:
+        return _saved["transact"](self, transact_items)
+    except BaseException:
+        for table, hk, rk, item in reversed(snapshots):  # the first snapshot of a key is its state before
+            _restore(table, hk, rk, item)
+        raise
+    finally:
+        models.copy = copy
+
+
+def _stored(table: Any, hk: Any, rk: Any) -> Any:
+    part = table.items.get(hk)
+    if rk is None or part is None:
+        return part
+    return part.get(rk)
+
+
+def _restore(table: Any, hk: Any, rk: Any, item: Any) -> None:
+    if rk is None:
+        if item is None:
+            table.items.pop(hk, None)
+        else:
+            table.items[hk] = item
+        return
+    if item is not None:
+        table.items[hk][rk] = item
+        return
+    part = table.items.get(hk)
+    if part is not None:
+        part.pop(rk, None)
+        if not part:
+            del table.items[hk]
