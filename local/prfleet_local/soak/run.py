@@ -375,7 +375,10 @@ class Soak:
                     self.driven.replans[(name, number, head)] += 1
                 self.comment(name, number, READER)  # a reader's command is refused by the planner
             if rng.random() < s.reruns:
-                self.driven.rerun_replies.append((name, number, self.rerun(name, number)))
+                reply = self.rerun(name, number)
+                self.driven.rerun_replies.append((name, number, reply))
+                if reply == 202:  # a Re-run re-reviews the head like `/prfleet review`: a new review cycle
+                    self.driven.replans[(name, number, head)] += 1
         idle_commands = self.wait_idle(deadline)
         # Day two: the budget resets; the sweeper re-queues what was deferred.
         offset = 86400 + 3600
