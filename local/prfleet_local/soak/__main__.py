@@ -31,12 +31,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="the DailyBudgetUsd parameter (default: computed)",
     )
+    p.add_argument(
+        "--agent-timeout",
+        type=float,
+        default=d.agent_timeout,
+        help="the agent function's Timeout in seconds (template: 300); the queues' visibility keeps the template's ratio",
+    )
     p.add_argument("--timeout", type=float, default=d.timeout, help="seconds for the whole soak")
     p.add_argument("--workdir", type=Path, default=None, help="keep logs and repositories here")
     p.add_argument("--json", type=Path, default=None, help="also write the results and figures here")
     a = p.parse_args(argv)
     if a.prs < 1 or a.files < 1 or a.repos < 1:
         p.error("--prs, --files and --repos must be at least 1")
+    if a.agent_timeout < 25:
+        p.error("--agent-timeout must be at least 25 seconds (the runner keeps a 20 s margin)")
     scale = Scale(
         prs=a.prs,
         files=a.files,
@@ -45,10 +53,12 @@ def main(argv: list[str] | None = None) -> int:
         fault_rate=a.fault_rate,
         budget_fraction=a.budget_fraction,
         timeout=a.timeout,
+        agent_timeout=a.agent_timeout,
     )
     print(
         f"prfleet soak: {scale.prs} PRs x {scale.files} files x {scale.agents} agents on {scale.repos} "
-        f"repositories, fault rate {scale.fault_rate}",
+        f"repositories, fault rate {scale.fault_rate}, agent Timeout {scale.agent_timeout:g} s, "
+        f"visibility {scale.visibility_timeout()} s",
         flush=True,
     )
     results, figures = soak(scale, a.workdir)

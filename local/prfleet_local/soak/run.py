@@ -65,6 +65,17 @@ class Scale:
     daily_budget_usd: float | None = None  # overrides the computed day-one budget
     agent_timeout: float = 60.0  # seconds (the template: 300; the runner keeps a 20 s margin)
 
+    def visibility_timeout(self) -> int:
+        """The queues' visibility timeout at the template's own ratio to the agent's Timeout (JobsQueue 1,800 s for
+        300 s: six times, as Lambda's SQS guide asks, https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html).
+        A shorter one sends live jobs back as duplicate deliveries AWS would not make (1,713 at depth with 3 s)."""
+        from prfleet_local.stack import template as tpl
+
+        t = tpl.load()
+        queue = tpl.resources(t, "AWS::SQS::Queue")["JobsQueue"]["Properties"]["VisibilityTimeout"]
+        ratio = int(queue) / float(tpl.function_setting(t, "AgentFunction", "Timeout"))
+        return math.ceil(ratio * self.agent_timeout)
+
 
 @dataclass
 class Driven:
@@ -175,7 +186,7 @@ class Soak:
             webhook_secret=uuid.uuid4().hex,
             parameters={"DailyBudgetUsd": self.daily_budget, "PrBudgetUsd": 1000, "MaxReceiveCount": 3},
             sweep_interval=None,
-            visibility_timeout=3,
+            visibility_timeout=s.visibility_timeout(),
             # A hung agent is abandoned at its Timeout; 300 s would idle a poller for five minutes per hang.
             function_timeouts={"AgentFunction": s.agent_timeout},
         )

@@ -787,11 +787,17 @@ class LocalStack:
         return self.ctx.refs[logical]
 
     def queue_depth(self, logical: str) -> int:
+        """Every message the queue still holds: visible, in flight, and delayed (a RetryLater's DelaySeconds: it
+        is in neither of the other two counts, https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html)."""
+        names = [
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ]
         attrs = self.client("sqs").get_queue_attributes(
-            QueueUrl=self.queue_url(logical),
-            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            QueueUrl=self.queue_url(logical), AttributeNames=names
         )["Attributes"]
-        return int(attrs["ApproximateNumberOfMessages"]) + int(attrs["ApproximateNumberOfMessagesNotVisible"])
+        return sum(int(attrs.get(n, 0)) for n in names)
 
     def wait_idle(self, timeout: float = 60.0, queues: tuple[str, ...] = ("PrQueue", "JobsQueue")) -> bool:
         """True once the work queues are empty and no handler is running (checked twice in a row)."""
