@@ -153,9 +153,16 @@ DEFAULT_LIMITS: dict[str, dict[str, int]] = {
 DEFAULT_EFFORT = {"review": "high", "tests": "low", "docs": "low"}
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 MODEL_MAX_OUTPUT = 128_000  # Sonnet 5.5 / Haiku 5.5 model pages; a continuation never asks for more
-# Models that take output_config.effort and adaptive thinking (the 5.x family and Opus 4.6+ model pages);
-# older models get neither, so a configured older model never receives a field it rejects.
-_EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|fable-|mythos-)")
+# Models that take both output_config.effort and adaptive thinking, matched on the Claude API id the price table
+# resolves any provider's spelling to (a Bedrock profile "global.anthropic.claude-opus-4-6-v1" is
+# claude-opus-4-6). Effort: Fable 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7, Opus 4.6, Sonnet 5, Sonnet 4.6 and
+# Opus 4.5 (https://platform.claude.com/docs/en/build-with-claude/effort) and the 5.5 family (model pages).
+# Adaptive thinking: the same without Opus 4.5, which needs a manual budget_tokens
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html: Opus 4.7,
+# Opus 4.6, Sonnet 4.6 and the 5.x models; "older models (Claude Sonnet 4.5, Claude Opus 4.5, etc.) do not
+# support adaptive thinking"). The loop sends the two together, so Opus 4.5 and older models get neither and a
+# configured older model never receives a field it rejects.
+_EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|sonnet-4-6|fable-|mythos-)")
 
 
 def system_prompt(agent: str) -> str:
@@ -252,8 +259,15 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
 
 
 def supports_effort(model: str) -> bool:
-    """Whether `model` takes output_config.effort and adaptive thinking (else neither is sent)."""
-    return bool(_EFFORT_MODELS.match(model))
+    """Whether `model` (in any provider's spelling) takes output_config.effort and adaptive thinking (else
+    neither is sent). A model the price table does not know is matched as spelled."""
+    from prfleet import pricing
+
+    try:
+        canonical = pricing.table().canonical(model)
+    except pricing.UnknownModel:
+        canonical = model.strip()
+    return bool(_EFFORT_MODELS.match(canonical))
 
 
 # ------------------------------------------------------------------------------------------------------- loop
@@ -262,7 +276,8 @@ def supports_effort(model: str) -> bool:
 class CallGuard(Protocol):
     """Budget hook around every model call; any exception from before_call propagates out of run_agent.
 
-    after_call prices what was served (the response's `model`, not the one asked for); on_error gets the exception
+    after_call prices what was served (the response's `model`, not the one asked for; `pricing.billed_model`:
+    the provider id invoked when the response names that id's model); on_error gets the exception
     so the guard decides whether the failed call may have been billed, and returns what it booked for it."""
 
     def before_call(self, model: str, params: dict) -> object: ...
@@ -421,16 +436,40 @@ def _block_to_param(block: Any) -> dict[str, Any]:
 
 
 def _prefix_tokens(*parts: Any) -> int:
+    """A token count of the prefix made of `parts` that the real count is not below (so a breakpoint placed
+    because of it is above the model's minimum cacheable length; an estimate that overshoots would spend a
+    breakpoint on a prefix the API does not cache)."""
     from prfleet import pricing
 
-    return pricing.estimate_input_tokens(json.dumps(parts, separators=(",", ":")))
+    return pricing.tokens_at_least(json.dumps(parts, separators=(",", ":")))
+
+
+def _visible(history: list[dict]) -> list[dict]:
+    """The history without thinking blocks, for a prefix estimate that must not overshoot: their signatures and
+    encrypted data are not text the model reads as input tokens (earlier turns' thinking is not counted as input:
+    the extended-thinking page, "thinking blocks from previous turns")."""
+    return [
+        {
+            **m,
+            "content": [
+                b
+                for b in m["content"]
+                if not (isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking"))
+            ],
+        }
+        if isinstance(m.get("content"), list)
+        else m
+        for m in history
+    ]
 
 
 def _request(
     spec: AgentSpec, system: str, tools: list[dict], history: list[dict], *, cache: bool
 ) -> dict[str, Any]:
     """The request for this iteration: effort, and at most 4 cache breakpoints, each only where its prefix
-    reaches the model's minimum cacheable length (below it the API caches nothing, so the slot is kept).
+    reaches the model's minimum cacheable length (below it the API caches nothing and raises no error: the
+    prompt-caching page, "minimum cacheable prompt length"), judged by a count the real one is not below
+    (`pricing.tokens_at_least`), so no breakpoint is spent on a prefix that would not be cached.
 
     Breakpoints, in prefix order (1h entries must precede 5m ones): the tools + system prefix shared by every
     job of the agent (`spec.shared_cache_ttl`), the PR context shared by the PR's jobs (5m), the end of the
@@ -452,8 +491,12 @@ def _request(
         if _prefix_tokens(tools, system, first) >= minimum:
             marks.append((0, len(first) - 1))
         last = len(messages) - 1
-        if last > 0 and messages[last]["role"] == "user":
-            marks.append((last, len(messages[last]["content"]) - 1))  # the whole history is above the first
+        if (
+            last > 0
+            and messages[last]["role"] == "user"
+            and _prefix_tokens(tools, system, _visible(history)) >= minimum
+        ):
+            marks.append((last, len(messages[last]["content"]) - 1))
         for index, block in marks:
             content = [dict(b) for b in messages[index]["content"]]
             content[block]["cache_control"] = CACHE
@@ -530,6 +573,8 @@ class _Loop:
     def call(self, params: dict[str, Any]) -> Any:
         import anthropic
 
+        from prfleet import pricing
+
         attempt = 0
         while True:
             attempt += 1
@@ -566,7 +611,9 @@ class _Loop:
             except BaseException as exc:
                 self.cost += int(self.guard.on_error(token, exc) or 0)
                 raise
-            self.cost += int(self.guard.after_call(token, message.usage, model=message.model) or 0)
+            # Priced by what was served; on Bedrock by the profile invoked, whose premium the served name hides.
+            billed = pricing.billed_model(params["model"], message.model)
+            self.cost += int(self.guard.after_call(token, message.usage, model=billed) or 0)
             self._record(message, attempt, started)
             return message
 
