@@ -127,6 +127,33 @@ def test_error_inside_a_200_stream_raises_the_sdk_status_error(client, server):
     assert info.value.type == "overloaded_error"
 
 
+# ----------------------------------------------------------------------------------------- rate limits
+
+
+def test_an_ordinary_429_carries_retry_after_unless_the_rule_omits_it(client, server):
+    """Rate-limits page: a 429 rate_limit_error comes "along with a retry-after header indicating how long to
+    wait"; the rule's value, else a default; `omit_retry_after` is only for tests of a client without it."""
+    server.set_faults(
+        FaultPlan(
+            rules=[
+                FaultRule("429", requests=[1]),
+                FaultRule("429", requests=[2], retry_after=7),
+                FaultRule("429", requests=[3], omit_retry_after=True),
+            ]
+        )
+    )
+    seen = []
+    for _ in range(3):
+        with pytest.raises(anthropic.RateLimitError) as info:
+            ask(client)
+        assert info.value.type == "rate_limit_error" and info.value.error_code is None
+        seen.append(info.value.response.headers.get("retry-after"))
+    assert seen == ["1", "7", None]
+    assert (
+        FaultPlan.from_dict({"rules": [{"kind": "429", "omit_retry_after": True}]}).rules[0].omit_retry_after
+    )
+
+
 # ----------------------------------------------------------------------------------------- spend limits
 
 

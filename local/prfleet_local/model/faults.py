@@ -41,6 +41,7 @@ FAULT_KINDS = (
     "context_exceeded",
     "stop_reason",
 )
+DEFAULT_RETRY_AFTER_S = 1  # an ordinary 429's retry-after when the rule sets none (whole seconds)
 BILLED_FAULTS = frozenset({"timeout_after_billing", "reset_after_read", "truncated", "stream_error"})
 
 
@@ -59,6 +60,11 @@ class FaultRule:
     )
     stop_reason: str | None = None  # for kind "stop_reason": any value, even an unknown one
     should_retry: bool | None = None  # x-should-retry header, only when set
+    # kind "429": the API sends `retry-after` with an ordinary rate limit ("a 429 error describing which rate
+    # limit was exceeded, along with a retry-after header indicating how long to wait",
+    # https://platform.claude.com/docs/en/api/rate-limits), so the server does too (retry_after, else
+    # DEFAULT_RETRY_AFTER_S); omit_retry_after leaves it out, for tests of a client without the header.
+    omit_retry_after: bool = False
     after_events: int = 3  # for streamed "truncated" / "stream_error": SSE events sent before the cut
 
     def __post_init__(self) -> None:
