@@ -294,6 +294,35 @@ def test_a_thinking_block_edited_or_sent_to_another_model_is_rejected(client):
         ask(client, model="claude-haiku-5-5", messages=[*history, {"role": "user", "content": "go on"}])
 
 
+def test_a_redacted_thinking_block_must_come_back_as_issued(client, server):
+    server.set_faults(FaultPlan(redacted_thinking=True))
+    tools = [{"name": "read_file", "input_schema": {"type": "object"}}]
+    task = '<untrusted_file path="app.py" total="2">\n1| x = eval(input())\n2| \n</untrusted_file>'
+    kw = {"tools": tools, "system": "You are the review agent."}
+    first = ask(client, messages=[{"role": "user", "content": task}], **kw)
+    blocks = [b.model_dump(exclude_none=True) for b in first.content]
+    assert [b["type"] for b in blocks][:2] == ["thinking", "redacted_thinking"] and blocks[1]["data"]
+    uses = [b["id"] for b in blocks if b["type"] == "tool_use"]
+    assert uses
+
+    def follow(content):
+        return [
+            {"role": "user", "content": task},
+            {"role": "assistant", "content": content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": u, "content": "x"} for u in uses],
+            },
+        ]
+
+    assert ask(client, messages=follow(blocks), **kw).stop_reason  # unchanged: accepted
+    edited = [blocks[0], {"type": "redacted_thinking", "data": blocks[1]["data"][:-4] + "AAAA"}, *blocks[2:]]
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `data` in `redacted_thinking`"):
+        ask(client, messages=follow(edited), **kw)
+    with pytest.raises(anthropic.BadRequestError, match="passed back unchanged"):
+        ask(client, messages=follow([blocks[0], *blocks[2:]]), **kw)  # dropped
+
+
 def test_below_the_minimum_cacheable_length_nothing_is_cached(server):
     small = anthropic.Anthropic(base_url=server.url, api_key="offline-small-prefix", max_retries=0)
     system = [{"type": "text", "text": "Review code.", "cache_control": {"type": "ephemeral"}}]

@@ -95,6 +95,9 @@ class FaultPlan:
     refuse_models: list[str] = field(default_factory=list)  # models that refuse every request
     served_models: dict[str, str] = field(default_factory=dict)  # requested -> the model the response names
     cache_minimums: bool = True  # False caches prefixes of any length (more lenient than the API: demos only)
+    # Every turn that thinks also returns a redacted_thinking block (encrypted `data` the server verifies when it
+    # comes back, like a signature). Off by default: the current models do not produce them (thinking.py).
+    redacted_thinking: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -112,6 +115,7 @@ class FaultPlan:
             refuse_models=[str(m) for m in data.get("refuse_models", [])],
             served_models={str(k): str(v) for k, v in data.get("served_models", {}).items()},
             cache_minimums=bool(data.get("cache_minimums", True)),
+            redacted_thinking=bool(data.get("redacted_thinking", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -565,6 +565,10 @@ class ModelServer:
             blocks.append({"type": "thinking", "thinking": text, "signature": signature})
             if signature:
                 signatures.append(signature)
+                if self.plan.redacted_thinking:  # part of the thinking came back encrypted (thinking.py)
+                    data = thinking.sign_redacted(model, body["messages"], n_think)
+                    blocks.append({"type": "redacted_thinking", "data": data})
+                    signatures.append(data)
         output = n_think + visible
         if output > max_tokens and stop != "max_tokens":
             stop, output = "max_tokens", max_tokens

@@ -9,6 +9,12 @@ Sources, per behaviour:
 - Thinking text is omitted by default on these models (`thinking.display` "omitted": an empty `thinking` with a
   `signature`); "summarized" returns it. Text between tool calls comes back in thinking blocks (Sonnet 5.5
   overview, "breaking changes").
+- `redacted_thinking` blocks (`{"type": "redacted_thinking", "data": <encrypted>}`) carry thinking the safety
+  systems encrypted; they are decrypted when passed back and must come back unchanged
+  (https://platform.claude.com/docs/en/build-with-claude/extended-thinking, "thinking redaction";
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-thinking-encryption.html). The same pages
+  say the Claude 4 and later models do not produce them, so the server emits one only when
+  `FaultPlan.redacted_thinking` asks (a client must still handle the block type the API defines).
 - Thinking blocks are bound to the model and the conversation: a block whose signature does not match (edited,
   moved to another model, or an earlier turn changed) is rejected (same page; Haiku 5.5: "changing earlier turns
   invalidates thinking blocks").
@@ -151,6 +157,26 @@ def verify(model: str, prior_messages: list[dict[str, Any]], block: dict[str, An
     except (ValueError, KeyError, TypeError):
         return False
     return hmac.compare_digest(expected, str(block.get("signature", "")))
+
+
+def sign_redacted(model: str, prior_messages: list[dict[str, Any]], tokens: int) -> str:
+    """The `data` of a redacted_thinking block issued after `prior_messages`: opaque to the client, bound to the
+    model and the conversation like a thinking signature, verifiable only by the server."""
+    payload = f"{_conversation_key(model, prior_messages)}|redacted|{tokens}".encode()
+    mac = hmac.new(_SECRET, payload, hashlib.sha256).hexdigest()
+    return base64.b64encode(json.dumps({"v": 1, "r": 1, "t": tokens, "mac": mac}).encode()).decode()
+
+
+def verify_redacted(model: str, prior_messages: list[dict[str, Any]], block: dict[str, Any]) -> bool:
+    """Whether a redacted_thinking block sent back is one this model issued at this point of this conversation,
+    with its `data` unchanged (the extended-thinking page: redacted blocks are passed back as received)."""
+    data = str(block.get("data", ""))
+    try:
+        meta = json.loads(base64.b64decode(data, validate=True))
+        expected = sign_redacted(model, prior_messages, int(meta["t"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return hmac.compare_digest(expected, data)
 
 
 def thinking_text(kind: str, path: str | None, n_tokens: int, display: str) -> str:

@@ -7,8 +7,9 @@ Tool use (https://platform.claude.com/docs/en/agents-and-tools/tool-use/handle-t
 an assistant turn needs a `tool_result` in the very next user turn, and those results come first in it.
 Per model (see `thinking.py` for the pages): manual thinking budgets, `thinking.type` disabled where the model
 rejects it, forced `tool_choice`, non-default sampling parameters, an assistant prefill, an unknown effort;
-thinking blocks must carry this model's signature for this point of the conversation, and a turn issued with
-thinking must come back with its thinking blocks unchanged.
+thinking blocks must carry this model's signature (redacted_thinking blocks: this model's `data`) for this
+point of the conversation, and a turn issued with thinking must come back with its thinking and redacted_thinking
+blocks unchanged, in order.
 """
 
 from __future__ import annotations
@@ -132,9 +133,13 @@ def _turns(
         for j, b in enumerate(blocks):
             if b.get("type") == "thinking" and not thinking.verify(model, messages[:i], b):
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
-            if b.get("type") == "redacted_thinking":
+            if b.get("type") == "redacted_thinking" and not thinking.verify_redacted(model, messages[:i], b):
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
-        signatures = [b.get("signature") for b in blocks if b.get("type") == "thinking"]
+        signatures = [
+            b.get("signature") if b.get("type") == "thinking" else b.get("data")
+            for b in blocks
+            if b.get("type") in ("thinking", "redacted_thinking")
+        ]
         for use in uses:
             expected = issued_thinking(str(use))
             if expected and signatures != expected:
