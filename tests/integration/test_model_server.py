@@ -276,6 +276,32 @@ def test_fields_the_current_models_reject_are_400(client, extra):
     assert info.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("model", "extra", "accepted"),
+    [
+        ("claude-haiku-4-5", {"thinking": {"type": "adaptive"}}, False),  # older models: no adaptive
+        ("claude-opus-4-5", {"thinking": {"type": "adaptive"}}, False),
+        ("claude-haiku-4-5", {"output_config": {"effort": "low"}}, False),  # no effort parameter
+        ("claude-opus-4-5", {"output_config": {"effort": "max"}}, False),  # low / medium / high only
+        ("claude-opus-4-5", {"output_config": {"effort": "medium"}}, True),
+        ("claude-sonnet-4-6", {"output_config": {"effort": "xhigh"}}, False),  # max, but no xhigh
+        (
+            "us.anthropic.claude-sonnet-4-6",
+            {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}},
+            True,
+        ),
+        ("claude-opus-4-6", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, True),
+        ("claude-opus-4-8", {"output_config": {"effort": "xhigh"}}, True),
+    ],
+)
+def test_effort_levels_and_adaptive_thinking_only_where_the_model_has_them(client, model, extra, accepted):
+    if accepted:
+        assert ask(client, model=model, **extra).stop_reason
+        return
+    with pytest.raises(anthropic.BadRequestError, match="not supported for"):
+        ask(client, model=model, **extra)
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(anthropic.NotFoundError):
         ask(client, model="claude-nonexistent-9")

@@ -192,6 +192,16 @@ def test_agent_specs_carry_effort_max_tokens_and_fallback_from_settings():
     assert (defaults["review"].effort, defaults["docs"].effort) == ("high", "low")
 
 
+def test_xhigh_is_sent_as_high_where_the_model_has_no_xhigh():
+    from prfleet.agents import effort_for
+
+    assert effort_for("global.anthropic.claude-opus-4-6-v1", "xhigh") == "high"
+    assert effort_for("claude-sonnet-4-6", "xhigh") == "high"
+    assert effort_for("claude-sonnet-4-6", "max") == "max"
+    assert effort_for("claude-opus-4-8", "xhigh") == "xhigh"
+    assert effort_for("claude-haiku-4-5", "xhigh") is None
+
+
 @pytest.mark.parametrize(
     ("model", "effort"),
     [

@@ -163,6 +163,9 @@ MODEL_MAX_OUTPUT = 128_000  # Sonnet 5.5 / Haiku 5.5 model pages; a continuation
 # support adaptive thinking"). The loop sends the two together, so Opus 4.5 and older models get neither and a
 # configured older model never receives a field it rejects.
 _EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|sonnet-4-6|fable-|mythos-)")
+# Of those, the ones without the `xhigh` level (effort page: xhigh on Fable 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7
+# and Sonnet 5): a configured xhigh is sent as high there, the level below it, rather than rejected with a 400.
+_NO_XHIGH_MODELS = re.compile(r"^claude-(opus-4-6|sonnet-4-6)")
 
 
 def system_prompt(agent: str) -> str:
@@ -250,7 +253,7 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
             prompt_version=PROMPTS[name][0],
             applies_to=applies,
             ignore=ignore,
-            effort=(efforts.get(name) or DEFAULT_EFFORT[name]) if supports_effort(model) else None,
+            effort=effort_for(model, efforts.get(name) or DEFAULT_EFFORT[name]),
             fallback_model=fallbacks.get(name) or None,
             shared_cache_ttl=str(getattr(settings, "shared_prefix_cache_ttl", "1h") or "1h"),
             **limits,
@@ -258,16 +261,30 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
     return specs
 
 
-def supports_effort(model: str) -> bool:
-    """Whether `model` (in any provider's spelling) takes output_config.effort and adaptive thinking (else
-    neither is sent). A model the price table does not know is matched as spelled."""
+def _canonical(model: str) -> str:
+    """The Claude API id of `model` in any provider's spelling (a model the price table does not know: as spelled)."""
     from prfleet import pricing
 
     try:
-        canonical = pricing.table().canonical(model)
+        return pricing.table().canonical(model)
     except pricing.UnknownModel:
-        canonical = model.strip()
-    return bool(_EFFORT_MODELS.match(canonical))
+        return model.strip()
+
+
+def supports_effort(model: str) -> bool:
+    """Whether `model` (in any provider's spelling) takes output_config.effort and adaptive thinking (else
+    neither is sent)."""
+    return bool(_EFFORT_MODELS.match(_canonical(model)))
+
+
+def effort_for(model: str, effort: str | None) -> str | None:
+    """The effort to send `model` for a configured one: None where the model takes no effort, a level it has
+    (xhigh -> high where there is no xhigh)."""
+    if not effort or not supports_effort(model):
+        return None
+    if effort == "xhigh" and _NO_XHIGH_MODELS.match(_canonical(model)):
+        return "high"
+    return effort
 
 
 # ------------------------------------------------------------------------------------------------------- loop
@@ -775,7 +792,7 @@ class _Loop:
                         self.active = replace(
                             self.spec,
                             model=fallback,
-                            effort=self.spec.effort if supports_effort(fallback) else None,
+                            effort=effort_for(fallback, self.spec.effort),
                         )
                         history = [history[0]]
                         corrections, nudged, continued = 0, False, False

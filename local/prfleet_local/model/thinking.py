@@ -54,8 +54,19 @@ class ModelRules:
     display_default: str  # "omitted" or "summarized"
     max_output: int
     context_window: int
+    adaptive: bool = True  # accepts thinking.type "adaptive"
+    efforts: tuple[str, ...] = EFFORTS  # the output_config.effort values it accepts (() = no effort at all)
 
 
+# Effort (https://platform.claude.com/docs/en/build-with-claude/effort): Fable 5, Mythos 5, Opus 5, Opus 4.8,
+# Opus 4.7, Opus 4.6, Sonnet 5, Sonnet 4.6 and Opus 4.5; `max` on all of them but Opus 4.5, `xhigh` only on Fable
+# 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7 and Sonnet 5; the 5.5 models list every level on their pages. Adaptive
+# thinking (https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html, the same
+# models on the Claude API): the 5.x models, Opus 4.7, Opus 4.6 and Sonnet 4.6; "older models (Claude Sonnet
+# 4.5, Claude Opus 4.5, etc.) do not support adaptive thinking". Either field on a model without it is answered
+# with a 400 here (stricter than a silent acceptance, never more lenient).
+_NO_XHIGH = ("low", "medium", "high", "max")
+_OLD = dict(adaptive=False, efforts=())
 CURRENT = ModelRules(True, "high", False, True, True, True, "omitted", 128_000, 1_000_000)
 _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
     (
@@ -79,12 +90,40 @@ _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
         ModelRules(True, "high", False, True, True, True, "summarized", 128_000, 1_000_000),
     ),
     (
-        re.compile(r"^claude-opus-4-[678]"),
+        re.compile(r"^claude-opus-4-[78]"),
         ModelRules(False, "high", False, True, False, True, "summarized", 128_000, 1_000_000),
     ),
     (
+        re.compile(r"^claude-opus-4-6"),
+        ModelRules(
+            False, "high", False, True, False, True, "summarized", 128_000, 1_000_000, efforts=_NO_XHIGH
+        ),
+    ),
+    (  # the older models' rules, with adaptive thinking and effort (no xhigh)
+        re.compile(r"^claude-sonnet-4-6"),
+        ModelRules(
+            False, "high", False, False, False, False, "summarized", 64_000, 200_000, efforts=_NO_XHIGH
+        ),
+    ),
+    (  # effort without max or xhigh, and no adaptive thinking
+        re.compile(r"^claude-opus-4-5"),
+        ModelRules(
+            False,
+            "high",
+            False,
+            False,
+            False,
+            False,
+            "summarized",
+            64_000,
+            200_000,
+            adaptive=False,
+            efforts=("low", "medium", "high"),
+        ),
+    ),
+    (
         re.compile(r"^claude-"),
-        ModelRules(False, None, False, False, False, False, "summarized", 64_000, 200_000),
+        ModelRules(False, None, False, False, False, False, "summarized", 64_000, 200_000, **_OLD),
     ),
 ]
 

@@ -100,6 +100,8 @@ def _model_fields(body: dict[str, Any], rules: thinking.ModelRules) -> str | Non
             return (
                 f"thinking.type 'enabled' (manual budget_tokens) is not supported for {model}; use 'adaptive'"
             )
+        if kind == "adaptive" and not rules.adaptive:
+            return f"thinking.type 'adaptive' is not supported for {model}; use 'enabled' with budget_tokens"
         if kind == "disabled" and rules.rejects_disabled:
             return f"thinking.type 'disabled' is not supported for {model}; use 'between_tools'"
         display = cfg.get("display")
@@ -110,6 +112,10 @@ def _model_fields(body: dict[str, Any], rules: thinking.ModelRules) -> str | Non
         return "output_config: must be an object"
     if effort is not None and effort not in thinking.EFFORTS:
         return f"output_config.effort: must be one of {', '.join(thinking.EFFORTS)}, got {effort!r}"
+    if effort is not None and effort not in rules.efforts:
+        if not rules.efforts:
+            return f"output_config.effort: the effort parameter is not supported for {model}"
+        return f"output_config.effort: {effort!r} is not supported for {model}; one of {', '.join(rules.efforts)}"
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         if rules.rejects_forced_tools or thinking.thinks(body):
