@@ -366,7 +366,7 @@ def estimate_input_tokens(text: str) -> int:
 
 
 # The most characters one token has covered in real text, JSON-encoded as the agents measure their prefixes
-# (escaped newlines and quotes included): 5.49 on the sparsest of ~1,100 files (Python, C, Markdown, JavaScript,
+# (escaped newlines and quotes included): 5.49 on the sparsest of ~800 files (Python, C, Markdown, JavaScript,
 # Shell, YAML) with the only real Anthropic tokenizer available offline (anthropic 0.30.0's tokenizer.json; the
 # agents' tools + system: 4.29), rounded up with a margin. The current models' tokenizer counts the same text as
 # more tokens (~30 %, Haiku 5.5 model page), so it covers fewer characters per token. docs/performance.md has
