@@ -321,6 +321,8 @@ def test_a_thinking_block_edited_or_sent_to_another_model_is_rejected(client):
 
 
 def test_a_redacted_thinking_block_must_come_back_as_issued(client, server):
+    assert FaultPlan.from_dict({"redacted_thinking": True}).redacted_thinking  # POST /_faults, --faults
+    assert not FaultPlan().redacted_thinking  # the current models do not produce them: off by default
     server.set_faults(FaultPlan(redacted_thinking=True))
     tools = [{"name": "read_file", "input_schema": {"type": "object"}}]
     task = '<untrusted_file path="app.py" total="2">\n1| x = eval(input())\n2| \n</untrusted_file>'
