@@ -12,9 +12,10 @@ Sources, per behaviour:
 - `redacted_thinking` blocks (`{"type": "redacted_thinking", "data": <encrypted>}`) carry thinking the safety
   systems encrypted; they are decrypted when passed back and must come back unchanged
   (https://platform.claude.com/docs/en/build-with-claude/extended-thinking, "thinking redaction";
-  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-thinking-encryption.html). The same pages
-  say the Claude 4 and later models do not produce them, so the server emits one only when
-  `FaultPlan.redacted_thinking` asks (a client must still handle the block type the API defines).
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-thinking-encryption.html). The Bedrock
+  page says "Claude 4 models handle thinking differently and do not produce redacted thinking blocks", so the
+  server emits one only when `FaultPlan.redacted_thinking` asks (a client must still handle the block type the
+  API defines).
 - Thinking blocks are bound to the model and the conversation: a block whose signature does not match (edited,
   moved to another model, or an earlier turn changed) is rejected (same page; Haiku 5.5: "changing earlier turns
   invalidates thinking blocks").
@@ -60,7 +61,8 @@ class ModelRules:
 
 # Effort (https://platform.claude.com/docs/en/build-with-claude/effort): Fable 5, Mythos 5, Opus 5, Opus 4.8,
 # Opus 4.7, Opus 4.6, Sonnet 5, Sonnet 4.6 and Opus 4.5; `max` on all of them but Opus 4.5, `xhigh` only on Fable
-# 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7 and Sonnet 5; the 5.5 models list every level on their pages. Adaptive
+# 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7 and Sonnet 5; the later 5.x models (not on that list) keep every level,
+# no page found restricting them. Adaptive
 # thinking (https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html, the same
 # models on the Claude API): the 5.x models, Opus 4.7, Opus 4.6 and Sonnet 4.6; "older models (Claude Sonnet
 # 4.5, Claude Opus 4.5, etc.) do not support adaptive thinking". Either field on a model without it is answered
