@@ -15,7 +15,7 @@ import pytest
 from prfleet import pricing, state
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
-from prfleet_local.model.providers import local_parameters
+from prfleet_local.model.providers import bedrock_response_model, local_parameters
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +124,12 @@ def test_the_demo_through_each_provider(tmp_path, provider):
             for m in us:
                 first_party = pricing.exact_cost("claude-haiku-4-5", m["usage"])
                 assert pricing.exact_cost(m["model"], m["usage"]) == first_party * Decimal("1.1")
+            # The responses named the Anthropic model, as Bedrock's do, not the profile: priced by that name the
+            # ledger would have missed the us. profile's premium; it is charged because the call is priced on the
+            # profile invoked (pricing.billed_model).
+            named = {bedrock_response_model(m["model"]) for m in us}
+            assert named == {"claude-haiku-4-5-20251001"}
+            by_name = sum(
+                pricing.cost_micros(bedrock_response_model(r.model), _usage(r)) for r in box.model.bill()
+            )
+            assert by_name < bill

@@ -101,6 +101,45 @@ def test_serve_answers_signed_deliveries_and_reviews_the_sample_pr(tmp_path):
     assert not (tmp_path / "local-stack.json").exists()  # serve removes what it recorded
 
 
+def test_serve_with_model_url_names_that_server_and_every_call_reaches_it(tmp_path):
+    """`prfleet local serve --model-url URL`: the model line names the server (and the placeholder key), no
+    offline model of serve's own answers, and the sample PR's review is made of calls to that server."""
+    from prfleet_local.demo.model_choice import PLACEHOLDER_KEY
+    from prfleet_local.model.server import ModelServer
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "PRFLEET_WEBHOOK_SECRET": "serve-secret",
+        "PRFLEET_LOCAL_STATE": str(tmp_path / "local-stack.json"),
+    }
+    env.pop("ANTHROPIC_API_KEY", None)
+    env.pop("ANTHROPIC_BASE_URL", None)
+    with ModelServer() as other:  # stands in for a gateway or a recording proxy: not serve's own server
+        url = other.url
+        proc = _cli(
+            "local", "serve", "--port", str(port), "--workdir", str(tmp_path), "--model-url", url, env=env
+        )
+        try:
+            lines = _read_until(proc, "Ctrl-C")
+            (model_line,) = [line for line in lines if line.startswith("model:")]
+            assert f"the Messages-API server at {url} (--model-url, with a placeholder key)" in model_line
+            assert "offline model" not in model_line
+            (try_line,) = [line for line in lines if line.startswith("try:")]
+            sent = _prfleet(env, *try_line.split("prfleet ", 1)[1].split())
+            assert sent.returncode == 0 and sent.stdout.startswith("202"), sent.stdout + sent.stderr
+            (done,) = _read_until(proc, " check prfleet on ")[-1:]
+            assert "1 review(s)" in done, done
+            bill = other.bill()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=30)
+    assert proc.returncode == 0
+    # Every call of the review went to that server, with the placeholder key, and it thought (a real turn loop).
+    assert bill and {r.api_key_id for r in bill} == {ModelServer.api_key_id(PLACEHOLDER_KEY)}
+    assert sum(r.thinking_tokens for r in bill) > 0 and len(other.requests) >= len(bill)
+
+
 def _prfleet(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "prfleet_local.cli", *args],

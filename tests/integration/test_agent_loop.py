@@ -471,6 +471,29 @@ def test_thinking_blocks_go_back_unchanged(client, server):
     assert len(server.requests) - before == 3
 
 
+def test_redacted_thinking_goes_back_unchanged_through_the_sdk(client, server):
+    """A redacted_thinking block (encrypted `data`, extended-thinking page) is parsed by the SDK, kept in the
+    history as it came, and accepted by the server, which verifies its data like a signature."""
+    server.set_faults(FaultPlan(redacted_thinking=True))
+    before = len(server.requests)
+    result, _, _, _ = review(client)
+    assert result.status == "succeeded", result.error
+    assert bug_set(result) == BUG_LINES
+    calls = len(server.requests) - before
+    issued = [
+        b for m in server.responses[-calls:-1] for b in m["content"] if b["type"] == "redacted_thinking"
+    ]
+    sent_back = [
+        b
+        for m in server.requests[-1]["messages"]
+        if m["role"] == "assistant"
+        for b in m["content"]
+        if b["type"] == "redacted_thinking"
+    ]
+    assert issued and sent_back == issued  # {"type", "data"} exactly, data unchanged
+    assert all(set(b) == {"type", "data"} for b in sent_back)
+
+
 def test_a_run_that_thinks_a_lot_still_reports(client, server):
     server.set_faults(FaultPlan(thinking_scale=30))  # ~9,000 thinking tokens before the report
     result, events, _, _ = review(client)

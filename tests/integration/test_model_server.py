@@ -127,6 +127,33 @@ def test_error_inside_a_200_stream_raises_the_sdk_status_error(client, server):
     assert info.value.type == "overloaded_error"
 
 
+# ----------------------------------------------------------------------------------------- rate limits
+
+
+def test_an_ordinary_429_carries_retry_after_unless_the_rule_omits_it(client, server):
+    """Rate-limits page: a 429 rate_limit_error comes "along with a retry-after header indicating how long to
+    wait"; the rule's value, else a default; `omit_retry_after` is only for tests of a client without it."""
+    server.set_faults(
+        FaultPlan(
+            rules=[
+                FaultRule("429", requests=[1]),
+                FaultRule("429", requests=[2], retry_after=7),
+                FaultRule("429", requests=[3], omit_retry_after=True),
+            ]
+        )
+    )
+    seen = []
+    for _ in range(3):
+        with pytest.raises(anthropic.RateLimitError) as info:
+            ask(client)
+        assert info.value.type == "rate_limit_error" and info.value.error_code is None
+        seen.append(info.value.response.headers.get("retry-after"))
+    assert seen == ["1", "7", None]
+    assert (
+        FaultPlan.from_dict({"rules": [{"kind": "429", "omit_retry_after": True}]}).rules[0].omit_retry_after
+    )
+
+
 # ----------------------------------------------------------------------------------------- spend limits
 
 
@@ -249,6 +276,32 @@ def test_fields_the_current_models_reject_are_400(client, extra):
     assert info.value.type == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    ("model", "extra", "accepted"),
+    [
+        ("claude-haiku-4-5", {"thinking": {"type": "adaptive"}}, False),  # older models: no adaptive
+        ("claude-opus-4-5", {"thinking": {"type": "adaptive"}}, False),
+        ("claude-haiku-4-5", {"output_config": {"effort": "low"}}, False),  # no effort parameter
+        ("claude-opus-4-5", {"output_config": {"effort": "max"}}, False),  # low / medium / high only
+        ("claude-opus-4-5", {"output_config": {"effort": "medium"}}, True),
+        ("claude-sonnet-4-6", {"output_config": {"effort": "xhigh"}}, False),  # max, but no xhigh
+        (
+            "us.anthropic.claude-sonnet-4-6",
+            {"thinking": {"type": "adaptive"}, "output_config": {"effort": "max"}},
+            True,
+        ),
+        ("claude-opus-4-6", {"thinking": {"type": "adaptive"}, "output_config": {"effort": "high"}}, True),
+        ("claude-opus-4-8", {"output_config": {"effort": "xhigh"}}, True),
+    ],
+)
+def test_effort_levels_and_adaptive_thinking_only_where_the_model_has_them(client, model, extra, accepted):
+    if accepted:
+        assert ask(client, model=model, **extra).stop_reason
+        return
+    with pytest.raises(anthropic.BadRequestError, match="not supported for"):
+        ask(client, model=model, **extra)
+
+
 def test_unknown_model_is_404(client):
     with pytest.raises(anthropic.NotFoundError):
         ask(client, model="claude-nonexistent-9")
@@ -265,6 +318,37 @@ def test_a_thinking_block_edited_or_sent_to_another_model_is_rejected(client):
     history[1]["content"] = blocks
     with pytest.raises(anthropic.BadRequestError, match="signature"):
         ask(client, model="claude-haiku-5-5", messages=[*history, {"role": "user", "content": "go on"}])
+
+
+def test_a_redacted_thinking_block_must_come_back_as_issued(client, server):
+    assert FaultPlan.from_dict({"redacted_thinking": True}).redacted_thinking  # POST /_faults, --faults
+    assert not FaultPlan().redacted_thinking  # the current models do not produce them: off by default
+    server.set_faults(FaultPlan(redacted_thinking=True))
+    tools = [{"name": "read_file", "input_schema": {"type": "object"}}]
+    task = '<untrusted_file path="app.py" total="2">\n1| x = eval(input())\n2| \n</untrusted_file>'
+    kw = {"tools": tools, "system": "You are the review agent."}
+    first = ask(client, messages=[{"role": "user", "content": task}], **kw)
+    blocks = [b.model_dump(exclude_none=True) for b in first.content]
+    assert [b["type"] for b in blocks][:2] == ["thinking", "redacted_thinking"] and blocks[1]["data"]
+    uses = [b["id"] for b in blocks if b["type"] == "tool_use"]
+    assert uses
+
+    def follow(content):
+        return [
+            {"role": "user", "content": task},
+            {"role": "assistant", "content": content},
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": u, "content": "x"} for u in uses],
+            },
+        ]
+
+    assert ask(client, messages=follow(blocks), **kw).stop_reason  # unchanged: accepted
+    edited = [blocks[0], {"type": "redacted_thinking", "data": blocks[1]["data"][:-4] + "AAAA"}, *blocks[2:]]
+    with pytest.raises(anthropic.BadRequestError, match="Invalid `data` in `redacted_thinking`"):
+        ask(client, messages=follow(edited), **kw)
+    with pytest.raises(anthropic.BadRequestError, match="passed back unchanged"):
+        ask(client, messages=follow([blocks[0], *blocks[2:]]), **kw)  # dropped
 
 
 def test_below_the_minimum_cacheable_length_nothing_is_cached(server):

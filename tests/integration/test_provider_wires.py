@@ -8,12 +8,13 @@ import base64
 import json
 import time
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import anthropic
 import pytest
 
-from prfleet import config, model_client
+from prfleet import agents, config, model_client, pricing
 from prfleet_local.model import providers
 from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
 
@@ -75,7 +76,7 @@ def ask(client: Any, model: str, *, stream: bool = False) -> Any:
 @pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke-with-response-stream"])
 def test_bedrock_serves_the_profile_in_the_path_both_ways(server, stream):
     message = ask(bedrock(server), "us.anthropic.claude-haiku-4-5-20251001-v1:0", stream=stream)
-    assert message.model == "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert message.model == "claude-haiku-4-5-20251001"  # Bedrock names the model, not the profile invoked
     assert message.id.startswith("msg_bdrk_")
     assert message.stop_reason == "tool_use"
     tools = [b for b in message.content if b.type == "tool_use"]
@@ -226,3 +227,83 @@ def test_bedrock_stream_that_fails_midway_ends_with_an_exception_frame(server):
         ask(bedrock(server), "global.anthropic.claude-sonnet-4-6", stream=True)
     assert exc.value.body["error"]["type"] == "internalServerException"
     assert server.bill()[-1].outcome == "stream_error"  # billed, as the policy bills it
+
+
+@pytest.mark.parametrize(
+    ("profile", "named"),
+    [
+        ("global.anthropic.claude-opus-4-6-v1", "claude-opus-4-6"),
+        ("us.anthropic.claude-sonnet-4-6", "claude-sonnet-4-6"),
+        ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", "claude-sonnet-4-5-20250929"),
+        ("us.anthropic.claude-opus-4-20250514-v1:0", "claude-opus-4-20250514"),
+    ],
+)
+def test_bedrock_response_names_a_claude_api_model_of_the_profile(profile, named):
+    assert providers.bedrock_response_model(profile) == named
+    assert pricing.table().canonical(named) == pricing.table().canonical(profile)
+
+
+class _Source:
+    title, body = "Add helpers", "Small helpers."
+    files = {"app.py": "import os\n\n\ndef run(cmd):\n    return os.system(cmd)\n"}
+
+    def read_file(self, path):
+        return self.files.get(path)
+
+    def file_diff(self, path):
+        return "@@ -0,0 +1,5 @@\n" + "\n".join("+" + x for x in self.files[path].splitlines())
+
+    def changed_files(self):
+        from prfleet.tools import ChangedFile
+
+        return [ChangedFile(p, "added", "sha-" + p, 5, 0, "") for p in self.files]
+
+
+class _Guard:
+    def __init__(self):
+        self.priced: list[tuple[str, Any]] = []
+
+    def before_call(self, model, params):
+        return None
+
+    def after_call(self, token, usage, *, model):
+        self.priced.append((model, usage))
+        return pricing.cost_micros(model, usage)
+
+    def on_error(self, token, exc):
+        return 0
+
+
+def test_agent_on_a_bedrock_profile_pays_its_premium_and_sends_effort_and_thinking(server):
+    """A us. profile of Sonnet 4.6: the response names claude-sonnet-4-6, the call is priced on the profile
+    (1.1x, the regional premium), and the request body carries adaptive thinking and the agent's effort (Sonnet
+    4.6 takes both, matched on its Claude API id)."""
+    from prfleet.jobs import FileJob
+
+    profile = "us.anthropic.claude-sonnet-4-6"
+    settings = type("S", (), {"agents": ("review",), "models": {"review": profile}})()
+    spec = agents.agent_specs(settings)["review"]
+    assert spec.effort == "high"
+    guard, before = _Guard(), len(server.requests)
+    result = agents.run_agent(
+        FileJob("o/r", 1, "h" * 40, "b" * 40, "app.py", "blob1", "review", None, "d-1"),
+        spec,
+        _Source(),
+        bedrock(server, models={"review": profile}),
+        deadline=time.time() + 60,
+        guard=guard,
+        emit=lambda *a, **k: None,
+        sleep=lambda s: None,
+    )
+    assert result.status == "succeeded", result.error
+    assert result.model == "claude-sonnet-4-6"  # what the responses named
+    assert guard.priced and {m for m, _ in guard.priced} == {profile}
+    for _, usage in guard.priced:
+        first_party = pricing.exact_cost("claude-sonnet-4-6", usage)
+        assert first_party > 0 and pricing.exact_cost(profile, usage) == first_party * Decimal("1.1")
+    assert result.cost_micros == sum(pricing.cost_micros(profile, u) for _, u in guard.priced)
+    sent = server.requests[before:]  # the InvokeModel bodies, without anthropic_version
+    assert sent and all(b["model"] == profile for b in sent)
+    assert all(
+        b["thinking"] == {"type": "adaptive"} and b["output_config"] == {"effort": "high"} for b in sent
+    )

@@ -130,12 +130,46 @@ def test_cache_breakpoints_are_at_most_four_and_only_above_the_models_minimum():
     assert req["thinking"] == {"type": "adaptive"} and req["output_config"] == {"effort": "high"}
     assert "cache_control" not in str(history) and "cache_control" not in str(tools)  # history never mutated
     assert "cache_control" not in str(_request(spec, system, tools, history, cache=False))
-    # Below the minimum a breakpoint caches nothing, so none is placed there.
+    # Below the minimum a breakpoint caches nothing (no error either), so none is placed there: not on the
+    # latest turn either, whose prefix is the whole conversation.
     haiku = AgentSpec("tests", "claude-haiku-5-5", "v")  # 4,096 tokens
     small = _request(haiku, "sys", tools, history, cache=True)
-    assert "cache_control" not in str(small["system"]) and "cache_control" not in str(small["messages"][0])
-    assert small["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert "cache_control" not in str(small)
     assert "output_config" not in small  # effort None: nothing sent
+
+
+def test_a_short_multi_turn_haiku_conversation_places_no_breakpoint():
+    """About 10,000 characters with the tests agent's system prompt and tools: about 3,000 tokens of typical
+    Python (4.1 characters a token with the old tokenizer, ~3.2 with the current one), below Haiku's 4,096. The
+    latest-turn breakpoint used to be placed with no check at all."""
+    code = "def f(x):\n    return x + 1\n" * 140  # ~3,900 characters
+    history = [
+        {"role": "user", "content": [{"type": "text", "text": "PR context"}, {"type": "text", "text": code}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "1", "name": "read_file", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "1", "content": code}]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "2", "name": "get_diff", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "2", "content": "@@ -1 +1 @@"}]},
+    ]
+    tools = [{"name": "read_file", "description": "Read a file.", "input_schema": {"type": "object"}}]
+    for model in ("claude-haiku-4-5", "claude-haiku-5-5", "global.anthropic.claude-haiku-4-5-20251001-v1:0"):
+        req = _request(AgentSpec("tests", model, "v"), system_prompt("tests"), tools, history, cache=True)
+        assert "cache_control" not in str(req), model
+    # A conversation that surely reaches the minimum (24,000+ characters: 4,000+ tokens even at 6 characters a
+    # token, the sparsest measured) gets the latest-turn breakpoint.
+    long = [
+        *history[:-1],
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "2", "content": code * 5}]},
+    ]
+    req = _request(AgentSpec("tests", "claude-haiku-4-5", "v"), "sys", tools, long, cache=True)
+    assert req["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
+
+
+def test_prefix_estimate_does_not_overshoot():
+    from prfleet import pricing
+
+    assert pricing.tokens_at_least("x" * 59) == 9 and pricing.tokens_at_least("") == 0
+    text = "def f(x):\n    return x + 1\n" * 100
+    assert pricing.tokens_at_least(text) < pricing.estimate_input_tokens(text)
 
 
 def test_agent_specs_carry_effort_max_tokens_and_fallback_from_settings():
@@ -156,6 +190,40 @@ def test_agent_specs_carry_effort_max_tokens_and_fallback_from_settings():
     assert specs["tests"].max_tokens == 128_000  # never above the model's maximum output
     defaults = agent_specs(SimpleNamespace(agents=("review", "docs"), models=dict(DEFAULT_MODELS)))
     assert (defaults["review"].effort, defaults["docs"].effort) == ("high", "low")
+
+
+def test_xhigh_is_sent_as_high_where_the_model_has_no_xhigh():
+    from prfleet.agents import effort_for
+
+    assert effort_for("global.anthropic.claude-opus-4-6-v1", "xhigh") == "high"
+    assert effort_for("claude-sonnet-4-6", "xhigh") == "high"
+    assert effort_for("claude-sonnet-4-6", "max") == "max"
+    assert effort_for("claude-opus-4-8", "xhigh") == "xhigh"
+    assert effort_for("claude-haiku-4-5", "xhigh") is None
+
+
+@pytest.mark.parametrize(
+    ("model", "effort"),
+    [
+        ("global.anthropic.claude-opus-4-6-v1", "high"),  # Bedrock profiles, matched on the Claude API model
+        ("us.anthropic.claude-sonnet-4-6", "high"),
+        ("claude-sonnet-4-6", "high"),  # effort and adaptive thinking (effort page; adaptive-thinking page)
+        ("global.anthropic.claude-opus-4-5-20251101-v1:0", None),  # effort, but no adaptive thinking
+        ("us.anthropic.claude-haiku-4-5-20251001-v1:0", None),
+        ("eu.anthropic.claude-sonnet-4-5-20250929-v1:0", None),
+        ("claude-sonnet-5-5", "high"),
+    ],
+)
+def test_effort_and_adaptive_thinking_follow_the_canonical_model(model, effort):
+    spec = agent_specs(SimpleNamespace(agents=("review",), models={"review": model}))["review"]
+    assert spec.effort == effort
+    req = _request(
+        spec, "sys", [], [{"role": "user", "content": [{"type": "text", "text": "x"}]}], cache=False
+    )
+    if effort:
+        assert req["thinking"] == {"type": "adaptive"} and req["output_config"] == {"effort": effort}
+    else:
+        assert "thinking" not in req and "output_config" not in req
 
 
 def test_config_reads_the_agent_settings_and_rejects_bad_values(monkeypatch):

@@ -170,3 +170,23 @@ def test_table_records_source_and_check_date():
     assert dt.date.fromisoformat(t.checked) >= dt.date(2026, 11, 1)
     assert t.batch_discount == Decimal("0.5")
     assert set(OFFICIAL) <= set(t.models())
+
+
+def test_a_bedrock_call_is_priced_on_the_profile_invoked_when_the_response_names_its_model():
+    """Bedrock's response names the Anthropic model ("claude-haiku-4-5-20251001"), the bill is the profile's: the
+    geographic profile's 1.1x premium must not be lost."""
+    usage = {"input_tokens": 1000, "output_tokens": 100}
+    us = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    assert pricing.billed_model(us, "claude-haiku-4-5-20251001") == us
+    assert pricing.cost_micros(pricing.billed_model(us, "claude-haiku-4-5-20251001"), usage) == round(
+        pricing.exact_cost("claude-haiku-4-5", usage) * Decimal("1.1")
+    )
+    glob = "global.anthropic.claude-opus-4-6-v1"
+    assert pricing.billed_model(glob, "claude-opus-4-6") == glob  # global: no premium
+    # Another model served (a fallback, a resolved alias of another row) is priced as served.
+    assert pricing.billed_model("claude-sonnet-5-5", "claude-opus-5-5") == "claude-opus-5-5"
+    assert pricing.billed_model("claude-opus-4", "claude-opus-4-20250514") == "claude-opus-4"
+    # An unknown name is passed on, and pricing it still raises: never free.
+    assert pricing.billed_model(us, "claude-unknown-9") == "claude-unknown-9"
+    with pytest.raises(pricing.UnknownModel):
+        pricing.cost_micros("claude-unknown-9", usage)

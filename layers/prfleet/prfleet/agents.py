@@ -153,9 +153,19 @@ DEFAULT_LIMITS: dict[str, dict[str, int]] = {
 DEFAULT_EFFORT = {"review": "high", "tests": "low", "docs": "low"}
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 MODEL_MAX_OUTPUT = 128_000  # Sonnet 5.5 / Haiku 5.5 model pages; a continuation never asks for more
-# Models that take output_config.effort and adaptive thinking (the 5.x family and Opus 4.6+ model pages);
-# older models get neither, so a configured older model never receives a field it rejects.
-_EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|fable-|mythos-)")
+# Models that take both output_config.effort and adaptive thinking, matched on the Claude API id the price table
+# resolves any provider's spelling to (a Bedrock profile "global.anthropic.claude-opus-4-6-v1" is
+# claude-opus-4-6). Effort: Fable 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7, Opus 4.6, Sonnet 5, Sonnet 4.6 and
+# Opus 4.5 (https://platform.claude.com/docs/en/build-with-claude/effort) and the 5.5 family (model pages).
+# Adaptive thinking: the same without Opus 4.5, which needs a manual budget_tokens
+# (https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html: Opus 4.7,
+# Opus 4.6, Sonnet 4.6 and the 5.x models; "older models (Claude Sonnet 4.5, Claude Opus 4.5, etc.) do not
+# support adaptive thinking"). The loop sends the two together, so Opus 4.5 and older models get neither and a
+# configured older model never receives a field it rejects.
+_EFFORT_MODELS = re.compile(r"^claude-(sonnet-5|haiku-5|opus-5|opus-4-[678]|sonnet-4-6|fable-|mythos-)")
+# Of those, the ones without the `xhigh` level (effort page: xhigh on Fable 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7
+# and Sonnet 5): a configured xhigh is sent as high there, the level below it, rather than rejected with a 400.
+_NO_XHIGH_MODELS = re.compile(r"^claude-(opus-4-6|sonnet-4-6)")
 
 
 def system_prompt(agent: str) -> str:
@@ -243,7 +253,7 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
             prompt_version=PROMPTS[name][0],
             applies_to=applies,
             ignore=ignore,
-            effort=(efforts.get(name) or DEFAULT_EFFORT[name]) if supports_effort(model) else None,
+            effort=effort_for(model, efforts.get(name) or DEFAULT_EFFORT[name]),
             fallback_model=fallbacks.get(name) or None,
             shared_cache_ttl=str(getattr(settings, "shared_prefix_cache_ttl", "1h") or "1h"),
             **limits,
@@ -251,9 +261,30 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
     return specs
 
 
+def _canonical(model: str) -> str:
+    """The Claude API id of `model` in any provider's spelling (a model the price table does not know: as spelled)."""
+    from prfleet import pricing
+
+    try:
+        return pricing.table().canonical(model)
+    except pricing.UnknownModel:
+        return model.strip()
+
+
 def supports_effort(model: str) -> bool:
-    """Whether `model` takes output_config.effort and adaptive thinking (else neither is sent)."""
-    return bool(_EFFORT_MODELS.match(model))
+    """Whether `model` (in any provider's spelling) takes output_config.effort and adaptive thinking (else
+    neither is sent)."""
+    return bool(_EFFORT_MODELS.match(_canonical(model)))
+
+
+def effort_for(model: str, effort: str | None) -> str | None:
+    """The effort to send `model` for a configured one: None where the model takes no effort, a level it has
+    (xhigh -> high where there is no xhigh)."""
+    if not effort or not supports_effort(model):
+        return None
+    if effort == "xhigh" and _NO_XHIGH_MODELS.match(_canonical(model)):
+        return "high"
+    return effort
 
 
 # ------------------------------------------------------------------------------------------------------- loop
@@ -262,7 +293,8 @@ def supports_effort(model: str) -> bool:
 class CallGuard(Protocol):
     """Budget hook around every model call; any exception from before_call propagates out of run_agent.
 
-    after_call prices what was served (the response's `model`, not the one asked for); on_error gets the exception
+    after_call prices what was served (the response's `model`, not the one asked for; `pricing.billed_model`:
+    the provider id invoked when the response names that id's model); on_error gets the exception
     so the guard decides whether the failed call may have been billed, and returns what it booked for it."""
 
     def before_call(self, model: str, params: dict) -> object: ...
@@ -421,16 +453,40 @@ def _block_to_param(block: Any) -> dict[str, Any]:
 
 
 def _prefix_tokens(*parts: Any) -> int:
+    """A token count of the prefix made of `parts` that the real count is not below (so a breakpoint placed
+    because of it is above the model's minimum cacheable length; an estimate that overshoots would spend a
+    breakpoint on a prefix the API does not cache)."""
     from prfleet import pricing
 
-    return pricing.estimate_input_tokens(json.dumps(parts, separators=(",", ":")))
+    return pricing.tokens_at_least(json.dumps(parts, separators=(",", ":")))
+
+
+def _visible(history: list[dict]) -> list[dict]:
+    """The history without thinking blocks, for a prefix estimate that must not overshoot: their signatures and
+    encrypted data are not text the model reads as input tokens (earlier turns' thinking is not counted as input:
+    the extended-thinking page, "thinking blocks from previous turns")."""
+    return [
+        {
+            **m,
+            "content": [
+                b
+                for b in m["content"]
+                if not (isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking"))
+            ],
+        }
+        if isinstance(m.get("content"), list)
+        else m
+        for m in history
+    ]
 
 
 def _request(
     spec: AgentSpec, system: str, tools: list[dict], history: list[dict], *, cache: bool
 ) -> dict[str, Any]:
     """The request for this iteration: effort, and at most 4 cache breakpoints, each only where its prefix
-    reaches the model's minimum cacheable length (below it the API caches nothing, so the slot is kept).
+    reaches the model's minimum cacheable length (below it the API caches nothing and raises no error: the
+    prompt-caching page, "minimum cacheable prompt length"), judged by a count the real one is not below
+    (`pricing.tokens_at_least`), so no breakpoint is spent on a prefix that would not be cached.
 
     Breakpoints, in prefix order (1h entries must precede 5m ones): the tools + system prefix shared by every
     job of the agent (`spec.shared_cache_ttl`), the PR context shared by the PR's jobs (5m), the end of the
@@ -452,8 +508,12 @@ def _request(
         if _prefix_tokens(tools, system, first) >= minimum:
             marks.append((0, len(first) - 1))
         last = len(messages) - 1
-        if last > 0 and messages[last]["role"] == "user":
-            marks.append((last, len(messages[last]["content"]) - 1))  # the whole history is above the first
+        if (
+            last > 0
+            and messages[last]["role"] == "user"
+            and _prefix_tokens(tools, system, _visible(history)) >= minimum
+        ):
+            marks.append((last, len(messages[last]["content"]) - 1))
         for index, block in marks:
             content = [dict(b) for b in messages[index]["content"]]
             content[block]["cache_control"] = CACHE
@@ -530,6 +590,8 @@ class _Loop:
     def call(self, params: dict[str, Any]) -> Any:
         import anthropic
 
+        from prfleet import pricing
+
         attempt = 0
         while True:
             attempt += 1
@@ -566,7 +628,9 @@ class _Loop:
             except BaseException as exc:
                 self.cost += int(self.guard.on_error(token, exc) or 0)
                 raise
-            self.cost += int(self.guard.after_call(token, message.usage, model=message.model) or 0)
+            # Priced by what was served; on Bedrock by the profile invoked, whose premium the served name hides.
+            billed = pricing.billed_model(params["model"], message.model)
+            self.cost += int(self.guard.after_call(token, message.usage, model=billed) or 0)
             self._record(message, attempt, started)
             return message
 
@@ -728,7 +792,7 @@ class _Loop:
                         self.active = replace(
                             self.spec,
                             model=fallback,
-                            effort=self.spec.effort if supports_effort(fallback) else None,
+                            effort=effort_for(fallback, self.spec.effort),
                         )
                         history = [history[0]]
                         corrections, nudged, continued = 0, False, False

@@ -233,6 +233,25 @@ def rates(model: str, *, on: _dt.date | None = None) -> Rates:
     return applicable[-1]
 
 
+def billed_model(requested: str, served: str) -> str:
+    """The id a call is priced by: the id that was invoked when the response names that id's own model, else
+    the model that was served.
+
+    Amazon Bedrock answers a call to an inference profile ("us.anthropic.claude-haiku-4-5-20251001-v1:0") with
+    the Anthropic model's id in the response's `model` ("claude-haiku-4-5-20251001",
+    https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages-request-response.html)
+    but charges the profile invoked, with the geographic profiles' premium (prices.json "providers"); pricing the
+    served name alone would drop it. A response naming another model (a fallback, an alias resolved to a
+    snapshot of another row) is priced as served; an unknown name still raises in `rates`."""
+    t = table()
+    try:
+        if t.canonical(requested) == t.canonical(served):
+            return requested
+    except UnknownModel:
+        pass
+    return served
+
+
 def _get(obj: Any, name: str) -> Any:
     if obj is None:
         return None
@@ -344,6 +363,22 @@ def estimate_input_tokens(text: str) -> int:
     """Conservative token count for reservations: one token per 3 characters, rounded up (newer Claude
     tokenizers average well above 3 characters per token for code and prose)."""
     return math.ceil(len(text) / 3)
+
+
+# The most characters one token has covered in real text, JSON-encoded as the agents measure their prefixes
+# (escaped newlines and quotes included): 5.49 on the sparsest of ~800 files (Python, C, Markdown, JavaScript,
+# Shell, YAML) with the only real Anthropic tokenizer available offline (anthropic 0.30.0's tokenizer.json; the
+# agents' tools + system: 4.29), rounded up with a margin. The current models' tokenizer counts the same text as
+# more tokens (~30 %, Haiku 5.5 model page), so it covers fewer characters per token. docs/performance.md has
+# the method.
+SPARSEST_CHARS_PER_TOKEN = 6
+
+
+def tokens_at_least(text: str) -> int:
+    """A count the real token count of `text` does not fall below (characters / SPARSEST_CHARS_PER_TOKEN, rounded
+    down): for decisions that must not overshoot, such as whether a prefix reaches a model's minimum cacheable
+    length (`estimate_input_tokens` is the other way round: a count not to undershoot, for budgets)."""
+    return len(text) // SPARSEST_CHARS_PER_TOKEN
 
 
 def micros_to_usd(micros: int) -> Decimal:

@@ -41,6 +41,7 @@ FAULT_KINDS = (
     "context_exceeded",
     "stop_reason",
 )
+DEFAULT_RETRY_AFTER_S = 1  # an ordinary 429's retry-after when the rule sets none (whole seconds)
 BILLED_FAULTS = frozenset({"timeout_after_billing", "reset_after_read", "truncated", "stream_error"})
 
 
@@ -59,6 +60,11 @@ class FaultRule:
     )
     stop_reason: str | None = None  # for kind "stop_reason": any value, even an unknown one
     should_retry: bool | None = None  # x-should-retry header, only when set
+    # kind "429": the API sends `retry-after` with an ordinary rate limit ("a 429 error describing which rate
+    # limit was exceeded, along with a retry-after header indicating how long to wait",
+    # https://platform.claude.com/docs/en/api/rate-limits), so the server does too (retry_after, else
+    # DEFAULT_RETRY_AFTER_S); omit_retry_after leaves it out, for tests of a client without the header.
+    omit_retry_after: bool = False
     after_events: int = 3  # for streamed "truncated" / "stream_error": SSE events sent before the cut
 
     def __post_init__(self) -> None:
@@ -89,6 +95,9 @@ class FaultPlan:
     refuse_models: list[str] = field(default_factory=list)  # models that refuse every request
     served_models: dict[str, str] = field(default_factory=dict)  # requested -> the model the response names
     cache_minimums: bool = True  # False caches prefixes of any length (more lenient than the API: demos only)
+    # Every turn that thinks also returns a redacted_thinking block (encrypted `data` the server verifies when it
+    # comes back, like a signature). Off by default: the current models do not produce them (thinking.py).
+    redacted_thinking: bool = False
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -106,6 +115,7 @@ class FaultPlan:
             refuse_models=[str(m) for m in data.get("refuse_models", [])],
             served_models={str(k): str(v) for k, v in data.get("served_models", {}).items()},
             cache_minimums=bool(data.get("cache_minimums", True)),
+            redacted_thinking=bool(data.get("redacted_thinking", False)),
         )
 
     def to_dict(self) -> dict[str, Any]:

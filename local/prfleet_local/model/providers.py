@@ -242,6 +242,21 @@ def claude_api_model(model: str) -> str:
         return model
 
 
+_VERSION_SUFFIX = re.compile(r"-v\d+(:\d+)?$")
+
+
+def bedrock_response_model(model_id: str) -> str:
+    """The `model` a Bedrock response names for a call to `model_id`: the Anthropic model's own id, not the
+    inference profile invoked ("us.anthropic.claude-haiku-4-5-20251001-v1:0" -> "claude-haiku-4-5-20251001",
+    "global.anthropic.claude-opus-4-6-v1" -> "claude-opus-4-6"). The InvokeModel body is the Messages response
+    of the model that processed the request
+    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages-request-response.html,
+    "model": the ID of the Anthropic Claude model that processed the request); Bedrock's own responses
+    (ids `msg_bdrk_...`) name e.g. "claude-opus-4-6" or "claude-opus-4-20250514" whatever profile was called."""
+    _, sep, base = model_id.partition("anthropic.")
+    return _VERSION_SUFFIX.sub("", base) if sep else model_id
+
+
 def _reply(status: int, headers: dict[str, str], body: bytes = b"", **kw: Any) -> Any:
     from prfleet_local.model.server import Reply  # the server's reply type (it imports this module)
 
@@ -349,6 +364,7 @@ def bedrock(
         try:
             message = json.loads(reply.body)
             message["id"] = message["id"].replace("msg_", "msg_bdrk_", 1)
+            message["model"] = bedrock_response_model(message["model"])  # the model, not the profile
             payload = json.dumps(message).encode()
             usage = message["usage"]
         except (ValueError, KeyError, TypeError):
@@ -369,6 +385,7 @@ def bedrock(
     for e in events:
         if e["type"] == "message_start":
             e["message"]["id"] = e["message"]["id"].replace("msg_", "msg_bdrk_", 1)
+            e["message"]["model"] = bedrock_response_model(e["message"]["model"])
             usage.update(e["message"].get("usage") or {})
         elif e["type"] == "message_delta":
             usage.update(e.get("usage") or {})

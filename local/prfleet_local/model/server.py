@@ -39,7 +39,13 @@ from prfleet_local.model import providers, thinking, tokens
 from prfleet_local.model.analysis import analyse
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache, prompt_tokens
-from prfleet_local.model.faults import BILLED_FAULTS, FAULT_KINDS, FaultPlan, FaultRule
+from prfleet_local.model.faults import (
+    BILLED_FAULTS,
+    DEFAULT_RETRY_AFTER_S,
+    FAULT_KINDS,
+    FaultPlan,
+    FaultRule,
+)
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
 
@@ -420,10 +426,11 @@ class ModelServer:
         with self._lock:
             self.requests.append(body)
         kind = rule.kind if rule else None
-        if kind == "429":
+        if kind == "429":  # an ordinary rate limit carries retry-after (rate-limits page; faults.py)
             extra = {}
-            if rule.retry_after is not None:
-                extra["retry-after"] = str(rule.retry_after)
+            if not rule.omit_retry_after:
+                wait = rule.retry_after if rule.retry_after is not None else DEFAULT_RETRY_AFTER_S
+                extra["retry-after"] = str(wait)
             if rule.retry_after_ms is not None:
                 extra["retry-after-ms"] = str(rule.retry_after_ms)
             return error(
@@ -558,6 +565,10 @@ class ModelServer:
             blocks.append({"type": "thinking", "thinking": text, "signature": signature})
             if signature:
                 signatures.append(signature)
+                if self.plan.redacted_thinking:  # part of the thinking came back encrypted (thinking.py)
+                    data = thinking.sign_redacted(model, body["messages"], n_think)
+                    blocks.append({"type": "redacted_thinking", "data": data})
+                    signatures.append(data)
         output = n_think + visible
         if output > max_tokens and stop != "max_tokens":
             stop, output = "max_tokens", max_tokens

@@ -9,6 +9,13 @@ Sources, per behaviour:
 - Thinking text is omitted by default on these models (`thinking.display` "omitted": an empty `thinking` with a
   `signature`); "summarized" returns it. Text between tool calls comes back in thinking blocks (Sonnet 5.5
   overview, "breaking changes").
+- `redacted_thinking` blocks (`{"type": "redacted_thinking", "data": <encrypted>}`) carry thinking the safety
+  systems encrypted; they are decrypted when passed back and must come back unchanged
+  (https://platform.claude.com/docs/en/build-with-claude/extended-thinking, "thinking redaction";
+  https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-thinking-encryption.html). The Bedrock
+  page says "Claude 4 models handle thinking differently and do not produce redacted thinking blocks", so the
+  server emits one only when `FaultPlan.redacted_thinking` asks (a client must still handle the block type the
+  API defines).
 - Thinking blocks are bound to the model and the conversation: a block whose signature does not match (edited,
   moved to another model, or an earlier turn changed) is rejected (same page; Haiku 5.5: "changing earlier turns
   invalidates thinking blocks").
@@ -48,8 +55,20 @@ class ModelRules:
     display_default: str  # "omitted" or "summarized"
     max_output: int
     context_window: int
+    adaptive: bool = True  # accepts thinking.type "adaptive"
+    efforts: tuple[str, ...] = EFFORTS  # the output_config.effort values it accepts (() = no effort at all)
 
 
+# Effort (https://platform.claude.com/docs/en/build-with-claude/effort): Fable 5, Mythos 5, Opus 5, Opus 4.8,
+# Opus 4.7, Opus 4.6, Sonnet 5, Sonnet 4.6 and Opus 4.5; `max` on all of them but Opus 4.5, `xhigh` only on Fable
+# 5, Mythos 5, Opus 5, Opus 4.8, Opus 4.7 and Sonnet 5; the later 5.x models (not on that list) keep every level,
+# no page found restricting them. Adaptive
+# thinking (https://docs.aws.amazon.com/bedrock/latest/userguide/claude-messages-adaptive-thinking.html, the same
+# models on the Claude API): the 5.x models, Opus 4.7, Opus 4.6 and Sonnet 4.6; "older models (Claude Sonnet
+# 4.5, Claude Opus 4.5, etc.) do not support adaptive thinking". Either field on a model without it is answered
+# with a 400 here (stricter than a silent acceptance, never more lenient).
+_NO_XHIGH = ("low", "medium", "high", "max")
+_OLD = dict(adaptive=False, efforts=())
 CURRENT = ModelRules(True, "high", False, True, True, True, "omitted", 128_000, 1_000_000)
 _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
     (
@@ -73,12 +92,40 @@ _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
         ModelRules(True, "high", False, True, True, True, "summarized", 128_000, 1_000_000),
     ),
     (
-        re.compile(r"^claude-opus-4-[678]"),
+        re.compile(r"^claude-opus-4-[78]"),
         ModelRules(False, "high", False, True, False, True, "summarized", 128_000, 1_000_000),
     ),
     (
+        re.compile(r"^claude-opus-4-6"),
+        ModelRules(
+            False, "high", False, True, False, True, "summarized", 128_000, 1_000_000, efforts=_NO_XHIGH
+        ),
+    ),
+    (  # the older models' rules, with adaptive thinking and effort (no xhigh)
+        re.compile(r"^claude-sonnet-4-6"),
+        ModelRules(
+            False, "high", False, False, False, False, "summarized", 64_000, 200_000, efforts=_NO_XHIGH
+        ),
+    ),
+    (  # effort without max or xhigh, and no adaptive thinking
+        re.compile(r"^claude-opus-4-5"),
+        ModelRules(
+            False,
+            "high",
+            False,
+            False,
+            False,
+            False,
+            "summarized",
+            64_000,
+            200_000,
+            adaptive=False,
+            efforts=("low", "medium", "high"),
+        ),
+    ),
+    (
         re.compile(r"^claude-"),
-        ModelRules(False, None, False, False, False, False, "summarized", 64_000, 200_000),
+        ModelRules(False, None, False, False, False, False, "summarized", 64_000, 200_000, **_OLD),
     ),
 ]
 
@@ -151,6 +198,26 @@ def verify(model: str, prior_messages: list[dict[str, Any]], block: dict[str, An
     except (ValueError, KeyError, TypeError):
         return False
     return hmac.compare_digest(expected, str(block.get("signature", "")))
+
+
+def sign_redacted(model: str, prior_messages: list[dict[str, Any]], tokens: int) -> str:
+    """The `data` of a redacted_thinking block issued after `prior_messages`: opaque to the client, bound to the
+    model and the conversation like a thinking signature, verifiable only by the server."""
+    payload = f"{_conversation_key(model, prior_messages)}|redacted|{tokens}".encode()
+    mac = hmac.new(_SECRET, payload, hashlib.sha256).hexdigest()
+    return base64.b64encode(json.dumps({"v": 1, "r": 1, "t": tokens, "mac": mac}).encode()).decode()
+
+
+def verify_redacted(model: str, prior_messages: list[dict[str, Any]], block: dict[str, Any]) -> bool:
+    """Whether a redacted_thinking block sent back is one this model issued at this point of this conversation,
+    with its `data` unchanged (the extended-thinking page: redacted blocks are passed back as received)."""
+    data = str(block.get("data", ""))
+    try:
+        meta = json.loads(base64.b64decode(data, validate=True))
+        expected = sign_redacted(model, prior_messages, int(meta["t"]))
+    except (ValueError, KeyError, TypeError):
+        return False
+    return hmac.compare_digest(expected, data)
 
 
 def thinking_text(kind: str, path: str | None, n_tokens: int, display: str) -> str:

@@ -7,8 +7,9 @@ Tool use (https://platform.claude.com/docs/en/agents-and-tools/tool-use/handle-t
 an assistant turn needs a `tool_result` in the very next user turn, and those results come first in it.
 Per model (see `thinking.py` for the pages): manual thinking budgets, `thinking.type` disabled where the model
 rejects it, forced `tool_choice`, non-default sampling parameters, an assistant prefill, an unknown effort;
-thinking blocks must carry this model's signature for this point of the conversation, and a turn issued with
-thinking must come back with its thinking blocks unchanged.
+thinking blocks must carry this model's signature (redacted_thinking blocks: this model's `data`) for this
+point of the conversation, and a turn issued with thinking must come back with its thinking and redacted_thinking
+blocks unchanged, in order.
 """
 
 from __future__ import annotations
@@ -99,6 +100,8 @@ def _model_fields(body: dict[str, Any], rules: thinking.ModelRules) -> str | Non
             return (
                 f"thinking.type 'enabled' (manual budget_tokens) is not supported for {model}; use 'adaptive'"
             )
+        if kind == "adaptive" and not rules.adaptive:
+            return f"thinking.type 'adaptive' is not supported for {model}; use 'enabled' with budget_tokens"
         if kind == "disabled" and rules.rejects_disabled:
             return f"thinking.type 'disabled' is not supported for {model}; use 'between_tools'"
         display = cfg.get("display")
@@ -109,6 +112,10 @@ def _model_fields(body: dict[str, Any], rules: thinking.ModelRules) -> str | Non
         return "output_config: must be an object"
     if effort is not None and effort not in thinking.EFFORTS:
         return f"output_config.effort: must be one of {', '.join(thinking.EFFORTS)}, got {effort!r}"
+    if effort is not None and effort not in rules.efforts:
+        if not rules.efforts:
+            return f"output_config.effort: the effort parameter is not supported for {model}"
+        return f"output_config.effort: {effort!r} is not supported for {model}; one of {', '.join(rules.efforts)}"
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
         if rules.rejects_forced_tools or thinking.thinks(body):
@@ -132,9 +139,13 @@ def _turns(
         for j, b in enumerate(blocks):
             if b.get("type") == "thinking" and not thinking.verify(model, messages[:i], b):
                 return f"messages.{i}.content.{j}: Invalid `signature` in `thinking` block"
-            if b.get("type") == "redacted_thinking":
+            if b.get("type") == "redacted_thinking" and not thinking.verify_redacted(model, messages[:i], b):
                 return f"messages.{i}.content.{j}: Invalid `data` in `redacted_thinking` block"
-        signatures = [b.get("signature") for b in blocks if b.get("type") == "thinking"]
+        signatures = [
+            b.get("signature") if b.get("type") == "thinking" else b.get("data")
+            for b in blocks
+            if b.get("type") in ("thinking", "redacted_thinking")
+        ]
         for use in uses:
             expected = issued_thinking(str(use))
             if expected and signatures != expected:
