@@ -820,30 +820,39 @@ class LocalStack:
 
     # ------------------------------------------------------------------ alarms (moto stores them, never evaluates)
     def _sqs_datapoints(self, now: float) -> list[Any]:
-        """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen.
+        """What CloudWatch would publish for the queues: depth now (visible and in flight), and the age of the
+        oldest message seen.
 
-        The depth sampled at `now` is filed in the last whole minute (SQS publishes one datapoint per queue and
-        minute, for the minute that ended), so the evaluation at `now`, which ends at that minute, sees it."""
+        SQS pushes its metrics to CloudWatch "at one-minute intervals"
+        (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/monitoring-using-cloudwatch.html):
+        one depth sample per queue and minute, filed in the last whole minute, so the evaluation at `now`, which
+        ends at that minute, sees it. The first evaluation of a minute samples; later ones in the same minute (a
+        shortened alarm interval, a test evaluating twice) publish no second sample, since two would let a
+        Maximum of each count a message received in between twice, once visible and once in flight.
+        ApproximateNumberOfMessagesVisible is GetQueueAttributes' ApproximateNumberOfMessages and
+        ApproximateNumberOfMessagesNotVisible its namesake ("in flight: received but not yet deleted or
+        expired", https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html)."""
         from prfleet_local.stack.alarms import Datapoint
 
         stamp = math.floor(now / 60) * 60 - 1
+        sampled: set[tuple[str, float]] = self.__dict__.setdefault("_sqs_sampled", set())
+        gauges = {
+            "ApproximateNumberOfMessagesVisible": "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible": "ApproximateNumberOfMessagesNotVisible",
+        }
         points = []
         for logical in tpl.resources(self.template, "AWS::SQS::Queue"):
             name = self.ctx.attrs[(logical, "QueueName")]
-            attrs = self.client("sqs").get_queue_attributes(
-                QueueUrl=self.ctx.refs[logical], AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
             dims = {"QueueName": name}
-            points.append(
-                Datapoint(
-                    "AWS/SQS",
-                    "ApproximateNumberOfMessagesVisible",
-                    dims,
-                    stamp,
-                    float(attrs["ApproximateNumberOfMessages"]),
-                    "Count",
-                )
-            )
+            if (logical, stamp) not in sampled:
+                sampled.add((logical, stamp))
+                attrs = self.client("sqs").get_queue_attributes(
+                    QueueUrl=self.ctx.refs[logical], AttributeNames=list(gauges.values())
+                )["Attributes"]
+                for metric, attribute in gauges.items():
+                    points.append(
+                        Datapoint("AWS/SQS", metric, dims, stamp, float(attrs.get(attribute, 0)), "Count")
+                    )
             with self._busy_lock:
                 ages = self._ages.pop(self.ctx.refs[logical], [])
             for ts, age in ages or [(stamp, 0.0)]:
