@@ -36,6 +36,12 @@ def _secret() -> str:
     return secret
 
 
+def _check_port(port: int) -> None:
+    """A TCP port to listen on or connect to: 1-65535 (0 would mean "any free port" to bind, and nothing to send to)."""
+    if not 0 < port < 65536:
+        raise CliError(f"--port must be between 1 and 65535, got {port}")
+
+
 def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
     """Run the local stack until Ctrl-C or SIGTERM (exit 0), printing each finished check and alarm change."""
     from prfleet_local.cli.target import remove_local_state, state_path, write_local_state
@@ -43,8 +49,7 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
     from prfleet_local.demo.run import sandbox
 
     _secret()
-    if not 0 < args.port < 65536:
-        raise CliError(f"--port must be between 1 and 65535, got {args.port}")
+    _check_port(args.port)
     if not port_free(args.port):
         raise CliError(
             f"port {args.port} is in use (another `prfleet local serve`?): choose another with --port"
@@ -126,6 +131,7 @@ def send(args: argparse.Namespace) -> int:
     from prfleet_local.demo.run import post
 
     secret = _secret()
+    _check_port(args.port)
     path = Path(args.payload)
     try:
         body = path.read_bytes()
