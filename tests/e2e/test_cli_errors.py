@@ -117,6 +117,11 @@ CASES = [
         ["--port must be between 1 and 65535"],
     ),
     (
+        ["local", "serve", "--port", "{free}"],
+        {"PRFLEET_WEBHOOK_SECRET": "s", "PRFLEET_LOCAL_ALARM_INTERVAL_S": "0"},
+        ["PRFLEET_LOCAL_ALARM_INTERVAL_S must be a number of seconds above 0"],
+    ),
+    (
         ["local", "send", "--payload", "{good_json}", "--port", "0"],
         {"PRFLEET_WEBHOOK_SECRET": "s"},
         ["--port must be between 1 and 65535, got 0"],
