@@ -526,7 +526,7 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
     the very first reply 125 s, past the SDK's 120 s call timeout, so that run retries and takes over 120 s, the
     others about a second. p95 of 20 runs is the second slowest: no page (with the earlier p95-of-any-count alarm,
     this one run paged). Then 20 more jobs whose every reply is held 41 s (3 calls: read_file, report_findings, end
-    of turn, so about 123 s a run): 21 of the 40 runs in the 15 minutes are slow, p95 is slow: a page. At most 20
+    of turn, so about 123 s a run): 21 of the 40 runs in the 30 minutes are slow, p95 is slow: a page. At most 20
     runs at once (AgentMaxConcurrency=20, a real parameter) so the slow phase takes two rounds at most, and budgets
     large enough that 20 worst-case reservations at once never hold a job back."""
     plan = FaultPlan(rules=[FaultRule("slow", requests=[1], delay=125.0)])
