@@ -13,7 +13,16 @@ from prfleet.config import settings
 
 logger = events.make_logger()
 metrics = events.make_metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# Records that fail are reported in batchItemFailures, also when every record of the batch failed: Powertools' default
+# (raise_on_entire_batch_failure=True) raises BatchProcessingError then, which Lambda counts as an invocation Error
+# although the function handled and reported each failure ("Working with full batch failures",
+# https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/). A one-record batch that failed its three
+# receives read as three AWS/Lambda Errors on top of its RunsFailed, so ErrorRateAlarm counted it several times.
+# With False, AgentFunction's Errors count only what it could not report itself (a timeout, a crash, an OOM kill).
+# The reported records are still retried: SQS makes them visible again after the visibility timeout and the redrive
+# policy applies ("Implementing partial batch responses",
+# https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html#services-sqs-batchfailurereporting).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 _client: Any = None
 
 

@@ -18,7 +18,11 @@ from prfleet.config import settings
 
 logger = events.make_logger()
 metrics = events.make_metrics()
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose every record failed is reported, not raised (the agent's handler says why; Powertools' "Working with
+# full batch failures", https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/): the planner's
+# AWS/Lambda Errors then count only what it could not report itself. The reported records are retried all the same
+# (https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html#services-sqs-batchfailurereporting).
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 DEADLINE_MARGIN_S = 5.0  # leave time to re-queue the job and report the batch
 
 

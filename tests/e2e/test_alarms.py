@@ -183,9 +183,11 @@ def bare(tmp_path_factory):
 
 
 def test_three_dead_letters_at_different_times_are_three_pages(bare):
-    """The DLQ alarm watches new dead letters (the depth's minute-to-minute increase), not the depth: it pages for
-    each one, although the first two are still in the queue when the third arrives. (Each receive of a poison job
-    is also a failed agent invocation, an AWS/Lambda Error: the error-rate alarm fires as well, and says so.)"""
+    """The DLQ alarm watches new dead letters (the minute-to-minute increase of visible + in-flight messages), not
+    the depth: it pages for each one, although the first two are still in the queue when the third arrives. A
+    poison job is not a run, and its failed receives are reported in batchItemFailures, not raised: no AWS/Lambda
+    Error, so the error-rate alarm stays quiet (the DLQ alarm is the page). Then the runbook's first step, reading
+    the dead letters (receive-message), moves them to in flight and back: no page."""
     box, inbox = bare
     sqs = box.stack.client("sqs")
     start = box.stack.now() + 60
@@ -200,15 +202,49 @@ def test_three_dead_letters_at_different_times_are_three_pages(bare):
         ]
         assert notices(inbox)["JobsDLQAlarm"] == "ALARM"
         body = next(m.body for m in reversed(inbox.received) if m.alarm == f"{STACK}-JobsDLQAlarm")
-        assert body["Trigger"]["Metrics"][1]["Expression"] == "DIFF(FILL(depth, 0))"
+        assert [m.get("Expression") for m in body["Trigger"]["Metrics"]] == [
+            None,
+            None,
+            "FILL(visible, 0) + FILL(inflight, 0)",
+            "DIFF(depth)",
+        ]
         assert evaluate(box, start + 120 * k + 120)["JobsDLQAlarm"] == "OK"  # no new dead letter this minute
         assert notices(inbox)["JobsDLQAlarm"] == "OK"
     pages = [n for n in alarm_notices(inbox) if n == ("JobsDLQAlarm", "ALARM")]
     assert len(pages) == 3
-    assert ("ErrorRateAlarm", "ALARM") in alarm_notices(inbox)
+    assert ("ErrorRateAlarm", "ALARM") not in alarm_notices(inbox)
+    agent = f"{STACK}-AgentFunction"
+    points = [p for p in box.stack.datapoints() if p.dimensions.get("FunctionName") == agent]
+    assert sum(p.value for p in points if p.name == "Invocations") >= 6  # 3 jobs x MaxReceiveCount 2
+    assert [p.value for p in points if p.name == "Errors"] == [0.0] * sum(
+        1 for p in points if p.name == "Errors"
+    )  # every failure was reported (batchItemFailures), none raised
     assert (
         box.stack.queue_depth("JobsDLQ") == 3
     )  # nobody dealt with them: the depth alarm would have paged once
+
+    # The runbook's inspection step: receive the dead letters (they are in flight for the visibility timeout, 3 s
+    # here instead of 30), then they are visible again. Visible alone read 3 -> 0 -> 3: a false page.
+    dlq = box.stack.queue_url("JobsDLQ")
+    read = start + 120 * 3 + 60
+    got_messages = sqs.receive_message(QueueUrl=dlq, MaxNumberOfMessages=10, VisibilityTimeout=3)["Messages"]
+    assert len(got_messages) == 3
+    assert evaluate(box, read)["JobsDLQAlarm"] == "OK"
+    time.sleep(3.5)
+    assert box.stack.queue_depth("JobsDLQ") == 3
+    assert evaluate(box, read + 60)["JobsDLQAlarm"] == "OK"
+    assert evaluate(box, read + 120)["JobsDLQAlarm"] == "OK"
+    # An evaluation that skips a minute (SQS itself publishes every minute): the unchanged DLQ is no new dead letter.
+    assert evaluate(box, read + 240)["JobsDLQAlarm"] == "OK"
+    assert "JobsDLQAlarm" not in notices(inbox, wait=1.0)
+    samples = [
+        (p.name, p.value)
+        for p in box.stack.datapoints()
+        if p.dimensions.get("QueueName") == box.stack.ctx.attrs[("JobsDLQ", "QueueName")]
+        and p.name != "ApproximateAgeOfOldestMessage"
+        and p.timestamp >= read - 61
+    ]
+    assert ("ApproximateNumberOfMessagesNotVisible", 3.0) in samples  # the read, as SQS publishes it
 
     # Every transition is mirrored into CloudWatch (moto), where `prfleet alarms --local` reads it.
     (described,) = box.stack.client("cloudwatch").describe_alarms(AlarmNames=[f"{STACK}-JobsDLQAlarm"])[
@@ -240,6 +276,47 @@ def test_a_webhook_crash_raises_the_webhook_alarm_though_the_handler_reported_no
     assert box.deliver("ping", {"zen": "Design for failure.", "hook_id": 1})[0] == 200
     assert evaluate(box, now + 900)["WebhookErrorsAlarm"] == "OK"
     assert notices(inbox)["WebhookErrorsAlarm"] == "OK"
+
+
+def test_a_job_failing_on_every_delivery_is_one_failed_run_and_no_lambda_error(tmp_path):
+    """A real file job whose every attempt fails in a handled way (its repository does not exist: GitHub answers
+    404), delivered alone, so every batch is one record that fails. Powertools raised BatchProcessingError for such
+    a batch by default (raise_on_entire_batch_failure=True), an AWS/Lambda Error per receive on top of the run's
+    RunsFailed; the agent reports it in batchItemFailures instead, SQS still retries it, and after MaxReceiveCount
+    (2 here) it is dead-lettered with its failure recorded once: 0 Errors, 1 RunsFailed. (Visibility 20 s: longer
+    than a failing attempt under load, so no redelivery overlaps the attempt still running.)"""
+    from prfleet.jobs import FileJob
+
+    with quiet_stack(tmp_path, parameters={"MaxReceiveCount": 2}, visibility_timeout=20) as box:
+        sqs = box.stack.client("sqs")
+        agent = f"{STACK}-AgentFunction"
+        job = FileJob(
+            "acme/does-not-exist", 99, "a" * 40, "b" * 40, "x.py", "c" * 40, "review", None, str(uuid.uuid4())
+        )
+        sqs.send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=job.to_message())
+        wait_depth(box, "JobsDLQ", 1, timeout=120)
+        deadline = time.monotonic() + 60
+        while ((run := state.get_run(job)) is None or run["status"] in ("running", "retrying")) and (
+            time.monotonic() < deadline
+        ):
+            time.sleep(0.2)  # the last attempt records its failure while SQS already moves the message
+        assert run is not None and run["status"] == "failed" and "404" in run["error"]
+        assert box.stack.wait_idle(timeout=30, queues=("JobsQueue",))
+
+        points = box.stack.datapoints()
+        mine = [p for p in points if p.dimensions.get("FunctionName") == agent]
+        invocations = sum(p.value for p in mine if p.name == "Invocations")
+        assert invocations == 2  # one per receive: MaxReceiveCount 2, each a one-record batch that failed
+        errors = [p.value for p in mine if p.name == "Errors"]
+        assert errors == [0.0, 0.0]  # an Errors datapoint per invocation, each 0: reported, not raised
+        fleet = {"service": "prfleet"}
+        failed = [p for p in points if p.name == "RunsFailed" and dict(p.dimensions) == fleet]
+        assert sum(p.value for p in failed) == 1  # counted once, as a run, on its last delivery
+        got = evaluate(box)
+        # 1 failed run: below the 5-run volume guard, and no Errors added
+        assert got["ErrorRateAlarm"] == "OK"
+        rate = box.stack.evaluator.status[box.stack.alarm_name("ErrorRateAlarm")].values[-1][1]
+        assert rate == 0.0
 
 
 # ---------------------------------------------------------------------------------------------- error rate
@@ -449,7 +526,7 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
     the very first reply 125 s, past the SDK's 120 s call timeout, so that run retries and takes over 120 s, the
     others about a second. p95 of 20 runs is the second slowest: no page (with the earlier p95-of-any-count alarm,
     this one run paged). Then 20 more jobs whose every reply is held 41 s (3 calls: read_file, report_findings, end
-    of turn, so about 123 s a run): 21 of the 40 runs in the 15 minutes are slow, p95 is slow: a page. At most 20
+    of turn, so about 123 s a run): 21 of the 40 runs in the 30 minutes are slow, p95 is slow: a page. At most 20
     runs at once (AgentMaxConcurrency=20, a real parameter) so the slow phase takes two rounds at most, and budgets
     large enough that 20 worst-case reservations at once never hold a job back."""
     plan = FaultPlan(rules=[FaultRule("slow", requests=[1], delay=125.0)])

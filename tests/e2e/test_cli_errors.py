@@ -111,6 +111,26 @@ def test_serve_on_a_busy_port_says_so_and_leaves_nothing_running(tmp_path):
 CASES = [
     # (arguments, extra environment, what the line must name)
     (["local", "serve", "--port", "0"], {}, ["PRFLEET_WEBHOOK_SECRET"]),
+    (
+        ["local", "serve", "--port", "0"],
+        {"PRFLEET_WEBHOOK_SECRET": "s"},
+        ["--port must be between 1 and 65535"],
+    ),
+    (
+        ["local", "serve", "--port", "{free}"],
+        {"PRFLEET_WEBHOOK_SECRET": "s", "PRFLEET_LOCAL_ALARM_INTERVAL_S": "0"},
+        ["PRFLEET_LOCAL_ALARM_INTERVAL_S must be a number of seconds above 0"],
+    ),
+    (
+        ["local", "send", "--payload", "{good_json}", "--port", "0"],
+        {"PRFLEET_WEBHOOK_SECRET": "s"},
+        ["--port must be between 1 and 65535, got 0"],
+    ),
+    (
+        ["local", "send", "--payload", "{good_json}", "--port", "65536"],
+        {"PRFLEET_WEBHOOK_SECRET": "s"},
+        ["--port must be between 1 and 65535, got 65536"],
+    ),
     (["local", "send", "--payload", "{missing}"], {"PRFLEET_WEBHOOK_SECRET": "s"}, ["no such file"]),
     (["local", "send", "--payload", "{bad_json}"], {"PRFLEET_WEBHOOK_SECRET": "s"}, ["is not JSON"]),
     (

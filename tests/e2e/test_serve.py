@@ -159,3 +159,101 @@ def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float = 120) 
         if marker in line or proc.poll() is not None:
             break
     return lines
+
+
+def test_serve_prints_alarm_transitions_as_they_happen_and_alarms_local_agrees(tmp_path):
+    """While serve runs, its local CloudWatch evaluates the alarms (every 2 s here, through the test-only
+    PRFLEET_LOCAL_ALARM_INTERVAL_S; CloudWatch's minute otherwise) and serve prints each state change as one line.
+    The cause is the runbook's WebhookErrorsAlarm case: the webhook secret is emptied in (local) Secrets Manager, the
+    webhook fails closed with a 500, and API Gateway's 5xx pages at the first evaluation after that minute.
+    `prfleet alarms --local` then shows the same state, and `prfleet cost reconcile --local` works against the
+    same session (and says in one line what it lacks without an Admin key)."""
+    import re
+    import threading
+
+    import boto3
+
+    port = free_port()
+    state_file = tmp_path / "local-stack.json"
+    env = {
+        **os.environ,
+        "PRFLEET_WEBHOOK_SECRET": "serve-secret",
+        "PRFLEET_LOCAL_STATE": str(state_file),
+        "PRFLEET_LOCAL_ALARM_INTERVAL_S": "2",
+    }
+    for key in ("ANTHROPIC_API_KEY", "ANTHROPIC_ADMIN_KEY", "ANTHROPIC_BASE_URL"):
+        env.pop(key, None)
+    proc = _cli("local", "serve", "--port", str(port), "--workdir", str(tmp_path), env=env)
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+
+    def wait_for(pattern: str, timeout: float = 150) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in list(lines):
+                if re.search(pattern, line):
+                    return line
+            assert proc.poll() is None, "".join(lines)
+            time.sleep(0.2)
+        raise AssertionError(f"serve never printed {pattern!r}:\n{''.join(lines)}")
+
+    try:
+        wait_for("Ctrl-C")
+        # The first evaluation: every alarm that treats missing data as not breaching leaves INSUFFICIENT_DATA.
+        first = wait_for(r"alarm prfleet-local-ErrorRateAlarm: INSUFFICIENT_DATA -> OK", timeout=60)
+        assert re.match(r"^\d\d:\d\d:\d\d alarm ", first), first
+        endpoint = wait_for(r"^AWS: ").split()[1]
+        recorded = json.loads(state_file.read_text())
+        secret_id = recorded["resources"]["WebhookSecret"][1]
+        sm = boto3.client(
+            "secretsmanager",
+            endpoint_url=endpoint,
+            region_name=recorded["region"],
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+        )
+        sm.put_secret_value(SecretId=secret_id, SecretString=json.dumps({"value": ""}))
+
+        body = json.dumps(load_payload("ping.payload.json")).encode()
+        headers = {
+            "X-GitHub-Event": "ping",
+            "X-GitHub-Delivery": "serve-alarm-1",
+            "X-Hub-Signature-256": signature_for(b"serve-secret", body),
+        }
+        status, reply = post(f"http://127.0.0.1:{port}/webhook", body, headers)
+        assert (status, reply) == (500, {"error": "webhook is not configured"})
+
+        paged = wait_for(
+            r"alarm prfleet-local-WebhookErrorsAlarm: OK -> ALARM: Threshold Crossed", timeout=150
+        )
+        assert "1 out of the last 1 datapoint" in paged, paged
+
+        # The alarm stays in ALARM for the evaluation range (3 x 5 minutes), so this read cannot race its return.
+        alarms = _prfleet(env, "alarms", "--local")
+        assert alarms.returncode == 0, alarms.stderr
+        (row,) = [x for x in alarms.stdout.splitlines() if x.startswith("prfleet-local-WebhookErrorsAlarm ")]
+        assert row.split()[1] == "ALARM", row
+        assert "firing: WebhookErrorsAlarm" in alarms.stdout, alarms.stdout
+        others = [x.split()[1] for x in alarms.stdout.splitlines() if x.startswith("prfleet-local-")]
+        assert others.count("ALARM") == 1, alarms.stdout
+
+        # cost reconcile --local: without an Admin key, one line and a non-zero exit ...
+        day = time.strftime("%Y-%m-%d", time.gmtime())
+        no_key = _prfleet(env, "cost", "reconcile", "--local", "--day", day)
+        assert no_key.returncode == 2, (no_key.stdout, no_key.stderr)
+        assert len(no_key.stderr.splitlines()) == 1 and "no Admin API key" in no_key.stderr, no_key.stderr
+        assert "ANTHROPIC_ADMIN_KEY" in no_key.stderr and "Traceback" not in no_key.stderr
+        # ... with one, against the offline model's Usage and Cost API: nothing billed, nothing booked, no drift.
+        model_url = re.search(r"the offline model at (\S+)", wait_for(r"^model: ")).group(1)
+        keyed = {**env, "ANTHROPIC_ADMIN_KEY": "sk-ant-admin01-local"}
+        rec = _prfleet(keyed, "cost", "reconcile", "--local", "--day", day, "--api-url", model_url)
+        assert rec.returncode == 0, rec.stderr
+        assert "LedgerDriftPercent 0.00 %" in rec.stdout, rec.stdout
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    assert proc.returncode == 0, "".join(lines)
+    assert "local serve: stopped" in "".join(lines)
+    assert not state_file.exists()

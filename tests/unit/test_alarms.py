@@ -716,39 +716,194 @@ def test_template_latency_alarm_one_slow_run_never_pages() -> None:
     assert template_alarm("LatencyAlarm").evaluate(one_in_20, T0 + 60)["LatencyAlarm"] == AlarmState.OK
 
 
-def test_template_latency_alarm_sustained_slow_runs_page_at_the_default_concurrency() -> None:
-    """At AgentMaxConcurrency 5 and 130 s runs, 15 minutes hold 5 x 900 / 130 = 34 finished runs."""
-    runs = int(5 * 900 / 130)
-    points = [dp("RunDuration", 130_000.0, T0 + 130 * (i // 5), unit="Milliseconds") for i in range(runs)]
+def slot_runs(
+    duration_s: float, *, slots: int, start: float, until: float, gap_s: float = 2.0
+) -> list[Datapoint]:
+    """RunDuration as `slots` consumers running runs of `duration_s` back to back (each `gap_s` apart) emit it:
+    one datapoint per run, when it completes. The consumers' phases are spread over a run (as they drift apart in
+    steady state), the worst case for how many runs a window holds: floor(W / d) per consumer, never ceil."""
+    points = []
+    for slot in range(slots):
+        t = start + slot * (duration_s + gap_s) / slots + duration_s
+        while t < until:
+            points.append(dp("RunDuration", duration_s * 1000, t, unit="Milliseconds"))
+            t += duration_s + gap_s
+    return points
+
+
+def template_latency_facts() -> dict[str, float]:
+    """What the LatencyAlarm's arithmetic rests on, read from the template and the runner (not restated)."""
+    from prfleet import runner
+
+    resources = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+    latency = resources["Resources"]["LatencyAlarm"]["Properties"]
+    (guard_expr,) = [q["Expression"] for q in latency["Metrics"] if q["Id"] == "latency"]
+    (period,) = {q["MetricStat"]["Period"] for q in latency["Metrics"] if "MetricStat" in q}
+    return {
+        "period": float(period),
+        "guard": float(guard_expr.split(">=")[1].split(",")[0]),
+        "threshold_s": float(latency["Threshold"]) / 1000,
+        "concurrency": float(resources["Parameters"]["AgentMaxConcurrency"]["Default"]),
+        "timeout": float(resources["Resources"]["AgentFunction"]["Properties"]["Timeout"]),
+        "margin": float(runner.DEADLINE_MARGIN_S),
+    }
+
+
+def test_template_latency_alarm_window_holds_the_guard_at_every_duration_up_to_the_timeout() -> None:
+    """The arithmetic of the template's comment: at the default concurrency, a window holds at least the guard's
+    20 runs of the slowest duration a run can have (Timeout - the runner's margin), and of the Timeout itself."""
+    f = template_latency_facts()
+    assert f["guard"] == 20 and f["threshold_s"] == 120 and f["concurrency"] == 5
+    slowest = f["timeout"] - f["margin"]
+    assert slowest == 280
+    for d in range(int(f["threshold_s"]) + 1, int(f["timeout"]) + 1):
+        assert f["concurrency"] * (f["period"] // d) >= f["guard"], d
+    assert f["concurrency"] * (f["period"] // slowest) == 30
+    # The former 15-minute window: blind from 226 s on (5 x floor(900 / 226) = 15 < 20).
+    assert f["concurrency"] * (900 // 225) == 20 and f["concurrency"] * (900 // 226) == 15
+
+
+@pytest.mark.parametrize("duration_s", [130, 200, 250, 279])
+def test_template_latency_alarm_sustained_slow_runs_page_at_the_default_concurrency(duration_s: int) -> None:
+    """5 consumers (AgentMaxConcurrency's default) run slow runs back to back for 40 minutes; the alarm, evaluated
+    every minute as CloudWatch does, pages once 20 of them finished within its window, and stays in ALARM."""
+    f = template_latency_facts()
+    points = slot_runs(duration_s, slots=int(f["concurrency"]), start=T0, until=T0 + 2400)
     ev = template_alarm("LatencyAlarm")
-    assert ev.evaluate(points, T0 + 900)["LatencyAlarm"] == AlarmState.ALARM
-    # With CloudWatch's own low-sample rule for p95 instead, 34 < 200 samples: the state would never change.
-    assert alarms.low_sample_threshold("p95") == 200 > runs
+    fired_at = None
+    for minute in range(1, 41):
+        state = ev.evaluate(points, T0 + 60 * minute)["LatencyAlarm"]
+        if state == AlarmState.ALARM and fired_at is None:
+            fired_at = minute
+        if fired_at is not None:
+            assert state == AlarmState.ALARM, minute  # sustained slowness keeps it paging
+    assert fired_at is not None, f"{duration_s} s runs at concurrency 5 never paged"
+    # It fires when the 20th slow run finished (the 4th of the last consumer, at most 5 runs' time), not later.
+    assert fired_at <= 5 * (duration_s + 2) / 60 + 2
+    # With the former 15-minute window, runs over 225 s could not page: fewer than 20 fit in it (it could only
+    # flap, in the minutes when the consumers happened to run in step).
+    old = {**template_alarms()["LatencyAlarm"]}
+    old["Metrics"] = [
+        {**q, "MetricStat": {**q["MetricStat"], "Period": 900}} if "MetricStat" in q else q
+        for q in old["Metrics"]
+    ]
+    ev_old = AlarmEvaluator({"LatencyAlarm": old})
+    seen = {str(ev_old.evaluate(points, T0 + 60 * minute)["LatencyAlarm"]) for minute in range(1, 41)}
+    assert ("ALARM" in seen) == (duration_s <= 225)
+    # With CloudWatch's own low-sample rule for p95 instead, 200 samples per period: never in 30 minutes.
+    assert alarms.low_sample_threshold("p95") == 200 > f["concurrency"] * f["period"] / f["threshold_s"]
 
 
-def dlq_depth(depths: list[float], now: float) -> list[Datapoint]:
+@pytest.mark.parametrize("fast_runs", [0, 5, 19, 20, 38, 60])
+def test_template_latency_alarm_one_slow_run_at_the_timeout_never_pages(fast_runs: int) -> None:
+    """However many fast runs share the window, one run at the slowest possible duration is no page."""
+    points = durations([5_000.0] * fast_runs + [280_000.0], T0)
+    ev = template_alarm("LatencyAlarm")
+    for minute in range(1, 35):
+        assert ev.evaluate(points, T0 + 60 * minute)["LatencyAlarm"] == AlarmState.OK, minute
+
+
+def dlq_depth(depths: list[float], now: float, in_flight: list[float] | None = None) -> list[Datapoint]:
+    """One SQS sample per minute, as SQS publishes them: the DLQ's visible and (optionally) in-flight counts."""
     starts = alarms.window(now, 60, len(depths))
-    return [
+    points = [
         Datapoint("AWS/SQS", "ApproximateNumberOfMessagesVisible", {"QueueName": "JobsDLQ"}, s + 1, d)
         for s, d in zip(starts, depths, strict=True)
     ]
+    points += [
+        Datapoint("AWS/SQS", "ApproximateNumberOfMessagesNotVisible", {"QueueName": "JobsDLQ"}, s + 1, d)
+        for s, d in zip(starts, in_flight or [], strict=False)
+    ]
+    return points
+
+
+def run_minutes(
+    alarm: str, visible: list[float], in_flight: list[float] | None = None
+) -> tuple[AlarmEvaluator, int]:
+    """Evaluate `alarm` once a minute over the samples so far; returns the evaluator and the pages (-> ALARM)."""
+    ev = template_alarm(alarm)
+    pages = 0
+    for minute in range(len(visible)):
+        now = T0 + 60 * (minute + 1)
+        flight = in_flight[: minute + 1] if in_flight is not None else None
+        ev.evaluate(dlq_depth(visible[: minute + 1], now, flight), now)
+        pages += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
+    return ev, pages
 
 
 def test_template_dlq_alarm_pages_for_every_new_dead_letter() -> None:
-    ev = template_alarm("JobsDLQAlarm")
-    history: list[float] = []
-    alarms_raised = 0
-    for minute, depth in enumerate([0, 1, 1, 1, 2, 2, 3, 3, 3]):  # three dead letters, minutes apart
-        history.append(depth)
-        now = T0 + 60 * (minute + 1)
-        ev.evaluate(dlq_depth(history, now), now)
-        alarms_raised += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
-    assert alarms_raised == 3
+    ev, pages = run_minutes("JobsDLQAlarm", [0, 1, 1, 1, 2, 2, 3, 3, 3])  # three dead letters, minutes apart
+    assert pages == 3
     assert ev.states["JobsDLQAlarm"] == AlarmState.OK  # no new dead letter in the last minute
-    # An idle DLQ publishes nothing; its first dead letter still counts (FILL(depth, 0) before DIFF).
+    # An idle DLQ publishes nothing; its first dead letter still counts (each count FILLed with 0 before DIFF).
     ev = template_alarm("JobsDLQAlarm")
     only_now = dlq_depth([1.0], T0)
     assert ev.evaluate(only_now, T0)["JobsDLQAlarm"] == AlarmState.ALARM
+
+
+@pytest.mark.parametrize("alarm", ["JobsDLQAlarm", "PrDLQAlarm"])
+def test_template_dlq_alarm_reading_the_dead_letters_is_no_new_page(alarm: str) -> None:
+    """The runbook's first step receives the DLQ's messages (visibility timeout 30 s): they go from visible to in
+    flight and back (sqs-available-cloudwatch-metrics.html: NotVisible = received, not yet deleted or expired).
+    Visible alone reads 3 -> 0 -> 3, and its DIFF paged for a "new" +3; visible + in flight stays 3."""
+    queue = "JobsDLQ" if alarm == "JobsDLQAlarm" else "PrDLQ"
+    definition = template_alarms()[alarm]
+    queries = {q["Id"]: q for q in definition["Metrics"]}
+    assert queries["visible"]["MetricStat"]["Metric"]["Dimensions"] == [{"Name": "QueueName", "Value": queue}]
+    assert queries["inflight"]["MetricStat"]["Metric"]["Dimensions"] == [
+        {"Name": "QueueName", "Value": queue}
+    ]
+
+    def samples(visible: list[float], in_flight: list[float], now: float) -> list[Datapoint]:
+        return [
+            Datapoint(p.namespace, p.name, {"QueueName": queue}, p.timestamp, p.value)
+            for p in dlq_depth(visible, now, in_flight)
+        ]
+
+    ev = AlarmEvaluator({alarm: definition})
+    visible = [0.0, 3.0, 3.0, 0.0, 3.0, 3.0, 4.0, 4.0]  # 3 dead letters, read, visible again, then a 4th
+    in_flight = [0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0]
+    states, pages = [], 0
+    for minute in range(len(visible)):
+        now = T0 + 60 * (minute + 1)
+        ev.evaluate(samples(visible[: minute + 1], in_flight[: minute + 1], now), now)
+        pages += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
+        states.append(str(ev.states[alarm]))
+    # minute 1: the 3 arrive (a page); 3-5: read and visible again (no page); 6: a real 4th dead letter (a page)
+    assert states == ["OK", "ALARM", "OK", "OK", "OK", "OK", "ALARM", "OK"]
+    assert pages == 2
+    # The visible count alone, as the alarm read it before: the read's return would have paged a second time.
+    _, old_pages = run_minutes_visible_only(visible)
+    assert old_pages == 3
+
+
+def run_minutes_visible_only(visible: list[float]) -> tuple[AlarmEvaluator, int]:
+    legacy = {
+        **template_alarms()["JobsDLQAlarm"],
+        "Metrics": [
+            {
+                "Id": "depth",
+                "ReturnData": False,
+                "MetricStat": {
+                    "Metric": {
+                        "Namespace": "AWS/SQS",
+                        "MetricName": "ApproximateNumberOfMessagesVisible",
+                        "Dimensions": [{"Name": "QueueName", "Value": "JobsDLQ"}],
+                    },
+                    "Period": 60,
+                    "Stat": "Maximum",
+                },
+            },
+            {"Id": "newletters", "ReturnData": True, "Expression": "DIFF(FILL(depth, 0))"},
+        ],
+    }
+    ev = AlarmEvaluator({"JobsDLQAlarm": legacy})
+    pages = 0
+    for minute in range(len(visible)):
+        now = T0 + 60 * (minute + 1)
+        ev.evaluate(dlq_depth(visible[: minute + 1], now), now)
+        pages += sum(1 for t in ev.last_transitions if t.new_state == AlarmState.ALARM)
+    return ev, pages
 
 
 def test_template_webhook_alarm_sees_crashes_and_throttles_the_handler_cannot_report() -> None:

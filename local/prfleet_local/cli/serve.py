@@ -36,6 +36,32 @@ def _secret() -> str:
     return secret
 
 
+# Test-only: how often serve's local CloudWatch evaluates the alarms, in seconds (CloudWatch's minute otherwise), so
+# that a test sees a transition without waiting for the minute. Not an option: CloudWatch has no such setting.
+ALARM_INTERVAL_ENV = "PRFLEET_LOCAL_ALARM_INTERVAL_S"
+
+
+def _alarm_interval() -> float:
+    raw = os.environ.get(ALARM_INTERVAL_ENV, "").strip()
+    if not raw:
+        return 60.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 60:
+        raise CliError(
+            f"{ALARM_INTERVAL_ENV} must be a number of seconds above 0 and at most 60, got {raw!r}"
+        )
+    return value
+
+
+def _check_port(port: int) -> None:
+    """A TCP port to listen on or connect to: 1-65535 (0 would mean "any free port" to bind, and nothing to send to)."""
+    if not 0 < port < 65536:
+        raise CliError(f"--port must be between 1 and 65535, got {port}")
+
+
 def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
     """Run the local stack until Ctrl-C or SIGTERM (exit 0), printing each finished check and alarm change."""
     from prfleet_local.cli.target import remove_local_state, state_path, write_local_state
@@ -43,8 +69,8 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
     from prfleet_local.demo.run import sandbox
 
     _secret()
-    if not 0 < args.port < 65536:
-        raise CliError(f"--port must be between 1 and 65535, got {args.port}")
+    _check_port(args.port)
+    alarm_interval = _alarm_interval()
     if not port_free(args.port):
         raise CliError(
             f"port {args.port} is in use (another `prfleet local serve`?): choose another with --port"
@@ -54,7 +80,7 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
         print("local serve: --real: reviews call the Claude API and spend money on your ANTHROPIC_API_KEY")
     state = state_path()
     try:
-        with sandbox(workdir, api_port=args.port, model=model) as box:
+        with sandbox(workdir, api_port=args.port, model=model, alarm_interval=alarm_interval) as box:
             number = box.open_sample_pr()
             payload_file = box.workdir / "sample-pr-opened.json"
             payload_file.write_text(json.dumps(box.github.webhook_payload("opened", number), indent=2))
@@ -126,6 +152,7 @@ def send(args: argparse.Namespace) -> int:
     from prfleet_local.demo.run import post
 
     secret = _secret()
+    _check_port(args.port)
     path = Path(args.payload)
     try:
         body = path.read_bytes()

@@ -820,30 +820,52 @@ class LocalStack:
 
     # ------------------------------------------------------------------ alarms (moto stores them, never evaluates)
     def _sqs_datapoints(self, now: float) -> list[Any]:
-        """What CloudWatch would publish for the queues: depth now, and the age of the oldest message seen.
+        """What CloudWatch would publish for the queues: depth now (visible and in flight), and the age of the
+        oldest message seen.
 
-        The depth sampled at `now` is filed in the last whole minute (SQS publishes one datapoint per queue and
-        minute, for the minute that ended), so the evaluation at `now`, which ends at that minute, sees it."""
+        SQS pushes its metrics to CloudWatch "at one-minute intervals"
+        (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/monitoring-using-cloudwatch.html):
+        one depth sample per queue and minute, filed in the last whole minute, so the evaluation at `now`, which
+        ends at that minute, sees it. The first evaluation of a minute samples; later ones in the same minute (a
+        shortened alarm interval, a test evaluating twice) publish no second sample, since two would let a
+        Maximum of each count a message received in between twice, once visible and once in flight. SQS publishes
+        every minute, evaluations here may skip one (a slow evaluation, a test jumping ahead): the minutes missed
+        since the last sample (at most 5) repeat the last sample, so a change is filed in the minute it was seen
+        and a DLQ that did not change does not read as 0 -> depth (FILL(…, 0) + DIFF: a false page).
+        ApproximateNumberOfMessagesVisible is GetQueueAttributes' ApproximateNumberOfMessages and
+        ApproximateNumberOfMessagesNotVisible its namesake ("in flight: received but not yet deleted or
+        expired", https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-available-cloudwatch-metrics.html)."""
         from prfleet_local.stack.alarms import Datapoint
 
         stamp = math.floor(now / 60) * 60 - 1
+        sampled: set[tuple[str, float]] = self.__dict__.setdefault("_sqs_sampled", set())
+        last: dict[str, tuple[float, dict[str, float]]] = self.__dict__.setdefault("_sqs_last", {})
+        gauges = {
+            "ApproximateNumberOfMessagesVisible": "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible": "ApproximateNumberOfMessagesNotVisible",
+        }
         points = []
         for logical in tpl.resources(self.template, "AWS::SQS::Queue"):
             name = self.ctx.attrs[(logical, "QueueName")]
-            attrs = self.client("sqs").get_queue_attributes(
-                QueueUrl=self.ctx.refs[logical], AttributeNames=["ApproximateNumberOfMessages"]
-            )["Attributes"]
             dims = {"QueueName": name}
-            points.append(
-                Datapoint(
-                    "AWS/SQS",
-                    "ApproximateNumberOfMessagesVisible",
-                    dims,
-                    stamp,
-                    float(attrs["ApproximateNumberOfMessages"]),
-                    "Count",
-                )
-            )
+            if (logical, stamp) not in sampled:
+                sampled.add((logical, stamp))
+                attrs = self.client("sqs").get_queue_attributes(
+                    QueueUrl=self.ctx.refs[logical], AttributeNames=list(gauges.values())
+                )["Attributes"]
+                values = {metric: float(attrs.get(attribute, 0)) for metric, attribute in gauges.items()}
+                before = last.get(logical)
+                if before is not None and before[0] < stamp - 60:
+                    for missed in range(int(max(before[0] + 60, stamp - 300)), int(stamp), 60):
+                        if (logical, float(missed)) not in sampled:
+                            sampled.add((logical, float(missed)))
+                            points += [
+                                Datapoint("AWS/SQS", m, dims, float(missed), v, "Count")
+                                for m, v in before[1].items()
+                            ]
+                if before is None or before[0] < stamp:
+                    last[logical] = (stamp, values)
+                points += [Datapoint("AWS/SQS", m, dims, stamp, v, "Count") for m, v in values.items()]
             with self._busy_lock:
                 ages = self._ages.pop(self.ctx.refs[logical], [])
             for ts, age in ages or [(stamp, 0.0)]:
