@@ -57,9 +57,12 @@ class Scale:
     reruns: float = 0.1
     senders: int = 4
     timeout: float = 1500.0  # seconds for the whole soak
-    # For the day-one budget, measured on the offline model (docs/reliability.md): what a job costs, and the
-    # worst case one call reserves (review agent: max_tokens at the output price), times the agent concurrency.
-    cost_per_job_usd: float = 0.0022
+    # For the day-one budget, measured on the offline model (docs/reliability.md): what a job books before
+    # reconciliation (the CI-scale soak of 2026-12-01 14:10 UTC: 692,867 µ$ for 54 jobs, thinking on, faults at
+    # 0.02; calls that may have been billed are booked at their worst case until the Usage API reconciles them),
+    # and the worst case one call reserves (review agent: max_tokens at the output price), times the concurrency.
+    cost_per_job_usd: float = 0.013
+    max_days: int = 5  # budget days the soak moves through until nothing deferred is left
     worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
     daily_budget_usd: float | None = None  # overrides the computed day-one budget
@@ -391,22 +394,31 @@ class Soak:
                 if reply == 202:  # a Re-run re-reviews the head like `/prfleet review`: a new review cycle
                     self.driven.replans[(name, number, head)] += 1
         idle_commands = self.wait_idle(deadline)
-        # Day two: the budget resets; the sweeper re-queues what was deferred.
-        offset = 86400 + 3600
+        # The next budget day: the budget resets and the sweeper re-queues what was deferred. Work deferred again
+        # (that day's budget ran out too) moves on to the day after, as it would in AWS, up to `max_days`.
+        idle_later = True
+        self.days = 1
         try:
-            for _ in range(20):
-                # Each sweep a few minutes after the last (prfleet's clock): a run that died on day two is found
-                # stuck 5 minutes later, as the per-minute schedule would.
-                offset += 400
-                os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
-                self.offset = float(offset)
-                config.settings.cache_clear()
-                counts = self.stack.sweep() or {}
-                self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
-                self.sample_alarms()
-                idle_day_two = self.wait_idle(deadline)
-                if not counts.get("requeued") and not counts.get("stuck"):
+            for day in range(1, s.max_days + 1):
+                offset = day * 86400 + 3600
+                requeued_today = 0
+                for _ in range(20):
+                    # Each sweep a few minutes after the last (prfleet's clock): a run that died that day is found
+                    # stuck 5 minutes later, as the per-minute schedule would.
+                    offset += 400
+                    os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+                    self.offset = float(offset)
+                    config.settings.cache_clear()
+                    counts = self.stack.sweep() or {}
+                    self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
+                    requeued_today += int(counts.get("requeued") or 0)
+                    self.sample_alarms()
+                    idle_later = self.wait_idle(deadline) and idle_later
+                    if not counts.get("requeued") and not counts.get("stuck"):
+                        break
+                if not requeued_today:
                     break
+                self.days = day + 1
             self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
             self.reconciled = self.reconcile()
             self.sample_alarms(settle=True)
@@ -435,7 +447,8 @@ class Soak:
             "aws_faults_injected": {"/".join(k): v for k, v in self.stack.moto.injected().items()},
             "aws_requests": sum(self.stack.moto.counts().values()),
             "dlq": {q: len(b) for q, b in dlq.items()},
-            "idle": {"day_one": idle_day_one, "commands": idle_commands, "day_two": idle_day_two},
+            "idle": {"day_one": idle_day_one, "commands": idle_commands, "later_days": idle_later},
+            "budget_days": self.days,
         }
         daily = round(self.daily_budget * 1_000_000)
         self.figures["swept"] = dict(self.swept)
