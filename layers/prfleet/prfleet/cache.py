@@ -35,13 +35,20 @@ def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def put(key: str, result: dict[str, Any], *, now: float | None = None) -> None:
+    client("dynamodb").put_item(**put_item(key, result, now=now)["Put"])
+
+
+def put_item(key: str, result: dict[str, Any], *, now: float | None = None) -> dict[str, Any]:
+    """The cache's write as a TransactWriteItems item (the runner writes it with the run's outcome)."""
     now = time.time() if now is None else now
-    client("dynamodb").put_item(
-        TableName=settings().results_table,
-        Item={
-            "cache_key": {"S": key},
-            "result": {"S": json.dumps(result, separators=(",", ":"))},
-            "stored_at": {"N": str(int(now))},
-            "expires_at": {"N": str(int(now) + CACHE_TTL)},
-        },
-    )
+    return {
+        "Put": {
+            "TableName": settings().results_table,
+            "Item": {
+                "cache_key": {"S": key},
+                "result": {"S": json.dumps(result, separators=(",", ":"))},
+                "stored_at": {"N": str(int(now))},
+                "expires_at": {"N": str(int(now) + CACHE_TTL)},
+            },
+        }
+    }

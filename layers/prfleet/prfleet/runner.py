@@ -568,9 +568,14 @@ def _process(
         "stop_reason": result.stop_reason,
         **{f"{k}": int(v) for k, v in (result.usage or {}).items()},
     }
-    state.finish_run(job, run_id, result.status, values, owner=True, now=clock())
-    if result.status == "succeeded":
-        cache.put(key, {"findings": findings, "usage": result.usage, "model": spec.model})
+    # A succeeded run's result is cached in the same request as its outcome (one TransactWriteItems), and only if
+    # the outcome is written: refused (RunInProgress, another worker's outcome stands), nothing is cached, as before.
+    cached = (
+        [cache.put_item(key, {"findings": findings, "usage": result.usage, "model": spec.model})]
+        if result.status == "succeeded"
+        else None
+    )
+    state.finish_run(job, run_id, result.status, values, owner=True, now=clock(), with_items=cached)
     emit(
         "complete",
         status=result.status,

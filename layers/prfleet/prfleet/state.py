@@ -407,6 +407,7 @@ def finish_run(
     *,
     owner: bool = False,
     now: float | None = None,
+    with_items: list[dict[str, Any]] | None = None,
 ) -> None:
     """Store a run's outcome (findings as JSON), never over a finished one.
 
@@ -416,6 +417,8 @@ def finish_run(
     `owner`: this worker claimed the run with start_run, so only a write by the same run_id is accepted; otherwise
     (cached, skipped, superseded, a last-attempt failure) only a run that has not finished may be written.
     Raises RunInProgress when the write is refused: another worker's outcome stands.
+    `with_items`: unconditional TransactWriteItems items written with the outcome, in the same request and only if
+    the outcome is (the result cache's Put of a succeeded run: one request, not two; nothing cached when refused).
     """
     now = config_now() if now is None else now
     fields = {
@@ -449,19 +452,54 @@ def finish_run(
         condition = f"attribute_not_exists(pk) OR NOT (#s IN ({', '.join(finals)}))"
         vals.update(finals)
     update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+    request = {
+        "TableName": _table(),
+        "Key": run_key(job),
+        "UpdateExpression": update,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": vals,
+    }
+    if with_items:
+        _finish_with(job, request, with_items)
+        return
     try:
-        client("dynamodb").update_item(
-            TableName=_table(),
-            Key=run_key(job),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=vals,
-        )
+        client("dynamodb").update_item(**request)
     except ClientError as exc:
         if _is_conditional(exc):
             raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
         raise
+
+
+TRANSACT_ATTEMPTS = 6
+
+
+def _finish_with(
+    job: FileJob, update: dict[str, Any], items: list[dict[str, Any]], *, sleep: Any = None
+) -> None:
+    """finish_run's update and `items` in one TransactWriteItems. The run's condition is the first item's: its
+    cancellation reason ConditionalCheckFailed is the refusal (RunInProgress, nothing written); a conflict with
+    another request on one of the items (TransactionConflict: e.g. two files of the same content cached at once)
+    is sent again with jittered backoff, and the condition decides again."""
+    import random
+    import time
+
+    sleep = time.sleep if sleep is None else sleep
+    for attempt in range(TRANSACT_ATTEMPTS):
+        try:
+            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, *items])
+            return
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            reasons = [str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons", [])]
+            if code == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
+            retry = code == "TransactionConflictException" or (
+                code == "TransactionCanceledException" and "TransactionConflict" in reasons
+            )
+            if not retry or attempt == TRANSACT_ATTEMPTS - 1:
+                raise
+            sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
 
 
 def get_run(job: FileJob) -> dict[str, Any] | None:
