@@ -677,7 +677,8 @@ class Ledger:
     ) -> SpendStatus:
         """Close `r` at `actual` (exact, or `estimated`: may have been billed) once, however often it is called.
         Returns the daily status with the PR's in `others` when the PR may have reached 80 % of its limit
-        (crossed_80 set once per scope per day; see _statuses)."""
+        (crossed_80 set once per scope per day; see _statuses): read at most every STATUS_EVERY_S per process,
+        between reads the last read plus this process's own bookings since (a lower bound)."""
         how = "estimated" if estimated else "settled"
         sent = self.monotonic()
         move = self._close(
