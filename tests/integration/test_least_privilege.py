@@ -54,11 +54,13 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "AgentFunction": {
-        ("dynamodb:GetItem", "StateTable"),  # state.head_record, current_head, get_run, posted_fingerprints
+        ("dynamodb:GetItem", "StateTable"),  # fan-in: current_head, get_run, posted_fingerprints
+        # runner._job_reads: the head record, current head and head file list's first chunk, with the cache
+        ("dynamodb:BatchGetItem", "StateTable"),
         ("dynamodb:PutItem", "StateTable"),  # state.finish_run, defer
         ("dynamodb:UpdateItem", "StateTable"),  # state.start_run, heartbeat, record_outcome, claim_post
         ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in), headfiles.load
-        ("dynamodb:GetItem", "ResultsTable"),  # cache.get
+        ("dynamodb:BatchGetItem", "ResultsTable"),  # runner._job_reads (the cached result)
         ("dynamodb:PutItem", "ResultsTable"),  # cache.put
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger statuses after a settle, refusal state; circuit.read
         (
@@ -760,6 +762,10 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
                 for kind, body in item.items():
                     table = by_physical.get(body.get("TableName"), body.get("TableName"))
                     calls.setdefault(fn, set()).add((f"{service}:{_TRANSACT[kind]}", table))
+            return
+        if model.name == "BatchGetItem":  # authorized per table it reads
+            for table in params.get("RequestItems", {}):
+                calls.setdefault(fn, set()).add((f"{service}:BatchGetItem", by_physical.get(table, table)))
             return
         op = _ACTIONS.get(model.name, model.name)
         target = (

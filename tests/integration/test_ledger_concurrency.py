@@ -182,3 +182,95 @@ def test_crossed_80_once_per_scope_per_day(ddb):
     assert flags == [False, False, False, True]  # 25, 50, 75 %, then 100 %: one notice
     nxt = ledger.reserve(None, 85_000, now=now + 86400)
     assert ledger.settle(nxt, 85_000, now=now + 86400).crossed_80 is True  # a new day, a new notice
+
+
+class _Counting:
+    """A DynamoDB client that counts the status reads (GetItem) it makes: one Lambda container's client."""
+
+    def __init__(self, client):
+        self._client = client
+        self.gets: list[str] = []
+
+    def get_item(self, **kwargs):
+        self.gets.append(kwargs["Key"]["scope"]["S"])
+        return self._client.get_item(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 1000.0
+
+    def __call__(self):
+        return self.t
+
+
+def _container(ddb, daily=100_000, pr=1_000_000):
+    client, clock = _Counting(ddb), _Clock()
+    ledger = Ledger("ledger", daily_limit_micros=daily, pr_limit_micros=pr, client=client, monotonic=clock)
+    return ledger, client, clock
+
+
+def _spend(ledger, amount, now, pr="pr#o/r#9"):
+    return ledger.settle(ledger.reserve(pr, amount, now=now), amount, now=now)
+
+
+def test_the_day_status_is_read_at_most_once_per_interval_per_container(ddb):
+    from prfleet.budget import STATUS_EVERY_S
+
+    ledger, client, clock = _container(ddb)
+    now = 1_799_500_000
+    statuses = [_spend(ledger, 1_000, now) for _ in range(5)]
+    assert client.gets.count(DAILY) == 1  # the first settle reads; the next four publish the projection
+    assert [s.settled for s in statuses] == [1_000, 2_000, 3_000, 4_000, 5_000]  # alone: exact
+    assert all(s.booked for s in statuses)
+    clock.t += STATUS_EVERY_S - 1
+    _spend(ledger, 1_000, now)
+    assert client.gets.count(DAILY) == 1
+    clock.t += 1
+    assert _spend(ledger, 1_000, now).settled == 7_000
+    assert client.gets.count(DAILY) == 2  # STATUS_EVERY_S after the last read: read again
+    # a repeated settle books nothing and projects nothing
+    r = ledger.reserve("pr#o/r#9", 1_000, now=now)
+    assert ledger.settle(r, 1_000, now=now).settled == 8_000
+    repeat = ledger.settle(r, 1_000, now=now)
+    assert repeat.booked is False and repeat.settled == 8_000
+
+
+def test_between_reads_the_metric_is_a_lower_bound_and_a_crossing_is_noticed_once(ddb):
+    """Two containers on one day: A publishes its last read plus its own bookings (never more than the table
+    holds), reads at once when that projection reaches 80 %, and the crossing is noticed exactly once."""
+    from prfleet.budget import STATUS_EVERY_S
+
+    now = 1_799_600_000
+    a, a_client, a_clock = _container(ddb)
+    c, c_client, c_clock = _container(ddb)
+
+    def stored() -> int:
+        return int(
+            _item(ddb, Ledger("ledger", daily_limit_micros=1, pr_limit_micros=1, client=ddb).day(now))[
+                "settled"
+            ]["N"]
+        )
+
+    assert _spend(a, 10_000, now).settled == 10_000  # A reads: 10 %
+    assert _spend(c, 20_000, now).settled == 30_000  # C reads: 30 %
+    s = _spend(a, 40_000, now)  # A's projection: 50 % (the table: 70 %), no read
+    assert a_client.gets.count(DAILY) == 1
+    assert (s.settled, s.crossed_80) == (50_000, False) and s.settled <= stored() == 70_000
+    s = _spend(a, 10_000, now)  # projection 60 %, no read
+    assert (s.settled, s.crossed_80, a_client.gets.count(DAILY)) == (60_000, False, 1)
+    s = _spend(a, 20_000, now)  # projection 80 %: read at once, 100 % stored, A marks the crossing
+    assert a_client.gets.count(DAILY) == 2
+    assert (s.settled, s.crossed_80) == (100_000, True)
+    flags = [s.crossed_80]
+    c_clock.t += STATUS_EVERY_S  # C reads again: already marked
+    r = c.reserve(None, 0, now=now)
+    flags.append(c.settle(r, 0, now=now).crossed_80)
+    assert c_client.gets.count(DAILY) == 2
+    r = a.reserve(None, 0, now=now)
+    flags.append(a.settle(r, 0, now=now).crossed_80)  # marked: A publishes its projection, no read
+    assert a_client.gets.count(DAILY) == 2
+    assert flags == [True, False, False]

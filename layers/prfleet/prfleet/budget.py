@@ -34,6 +34,7 @@ import random
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
@@ -45,6 +46,17 @@ RETENTION_DAYS = 100
 CLOSURE_DAYS = 15  # closures outlive any redelivery (SQS keeps a message at most 14 days)
 SWEEP_LOOKBACK_DAYS = 3
 TOKEN_BUCKETS = ("input", "cache_write_5m", "cache_write_1h", "cache_read", "output")
+# The day's (and a PR's) status after a settle is read at most every STATUS_EVERY_S per process (Lambda container),
+# not after every settle. Its only uses are the DailySpendPercent / DailySpendUsd metric and the once-per-day 80 %
+# notice; the limits themselves are enforced by the reservation's conditional transaction, never by this read.
+# Between reads a settle reports the last read plus what this process booked on the scope since (see _Seen), and
+# reads at once when that projection reaches 80 % of a limit not yet marked crossed. Why 60 s: SpendAlarm takes the
+# Maximum of DailySpendPercent over 300 s periods, so a fresh value at least every 60 s from each settling container
+# (and the sweeper's, every minute) lands in the period of a crossing or at worst the next one, and a lower value
+# published meanwhile cannot hide a fresh one (Maximum); the notice is late by at most 60 s after another
+# container's settle crosses 80 % (at once when this container's own settle does).
+STATUS_EVERY_S = 60.0
+_STATUS_ENTRIES = 512  # per client: a container works on a few PRs at a time; old entries are re-read
 
 
 class BudgetExceeded(Exception):
@@ -240,6 +252,41 @@ def _status(t: Total, scope: str, day: str, limit: int, crossed: bool = False) -
         (),
         t.estimated,
     )
+
+
+@dataclass
+class _Seen:
+    """A scope's total as this process last read it, plus what this process booked on it since (settles and
+    reservations: exact contributions, so `settled` stays a lower bound of the stored total up to other workers'
+    downward corrections, an exact settle replacing a higher estimate or a reconciliation adjustment, which the
+    next read brings in)."""
+
+    at: float  # monotonic time the read returned: later bookings of this process are not in it
+    total: Total
+    reconciled: int = 0
+
+
+# One status cache per DynamoDB client (a container has one; a test's own client has its own), dropped with it.
+_seen: weakref.WeakKeyDictionary[Any, dict[tuple[str, str, str], _Seen]] = weakref.WeakKeyDictionary()
+_seen_lock = threading.Lock()
+
+
+def _seen_of(client: Any) -> dict[tuple[str, str, str], _Seen] | None:
+    """The status cache of `client` (call with _seen_lock held); None when the client cannot be weakly referenced
+    (then every status is read)."""
+    try:
+        return _seen.setdefault(client, {})
+    except TypeError:
+        return None
+
+
+def forget_statuses(client: Any = None) -> None:
+    """Drop the cached statuses (of one client, or all): the next settle reads its status."""
+    with _seen_lock:
+        if client is None:
+            _seen.clear()
+        else:
+            _seen.pop(client, None)
 
 
 class Book:
@@ -443,6 +490,7 @@ class Ledger:
         tz: str = "UTC",
         client: Any = None,
         sleep: Any = time.sleep,
+        monotonic: Any = time.monotonic,
     ) -> None:
         if client is None:
             from prfleet.aws import client as aws_client
@@ -455,6 +503,7 @@ class Ledger:
         self.tz = tz
         self.ddb = client
         self.sleep = sleep
+        self.monotonic = monotonic  # the status cache's clock (STATUS_EVERY_S)
 
     @classmethod
     def from_settings(cls, settings: Any, client: Any = None) -> Ledger:
@@ -598,12 +647,14 @@ class Ledger:
                 }
             }
         )
+        sent = self.monotonic()
         failed = self._transact(items)
         if failed:
             for (scope, key, limit), code in zip(scopes, failed, strict=False):
                 if code == "ConditionalCheckFailed":
                     raise self._refusal(scope, key, amount, limit)
             raise BudgetExceeded(DAILY, amount, 0, "reserved")
+        self._project(day, pr, sent, committed=amount, reserved=amount)
         return Reservation(
             rid, amount, ((DAILY, day),) + (((pr, day),) if pr else ()), deadline, float(now), owner
         )
@@ -626,9 +677,11 @@ class Ledger:
     ) -> SpendStatus:
         """Close `r` at `actual` (exact, or `estimated`: may have been billed) once, however often it is called.
         Returns the daily status with the PR's in `others` when the PR may have reached 80 % of its limit
-        (crossed_80 set once per scope per day; see _statuses)."""
+        (crossed_80 set once per scope per day; see _statuses): read at most every STATUS_EVERY_S per process,
+        between reads the last read plus this process's own bookings since (a lower bound)."""
         how = "estimated" if estimated else "settled"
-        booked = self._close(
+        sent = self.monotonic()
+        move = self._close(
             r.day,
             r.id,
             r.pr_scope,
@@ -642,11 +695,24 @@ class Ledger:
             at=r.at,
             owner=r.owner,
         )
-        return self._statuses(r.day, r.pr_scope, booked)
+        if move is not None:
+            self._project(
+                r.day,
+                r.pr_scope,
+                sent,
+                committed=move.committed,
+                reserved=move.reserved,
+                settled=move.settled,
+            )
+        return self._statuses(r.day, r.pr_scope, move is not None)
 
     def release(self, r: Reservation, *, now: float) -> bool:
         """Give back the reservation of a call that was certainly not billed (no-op if already closed)."""
-        return self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now, at=r.at)
+        sent = self.monotonic()
+        move = self._close(r.day, r.id, r.pr_scope, r.amount, "released", 0, now=now, at=r.at)
+        if move is not None:
+            self._project(r.day, r.pr_scope, sent, committed=move.committed, reserved=move.reserved)
+        return move is not None
 
     def _close(
         self,
@@ -663,14 +729,15 @@ class Ledger:
         worst: tuple[int, int] = (0, 0),
         at: float = 0.0,
         owner: tuple[str, str, str] | None = None,
-    ) -> bool:
+    ) -> Move | None:
+        """Close the reservation once; the Move it booked, or None when there was nothing to book (a repeat)."""
         res_key, end_key = _k(f"res@{day}", rid), _k(f"end@{day}", rid)
         is_open, prior = True, None
         prior_model, prior_worst = model, worst  # what the closure being replaced booked its usage under
         for _ in range(3):
             move = close(amount, prior, is_open, how, cost)
             if move is None:
-                return False
+                return None
             items: list[dict[str, Any]] = []
             if is_open:
                 items.append(
@@ -730,7 +797,7 @@ class Ledger:
             if owner and move.closure.how != "released":
                 items.append(attribution(owner, rid, move.closure.cost))
             if self._transact(items) is None:
-                return True
+                return move
             # Closed meanwhile (a repeat, the sweeper, or another worker): decide again from the closure.
             item = self._get(end_key)
             is_open = item is None and self._get(res_key) is not None
@@ -769,10 +836,56 @@ class Ledger:
                 row[k] = row.get(k, 0) - v
         return [(m, d) for m, d in out.items() if d]
 
+    def _project(self, day: str, pr: str | None, sent: float, **deltas: int) -> None:
+        """Add what this process just booked (a reservation, a settle, a release; its transaction first sent at
+        `sent`) to the cached statuses it touched, so the status reported between reads is the last read plus this
+        process's own bookings since. Only to a status whose read had returned before `sent`: a read that overlapped
+        the transaction may already hold it, and counting it twice would no longer be a lower bound."""
+        with _seen_lock:
+            seen = _seen_of(self.ddb)
+            if not seen:
+                return
+            for key in ((DAILY, day), (f"pr@{day}", pr or "")) if pr else ((DAILY, day),):
+                entry = seen.get((self.table, *key))
+                if entry is None or entry.at > sent:
+                    continue
+                t = entry.total
+                t.committed += deltas.get("committed", 0)
+                t.reserved += deltas.get("reserved", 0)
+                t.settled += deltas.get("settled", 0)
+
+    def _status_of(self, key: dict[str, Any], limit: int) -> tuple[Total, int, bool]:
+        """(total, reconciled, crossed) of one scope after a settle: read when the cached one is older than
+        STATUS_EVERY_S, missing, or projected at/over 80 % of a limit not yet marked crossed; else the projection
+        (crossed False: only a read marks a crossing, with the conditional write, so exactly one caller notices)."""
+        ck = (self.table, key["scope"]["S"], key["day"]["S"])
+        with _seen_lock:
+            seen = _seen_of(self.ddb)
+            entry = seen.get(ck) if seen is not None else None
+            if entry is not None:
+                t = entry.total
+                fresh = self.monotonic() - entry.at < STATUS_EVERY_S
+                if fresh and (t.a80 or not reaches_80(t.settled, limit)):
+                    return replace(t), entry.reconciled, False
+        item = self._get(key) or {}
+        at = self.monotonic()
+        t, reconciled = _total(item), _n(item.get("reconciled"))
+        crossed = reaches_80(t.settled, limit) and not t.a80 and self._mark_80(key)
+        t.a80 = t.a80 or reaches_80(t.settled, limit)  # marked now, by this caller or (refused) by another
+        with _seen_lock:
+            seen = _seen_of(self.ddb)
+            if seen is not None:
+                if len(seen) >= _STATUS_ENTRIES:
+                    for old in sorted(seen, key=lambda k: seen[k].at)[: len(seen) // 2]:
+                        del seen[old]
+                seen[ck] = _Seen(at, replace(t), reconciled)
+        return t, reconciled, crossed
+
     def _statuses(self, day: str, pr: str | None, booked: bool) -> SpendStatus:
         """The day's status after a settle, with the PR's in `others` only when the PR may have reached 80 % of its
         limit: a PR's bookings are part of the day's (settled - reconciled, reconciliation moves only the day), so
-        while the day's bookings are below 80 % of the PR limit no PR can be there, and its read is skipped."""
+        while the day's bookings are below 80 % of the PR limit no PR can be there, and its read is skipped.
+        Each status is read at most every STATUS_EVERY_S per process, or at once near 80 % (_status_of)."""
         out = []
         day_bookings = None
         for scope, key, limit in (
@@ -783,11 +896,9 @@ class Ledger:
                 continue
             if scope != DAILY and day_bookings is not None and not reaches_80(day_bookings, limit):
                 continue
-            item = self._get(key)
+            t, reconciled, crossed = self._status_of(key, limit)
             if scope == DAILY:
-                day_bookings = _n((item or {}).get("settled")) - _n((item or {}).get("reconciled"))
-            t = _total(item)
-            crossed = reaches_80(t.settled, limit) and not t.a80 and self._mark_80(key)
+                day_bookings = t.settled - reconciled
             out.append(_status(t, scope, day, limit, crossed))
         return replace(out[0], others=tuple(out[1:]), booked=booked)
 
@@ -833,7 +944,7 @@ class Ledger:
             if _n(item.get("deadline")) > now:
                 continue
             amount = _n(item.get("amount"))
-            n += self._close(
+            n += None is not self._close(
                 item["_day"],
                 item["day"]["S"],
                 _s(item.get("pr")) or None,
@@ -918,6 +1029,7 @@ __all__ = [
     "SpendStatus",
     "close",
     "day_end",
+    "forget_statuses",
     "day_of",
     "fits",
     "hour_of",

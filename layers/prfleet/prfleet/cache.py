@@ -18,22 +18,37 @@ def cache_key(blob_sha: str, agent: str, model: str, prompt_version: str) -> str
     return hashlib.sha256("|".join([blob_sha, agent, model, prompt_version]).encode()).hexdigest()
 
 
+def item_key(key: str) -> dict[str, Any]:
+    return {"cache_key": {"S": key}}
+
+
 def get(key: str) -> dict[str, Any] | None:
-    reply = client("dynamodb").get_item(TableName=settings().results_table, Key={"cache_key": {"S": key}})
-    item = reply.get("Item")
+    reply = client("dynamodb").get_item(TableName=settings().results_table, Key=item_key(key))
+    return from_item(reply.get("Item"))
+
+
+def from_item(item: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The cached result from its raw item (a GetItem's or a BatchGetItem's), None when absent."""
     if not item:
         return None
     return json.loads(item["result"]["S"])
 
 
 def put(key: str, result: dict[str, Any], *, now: float | None = None) -> None:
+    client("dynamodb").put_item(**put_item(key, result, now=now)["Put"])
+
+
+def put_item(key: str, result: dict[str, Any], *, now: float | None = None) -> dict[str, Any]:
+    """The cache's write as a TransactWriteItems item (the runner writes it with the run's outcome)."""
     now = time.time() if now is None else now
-    client("dynamodb").put_item(
-        TableName=settings().results_table,
-        Item={
-            "cache_key": {"S": key},
-            "result": {"S": json.dumps(result, separators=(",", ":"))},
-            "stored_at": {"N": str(int(now))},
-            "expires_at": {"N": str(int(now) + CACHE_TTL)},
-        },
-    )
+    return {
+        "Put": {
+            "TableName": settings().results_table,
+            "Item": {
+                "cache_key": {"S": key},
+                "result": {"S": json.dumps(result, separators=(",", ":"))},
+                "stored_at": {"N": str(int(now))},
+                "expires_at": {"N": str(int(now) + CACHE_TTL)},
+            },
+        }
+    }

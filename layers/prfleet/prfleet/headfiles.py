@@ -96,6 +96,21 @@ def save(repo: str, number: int, head_sha: str, head: HeadFiles, *, now: float |
     return len(chunks)
 
 
+def first_key(repo: str, number: int, head_sha: str) -> dict[str, Any]:
+    """Key of the list's first chunk (it carries the chunk count): a job reads it in its BatchGetItem."""
+    return {"pk": {"S": pr_key(repo, number)}, "sk": {"S": _sk(head_sha, 0)}}
+
+
+def from_first(repo: str, number: int, head_sha: str, first: dict[str, Any] | None) -> HeadFiles | None:
+    """The head's list from its first chunk as read (raw item, or None: not stored); a list of one chunk (a few
+    hundred files) needs no further request, a longer one is read whole with load()."""
+    if first is None:
+        return None
+    if int(first["chunks"]["N"]) > 1:
+        return load(repo, number, head_sha)
+    return HeadFiles.from_bytes(bytes(first["data"]["B"]))
+
+
 def load(repo: str, number: int, head_sha: str) -> HeadFiles | None:
     """The head's list, or None when the planner has not stored it (or not all of it)."""
     paginator = client("dynamodb").get_paginator("query")

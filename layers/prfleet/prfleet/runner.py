@@ -347,7 +347,8 @@ def _process(
     from prfleet.github import GitHubPrSource
 
     run_id = uuid.uuid4().hex[:16]
-    record = state.head_record(job.repo, job.number, job.head_sha)
+    reads = _job_reads(job)
+    record = reads.record
     repo_config = agents.parse_repo_config(record.repo_config) if record and record.repo_config else None
     specs = agents.agent_specs(settings(), repo_config)
     spec = specs.get(job.agent)
@@ -366,7 +367,7 @@ def _process(
             emit,
             reason=f"agent {job.agent!r} is disabled for this repository",
         )
-    head = state.current_head(job.repo, job.number)
+    head = reads.current_head
     if head and head != job.head_sha:
         return _end(gh_for, job, run_id, "superseded", emit, reason=f"PR head moved to {head[:12]}")
     cfg = settings()
@@ -381,7 +382,9 @@ def _process(
         )
 
     key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
-    hit = cache.get(key) if job.blob_sha else None
+    # The batch read the key of the settings' spec; the repository's config may only narrow it (today no key
+    # field depends on it), and if it ever changes the key, the right key is read on its own.
+    hit = (reads.cached if key == reads.cache_key else _read_cache(key)) if job.blob_sha else None
     if hit is not None:
         findings = [dict(f, path=job.path) for f in hit.get("findings", [])]
         try:
@@ -400,7 +403,7 @@ def _process(
         return Outcome("cached", run_id, findings=len(findings), posted=posted)
 
     # The planner listed the head once (prfleet.headfiles); the head record above said it is still the head.
-    listed = headfiles.load(job.repo, job.number, job.head_sha)
+    listed = headfiles.from_first(job.repo, job.number, job.head_sha, reads.files_first)
     source = GitHubPrSource(
         gh_for(job.installation_id),
         job.repo,
@@ -565,9 +568,14 @@ def _process(
         "stop_reason": result.stop_reason,
         **{f"{k}": int(v) for k, v in (result.usage or {}).items()},
     }
-    state.finish_run(job, run_id, result.status, values, owner=True, now=clock())
-    if result.status == "succeeded":
-        cache.put(key, {"findings": findings, "usage": result.usage, "model": spec.model})
+    # A succeeded run's result is cached in the same request as its outcome (one TransactWriteItems), and only if
+    # the outcome is written: refused (RunInProgress, another worker's outcome stands), nothing is cached, as before.
+    cached = (
+        [cache.put_item(key, {"findings": findings, "usage": result.usage, "model": spec.model})]
+        if result.status == "succeeded"
+        else None
+    )
+    state.finish_run(job, run_id, result.status, values, owner=True, now=clock(), with_items=cached)
     emit(
         "complete",
         status=result.status,
@@ -585,6 +593,63 @@ def _process(
     )
     posted = fanin.finish_job(gh_for, job, result.status)
     return Outcome(result.status, run_id, guard.spent, len(findings), posted, result.error or "")
+
+
+@dataclass
+class _Reads:
+    """What a job reads before it claims its run, from one BatchGetItem."""
+
+    record: state.HeadRecord | None
+    current_head: str | None
+    files_first: dict[str, Any] | None  # the head file list's first chunk, raw (prfleet.headfiles)
+    cache_key: str | None  # the cache key read (the settings' spec of the job's agent), None if none was
+    cached: dict[str, Any] | None
+
+
+def _job_reads(job: FileJob) -> _Reads:
+    """The head record, the PR's current head, the head file list's first chunk (StateTable, strongly consistent)
+    and the cached result (ResultsTable, eventually consistent, as cache.get would read it) in ONE BatchGetItem, not four
+    requests. The cache key comes from the agent's spec under the settings alone (model, prompt version): the
+    repository's config, on the head record, can only disable an agent, so the key is right whenever the job runs;
+    the caller checks it against the real spec's key anyway. On a superseded, skipped or cached job the file list's
+    chunk is read for nothing (read units, up to 88 for a 350 KB chunk, not a request)."""
+    from prfleet import agents
+
+    cfg = settings()
+    spec = agents.agent_specs(cfg, None).get(job.agent)
+    key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version) if spec else None
+    want: dict[str, dict[str, Any]] = {
+        cfg.state_table: {
+            "Keys": [
+                state.head_record_key(job.repo, job.number, job.head_sha),
+                state.current_head_key(job.repo, job.number),
+                headfiles.first_key(job.repo, job.number, job.head_sha),
+            ],
+            "ConsistentRead": True,
+        }
+    }
+    if key and job.blob_sha:
+        want[cfg.results_table] = {"Keys": [cache.item_key(key)]}
+    else:
+        key = None
+    got = state.batch_get(want)
+    by_sk = {i["sk"]["S"]: i for i in got.get(cfg.state_table, [])}
+    record_key, head_key, files_key = want[cfg.state_table]["Keys"]
+    cached = next(iter(got.get(cfg.results_table, [])), None)
+    return _Reads(
+        state.head_record_of(by_sk.get(record_key["sk"]["S"])),
+        state.current_head_of(by_sk.get(head_key["sk"]["S"])),
+        by_sk.get(files_key["sk"]["S"]),
+        key,
+        cache.from_item(cached),
+    )
+
+
+def _read_cache(key: str) -> dict[str, Any] | None:
+    """The cached result under `key` alone (BatchGetItem of one key: the agent's role reads ResultsTable only so)."""
+    table = settings().results_table
+    got = state.batch_get({table: {"Keys": [cache.item_key(key)]}})
+    return cache.from_item(next(iter(got.get(table, [])), None))
 
 
 def _token_counter(anthropic_client: Any) -> Any:

@@ -65,10 +65,9 @@ def set_head(repo: str, number: int, head_sha: str, *, now: float | None = None)
 
 def current_head(repo: str, number: int) -> str | None:
     reply = client("dynamodb").get_item(
-        TableName=_table(), Key=_item({"pk": pr_key(repo, number), "sk": "HEAD"}), ConsistentRead=True
+        TableName=_table(), Key=current_head_key(repo, number), ConsistentRead=True
     )
-    item = _plain(reply.get("Item"))
-    return item["head_sha"] if item else None
+    return current_head_of(reply.get("Item"))
 
 
 @dataclass
@@ -156,14 +155,60 @@ def record_plan(
             raise
 
 
+def head_record_key(repo: str, number: int, head_sha: str) -> dict[str, Any]:
+    return _item({"pk": pr_key(repo, number), "sk": f"SHA#{head_sha}"})
+
+
+def current_head_key(repo: str, number: int) -> dict[str, Any]:
+    return _item({"pk": pr_key(repo, number), "sk": "HEAD"})
+
+
 def head_record(repo: str, number: int, head_sha: str) -> HeadRecord | None:
     reply = client("dynamodb").get_item(
-        TableName=_table(),
-        Key=_item({"pk": pr_key(repo, number), "sk": f"SHA#{head_sha}"}),
-        ConsistentRead=True,
+        TableName=_table(), Key=head_record_key(repo, number, head_sha), ConsistentRead=True
     )
-    item = _plain(reply.get("Item"))
-    return _head_record(item) if item else None
+    return head_record_of(reply.get("Item"))
+
+
+def head_record_of(item: dict[str, Any] | None) -> HeadRecord | None:
+    """The head record from its raw item (a GetItem's or a BatchGetItem's), None when absent."""
+    plain = _plain(item)
+    return _head_record(plain) if plain else None
+
+
+def current_head_of(item: dict[str, Any] | None) -> str | None:
+    """The PR's current head from the raw HEAD item, None when absent."""
+    plain = _plain(item)
+    return plain["head_sha"] if plain else None
+
+
+BATCH_ATTEMPTS = 8
+
+
+def batch_get(tables: dict[str, dict[str, Any]], *, sleep: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """One BatchGetItem for up to 100 keys over several tables ({table: {"Keys": [...], "ConsistentRead": bool}});
+    the raw items found, per table (a key not found is absent). DynamoDB may answer part of a batch and name the
+    rest in UnprocessedKeys (throughput, or the 16 MB response limit), which is sent again with jittered backoff
+    (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html); ConsistentRead is per
+    table and is kept on the retry, which carries each table's request as DynamoDB returned it."""
+    import random
+    import time
+
+    sleep = time.sleep if sleep is None else sleep
+    out: dict[str, list[dict[str, Any]]] = {t: [] for t in tables}
+    request = {t: dict(r) for t, r in tables.items() if r.get("Keys")}
+    for attempt in range(BATCH_ATTEMPTS):
+        if not request:
+            return out
+        reply = client("dynamodb").batch_get_item(RequestItems=request)
+        for table, items in reply.get("Responses", {}).items():
+            out.setdefault(table, []).extend(items)
+        request = {t: r for t, r in (reply.get("UnprocessedKeys") or {}).items() if r.get("Keys")}
+        if request and attempt < BATCH_ATTEMPTS - 1:
+            sleep(random.uniform(0, min(1.0, 0.05 * 2**attempt)))
+    if request:
+        raise RuntimeError(f"BatchGetItem left keys unprocessed after {BATCH_ATTEMPTS} attempts")
+    return out
 
 
 def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
@@ -362,6 +407,7 @@ def finish_run(
     *,
     owner: bool = False,
     now: float | None = None,
+    with_items: list[dict[str, Any]] | None = None,
 ) -> None:
     """Store a run's outcome (findings as JSON), never over a finished one.
 
@@ -371,6 +417,8 @@ def finish_run(
     `owner`: this worker claimed the run with start_run, so only a write by the same run_id is accepted; otherwise
     (cached, skipped, superseded, a last-attempt failure) only a run that has not finished may be written.
     Raises RunInProgress when the write is refused: another worker's outcome stands.
+    `with_items`: unconditional TransactWriteItems items written with the outcome, in the same request and only if
+    the outcome is (the result cache's Put of a succeeded run: one request, not two; nothing cached when refused).
     """
     now = config_now() if now is None else now
     fields = {
@@ -404,19 +452,54 @@ def finish_run(
         condition = f"attribute_not_exists(pk) OR NOT (#s IN ({', '.join(finals)}))"
         vals.update(finals)
     update = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
+    request = {
+        "TableName": _table(),
+        "Key": run_key(job),
+        "UpdateExpression": update,
+        "ConditionExpression": condition,
+        "ExpressionAttributeNames": names,
+        "ExpressionAttributeValues": vals,
+    }
+    if with_items:
+        _finish_with(job, request, with_items)
+        return
     try:
-        client("dynamodb").update_item(
-            TableName=_table(),
-            Key=run_key(job),
-            UpdateExpression=update,
-            ConditionExpression=condition,
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=vals,
-        )
+        client("dynamodb").update_item(**request)
     except ClientError as exc:
         if _is_conditional(exc):
             raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
         raise
+
+
+TRANSACT_ATTEMPTS = 6
+
+
+def _finish_with(
+    job: FileJob, update: dict[str, Any], items: list[dict[str, Any]], *, sleep: Any = None
+) -> None:
+    """finish_run's update and `items` in one TransactWriteItems. The run's condition is the first item's: its
+    cancellation reason ConditionalCheckFailed is the refusal (RunInProgress, nothing written); a conflict with
+    another request on one of the items (TransactionConflict: e.g. two files of the same content cached at once)
+    is sent again with jittered backoff, and the condition decides again."""
+    import random
+    import time
+
+    sleep = time.sleep if sleep is None else sleep
+    for attempt in range(TRANSACT_ATTEMPTS):
+        try:
+            client("dynamodb").transact_write_items(TransactItems=[{"Update": update}, *items])
+            return
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            reasons = [str(r.get("Code") or "None") for r in exc.response.get("CancellationReasons", [])]
+            if code == "TransactionCanceledException" and reasons[:1] == ["ConditionalCheckFailed"]:
+                raise RunInProgress(f"run of job {job.job_id} was finished by another worker") from None
+            retry = code == "TransactionConflictException" or (
+                code == "TransactionCanceledException" and "TransactionConflict" in reasons
+            )
+            if not retry or attempt == TRANSACT_ATTEMPTS - 1:
+                raise
+            sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))
 
 
 def get_run(job: FileJob) -> dict[str, Any] | None:

@@ -1,0 +1,132 @@
+"""A succeeded run's outcome and its cached result go in one TransactWriteItems (docs/performance.md, job cost):
+written together or not at all, and a refusal still means another worker's outcome stands (RunInProgress), with
+nothing cached. Against the moto server (tables from test_budget_billing's env)."""
+
+from __future__ import annotations
+
+import pytest
+from botocore.exceptions import ClientError
+
+from prfleet import aws, cache, config, state
+from tests.integration.test_budget_billing import endpoint, env, job  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def results(env, monkeypatch, request):  # noqa: F811 - the fixture imported above
+    name = "results-" + request.node.name[-40:]
+    env.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "cache_key", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "cache_key", "KeyType": "HASH"}],
+    )
+    monkeypatch.setenv("RESULTS_TABLE", name)
+    config.settings.cache_clear()
+    return env
+
+
+def _cached(ddb, key):
+    return cache.from_item(
+        ddb.get_item(TableName=config.settings().results_table, Key=cache.item_key(key)).get("Item")
+    )
+
+
+def test_the_outcome_and_the_cached_result_are_one_request(results, monkeypatch):
+    j = job(path="one.py")
+    state.start_run(j, "run-a", "m", now=1000)
+    calls = []
+    real = aws.client("dynamodb")
+    monkeypatch.setattr(
+        state, "client", lambda _s: type("C", (), {"__getattr__": lambda _, n: _count(calls, real, n)})()
+    )
+    state.finish_run(
+        j,
+        "run-a",
+        "succeeded",
+        {"findings": "[]", "error": None},
+        owner=True,
+        now=1001,
+        with_items=[cache.put_item("k1", {"findings": []}, now=1001)],
+    )
+    assert calls == ["transact_write_items"]
+    monkeypatch.undo()
+    assert state.get_run(j)["status"] == "succeeded"
+    assert _cached(results, "k1") == {"findings": []}
+
+
+def _count(calls, real, name):
+    calls.append(name)
+    return getattr(real, name)
+
+
+def test_a_refused_outcome_caches_nothing(results):
+    """Another worker took the run over (its run id on the item): our outcome is refused, RunInProgress, and the
+    result is not cached; a run finished by someone else (not ours, not owner) likewise."""
+    j = job(path="two.py")
+    state.start_run(j, "run-b", "m", now=1000)
+    state.start_run(j, "run-c", "m", now=2000)  # stale heartbeat: taken over by run-c
+    with pytest.raises(state.RunInProgress):
+        state.finish_run(
+            j,
+            "run-b",
+            "succeeded",
+            {"findings": "[]"},
+            owner=True,
+            now=2001,
+            with_items=[cache.put_item("k2", {"findings": []}, now=2001)],
+        )
+    assert state.get_run(j)["run_id"] == "run-c" and state.get_run(j)["status"] == "running"
+    assert _cached(results, "k2") is None
+    state.finish_run(j, "run-c", "failed", {"error": "x"}, owner=True, now=2002)
+    with pytest.raises(state.RunInProgress):  # not the owner: only an unfinished run may be written
+        state.finish_run(
+            j, "run-d", "succeeded", {}, now=2003, with_items=[cache.put_item("k3", {}, now=2003)]
+        )
+    assert _cached(results, "k3") is None and state.get_run(j)["status"] == "failed"
+
+
+class _Conflicting:
+    """The real client, whose first transactions are cancelled by a conflict on the cache item."""
+
+    def __init__(self, real, conflicts):
+        self.real, self.conflicts, self.sent = real, conflicts, 0
+
+    def transact_write_items(self, **kwargs):
+        self.sent += 1
+        if self.conflicts:
+            self.conflicts -= 1
+            raise ClientError(
+                {
+                    "Error": {"Code": "TransactionCanceledException", "Message": "conflict"},
+                    "CancellationReasons": [{"Code": "None"}, {"Code": "TransactionConflict"}],
+                },
+                "TransactWriteItems",
+            )
+        return self.real.transact_write_items(**kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def test_a_conflict_is_sent_again_and_the_condition_decides_again(results, monkeypatch):
+    j = job(path="three.py")
+    state.start_run(j, "run-e", "m", now=1000)
+    fake = _Conflicting(aws.client("dynamodb"), conflicts=2)
+    monkeypatch.setattr(state, "client", lambda _s: fake)
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    state.finish_run(
+        j, "run-e", "succeeded", {}, owner=True, now=1001, with_items=[cache.put_item("k4", {"ok": 1})]
+    )
+    assert fake.sent == 3
+    assert _cached(results, "k4") == {"ok": 1}
+    # conflicts that do not end: the error is raised (SQS redelivers the job), nothing half-written
+    j2 = job(path="four.py")
+    state.start_run(j2, "run-f", "m", now=1000)
+    fake = _Conflicting(aws.client("dynamodb"), conflicts=100)
+    monkeypatch.setattr(state, "client", lambda _s: fake)
+    with pytest.raises(ClientError):
+        state.finish_run(
+            j2, "run-f", "succeeded", {}, owner=True, now=1001, with_items=[cache.put_item("k5", {})]
+        )
+    assert fake.sent == state.TRANSACT_ATTEMPTS
+    assert _cached(results, "k5") is None and state.get_run(j2)["status"] == "running"
