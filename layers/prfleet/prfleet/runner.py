@@ -790,7 +790,9 @@ def probe_call(client: Any, ledger: budget.Ledger, model: str, *, clock: Any = c
         else:
             ledger.release(r, now=clock())
         raise
-    served = getattr(message, "model", None) or model
+    served = pricing.billed_model(
+        model, getattr(message, "model", None) or model
+    )  # Bedrock: the profile's price
     geo = getattr(message.usage, "inference_geo", None) or "us"
     cost = pricing.cost_micros(served, message.usage, inference_geo=geo)
     ledger.settle(r, cost, now=clock(), model=served, tokens=pricing.split_usage(message.usage))
