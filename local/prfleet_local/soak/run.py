@@ -58,11 +58,12 @@ class Scale:
     senders: int = 4
     timeout: float = 1500.0  # seconds for the whole soak
     # For the day-one budget, measured on the offline model (docs/reliability.md): what a job books before
-    # reconciliation (the CI-scale soak of 2026-12-01 14:10 UTC: 692,867 µ$ for 54 jobs, thinking on, faults at
-    # 0.02; calls that may have been billed are booked at their worst case until the Usage API reconciles them),
-    # and the worst case one call reserves (review agent: max_tokens at the output price), times the concurrency.
-    cost_per_job_usd: float = 0.013
-    max_days: int = 5  # budget days the soak moves through until nothing deferred is left
+    # reconciliation (calls that may have been billed are booked at their worst case, $0.38 for a review call,
+    # until the Usage API reconciles them: 72 % of day one's bookings in the default-scale run of 14:24 UTC, whose
+    # 829 jobs of day one booked $14.09 and whose deferred review jobs $0.07 each on day two), and the worst case
+    # one call reserves (review agent: max_tokens at the output price), times the agent concurrency.
+    cost_per_job_usd: float = 0.03
+    max_days: int = 8  # budget days the soak moves through until nothing deferred is left
     worst_call_usd: float = 0.4  # review agent on the default model, max_tokens sized for thinking
     agent_concurrency: int = 5  # the template's AgentMaxConcurrency default
     daily_budget_usd: float | None = None  # overrides the computed day-one budget
@@ -334,12 +335,26 @@ class Soak:
         }
         return self.deliver("check_run", payload)
 
-    def wait_idle(self, deadline: float) -> bool:
+    def wait_idle(self, deadline: float, *, in_flight: bool = True) -> bool:
         while time.monotonic() < deadline:
-            if self.stack.wait_idle(timeout=min(30.0, max(1.0, deadline - time.monotonic()))):
+            if self.stack.wait_idle(
+                timeout=min(30.0, max(1.0, deadline - time.monotonic())), in_flight=in_flight
+            ):
                 return True
             self.sample_alarms()
         return False
+
+    def sweep_at(self, offset: float) -> dict[str, Any]:
+        """One run of the sweeper with prfleet's clock moved `offset` seconds on, then the alarms sampled."""
+        from prfleet import config
+
+        os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+        self.offset = float(offset)
+        config.settings.cache_clear()
+        counts = self.stack.sweep() or {}
+        self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
+        self.sample_alarms()
+        return counts
 
     def sample_alarms(self, *, settle: bool = False) -> None:
         """Alarm states now; with `settle`, also 1 and 3 minutes on (CloudWatch evaluates complete periods)."""
@@ -406,19 +421,27 @@ class Soak:
                     # Each sweep a few minutes after the last (prfleet's clock): a run that died that day is found
                     # stuck 5 minutes later, as the per-minute schedule would.
                     offset += 400
-                    os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
-                    self.offset = float(offset)
-                    config.settings.cache_clear()
-                    counts = self.stack.sweep() or {}
-                    self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
+                    counts = self.sweep_at(offset)
                     requeued_today += int(counts.get("requeued") or 0)
-                    self.sample_alarms()
-                    idle_later = self.wait_idle(deadline) and idle_later
+                    # Between sweeps, nothing running and nothing waiting to be received is enough: a message
+                    # in flight (killed invocation, lost delete) comes back on its own, as the per-minute sweeper
+                    # in AWS does not wait for it either. Waiting for it here stalled each sweep by the visibility
+                    # timeout (6 minutes at the template's ratio).
+                    idle_later = self.wait_idle(deadline, in_flight=False) and idle_later
                     if not counts.get("requeued") and not counts.get("stuck"):
                         break
                 if not requeued_today:
                     break
                 self.days = day + 1
+            # Then everything, in flight included, before the stores are read; a message that came back after
+            # its visibility timeout may find its run taken over, or leave one for the sweeper.
+            for _ in range(3):
+                idle_later = self.wait_idle(deadline) and idle_later
+                offset += 400
+                counts = self.sweep_at(offset)
+                if not counts.get("requeued") and not counts.get("stuck"):
+                    break
+            idle_later = self.wait_idle(deadline) and idle_later
             self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
             self.reconciled = self.reconcile()
             self.sample_alarms(settle=True)

@@ -786,27 +786,34 @@ class LocalStack:
     def queue_url(self, logical: str) -> str:
         return self.ctx.refs[logical]
 
-    def queue_depth(self, logical: str) -> int:
-        """Every message the queue still holds: visible, in flight, and delayed (a RetryLater's DelaySeconds: it
-        is in neither of the other two counts, https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html)."""
-        names = [
-            "ApproximateNumberOfMessages",
-            "ApproximateNumberOfMessagesNotVisible",
-            "ApproximateNumberOfMessagesDelayed",
-        ]
+    def queue_depth(self, logical: str, *, in_flight: bool = True) -> int:
+        """Every message the queue still holds: visible, in flight (left out with `in_flight=False`), and delayed
+        (a RetryLater's DelaySeconds: it is in neither of the other two counts,
+        https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_GetQueueAttributes.html)."""
+        names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesDelayed"]
+        if in_flight:
+            names.append("ApproximateNumberOfMessagesNotVisible")
         attrs = self.client("sqs").get_queue_attributes(
             QueueUrl=self.queue_url(logical), AttributeNames=names
         )["Attributes"]
         return sum(int(attrs.get(n, 0)) for n in names)
 
-    def wait_idle(self, timeout: float = 60.0, queues: tuple[str, ...] = ("PrQueue", "JobsQueue")) -> bool:
-        """True once the work queues are empty and no handler is running (checked twice in a row)."""
+    def wait_idle(
+        self,
+        timeout: float = 60.0,
+        queues: tuple[str, ...] = ("PrQueue", "JobsQueue"),
+        *,
+        in_flight: bool = True,
+    ) -> bool:
+        """True once the work queues are empty and no handler is running (checked twice in a row). With
+        `in_flight=False`, messages received and not deleted (a killed invocation's, a lost delete's) are not
+        waited for: they come back after the visibility timeout, which at the template's 6 x Timeout is minutes."""
         deadline = time.monotonic() + timeout
         calm = 0
         while time.monotonic() < deadline:
             with self._busy_lock:
                 busy = self._busy
-            if busy == 0 and all(self.queue_depth(q) == 0 for q in queues):
+            if busy == 0 and all(self.queue_depth(q, in_flight=in_flight) == 0 for q in queues):
                 calm += 1
                 if calm >= 2:
                     return True
