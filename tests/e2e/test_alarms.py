@@ -514,7 +514,9 @@ def test_an_80_percent_crossing_is_exactly_one_page_until_the_budget_day_changes
             clock_offset(_next_utc_day(time.time()) - time.time())
             counts = box.stack.sweep()
             assert counts["requeued"] >= 1
-            got = evaluate(box, box.stack.now() + 360)  # the previous day's last maximum left the 5-minute period
+            got = evaluate(
+                box, box.stack.now() + 360
+            )  # the previous day's last maximum left the 5-minute period
             assert got["SpendAlarm"] == "OK", box.stack.evaluator.status[box.stack.alarm_name("SpendAlarm")]
             assert notices(inbox)["SpendAlarm"] == "OK"
         finally:

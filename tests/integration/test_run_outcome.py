@@ -130,3 +130,35 @@ def test_a_conflict_is_sent_again_and_the_condition_decides_again(results, monke
         )
     assert fake.sent == state.TRANSACT_ATTEMPTS
     assert _cached(results, "k5") is None and state.get_run(j2)["status"] == "running"
+
+
+def _faults(url, plan):
+    import json
+    import urllib.request
+
+    req = urllib.request.Request(
+        url + "/_prfleet/faults", data=json.dumps(plan.to_dict()).encode(), method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=10):  # noqa: S310 - loopback
+        pass
+
+
+def test_a_claim_whose_response_was_lost_is_still_ours(env, endpoint):  # noqa: F811 - fixtures imported above
+    """DynamoDB applies the claim and answers 500; botocore's retry then fails the condition against the run it
+    has just written. That is our claim, not another worker's: refusing it dropped the job as a duplicate and left
+    its run `running` until the sweeper's stuck check (23 runs in the default-scale soak)."""
+    from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
+
+    j = job(path="lost.py")
+    state.start_run(j, "run-earlier", "m", now=1000)
+    state.finish_run(j, "run-earlier", "retrying", {"error": "rate limited", "cost_micros": 1234}, now=1001)
+    _faults(endpoint, FaultPlan([FaultRule("lost_response", operations=["UpdateItem"], requests=[1])]))
+    try:
+        carried = state.start_run(j, "run-b", "m", now=2000)
+    finally:
+        _faults(endpoint, FaultPlan())
+    assert carried == 1234  # what the earlier attempt spent, as the unlost reply would have said
+    run = state.get_run(j)
+    assert (run["status"], run["run_id"]) == ("running", "run-b")
+    with pytest.raises(state.RunInProgress):  # another worker's live run is still refused
+        state.start_run(j, "run-c", "m", now=2001)

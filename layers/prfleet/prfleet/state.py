@@ -368,9 +368,18 @@ def start_run(
                 ":requeued": {"S": "requeued"},
                 ":stale": {"N": str(int(now) - stale_after)},
             },
+            # The item as it is when the condition fails, in the exception's `Item`
+            # (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_UpdateItem.html).
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
         if _is_conditional(exc):
+            held = _plain(exc.response.get("Item")) or {}
+            if held.get("run_id") == run_id and held.get("status") == "running":
+                # Our own claim: DynamoDB applied it, the response was lost (a 500 after the write) and botocore's
+                # retry met the run it had just written. Refusing here would drop the job as a duplicate and leave
+                # the run `running` until the sweeper's stuck check (found by the soak: 23 runs at default scale).
+                return int(held.get("cost_micros", 0) or 0)
             raise RunInProgress(f"run of job {job.job_id} is taken by another worker") from None
         raise
     return int((_plain(reply.get("Attributes")) or {}).get("cost_micros", 0) or 0)
