@@ -11,6 +11,7 @@ import pytest
 from prfleet import state
 from prfleet.jobs import parse_message
 from prfleet_local.demo.run import REPO, sandbox
+from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
 
 pytestmark = pytest.mark.e2e
 
@@ -80,10 +81,28 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         # Each new day the sweeper re-queues them, oldest first, until the review completes. How much of the PR
         # ran on the first day depends on scheduling, so the rest may need more than one further day; each day's
         # spend stays inside its own budget (checked below), and every day makes progress.
+        # On the first new day the sweeper's first take of a deferred entry is answered 500 after DynamoDB applied
+        # it (botocore's retry is then refused): that job must still be re-queued, not left deferred for good.
         waiting_before = len(deferred)
         for day_number in range(1, 6):
             clock_offset(86400 * day_number)
+            if day_number == 1:
+                box.stack.moto.set_faults(
+                    FaultPlan(
+                        [
+                            FaultRule(
+                                "lost_response",
+                                tables=["StateTable"],
+                                operations=["DeleteItem"],
+                                requests=[1],
+                            )
+                        ]
+                    )
+                )
             box.stack.sweep()
+            if day_number == 1:
+                assert box.stack.moto.injected(), "the lost response was not injected"
+                box.stack.moto.set_faults(FaultPlan())
             runs = _runs_when_done(box, number, head)
             still = len(state.deferred_jobs())
             if not still:

@@ -70,8 +70,12 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         waits_for_circuit = entry.get("until") == "circuit"
         if st.open if waits_for_circuit else entry["day"] >= today:
             continue
-        if state.drop_deferred(entry["sk"]):
-            state.mark_requeued(parse_message(entry["job"]), now=now)
+        job = parse_message(entry["job"])
+        # Taken once by the entry's conditional delete. A refused delete whose run still waits as `deferred` was our
+        # own delete with its response lost (applied, answered 500, the retry refused: the default-scale soak left
+        # a job deferred for good that way); at worst two sweepers both send it, and the claim keeps one.
+        if state.drop_deferred(entry["sk"]) or (state.get_run(job) or {}).get("status") == "deferred":
+            state.mark_requeued(job, now=now)
             queue.send_raw(entry["job"])  # stored as its next attempt by runner.defer
             counts["requeued"] += 1
 

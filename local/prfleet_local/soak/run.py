@@ -150,6 +150,7 @@ class Soak:
         self.figures: dict[str, Any] = {}
         self.swept: Counter[str] = Counter()
         self.offset = 0.0  # prfleet's CLOCK_OFFSET_SECONDS, mirrored for the model server's clock
+        self.reconciled: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------------------------- setup
     def start(self, stack: ExitStack) -> None:
@@ -409,6 +410,10 @@ class Soak:
                 if reply == 202:  # a Re-run re-reviews the head like `/prfleet review`: a new review cycle
                     self.driven.replans[(name, number, head)] += 1
         idle_commands = self.wait_idle(deadline)
+        # The hourly ReconcileFunction reads the last 48 hours (prfleet.reconcile.WINDOW_HOURS); the soak's days
+        # are a day apart on prfleet's clock, so it reconciles before each move to the next day, as AWS would
+        # have many times by then (one pass at the end missed day one: 21.8 $ of estimates left unreconciled).
+        self.reconcile()
         # The next budget day: the budget resets and the sweeper re-queues what was deferred. Work deferred again
         # (that day's budget ran out too) moves on to the day after, as it would in AWS, up to `max_days`.
         idle_later = True
@@ -433,6 +438,7 @@ class Soak:
                 if not requeued_today:
                     break
                 self.days = day + 1
+                self.reconcile()
             # Then everything, in flight included, before the stores are read; a message that came back after
             # its visibility timeout may find its run taken over, or leave one for the sweeper.
             for _ in range(3):
@@ -443,7 +449,7 @@ class Soak:
                     break
             idle_later = self.wait_idle(deadline) and idle_later
             self.stack.moto.set_faults(AwsFaults())  # the checks read the stores without faults
-            self.reconciled = self.reconcile()
+            self.reconcile()
             self.sample_alarms(settle=True)
             dlq = self.drain_dlqs()
             wall = time.monotonic() - started
@@ -489,9 +495,10 @@ class Soak:
             inv.reruns_honoured(self.driven.rerun_replies),
         ]
 
-    def reconcile(self) -> dict[str, Any]:
+    def reconcile(self) -> None:
         """The Usage API reconciliation (prfleet.reconcile) against the offline server's usage report, as the
-        sweeper runs it with an Admin API key: estimated calls are moved onto the bill."""
+        ReconcileFunction runs it with an Admin API key: estimated calls are moved onto the bill. Each pass adds
+        what it applied to `reconciled`; the drift is the last pass's."""
         from prfleet import reconcile, runner
         from prfleet.config import now
 
@@ -500,7 +507,11 @@ class Soak:
             reconcile.http_getter(self.model.url, "sk-ant-admin01-soak"),
             now=now() + 7200,
         )
-        return {"drift_percent": result.drift_percent, "applied_micros": result.applied_micros}
+        self.reconciled = {
+            "drift_percent": result.drift_percent,
+            "applied_micros": self.reconciled.get("applied_micros", 0) + result.applied_micros,
+            "passes": self.reconciled.get("passes", 0) + 1,
+        }
 
     def expected_alarms(self, o: inv.Observed, dlq: dict[str, list[str]], daily: int) -> set[str]:
         """The alarms the run's own data says must fire (their template thresholds), derived from the stores."""
@@ -533,6 +544,22 @@ class Soak:
                 points.append((d.timestamp, d.name, d.value))
         if error_rate_breached(points, self.sampled_at):
             out.add("ErrorRateAlarm")
+        # The queue-age alarms: a message that waited over 5 minutes when it was received, as the stack measures it
+        # from SentTimestamp (a killed invocation's or a lost delete's message is back only after the visibility
+        # timeout, 6 x the agent's Timeout: in AWS the age counts from the send too, and the alarm pages).
+        for logical in ("JobsQueue", "PrQueue"):
+            queue = self.stack.queue_url(logical).rsplit("/", 1)[-1]
+            threshold = float(
+                self.stack.alarm_definitions[self.stack.alarm_name(f"{logical}AgeAlarm")]["Threshold"]
+            )
+            if any(
+                d.namespace == "AWS/SQS"
+                and d.name == "ApproximateAgeOfOldestMessage"
+                and dict(d.dimensions).get("QueueName") == queue
+                and d.value > threshold
+                for d in self.stack.datapoints()
+            ):
+                out.add(f"{logical}AgeAlarm")
         durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
         if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
             out.add("LatencyAlarm")
