@@ -27,6 +27,7 @@ def test_each_thread_has_its_own_powertools_metric_set() -> None:
     isolate_powertools_metrics()
     assert isinstance(Metrics._metrics, PerThreadDict)
     metrics = Metrics(namespace="prfleet", service="prfleet")
+    metrics.clear_metrics()  # this thread's: an earlier test in the same worker may have left its own unflushed
     seen: dict[str, list[str]] = {}
 
     def invocation(name: str, metric: str, ready: threading.Event, go: threading.Event) -> None:
