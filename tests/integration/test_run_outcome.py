@@ -162,3 +162,28 @@ def test_a_claim_whose_response_was_lost_is_still_ours(env, endpoint):  # noqa: 
     assert (run["status"], run["run_id"]) == ("running", "run-b")
     with pytest.raises(state.RunInProgress):  # another worker's live run is still refused
         state.start_run(j, "run-c", "m", now=2001)
+
+
+def test_a_throttled_outcome_transaction_is_sent_again(results):
+    """DynamoDB cancels a throttled transaction with a ThrottlingError reason, which botocore does not retry; the
+    outcome is sent again like a conflict, not failed (the soak lost 51 finished jobs' outcomes that way)."""
+    from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
+
+    url = results.meta.endpoint_url
+    j = job(path="throttled.py")
+    state.start_run(j, "run-t", "m", now=1000)
+    _faults(url, FaultPlan([FaultRule("throttle", operations=["TransactWriteItems"], requests=[1, 2])]))
+    try:
+        state.finish_run(
+            j,
+            "run-t",
+            "succeeded",
+            {"findings": "[]", "error": None},
+            owner=True,
+            now=1001,
+            with_items=[cache.put_item("k-throttled", {"findings": []}, now=1001)],
+        )
+    finally:
+        _faults(url, FaultPlan())
+    assert state.get_run(j)["status"] == "succeeded"
+    assert _cached(results, "k-throttled") == {"findings": []}

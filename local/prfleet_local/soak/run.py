@@ -520,8 +520,14 @@ class Soak:
             out.add("JobsDLQAlarm")
         if dlq.get("PrDLQ"):
             out.add("PrDLQAlarm")
-        if any(i.get("scope") == "daily" and int(i.get("settled", 0)) * 100 >= 80 * daily for i in o.ledger):
-            out.add("SpendAlarm")  # DailySpendPercent >= 80
+        # DailySpendPercent >= 80: a day whose bookings are there now, or that crossed it while the day ran (the
+        # ledger's once-a-day `a80` mark; reconciliation may have given the worst cases back since, and the
+        # alarm read what was published then).
+        if any(
+            i.get("scope") == "daily" and (int(i.get("settled", 0)) * 100 >= 80 * daily or i.get("a80"))
+            for i in o.ledger
+        ):
+            out.add("SpendAlarm")
         if self.swept.get("stuck"):
             out.add("StuckRunsAlarm")  # StuckRuns >= 1
         if any(code >= 500 for code in self.driven.statuses):
