@@ -25,6 +25,19 @@ def results(env, monkeypatch, request):  # noqa: F811 - the fixture imported abo
     return env
 
 
+def _succeed(j, run_id, key, *, now):
+    """A succeeded run's outcome with its cached result, in one request (as runner._process writes it)."""
+    state.finish_run(
+        j,
+        run_id,
+        "succeeded",
+        {"findings": "[]", "error": None},
+        owner=True,
+        now=now,
+        with_items=[cache.put_item(key, {"findings": []}, now=now)],
+    )
+
+
 def _cached(ddb, key):
     return cache.from_item(
         ddb.get_item(TableName=config.settings().results_table, Key=cache.item_key(key)).get("Item")
@@ -39,15 +52,7 @@ def test_the_outcome_and_the_cached_result_are_one_request(results, monkeypatch)
     monkeypatch.setattr(
         state, "client", lambda _s: type("C", (), {"__getattr__": lambda _, n: _count(calls, real, n)})()
     )
-    state.finish_run(
-        j,
-        "run-a",
-        "succeeded",
-        {"findings": "[]", "error": None},
-        owner=True,
-        now=1001,
-        with_items=[cache.put_item("k1", {"findings": []}, now=1001)],
-    )
+    _succeed(j, "run-a", "k1", now=1001)
     assert calls == ["transact_write_items"]
     monkeypatch.undo()
     assert state.get_run(j)["status"] == "succeeded"
@@ -66,15 +71,7 @@ def test_a_refused_outcome_caches_nothing(results):
     state.start_run(j, "run-b", "m", now=1000)
     state.start_run(j, "run-c", "m", now=2000)  # stale heartbeat: taken over by run-c
     with pytest.raises(state.RunInProgress):
-        state.finish_run(
-            j,
-            "run-b",
-            "succeeded",
-            {"findings": "[]"},
-            owner=True,
-            now=2001,
-            with_items=[cache.put_item("k2", {"findings": []}, now=2001)],
-        )
+        _succeed(j, "run-b", "k2", now=2001)
     assert state.get_run(j)["run_id"] == "run-c" and state.get_run(j)["status"] == "running"
     assert _cached(results, "k2") is None
     state.finish_run(j, "run-c", "failed", {"error": "x"}, owner=True, now=2002)
@@ -174,15 +171,7 @@ def test_a_throttled_outcome_transaction_is_sent_again(results):
     state.start_run(j, "run-t", "m", now=1000)
     _faults(url, FaultPlan([FaultRule("throttle", operations=["TransactWriteItems"], requests=[1, 2])]))
     try:
-        state.finish_run(
-            j,
-            "run-t",
-            "succeeded",
-            {"findings": "[]", "error": None},
-            owner=True,
-            now=1001,
-            with_items=[cache.put_item("k-throttled", {"findings": []}, now=1001)],
-        )
+        _succeed(j, "run-t", "k-throttled", now=1001)
     finally:
         _faults(url, FaultPlan())
     assert state.get_run(j)["status"] == "succeeded"
