@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 import pytest
 
 from prfleet_local.stack import template as tpl
@@ -81,3 +84,51 @@ def test_secrets_are_secrets_manager_references_not_environment_values():
             assert absent == {"Ref": "AWS::NoValue"}
         assert RES[ref["Ref"]]["Type"] == "AWS::SecretsManager::Secret"
     assert not any("KEY" in k and "SECRET" not in k for k in env)
+
+
+def _dashboard() -> dict:
+    """The dashboard body as CloudWatch receives it, each ${...} replaced by its own placeholder."""
+    body = RES["FleetDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    return json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: f"<{m.group(1)}>", body))
+
+
+def _widget(title_start: str) -> dict:
+    [widget] = [
+        w for w in _dashboard()["widgets"] if w["properties"].get("title", "").startswith(title_start)
+    ]
+    return widget["properties"]
+
+
+def test_dashboard_shows_every_alarm_and_keeps_each_graphs_period():
+    assert _dashboard()["periodOverride"] == "inherit"
+    shown = _widget("Alarms")["alarms"]
+    assert sorted(shown) == sorted(f"<{a}.Arn>" for a in tpl.resources(T, "AWS::CloudWatch::Alarm"))
+
+
+def test_dashboard_latency_graph_reads_what_the_latency_alarm_reads():
+    alarm = {m["Id"]: m for m in RES["LatencyAlarm"]["Properties"]["Metrics"]}
+    graph = _widget("Run duration p95")
+    lines = {opts["id"]: opts for *_, opts in graph["metrics"] if isinstance(opts, dict)}
+    [returned] = [m for m in alarm.values() if m["ReturnData"]]
+    assert lines[returned["Id"]]["expression"] == returned["Expression"]
+    for mid, m in alarm.items():
+        if "MetricStat" in m:
+            assert lines[mid]["stat"] == m["MetricStat"]["Stat"], mid
+            assert graph["period"] == m["MetricStat"]["Period"], mid
+
+
+def test_dashboard_queue_depth_counts_in_flight_messages_like_the_dlq_alarms():
+    graph = _widget("Queue depth")
+    queues = {
+        (line[1], line[3]) for line in graph["metrics"] if isinstance(line[0], str) and line[0] == "AWS/SQS"
+    }
+    for queue in tpl.resources(T, "AWS::SQS::Queue"):
+        for metric in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"):
+            assert (metric, f"<{queue}.QueueName>") in queues, (queue, metric)
+    for alarm in ("JobsDLQAlarm", "PrDLQAlarm"):
+        names = {
+            m["MetricStat"]["Metric"]["MetricName"]
+            for m in RES[alarm]["Properties"]["Metrics"]
+            if "MetricStat" in m
+        }
+        assert names == {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"}, alarm
