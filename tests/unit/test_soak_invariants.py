@@ -162,3 +162,24 @@ def test_the_error_rate_oracle_uses_the_alarms_sliding_range_not_aligned_buckets
     assert all(100 * w["RunsFailed"] / w["RunsStarted"] <= 20 for w in aligned.values())
     assert error_rate_breached(points, [t0 + 990]) is True
     assert error_rate_breached(points, [t0 + 3600]) is False  # an hour on: nothing in range
+
+
+def test_latency_oracle_follows_the_alarms_30_minute_range_and_20_run_guard():
+    from prfleet_local.soak.run import latency_breached
+
+    t0 = 36_000.0
+    slow = [(t0 + 60 * i, 200_000.0) for i in range(19)]  # 19 slow runs in 19 minutes
+    assert (
+        latency_breached(slow, [t0 + 1200], 120_000) is False
+    )  # fewer than 20 runs: the guard holds it at 0
+    twenty = slow + [(t0 + 1150, 200_000.0)]
+    assert latency_breached(twenty, [t0 + 1200], 120_000) is True
+    # the same 20 runs spread over more than 30 minutes never share one range
+    spread = [(t0 + 100 * i, 200_000.0) for i in range(20)]
+    assert latency_breached(spread, [t0 + 60 * m for m in range(20, 60)], 120_000) is False
+    # p95 of 20 is the 19th value: one slow run among 19 fast ones does not breach, two do
+    fast = [(t0 + 30 * i, 10_000.0) for i in range(19)]
+    assert latency_breached(fast + [(t0 + 600, 200_000.0)], [t0 + 1200], 120_000) is False
+    assert latency_breached(fast[1:] + [(t0 + 600, 200_000.0)] * 2, [t0 + 1200], 120_000) is True
+    # the minute in progress is not evaluated
+    assert latency_breached(twenty, [t0 + 1150 + 30], 120_000) is False

@@ -532,7 +532,6 @@ class Soak:
             out.add("StuckRunsAlarm")  # StuckRuns >= 1
         if any(code >= 500 for code in self.driven.statuses):
             out.add("WebhookErrorsAlarm")
-        runs = [r for rs in o.runs.values() for r in rs]
         # ErrorRateAlarm's own arithmetic: (RunsFailed + the agent's Lambda Errors) / (RunsStarted + Errors) > 20 %
         # with at least 5 runs, over the SLIDING 15-minute range the local evaluator (and CloudWatch) uses at each
         # instant the soak sampled the alarms: it ends at the last whole minute (prfleet_local.stack.alarms.window).
@@ -566,10 +565,36 @@ class Soak:
                 for d in self.stack.datapoints()
             ):
                 out.add(f"{logical}AgeAlarm")
-        durations = sorted(int(r.get("duration_ms") or 0) for r in runs)
-        if durations and durations[int(0.95 * (len(durations) - 1))] > 120_000:
+        # LatencyAlarm's own arithmetic over what the runs published (a killed invocation's RunDuration never
+        # reaches CloudWatch): the p95 of the sliding 30-minute range, only with at least 20 runs in it.
+        alarm = self.stack.alarm_definitions[self.stack.alarm_name("LatencyAlarm")]
+        durations = [
+            (d.timestamp, d.value)
+            for d in self.stack.datapoints()
+            if d.namespace == "prfleet" and set(d.dimensions) == {"service"} and d.name == "RunDuration"
+        ]
+        if latency_breached(durations, self.sampled_at, float(alarm["Threshold"])):
             out.add("LatencyAlarm")
         return out
+
+
+def latency_breached(
+    durations: list[tuple[float, float]],
+    sampled_at: list[float],
+    threshold_ms: float,
+    *,
+    period: int = 1800,
+    min_runs: int = 20,
+) -> bool:
+    """LatencyAlarm's expression, IF(FILL(n, 0) >= 20, p95, 0) > threshold, over the sliding 30-minute range that
+    ends at the last whole minute before each instant in `sampled_at`. p95 is the nearest rank (CloudWatch's
+    percentile of raw values, Statistics-definitions.html). `durations`: (timestamp, RunDuration in ms)."""
+    for at in sampled_at:
+        end = math.floor(at / 60) * 60
+        values = sorted(v for ts, v in durations if end - period <= ts < end)
+        if len(values) >= min_runs and values[math.ceil(0.95 * len(values)) - 1] > threshold_ms:
+            return True
+    return False
 
 
 def error_rate_breached(points: list[tuple[float, str, float]], sampled_at: list[float]) -> bool:
