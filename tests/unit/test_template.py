@@ -86,23 +86,39 @@ def test_secrets_are_secrets_manager_references_not_environment_values():
     assert not any("KEY" in k and "SECRET" not in k for k in env)
 
 
-def _dashboard() -> dict:
-    """The dashboard body as CloudWatch receives it, each ${...} replaced by its own placeholder."""
-    body = RES["FleetDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
-    return json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: f"<{m.group(1)}>", body))
+def _placeholders(text: str) -> str:
+    return re.sub(r"\$\{([^}]+)\}", lambda m: f"<{m.group(1)}>", text)
 
 
-def _widget(title_start: str) -> dict:
-    [widget] = [
-        w for w in _dashboard()["widgets"] if w["properties"].get("title", "").startswith(title_start)
-    ]
+def _dashboard(claude_api: bool = True) -> dict:
+    """The dashboard body as CloudWatch receives it, each ${...} replaced by its own placeholder; its variables'
+    Fn::If taken as the UsesClaudeApi condition says."""
+    body, variables = RES["FleetDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for name, value in variables.items():
+        cond, yes, no = value["Fn::If"]
+        assert cond == "UsesClaudeApi", name
+        chosen = yes if claude_api else no
+        body = body.replace("${" + name + "}", chosen["Fn::Sub"] if isinstance(chosen, dict) else chosen)
+    return json.loads(_placeholders(body))
+
+
+def _widget(title_start: str, claude_api: bool = True) -> dict:
+    widgets = _dashboard(claude_api)["widgets"]
+    [widget] = [w for w in widgets if w["properties"].get("title", "").startswith(title_start)]
     return widget["properties"]
 
 
-def test_dashboard_shows_every_alarm_and_keeps_each_graphs_period():
-    assert _dashboard()["periodOverride"] == "inherit"
-    shown = _widget("Alarms")["alarms"]
-    assert sorted(shown) == sorted(f"<{a}.Arn>" for a in tpl.resources(T, "AWS::CloudWatch::Alarm"))
+@pytest.mark.parametrize("claude_api", [True, False])
+def test_dashboard_shows_every_alarm_the_stack_creates_and_keeps_each_graphs_period(claude_api):
+    assert _dashboard(claude_api)["periodOverride"] == "inherit"
+    created = [
+        name
+        for name, alarm in tpl.resources(T, "AWS::CloudWatch::Alarm").items()
+        if alarm.get("Condition") is None or (alarm["Condition"] == "UsesClaudeApi") == claude_api
+    ]
+    shown = _widget("Alarms", claude_api)["alarms"]
+    # a conditional alarm named when it is not created fails the stack's creation
+    assert sorted(shown) == sorted(f"<{a}.Arn>" for a in created)
 
 
 def test_dashboard_latency_graph_reads_what_the_latency_alarm_reads():
