@@ -139,6 +139,8 @@ def test_dlq_messages_need_a_reason_and_alarms_must_match():
     assert not inv.dlq_messages_have_reasons(observed(dlq={"PrDLQ": [body]})).ok
     logged = ['{"level":"ERROR","correlation_id":"d-1","message":"planner failed"}']
     assert inv.dlq_messages_have_reasons(observed(dlq={"PrDLQ": [body]}, log_lines=logged)).ok
+    warned = ['{"level":"WARNING","correlation_id":"d-1","message":"planner retrying"}']
+    assert not inv.dlq_messages_have_reasons(observed(dlq={"PrDLQ": [body]}, log_lines=warned)).ok
     assert not inv.alarms_as_expected(observed(alarmed={"A"}), set()).ok
     assert not inv.alarms_as_expected(observed(), {"A"}).ok
     assert not inv.reruns_honoured([(REPO, N, 200)]).ok
@@ -183,3 +185,44 @@ def test_latency_oracle_follows_the_alarms_30_minute_range_and_20_run_guard():
     assert latency_breached(fast[1:] + [(t0 + 600, 200_000.0)] * 2, [t0 + 1200], 120_000) is True
     # the minute in progress is not evaluated
     assert latency_breached(twenty, [t0 + 1150 + 30], 120_000) is False
+
+
+def test_a_dead_lettered_file_job_needs_its_own_reason_not_a_siblings():
+    from prfleet.jobs import FileJob
+
+    mine = FileJob(REPO, N, SHA, "b" * 40, "a.py", "c" * 40, "review", 1, "d-1")
+    sibling = FileJob(REPO, N, SHA, "b" * 40, "b.py", "c" * 40, "review", 1, "d-1")
+    dlq = {"JobsDLQ": [mine.to_message()]}
+    # the same delivery id, a sibling's failure: not this message's reason
+    theirs = [
+        f'{{"level":"ERROR","correlation_id":"d-1","message":"job failed","job_failed":"{sibling.job_id}"}}'
+    ]
+    assert not inv.dlq_messages_have_reasons(observed(dlq=dlq, log_lines=theirs)).ok
+    own = [f'{{"level":"ERROR","correlation_id":"d-1","message":"job failed","job_failed":"{mine.job_id}"}}']
+    assert inv.dlq_messages_have_reasons(observed(dlq=dlq, log_lines=own)).ok
+    runs = {(REPO, N, SHA): [{"job_id": mine.job_id, "status": "failed", "error": "TimeoutError: model"}]}
+    assert inv.dlq_messages_have_reasons(observed(dlq=dlq, runs=runs)).ok
+
+
+def test_the_soak_command_exits_2_when_it_could_not_run_to_the_end(monkeypatch, capsys, tmp_path):
+    from prfleet_local.soak import __main__ as cli
+
+    def broken(scale, workdir):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(cli, "soak", broken)
+    assert cli.main(["--prs", "1", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not run to the end: OSError: no space left on device" in err[0]
+    assert "Traceback" in (tmp_path / "soak-error.txt").read_text()
+
+    ok = inv.Result("every planned job in exactly one end state", True, "1 jobs", [])
+    figures = {"idle": {"day_one": True, "commands": False, "later_days": True}}
+    monkeypatch.setattr(cli, "soak", lambda scale, workdir: ([ok], figures))
+    assert cli.main(["--prs", "1"]) == 2  # every invariant passed, but on a system that never went idle
+    assert "not idle within --timeout" in capsys.readouterr().err
+    figures["idle"]["commands"] = True
+    assert cli.main(["--prs", "1"]) == 0
+    bad = inv.Result("nothing lost", False, "1 PRs", ["lost"])
+    monkeypatch.setattr(cli, "soak", lambda scale, workdir: ([ok, bad], figures))
+    assert cli.main(["--prs", "1"]) == 1

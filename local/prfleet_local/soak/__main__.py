@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import traceback
 from pathlib import Path
 
 from prfleet_local.soak.run import Scale, soak
@@ -61,7 +62,19 @@ def main(argv: list[str] | None = None) -> int:
         f"visibility {scale.visibility_timeout()} s",
         flush=True,
     )
-    results, figures = soak(scale, a.workdir)
+    try:
+        results, figures = soak(scale, a.workdir)
+    except KeyboardInterrupt:
+        print("prfleet soak: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # the soak could not run to the end: one line, the details where the logs are
+        where = ""
+        if a.workdir is not None:
+            a.workdir.mkdir(parents=True, exist_ok=True)
+            (a.workdir / "soak-error.txt").write_text(traceback.format_exc())
+            where = f" (traceback in {a.workdir / 'soak-error.txt'})"
+        print(f"prfleet soak: could not run to the end: {type(exc).__name__}: {exc}{where}", file=sys.stderr)
+        return 2
     width = max(len(r.name) for r in results)
     for r in results:
         print(f"{'PASS' if r.ok else 'FAIL'}  {r.name:<{width}}  {r.figure}")
@@ -75,6 +88,15 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps({"results": [r.__dict__ for r in results], "figures": figures}, indent=2)
         )
     failed = [r.name for r in results if not r.ok]
+    unfinished = [phase for phase, idle in figures.get("idle", {}).items() if not idle]
+    if unfinished:
+        # the work did not settle within --timeout: the invariants above read a system still running
+        print(
+            f"soak could not run to the end: not idle within --timeout {scale.timeout:g} s "
+            f"({', '.join(unfinished)})",
+            file=sys.stderr,
+        )
+        return 2
     print(f"soak {'FAILED: ' + '; '.join(failed) if failed else 'passed'}")
     return 1 if failed else 0
 

@@ -152,7 +152,10 @@ def dlq_messages_have_reasons(o: Observed) -> Result:
 
     bad = []
     failed_runs = {str(r["job_id"]): r for rs in o.runs.values() for r in rs if r.get("status") == "failed"}
-    errors = [line for line in o.log_lines if '"level":"ERROR"' in line or '"level":"WARNING"' in line]
+    # The reason must be this message's own: the failed run's error, or the ERROR line the agent writes for this
+    # job (`job_failed`: its id). Any line under the delivery id is not enough for a file job, since a PR's jobs
+    # all carry the PR's delivery id (an unrelated retry warning of a sibling would have counted).
+    errors = [line for line in o.log_lines if '"level":"ERROR"' in line]
     total = 0
     for queue, bodies in o.dlq.items():
         for body in bodies:
@@ -164,7 +167,8 @@ def dlq_messages_have_reasons(o: Observed) -> Result:
                 continue
             if isinstance(job, jobs.FileJob):
                 run = failed_runs.get(job.job_id)
-                if not (run and run.get("error")) and not _logged(errors, job.delivery_id):
+                own = f'"job_failed":"{job.job_id}"'
+                if not (run and run.get("error")) and not any(own in line for line in errors):
                     bad.append(
                         f"{queue}: {job.repo}#{job.number} {job.path}/{job.agent} has no recorded reason"
                     )

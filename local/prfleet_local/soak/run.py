@@ -33,6 +33,7 @@ from prfleet_local.model.server import FaultRule as ModelRule
 from prfleet_local.model.server import ModelServer
 from prfleet_local.soak import invariants as inv
 from prfleet_local.soak.router import GitHubRouter
+from prfleet_local.stack import template as tpl
 from prfleet_local.stack.local_stack import LocalStack
 from prfleet_local.stack.moto_proc import FaultPlan as AwsFaults
 from prfleet_local.stack.moto_proc import FaultRule as AwsRule
@@ -73,8 +74,6 @@ class Scale:
         """The queues' visibility timeout at the template's own ratio to the agent's Timeout (JobsQueue 1,800 s for
         300 s: six times, as Lambda's SQS guide asks, https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-configure.html).
         A shorter one sends live jobs back as duplicate deliveries AWS would not make (1,713 at depth with 3 s)."""
-        from prfleet_local.stack import template as tpl
-
         t = tpl.load()
         queue = tpl.resources(t, "AWS::SQS::Queue")["JobsQueue"]["Properties"]["VisibilityTimeout"]
         ratio = int(queue) / float(tpl.function_setting(t, "AgentFunction", "Timeout"))
@@ -336,6 +335,14 @@ class Soak:
         }
         return self.deliver("check_run", payload)
 
+    def jobs_finished(self) -> int:
+        """Jobs counted done on every head so far (the heads' fan-in sets), read while the system is idle."""
+        return sum(
+            len(set(item.get("done_ids", set())) - {"-"})
+            for item in inv.scan(self.stack, "StateTable")
+            if str(item.get("pk", "")).startswith("PR#") and str(item.get("sk", "")).startswith("SHA#")
+        )
+
     def wait_idle(self, deadline: float, *, in_flight: bool = True) -> bool:
         while time.monotonic() < deadline:
             if self.stack.wait_idle(
@@ -396,6 +403,7 @@ class Soak:
             list(pool.map(lambda nk: self.open_pr(*nk), plan))
         idle_day_one = self.wait_idle(deadline)
         day_one = time.monotonic() - started
+        jobs_day_one = self.jobs_finished()  # what day one carried: jobs deferred to later days are not in it
         # Comment commands and Re-runs on finished heads.
         rng = random.Random(s.seed + 1)
         for name, number in sorted(self.driven.accepted):
@@ -472,7 +480,26 @@ class Soak:
             "model_calls_served": observed.bill_calls,
             "day_one_s": round(day_one, 1),
             "wall_s": round(wall, 1),
-            "jobs_per_s_day_one": round(jobs_done / day_one, 2) if day_one else None,
+            "jobs_finished_day_one": jobs_day_one,
+            # jobs the budget deferred to a later day (the heads' deferred sets): the day ran out
+            "jobs_deferred": sum(
+                len(set(h.get("deferred_ids", set())) - {"-"}) for h in observed.heads.values()
+            ),
+            "jobs_per_s_day_one": round(jobs_day_one / day_one, 2) if day_one else None,
+            # What a day on the template's defaults carries: the default DailyBudgetUsd over what a job cost here
+            # (the offline model's usage and prices, faults and retries included), and the local pace over 24 h.
+            "cost_per_job_usd": round(observed.bill_micros / 1e6 / jobs_done, 5) if jobs_done else None,
+            "jobs_per_day_default_budget": (
+                int(
+                    float(tpl.load()["Parameters"]["DailyBudgetUsd"]["Default"])
+                    * 1e6
+                    * jobs_done
+                    / observed.bill_micros
+                )
+                if observed.bill_micros
+                else None
+            ),
+            "jobs_per_day_local_pace": int(86400 * jobs_day_one / day_one) if day_one else None,
             "aws_faults_injected": {"/".join(k): v for k, v in self.stack.moto.injected().items()},
             "aws_requests": sum(self.stack.moto.counts().values()),
             "dlq": {q: len(b) for q, b in dlq.items()},
