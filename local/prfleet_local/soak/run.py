@@ -196,6 +196,11 @@ class Soak:
         )
         self.stack.start()
         stack.callback(self.stack.stop)
+        # The Admin API key the hourly ReconcileFunction reads (the offline server answers its Usage API).
+        self.stack.client("secretsmanager").put_secret_value(
+            SecretId=self.stack.ctx.refs["AdminKeySecret"],
+            SecretString=json.dumps({"admin_api_key": "sk-ant-admin01-soak"}),
+        )
         self.stack.moto.set_faults(self.aws_faults())
         self.lambda_faults()
 
@@ -354,11 +359,7 @@ class Soak:
 
     def sweep_at(self, offset: float) -> dict[str, Any]:
         """One run of the sweeper with prfleet's clock moved `offset` seconds on, then the alarms sampled."""
-        from prfleet import config
-
-        os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
-        self.offset = float(offset)
-        config.settings.cache_clear()
+        self.set_offset(offset)
         counts = self.stack.sweep() or {}
         self.swept.update({k: int(v) for k, v in counts.items() if isinstance(v, int)})
         self.sample_alarms()
@@ -523,22 +524,37 @@ class Soak:
         ]
 
     def reconcile(self) -> None:
-        """The Usage API reconciliation (prfleet.reconcile) against the offline server's usage report, as the
-        ReconcileFunction runs it with an Admin API key: estimated calls are moved onto the bill. Each pass adds
-        what it applied to `reconciled`; the drift is the last pass's."""
-        from prfleet import reconcile, runner
-        from prfleet.config import now
-
-        result = reconcile.run(
-            runner.make_ledger(),
-            reconcile.http_getter(self.model.url, "sk-ant-admin01-soak"),
-            now=now() + 7200,
-        )
+        """The hourly ReconcileFunction, invoked through the stack as EventBridge would, with the Admin API key in its
+        secret: the ledger against the offline server's usage report, estimated calls moved onto the bill, and
+        LedgerDriftPercent published for LedgerDriftAlarm. Run two hours on (prfleet's clock), so every hour of the
+        soak so far is complete in the report; the alarms are sampled a minute after it (CloudWatch evaluates the
+        whole minutes before now). Each pass adds what it applied to `reconciled`; `drifts` keeps every pass's."""
+        back = self.offset
+        self.set_offset(back + 7200)
+        try:
+            reply = self.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, self.stack)
+            if not isinstance(reply, dict) or reply.get("skipped") or "drift_percent" not in reply:
+                raise RuntimeError(f"the ReconcileFunction did not reconcile: {reply!r}")
+            at = self.stack.now() + 60
+            self.sampled_at.append(at)
+            states = self.stack.evaluate_alarms(now=at)
+            self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+        finally:
+            self.set_offset(back)
         self.reconciled = {
-            "drift_percent": result.drift_percent,
-            "applied_micros": self.reconciled.get("applied_micros", 0) + result.applied_micros,
+            "drift_percent": float(reply["drift_percent"]),
+            "drifts": [*self.reconciled.get("drifts", []), float(reply["drift_percent"])],
+            "applied_micros": self.reconciled.get("applied_micros", 0) + int(reply["applied_micros"]),
             "passes": self.reconciled.get("passes", 0) + 1,
         }
+
+    def set_offset(self, offset: float) -> None:
+        """Move prfleet's clock (CLOCK_OFFSET_SECONDS) for what runs next in this process."""
+        from prfleet import config
+
+        os.environ["CLOCK_OFFSET_SECONDS"] = str(offset)
+        self.offset = float(offset)
+        config.settings.cache_clear()
 
     def expected_alarms(self, o: inv.Observed, dlq: dict[str, list[str]], daily: int) -> set[str]:
         """The alarms the run's own data says must fire (their template thresholds), derived from the stores."""
@@ -592,6 +608,13 @@ class Soak:
                 for d in self.stack.datapoints()
             ):
                 out.add(f"{logical}AgeAlarm")
+        # LedgerDriftAlarm: Maximum of LedgerDriftPercent over an hour above its threshold, from any pass.
+        drift_name = self.stack.ctx.refs.get("LedgerDriftAlarm")  # created with the Claude API only
+        drift = self.stack.alarm_definitions.get(str(drift_name)) if drift_name else None
+        if drift is not None and any(
+            d > float(drift["Threshold"]) for d in self.reconciled.get("drifts", [])
+        ):
+            out.add("LedgerDriftAlarm")
         # LatencyAlarm's own arithmetic over what the runs published (a killed invocation's RunDuration never
         # reaches CloudWatch): the p95 of the sliding 30-minute range, only with at least 20 runs in it.
         alarm = self.stack.alarm_definitions[self.stack.alarm_name("LatencyAlarm")]
