@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import types
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -60,10 +62,24 @@ def test_faults_are_taken_per_function_and_count_down() -> None:
     assert all(faults.take("AgentFunction") for _ in range(5))
 
 
-@pytest.mark.parametrize("bad", [{"kind": "explode"}, {"kind": "crash", "times": -1}])
-def test_unknown_faults_are_refused(bad: dict[str, Any]) -> None:
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize(
+    ("bad", "says"),
+    [
+        ({"kind": "explode"}, "unknown invocation fault 'explode'"),
+        ({"kind": "crash", "times": -1}, "times must be 0"),
+        ({"kind": "crash", "during": "api_call"}, "unknown fault point during='api_call'; one of model_call"),
+        ({"kind": "hang", "during": "model_call", "after": '"event":"start"'}, "not both"),
+    ],
+)
+def test_unknown_faults_are_refused(bad: dict[str, Any], says: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(says)):
         InvocationFault("AgentFunction", **bad)
+
+
+def test_a_fault_during_a_model_call_is_accepted_for_both_kinds() -> None:
+    for kind in ("crash", "hang"):
+        fault = InvocationFault("AgentFunction", kind, during="model_call")
+        assert (fault.during, fault.after, fault.times) == ("model_call", None, 1)
 
 
 def test_a_killed_invocation_cannot_finish_afterwards() -> None:
@@ -85,6 +101,8 @@ class _Runtime:
         self.metrics: list[tuple[str, float, bool]] = []
         self.timeout = timeout
         self.router = None
+        self.model_url: str | None = None
+        self.released = threading.Event()
 
     def function_timeout(self, fn: local_stack.Function) -> float:
         return self.timeout or fn.timeout
@@ -159,3 +177,95 @@ def test_a_crash_fault_kills_the_invocation_at_its_marker() -> None:
         assert printed == ['{"event":"start"}'] and done == []
     finally:
         router.sinks.remove(printed.append)
+
+
+class _Model(BaseHTTPRequestHandler):
+    """A stand-in model API: records every POST it answered (as the offline server bills it) and answers 200."""
+
+    answered: list[str] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        type(self).answered.append(self.path)
+        body = b"event: message_start\ndata: {}\n\n" * 50
+        self.send_response(200)
+        self.send_header("content-type", "text/event-stream")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("kind", ["crash", "hang"])
+def test_a_fault_during_a_model_call_kills_the_invocation_inside_the_call_and_parks_its_thread(
+    kind: str,
+) -> None:
+    """The request reaches the model API and gets its headers back (billed), the caller gets FunctionError (a
+    crash at once, a hang at the Timeout), and nothing after that point runs: not the caller's `except
+    BaseException` (the agent's books the call), not the rest of the handler. The thread waits parked until the
+    stack has stopped, then ends, stopped again at its next AWS request while it unwinds. Requests of other
+    threads, and the free token count, pass straight through."""
+    import boto3
+    import httpx2
+
+    _Model.answered = []
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Model)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    after: list[str] = []
+    aws_sent: list[str] = []
+    threads: list[threading.Thread] = []
+
+    def handler(event: dict[str, Any], context: Any) -> None:
+        threads.append(threading.current_thread())
+        with httpx2.Client() as client:
+            assert client.post(f"{url}/v1/messages/count_tokens", json={}).status_code == 200
+            try:
+                with client.stream("POST", f"{url}/v1/messages", json={"model": "m"}) as response:
+                    after.append("headers read by the caller")
+                    response.read()
+            except BaseException:
+                after.append("except BaseException ran")  # the agent's books the call on the ledger here
+                sqs = boto3.client(
+                    "sqs",
+                    region_name="us-east-1",
+                    endpoint_url=url,
+                    aws_access_key_id="x",
+                    aws_secret_access_key="x",
+                )
+                aws_sent.append("trying")
+                sqs.list_queues()  # stopped before it is sent
+                aws_sent.append("sent")
+                raise
+            after.append("handler ran on")
+
+    runtime = _Runtime(timeout=0.5)
+    runtime.model_url = url
+    runtime.faults.add(InvocationFault("AgentFunction", kind, during="model_call"))
+    try:
+        started = time.monotonic()
+        with pytest.raises(FunctionError, match="crash" if kind == "crash" else "timed out"):
+            _function(handler, timeout=5 if kind == "crash" else 0.5).invoke({}, runtime)  # type: ignore[arg-type]
+        assert time.monotonic() - started < (1 if kind == "crash" else 2)
+        assert _Model.answered == ["/v1/messages/count_tokens", "/v1/messages"]  # the call reached the API
+        time.sleep(0.3)
+        (thread,) = threads
+        assert thread.is_alive() and after == []  # parked inside the call: nothing after it ran
+
+        # Other threads' requests pass straight through, also while one is parked.
+        with httpx2.Client() as client:
+            assert client.post(f"{url}/v1/messages", json={}).status_code == 200
+        assert _Model.answered[-1] == "/v1/messages"
+
+        runtime.released.set()  # the stack stopped
+        thread.join(5)
+        assert not thread.is_alive()
+        assert after == ["except BaseException ran"] and aws_sent == ["trying"]
+        assert len(_Model.answered) == 3
+    finally:
+        runtime.released.set()
+        server.shutdown()
+        server.server_close()

@@ -10,13 +10,28 @@ it (or when killed) the invocation is abandoned:
 - a thread cannot be stopped from outside, so the abandoned one is frozen at its next line of output: it raises
   `InvocationKilled` (a BaseException, so no handler's `except Exception` runs its recovery) and nothing it prints
   any more reaches the function's log. A thread inside a blocking call goes on until that call returns, then
-  stops at its next line: the one place where the stand-in is not exact (a side effect of that one call can land);
+  stops at its next line: the one place where the stand-in is not exact (a side effect of that one call can land),
+  except for a model call, where a `during="model_call"` fault kills it inside the call (below);
 - each invocation thread has its own Powertools metric set (`PerThreadDict`): in Lambda every execution environment
   is its own process, so the metrics an abandoned invocation added but never flushed are lost, never flushed by
   another invocation that happens to share the local process.
 
-Faults (`InvocationFault`) let a test or a soak run crash or hang an invocation at a chosen point (at once, or after
-the log line that contains a marker, e.g. the agent's `"event":"start"`); `Invocation.kill()` crashes a running one.
+Faults (`InvocationFault`) let a test or a soak run crash or hang an invocation at a chosen point: at once, after
+the log line that contains a marker (`after=`, e.g. the agent's `"event":"start"`), or in the middle of a model
+call (`during="model_call"`); `Invocation.kill()` crashes a running one.
+
+`during="model_call"` is the blocking call made exact, for the one call that matters to the budget: the stack
+wraps the HTTP transport of the SDK (httpx2's `HTTPTransport.handle_request`, once per process) and, in the thread
+of an invocation that carries such a fault, lets its next request to the model API go out and its response headers
+come back (the API has the call and bills it, as Anthropic bills a call whose client went away), then kills the
+invocation there (a `hang` first blocks until the Timeout abandons it) and drops the connection. The thread is then
+PARKED inside the transport instead of raising into the SDK: raising would unwind through the agent's own
+`except BaseException` (which books the call on the ledger), i.e. run code after the crash point. So nothing after
+it runs: the reservation of that call stays open, the run stays `running`, the metrics stay unflushed, and the
+message comes back after its visibility timeout. A parked thread (a daemon) is released when its stack has stopped,
+after the stack's AWS endpoint is gone; it then ends by raising `InvocationKilled`, and is stopped again at its next
+line of output, AWS request (botocore's `URLLib3Session.send`, wrapped with the transport) or model request, so
+what its except/finally blocks attempt while unwinding never lands.
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 
 class InvocationKilled(BaseException):
@@ -42,21 +57,32 @@ class FunctionError(Exception):
 
 
 FAULT_KINDS = ("crash", "hang")
+FAULT_DURING = ("model_call",)  # `during=`: a point inside a blocking call where the fault trips
 
 
 @dataclass
 class InvocationFault:
-    """Crash or hang the next `times` invocations of `function` (a template logical id), at once or right after
-    the invocation prints a line containing `after`. `times=0`: every invocation."""
+    """Crash or hang the next `times` invocations of `function` (a template logical id): at once, right after
+    the invocation prints a line containing `after`, or `during="model_call"`: in the middle of its next model call
+    (the request sent and the response headers received, so the API bills it; before the SDK reads the body; see
+    the module docstring). `times=0`: every invocation."""
 
     function: str
     kind: str
     after: str | None = None
     times: int = 1
+    during: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown invocation fault {self.kind!r}; one of {', '.join(FAULT_KINDS)}")
+        if self.during is not None and self.during not in FAULT_DURING:
+            raise ValueError(f"unknown fault point during={self.during!r}; one of {', '.join(FAULT_DURING)}")
+        if self.during is not None and self.after is not None:
+            raise ValueError(
+                "a fault trips after a log line (after=) or during a call (during=), not both: "
+                f"after={self.after!r}, during={self.during!r}"
+            )
         if self.times < 0:
             raise ValueError("times must be 0 (every invocation) or more")
 
@@ -75,6 +101,10 @@ class Invocation:
     result: Any = None
     error: BaseException | None = None
     over: threading.Event = field(default_factory=threading.Event)
+    model_url: str | None = None  # the model API's base URL, for a `during="model_call"` fault
+    # Set once the stack has stopped: a thread parked where it was killed (park()) ends then.
+    released: threading.Event = field(default_factory=threading.Event)
+    parked: bool = False  # park() was called: once released, the thread stops at its next request too
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def kill(self, reason: str = "crash") -> bool:
@@ -103,6 +133,16 @@ class Invocation:
         """Block the invocation's thread until the runtime abandons it (a hang fault), then stop it."""
         self.over.wait()
         self.check()
+
+    def park(self) -> NoReturn:
+        """Hold the abandoned invocation's thread where it stopped until the stack has stopped, then end it.
+
+        For a kill inside a blocking call (`during=`): raising there at once would run the callers' except and
+        finally blocks, code after the crash point that the killed Lambda never runs. Once released, the stack
+        stops the unwinding thread at its next AWS or model request as at its next line of output."""
+        self.parked = True
+        self.released.wait()
+        raise InvocationKilled(f"{self.function} {self.request_id}: {self.killed or 'parked'}")
 
 
 class Faults:
@@ -214,6 +254,7 @@ def isolate_powertools_metrics() -> None:
 
 
 __all__ = [
+    "FAULT_DURING",
     "FAULT_KINDS",
     "Faults",
     "FunctionError",

@@ -24,6 +24,7 @@ import os
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Callable
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 import boto3
 
@@ -101,6 +102,78 @@ def _trip(invocation: Invocation, fault: InvocationFault) -> None:
     invocation.hang()
 
 
+def _is_model_call(request: Any, model_url: str | None) -> bool:
+    """A request to the model API that makes a (billed) call: same origin as the stack's model URL (the real API's
+    without one), not the free token count (`/v1/messages/count_tokens`)."""
+    base = urllib.parse.urlsplit(model_url or "https://api.anthropic.com")
+    url = request.url
+    port = base.port or (443 if base.scheme == "https" else 80)
+    return (
+        url.scheme == base.scheme
+        and url.host == base.hostname
+        and (url.port or (443 if url.scheme == "https" else 80)) == port
+        and not url.path.rstrip("/").endswith("/count_tokens")
+    )
+
+
+def _trip_mid_call(invocation: Invocation, fault: InvocationFault, response: Any) -> NoReturn:
+    """A `during="model_call"` fault, in the invocation's own thread, with the call sent and its headers back:
+    crash now (or hang until the Timeout abandons it), drop the connection as a dead client would, and park the
+    thread there until the stack stops (nothing after the crash point runs; invocations.py's docstring)."""
+    if fault.kind == "crash":
+        invocation.kill("crash")
+    else:
+        invocation.over.wait()
+    try:
+        response.close()
+    except Exception:  # noqa: BLE001, S110 - the connection is gone either way
+        pass
+    invocation.park()
+
+
+def _stop_if_released(invocation: Invocation | None) -> None:
+    """A parked invocation released at the stack's stop sends nothing more while it unwinds."""
+    if invocation is not None and invocation.parked:
+        raise InvocationKilled(f"{invocation.function} {invocation.request_id}: {invocation.killed}")
+
+
+def _install_model_call_hook() -> None:
+    """Wrap the SDK's HTTP transport once per process (as the stdout router): in the thread of an invocation that
+    carries a `during="model_call"` fault, its next model request that gets response headers back trips it; every
+    other request (other threads, other hosts, no such fault) passes straight through. botocore's send is wrapped
+    too, only to stop a released parked invocation at its next AWS request."""
+    import botocore.httpsession
+    import httpx2
+
+    original = httpx2.HTTPTransport.handle_request
+    if getattr(original, "_prfleet_model_call_hook", False):
+        return
+    aws_send = botocore.httpsession.URLLib3Session.send
+
+    @functools.wraps(aws_send)
+    def send(self: Any, request: Any) -> Any:
+        _stop_if_released(current_invocation())
+        return aws_send(self, request)
+
+    @functools.wraps(original)
+    def handle_request(self: Any, request: Any) -> Any:
+        invocation = current_invocation()
+        _stop_if_released(invocation)
+        fault = invocation.fault if invocation is not None else None
+        if invocation is None or fault is None or fault.during != "model_call":
+            return original(self, request)
+        if not _is_model_call(request, invocation.model_url):
+            return original(self, request)
+        # Sent, status and headers received: the API has the call (and bills it).
+        response = original(self, request)
+        invocation.fault = None
+        _trip_mid_call(invocation, fault, response)
+
+    handle_request._prfleet_model_call_hook = True  # type: ignore[attr-defined]
+    botocore.httpsession.URLLib3Session.send = send  # type: ignore[method-assign]
+    httpx2.HTTPTransport.handle_request = handle_request  # type: ignore[method-assign]
+
+
 # Powertools warns when a handler flushes no metric (e.g. a planner batch that planned nothing); in Lambda that goes
 # to the function's log, locally it would clutter the terminal.
 warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -154,12 +227,18 @@ class Function:
         ctx.aws_request_id = inv.request_id
         self.invocations += 1
         router = stack.router = _install_router()
+        inv.model_url = getattr(stack, "model_url", None)
+        released = getattr(stack, "released", None)
+        if released is not None:
+            inv.released = released
+        if inv.fault is not None and inv.fault.during == "model_call":
+            _install_model_call_hook()
 
         def run() -> None:
             router.local.capture = True
             router.local.invocation = inv
             try:
-                if inv.fault is not None and inv.fault.after is None:
+                if inv.fault is not None and inv.fault.after is None and inv.fault.during is None:
                     _trip(inv, inv.fault)
                 inv.finish(result=self.module.lambda_handler(event, ctx))
             except InvocationKilled:
@@ -177,7 +256,8 @@ class Function:
         try:
             if not inv.over.wait(inv.timeout if stack.kill_at_timeout else None):
                 inv.kill("timeout")
-            if not stack.kill_at_timeout:
+            # A killed invocation is not waited for: it may be parked (a `during=` fault) until the stack stops.
+            if not stack.kill_at_timeout and not inv.killed:
                 thread.join()
         finally:
             with stack._running_lock:
@@ -239,6 +319,8 @@ class LocalStack:
         self.outputs: dict[str, Any] = {}
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
+        # Set at the end of stop(): invocation threads parked where a `during=` fault killed them end then.
+        self.released = threading.Event()
         self._sources_enabled = threading.Event()  # the event source mappings' Enabled flag
         self._sources_enabled.set()
         self._busy = 0
@@ -305,6 +387,8 @@ class LocalStack:
         for t in self._threads:
             t.join(timeout=15)
         self.moto.stop()
+        # Parked invocations end only now: their except/finally blocks find no AWS endpoint to write to.
+        self.released.set()
         if self._collect in self.router.sinks:
             self.router.sinks.remove(self._collect)
         self._log_file.close()
