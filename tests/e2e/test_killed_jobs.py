@@ -7,6 +7,9 @@ heartbeat goes silent, and the sweeper's stuck check fails the run with the reas
 of a message SQS has already dead-lettered. In AWS the redelivery after a kill comes after the queue's visibility
 timeout (1800 s = 6 x the agent's 300 s Timeout), by when the dead claim's heartbeat is stale; locally the
 redelivery comes after seconds, so prfleet's clock is moved on (CLOCK_OFFSET_SECONDS) while the pollers are paused.
+
+A crash in the middle of a model call (`InvocationFault(..., during="model_call")`) is billed by the API while
+nothing after it runs: its reservation stays open until the sweeper books it `expired` at its worst case.
 """
 
 from __future__ import annotations

@@ -386,9 +386,11 @@ class LocalStack:
             self.api.server_close()
         for t in self._threads:
             t.join(timeout=15)
-        self.moto.stop()
-        # Parked invocations end only now: their except/finally blocks find no AWS endpoint to write to.
-        self.released.set()
+        try:
+            self.moto.stop()
+        finally:
+            # Parked invocations end only now: their except/finally blocks find no AWS endpoint to write to.
+            self.released.set()
         if self._collect in self.router.sinks:
             self.router.sinks.remove(self._collect)
         self._log_file.close()
