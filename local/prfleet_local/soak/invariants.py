@@ -271,7 +271,7 @@ def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
             value = int(item.get("committed", 0))
             if value > pr_limit:
                 bad.append(f"{scope} {key}: committed {value} µ$ > PR limit {pr_limit}")
-    return Result("0 micro-dollars over any limit", not bad, f"{days} budget days", bad)
+    return Result("0 micro-dollars over any limit", not bad, f"{days} days in the ledger", bad)
 
 
 def _booked(run: dict[str, Any]) -> int:

@@ -232,12 +232,15 @@ class Soak:
         )
 
     def lambda_faults(self) -> None:
-        """Invocations that die: a crash right after a model call (nothing after it runs, EMF unflushed, the batch
-        back after its visibility timeout) and a hang that the runtime abandons at the function's Timeout."""
+        """Invocations that die: a crash right after a model call or in the middle of one (the model API has the
+        request and bills it, the reservation stays open until the sweeper expires it; nothing after it runs, EMF
+        unflushed, the batch back after its visibility timeout) and a hang that the runtime abandons at the
+        function's Timeout."""
         from prfleet_local.stack.invocations import InvocationFault
 
         n = max(1, int(self.scale.prs * self.scale.fault_rate * 2))
         self.stack.inject(InvocationFault("AgentFunction", "crash", after='"api_call"', times=n))
+        self.stack.inject(InvocationFault("AgentFunction", "crash", during="model_call", times=n))
         self.stack.inject(InvocationFault("AgentFunction", "hang", after='"api_call"', times=max(1, n // 2)))
         self.stack.inject(InvocationFault("PlannerFunction", "crash", after='"planned"', times=1))
 
