@@ -57,7 +57,7 @@ class Scale:
     comments: float = 0.1
     reruns: float = 0.1
     senders: int = 4
-    timeout: float = 1500.0  # seconds for the whole soak
+    timeout: float = 5400.0  # seconds for the whole soak at most (the default scale takes about 30 minutes)
     # For the day-one budget, measured on the offline model (docs/reliability.md): what a job books before
     # reconciliation (calls that may have been billed are booked at their worst case, $0.38 for a review call,
     # until the Usage API reconciles them: 72 % of day one's bookings in the default-scale run of 14:24 UTC, whose
