@@ -9,6 +9,10 @@ from prfleet_local.soak import invariants as inv
 REPO, N, SHA = "soak/repo0", 1, "a" * 40
 
 
+OPENED = '{"level":"ERROR","event":"error","error_type":"SpendLimit","notice":"spend-limit-circuit-open"}'
+NOTICE = {"notice": "spend-limit-circuit-open", "reason": "cap"}
+
+
 def observed(**over):
     base = dict(
         heads={(REPO, N, SHA): {"planned": 2, "done_ids": {"j1", "j2"}, "deferred_ids": set()}},
@@ -53,6 +57,7 @@ def test_a_clean_run_passes_every_invariant():
         inv.ledger_runs_bill_agree(o),
         inv.alarms_as_expected(o, set()),
         inv.reruns_honoured([(REPO, N, 202)]),
+        inv.spend_limit_paused_and_resumed(observed(log_lines=[OPENED], notices=[NOTICE])),
     ]
     assert all(r.ok for r in results), [(r.name, r.violations) for r in results if not r.ok]
 
@@ -226,3 +231,14 @@ def test_the_soak_command_exits_2_when_it_could_not_run_to_the_end(monkeypatch, 
     bad = inv.Result("nothing lost", False, "1 PRs", ["lost"])
     monkeypatch.setattr(cli, "soak", lambda scale, workdir: ([ok, bad], figures))
     assert cli.main(["--prs", "1"]) == 1
+
+
+def test_a_spend_limit_needs_one_notice_per_opening_and_a_closed_circuit_at_the_end():
+    check = inv.spend_limit_paused_and_resumed
+    assert not check(observed()).ok  # armed, but the circuit never opened
+    assert not check(observed(log_lines=[OPENED])).ok  # opened with no notice: nobody was told
+    assert not check(observed(log_lines=[OPENED], notices=[NOTICE, NOTICE])).ok  # two pages for one opening
+    ledger = [{"scope": "circuit", "day": "anthropic", "state": "open", "reason": "cap"}]
+    assert not check(observed(log_lines=[OPENED], notices=[NOTICE], ledger=ledger)).ok  # never resumed
+    closed = [{"scope": "circuit", "day": "anthropic", "state": "closed"}]
+    assert check(observed(log_lines=[OPENED], notices=[NOTICE], ledger=closed)).ok

@@ -21,6 +21,9 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import time
+import uuid
 from collections import defaultdict
 from typing import Any
 
@@ -139,11 +142,29 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
     return claim
 
 
+POST_WAIT_S = (
+    15.0  # how long a poster waits for another's lease on the PR before leaving it to the redelivery
+)
+
+
+def _lease(
+    record: state.HeadRecord, owner: str, *, clock: Any = time.monotonic, sleep: Any = time.sleep
+) -> None:
+    """Wait for the PR's posting lease (state.lease_posting); PostingBusy after POST_WAIT_S."""
+    ends = clock() + POST_WAIT_S
+    while not state.lease_posting(record.repo, record.number, owner):
+        if clock() >= ends:
+            raise state.PostingBusy(f"another worker is posting on {record.repo}#{record.number}")
+        sleep(random.uniform(0.2, 0.6))
+
+
 def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
     head_now = state.current_head(record.repo, record.number)
-    runs = [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
-    counts = _counts(runs, record)
     if head_now and head_now != record.head_sha:
+        runs = [
+            r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)
+        ]
+        counts = _counts(runs, record)
         superseded = sum(row.get("superseded", 0) for row in counts.values())
         _complete_check(
             gh,
@@ -155,6 +176,19 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
             [],
         )
         return
+    owner = f"{claim}:{uuid.uuid4().hex}"
+    _lease(record, owner)
+    try:
+        _publish_leased(gh, record, claim)
+    finally:
+        state.release_posting(record.repo, record.number, owner)
+
+
+def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
+    """The review, the summary and the check, with the PR's posting lease held: what is already posted is read,
+    and what this review adds is recorded, before any other poster of the PR reads it."""
+    runs = [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
+    counts = _counts(runs, record)
     findings = [f for r in runs for f in _findings(r)]
     already = state.posted_fingerprints(record.repo, record.number)
     patches = _patches(gh, record)

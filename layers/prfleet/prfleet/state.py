@@ -626,6 +626,55 @@ def posted_fingerprints(repo: str, number: int) -> set[str]:
     return set(item.get("fingerprints", set()))
 
 
+# One poster at a time per PR: reading the posted fingerprints, posting the review and recording its fingerprints
+# are three requests, so two postings for the same PR at once (a head's final review and the follow-up for outcomes
+# it was owed, or two heads) both saw the other's comments as new and posted them twice (found by the soak with a
+# spend limit: the same inline comment in two reviews 2 s apart). The lease is taken before the read and given back
+# after the record; a poster that died lets the next one in after POST_LEASE_S.
+POST_LEASE_S = 120
+
+
+class PostingBusy(Exception):
+    """Another worker is posting for this PR (its lease is held): post later."""
+
+
+def lease_posting(repo: str, number: int, owner: str, *, now: float | None = None) -> bool:
+    """Take the PR's posting lease for `owner`; False while another owner holds an unexpired one."""
+    now = config_now() if now is None else now
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_item({"pk": pr_key(repo, number), "sk": "POSTING"}),
+            UpdateExpression="SET #o = :o, #u = :u, expires_at = :x",
+            ConditionExpression="attribute_not_exists(#u) OR #u < :now OR #o = :o",
+            ExpressionAttributeNames={"#o": "owner", "#u": "until"},
+            ExpressionAttributeValues=_item(
+                {":o": owner, ":u": int(now) + POST_LEASE_S, ":now": int(now), ":x": int(now) + RUN_TTL}
+            ),
+        )
+    except ClientError as exc:
+        if _is_conditional(exc):
+            return False
+        raise
+    return True
+
+
+def release_posting(repo: str, number: int, owner: str) -> None:
+    """Give the lease back (only ours: one that expired and was taken since stays with its new owner)."""
+    try:
+        client("dynamodb").update_item(
+            TableName=_table(),
+            Key=_item({"pk": pr_key(repo, number), "sk": "POSTING"}),
+            UpdateExpression="SET #u = :zero",
+            ConditionExpression="#o = :o",
+            ExpressionAttributeNames={"#o": "owner", "#u": "until"},
+            ExpressionAttributeValues=_item({":o": owner, ":zero": 0}),
+        )
+    except ClientError as exc:
+        if not _is_conditional(exc):
+            raise
+
+
 def add_posted_fingerprints(repo: str, number: int, fingerprints: set[str]) -> None:
     if not fingerprints:
         return

@@ -58,6 +58,7 @@ class Observed:
     alarm_states: dict[str, str]
     alarmed: set[str]  # alarms that went to ALARM at some point
     log_lines: list[str]
+    notices: list[dict[str, Any]] = field(default_factory=list)  # what reached the AlertTopic besides alarms
 
 
 def observe(
@@ -337,6 +338,28 @@ def alarms_as_expected(o: Observed, expected: set[str]) -> Result:
         "every alarm that should fire did, and no other",
         not bad,
         f"fired: {sorted(o.alarmed) or 'none'}",
+        bad,
+    )
+
+
+def spend_limit_paused_and_resumed(o: Observed) -> Result:
+    """The API's spend limit opens the circuit: one notice on the AlertTopic for each opening (the conditional write
+    decides who sends it), none without one, and the circuit closed again by the end (the sweeper's probe got
+    through and the deferred jobs were re-queued)."""
+    openings = sum('"notice":"spend-limit-circuit-open"' in line for line in o.log_lines)
+    notices = sum(1 for n in o.notices if n.get("notice") == "spend-limit-circuit-open")
+    still_open = [i for i in o.ledger if i.get("scope") == "circuit" and i.get("state") == "open"]
+    bad = []
+    if openings < 1:
+        bad.append("the spend limit the model answered never opened the circuit")
+    if notices != openings:
+        bad.append(f"{notices} spend-limit notices on the topic for {openings} openings of the circuit")
+    if still_open:
+        bad.append(f"the circuit is still open at the end: {still_open[0].get('reason')}")
+    return Result(
+        "a spend limit pauses model calls with one notice, and they resume",
+        not bad,
+        f"{openings} openings, {notices} notices",
         bad,
     )
 

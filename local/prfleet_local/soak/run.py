@@ -196,6 +196,7 @@ class Soak:
         )
         self.stack.start()
         stack.callback(self.stack.stop)
+        self.inbox = self.stack.subscribe_alerts()  # what an on-call integration would get
         # The Admin API key the hourly ReconcileFunction reads (the offline server answers its Usage API).
         self.stack.client("secretsmanager").put_secret_value(
             SecretId=self.stack.ctx.refs["AdminKeySecret"],
@@ -206,8 +207,12 @@ class Soak:
 
     def model_faults(self) -> ModelFaults:
         r = self.scale.fault_rate
+        s = self.scale
         return ModelFaults(
             rules=[
+                # The usage tier's monthly cap, once, about a third of the way through day one's calls: the circuit
+                # opens, waiting jobs are deferred until the sweeper's probe gets through.
+                ModelRule("spend_limit", requests=[max(2, s.prs * s.files * s.agents)]),
                 ModelRule("429", probability=r, retry_after=1),
                 ModelRule("529", probability=r, retry_after=1),
                 ModelRule("500", probability=r),
@@ -466,6 +471,9 @@ class Soak:
             dlq = self.drain_dlqs()
             wall = time.monotonic() - started
             observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
+            self.inbox.receive(wait=2.0)
+            observed.notices = [m.body for m in self.inbox.received if not m.alarm]
+            self.keep_reviews(observed)
         finally:
             os.environ.pop("CLOCK_OFFSET_SECONDS", None)
             self.offset = 0.0
@@ -524,6 +532,7 @@ class Soak:
             inv.ledger_runs_bill_agree(observed),
             inv.alarms_as_expected(observed, expected),
             inv.reruns_honoured(self.driven.rerun_replies),
+            inv.spend_limit_paused_and_resumed(observed),
         ]
 
     def reconcile(self) -> None:
@@ -550,6 +559,26 @@ class Soak:
             "applied_micros": self.reconciled.get("applied_micros", 0) + int(reply["applied_micros"]),
             "passes": self.reconciled.get("passes", 0) + 1,
         }
+
+    def keep_reviews(self, o: inv.Observed) -> None:
+        """reviews.json in the workdir: every review GitHub holds (head, time, marker, inline comments), so a failed
+        review or comment invariant can be traced after the fake GitHub is gone."""
+        import re
+
+        out = {}
+        for (repo, number), reviews in sorted(o.reviews.items()):
+            out[f"{repo}#{number}"] = [
+                {
+                    "commit_id": r.get("commit_id"),
+                    "submitted_at": r.get("submitted_at"),
+                    "marker": (
+                        re.findall(r"<!-- prfleet:review [^>]*-->", str(r.get("body") or "")) or [None]
+                    )[0],
+                    "comments": sorted(f"{c.get('path')}:{c.get('line')}" for c in r.get("comments") or []),
+                }
+                for r in reviews
+            ]
+        (self.workdir / "reviews.json").write_text(json.dumps(out, indent=1))
 
     def set_offset(self, offset: float) -> None:
         """Move prfleet's clock (CLOCK_OFFSET_SECONDS) for what runs next in this process."""

@@ -1,0 +1,107 @@
+"""One poster at a time per PR (state.lease_posting): reading what is already posted, posting the review and recording
+its fingerprints happen under the PR's lease, so two postings at once never post the same comment twice (found by
+the soak with a spend limit: one inline comment in two reviews 2 s apart). Against the moto server in its own
+process (the in-process mock loses concurrent updates; tables from test_budget_billing's env)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from prfleet import fanin, state
+from tests.integration.test_budget_billing import endpoint, env  # noqa: F401 - fixtures
+
+REPO, N, HEAD = "o/r", 7, "c" * 40
+PATCH = "@@ -1,2 +1,4 @@\n import os\n+x = eval(s)\n+y = 2\n z = 3"
+
+
+def test_the_lease_is_one_owners_until_given_back_or_expired(env):  # noqa: F811 - the fixture imported above
+    assert state.lease_posting(REPO, N, "a", now=1000)
+    assert not state.lease_posting(REPO, N, "b", now=1001)  # held
+    assert state.lease_posting(
+        REPO, N, "a", now=1001
+    )  # ours again: a retry after a lost response is not refused
+    state.release_posting(REPO, N, "b")  # not b's to give back
+    assert not state.lease_posting(REPO, N, "b", now=1002)
+    state.release_posting(REPO, N, "a")
+    assert state.lease_posting(REPO, N, "b", now=1003)
+    # a poster that died: the next one gets in after POST_LEASE_S, and the dead one cannot give it back
+    assert not state.lease_posting(REPO, N, "c", now=1003 + state.POST_LEASE_S - 1)
+    assert state.lease_posting(REPO, N, "c", now=1003 + state.POST_LEASE_S + 1)
+    state.release_posting(REPO, N, "b")
+    assert not state.lease_posting(REPO, N, "d", now=1003 + state.POST_LEASE_S + 2)
+    assert state.lease_posting(REPO, 8, "d", now=1003)  # another PR: its own lease
+
+
+class SlowGitHub:
+    """The reviews GitHub received; posting one takes a while, as it does with annotations and retries."""
+
+    def __init__(self) -> None:
+        self.reviews: list[list[dict]] = []
+        self.lock = threading.Lock()
+
+    def find_review(self, *_a, **_k):
+        return None
+
+    def create_review(self, repo, number, head, body, comments, *, marker):
+        time.sleep(0.5)
+        with self.lock:
+            self.reviews.append(list(comments))
+
+    def upsert_issue_comment(self, *_a, **_k):
+        return None
+
+
+def _run(job_id: str, line: int) -> dict:
+    finding = {"path": "app.py", "line": line, "severity": "high", "category": "bug", "title": "eval of input",
+               "body": "eval runs whatever the string holds", "suggestion": None}  # fmt: skip
+    return {
+        "sk": f"RUN#{HEAD}#{job_id}",
+        "agent": "review",
+        "status": "succeeded",
+        "findings": json.dumps([finding]),
+    }
+
+
+@pytest.mark.parametrize("leased", [True, False])
+def test_two_postings_at_once_never_post_the_same_comment_twice(env, monkeypatch, leased):  # noqa: F811
+    """A head's final review and a follow-up (or two heads of the PR) posting at the same moment, both holding the
+    same finding: with the lease the second sees the first's fingerprints and posts no comment again. Without it
+    (the `leased=False` case puts the old behaviour back) the comment is posted twice: the test can fail."""
+    runs = [_run("j1", 2)]
+    monkeypatch.setattr(state, "current_head", lambda *_: HEAD)
+    monkeypatch.setattr(state, "runs_of_head", lambda *_: runs)
+    monkeypatch.setattr(fanin, "_patches", lambda *_: {"app.py": PATCH})
+    if not leased:
+        monkeypatch.setattr(fanin, "_lease", lambda *_a, **_k: None)
+    gh = SlowGitHub()
+    records = [
+        state.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted=None),
+        state.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted="partial"),
+    ]
+    threads = [
+        threading.Thread(target=fanin._publish, args=(gh, record, claim))
+        for record, claim in zip(records, ("partial", "final"), strict=True)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    posted = [f"{c['path']}:{c['line']}" for review in gh.reviews for c in review]
+    if leased:
+        assert posted == ["app.py:2"], gh.reviews
+        # and the lease was given back: the next poster gets it at once
+        assert state.lease_posting(REPO, N, "next")
+    else:
+        assert posted == ["app.py:2", "app.py:2"], gh.reviews  # the defect the lease removes
+
+
+def test_a_poster_that_cannot_get_the_lease_leaves_the_posting_to_the_redelivery(env, monkeypatch):  # noqa: F811
+    assert state.lease_posting(REPO, 9, "someone-else")
+    record = state.HeadRecord(REPO, 9, HEAD, planned=1, done_ids={"j1"})
+    ticks = iter(range(0, 1000, 5))
+    with pytest.raises(state.PostingBusy):
+        fanin._lease(record, "me", clock=lambda: float(next(ticks)), sleep=lambda _s: None)
