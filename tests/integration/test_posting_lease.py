@@ -105,3 +105,28 @@ def test_a_poster_that_cannot_get_the_lease_leaves_the_posting_to_the_redelivery
     ticks = iter(range(0, 1000, 5))
     with pytest.raises(state.PostingBusy):
         fanin._lease(record, "me", clock=lambda: float(next(ticks)), sleep=lambda _s: None)
+
+
+def test_a_post_claim_whose_response_was_lost_is_still_ours(env, endpoint):  # noqa: F811 - fixtures imported above
+    """DynamoDB applies the claim and answers 500; botocore's retry fails the condition on our own write. That is
+    our claim: refusing it left the head with nobody to post (a finished head without review or check, found by the
+    default-scale soak)."""
+    from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
+    from tests.integration.test_run_outcome import _faults
+
+    state.record_plan(REPO, 11, HEAD, planned=1, skipped_files=[], repo_config=None, check_run_id=None,
+                      installation_id=None, now=1000)  # fmt: skip
+    record = state.HeadRecord(REPO, 11, HEAD, planned=1, done_ids={"j1"})
+    state.record_outcome(_job(11), "succeeded")
+    _faults(endpoint, FaultPlan([FaultRule("lost_response", operations=["UpdateItem"], requests=[1])]))
+    try:
+        assert state.claim_post(record) == "final"
+    finally:
+        _faults(endpoint, FaultPlan())
+    assert state.claim_post(record) is None  # and nobody else gets it
+
+
+def _job(number: int):
+    from prfleet.jobs import FileJob
+
+    return FileJob(REPO, number, HEAD, "b" * 40, "app.py", "blob", "review", None, "d-1")

@@ -12,6 +12,7 @@ Runs in progress carry status=running and sit in the `status-index` GSI, so the 
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -240,7 +241,13 @@ def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
 
 
 def claim_post(record: HeadRecord) -> str | None:
-    """Let exactly one worker post for a head: 'final' when all jobs ran, 'partial' when some wait on the budget."""
+    """Let exactly one worker post for a head: 'final' when all jobs ran, 'partial' when some wait on the budget.
+
+    Each claim writes its own token: when DynamoDB applied the claim but the response was lost, botocore's retry
+    fails the condition on our own write, and the stored token (ReturnValuesOnConditionCheckFailure) says it is
+    ours. Refusing it left the head with nobody to post: a finished head without its review or check (found by
+    the default-scale soak, lost_response on UpdateItem)."""
+    token = uuid.uuid4().hex
     if record.final:
         want = "final"
         condition = "attribute_not_exists(posted) OR posted = :partial"
@@ -256,12 +263,16 @@ def claim_post(record: HeadRecord) -> str | None:
         client("dynamodb").update_item(
             TableName=_table(),
             Key=_item({"pk": pr_key(record.repo, record.number), "sk": f"SHA#{record.head_sha}"}),
-            UpdateExpression="SET posted = :want",
+            UpdateExpression="SET posted = :want, post_token = :token",
             ConditionExpression=condition,
-            ExpressionAttributeValues=_item(values),
+            ExpressionAttributeValues=_item({**values, ":token": token}),
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
         if _is_conditional(exc):
+            held = _plain(exc.response.get("Item")) or {}
+            if held.get("post_token") == token and held.get("posted") == want:
+                return want  # our own claim, applied before its response was lost
             return None
         raise
     return want
