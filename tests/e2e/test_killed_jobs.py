@@ -23,6 +23,7 @@ import pytest
 from prfleet import pricing, state
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.stack.invocations import InvocationFault
+from tests.e2e.test_providers import _usage as bill_usage
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +53,22 @@ def events(box) -> list[str]:
     return out
 
 
+def open_util_pr(box) -> tuple[int, str]:
+    """A one-file PR reviewed by the review agent alone, delivered to the webhook: (number, head sha)."""
+    box.repo.commit(
+        {"README.md": "# shop\n", ".prfleet.toml": 'disabled = ["tests", "docs"]\n'},
+        "base",
+        branch="main",
+    )
+    box.repo.commit(
+        {"shop/util.py": '"""Util."""\n\n\ndef double(x):\n    return 2 * x\n'}, "util", branch="f"
+    )
+    number = box.github.open_pr(REPO, "main", "f", "Util", "Adds a helper.")
+    payload = box.github.webhook_payload("opened", number)
+    assert box.deliver("pull_request", payload)[0] == 202
+    return number, payload["pull_request"]["head"]["sha"]
+
+
 def test_a_job_killed_on_every_delivery_ends_failed_with_its_reason_and_its_message_in_the_dlq(
     tmp_path, clock_offset
 ):
@@ -63,18 +80,7 @@ def test_a_job_killed_on_every_delivery_ends_failed_with_its_reason_and_its_mess
         visibility_timeout=25,  # no redelivery while an attempt (cold start included) runs; AWS: 1800 s
     ) as box:
         box.stack.inject(InvocationFault("AgentFunction", "crash", after='"api_call"', times=0))
-        box.repo.commit(
-            {"README.md": "# shop\n", ".prfleet.toml": 'disabled = ["tests", "docs"]\n'},
-            "base",
-            branch="main",
-        )
-        box.repo.commit(
-            {"shop/util.py": '"""Util."""\n\n\ndef double(x):\n    return 2 * x\n'}, "util", branch="f"
-        )
-        number = box.github.open_pr(REPO, "main", "f", "Util", "Adds a helper.")
-        payload = box.github.webhook_payload("opened", number)
-        head = payload["pull_request"]["head"]["sha"]
-        assert box.deliver("pull_request", payload)[0] == 202
+        number, head = open_util_pr(box)
         agent = box.stack.functions["AgentFunction"]
 
         def run() -> dict | None:
@@ -126,20 +132,7 @@ def test_a_job_killed_on_every_delivery_ends_failed_with_its_reason_and_its_mess
 
 def _billed_micros(record) -> int:
     """What the offline server's bill charges for one call, at prfleet's prices."""
-    return pricing.cost_micros(
-        record.model,
-        {
-            "input_tokens": record.uncached_input_tokens,
-            "cache_read_input_tokens": record.cache_read_input_tokens,
-            "cache_creation_input_tokens": record.cache_creation_5m_input_tokens
-            + record.cache_creation_1h_input_tokens,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": record.cache_creation_5m_input_tokens,
-                "ephemeral_1h_input_tokens": record.cache_creation_1h_input_tokens,
-            },
-            "output_tokens": record.output_tokens,
-        },
-    )
+    return pricing.cost_micros(record.model, bill_usage(record))
 
 
 def test_a_crash_in_the_middle_of_a_model_call_is_billed_held_then_expired_and_the_job_reviewed_once(
@@ -158,18 +151,7 @@ def test_a_crash_in_the_middle_of_a_model_call_is_billed_held_then_expired_and_t
         visibility_timeout=25,  # no redelivery while an attempt (cold start included) runs; AWS: 1800 s
     ) as box:
         box.stack.inject(InvocationFault("AgentFunction", "crash", during="model_call"))
-        box.repo.commit(
-            {"README.md": "# shop\n", ".prfleet.toml": 'disabled = ["tests", "docs"]\n'},
-            "base",
-            branch="main",
-        )
-        box.repo.commit(
-            {"shop/util.py": '"""Util."""\n\n\ndef double(x):\n    return 2 * x\n'}, "util", branch="f"
-        )
-        number = box.github.open_pr(REPO, "main", "f", "Util", "Adds a helper.")
-        payload = box.github.webhook_payload("opened", number)
-        head = payload["pull_request"]["head"]["sha"]
-        assert box.deliver("pull_request", payload)[0] == 202
+        number, head = open_util_pr(box)
         agent = box.stack.functions["AgentFunction"]
         ddb = box.stack.client("dynamodb")
         table = box.stack.table("LedgerTable")
