@@ -176,9 +176,8 @@ def test_latency_oracle_follows_the_alarms_30_minute_range_and_20_run_guard():
 
     t0 = 36_000.0
     slow = [(t0 + 60 * i, 200_000.0) for i in range(19)]  # 19 slow runs in 19 minutes
-    assert (
-        latency_breached(slow, [t0 + 1200], 120_000) is False
-    )  # fewer than 20 runs: the guard holds it at 0
+    # fewer than 20 runs: the guard holds it at 0
+    assert latency_breached(slow, [t0 + 1200], 120_000) is False
     twenty = slow + [(t0 + 1150, 200_000.0)]
     assert latency_breached(twenty, [t0 + 1200], 120_000) is True
     # the same 20 runs spread over more than 30 minutes never share one range

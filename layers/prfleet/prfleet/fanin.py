@@ -142,9 +142,8 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
     return claim
 
 
-POST_WAIT_S = (
-    15.0  # how long a poster waits for another's lease on the PR before leaving it to the redelivery
-)
+# How long a poster waits for another's lease on the PR before leaving the posting to its message's redelivery.
+POST_WAIT_S = 15.0
 
 
 def _lease(
@@ -161,10 +160,7 @@ def _lease(
 def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
     head_now = state.current_head(record.repo, record.number)
     if head_now and head_now != record.head_sha:
-        runs = [
-            r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)
-        ]
-        counts = _counts(runs, record)
+        counts = _counts(_counted_runs(record), record)
         superseded = sum(row.get("superseded", 0) for row in counts.values())
         _complete_check(
             gh,
@@ -187,7 +183,7 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
 def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
     """The review, the summary and the check, with the PR's posting lease held: what is already posted is read,
     and what this review adds is recorded, before any other poster of the PR reads it."""
-    runs = [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
+    runs = _counted_runs(record)
     counts = _counts(runs, record)
     findings = [f for r in runs for f in _findings(r)]
     already = state.posted_fingerprints(record.repo, record.number)
@@ -278,6 +274,10 @@ def _findings(run: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _job_id(run: dict[str, Any]) -> str:
     return str(run.get("sk", "")).rsplit("#", 1)[-1]
+
+
+def _counted_runs(record: state.HeadRecord) -> list[dict[str, Any]]:
+    return [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
 
 
 def _counted(run: dict[str, Any], record: state.HeadRecord) -> bool:

@@ -650,40 +650,39 @@ class PostingBusy(Exception):
 
 
 def lease_posting(repo: str, number: int, owner: str, *, now: float | None = None) -> bool:
-    """Take the PR's posting lease for `owner`; False while another owner holds an unexpired one."""
+    """Take the PR's posting lease for `owner`; False while another owner holds an unexpired one (ours again
+    is not refused: botocore's retry after a lost response meets our own lease)."""
     now = config_now() if now is None else now
+    return _posting_lease(
+        repo,
+        number,
+        "SET #o = :o, #u = :u, expires_at = :x",
+        "attribute_not_exists(#u) OR #u < :now OR #o = :o",
+        {":o": owner, ":u": int(now) + POST_LEASE_S, ":now": int(now), ":x": int(now) + RUN_TTL},
+    )
+
+
+def release_posting(repo: str, number: int, owner: str) -> None:
+    """Give the lease back (only ours: one that expired and was taken since stays with its new owner)."""
+    _posting_lease(repo, number, "SET #u = :zero", "#o = :o", {":o": owner, ":zero": 0})
+
+
+def _posting_lease(repo: str, number: int, update: str, condition: str, values: dict[str, Any]) -> bool:
+    """One conditional write of the PR's POSTING item; False when its condition failed."""
     try:
         client("dynamodb").update_item(
             TableName=_table(),
             Key=_item({"pk": pr_key(repo, number), "sk": "POSTING"}),
-            UpdateExpression="SET #o = :o, #u = :u, expires_at = :x",
-            ConditionExpression="attribute_not_exists(#u) OR #u < :now OR #o = :o",
+            UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#o": "owner", "#u": "until"},
-            ExpressionAttributeValues=_item(
-                {":o": owner, ":u": int(now) + POST_LEASE_S, ":now": int(now), ":x": int(now) + RUN_TTL}
-            ),
+            ExpressionAttributeValues=_item(values),
         )
     except ClientError as exc:
         if _is_conditional(exc):
             return False
         raise
     return True
-
-
-def release_posting(repo: str, number: int, owner: str) -> None:
-    """Give the lease back (only ours: one that expired and was taken since stays with its new owner)."""
-    try:
-        client("dynamodb").update_item(
-            TableName=_table(),
-            Key=_item({"pk": pr_key(repo, number), "sk": "POSTING"}),
-            UpdateExpression="SET #u = :zero",
-            ConditionExpression="#o = :o",
-            ExpressionAttributeNames={"#o": "owner", "#u": "until"},
-            ExpressionAttributeValues=_item({":o": owner, ":zero": 0}),
-        )
-    except ClientError as exc:
-        if not _is_conditional(exc):
-            raise
 
 
 def add_posted_fingerprints(repo: str, number: int, fingerprints: set[str]) -> None:

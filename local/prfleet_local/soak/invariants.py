@@ -110,13 +110,18 @@ def observe(
 FINAL = {"succeeded", "partial", "failed", "cached", "superseded", "skipped"}
 
 
+def job_ids(head: dict[str, Any], name: str = "done_ids") -> set[str]:
+    """A head record's fan-in set (done_ids or deferred_ids), without the "-" placeholder a DynamoDB set needs."""
+    return set(head.get(name, set())) - {"-"}
+
+
 def every_planned_job_in_one_end_state(o: Observed) -> Result:
     bad = []
     planned = 0
     for key, head in o.heads.items():
         n = int(head.get("planned", 0))
         planned += n
-        done = set(head.get("done_ids", set())) - {"-"}
+        done = job_ids(head)
         head_runs = o.runs.get(key, [])
         statuses = Counter(str(r.get("status")) for r in head_runs)
         open_runs = {s: c for s, c in statuses.items() if s not in FINAL}
@@ -138,7 +143,7 @@ def nothing_lost(o: Observed, accepted_prs: set[tuple[str, int]]) -> Result:
             bad.append(
                 f"{repo}#{number}: an accepted delivery, but its current head {str(head)[:8]} was never planned"
             )
-        elif len(set(record.get("done_ids", set())) - {"-"}) < int(record.get("planned", 0)):
+        elif len(job_ids(record)) < int(record.get("planned", 0)):
             bad.append(f"{repo}#{number}@{str(head)[:8]}: not every job finished")
     return Result(
         "nothing lost (queues drained, every accepted PR's current head planned and finished)",
@@ -205,7 +210,7 @@ def reviews_once_per_head(
     for key, n in per_head.items():
         cycles = 1 + replans.get(key, 0)
         head = o.heads.get(key, {})
-        allowed = cycles * (2 if set(head.get("deferred_ids", set())) - {"-"} else 1)
+        allowed = cycles * (2 if job_ids(head, "deferred_ids") else 1)
         if n > allowed:
             bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: {n} reviews, at most {allowed} allowed")
     for (repo, number), rs in o.reviews.items():
@@ -223,7 +228,7 @@ def reviews_once_per_head(
     finished = 0
     for (repo, number), sha in o.current_heads.items():
         head = o.heads.get((repo, number, sha))
-        if head is None or len(set(head.get("done_ids", set())) - {"-"}) < int(head.get("planned", 0)):
+        if head is None or len(job_ids(head)) < int(head.get("planned", 0)):
             continue
         finished += 1
         if per_head.get((repo, number, sha), 0) < 1:

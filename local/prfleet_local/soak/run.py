@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import re
 import tempfile
 import threading
 import time
@@ -206,8 +207,8 @@ class Soak:
         self.lambda_faults()
 
     def model_faults(self) -> ModelFaults:
-        r = self.scale.fault_rate
         s = self.scale
+        r = s.fault_rate
         return ModelFaults(
             rules=[
                 # The usage tier's monthly cap, once, about a third of the way through day one's calls: the circuit
@@ -351,7 +352,7 @@ class Soak:
     def jobs_finished(self) -> int:
         """Jobs counted done on every head so far (the heads' fan-in sets), read while the system is idle."""
         return sum(
-            len(set(item.get("done_ids", set())) - {"-"})
+            len(inv.job_ids(item))
             for item in inv.scan(self.stack, "StateTable")
             if str(item.get("pk", "")).startswith("PR#") and str(item.get("sk", "")).startswith("SHA#")
         )
@@ -377,9 +378,13 @@ class Soak:
         """Alarm states now; with `settle`, also 1 and 3 minutes on (CloudWatch evaluates complete periods)."""
         now = self.stack.now()
         for at in (now, now + 60, now + 180) if settle else (now,):
-            self.sampled_at.append(at)
-            states = self.stack.evaluate_alarms(now=at)
-            self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+            self.sample_alarms_at(at)
+
+    def sample_alarms_at(self, at: float) -> None:
+        """Evaluate the alarms at `at` (prfleet's clock) and remember the instant and which were in ALARM."""
+        self.sampled_at.append(at)
+        states = self.stack.evaluate_alarms(now=at)
+        self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
 
     def drain_dlqs(self) -> dict[str, list[str]]:
         sqs = self.stack.client("sqs")
@@ -478,7 +483,7 @@ class Soak:
             os.environ.pop("CLOCK_OFFSET_SECONDS", None)
             self.offset = 0.0
             config.settings.cache_clear()
-        jobs_done = sum(len(set(h.get("done_ids", set())) - {"-"}) for h in observed.heads.values())
+        jobs_done = sum(len(inv.job_ids(h)) for h in observed.heads.values())
         self.figures = {
             "prs": s.prs,
             "files": s.files,
@@ -494,9 +499,7 @@ class Soak:
             "wall_s": round(wall, 1),
             "jobs_finished_day_one": jobs_day_one,
             # jobs the budget deferred to a later day (the heads' deferred sets): the day ran out
-            "jobs_deferred": sum(
-                len(set(h.get("deferred_ids", set())) - {"-"}) for h in observed.heads.values()
-            ),
+            "jobs_deferred": sum(len(inv.job_ids(h, "deferred_ids")) for h in observed.heads.values()),
             "jobs_per_s_day_one": round(jobs_day_one / day_one, 2) if day_one else None,
             # What a day on the template's defaults carries: the default DailyBudgetUsd over what a job cost here
             # (the offline model's usage and prices, faults and retries included), and the local pace over 24 h.
@@ -547,10 +550,7 @@ class Soak:
             reply = self.stack.functions["ReconcileFunction"].invoke({"source": "aws.events"}, self.stack)
             if not isinstance(reply, dict) or reply.get("skipped") or "drift_percent" not in reply:
                 raise RuntimeError(f"the ReconcileFunction did not reconcile: {reply!r}")
-            at = self.stack.now() + 60
-            self.sampled_at.append(at)
-            states = self.stack.evaluate_alarms(now=at)
-            self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+            self.sample_alarms_at(self.stack.now() + 60)
         finally:
             self.set_offset(back)
         self.reconciled = {
@@ -563,8 +563,6 @@ class Soak:
     def keep_reviews(self, o: inv.Observed) -> None:
         """reviews.json in the workdir: every review GitHub holds (head, time, marker, inline comments), so a failed
         review or comment invariant can be traced after the fake GitHub is gone."""
-        import re
-
         out = {}
         for (repo, number), reviews in sorted(o.reviews.items()):
             out[f"{repo}#{number}"] = [
