@@ -188,6 +188,19 @@ def drain_dlq(box: Any, dlq: str, want: set[str], timeout: float = 150.0) -> dic
     return got
 
 
+def where_are(box: Any, queue: str, missing: dict[str, str]) -> str:
+    """What tells a slow move from a lost message: the queue's own counts and every log line naming the ids."""
+    sqs = box.stack.client("sqs")
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    counts = {
+        q: sqs.get_queue_attributes(QueueUrl=box.stack.queue_url(q), AttributeNames=names)["Attributes"]
+        for q in (queue, DLQ_OF[queue])
+    }
+    lines = [line[:300] for line in box.stack.log_lines if any(m in line for m in missing)]
+    bodies = [body[:120] for body in missing.values()]
+    return f"not in {DLQ_OF[queue]}: {bodies}; queues {counts}; lines naming them: {lines}"
+
+
 def unique(body: str) -> str:
     """A fresh head sha and delivery id where the body has non-empty string ones: the same job twice is a
     redelivery, which prfleet rightly settles once (the second copy is deleted, not dead-lettered), and
@@ -228,7 +241,7 @@ def test_bad_messages_end_in_the_dlq_with_their_body_intact(box, queue):
         sent = send_batch(box, queue, [unique(b) for b in bodies])
         got = drain_dlq(box, DLQ_OF[queue], set(sent))
         missing = set(sent) - set(got)
-        assert not missing, [sent[m][:120] for m in missing]
+        assert not missing, where_are(box, queue, {m: sent[m] for m in missing})
         for mid, body in sent.items():
             assert got[mid] == body  # body intact
         sent_all.update(sent)
