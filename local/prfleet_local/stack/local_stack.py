@@ -208,13 +208,32 @@ class FakeContext:
 
 @dataclass
 class Function:
+    """One function of the template. Like Lambda, an invocation runs alone in an execution environment: its own
+    copy of the handler module (module-level state such as Powertools' BatchProcessor is per environment), taken
+    from the idle ones or loaded anew (a cold start) when all are busy
+    (https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html). Sharing one module between
+    concurrent invocations let one batch's failures be reported in another's reply, and the poller deleted
+    messages that had failed (docs/reliability.md, defect 8)."""
+
     logical_id: str
     name: str
-    module: ModuleType
+    module: ModuleType  # the first environment's copy (what a test inspects after sequential invocations)
     timeout: float
     memory: int
+    load: Callable[[], ModuleType] | None = None
     invocations: int = 0
     errors: int = 0
+    _idle: list[ModuleType] = field(default_factory=list)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._idle.append(self.module)
+
+    def _environment(self) -> ModuleType:
+        with self._pool_lock:
+            if self._idle:
+                return self._idle.pop()
+        return self.load() if self.load is not None else self.module
 
     def invoke(self, event: dict[str, Any], stack: LocalStack) -> Any:
         """Run the handler as Lambda would: in its own thread, abandoned at the function's Timeout.
@@ -240,7 +259,7 @@ class Function:
             try:
                 if inv.fault is not None and inv.fault.after is None and inv.fault.during is None:
                     _trip(inv, inv.fault)
-                inv.finish(result=self.module.lambda_handler(event, ctx))
+                inv.finish(result=env.lambda_handler(event, ctx))
             except InvocationKilled:
                 pass
             except BaseException as exc:  # noqa: BLE001 - reported to the caller as the function's error
@@ -249,6 +268,7 @@ class Function:
                 router.local.capture = False
                 router.local.invocation = None
 
+        env = self._environment()
         with stack._running_lock:
             stack._running.append(inv)
         thread = threading.Thread(target=run, name=f"{self.logical_id}-{inv.request_id[:8]}", daemon=True)
@@ -262,6 +282,11 @@ class Function:
         finally:
             with stack._running_lock:
                 stack._running.remove(inv)
+        if (
+            inv.finished
+        ):  # a killed invocation's environment is not reused (Lambda resets it; its thread may run on)
+            with self._pool_lock:
+                self._idle.append(env)
         elapsed_ms = (time.monotonic() - inv.started) * 1000
         failed = not inv.finished or inv.error is not None
         stack.lambda_metrics(self, duration_ms=min(elapsed_ms, inv.timeout * 1000), error=failed)
@@ -273,6 +298,15 @@ class Function:
         if inv.error is not None:
             raise FunctionError(self.logical_id, "error", repr(inv.error)) from inv.error
         return inv.result
+
+
+def _load_handler(name: str, path: Path) -> ModuleType:
+    """A fresh copy of a handler module: one execution environment's init phase."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _joined_headers(items: Any) -> dict[str, str]:
@@ -595,16 +629,14 @@ class LocalStack:
             handler = tpl.function_setting(self.template, logical, "Handler")
             module_name, _, func = handler.rpartition(".")
             assert func == "lambda_handler", handler
-            spec = importlib.util.spec_from_file_location(f"prfleet_fn_{logical}", code / f"{module_name}.py")
-            assert spec and spec.loader
-            module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
+            load = functools.partial(_load_handler, f"prfleet_fn_{logical}", code / f"{module_name}.py")
             self.functions[logical] = Function(
                 logical,
                 self._name(logical),
-                module,
+                load(),
                 float(tpl.function_setting(self.template, logical, "Timeout", 3)),
                 int(tpl.function_setting(self.template, logical, "MemorySize", 128)),
+                load=load,
             )
 
     @staticmethod
