@@ -282,9 +282,8 @@ class Function:
         finally:
             with stack._running_lock:
                 stack._running.remove(inv)
-        if (
-            inv.finished
-        ):  # a killed invocation's environment is not reused (Lambda resets it; its thread may run on)
+        # A killed invocation's environment is not reused: Lambda resets it, and its thread may run on.
+        if inv.finished:
             with self._pool_lock:
                 self._idle.append(env)
         elapsed_ms = (time.monotonic() - inv.started) * 1000
