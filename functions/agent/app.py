@@ -7,9 +7,12 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from prfleet import events, github, jobs, queue, runner, secrets
-from prfleet import model_client as model_clients
-from prfleet.config import settings
+from prfleet import github, jobs
+from prfleet.agents import model_client as model_clients
+from prfleet.config import secret_store, settings
+from prfleet.jobs import sqs
+from prfleet.observability import events
+from prfleet.pipeline import runner
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -30,7 +33,7 @@ def model_client() -> Any:
     """One SDK client per container, for the configured provider (prfleet.model_client)."""
     global _client
     if _client is None:
-        _client = model_clients.build(settings(), api_key=secrets.anthropic_api_key)
+        _client = model_clients.build(settings(), api_key=secret_store.anthropic_api_key)
     return _client
 
 
@@ -40,7 +43,7 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 
 
 def _record(record: SQSRecord, context: Any) -> None:
-    job = queue.parse_record(record, jobs.FileJob, logger)
+    job = sqs.parse_record(record, jobs.FileJob, logger)
     logger.set_correlation_id(job.delivery_id)
     emitter = events.Emitter(
         logger,
@@ -52,7 +55,7 @@ def _record(record: SQSRecord, context: Any) -> None:
         delivery_id=job.delivery_id,
         agent=job.agent,
     )
-    final_attempt = queue.receive_count(record) >= settings().max_receive_count
+    final_attempt = sqs.receive_count(record) >= settings().max_receive_count
     try:
         runner.process(
             job,
@@ -64,7 +67,7 @@ def _record(record: SQSRecord, context: Any) -> None:
         )
     except runner.RetryLater as exc:
         # A fresh, delayed copy: waiting on the API's rate limit must not count towards the DLQ's receive limit.
-        queue.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
+        sqs.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
         logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
     except Exception as exc:
         # Powertools' batch processor notes a failed record only at debug level: say it here.

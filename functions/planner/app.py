@@ -13,8 +13,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from prfleet import events, github, jobs, planner, queue
+from prfleet import github, jobs
 from prfleet.config import settings
+from prfleet.jobs import sqs
+from prfleet.observability import events
+from prfleet.pipeline import planner
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -32,7 +35,7 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 
 
 def _record(record: SQSRecord, context: Any) -> None:
-    job = queue.parse_record(record, jobs.PrJob, logger)
+    job = sqs.parse_record(record, jobs.PrJob, logger)
     logger.set_correlation_id(job.delivery_id)
     deadline = time.time() + context.get_remaining_time_in_millis() / 1000.0 - DEADLINE_MARGIN_S
     try:
@@ -40,16 +43,16 @@ def _record(record: SQSRecord, context: Any) -> None:
             plan = planner.plan_pr(job, github.client_for(job.installation_id))
     except github.GitHubRateLimited as exc:
         delay = int(exc.retry_after + 0.999)
-        queue.send_raw(record.body, queue_url=settings().pr_queue_url, delay=delay)
+        sqs.send_raw(record.body, queue_url=settings().pr_queue_url, delay=delay)
         metrics.add_metric(name="PlannerDeferred", unit=MetricUnit.Count, value=1)
         logger.info(
             "requeued",
-            extra={"event": "requeued", "reason": str(exc), "delay_s": min(delay, queue.MAX_DELAY)},
+            extra={"event": "requeued", "reason": str(exc), "delay_s": min(delay, sqs.MAX_DELAY)},
         )
         return
     except Exception as exc:
         # Retried by SQS, then dead-lettered: the reason must be in the log under the delivery id.
-        receives = queue.receive_count(record)
+        receives = sqs.receive_count(record)
         logger.exception(
             "planning failed",
             extra={

@@ -6,8 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from prfleet import events, reconcile, runner
 from prfleet.config import now, settings
+from prfleet.cost import reconcile
+from prfleet.observability import events
+from prfleet.pipeline import runner
 
 logger = events.make_logger()
 metrics = events.make_metrics()

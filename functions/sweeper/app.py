@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from prfleet import events, github, model_client, runner, secrets, sweeper
-from prfleet.config import settings
+from prfleet import github
+from prfleet.agents import model_client
+from prfleet.config import secret_store, settings
+from prfleet.observability import events
+from prfleet.pipeline import runner, sweeper
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -17,7 +20,7 @@ def probe(ledger: Any) -> None:
     Claude Platform on AWS (Anthropic's API behind AWS auth) probe; with Bedrock the sweeper closes it after the
     probe interval instead."""
     cfg = settings()
-    client = model_client.build(cfg, api_key=secrets.anthropic_api_key)
+    client = model_client.build(cfg, api_key=secret_store.anthropic_api_key)
     models = sorted(set(cfg.models.values()))
     model = next((m for m in models if "haiku" in m), models[0])
     runner.probe_call(client, ledger, model)

@@ -7,7 +7,11 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from prfleet import deliveries, events, queue, secrets, webhook
+from prfleet.config import secret_store
+from prfleet.jobs import sqs
+from prfleet.observability import events
+from prfleet.pipeline import webhook
+from prfleet.store import deliveries
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -23,8 +27,8 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     headers = webhook.lower_headers(event)
     logger.set_correlation_id(headers.get("x-github-delivery"))
     try:
-        secret = secrets.webhook_secret()
-    except secrets.SecretMissing as exc:
+        secret = secret_store.webhook_secret()
+    except secret_store.SecretMissing as exc:
         logger.error("webhook secret missing: fill it in Secrets Manager", extra={"reason": str(exc)})
         metrics.add_metric(name="WebhookErrors", unit=MetricUnit.Count, value=1)
         return _reply(500, {"error": "webhook is not configured"})
@@ -33,7 +37,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             event,
             secret=secret,
             first_seen=deliveries.first_seen,
-            enqueue=queue.send_pr_job,
+            enqueue=sqs.send_pr_job,
             forget=deliveries.forget,
         )
     except Exception:

@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from prfleet import state
+from prfleet.store import state
 from prfleet_local.cli.alarms import show_alarms
 from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from prfleet import state
 from prfleet.jobs import parse_message
+from prfleet.store import state
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
 
@@ -132,7 +132,7 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
 def test_a_spend_limit_pauses_the_fleet_with_neutral_checks_until_the_probe_gets_through(
     tmp_path, clock_offset
 ):
-    from prfleet import circuit
+    from prfleet.cost import circuit
     from prfleet_local.model.server import FaultPlan, FaultRule
 
     # Every call meets the workspace's spend limit (a 400 with the documented message) until it is raised.

@@ -131,7 +131,7 @@ def two_stacks(monkeypatch, cfn_alarms, tmp_path):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
-    from prfleet import aws
+    from prfleet.config import aws
 
     with mock_aws():
         aws.client.cache_clear()

@@ -17,9 +17,10 @@ import time
 
 import pytest
 
-from prfleet import planner, queue, report, state
 from prfleet.github import GitHub, TokenAuth
-from prfleet.jobs import PrJob
+from prfleet.jobs import PrJob, sqs
+from prfleet.pipeline import planner, render
+from prfleet.store import state
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 
@@ -82,7 +83,7 @@ def posted_fingerprints(box, number: int) -> list[str]:
     for item in [c for c in box.github.review_comments if c["pull_number"] == number] + reviews_of(
         box, number
     ):
-        out.extend(sorted(report.posted_fingerprints([item["body"]])))
+        out.extend(sorted(render.posted_fingerprints([item["body"]])))
     return out
 
 
@@ -90,7 +91,7 @@ def summary_comments(box, number: int) -> list[dict]:
     return [
         c
         for c in box.github.issue_comments
-        if c["issue_number"] == number and report.SUMMARY_MARKER in c["body"]
+        if c["issue_number"] == number and render.SUMMARY_MARKER in c["body"]
     ]
 
 
@@ -124,7 +125,7 @@ class TestPullRequestLife:
         assert review["comments"], "the seeded bugs are on added lines: inline comments expected"
         files = {f["filename"]: f for f in box.github.files_of(box.github.prs[number])}
         for c in review["comments"]:
-            assert c["side"] == "RIGHT" and c["line"] in report.diff_lines(files[c["path"]].get("patch"))
+            assert c["side"] == "RIGHT" and c["line"] in render.diff_lines(files[c["path"]].get("patch"))
         check = check_of(box, head)
         assert [s for s, _ in check["history"]] == ["queued", "in_progress", "completed"]
         assert check["conclusion"] == "success"
@@ -160,7 +161,7 @@ class TestPullRequestLife:
         (review,) = reviews_of(box, number, head)
         fps = posted_fingerprints(box, number)
         assert len(fps) == len(set(fps)), "a finding was posted twice"
-        new = report.posted_fingerprints([review["body"], *[c["body"] for c in review["comments"]]])
+        new = render.posted_fingerprints([review["body"], *[c["body"] for c in review["comments"]]])
         assert new, "the bare except added in this commit is a new finding"
         assert all(c["path"] == "shop/pricing.py" for c in review["comments"])
         assert "already posted on an earlier commit" in review["body"]
@@ -187,7 +188,7 @@ class TestPullRequestLife:
         box.github.update_head(number)
         newer = deliver_pr(box, "synchronize", number)
         assert box.wait_for_review(number, head_sha=newer, timeout=120)
-        queue.send_file_jobs(held)
+        sqs.send_file_jobs(held)
         assert wait_for(lambda: check_of(box, older)["status"] == "completed")
         assert box.stack.wait_idle(timeout=30)
         flow["heads"] += [older, newer]

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from prfleet import headfiles, state
+from prfleet.agents.tools import PrTools
 from prfleet.github import GitHub, GitHubPrSource, TokenAuth
-from prfleet.tools import PrTools
+from prfleet.store import headfiles, state
 from prfleet_local.bench.github import STACK_BASE, STACK_PARAMETERS, stack_problems, stack_requests
 from prfleet_local.demo.run import REPO, sandbox
 

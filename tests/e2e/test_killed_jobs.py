@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from prfleet import pricing, state
+from prfleet.cost import pricing
+from prfleet.store import state
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.stack.invocations import InvocationFault
 from tests.e2e.test_providers import _usage as bill_usage

@@ -9,8 +9,8 @@ import uuid
 
 import pytest
 
-from prfleet import state
 from prfleet.jobs import FileJob
+from prfleet.store import state
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 from tests.conftest import PAYLOADS, load_payload
@@ -74,7 +74,7 @@ def test_unsigned_tampered_and_malformed_requests_over_http(box):
     from prfleet_local.demo.run import post
 
     body = json.dumps(payload).encode()
-    from prfleet.webhook import signature_for
+    from prfleet.pipeline.webhook import signature_for
 
     headers = {
         "X-GitHub-Event": "pull_request",

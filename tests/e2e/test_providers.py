@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from prfleet import pricing, state
+from prfleet.cost import pricing
+from prfleet.store import state
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.model.providers import bedrock_response_model, local_parameters
@@ -34,7 +35,8 @@ def restore_environment():
     yield
     os.environ.clear()
     os.environ.update(saved)
-    from prfleet import aws, config
+    from prfleet import config
+    from prfleet.config import aws
 
     config.settings.cache_clear()
     aws.client.cache_clear()

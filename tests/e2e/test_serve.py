@@ -12,7 +12,7 @@ import urllib.request
 
 import pytest
 
-from prfleet.webhook import signature_for
+from prfleet.pipeline.webhook import signature_for
 from prfleet_local.demo.run import post
 from prfleet_local.stack.moto_proc import free_port
 from tests.conftest import load_payload

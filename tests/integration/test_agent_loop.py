@@ -10,9 +10,9 @@ import anthropic
 import pytest
 
 from prfleet.agents import AgentSpec, RetryPolicy, agent_specs, run_agent
+from prfleet.agents.tools import ChangedFile
 from prfleet.config import DEFAULT_MODELS
 from prfleet.jobs import FileJob
-from prfleet.tools import ChangedFile
 from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
 
 BUGGY = '''"""Helpers."""
@@ -73,7 +73,7 @@ class Guard:
 
 class Events(list):
     def __call__(self, event, **fields):
-        from prfleet.events import _OUTCOME_ALIASES, EVENTS
+        from prfleet.observability.events import _OUTCOME_ALIASES, EVENTS
 
         assert event in EVENTS | _OUTCOME_ALIASES, f"the Emitter would reject event {event!r}"
         self.append((event, fields))
@@ -619,7 +619,7 @@ def test_message_start_gives_the_guard_the_exact_input_usage_first(client, serve
 
 
 def test_below_the_minimum_cacheable_length_nothing_is_cached_and_the_cost_says_so(client, server):
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     fresh = client.with_options(api_key="offline-haiku-small")  # Haiku 5.5: nothing below 4,096 tokens caches
     code = "def covered(x):\n    return x\n"

@@ -13,12 +13,15 @@ import boto3
 import httpx2
 import pytest
 
-from prfleet import aws, config, pricing, runner, state
+from prfleet import config
 from prfleet.agents import RetryPolicy, agent_specs, run_agent
-from prfleet.budget import Ledger, hour_of
-from prfleet.config import DEFAULT_MODELS
+from prfleet.agents.tools import ChangedFile
+from prfleet.config import DEFAULT_MODELS, aws
+from prfleet.cost import pricing
+from prfleet.cost.ledger import Ledger, hour_of
 from prfleet.jobs import FileJob
-from prfleet.tools import ChangedFile
+from prfleet.pipeline import runner
+from prfleet.store import state
 from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
 from prfleet_local.stack.moto_proc import moto_server
 
@@ -280,7 +283,7 @@ def test_a_repeated_settle_books_once(env, server):
         ExpressionAttributeNames={"#s": "scope"},
         ExpressionAttributeValues={":s": {"S": f"end@{day}"}},
     )["Items"]
-    from prfleet.budget import Reservation
+    from prfleet.cost.ledger import Reservation
 
     for e in ends:
         r = Reservation(e["day"]["S"], int(e["amount"]["N"]), (("daily", day), ("pr#o/r#1", day)), 0)
@@ -358,7 +361,7 @@ def _status_error(status, body):
 
 
 def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, server):
-    from prfleet import circuit
+    from prfleet.cost import circuit
 
     ledger = runner.make_ledger()
     j = job(5)
@@ -418,7 +421,7 @@ def test_a_finished_run_keeps_the_cost_of_earlier_attempts(env):
 
 
 def test_reservation_pressure_is_told_apart_from_spent_budget(env):
-    from prfleet.budget import BudgetExceeded
+    from prfleet.cost.ledger import BudgetExceeded
 
     ledger = Ledger(config.settings().ledger_table, daily_limit_micros=1000, pr_limit_micros=1000)
     now = time.time() + 10 * 86400  # a day of its own
@@ -435,7 +438,7 @@ def test_reservation_pressure_is_told_apart_from_spent_budget(env):
 
 @pytest.mark.parametrize("kind", ["spend_limit", "spend_limit_org", "spend_limit_workspace"])
 def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env, server, kind):
-    from prfleet import circuit
+    from prfleet.cost import circuit
 
     ledger = runner.make_ledger()
     circuit.close_circuit(ledger.ddb, ledger.table, now=time.time())
@@ -480,7 +483,7 @@ def test_reconciliation_with_the_servers_usage_report(env, server):
     """The report the offline server serves from its bill, through prfleet.reconcile: a billed-but-failed call
     shows as no drift (its estimate covers it); a call released although billed would show as drift; the
     adjustment moves the ledger onto the bill once."""
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     server.bill()  # the server keeps every billed call; this test reads only its own hour and model
     spec = replace(SPECS["review"], model="claude-sonnet-4-6")  # a model no other test here uses
@@ -515,7 +518,7 @@ def test_cost_reconcile_prints_the_days_comparison(env, server, capsys):
     import argparse
     import io
 
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
     from prfleet_local.cli.cost import run_reconcile
 
     spec = replace(SPECS["review"], model="claude-opus-5-5")  # a model of its own in this hour
@@ -544,7 +547,7 @@ def test_cost_reconcile_prints_the_days_comparison(env, server, capsys):
 
 
 def _reconcile_hour(ledger, server, model, now):
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     get = reconcile.http_getter(server.url, "sk-ant-admin01-offline")
     start = reconcile._dt.datetime.fromtimestamp(now, reconcile._dt.timezone.utc).replace(
@@ -557,7 +560,7 @@ def _reconcile_hour(ledger, server, model, now):
 def test_reconciling_an_estimated_call_of_a_tiered_model_lands_on_the_bill(env):
     """Haiku 5.5 has a prompt-length tier (5x above 100k prompt tokens); an estimated call whose worst-case
     prompt is far below it is reconciled at the base rates, so the day total ends on the bill, not above it."""
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     spec = replace(SPECS["tests"], model="claude-haiku-5-5")
     assert pricing.rates(spec.model).tiers  # the case under test: a tiered model
@@ -584,7 +587,7 @@ def test_reconciling_an_estimated_call_of_a_tiered_model_lands_on_the_bill(env):
 def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour(env):
     """A stranded reservation booked `expired` by the sweeper an hour later counts in the hour the call was
     made (the bill's hour), on the day it was reserved, and reconciliation takes the whole estimate back."""
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     cfg = config.settings()
     ledger = Ledger(

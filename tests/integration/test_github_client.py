@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from prfleet import report
 from prfleet.github import (
     GitHub,
     GitHubError,
@@ -16,6 +15,7 @@ from prfleet.github import (
     GitHubUnprocessable,
     TokenAuth,
 )
+from prfleet.pipeline import render
 from prfleet_local.github.server import GitHubServer, GitRepo
 
 REPO = "acme/shop"
@@ -80,8 +80,8 @@ def test_pr_and_files_match_git(scenario):
     assert "patch" not in by_name["logo.png"]  # binary: no patch, like GitHub
     assert by_name["app.py"]["sha"] == repo.git("rev-parse", "feature:app.py").strip()
     assert by_name["app.py"]["additions"] == 3 and by_name["app.py"]["deletions"] == 1
-    assert report.diff_lines(by_name["app.py"]["patch"]) >= {2, 41, 42}
-    assert 20 not in report.diff_lines(by_name["app.py"]["patch"])  # far from any hunk
+    assert render.diff_lines(by_name["app.py"]["patch"]) >= {2, 41, 42}
+    assert 20 not in render.diff_lines(by_name["app.py"]["patch"])  # far from any hunk
 
 
 def test_three_thousand_files_paginated_and_capped(tmp_path):
@@ -171,14 +171,14 @@ def test_review_line_outside_diff_is_unprocessable_and_report_plan_is_accepted(s
             "fingerprint": "cc33",
         },
     ]
-    plan = report.build_review(findings, patches, {"review": {"findings": 3}}, already_posted=set())
+    plan = render.build_review(findings, patches, {"review": {"findings": 3}}, already_posted=set())
     assert [(c["path"], c["line"]) for c in plan.comments] == [("app.py", 2), ("app.py", 42)]
     gh.create_review(
         REPO, n, head, plan.body, plan.comments
     )  # GitHub's own check agrees with our diff parsing
     assert len(server.reviews) == 1 and server.reviews[0]["state"] == "COMMENTED"
     posted = gh.list_review_comments(REPO, n) + gh.list_reviews(REPO, n)
-    assert report.posted_fingerprints(posted) == {"aa11", "bb22", "cc33"}
+    assert render.posted_fingerprints(posted) == {"aa11", "bb22", "cc33"}
 
 
 def test_errors_are_clear(scenario):
@@ -228,11 +228,11 @@ def test_secondary_rate_limit_honours_retry_after(scenario):
 def test_upsert_issue_comment_edits_in_place(scenario):
     server, repo, gh, n, _ = scenario
     gh.create_issue_comment(REPO, n, "a human comment")
-    first = gh.upsert_issue_comment(REPO, n, report.SUMMARY_MARKER, "summary v1")
-    second = gh.upsert_issue_comment(REPO, n, report.SUMMARY_MARKER, "summary v2")
+    first = gh.upsert_issue_comment(REPO, n, render.SUMMARY_MARKER, "summary v1")
+    second = gh.upsert_issue_comment(REPO, n, render.SUMMARY_MARKER, "summary v2")
     assert first["id"] == second["id"]
     bodies = [c["body"] for c in server.issue_comments]
-    assert bodies == ["a human comment", f"{report.SUMMARY_MARKER}\nsummary v2"]
+    assert bodies == ["a human comment", f"{render.SUMMARY_MARKER}\nsummary v2"]
     assert server.issue_comments[1]["edits"] == 1
 
 
@@ -241,7 +241,7 @@ def test_check_run_lifecycle_with_annotations_in_batches_of_50(scenario):
     head = repo.sha("feature")
     run = gh.create_check_run(REPO, "prfleet", head, status="queued", external_id="delivery-1")
     gh.update_check_run(REPO, run["id"], status="in_progress", output={"title": "t", "summary": "s"})
-    anns = report.annotations(
+    anns = render.annotations(
         [
             {"path": "app.py", "line": i, "severity": "medium", "title": f"t{i}", "body": "b"}
             for i in range(1, 121)

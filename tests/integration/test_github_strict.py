@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from prfleet import github as ghmod
-from prfleet import planner, report
+from prfleet.agents.tools import PrTools
 from prfleet.github import (
     GitHub,
     GitHubPrSource,
@@ -21,7 +21,7 @@ from prfleet.github import (
     GitHubWriteUncertain,
     TokenAuth,
 )
-from prfleet.tools import PrTools
+from prfleet.pipeline import planner, render
 from prfleet_local.github.server import GitHubServer, GitRepo
 
 REPO = "acme/shop"
@@ -113,7 +113,7 @@ def test_annotations_within_githubs_sizes_and_reports_truncate_to_them(gh_env):
         annotate(start_line=0, end_line=0)
     assert server.check_runs[run["id"]]["output"]["annotations_count"] == 0
     # What prfleet sends for a long multibyte finding fits.
-    (ann,) = report.annotations(
+    (ann,) = render.annotations(
         [{"path": "app.py", "line": 1, "severity": "high", "title": "ü" * 300, "body": "é" * 40_000}]
     )
     gh.update_check_run(REPO, run["id"], output={"title": "t", "summary": "s", "annotations": [ann]})
@@ -260,7 +260,7 @@ def test_a_review_applied_but_answered_with_an_error_is_not_posted_twice(gh_env,
     server, repo, gh, n, _ = gh_env
     head = repo.sha("feature")
     server.fail_after_write(rf"/pulls/{n}/reviews$", status=status)
-    marker = report.review_marker(head, "final", 7)
+    marker = render.review_marker(head, "final", 7)
     review = gh.create_review(REPO, n, head, "the review", [], marker=marker)
     assert len(server.reviews) == 1 and review["id"] == server.reviews[0]["id"]
     assert marker in server.reviews[0]["body"]
@@ -272,7 +272,7 @@ def test_a_review_that_did_not_arrive_is_sent_again(gh_env):
     server, repo, gh, n, _ = gh_env
     head = repo.sha("feature")
     server.inject(rf"/pulls/{n}/reviews$", 502, method="POST")  # refused before it was applied
-    gh.create_review(REPO, n, head, "the review", [], marker=report.review_marker(head, "final", 1))
+    gh.create_review(REPO, n, head, "the review", [], marker=render.review_marker(head, "final", 1))
     assert len(server.reviews) == 1
     assert len([p for m, p in server.requests if m == "POST" and p.endswith("/reviews")]) == 2
 
@@ -299,14 +299,14 @@ def test_comment_check_run_and_annotations_are_written_once_despite_5xx(gh_env):
     server, repo, gh, n, _ = gh_env
     head = repo.sha("feature")
     server.fail_after_write(rf"/issues/{n}/comments$", status=500)
-    gh.upsert_issue_comment(REPO, n, report.SUMMARY_MARKER, "summary")
+    gh.upsert_issue_comment(REPO, n, render.SUMMARY_MARKER, "summary")
     assert len(server.issue_comments) == 1
 
     server.fail_after_write(r"/check-runs$", status=504)
     run = gh.create_check_run(REPO, "prfleet", head, external_id="pr=1;delivery=d1")
     assert len(server.check_runs) == 1 and run["id"] in server.check_runs
 
-    anns = report.annotations(
+    anns = render.annotations(
         [{"path": "app.py", "line": 1, "severity": "low", "title": f"t{i}", "body": "b"} for i in range(120)]
     )
     server.fail_after_write(r"/check-runs/\d+$", times=2, status=502, method="PATCH")
@@ -338,7 +338,7 @@ def test_faults_are_switchable_over_http(gh_env):
     status, _ = call("POST", "/_fake/faults", {"kind": "after_write", "pattern": r"/reviews$", "status": 502})
     assert status == 201
     head = repo.sha("feature")
-    gh.create_review(REPO, n, head, "x", [], marker=report.review_marker(head, "final", 2))
+    gh.create_review(REPO, n, head, "x", [], marker=render.review_marker(head, "final", 2))
     assert len(server.reviews) == 1
     call("POST", "/_fake/faults", {"kind": "secondary", "pattern": rf"/pulls/{n}$", "retry_after": 5})
     call("DELETE", "/_fake/faults")

@@ -8,7 +8,9 @@ import random
 import boto3
 import pytest
 
-from prfleet import aws, config, headfiles
+from prfleet import config
+from prfleet.config import aws
+from prfleet.store import headfiles
 from prfleet_local.stack.moto_proc import moto_server
 
 ENV = {
@@ -144,7 +146,7 @@ class _Counting:
 
 @pytest.fixture
 def counting(table, monkeypatch):
-    from prfleet import state
+    from prfleet.store import state
 
     def install(unprocess=0, answer=1):
         c = _Counting(aws.client("dynamodb"), unprocess, answer)
@@ -156,7 +158,7 @@ def counting(table, monkeypatch):
 
 
 def test_the_first_chunk_read_in_a_batch_gives_the_list_without_a_query(table, counting):
-    from prfleet import state
+    from prfleet.store import state
 
     small, big = listing(20, 50), listing(300, 4000)
     headfiles.save("a/b", 4, "h4", small, now=1000)
@@ -173,7 +175,7 @@ def test_the_first_chunk_read_in_a_batch_gives_the_list_without_a_query(table, c
 
 
 def test_unprocessed_keys_are_sent_again_with_their_consistent_read(table, counting):
-    from prfleet import state
+    from prfleet.store import state
 
     for n in (7, 8, 9):
         headfiles.save("a/b", n, f"h{n}", listing(2, 10), now=1000)
@@ -191,8 +193,10 @@ def test_unprocessed_keys_are_sent_again_with_their_consistent_read(table, count
 
 
 def test_a_job_reads_its_head_record_head_file_list_and_cache_in_one_request(table, counting, monkeypatch):
-    from prfleet import agents, cache, runner, state
+    from prfleet import agents
     from prfleet.jobs import FileJob
+    from prfleet.pipeline import runner
+    from prfleet.store import result_cache, state
 
     table.create_table(
         TableName="results",
@@ -205,7 +209,7 @@ def test_a_job_reads_its_head_record_head_file_list_and_cache_in_one_request(tab
     try:
         job = FileJob("a/b", 10, "h10", "base", "app.py", "blob10", "review", None, "d-1")
         spec = agents.agent_specs(config.settings(), None)["review"]
-        key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
+        key = result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
         listed = listing(3, 20)
         headfiles.save("a/b", 10, "h10", listed, now=1000)
         state.set_head("a/b", 10, "h10", now=1000)
@@ -219,12 +223,14 @@ def test_a_job_reads_its_head_record_head_file_list_and_cache_in_one_request(tab
             check_run_id=7,
             installation_id=None,
         )
-        cache.put(key, {"findings": [{"line": 1}]}, now=1000)
+        result_cache.put(key, {"findings": [{"line": 1}]}, now=1000)
         c = counting()
         reads = runner._job_reads(job)
         assert c.ops == ["batch_get_item"]
         assert len(c.requests) == 1 and c.requests[0]["state"]["ConsistentRead"] is True
-        assert "ConsistentRead" not in c.requests[0]["results"]  # the cache is read as cache.get read it
+        assert (
+            "ConsistentRead" not in c.requests[0]["results"]
+        )  # the cache is read as result_cache.get read it
         assert reads.record.planned == 3 and reads.record.check_run_id == 7
         assert reads.current_head == "h10"
         assert headfiles.from_first("a/b", 10, "h10", reads.files_first) == listed

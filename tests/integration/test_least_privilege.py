@@ -42,7 +42,7 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "DeliveriesTable"),  # deliveries.first_seen
         ("dynamodb:DeleteItem", "DeliveriesTable"),  # deliveries.forget (enqueue failed)
         ("sqs:SendMessage", "PrQueue"),  # queue.send_pr_job
-        ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secrets.webhook_secret
+        ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secret_store.webhook_secret
     },
     "PlannerFunction": {
         ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan, headfiles.save
@@ -152,7 +152,7 @@ _FOUNDATION_MODELS = [
 ]
 _INVOKE = ("bedrock:InvokeModel", "bedrock:InvokeModelWithResponseStream")
 PROVIDER_NEEDS: dict[str, set[tuple[str, str]]] = {
-    "anthropic": {("secretsmanager:GetSecretValue", "AnthropicSecret")},  # secrets.anthropic_api_key
+    "anthropic": {("secretsmanager:GetSecretValue", "AnthropicSecret")},  # secret_store.anthropic_api_key
     "claude-platform-aws": {  # POST /v1/messages = CreateInference on the workspace; the gateway's token
         (
             "aws-external-anthropic:CreateInference",
@@ -786,7 +786,8 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
 
 @pytest.mark.e2e
 def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, monkeypatch):
-    from prfleet import aws, github, secrets
+    from prfleet import github
+    from prfleet.config import aws, secret_store
     from prfleet_local.demo.run import sandbox
     from prfleet_local.stack.local_stack import Function
 
@@ -796,7 +797,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
 
     def invoke(self: Function, event: dict[str, Any], stack: Any) -> Any:
         # In AWS each function has its own containers: no secret or GitHub client cached by another function.
-        secrets.reset()
+        secret_store.reset()
         github.reset_clients()
         current.function = self.logical_id
         try:
@@ -836,7 +837,8 @@ def test_every_model_call_through_an_aws_provider_is_granted_and_nothing_else_is
     """The review run through the provider's wire: each call the offline endpoint authenticated needs exactly the
     IAM grants the template gives the agent for that provider (as AWS authorizes it), and every model grant of the
     template is used."""
-    from prfleet import aws, config
+    from prfleet import config
+    from prfleet.config import aws
     from prfleet_local.demo.run import sandbox
     from prfleet_local.model.providers import local_parameters
 

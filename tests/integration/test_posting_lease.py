@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from prfleet import fanin, state
+from prfleet.pipeline import fanin
+from prfleet.store import state
 from tests.integration.test_budget_billing import endpoint, env  # noqa: F401 - fixtures
 
 REPO, N, HEAD = "o/r", 7, "c" * 40

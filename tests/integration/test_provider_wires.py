@@ -14,7 +14,9 @@ from typing import Any
 import anthropic
 import pytest
 
-from prfleet import agents, config, model_client, pricing
+from prfleet import agents, config
+from prfleet.agents import model_client
+from prfleet.cost import pricing
 from prfleet_local.model import providers
 from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
 
@@ -254,7 +256,7 @@ class _Source:
         return "@@ -0,0 +1,5 @@\n" + "\n".join("+" + x for x in self.files[path].splitlines())
 
     def changed_files(self):
-        from prfleet.tools import ChangedFile
+        from prfleet.agents.tools import ChangedFile
 
         return [ChangedFile(p, "added", "sha-" + p, 5, 0, "") for p in self.files]
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 import pytest
 from botocore.exceptions import ClientError
 
-from prfleet import aws, cache, config, state
+from prfleet import config
+from prfleet.config import aws
+from prfleet.store import result_cache, state
 from tests.integration.test_budget_billing import endpoint, env, job  # noqa: F401 - fixtures
 
 
@@ -34,13 +36,13 @@ def _succeed(j, run_id, key, *, now):
         {"findings": "[]", "error": None},
         owner=True,
         now=now,
-        with_items=[cache.put_item(key, {"findings": []}, now=now)],
+        with_items=[result_cache.put_item(key, {"findings": []}, now=now)],
     )
 
 
 def _cached(ddb, key):
-    return cache.from_item(
-        ddb.get_item(TableName=config.settings().results_table, Key=cache.item_key(key)).get("Item")
+    return result_cache.from_item(
+        ddb.get_item(TableName=config.settings().results_table, Key=result_cache.item_key(key)).get("Item")
     )
 
 
@@ -77,7 +79,7 @@ def test_a_refused_outcome_caches_nothing(results):
     state.finish_run(j, "run-c", "failed", {"error": "x"}, owner=True, now=2002)
     with pytest.raises(state.RunInProgress):  # not the owner: only an unfinished run may be written
         state.finish_run(
-            j, "run-d", "succeeded", {}, now=2003, with_items=[cache.put_item("k3", {}, now=2003)]
+            j, "run-d", "succeeded", {}, now=2003, with_items=[result_cache.put_item("k3", {}, now=2003)]
         )
     assert _cached(results, "k3") is None and state.get_run(j)["status"] == "failed"
 
@@ -112,7 +114,7 @@ def test_a_conflict_is_sent_again_and_the_condition_decides_again(results, monke
     monkeypatch.setattr(state, "client", lambda _s: fake)
     monkeypatch.setattr("time.sleep", lambda _s: None)
     state.finish_run(
-        j, "run-e", "succeeded", {}, owner=True, now=1001, with_items=[cache.put_item("k4", {"ok": 1})]
+        j, "run-e", "succeeded", {}, owner=True, now=1001, with_items=[result_cache.put_item("k4", {"ok": 1})]
     )
     assert fake.sent == 3
     assert _cached(results, "k4") == {"ok": 1}
@@ -123,7 +125,7 @@ def test_a_conflict_is_sent_again_and_the_condition_decides_again(results, monke
     monkeypatch.setattr(state, "client", lambda _s: fake)
     with pytest.raises(ClientError):
         state.finish_run(
-            j2, "run-f", "succeeded", {}, owner=True, now=1001, with_items=[cache.put_item("k5", {})]
+            j2, "run-f", "succeeded", {}, owner=True, now=1001, with_items=[result_cache.put_item("k5", {})]
         )
     assert fake.sent == state.TRANSACT_ATTEMPTS
     assert _cached(results, "k5") is None and state.get_run(j2)["status"] == "running"

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from prfleet import runner, state
+from prfleet.pipeline import runner
+from prfleet.store import state
 from tests.integration.test_budget_billing import Events, endpoint, env, job  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("env")  # moto tables and settings (test_budget_billing)

@@ -40,11 +40,12 @@ class Context:
 
 
 def _reset_caches() -> None:
-    from prfleet import aws, config, github, secrets
+    from prfleet import config, github
+    from prfleet.config import aws, secret_store
 
     config.settings.cache_clear()
     aws.client.cache_clear()
-    secrets.reset()
+    secret_store.reset()
     github.reset_clients()
 
 
@@ -93,7 +94,7 @@ def _webhook() -> Any:
 
 
 def _delivery(secret: bytes | None) -> dict[str, Any]:
-    from prfleet.webhook import signature_for
+    from prfleet.pipeline.webhook import signature_for
 
     body = json.dumps(load_payload("pull_request.opened.payload.json"))
     headers = {
@@ -171,35 +172,36 @@ def test_the_secret_value_never_reaches_the_logs(aws, capsys):
 def test_github_and_anthropic_secrets_as_deployed_fail_closed_with_what_to_fill(
     aws, reader, secret_id, logical, hint
 ):
-    from prfleet import secrets
+    from prfleet.config import secret_store
 
     aws.create_secret(Name=secret_id, SecretString=_initial_value(logical))
-    with pytest.raises(secrets.SecretMissing) as exc:
-        getattr(secrets, reader)()
+    with pytest.raises(secret_store.SecretMissing) as exc:
+        getattr(secret_store, reader)()
     assert secret_id in str(exc.value) and hint in str(exc.value)
 
 
 def test_missing_anthropic_key_fails_the_agent_record_not_the_batch_silently(aws):
     """The agent's model client reads the key lazily: a missing key is a failed record (retried, then DLQ)."""
-    from prfleet import secrets
+    from prfleet.config import secret_store
 
     spec = importlib.util.spec_from_file_location("prfleet_fn_agent_secret", ROOT / "functions/agent/app.py")
     agent = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent)
-    with pytest.raises(secrets.SecretMissing, match=ANTHROPIC_ID):
+    with pytest.raises(secret_store.SecretMissing, match=ANTHROPIC_ID):
         agent.model_client()
 
 
 def test_filling_the_secret_takes_effect_once_the_cache_expires(aws, monkeypatch):
     """docs/deploy.md: after put-secret-value the functions pick the value up within SECRETS_MAX_AGE seconds."""
-    from prfleet import config, secrets
+    from prfleet import config
+    from prfleet.config import secret_store
 
     monkeypatch.setenv("SECRETS_MAX_AGE", "0")
     config.settings.cache_clear()
     aws.create_secret(Name=ANTHROPIC_ID, SecretString=_initial_value("AnthropicSecret"))
-    with pytest.raises(secrets.SecretMissing):
-        secrets.anthropic_api_key()
+    with pytest.raises(secret_store.SecretMissing):
+        secret_store.anthropic_api_key()
     aws.put_secret_value(
         SecretId=ANTHROPIC_ID, SecretString=json.dumps({"api_key": "sk-ant-test-0123456789"})
     )
-    assert secrets.anthropic_api_key() == "sk-ant-test-0123456789"
+    assert secret_store.anthropic_api_key() == "sk-ant-test-0123456789"

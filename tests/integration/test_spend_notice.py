@@ -11,9 +11,11 @@ import time
 import boto3
 import pytest
 
-from prfleet import aws, config, runner
-from prfleet import events as prfleet_events
-from prfleet.budget import Ledger
+from prfleet import config
+from prfleet.config import aws
+from prfleet.cost.ledger import Ledger
+from prfleet.observability import events as prfleet_events
+from prfleet.pipeline import runner
 from prfleet_local.stack.emf_capture import capture
 from prfleet_local.stack.moto_proc import moto_server
 

@@ -6,15 +6,14 @@ from prfleet.agents import (
     DEFAULT_LIMITS,
     PROMPTS,
     AgentSpec,
-    RepoConfigError,
-    _request,
     agent_specs,
     build_first_message,
-    parse_repo_config,
     retry_after_seconds,
     system_prompt,
 )
+from prfleet.agents.loop import _request
 from prfleet.config import DEFAULT_MODELS
+from prfleet.config.repo_config import RepoConfigError, parse_repo_config
 
 SETTINGS = SimpleNamespace(agents=("review", "tests", "docs"), models=dict(DEFAULT_MODELS))
 
@@ -165,7 +164,7 @@ def test_a_short_multi_turn_haiku_conversation_places_no_breakpoint():
 
 
 def test_prefix_estimate_does_not_overshoot():
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     assert pricing.tokens_at_least("x" * 59) == 9 and pricing.tokens_at_least("") == 0
     text = "def f(x):\n    return x + 1\n" * 100

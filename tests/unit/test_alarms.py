@@ -10,7 +10,7 @@ import pytest
 import yaml
 from aws_lambda_powertools import single_metric
 
-from prfleet import events
+from prfleet.observability import events
 from prfleet_local.stack import alarms
 from prfleet_local.stack.alarms import AlarmDefinitionError, AlarmEvaluator, AlarmState, Datapoint
 from prfleet_local.stack.emf_capture import capture
@@ -733,7 +733,7 @@ def slot_runs(
 
 def template_latency_facts() -> dict[str, float]:
     """What the LatencyAlarm's arithmetic rests on, read from the template and the runner (not restated)."""
-    from prfleet import runner
+    from prfleet.pipeline import runner
 
     resources = yaml.load(TEMPLATE.read_text(), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
     latency = resources["Resources"]["LatencyAlarm"]["Properties"]

@@ -8,7 +8,7 @@ import anthropic
 import httpx2
 import pytest
 
-from prfleet.billing import classify, spend_limit
+from prfleet.cost.billing import classify, spend_limit
 
 REQ = httpx2.Request("POST", "https://api.anthropic.com/v1/messages")
 

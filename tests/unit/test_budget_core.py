@@ -7,7 +7,7 @@ import pytest
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from prfleet.budget import (
+from prfleet.cost.ledger import (
     DAILY,
     Book,
     BudgetExceeded,

@@ -10,14 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from prfleet import agents, report
-from prfleet.repo_config import KNOWN_AGENTS, RepoConfigError, fail_on_policy, parse_repo_config
+from prfleet import agents
+from prfleet.config.repo_config import KNOWN_AGENTS, RepoConfigError, fail_on_policy, parse_repo_config
+from prfleet.pipeline import render
 from prfleet_local.cli import main
 
 
 def test_the_known_agents_of_the_repo_config_are_the_agents():
     assert set(KNOWN_AGENTS) == set(agents.PROMPTS)
-    assert agents.parse_repo_config is parse_repo_config  # its users keep importing it from agents
+    assert not hasattr(
+        agents, "parse_repo_config"
+    )  # one name: its users import it from prfleet.config.repo_config
 
 
 def test_config_check_prints_what_the_file_does_to_each_agent(tmp_path, capsys):
@@ -72,7 +75,7 @@ def finding(severity: str) -> dict:
 )
 def test_fail_on_decides_the_check_from_the_findings_severity(fail_on, severities, conclusion):
     counts = {"review": {"succeeded": 1, "findings": len(severities)}}
-    got, title, _ = report.check_conclusion(
+    got, title, _ = render.check_conclusion(
         counts, findings=[finding(s) for s in severities], fail_on=fail_on
     )
     assert got == conclusion
@@ -82,8 +85,8 @@ def test_fail_on_decides_the_check_from_the_findings_severity(fail_on, severitie
 
 def test_errors_and_the_budget_still_come_first():
     findings = [finding("critical")]
-    assert report.check_conclusion({"failed": 1}, findings=findings, fail_on="high")[0] == "failure"
-    assert report.check_conclusion({"deferred": 1}, findings=findings, fail_on="high")[0] == "neutral"
+    assert render.check_conclusion({"failed": 1}, findings=findings, fail_on="high")[0] == "failure"
+    assert render.check_conclusion({"deferred": 1}, findings=findings, fail_on="high")[0] == "neutral"
 
 
 def test_a_repository_chooses_its_own_policy_from_its_base_branch_config():
@@ -100,7 +103,7 @@ def webhook_events() -> set[str]:
     import ast
     import inspect
 
-    from prfleet import webhook
+    from prfleet.pipeline import webhook
 
     names: set[str] = set()
     for node in ast.walk(ast.parse(inspect.getsource(webhook))):
@@ -157,7 +160,7 @@ def test_the_references_example_checks_as_it_says(tmp_path, capsys, monkeypatch)
 
 
 def test_the_template_offers_exactly_the_policies_and_hands_them_to_the_functions():
-    from prfleet.repo_config import FAIL_ON
+    from prfleet.config.repo_config import FAIL_ON
     from prfleet_local.stack import template as tpl
 
     t = tpl.load()

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from prfleet import aws
+from prfleet.config import aws
 from prfleet_local.cli import target as tgt
 from prfleet_local.cli.errors import CliError
 

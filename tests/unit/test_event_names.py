@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from prfleet import events
+from prfleet.observability import events
 
 LAYER = Path(events.__file__).resolve().parent
 OUTCOMES = {"succeeded", "partial", "failed"}  # emit(status) aliases, logged as `complete`

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from prfleet import events
+from prfleet.observability import events
 from prfleet_local.stack.alarms import Datapoint
 from prfleet_local.stack.emf_capture import capture
 

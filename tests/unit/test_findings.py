@@ -1,6 +1,13 @@
 import pytest
 
-from prfleet.findings import REPORT_SCHEMA, SEVERITIES, Finding, InvalidReport, fingerprint, validate_report
+from prfleet.agents.findings import (
+    REPORT_SCHEMA,
+    SEVERITIES,
+    Finding,
+    InvalidReport,
+    fingerprint,
+    validate_report,
+)
 
 
 def item(**over):

@@ -11,7 +11,9 @@ from typing import Any
 import httpx2
 import pytest
 
-from prfleet import config, model_client, pricing
+from prfleet import config
+from prfleet.agents import model_client
+from prfleet.cost import pricing
 from prfleet_local.stack import template as tpl
 
 BASE = config.Settings(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prfleet.jobs import PrJob, parse_message
-from prfleet.planner import plan_files
+from prfleet.pipeline.planner import plan_files
 
 PR = PrJob("acme/shop", 7, "h" * 40, "b" * 40, 42, "delivery-1", "opened")
 

@@ -8,7 +8,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
-from prfleet import pricing
+from prfleet.cost import pricing
 
 D = dt.date(2026, 11, 28)
 N = 1_234_567  # tokens per bucket: odd enough to expose rounding or float drift

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from prfleet import pricing, reconcile
+from prfleet.cost import pricing, reconcile
 
 DAY = dt.date(2026, 12, 1)
 HAIKU = "claude-haiku-5-5"  # tiered: 5x above 100k prompt tokens

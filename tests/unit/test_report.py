@@ -7,8 +7,8 @@ import difflib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from prfleet import report
-from prfleet.findings import Finding
+from prfleet.agents.findings import Finding
+from prfleet.pipeline import render
 
 PATCH = "\n".join(
     [
@@ -46,18 +46,18 @@ def finding(path="app.py", line=3, severity="medium", title="Issue", agent="revi
 
 
 def test_diff_lines_are_added_and_context_lines_of_the_new_side():
-    lines = report.diff_line_map(PATCH)
+    lines = render.diff_line_map(PATCH)
     assert set(lines) == {1, 2, 3, 4, 5, 21, 22, 23, 24}
     assert lines[2] == "import sys, json" and lines[3] == "import re" and lines[23] == "    z = eval(s)"
     assert 6 not in lines and 20 not in lines and 25 not in lines
-    assert report.diff_lines(None) == set() and report.diff_lines("") == set()
+    assert render.diff_lines(None) == set() and render.diff_lines("") == set()
 
 
 def test_diff_lines_tolerates_file_headers_and_short_hunk_headers():
     patch = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
-    assert report.diff_line_map(patch) == {1: "new"}
+    assert render.diff_line_map(patch) == {1: "new"}
     deleted_file = "@@ -1,2 +0,0 @@\n-a\n-b"
-    assert report.diff_lines(deleted_file) == set()
+    assert render.diff_lines(deleted_file) == set()
 
 
 @settings(max_examples=150, deadline=None)
@@ -68,7 +68,7 @@ def test_diff_lines_tolerates_file_headers_and_short_hunk_headers():
 )
 def test_diff_lines_match_the_new_file(old, new, context):
     patch = "\n".join(difflib.unified_diff(old, new, lineterm="", n=context))
-    lines = report.diff_line_map(patch)
+    lines = render.diff_line_map(patch)
     for number, text in lines.items():
         assert new[number - 1] == text  # every reported line is that line of the new file
     sm = difflib.SequenceMatcher(a=old, b=new, autojunk=False)
@@ -83,7 +83,7 @@ def test_inline_only_on_diff_lines_the_rest_folded_into_the_body():
         finding(line=10, severity="critical", title="Outside the diff", fp="b2"),
         finding(path="other.py", line=1, title="File not in the diff", fp="c3"),
     ]
-    plan = report.build_review(
+    plan = render.build_review(
         findings, {"app.py": PATCH}, {"review": {"findings": 3, "cost_micros": 12_345}}, already_posted=set()
     )
     assert plan.comments == [{"path": "app.py", "line": 3, "side": "RIGHT", "body": plan.comments[0]["body"]}]
@@ -98,13 +98,13 @@ def test_inline_only_on_diff_lines_the_rest_folded_into_the_body():
     )
     assert "<!-- prfleet:fp=b2 -->" in plan.body and "<!-- prfleet:fp=c3 -->" in plan.body
     assert plan.fingerprints == {"a1", "b2", "c3"}
-    assert report.posted_fingerprints([*plan.comments, plan.body]) == {"a1", "b2", "c3"}
+    assert render.posted_fingerprints([*plan.comments, plan.body]) == {"a1", "b2", "c3"}
 
 
 def test_suggestion_rendered_as_github_suggestion_block():
     f = finding(line=23, fp="5e1")
     f["suggestion"] = "    z = ast.literal_eval(s)"
-    plan = report.build_review([f], {"app.py": PATCH}, None, already_posted=set())
+    plan = render.build_review([f], {"app.py": PATCH}, None, already_posted=set())
     assert "```suggestion\n    z = ast.literal_eval(s)\n```" in plan.comments[0]["body"]
 
 
@@ -114,17 +114,17 @@ def test_inline_comments_capped_most_severe_kept_inline():
         finding(line=ln, severity=s, title=f"t{ln}", fp=f"f{ln}")
         for ln, s in zip([1, 2, 3, 4, 5], sev, strict=True)
     ]
-    plan = report.build_review(findings, {"app.py": PATCH}, None, already_posted=set(), max_comments=2)
+    plan = render.build_review(findings, {"app.py": PATCH}, None, already_posted=set(), max_comments=2)
     assert [c["line"] for c in plan.comments] == [2, 4]  # critical, high
     assert len(plan.folded) == 3 and "over 2 inline comments" in plan.body
-    assert report.MAX_COMMENTS == 50
+    assert render.MAX_COMMENTS == 50
 
 
 def test_body_and_comment_sizes_respect_the_limit():
     big = "word " * 2000  # 10,000 characters each
     findings = [finding(line=100 + i, title=f"t{i}", fp=f"{i:04x}", body=big) for i in range(40)]
     findings.append(finding(line=3, fp="ffff", body="y" * 100_000))
-    plan = report.build_review(
+    plan = render.build_review(
         findings, {"app.py": PATCH}, {"review": {}}, already_posted=set(), max_body=30_000
     )
     assert len(plan.body) <= 30_000
@@ -133,13 +133,13 @@ def test_body_and_comment_sizes_respect_the_limit():
     assert plan.omitted and "did not fit" in plan.body
     assert len(plan.folded) + len(plan.omitted) == 40
     assert all(f"<!-- prfleet:fp={f['fingerprint']} -->" not in plan.body for f in plan.omitted)
-    default = report.build_review(findings, {"app.py": PATCH}, None, already_posted=set())
-    assert len(default.body) <= report.MAX_BODY == 65_536
+    default = render.build_review(findings, {"app.py": PATCH}, None, already_posted=set())
+    assert len(default.body) <= render.MAX_BODY == 65_536
 
 
 def test_duplicates_across_heads_and_within_a_batch_are_skipped():
     findings = [finding(line=3, fp="a1"), finding(line=4, fp="A1"), finding(line=5, fp="b2")]
-    plan = report.build_review(findings, {"app.py": PATCH}, None, already_posted={"b2"})
+    plan = render.build_review(findings, {"app.py": PATCH}, None, already_posted={"b2"})
     assert [c["line"] for c in plan.comments] == [3]
     assert len(plan.skipped_duplicates) == 2
     assert "2 already posted" in plan.body
@@ -147,8 +147,8 @@ def test_duplicates_across_heads_and_within_a_batch_are_skipped():
 
 def test_finding_objects_fingerprint_by_code_line_so_a_moved_line_is_not_reposted():
     f_head1 = Finding("app.py", 23, "high", "security", "eval on input", "Do not eval.", agent="review")
-    head1 = report.build_review([f_head1], {"app.py": PATCH}, None, already_posted=set())
-    posted = report.posted_fingerprints(head1.comments)
+    head1 = render.build_review([f_head1], {"app.py": PATCH}, None, already_posted=set())
+    posted = render.posted_fingerprints(head1.comments)
     assert posted == {f_head1.fingerprint("    z = eval(s)")}
 
     # Next head: two lines inserted above, the same code now sits on line 25.
@@ -156,13 +156,13 @@ def test_finding_objects_fingerprint_by_code_line_so_a_moved_line_is_not_reposte
         "@@ -20,3 +21,6 @@\n     x = 1\n+    a = 0\n+    b = 0\n     y = 2\n+    z = eval(s)\n     return x"
     )
     f_head2 = Finding("app.py", 25, "high", "security", "eval on input", "Do not eval.", agent="review")
-    head2 = report.build_review([f_head2], {"app.py": patch2}, None, already_posted=posted)
+    head2 = render.build_review([f_head2], {"app.py": patch2}, None, already_posted=posted)
     assert head2.comments == [] and head2.folded == [] and head2.skipped_duplicates == [f_head2]
     assert head2.empty
 
 
 def test_inline_false_folds_everything_for_the_422_fallback():
-    plan = report.build_review(
+    plan = render.build_review(
         [finding(line=3, fp="a1")], {"app.py": PATCH}, None, already_posted=set(), inline=False
     )
     assert plan.comments == [] and len(plan.folded) == 1 and "<!-- prfleet:fp=a1 -->" in plan.body
@@ -173,7 +173,7 @@ def test_summary_table_per_agent_with_cost_and_counts():
         "review": {"findings": 2, "cost_micros": 1_234_500, "succeeded": 3, "cached": 1, "deferred": 2},
         "docs": {"findings": 0, "cost_micros": 500, "succeeded": 1, "skipped": 4, "superseded": 1},
     }
-    plan = report.build_review(
+    plan = render.build_review(
         [],
         {},
         rows,
@@ -181,8 +181,8 @@ def test_summary_table_per_agent_with_cost_and_counts():
         skipped_files=[{"path": "big.bin", "reason": "binary"}],
         head_sha="abcdef1234567890",
     )
-    assert plan.summary.startswith(report.SUMMARY_MARKER)
-    table = report.summary_table(rows)
+    assert plan.summary.startswith(render.SUMMARY_MARKER)
+    table = render.summary_table(rows)
     assert "| docs | 1 | 0 | $0.0005 | 0 | 0 | 4 | 1 | 0 |" in table
     assert "| review | 3 | 2 | $1.2345 | 1 | 2 | 0 | 0 | 0 |" in table
     assert "| **total** | 4 | 2 | $1.2350 | 1 | 2 | 4 | 1 | 0 |" in table
@@ -191,27 +191,27 @@ def test_summary_table_per_agent_with_cost_and_counts():
 
 
 def test_check_conclusion_failure_only_for_errors_neutral_when_deferred():
-    ok = report.check_conclusion({"review": {"succeeded": 3, "findings": 2}, "docs": {"succeeded": 1}})
+    ok = render.check_conclusion({"review": {"succeeded": 3, "findings": 2}, "docs": {"succeeded": 1}})
     assert ok[0] == "success" and ok[1] == "2 finding(s)"
-    clean = report.check_conclusion({"succeeded": 1})
+    clean = render.check_conclusion({"succeeded": 1})
     assert clean[0] == "success" and clean[1] == "No findings"
-    critical = report.check_conclusion({"review": {"succeeded": 1, "findings": 9}})
+    critical = render.check_conclusion({"review": {"succeeded": 1, "findings": 9}})
     assert critical[0] == "success"  # findings never fail the check
-    deferred = report.check_conclusion({"review": {"succeeded": 1, "deferred": 2}})
+    deferred = render.check_conclusion({"review": {"succeeded": 1, "deferred": 2}})
     assert deferred[0] == "neutral" and "budget" in deferred[1] and "after the budget resets" in deferred[2]
-    limit = report.check_conclusion(
+    limit = render.check_conclusion(
         {"review": {"deferred": 2}},
         deferred_reasons=["spend limit: You have reached your specified workspace API usage limits", ""],
     )
     assert limit[0] == "neutral" and "spend limit" in limit[1] and "budget" not in limit[1]
     assert "workspace API usage limits" in limit[2] and "probe" in limit[2]
-    failed = report.check_conclusion({"review": {"succeeded": 1, "deferred": 2, "failed": 1}})
+    failed = render.check_conclusion({"review": {"succeeded": 1, "deferred": 2, "failed": 1}})
     assert failed[0] == "failure" and "1 review job(s) failed" == failed[1]
-    assert report.check_conclusion({})[0] == "success"
+    assert render.check_conclusion({})[0] == "success"
 
 
 def test_annotations_levels_and_batches_of_50():
-    anns = report.annotations(
+    anns = render.annotations(
         [
             finding(line=0, severity="info", title="zero line"),
             finding(line=7, severity="critical", title="boom"),
@@ -228,9 +228,9 @@ def test_annotations_levels_and_batches_of_50():
         "title": "[critical] boom",
     }
     assert anns[2]["start_line"] == 1  # GitHub needs a line >= 1
-    many = report.annotations([finding(line=i) for i in range(1, 121)])
-    assert [len(b) for b in report.batches(many)] == [50, 50, 20]
-    assert len(report.annotations([finding(title="t" * 400)])[0]["title"]) <= 255
+    many = render.annotations([finding(line=i) for i in range(1, 121)])
+    assert [len(b) for b in render.batches(many)] == [50, 50, 20]
+    assert len(render.annotations([finding(title="t" * 400)])[0]["title"]) <= 255
 
 
 def test_over_limit_note_listed_first_stays_visible_among_hundreds_of_skips():
@@ -238,7 +238,7 @@ def test_over_limit_note_listed_first_stays_visible_among_hundreds_of_skips():
         {"path": "(2800 more files)", "reason": "not listed: over the limit of 250 files per pull request"}
     ]
     skips += [{"path": f"gen/b{i}.min.js", "reason": "ignored by pattern"} for i in range(249)]
-    plan = report.build_review([], {}, {}, skipped_files=skips)
+    plan = render.build_review([], {}, {}, skipped_files=skips)
     assert "250 file(s) not reviewed" in plan.body
     assert "(2800 more files)" in plan.body and "over the limit of 250" in plan.body
     assert "… and 200 more" in plan.body
@@ -246,7 +246,8 @@ def test_over_limit_note_listed_first_stays_visible_among_hundreds_of_skips():
 
 
 def test_fan_in_counts_only_counted_runs_and_never_turns_an_owed_run_into_a_failure():
-    from prfleet import fanin, state
+    from prfleet.pipeline import fanin
+    from prfleet.store import state
 
     record = state.HeadRecord(
         "acme/shop", 7, "h" * 40, planned=4, done_ids={"a", "b", "c"}, deferred_ids={"d"}
@@ -265,4 +266,4 @@ def test_fan_in_counts_only_counted_runs_and_never_turns_an_owed_run_into_a_fail
     assert counts["review"]["cost_micros"] == 120 and counts["review"]["findings"] == 1
     assert counts["tests"]["superseded"] == 1 and counts["tests"]["deferred"] == 1
     assert all(row["failed"] == 0 for row in counts.values())
-    assert report.check_conclusion(counts)[0] == "neutral"  # owed work is deferral, never failure
+    assert render.check_conclusion(counts)[0] == "neutral"  # owed work is deferral, never failure

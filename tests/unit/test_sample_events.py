@@ -7,8 +7,8 @@ from pathlib import Path
 
 from aws_lambda_powertools.utilities.data_classes import SQSEvent
 
-from prfleet import webhook
 from prfleet.jobs import FileJob, PrJob, parse_message
+from prfleet.pipeline import webhook
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 

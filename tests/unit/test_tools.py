@@ -1,6 +1,6 @@
 import pytest
 
-from prfleet.tools import (
+from prfleet.agents.tools import (
     REPORT_TOOL,
     ChangedFile,
     PathError,

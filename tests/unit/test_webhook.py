@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from prfleet import report, webhook
 from prfleet.jobs import PrJob, parse_message
+from prfleet.pipeline import render, webhook
 from tests.conftest import load_payload
 
 SECRET = b"test-secret"
@@ -187,7 +187,7 @@ def test_rerun_on_prfleets_check_run_enqueues_a_rerun_for_the_sender():
     payload = load_payload("check_run.rerequested.payload.json")
     run = payload["check_run"]
     run["name"] = "prfleet"
-    run["external_id"] = report.check_external_id(17, "first-delivery")  # found even with no pull_requests
+    run["external_id"] = render.check_external_id(17, "first-delivery")  # found even with no pull_requests
     reply, rec = _handle(_event(payload, "check_run", delivery="rerun-1"))
     assert reply.status == 202 and reply.body["command"] == "rerun"
     (job,) = rec.sent

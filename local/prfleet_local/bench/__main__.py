@@ -48,7 +48,7 @@ def bench_pr_caching() -> dict[str, Any]:
 def bench_ledger(jobs: int = 200, threads: int = 8) -> dict[str, Any]:
     import boto3
 
-    from prfleet.budget import Ledger
+    from prfleet.cost.ledger import Ledger
     from prfleet_local.stack.moto_proc import moto_server
 
     with moto_server() as endpoint:

@@ -26,7 +26,7 @@ TARGET_RATIO = 0.30
 
 def price_micros(model: str, usage: Any) -> int:
     """Cost of one call in micro-dollars (prfleet.pricing; an unknown model raises, never prices at zero)."""
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     return int(pricing.cost_micros(model, usage))
 
@@ -82,7 +82,7 @@ class _Source:
         return f"@@ -0,0 +1,{len(lines)} @@\n" + "\n".join("+" + x for x in lines[:40]) + "\n..."
 
     def changed_files(self) -> list[Any]:
-        from prfleet.tools import ChangedFile
+        from prfleet.agents.tools import ChangedFile
 
         return [
             ChangedFile(p, "added", "blob-" + p, len(t.splitlines()), 0, "") for p, t in self.files.items()

@@ -52,7 +52,8 @@ def _env(endpoint: str) -> None:
             },
         }
     )
-    from prfleet import aws, config
+    from prfleet import config
+    from prfleet.config import aws
 
     config.settings.cache_clear()
     aws.client.cache_clear()
@@ -80,8 +81,10 @@ def _scenario(root: Path, n: int) -> tuple[Any, Any, int]:
 
 
 def _new_path(server: Any, number: int, *, cold: bool) -> dict[str, Any]:
-    from prfleet import fanin, github, headfiles, planner, state
+    from prfleet import github
     from prfleet.jobs import PrJob
+    from prfleet.pipeline import fanin, planner
+    from prfleet.store import headfiles, state
 
     github.clear_caches()
     gh = github.GitHub(server.api_url, github.TokenAuth(TOKEN))
@@ -151,7 +154,7 @@ def stack_requests(
     """
     from collections import Counter
 
-    from prfleet import headfiles, state
+    from prfleet.store import headfiles, state
 
     repo = box.repo_name
     files: dict[str, str | bytes | None] = {
@@ -293,7 +296,8 @@ def bench_github(sizes: tuple[int, ...] = SIZES, *, stack: bool = True) -> dict[
     finally:
         os.environ.clear()
         os.environ.update(saved)
-        from prfleet import aws, config
+        from prfleet import config
+        from prfleet.config import aws
 
         config.settings.cache_clear()
         aws.client.cache_clear()

@@ -86,7 +86,7 @@ def bench_jobcost(files: int = 10, timeout: float = 300.0, model_latency_s: floa
             raise RuntimeError(f"the bench PR was not reviewed (webhook {status})")
         wall = time.perf_counter() - start
         counts = box.stack.moto.counts()
-        from prfleet import state
+        from prfleet.store import state
 
         runs = state.runs_of_head("acme/shop", number, head)
         jobs = len(runs)

@@ -23,7 +23,7 @@ import statistics
 import time
 from typing import Any
 
-from prfleet.budget import DAILY, Ledger, hour_of
+from prfleet.cost.ledger import DAILY, Ledger, hour_of
 
 PR_COUNTS = (10, 1_000, 10_000)
 CYCLES = {10: 30, 1_000: 12, 10_000: 6}  # moto copies its whole backend on every transaction (see the doc)
@@ -114,7 +114,7 @@ class Counting:
 def requests_per_call(ddb: Any, table: str, *, day_settled_share: float) -> dict[str, int]:
     """Requests of one reserve + settle (+ the circuit check a worker makes before a call, cached per container),
     with the day's bookings at `day_settled_share` of the PR limit (below 0.8 the PR total is not read)."""
-    from prfleet import circuit
+    from prfleet.cost import circuit
 
     counting = Counting(ddb)
     limit = 10**9

@@ -24,7 +24,7 @@ _NAMES_PER_CALL = 100
 def describe(names: Iterable[str], *, client: Any = None) -> list[dict[str, Any]]:
     """Metric and composite alarms with exactly these names, every page, sorted by name."""
     if client is None:
-        from prfleet.aws import client as aws_client
+        from prfleet.config.aws import client as aws_client
 
         client = aws_client("cloudwatch")
     wanted = sorted(set(names))

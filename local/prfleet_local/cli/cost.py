@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TextIO
 
-from prfleet import pricing
-from prfleet.budget import DAILY, day_of
+from prfleet.cost import pricing
+from prfleet.cost.ledger import DAILY, day_of
 
 MONTH_DAYS = 30
 MICRO = Decimal(1_000_000)
@@ -340,7 +340,7 @@ def run_report(
     target = target or resolve(args)
     tz = target.parameters.get("BudgetTimezone") or "UTC"
     if client is None:
-        from prfleet.aws import client as aws_client
+        from prfleet.config.aws import client as aws_client
 
         client = aws_client("dynamodb")
     now = time.time() if now is None else now
@@ -369,7 +369,7 @@ def run_report(
 
 def day_window(day: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
     """The UTC span of a budget day (its hours are what the Usage API buckets)."""
-    from prfleet.budget import day_end
+    from prfleet.cost.ledger import day_end
 
     end = dt.datetime.fromtimestamp(day_end(day, tz), dt.timezone.utc)
     start_day = dt.date.fromisoformat(day)
@@ -381,14 +381,14 @@ def day_window(day: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
 
 def reconcile_day(ledger: Any, get: Any, day: str, *, api_key_id: str = "") -> list[Any]:
     """The bill (Usage and Cost API through `get`) and the ledger side by side for one budget day, read-only."""
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     start, end = day_window(day, ledger.tz)
     return reconcile.compare(ledger, get, start=start, end=end, api_key_id=api_key_id)
 
 
 def render_reconcile(day: str, rows: list[Any]) -> str:
-    from prfleet import reconcile
+    from prfleet.cost import reconcile
 
     lines = [
         f"Reconciliation of {day}: tokens on the bill (Usage and Cost API) against the ledger, per UTC hour and model",
@@ -422,7 +422,7 @@ def _admin_key(target: Any) -> str:
     key = os.environ.get("ANTHROPIC_ADMIN_KEY", "").strip()
     if key:
         return key
-    from prfleet.aws import client as aws_client
+    from prfleet.config.aws import client as aws_client
 
     secret_id = target.physical("AdminKeySecret", "AWS::SecretsManager::Secret")
     raw = aws_client("secretsmanager").get_secret_value(SecretId=secret_id).get("SecretString") or "{}"
@@ -452,8 +452,8 @@ def run_reconcile(
 
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from prfleet import reconcile
-    from prfleet.budget import Ledger
+    from prfleet.cost import reconcile
+    from prfleet.cost.ledger import Ledger
     from prfleet_local.cli.errors import CliError, aws_error
     from prfleet_local.cli.target import resolve
 
@@ -462,7 +462,7 @@ def run_reconcile(
         target = target or resolve(args)
         tz = target.parameters.get("BudgetTimezone") or "UTC"
         if ledger is None:
-            from prfleet.aws import client as aws_client
+            from prfleet.config.aws import client as aws_client
 
             ledger = Ledger(
                 target.table("LedgerTable"),

@@ -148,7 +148,7 @@ def _watch(box: Any) -> None:
 
 def send(args: argparse.Namespace) -> int:
     """Sign a payload file with PRFLEET_WEBHOOK_SECRET exactly as GitHub does and POST it to the webhook."""
-    from prfleet.webhook import signature_for
+    from prfleet.pipeline.webhook import signature_for
     from prfleet_local.demo.run import post
 
     secret = _secret()

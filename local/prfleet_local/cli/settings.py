@@ -69,7 +69,7 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     """Parse FILE as the planner would and print what it does to each agent; 0 valid, 1 valid with warnings."""
     from prfleet import agents
     from prfleet.config import DEFAULT_MODELS
-    from prfleet.repo_config import RepoConfigError, parse_repo_config
+    from prfleet.config.repo_config import RepoConfigError, parse_repo_config
 
     out = out or sys.stdout
     path = Path(args.file)

@@ -74,7 +74,7 @@ class StackTarget:
 
     def activate(self) -> None:
         """Point prfleet.aws.client at this stack (region, and the local moto endpoint with its test keys)."""
-        from prfleet import aws
+        from prfleet.config import aws
 
         os.environ["AWS_REGION"] = os.environ["AWS_DEFAULT_REGION"] = self.region
         if self.endpoint_url:
@@ -99,7 +99,7 @@ def from_cloudformation(name: str, region: str | None = None) -> StackTarget:
     """Resolve a deployed stack by exact name with DescribeStacks and DescribeStackResources."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    from prfleet import aws
+    from prfleet.config import aws
 
     region = region or default_region()
     if not region:

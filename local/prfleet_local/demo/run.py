@@ -43,7 +43,7 @@ class Sandbox:
         self, event: str, payload: dict[str, Any], *, delivery: str | None = None, sign: bool = True
     ) -> tuple[int, dict[str, Any]]:
         """POST a delivery to the webhook exactly as GitHub does (raw body signed with HMAC-SHA256)."""
-        from prfleet.webhook import signature_for
+        from prfleet.pipeline.webhook import signature_for
 
         body = json.dumps(payload).encode()
         headers = {
@@ -94,7 +94,7 @@ class Sandbox:
 
     def progress_text(self, number: int, head_sha: str) -> str:
         """`4/9 jobs finished` once the planner has planned, else what is still awaited."""
-        from prfleet import state
+        from prfleet.store import state
 
         try:
             record = state.head_record(self.repo_name, number, head_sha)
@@ -267,7 +267,7 @@ def _say(text: str) -> None:
 
 
 def pr_runs(box: Sandbox, number: int, head: str) -> list[dict[str, Any]]:
-    from prfleet import state
+    from prfleet.store import state
 
     return sorted(state.runs_of_head(box.repo_name, number, head), key=lambda r: (r["path"], r["agent"]))
 
@@ -285,7 +285,7 @@ class Printed:
 def print_review(box: Sandbox, number: int, head: str) -> Printed:
     """Print the review of each file, the cost of each run and in total, the GitHub review and check, and where
     the results are stored."""
-    from prfleet import state
+    from prfleet.store import state
 
     name = box.repo_name
     runs = pr_runs(box, number, head)

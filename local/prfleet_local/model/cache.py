@@ -29,7 +29,7 @@ MESSAGE_OVERHEAD_TOKENS = 3  # role and turn delimiters
 
 def cache_minimum(model: str) -> int:
     """The minimum cacheable prompt length of `model`, from prfleet's price table (strictest when unknown)."""
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     return pricing.cache_minimum_tokens(model)
 

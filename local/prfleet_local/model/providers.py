@@ -64,7 +64,7 @@ class AwsAccount:
     @classmethod
     def from_price_table(cls, **kw: Any) -> AwsAccount:
         """Bedrock's offer as documented (the model table prfleet's prices.json copies, with its source)."""
-        from prfleet import pricing
+        from prfleet.cost import pricing
 
         data = json.loads(pricing.PRICES_PATH.read_text())
         rows = data["providers"]["bedrock"]["models"]
@@ -234,7 +234,7 @@ def claude_api_model(model: str) -> str:
     so the Messages semantics (thinking rules, tokenizer) are the model's own; any other id as it is."""
     if "anthropic." not in model:
         return model
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     try:
         return pricing.table().canonical(model)

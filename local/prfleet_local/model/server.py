@@ -693,7 +693,7 @@ class ModelServer:
 
 
 def _known_model(model: str) -> bool:
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     try:
         pricing.table().canonical(model)

@@ -64,7 +64,7 @@ class Observed:
 def observe(
     stack: Any, github: dict[str, Any], model: Any, alarmed: set[str], dlq: dict[str, list[str]]
 ) -> Observed:
-    from prfleet import pricing
+    from prfleet.cost import pricing
 
     heads: dict[tuple[str, int, str], dict[str, Any]] = {}
     runs: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
@@ -261,7 +261,7 @@ def no_duplicate_comment(o: Observed) -> Result:
 
 
 def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
-    """prfleet.budget's layout: `daily/<day>` holds the day total, `pr@<day>/<pr>` each PR's total."""
+    """prfleet.cost.ledger's layout: `daily/<day>` holds the day total, `pr@<day>/<pr>` each PR's total."""
     bad = []
     days = 0
     for item in o.ledger:
@@ -281,7 +281,7 @@ def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
 
 
 def _booked(run: dict[str, Any]) -> int:
-    """What a run's model calls booked on the ledger (prfleet.state.booked_of: `b_<reservation>` attributes)."""
+    """What a run's model calls booked on the ledger (prfleet.store.state.booked_of: `b_<reservation>` attributes)."""
     return sum(int(v) for k, v in run.items() if k.startswith("b_"))
 
 

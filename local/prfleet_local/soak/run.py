@@ -263,7 +263,7 @@ class Soak:
 
     # ----------------------------------------------------------------------------------------- driving
     def deliver(self, event: str, payload: dict[str, Any], delivery: str | None = None) -> int:
-        from prfleet.webhook import signature_for
+        from prfleet.pipeline.webhook import signature_for
         from prfleet_local.demo.run import post
 
         body = json.dumps(payload).encode()

@@ -640,11 +640,12 @@ class LocalStack:
 
     @staticmethod
     def _reset_library_caches() -> None:
-        from prfleet import aws, config, github, secrets
+        from prfleet import config, github
+        from prfleet.config import aws, secret_store
 
         config.settings.cache_clear()
         aws.client.cache_clear()
-        secrets.reset()
+        secret_store.reset()
         github.reset_clients()
 
     def _collect(self, line: str) -> None:

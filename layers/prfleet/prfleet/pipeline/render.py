@@ -26,6 +26,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from prfleet.config.repo_config import FAIL_ON
+
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
 MAX_ANNOTATIONS_PER_REQUEST = 50  # https://docs.github.com/en/rest/checks/runs#update-a-check-run
@@ -457,7 +459,6 @@ def check_conclusion(
     saying which (`deferred_reasons`: the deferred runs' errors); failure when a finding is at or above the FailOn
     policy (never: findings never fail the check; critical; high); else success.
     """
-    from prfleet.repo_config import FAIL_ON
 
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
     t = _totals(counts)

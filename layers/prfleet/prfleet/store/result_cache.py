@@ -7,8 +7,8 @@ import json
 import time
 from typing import Any
 
-from prfleet.aws import client
 from prfleet.config import settings
+from prfleet.config.aws import client
 
 CACHE_TTL = 90 * 86400
 

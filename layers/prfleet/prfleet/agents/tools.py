@@ -16,25 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from prfleet.findings import REPORT_SCHEMA
+from prfleet.agents.findings import REPORT_SCHEMA
+from prfleet.github.files import SYMLINK_MODE, ChangedFile
 
 DEFAULT_MAX_CHARS = 20_000
-SYMLINK_MODE = "120000"
 MAX_SEARCH_HITS = 200
-
-
-@dataclass(frozen=True)
-class ChangedFile:
-    """One file of the PR, as GitHub's /pulls/{n}/files lists it (mode 120000 marks a symlink)."""
-
-    path: str
-    status: str
-    blob_sha: str
-    additions: int = 0
-    deletions: int = 0
-    patch: str = ""
-    mode: str = "100644"
-    previous_path: str | None = None  # a renamed file's old path
 
 
 @runtime_checkable

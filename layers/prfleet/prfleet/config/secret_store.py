@@ -7,9 +7,9 @@ from typing import Any
 
 from aws_lambda_powertools.utilities import parameters
 
-from prfleet import events
-from prfleet.aws import client
 from prfleet.config import settings
+from prfleet.config.aws import client
+from prfleet.observability import events
 
 
 class SecretMissing(RuntimeError):

@@ -25,9 +25,9 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from prfleet.aws import client
 from prfleet.config import now as config_now
 from prfleet.config import settings
+from prfleet.config.aws import client
 from prfleet.jobs import pr_key
 
 VERSION = 1

@@ -19,9 +19,10 @@ from typing import Any
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
-from prfleet.aws import client
 from prfleet.config import now as config_now
 from prfleet.config import settings
+from prfleet.config.aws import client
+from prfleet.cost.ledger import BOOKED_PREFIX
 from prfleet.jobs import FileJob, pr_key
 
 FINAL = frozenset({"succeeded", "partial", "failed", "cached", "superseded", "skipped"})
@@ -584,7 +585,6 @@ def run_owner(job: FileJob) -> tuple[str, str, str]:
 
 def booked_of(run: dict[str, Any]) -> int:
     """Everything the job's model calls booked on the ledger, over all its attempts (`b_<reservation>`)."""
-    from prfleet.budget import BOOKED_PREFIX
 
     return sum(int(v) for k, v in run.items() if k.startswith(BOOKED_PREFIX))
 

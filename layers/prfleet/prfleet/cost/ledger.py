@@ -40,6 +40,9 @@ from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from prfleet.config.aws import client as aws_client
+from prfleet.cost import pricing
+
 DAILY = "daily"
 ALERT_PERCENT = 80
 RETENTION_DAYS = 100
@@ -422,7 +425,6 @@ def may_be_tiered(model: str | None, input_bound: int) -> bool:
     base tier only when none of the hour's estimated calls could have crossed a prompt-length threshold."""
     if not model or input_bound <= 0:
         return True
-    from prfleet import pricing
 
     try:
         tiers = pricing.rates(model).tiers
@@ -493,8 +495,6 @@ class Ledger:
         monotonic: Any = time.monotonic,
     ) -> None:
         if client is None:
-            from prfleet.aws import client as aws_client
-
             client = aws_client("dynamodb")
         ZoneInfo(tz)  # fail fast on a bad time zone name
         self.table = table

@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from prfleet import budget, pricing
+from prfleet.config import secret_store, settings
+from prfleet.cost import ledger, pricing
 
 REPORT_PATH = "/v1/organizations/usage_report/messages"
 ANTHROPIC_VERSION = "2023-06-01"
@@ -238,7 +239,7 @@ def http_getter(base_url: str, admin_key: str, *, timeout: float = 30.0) -> Call
 
 
 def compare(
-    ledger: budget.Ledger,
+    ledger: ledger.Ledger,
     get: Callable[[str], dict[str, Any]],
     *,
     start: _dt.datetime,
@@ -254,7 +255,7 @@ def compare(
     return out
 
 
-def apply(ledger: budget.Ledger, rows: Iterable[Row], *, now: float) -> int:
+def apply(ledger: ledger.Ledger, rows: Iterable[Row], *, now: float) -> int:
     """Move each (hour, model) of the ledger onto the bill, once: returns the micro-dollars applied now."""
     total = 0
     for row in rows:
@@ -279,7 +280,7 @@ class Result:
 
 
 def run(
-    ledger: budget.Ledger,
+    ledger: ledger.Ledger,
     get: Callable[[str], dict[str, Any]],
     *,
     now: float,
@@ -300,15 +301,13 @@ def run(
 
 def admin_getter() -> Callable[[str], dict[str, Any]] | None:
     """The Usage API getter with the Admin API key from its secret, or None when no key is configured."""
-    from prfleet import secrets
-    from prfleet.config import settings
 
     cfg = settings()
     if not cfg.admin_secret_id:
         return None
     try:
-        value = secrets.get_json(cfg.admin_secret_id, '{"admin_api_key": "sk-ant-admin01-..."}')
-    except secrets.SecretMissing:
+        value = secret_store.get_json(cfg.admin_secret_id, '{"admin_api_key": "sk-ant-admin01-..."}')
+    except secret_store.SecretMissing:
         return None
     key = value.get("admin_api_key") or value.get("api_key") or value.get("value")
     if not key:

@@ -5,8 +5,8 @@ then 'final' when they have run); fingerprints already posted on the PR are neve
 
 What is posted for a head:
 - one COMMENT review: inline comments on lines that are part of the diff, every other finding folded into the body
-  (a 422 on an inline comment re-plans the review with everything folded, report.build_review(inline=False));
-- the PR's summary issue comment, edited in place (hidden marker report.SUMMARY_MARKER);
+  (a 422 on an inline comment re-plans the review with everything folded, render.build_review(inline=False));
+- the PR's summary issue comment, edited in place (hidden marker render.SUMMARY_MARKER);
 - the check run completed: success, neutral when the budget deferred work or a newer head superseded this one,
   failure only when jobs errored; annotations go 50 per request (prfleet.github.update_check_run).
 A superseded head gets nothing but its check completed as neutral with the reason.
@@ -27,9 +27,11 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
-from prfleet import repo_config, report, state
-from prfleet.config import settings
+from prfleet.config import repo_config, settings
+from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
+from prfleet.pipeline import render
+from prfleet.store import headfiles, state
 
 CHECK_NAME = "prfleet"
 log = logging.getLogger(__name__)
@@ -43,7 +45,6 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
     available to GitHub Apps", https://docs.github.com/en/rest/checks/runs): with a plain token (or an app without
     checks: write) GitHub answers 403/404, and the review goes ahead without a check run (None), with a log line.
     """
-    from prfleet.github import GitHubError
 
     try:
         run = gh.create_check_run(
@@ -51,7 +52,7 @@ def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
             CHECK_NAME,
             job.head_sha,
             status="queued",
-            external_id=report.check_external_id(job.number, job.delivery_id),
+            external_id=render.check_external_id(job.number, job.delivery_id),
         )
     except GitHubError as exc:
         if exc.status not in (403, 404):
@@ -106,8 +107,6 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
     try:
         _publish(gh, record, claim)
     except Exception as exc:
-        from prfleet.github import GitHubError, GitHubRateLimited
-
         permanent = (
             isinstance(exc, GitHubError)
             and not isinstance(exc, GitHubRateLimited)
@@ -189,8 +188,8 @@ def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
     already = state.posted_fingerprints(record.repo, record.number)
     patches = _patches(gh, record)
 
-    def plan(inline: bool = True) -> report.ReviewPlan:
-        return report.build_review(
+    def plan(inline: bool = True) -> render.ReviewPlan:
+        return render.build_review(
             findings,
             patches,
             counts,
@@ -203,24 +202,23 @@ def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
     review = plan()
     if review.comments or review.folded or claim == "final" or record.waiting_on_budget:
         review = _post_review(gh, record, claim, review, plan)
-    gh.upsert_issue_comment(record.repo, record.number, report.SUMMARY_MARKER, review.summary)
+    gh.upsert_issue_comment(record.repo, record.number, render.SUMMARY_MARKER, review.summary)
     state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
     fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
     reasons = [str(r.get("error") or "") for r in runs if r.get("status") == "deferred"]
-    conclusion, title, text = report.check_conclusion(
+    conclusion, title, text = render.check_conclusion(
         counts, findings=findings, fail_on=fail_on, deferred_reasons=reasons
     )
-    _complete_check(gh, record, conclusion, title, text, report.annotations(findings))
+    _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 
 
 def _post_review(
-    gh: Any, record: state.HeadRecord, claim: str, review: report.ReviewPlan, replan: Any
-) -> report.ReviewPlan:
-    from prfleet.github import GitHubUnprocessable
+    gh: Any, record: state.HeadRecord, claim: str, review: render.ReviewPlan, replan: Any
+) -> render.ReviewPlan:
 
     if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
-    marker = report.review_marker(record.head_sha, claim, record.check_run_id or "-")
+    marker = render.review_marker(record.head_sha, claim, record.check_run_id or "-")
     # Posted by an attempt that died before it could record it (a timeout after the POST): never twice.
     if gh.find_review(record.repo, record.number, record.head_sha, marker) is not None:
         state.mark_review_posted(record, claim)
@@ -320,8 +318,6 @@ def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, d
 
 def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
     """The head's patches as the planner listed them (prfleet.headfiles); GitHub only if that list is missing."""
-    from prfleet import headfiles
-    from prfleet.config import settings
 
     listed = headfiles.load(record.repo, record.number, record.head_sha)
     if listed is not None:

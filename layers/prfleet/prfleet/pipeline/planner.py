@@ -9,7 +9,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
-from prfleet.jobs import FileJob, PrJob
+from prfleet import agents
+from prfleet.config import settings
+from prfleet.config.repo_config import RepoConfigError, parse_repo_config
+from prfleet.github import GitHubError, GitHubRateLimited
+from prfleet.github.files import SYMLINK_MODE
+from prfleet.jobs import FileJob, PrJob, sqs
+from prfleet.pipeline import fanin, render
+from prfleet.store import headfiles, state
 
 # Files no agent should spend tokens on, whatever the repository says.
 DEFAULT_IGNORES = (
@@ -32,7 +39,6 @@ BINARY_EXTENSIONS = frozenset(
 )
 WRITE_PERMISSIONS = frozenset({"admin", "maintain", "write"})
 RERUN_ACTIONS = frozenset({"comment", "rerequested"})  # `/prfleet review`; Re-run on the check run or suite
-SYMLINK_MODE = "120000"
 
 
 @dataclass(frozen=True)
@@ -208,11 +214,9 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     GitHub is read once per head: the PR, its config, its file pages and its tree. What the jobs need of them is
     stored with prfleet.headfiles, so a job makes no listing request of its own.
     """
-    from prfleet import agents, fanin, headfiles, queue, state
-    from prfleet.config import settings
 
     now = time.time() if now is None else now
-    send = send or queue.send_file_jobs
+    send = send or sqs.send_file_jobs
     cfg = settings()
     rerun = job.action in RERUN_ACTIONS
     if rerun:
@@ -241,8 +245,8 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
     notes = []
     try:
-        repo_config = agents.parse_repo_config(config_text) if config_text else None
-    except agents.RepoConfigError as exc:  # a broken config must not block reviews: defaults, and say so
+        repo_config = parse_repo_config(config_text) if config_text else None
+    except RepoConfigError as exc:  # a broken config must not block reviews: defaults, and say so
         repo_config, config_text = None, None
         notes.append(Skip(".prfleet.toml", f"not applied: {exc}"))
     specs = agents.agent_specs(cfg, repo_config)
@@ -338,12 +342,10 @@ def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now
     head: of this delivery for a Re-run (which wants a fresh check run, not the previous one), of any delivery
     otherwise (no plan is recorded for the head, so no finished planning owns it). One check run per head.
     """
-    from prfleet import fanin, headfiles, report
-    from prfleet.github import GitHubError, GitHubRateLimited
 
     earlier = headfiles.begin_planning(job.repo, job.number, job.head_sha, job.delivery_id, now=now)
     if earlier is not None and (not rerun or earlier == job.delivery_id):
-        wanted = report.check_external_id(job.number, job.delivery_id)
+        wanted = render.check_external_id(job.number, job.delivery_id)
         try:
             runs = gh.list_check_runs(job.repo, job.head_sha, name=fanin.CHECK_NAME)
         except GitHubRateLimited:
@@ -354,7 +356,7 @@ def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now
             runs = []
         for run in runs:
             ext = run.get("external_id")
-            ours = ext == wanted if rerun else report.pr_from_external_id(ext) == job.number
+            ours = ext == wanted if rerun else render.pr_from_external_id(ext) == job.number
             if ours and run.get("status") != "completed":
                 return fanin.mark_in_progress(gh, job.repo, int(run["id"]), planned)
     return fanin.start_check(gh, job, planned=planned)

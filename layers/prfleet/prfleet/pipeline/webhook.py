@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prfleet.jobs import PrJob
+from prfleet.pipeline.render import pr_from_external_id
 
 # https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 SIGNATURE_HEADER = "x-hub-signature-256"
@@ -136,7 +137,6 @@ def _rerequested(event_name: str, delivery_id: str, payload: dict[str, Any]) -> 
     `pull_requests` is empty when the head branch is in a fork, so the check run's external_id carries the PR
     number too (prfleet.report.check_external_id).
     """
-    from prfleet.report import pr_from_external_id
 
     obj = payload.get(event_name)
     repo, installation = _repo_and_installation(payload)

@@ -7,8 +7,8 @@ import uuid
 
 from botocore.exceptions import ClientError
 
-from prfleet.aws import client
 from prfleet.config import settings
+from prfleet.config.aws import client
 
 
 def first_seen(delivery_id: str, *, now: float | None = None) -> bool:

@@ -19,10 +19,8 @@ from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
-from prfleet.findings import Finding, InvalidReport, validate_report
-from prfleet.repo_config import RepoConfig, RepoConfigError, parse_repo_config
-from prfleet.tools import (
-    ChangedFile,
+from prfleet.agents.findings import Finding, InvalidReport, validate_report
+from prfleet.agents.tools import (
     PrSource,
     PrTools,
     ToolResult,
@@ -30,15 +28,13 @@ from prfleet.tools import (
     tool_definitions,
     untrusted_block,
 )
+from prfleet.config.repo_config import RepoConfig, parse_repo_config
+from prfleet.cost import pricing
 
 __all__ = [
     "AGENT_NAMES",
     "AgentSpec",
     "CallGuard",
-    "ChangedFile",
-    "PrSource",
-    "RepoConfig",
-    "RepoConfigError",
     "RetryPolicy",
     "RunResult",
     "agent_specs",
@@ -263,7 +259,6 @@ def agent_specs(settings: Any, repo_config: RepoConfig | None = None) -> dict[st
 
 def _canonical(model: str) -> str:
     """The Claude API id of `model` in any provider's spelling (a model the price table does not know: as spelled)."""
-    from prfleet import pricing
 
     try:
         return pricing.table().canonical(model)
@@ -456,7 +451,6 @@ def _prefix_tokens(*parts: Any) -> int:
     """A token count of the prefix made of `parts` that the real count is not below (so a breakpoint placed
     because of it is above the model's minimum cacheable length; an estimate that overshoots would spend a
     breakpoint on a prefix the API does not cache)."""
-    from prfleet import pricing
 
     return pricing.tokens_at_least(json.dumps(parts, separators=(",", ":")))
 
@@ -491,7 +485,6 @@ def _request(
     Breakpoints, in prefix order (1h entries must precede 5m ones): the tools + system prefix shared by every
     job of the agent (`spec.shared_cache_ttl`), the PR context shared by the PR's jobs (5m), the end of the
     first user turn (this job's file, 5m), and the latest user turn (5m), which moves every iteration."""
-    from prfleet import pricing
 
     tools = copy.deepcopy(tools)
     sys_block: dict[str, Any] = {"type": "text", "text": system}
@@ -589,8 +582,6 @@ class _Loop:
 
     def call(self, params: dict[str, Any]) -> Any:
         import anthropic
-
-        from prfleet import pricing
 
         attempt = 0
         while True:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from prfleet import events
-from prfleet.aws import client
 from prfleet.config import settings
+from prfleet.config.aws import client
 from prfleet.jobs import BadMessage, FileJob, PrJob, excerpt, parse_message
+from prfleet.observability import events
 
 J = TypeVar("J", PrJob, FileJob)
 

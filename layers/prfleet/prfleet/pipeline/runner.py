@@ -12,10 +12,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from prfleet import budget, cache, fanin, headfiles, pricing, state
+from prfleet import agents, github
 from prfleet.config import now as config_now
 from prfleet.config import settings
-from prfleet.jobs import FileJob
+from prfleet.config.aws import client
+from prfleet.config.repo_config import parse_repo_config
+from prfleet.cost import billing, circuit, ledger, pricing
+from prfleet.github import GitHubPrSource
+from prfleet.jobs import FileJob, sqs
+from prfleet.observability import events
+from prfleet.observability.events import redact
+from prfleet.pipeline import fanin
+from prfleet.store import headfiles, result_cache, state
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
 # A run's heartbeat and the circuit are read at most this often during a run (not on every model call): the sweeper
@@ -57,7 +65,7 @@ class Outcome:
 class _Call:
     """One model call's reservation and what is known about it (the CallGuard token)."""
 
-    reservation: budget.Reservation
+    reservation: ledger.Reservation
     model: str
     input_bound: int
     max_tokens: int
@@ -102,7 +110,7 @@ class LedgerGuard:
 
     def __init__(
         self,
-        ledger: budget.Ledger,
+        ledger: ledger.Ledger,
         job: FileJob,
         run_id: str,
         model: str,
@@ -144,7 +152,7 @@ class LedgerGuard:
         messages = _strip_cache(list(params.get("messages") or []))
         prev = self._prev
         if prev and prev[0] == head and messages[: len(prev[1])] == prev[1]:
-            return prev[2] + budget.input_bound(_text(messages[len(prev[1]) :]))
+            return prev[2] + ledger.input_bound(_text(messages[len(prev[1]) :]))
         if self.counter is not None:
             try:
                 counted = self.counter(
@@ -158,7 +166,7 @@ class LedgerGuard:
                 return int(counted.input_tokens)
             except Exception as exc:  # the bound below is safe; say why the exact count was not used
                 self.emit("error", error_type="count_tokens", message=f"{type(exc).__name__}: {exc}"[:300])
-        return budget.input_bound(head + _text(messages))
+        return ledger.input_bound(head + _text(messages))
 
     def _heartbeat(self) -> None:
         """Refresh the run's heartbeat once HEARTBEAT_EVERY_S has passed; RunInProgress if it is no longer ours."""
@@ -218,7 +226,6 @@ class LedgerGuard:
         return cost if status.booked else 0
 
     def on_error(self, token: _Call, exc: BaseException) -> int:
-        from prfleet import billing
 
         limit = billing.spend_limit(exc)
         if limit:
@@ -267,7 +274,6 @@ def _spend_signal(status: Any, emit: Any) -> None:
     The notice is a log event (Logs Insights, the serve console), not a page: the one page for a daily crossing is
     SpendAlarm on DailySpendPercent, which only the daily scope publishes (one page per crossing, not two), and a
     PR reaching 80 % of its own budget is worth a line, not waking anybody (docs/runbook.md#spendalarm)."""
-    from prfleet import events
 
     events.spend(status)
     for scope in (status, *getattr(status, "others", ())):
@@ -283,9 +289,9 @@ def _spend_signal(status: Any, emit: Any) -> None:
             )
 
 
-def make_ledger() -> budget.Ledger:
+def make_ledger() -> ledger.Ledger:
     cfg = settings()
-    return budget.Ledger(
+    return ledger.Ledger(
         cfg.ledger_table,
         daily_limit_micros=round(cfg.daily_budget_usd * 1_000_000),
         pr_limit_micros=round(cfg.pr_budget_usd * 1_000_000),
@@ -308,12 +314,10 @@ def process(
     GitHub waits (rate limits, backoff) end before the Lambda's time runs out (`github.deadline`). A rate limit
     that asks for longer (primary: until `x-ratelimit-reset`; secondary: `retry-after`, else a minute or more:
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#exceeding-the-rate-limit)
-    sends the job back to SQS with that delay, capped at SQS's 900 s (queue.MAX_DELAY), as its next attempt:
+    sends the job back to SQS with that delay, capped at SQS's 900 s (sqs.MAX_DELAY), as its next attempt:
     delayed, not failed. What the attempt spent is on its run record (`retrying`), which the next claim reads.
     """
     import time
-
-    from prfleet import github, queue
 
     with github.deadline(time.time() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S):
         try:
@@ -327,7 +331,7 @@ def process(
                 clock=clock,
             )
         except github.GitHubRateLimited as exc:
-            delay = min(max(1.0, float(exc.retry_after)), float(queue.MAX_DELAY))
+            delay = min(max(1.0, float(exc.retry_after)), float(sqs.MAX_DELAY))
             body = job.next_attempt(job.spent_micros).to_message()
             raise RetryLater(exc.message, delay, body) from exc
 
@@ -343,13 +347,11 @@ def _process(
     clock: Any,
 ) -> Outcome:
     """The job itself (process adds the GitHub deadline and turns a long GitHub rate limit into RetryLater)."""
-    from prfleet import agents
-    from prfleet.github import GitHubPrSource
 
     run_id = uuid.uuid4().hex[:16]
     reads = _job_reads(job)
     record = reads.record
-    repo_config = agents.parse_repo_config(record.repo_config) if record and record.repo_config else None
+    repo_config = parse_repo_config(record.repo_config) if record and record.repo_config else None
     specs = agents.agent_specs(settings(), repo_config)
     spec = specs.get(job.agent)
     emit = emitter.bind(run_id=run_id, agent=job.agent, model=getattr(spec, "model", None)).emit
@@ -381,7 +383,7 @@ def _process(
             reason=f"gave up after {job.attempt} re-queued attempts (MaxJobAttempts {cfg.max_job_attempts})",
         )
 
-    key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
+    key = result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
     # The batch read the key of the settings' spec; the repository's config may only narrow it (today no key
     # field depends on it), and if it ever changes the key, the right key is read on its own.
     hit = (reads.cached if key == reads.cache_key else _read_cache(key)) if job.blob_sha else None
@@ -484,7 +486,7 @@ def _process(
             clock=clock,
             owner=True,
         )
-    except budget.BudgetExceeded as exc:
+    except ledger.BudgetExceeded as exc:
         spent = carried + guard.spent
         if exc.cause == "reserved":
             # Open reservations, not settled spend, fill the scope: the day has room, come back in a minute.
@@ -506,7 +508,6 @@ def _process(
         # Anything else (GitHub down, a malformed reply): give the claim back as `retrying` with what this attempt
         # spent, so SQS's redelivery can claim the run instead of taking it for another worker's live run and
         # dropping it; the handler re-raises, and the last delivery records the failure (runner.fail).
-        from prfleet.events import redact
 
         values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": carried + guard.spent}
         try:
@@ -571,7 +572,7 @@ def _process(
     # A succeeded run's result is cached in the same request as its outcome (one TransactWriteItems), and only if
     # the outcome is written: refused (RunInProgress, another worker's outcome stands), nothing is cached, as before.
     cached = (
-        [cache.put_item(key, {"findings": findings, "usage": result.usage, "model": spec.model})]
+        [result_cache.put_item(key, {"findings": findings, "usage": result.usage, "model": spec.model})]
         if result.status == "succeeded"
         else None
     )
@@ -608,16 +609,15 @@ class _Reads:
 
 def _job_reads(job: FileJob) -> _Reads:
     """The head record, the PR's current head, the head file list's first chunk (StateTable, strongly consistent)
-    and the cached result (ResultsTable, eventually consistent, as cache.get would read it) in ONE BatchGetItem, not four
+    and the cached result (ResultsTable, eventually consistent, as result_cache.get would read it) in ONE BatchGetItem, not four
     requests. The cache key comes from the agent's spec under the settings alone (model, prompt version): the
     repository's config, on the head record, can only disable an agent, so the key is right whenever the job runs;
     the caller checks it against the real spec's key anyway. On a superseded, skipped or cached job the file list's
     chunk is read for nothing (read units, up to 88 for a 350 KB chunk, not a request)."""
-    from prfleet import agents
 
     cfg = settings()
     spec = agents.agent_specs(cfg, None).get(job.agent)
-    key = cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version) if spec else None
+    key = result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version) if spec else None
     want: dict[str, dict[str, Any]] = {
         cfg.state_table: {
             "Keys": [
@@ -629,7 +629,7 @@ def _job_reads(job: FileJob) -> _Reads:
         }
     }
     if key and job.blob_sha:
-        want[cfg.results_table] = {"Keys": [cache.item_key(key)]}
+        want[cfg.results_table] = {"Keys": [result_cache.item_key(key)]}
     else:
         key = None
     got = state.batch_get(want)
@@ -641,15 +641,15 @@ def _job_reads(job: FileJob) -> _Reads:
         state.current_head_of(by_sk.get(head_key["sk"]["S"])),
         by_sk.get(files_key["sk"]["S"]),
         key,
-        cache.from_item(cached),
+        result_cache.from_item(cached),
     )
 
 
 def _read_cache(key: str) -> dict[str, Any] | None:
     """The cached result under `key` alone (BatchGetItem of one key: the agent's role reads ResultsTable only so)."""
     table = settings().results_table
-    got = state.batch_get({table: {"Keys": [cache.item_key(key)]}})
-    return cache.from_item(next(iter(got.get(table, [])), None))
+    got = state.batch_get({table: {"Keys": [result_cache.item_key(key)]}})
+    return result_cache.from_item(next(iter(got.get(table, [])), None))
 
 
 def _token_counter(anthropic_client: Any) -> Any:
@@ -657,18 +657,15 @@ def _token_counter(anthropic_client: Any) -> Any:
     return lambda **params: anthropic_client.messages.count_tokens(**params)
 
 
-def circuit_reason(ledger: budget.Ledger) -> str | None:
+def circuit_reason(ledger: ledger.Ledger) -> str | None:
     """The spend-limit circuit's reason while it is open, else None."""
-    from prfleet import circuit
 
     st = circuit.read_cached(ledger.ddb, ledger.table)  # at most every circuit.CACHE_S per container
     return st.reason or "spend limit reached" if st.open else None
 
 
-def open_circuit(ledger: budget.Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
+def open_circuit(ledger: ledger.Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
     """Open the circuit; the worker that opened it sends the one notice."""
-    from prfleet import circuit
-    from prfleet.aws import client
 
     if circuit.open_circuit(ledger.ddb, ledger.table, reason, now=clock()):
         emit(
@@ -770,9 +767,8 @@ PROBE_MAX_TOKENS = 16
 PROBE_INPUT_BOUND = 64
 
 
-def probe_call(client: Any, ledger: budget.Ledger, model: str, *, clock: Any = config_now) -> None:
+def probe_call(client: Any, ledger: ledger.Ledger, model: str, *, clock: Any = config_now) -> None:
     """The circuit's probe: one minimal call, reserved and settled like any other (raises if it fails)."""
-    from prfleet import billing
 
     params = {
         "model": model,

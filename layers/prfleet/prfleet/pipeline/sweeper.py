@@ -4,8 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from prfleet import queue, state
-from prfleet.jobs import parse_message, requeue_body
+from prfleet.config import now as config_now
+from prfleet.cost import circuit
+from prfleet.jobs import parse_message, requeue_body, sqs
+from prfleet.observability import events
+from prfleet.pipeline import runner
+from prfleet.store import state
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
 MAX_STUCK_RETRIES = 1
@@ -15,8 +19,6 @@ REQUEUE_BATCH = 100
 def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = None) -> dict[str, int]:
     """`probe(ledger)`: one minimal, budgeted model call (raises if the API still refuses); used while the
     spend-limit circuit is open."""
-    from prfleet import circuit, events, runner
-    from prfleet.config import now as config_now
 
     now = config_now() if now is None else now
     ledger = runner.make_ledger()
@@ -37,7 +39,7 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
             counts["stuck_failed"] += 1
         elif times <= MAX_STUCK_RETRIES:
             # retried once, as the next attempt; the next worker's claim keeps stuck_count
-            queue.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
+            sqs.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
         else:
             runner.fail(gh_for, job, emitter, f"stuck twice: {reason}", "Stuck")
             counts["stuck_failed"] += 1
@@ -76,7 +78,7 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         # a job deferred for good that way); at worst two sweepers both send it, and the claim keeps one.
         if state.drop_deferred(entry["sk"]) or (state.get_run(job) or {}).get("status") == "deferred":
             state.mark_requeued(job, now=now)
-            queue.send_raw(entry["job"])  # stored as its next attempt by runner.defer
+            sqs.send_raw(entry["job"])  # stored as its next attempt by runner.defer
             counts["requeued"] += 1
 
     events.spend(ledger.status("daily", now=now))

@@ -19,8 +19,8 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from prfleet import pricing
 from prfleet.config import Settings
+from prfleet.cost import pricing
 
 # InvokeModel reads the API version from the body; the models it serves accept only this value. The SDK
 # sends its own newest version (2026-10-21), which they may reject with a 400

@@ -54,7 +54,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from prfleet.tools import ChangedFile  # one class for a PR's file, shared with the agents' tools
+from prfleet.config import secret_store, settings
+from prfleet.github.files import SYMLINK_MODE, ChangedFile
 
 API_VERSION = "2022-11-28"
 USER_AGENT = "prfleet"
@@ -64,7 +65,6 @@ ANNOTATIONS_PER_REQUEST = 50
 JWT_LIFETIME = 9 * 60  # GitHub allows at most 10 minutes; stay under it to absorb clock drift
 JWT_BACKDATE = 60
 TOKEN_REFRESH_MARGIN = 5 * 60  # refresh an installation token this long before its expires_at
-SYMLINK_MODE = "120000"
 SECONDARY_MIN_WAIT = 60.0  # "wait for at least one minute before retrying", then longer each time
 ETAG_CACHE_BYTES = 16 * 1024 * 1024
 BLOB_CACHE_BYTES = 32 * 1024 * 1024
@@ -1124,13 +1124,11 @@ _clients: dict[int | None, GitHub] = {}
 
 def client_for(installation_id: int | None) -> GitHub:
     """A GitHub client for an installation, from the GitHub secret and the configured API URL (cached)."""
-    from prfleet import secrets
-    from prfleet.config import settings
 
     gh = _clients.get(installation_id)
     if gh is None or gh.api_url != settings().github_api_url:
         api_url = settings().github_api_url
-        gh = GitHub(api_url, auth_from_secret(secrets.github_credentials(), api_url, installation_id))
+        gh = GitHub(api_url, auth_from_secret(secret_store.github_credentials(), api_url, installation_id))
         _clients[installation_id] = gh
     return gh
 

@@ -1,0 +1,22 @@
+"""The PR as GitHub lists its files: one class for a changed file, shared by the GitHub client, the planner, the
+stored file list and the agents' tools."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+SYMLINK_MODE = "120000"  # a git tree entry's mode for a symbolic link
+
+
+@dataclass(frozen=True)
+class ChangedFile:
+    """One file of the PR, as GitHub's /pulls/{n}/files lists it (mode 120000 marks a symlink)."""
+
+    path: str
+    status: str
+    blob_sha: str
+    additions: int = 0
+    deletions: int = 0
+    patch: str = ""
+    mode: str = "100644"
+    previous_path: str | None = None  # a renamed file's old path

@@ -1,0 +1,28 @@
+"""Jobs: the slim messages the functions pass each other (a PR job, a file job), and the SQS queue that carries
+them."""
+
+from prfleet.jobs.messages import (
+    MAX_BODY_CHARS,
+    MAX_PATH_BYTES,
+    VERSION,
+    BadMessage,
+    FileJob,
+    PrJob,
+    excerpt,
+    parse_message,
+    pr_key,
+    requeue_body,
+)
+
+__all__ = [
+    "MAX_BODY_CHARS",
+    "MAX_PATH_BYTES",
+    "VERSION",
+    "BadMessage",
+    "FileJob",
+    "PrJob",
+    "excerpt",
+    "parse_message",
+    "pr_key",
+    "requeue_body",
+]

@@ -1,0 +1,1 @@
+"""Observability: structured events (Powertools Logger), EMF metrics, and the redaction of secrets from both."""
