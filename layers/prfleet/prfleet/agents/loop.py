@@ -26,6 +26,8 @@ _NUDGE = "You have not called report_findings. Call it now ([] if nothing to rep
 
 @dataclass
 class RunResult:
+    """How one run ended, what it found, and what it used and cost."""
+
     status: Status
     findings: list[Finding]
     usage: dict[str, int]
@@ -93,6 +95,8 @@ class _Loop:
         )
 
     def run(self) -> RunResult:
+        """Turn by turn until the run ends: check the caps, ask the model, then continue a cut turn, fall back
+        after a refusal, or answer the turn (_next_turn)."""
         text = self.source.read_file(self.job.path)
         if text is None:
             return self.result("failed", error=f"{self.job.path} does not exist at the PR head")
