@@ -7,15 +7,19 @@ from prfleet.agents import (
     PROMPTS,
     AgentSpec,
     agent_specs,
-    build_first_message,
     retry_after_seconds,
     system_prompt,
 )
-from prfleet.agents.loop import _request
+from prfleet.agents.request import build_first_content, build_request
 from prfleet.config import DEFAULT_MODELS
 from prfleet.config.repo_config import RepoConfigError, parse_repo_config
 
 SETTINGS = SimpleNamespace(agents=("review", "tests", "docs"), models=dict(DEFAULT_MODELS))
+
+
+def build_first_message(job, spec, source, text, diff):
+    """The first user turn as one string (the text of build_first_content's blocks)."""
+    return "\n\n".join(b["text"] for b in build_first_content(job, spec, source, text, diff))
 
 
 def test_defaults_put_the_stronger_model_on_review_and_models_come_from_settings():
@@ -121,18 +125,18 @@ def test_cache_breakpoints_are_at_most_four_and_only_above_the_models_minimum():
     ]
     tools = [{"name": "a", "input_schema": {}}, {"name": "b", "input_schema": {}}]
     system = "You review code. " * 200
-    req = _request(spec, system, tools, history, cache=True)
+    req = build_request(spec, system, tools, history, cache=True)
     assert req["system"][0]["cache_control"] == {"type": "ephemeral", "ttl": "1h"}  # shared by every job
     assert [b.get("cache_control") for b in req["messages"][0]["content"]] == [{"type": "ephemeral"}] * 2
     assert req["messages"][2]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert str(req).count("cache_control") == 4 and "cache_control" not in str(req["tools"])
     assert req["thinking"] == {"type": "adaptive"} and req["output_config"] == {"effort": "high"}
     assert "cache_control" not in str(history) and "cache_control" not in str(tools)  # history never mutated
-    assert "cache_control" not in str(_request(spec, system, tools, history, cache=False))
+    assert "cache_control" not in str(build_request(spec, system, tools, history, cache=False))
     # Below the minimum a breakpoint caches nothing (no error either), so none is placed there: not on the
     # latest turn either, whose prefix is the whole conversation.
     haiku = AgentSpec("tests", "claude-haiku-5-5", "v")  # 4,096 tokens
-    small = _request(haiku, "sys", tools, history, cache=True)
+    small = build_request(haiku, "sys", tools, history, cache=True)
     assert "cache_control" not in str(small)
     assert "output_config" not in small  # effort None: nothing sent
 
@@ -151,7 +155,9 @@ def test_a_short_multi_turn_haiku_conversation_places_no_breakpoint():
     ]
     tools = [{"name": "read_file", "description": "Read a file.", "input_schema": {"type": "object"}}]
     for model in ("claude-haiku-4-5", "claude-haiku-5-5", "global.anthropic.claude-haiku-4-5-20251001-v1:0"):
-        req = _request(AgentSpec("tests", model, "v"), system_prompt("tests"), tools, history, cache=True)
+        req = build_request(
+            AgentSpec("tests", model, "v"), system_prompt("tests"), tools, history, cache=True
+        )
         assert "cache_control" not in str(req), model
     # A conversation that surely reaches the minimum (24,000+ characters: 4,000+ tokens even at 6 characters a
     # token, the sparsest measured) gets the latest-turn breakpoint.
@@ -159,7 +165,7 @@ def test_a_short_multi_turn_haiku_conversation_places_no_breakpoint():
         *history[:-1],
         {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "2", "content": code * 5}]},
     ]
-    req = _request(AgentSpec("tests", "claude-haiku-4-5", "v"), "sys", tools, long, cache=True)
+    req = build_request(AgentSpec("tests", "claude-haiku-4-5", "v"), "sys", tools, long, cache=True)
     assert req["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
 
 
@@ -216,7 +222,7 @@ def test_xhigh_is_sent_as_high_where_the_model_has_no_xhigh():
 def test_effort_and_adaptive_thinking_follow_the_canonical_model(model, effort):
     spec = agent_specs(SimpleNamespace(agents=("review",), models={"review": model}))["review"]
     assert spec.effort == effort
-    req = _request(
+    req = build_request(
         spec, "sys", [], [{"role": "user", "content": [{"type": "text", "text": "x"}]}], cache=False
     )
     if effort:

@@ -1,18 +1,15 @@
-"""Agents: the agent specs and prompts, the read-only tool-use loop, its tools, the findings schema and the model
-client."""
+"""Agents: the agent specs and prompts, the read-only tool-use loop, its model calls, its tools, the findings
+schema and the model client."""
 
-from prfleet.agents.loop import (
+from prfleet.agents.calls import CallGuard, IncompleteStream, RetryPolicy, retry_after_seconds
+from prfleet.agents.loop import RunResult, run_agent
+from prfleet.agents.specs import (
     AGENT_NAMES,
     DEFAULT_LIMITS,
     PROMPTS,
     AgentSpec,
-    IncompleteStream,
-    RetryPolicy,
     agent_specs,
-    build_first_message,
     effort_for,
-    retry_after_seconds,
-    run_agent,
     system_prompt,
 )
 
@@ -21,10 +18,11 @@ __all__ = [
     "DEFAULT_LIMITS",
     "PROMPTS",
     "AgentSpec",
+    "CallGuard",
     "IncompleteStream",
     "RetryPolicy",
+    "RunResult",
     "agent_specs",
-    "build_first_message",
     "effort_for",
     "retry_after_seconds",
     "run_agent",

@@ -158,57 +158,78 @@ def validate_report(
         )
     findings: list[Finding] = []
     allowed = set(allowed_paths) if allowed_paths is not None else None
-    required = ("path", "line", "severity", "category", "title", "body")
     for i, item in enumerate(items[:MAX_FINDINGS]):
-        where = f"findings[{i}]"
-        if not isinstance(item, Mapping):
-            errors.append(f"{where} must be an object")
-            continue
-        before = len(errors)
-        missing = [k for k in required if k not in item]
-        if missing:
-            errors.append(f"{where} lacks required field(s): {', '.join(missing)}")
-        unknown = sorted(set(item) - set(required) - {"suggestion"})
-        if unknown:
-            errors.append(f"{where} has unknown field(s): {', '.join(unknown)}")
-        path = _check_str(item, "path", where, errors, limit=1000) if "path" in item else None
-        if path is not None and allowed is not None and path not in allowed:
-            errors.append(
-                f"{where}.path {path!r} is not a file under review (allowed: {', '.join(sorted(allowed))})"
-            )
-        line = item.get("line")
-        if "line" in item:
-            if isinstance(line, bool) or not isinstance(line, int) or line < 1:
-                errors.append(f"{where}.line must be an integer >= 1 (a line on the new side of the diff)")
-            elif path is not None and line_counts is not None and path in line_counts:
-                if line > max(line_counts[path], 1):
-                    errors.append(
-                        f"{where}.line {line} is past the end of {path} ({line_counts[path]} lines)"
-                    )
-        severity = item.get("severity")
-        if "severity" in item and severity not in SEVERITIES:
-            errors.append(f"{where}.severity {severity!r} must be one of: {', '.join(SEVERITIES)}")
-        category = item.get("category")
-        if "category" in item and (not isinstance(category, str) or not _CATEGORY_RE.match(category)):
-            errors.append(f"{where}.category must be lower-case kebab-case like 'bug' or 'error-handling'")
-        title = _check_str(item, "title", where, errors, limit=MAX_TITLE) if "title" in item else None
-        body = _check_str(item, "body", where, errors, limit=MAX_BODY) if "body" in item else None
-        suggestion = item.get("suggestion")
-        if suggestion is not None and (not isinstance(suggestion, str) or len(suggestion) > MAX_SUGGESTION):
-            errors.append(f"{where}.suggestion must be a string of at most {MAX_SUGGESTION} characters")
-        if len(errors) == before and path and title and body:
-            findings.append(
-                Finding(
-                    path=path,
-                    line=int(line),  # type: ignore[arg-type]
-                    severity=str(severity),
-                    category=str(category),
-                    title=title.strip(),
-                    body=body.strip(),
-                    suggestion=suggestion,
-                    agent=agent,
-                )
-            )
+        finding = _check_finding(
+            item, f"findings[{i}]", errors, agent=agent, allowed=allowed, line_counts=line_counts
+        )
+        if finding is not None:
+            findings.append(finding)
     if errors:
         raise InvalidReport(errors)
     return findings, summary
+
+
+_REQUIRED = ("path", "line", "severity", "category", "title", "body")
+
+
+def _check_finding(
+    item: object,
+    where: str,
+    errors: list[str],
+    *,
+    agent: str,
+    allowed: set[str] | None,
+    line_counts: Mapping[str, int] | None,
+) -> Finding | None:
+    """One item of the report as a Finding, or None with its problems appended to `errors`."""
+    if not isinstance(item, Mapping):
+        errors.append(f"{where} must be an object")
+        return None
+    before = len(errors)
+    missing = [k for k in _REQUIRED if k not in item]
+    if missing:
+        errors.append(f"{where} lacks required field(s): {', '.join(missing)}")
+    unknown = sorted(set(item) - set(_REQUIRED) - {"suggestion"})
+    if unknown:
+        errors.append(f"{where} has unknown field(s): {', '.join(unknown)}")
+    path = _check_str(item, "path", where, errors, limit=1000) if "path" in item else None
+    if path is not None and allowed is not None and path not in allowed:
+        errors.append(
+            f"{where}.path {path!r} is not a file under review (allowed: {', '.join(sorted(allowed))})"
+        )
+    line = item.get("line")
+    if "line" in item:
+        _check_line(line, path, where, errors, line_counts)
+    severity = item.get("severity")
+    if "severity" in item and severity not in SEVERITIES:
+        errors.append(f"{where}.severity {severity!r} must be one of: {', '.join(SEVERITIES)}")
+    category = item.get("category")
+    if "category" in item and (not isinstance(category, str) or not _CATEGORY_RE.match(category)):
+        errors.append(f"{where}.category must be lower-case kebab-case like 'bug' or 'error-handling'")
+    title = _check_str(item, "title", where, errors, limit=MAX_TITLE) if "title" in item else None
+    body = _check_str(item, "body", where, errors, limit=MAX_BODY) if "body" in item else None
+    suggestion = item.get("suggestion")
+    if suggestion is not None and (not isinstance(suggestion, str) or len(suggestion) > MAX_SUGGESTION):
+        errors.append(f"{where}.suggestion must be a string of at most {MAX_SUGGESTION} characters")
+    if len(errors) > before or not (path and title and body):
+        return None
+    return Finding(
+        path=path,
+        line=int(line),  # type: ignore[arg-type]
+        severity=str(severity),
+        category=str(category),
+        title=title.strip(),
+        body=body.strip(),
+        suggestion=suggestion,
+        agent=agent,
+    )
+
+
+def _check_line(
+    line: object, path: str | None, where: str, errors: list[str], line_counts: Mapping[str, int] | None
+) -> None:
+    if isinstance(line, bool) or not isinstance(line, int) or line < 1:
+        errors.append(f"{where}.line must be an integer >= 1 (a line on the new side of the diff)")
+    elif path is not None and line_counts is not None and path in line_counts:
+        if line > max(line_counts[path], 1):
+            errors.append(f"{where}.line {line} is past the end of {path} ({line_counts[path]} lines)")
