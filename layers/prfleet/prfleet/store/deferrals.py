@@ -37,6 +37,7 @@ def defer(job: FileJob, *, day: str, reason: str, now: float | None = None, unti
 
 
 def deferred_jobs(limit: int = 100) -> list[dict[str, Any]]:
+    """The oldest `limit` deferred entries, oldest first (the sweeper re-queues in that order)."""
     reply = client("dynamodb").query(
         TableName=state_table(),
         KeyConditionExpression="pk = :pk",

@@ -24,6 +24,7 @@ from prfleet.store.job_runs import FINAL
 
 
 def set_head(repo: str, number: int, head_sha: str, *, now: float | None = None) -> None:
+    """Make `head_sha` the PR's current head: the runs and fan-in of older heads see they were superseded."""
     now = config_now() if now is None else now
     client("dynamodb").put_item(
         TableName=state_table(),
@@ -34,6 +35,7 @@ def set_head(repo: str, number: int, head_sha: str, *, now: float | None = None)
 
 
 def current_head(repo: str, number: int) -> str | None:
+    """The PR's current head sha (strongly consistent read), None before the PR was planned."""
     reply = client("dynamodb").get_item(
         TableName=state_table(), Key=current_head_key(repo, number), ConsistentRead=True
     )
@@ -52,6 +54,8 @@ def current_head_of(item: dict[str, Any] | None) -> str | None:
 
 @dataclass
 class HeadRecord:
+    """One head as planned (job count, check run, repo config) and as far as the fan-in has counted it."""
+
     repo: str
     number: int
     head_sha: str
@@ -140,6 +144,7 @@ def head_record_key(repo: str, number: int, head_sha: str) -> dict[str, Any]:
 
 
 def head_record(repo: str, number: int, head_sha: str) -> HeadRecord | None:
+    """The head's record (strongly consistent read), None when the head was never planned."""
     reply = client("dynamodb").get_item(
         TableName=state_table(), Key=head_record_key(repo, number, head_sha), ConsistentRead=True
     )

@@ -23,6 +23,7 @@ FINAL = frozenset({"succeeded", "partial", "failed", "cached", "superseded", "sk
 
 
 def run_key(job: FileJob) -> dict[str, Any]:
+    """The key of the job's run item (one per job of a head)."""
     return to_item({"pk": job.pr_key, "sk": f"RUN#{job.head_sha}#{job.job_id}"})
 
 
@@ -225,11 +226,13 @@ def _finish_with(
 
 
 def get_run(job: FileJob) -> dict[str, Any] | None:
+    """The job's run as stored (strongly consistent read), None before it was claimed."""
     reply = client("dynamodb").get_item(TableName=state_table(), Key=run_key(job), ConsistentRead=True)
     return plain(reply.get("Item"))
 
 
 def runs_of_head(repo: str, number: int, head_sha: str) -> list[dict[str, Any]]:
+    """Every run of one head (the fan-in counts and renders them)."""
     return query(
         KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
         ExpressionAttributeValues=to_item({":pk": pr_key(repo, number), ":prefix": f"RUN#{head_sha}#"}),
@@ -237,6 +240,7 @@ def runs_of_head(repo: str, number: int, head_sha: str) -> list[dict[str, Any]]:
 
 
 def runs_with_status(status: str, *, older_than: float) -> list[dict[str, Any]]:
+    """Runs in `status` last updated before `older_than` (the sweeper's stuck check, through status-index)."""
     return query(
         IndexName="status-index",
         KeyConditionExpression="#s = :s AND updated_at < :t",

@@ -95,6 +95,7 @@ def review_posted(record: HeadRecord, claim: str) -> bool:
 
 
 def mark_review_posted(record: HeadRecord, claim: str) -> None:
+    """Note that the review of this claim is on GitHub, so a retry of a later step does not post it again."""
     client("dynamodb").update_item(
         TableName=state_table(),
         Key=_head_key(record),
