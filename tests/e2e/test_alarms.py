@@ -22,7 +22,7 @@ import uuid
 
 import pytest
 
-from prfleet.store import state
+from prfleet.store import job_runs
 from prfleet_local.cli.alarms import show_alarms
 from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
@@ -123,7 +123,7 @@ def test_a_healthy_review_leaves_every_alarm_ok_and_says_so_on_the_topic(tmp_pat
     with quiet_stack(tmp_path, visibility_timeout=2) as box:
         inbox = box.stack.subscribe_alerts()
         number, head = review_sample_pr(box)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert len(runs) >= 5 and all(r["status"] == "succeeded" for r in runs)
         now = box.stack.now() + 60
         assert evaluate(box, now) == dict.fromkeys(ALARMS, "OK")
@@ -296,7 +296,7 @@ def test_a_job_failing_on_every_delivery_is_one_failed_run_and_no_lambda_error(t
         sqs.send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=job.to_message())
         wait_depth(box, "JobsDLQ", 1, timeout=120)
         deadline = time.monotonic() + 60
-        while ((run := state.get_run(job)) is None or run["status"] in ("running", "retrying")) and (
+        while ((run := job_runs.get_run(job)) is None or run["status"] in ("running", "retrying")) and (
             time.monotonic() < deadline
         ):
             time.sleep(0.2)  # the last attempt records its failure while SQS already moves the message
@@ -363,7 +363,7 @@ def test_every_agent_run_timing_out_raises_the_error_rate_alarm(tmp_path):
         box.stack.faults.clear()
         skipped = [json.loads(x) for x in box.stack.log_lines if '"duplicate":true' in x.replace(" ", "")]
         assert skipped and all(e["event"] == "skipped" for e in skipped)
-        number_runs = state.runs_of_head(REPO, number, payload["pull_request"]["head"]["sha"])
+        number_runs = job_runs.runs_of_head(REPO, number, payload["pull_request"]["head"]["sha"])
         assert number_runs and {r["status"] for r in number_runs} == {
             "running"
         }  # none finished, none counted
@@ -378,7 +378,7 @@ def test_failed_runs_above_20_percent_raise_the_error_rate_alarm(tmp_path):
     with quiet_stack(tmp_path, faults=plan, visibility_timeout=2) as box:
         inbox = box.stack.subscribe_alerts()
         number, head = review_sample_pr(box)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         failed = [r for r in runs if r["status"] == "failed"]
         assert len(runs) >= 5 and len(failed) == 3, [(r["agent"], r["status"]) for r in runs]
         assert all("unknown stop_reason" in r["error"] for r in failed)
@@ -423,7 +423,7 @@ def test_a_run_that_stops_sending_events_raises_the_stuck_alarm(tmp_path, clock_
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline and not (
             box.model.requests
-            and [r["status"] for r in state.runs_of_head(REPO, number, head)] == ["running"]
+            and [r["status"] for r in job_runs.runs_of_head(REPO, number, head)] == ["running"]
         ):
             time.sleep(0.1)
         assert box.model.requests, "the run never called the model"
@@ -489,7 +489,7 @@ def test_an_80_percent_crossing_is_exactly_one_page_until_the_budget_day_changes
         (daily,) = [i for i in ledger if i["scope"]["S"] == "daily"]
         settled = int(daily["settled"]["N"])
         assert 0.8 * budget * 1e6 <= settled <= budget * 1e6
-        assert "deferred" in {r["status"] for r in state.runs_of_head(REPO, number, head)}
+        assert "deferred" in {r["status"] for r in job_runs.runs_of_head(REPO, number, head)}
         spend_events = [
             json.loads(x) for x in box.stack.log_lines if '"notice":"budget-80-percent"' in x.replace(" ", "")
         ]
@@ -552,7 +552,7 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
             box, base, {f"shop/a{i}.py": module_text(f"a{i}", 2) for i in range(20)}
         )
         assert box.wait_for_review(number, head_sha=head, timeout=280)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert {r["status"] for r in runs} == {"succeeded"}, [
             r["status"] for r in runs
         ]  # distinct files: no cache
@@ -567,7 +567,7 @@ def test_one_slow_run_among_many_is_no_page_and_sustained_slow_runs_are(tmp_path
             box, {}, {f"shop/b{i}.py": module_text(f"b{i}", 2) for i in range(20)}
         )
         assert box.wait_for_review(number, head_sha=head, timeout=400)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert len(runs) == 20 and all(int(r["duration_ms"]) > 120_000 for r in runs)
         got = evaluate(box)
         assert got["LatencyAlarm"] == "ALARM", box.stack.evaluator.status[

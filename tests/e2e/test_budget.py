@@ -9,7 +9,7 @@ import time
 import pytest
 
 from prfleet.jobs import parse_message
-from prfleet.store import state
+from prfleet.store import deferrals, heads, job_runs
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
 
@@ -25,7 +25,7 @@ def _runs_when_done(box, number, head, timeout=120.0):
     deadline = time.monotonic() + timeout
     while True:
         assert box.stack.wait_idle(timeout=max(1.0, deadline - time.monotonic()))
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         if not any(r["status"] in ("running", "retrying", "requeued") for r in runs):
             return runs
         assert time.monotonic() < deadline, [(r["path"], r["agent"], r["status"]) for r in runs]
@@ -52,13 +52,13 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         assert box.deliver("pull_request", payload)[0] == 202
         assert box.wait_for_review(number, head_sha=head, timeout=120)
 
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         statuses = [r["status"] for r in runs]
         assert "deferred" in statuses, statuses
         assert "failed" not in statuses
-        record = state.head_record(REPO, number, head)
+        record = heads.head_record(REPO, number, head)
         assert record.planned == len(runs) and record.complete and not record.final
-        deferred = state.deferred_jobs()
+        deferred = deferrals.deferred_jobs()
         waiting = {parse_message(r["job"]).job_id: r for r in runs if r["status"] == "deferred"}
         assert {parse_message(e["job"]).job_id for e in deferred} == set(waiting)
         for e in deferred:  # stored as the next attempt, carrying what the job has cost so far
@@ -76,7 +76,7 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         # Same day: the sweeper keeps them waiting.
         box.stack.sweep()
         assert box.stack.wait_idle(timeout=20)
-        assert len(state.deferred_jobs()) == len(deferred)
+        assert len(deferrals.deferred_jobs()) == len(deferred)
 
         # Each new day the sweeper re-queues them, oldest first, until the review completes. How much of the PR
         # ran on the first day depends on scheduling, so the rest may need more than one further day; each day's
@@ -104,7 +104,7 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
                 assert box.stack.moto.injected(), "the lost response was not injected"
                 box.stack.moto.set_faults(FaultPlan())
             runs = _runs_when_done(box, number, head)
-            still = len(state.deferred_jobs())
+            still = len(deferrals.deferred_jobs())
             if not still:
                 break
             assert still < waiting_before, f"day {day_number}: no deferred job ran"
@@ -112,8 +112,8 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         assert all(r["status"] == "succeeded" for r in runs), [
             (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
         ]
-        assert state.deferred_jobs() == []
-        record = state.head_record(REPO, number, head)
+        assert deferrals.deferred_jobs() == []
+        record = heads.head_record(REPO, number, head)
         assert record.final and record.posted == "final"
         (check,) = box.github.check_runs_for(head)
         assert check["conclusion"] == "success"
@@ -144,12 +144,12 @@ def test_a_spend_limit_pauses_the_fleet_with_neutral_checks_until_the_probe_gets
         head = payload["pull_request"]["head"]["sha"]
         assert box.deliver("pull_request", payload)[0] == 202
         assert box.wait_for_review(number, head_sha=head, timeout=120)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert {r["status"] for r in runs} == {"deferred"}, [
             (r["path"], r["status"], r.get("error")) for r in runs
         ]
         assert all("spend limit" in r["error"] for r in runs)
-        assert all(e["until"] == "circuit" for e in state.deferred_jobs())
+        assert all(e["until"] == "circuit" for e in deferrals.deferred_jobs())
         # Not a failing check: neutral, with the reason (the API's spend limit, not prfleet's budget).
         (check,) = box.github.check_runs_for(head)
         assert (check["status"], check["conclusion"]) == ("completed", "neutral")
@@ -161,7 +161,7 @@ def test_a_spend_limit_pauses_the_fleet_with_neutral_checks_until_the_probe_gets
         calls = len(box.model.requests)
         # No worker calls the API while the circuit is open; the sweeper probes only after its interval.
         box.stack.sweep()
-        assert len(box.model.requests) == calls and len(state.deferred_jobs()) == len(runs)
+        assert len(box.model.requests) == calls and len(deferrals.deferred_jobs()) == len(runs)
         # The limit is raised; the next probe gets through, the circuit closes, the jobs run and the review completes.
         box.model.set_faults(FaultPlan())
         clock_offset(circuit.PROBE_EVERY_S + 1)

@@ -20,7 +20,7 @@ import pytest
 from prfleet.github import GitHub, TokenAuth
 from prfleet.jobs import PrJob, sqs
 from prfleet.pipeline import planner, render
-from prfleet.store import state
+from prfleet.store import deferrals, heads, job_runs, posting
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 
@@ -96,7 +96,7 @@ def summary_comments(box, number: int) -> list[dict]:
 
 
 def runs_by_path(number: int, head: str) -> dict[tuple[str, str], dict]:
-    return {(r["path"], r["agent"]): r for r in state.runs_of_head(REPO, number, head)}
+    return {(r["path"], r["agent"]): r for r in job_runs.runs_of_head(REPO, number, head)}
 
 
 def wait_for(predicate, timeout: float = 60.0) -> bool:
@@ -129,14 +129,14 @@ class TestPullRequestLife:
         check = check_of(box, head)
         assert [s for s, _ in check["history"]] == ["queued", "in_progress", "completed"]
         assert check["conclusion"] == "success"
-        n_findings = sum(len(json.loads(r["findings"])) for r in state.runs_of_head(REPO, number, head))
+        n_findings = sum(len(json.loads(r["findings"])) for r in job_runs.runs_of_head(REPO, number, head))
         assert check["output"]["annotations_count"] == n_findings
         assert all(n <= 50 for n in check["annotation_batches"])
         (summary,) = summary_comments(box, number)
         assert "| agent |" in summary["body"] and "cost" in summary["body"]
         fps = posted_fingerprints(box, number)
         assert fps and len(fps) == len(set(fps))
-        assert state.posted_fingerprints(REPO, number) == set(fps)
+        assert posting.recorded_fingerprints(REPO, number) == set(fps)
 
     def test_second_commit_rereviews_only_the_changed_file_and_repeats_no_finding(self, box, flow):
         number = flow["number"]
@@ -193,14 +193,14 @@ class TestPullRequestLife:
         assert box.stack.wait_idle(timeout=30)
         flow["heads"] += [older, newer]
 
-        runs = state.runs_of_head(REPO, number, older)
+        runs = job_runs.runs_of_head(REPO, number, older)
         assert len(runs) == len(held)
         assert {r["status"] for r in runs} == {"superseded"}
         assert sum(int(r.get("cost_micros") or 0) for r in runs) == 0
         check = check_of(box, older)
         assert check["conclusion"] == "neutral" and "Superseded" in check["output"]["title"]
         assert reviews_of(box, number, older) == []  # nothing posted for a superseded head
-        assert state.head_record(REPO, number, older).final
+        assert heads.head_record(REPO, number, older).final
         newer_runs = runs_by_path(number, newer)
         assert newer_runs[("shop/cart.py", "review")]["status"] == "succeeded"  # the older head never ran it
         assert newer_runs[("shop/pricing.py", "review")]["status"] == "cached"
@@ -221,7 +221,7 @@ class TestPullRequestLife:
         assert box.wait_for_review(number, head_sha=head, timeout=120)
         flow["heads"].append(head)
 
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert runs and {r["status"] for r in runs} == {"cached"}
         assert sum(int(r.get("cost_micros") or 0) for r in runs) == 0
         (review,) = reviews_of(box, number, head)
@@ -236,7 +236,7 @@ class TestPullRequestLife:
             len(box.github.check_runs),
             [c["body"] for c in box.github.issue_comments],
         )
-        run = state.runs_of_head(REPO, number, head)[0]
+        run = job_runs.runs_of_head(REPO, number, head)[0]
         sqs = box.stack.client("sqs")
         url = box.stack.queue_url("JobsQueue")
         senders = [
@@ -255,7 +255,7 @@ class TestPullRequestLife:
             [c["body"] for c in box.github.issue_comments],
         )
         assert after == before
-        again = [r for r in state.runs_of_head(REPO, number, head) if r["sk"] == run["sk"]]
+        again = [r for r in job_runs.runs_of_head(REPO, number, head) if r["sk"] == run["sk"]]
         assert again[0]["run_id"] == run["run_id"] and again[0]["status"] == run["status"]
 
     def test_comment_command_from_a_reader_is_ignored_with_a_log_line(self, box, flow):
@@ -290,9 +290,9 @@ class TestPullRequestLife:
         first, rerun = sorted(box.github.check_runs_for(head), key=lambda c: c["id"])
         assert [s for s, _ in rerun["history"]] == ["queued", "in_progress", "completed"]
         assert rerun["conclusion"] == "success" and first["conclusion"] == "success"
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert runs and {r["status"] for r in runs} == {"cached"}  # ran again, from the cache
-        assert state.head_record(REPO, number, head).check_run_id == rerun["id"]
+        assert heads.head_record(REPO, number, head).check_run_id == rerun["id"]
         assert len(reviews_of(box, number, head)) == reviews + 1
         fps = posted_fingerprints(box, number)
         assert len(fps) == len(set(fps))
@@ -331,8 +331,8 @@ class TestPullRequestLife:
         assert wait_for(lambda: len(reviews_of(box, number, head)) == reviews + 1, 60)
         assert box.stack.wait_idle(timeout=30)
         assert len(box.github.check_runs) == checks
-        assert state.head_record(REPO, number, head).check_run_id is None
-        assert {r["status"] for r in state.runs_of_head(REPO, number, head)} == {"cached"}
+        assert heads.head_record(REPO, number, head).check_run_id is None
+        assert {r["status"] for r in job_runs.runs_of_head(REPO, number, head)} == {"cached"}
 
     def test_a_3050_file_pr_is_listed_page_by_page_and_capped_with_the_rest_reported(self, box, flow):
         main = box.repo.sha("main")
@@ -350,12 +350,12 @@ class TestPullRequestLife:
         head = deliver_pr(box, "opened", number)
         assert box.wait_for_review(number, head_sha=head, timeout=120)
 
-        record = state.head_record(REPO, number, head)
+        record = heads.head_record(REPO, number, head)
         assert gh_client(box).pr(REPO, number)["changed_files"] == 3050
         assert record.skipped_files[0]["path"] == "(2800 more files)"
         assert "250 files" in record.skipped_files[0]["reason"]
         assert sum(s["reason"] == "ignored by pattern" for s in record.skipped_files) == 249
-        assert {r["path"] for r in state.runs_of_head(REPO, number, head)} == {"a_first.py"}
+        assert {r["path"] for r in job_runs.runs_of_head(REPO, number, head)} == {"a_first.py"}
         pages = [
             p
             for m, p in box.github.requests[requests_before:]
@@ -385,7 +385,7 @@ class TestBudget:
             number = box.open_sample_pr()
             head = deliver_pr(box, "opened", number)
             assert box.wait_for_review(number, head_sha=head, timeout=120)
-            runs = state.runs_of_head(REPO, number, head)
+            runs = job_runs.runs_of_head(REPO, number, head)
             deferred = [r for r in runs if r["status"] == "deferred"]
             # The cheaper agents' worst case fits in one cent; the review agent's stronger model does not.
             assert deferred and {r["status"] for r in runs} <= {"deferred", "succeeded"}
@@ -394,7 +394,7 @@ class TestBudget:
             ledger = box.stack.client("dynamodb").scan(TableName=box.stack.table("LedgerTable"))["Items"]
             assert spent == sum(int(i["settled"]["N"]) for i in ledger if i["scope"]["S"] == "daily")
             assert spent <= 10_000  # never past the limit
-            record = state.head_record(REPO, number, head)
+            record = heads.head_record(REPO, number, head)
             assert record.posted == "partial" and record.waiting_on_budget == len(deferred)
             check = check_of(box, head)
             assert check["status"] == "completed" and check["conclusion"] == "neutral"
@@ -408,7 +408,7 @@ class TestBudget:
                 for c in review["comments"]
             )
             assert "| deferred |" in review["body"]  # the summary table's column, counted per agent
-            waiting = {e["sk"].split("#", 1)[1] for e in state.deferred_jobs()}
+            waiting = {e["sk"].split("#", 1)[1] for e in deferrals.deferred_jobs()}
             assert {r["sk"].rsplit("#", 1)[1] for r in deferred} <= waiting  # kept for the sweeper
 
 
@@ -482,12 +482,12 @@ class TestRateLimits:
         )  # the retry-after; the reset (+1 s), in epoch seconds
         assert all("rate limit" in e["reason"] for e in requeued_lines(box, lines))
         # Given back, not failed: `retrying` until the delayed copy claims the run again.
-        waiting = {r["path"]: r["status"] for r in state.runs_of_head(REPO, number, head)}
+        waiting = {r["path"]: r["status"] for r in job_runs.runs_of_head(REPO, number, head)}
         assert set(waiting) == {"notes/a.txt", "notes/b.txt"} and "failed" not in waiting.values()
 
         assert box.wait_for_review(number, head_sha=head, timeout=180)
         assert time.monotonic() - sent >= 25  # not before GitHub said
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert {r["status"] for r in runs} == {"succeeded"}
         assert {json.loads(r["job"])["attempt"] for r in runs} == {
             1
@@ -508,7 +508,7 @@ class TestRateLimits:
         assert reviews_of(box, number, head) == []
         assert box.wait_for_review(number, head_sha=head, timeout=180)
         assert len(reviews_of(box, number, head)) == 1
-        (run,) = state.runs_of_head(REPO, number, head)
+        (run,) = job_runs.runs_of_head(REPO, number, head)
         assert run["status"] == "succeeded"
         assert dlq_depth(box, "JobsDLQ") == 0
 
@@ -529,7 +529,7 @@ class TestRateLimits:
         (check,) = box.github.check_runs_for(head)  # one check run per head
         assert check["id"] == waiting["id"] and check["conclusion"] == "success"
         assert [s for s, _ in check["history"]] == ["queued", "in_progress", "completed"]
-        assert state.head_record(REPO, number, head).check_run_id == check["id"]
+        assert heads.head_record(REPO, number, head).check_run_id == check["id"]
         assert len(reviews_of(box, number, head)) == 1
 
         # Re-run limited the same way: one fresh check run for the Re-run, reused by its own retry.
@@ -545,7 +545,7 @@ class TestRateLimits:
         rerun = runs[1]
         assert [s for s, _ in rerun["history"]] == ["queued", "in_progress", "completed"]
         assert rerun["conclusion"] == "success"
-        assert state.head_record(REPO, number, head).check_run_id == rerun["id"]
+        assert heads.head_record(REPO, number, head).check_run_id == rerun["id"]
         assert len(reviews_of(box, number, head)) == 2
         assert dlq_depth(box, "PrDLQ") == 0
 

@@ -17,7 +17,7 @@ import pytest
 
 from prfleet.agents.tools import PrTools
 from prfleet.github import GitHub, GitHubPrSource, TokenAuth
-from prfleet.store import headfiles, state
+from prfleet.store import headfiles, heads, job_runs
 from prfleet_local.bench.github import STACK_BASE, STACK_PARAMETERS, stack_problems, stack_requests
 from prfleet_local.demo.run import REPO, sandbox
 
@@ -99,7 +99,7 @@ def test_a_3mb_file_is_read_through_the_blobs_api_never_the_contents_api(box):
 
     (entry,) = [f for f in headfiles.load(REPO, number, head).files if f["filename"] == "data/big.txt"]
     assert "patch" not in entry and entry["size"] == len(big)  # GitHub leaves out a diff this large
-    (run,) = state.runs_of_head(REPO, number, head)
+    (run,) = job_runs.runs_of_head(REPO, number, head)
     assert run["path"] == "data/big.txt" and run["status"] == "succeeded"
     assert [p for m, p in calls if p.endswith(f"/git/blobs/{entry['sha']}")]
     assert not [p for m, p in calls if "/contents/data/big.txt" in p]
@@ -119,14 +119,14 @@ def test_a_truncated_tree_is_walked_per_directory_and_the_review_says_so(box):
     finally:
         box.github.tree_max_entries = 100_000
     calls = box.github.requests[start:]
-    record = state.head_record(REPO, number, head)
+    record = heads.head_record(REPO, number, head)
     notes = [s for s in record.skipped_files if s["path"] == "(repository tree)"]
     assert notes and "truncated" in notes[0]["reason"]
     listed = {f["filename"]: f for f in headfiles.load(REPO, number, head).files}
     assert listed["deep/a/b/c.txt"]["size"] == 5 and listed["shop/cart.py"]["mode"] == "100644"
     trees = [p for m, p in calls if "/git/trees/" in p]
     assert len(trees) == 1 + 5  # the truncated recursive tree, then "", deep, deep/a, deep/a/b and shop
-    assert {r["path"] for r in state.runs_of_head(REPO, number, head)} == set(files)
+    assert {r["path"] for r in job_runs.runs_of_head(REPO, number, head)} == set(files)
     (review,) = reviews_of(box, number, head)
     assert "(repository tree)" in review["body"]
 
@@ -144,9 +144,9 @@ def test_a_symlink_to_a_file_in_the_repository_is_never_read_as_that_file(box):
     served = gh(box).content(REPO, "docs/link.md", head)
     assert served["type"] == "file" and "How to use" in gh(box).file_at(REPO, "docs/link.md", head).decode()
 
-    record = state.head_record(REPO, number, head)
+    record = heads.head_record(REPO, number, head)
     assert {"path": "docs/link.md", "reason": "symlink"} in record.skipped_files
-    assert "docs/link.md" not in {r["path"] for r in state.runs_of_head(REPO, number, head)}
+    assert "docs/link.md" not in {r["path"] for r in job_runs.runs_of_head(REPO, number, head)}
     listed = headfiles.load(REPO, number, head)
     assert "docs/link.md" in listed.symlinks
     tools = PrTools(GitHubPrSource(gh(box), REPO, number, head, **listed.source_args()))
@@ -171,10 +171,10 @@ def test_a_rename_is_reviewed_as_a_rename_and_a_pure_rename_says_so(box):
     moved = listed["shop/prices.py"]
     assert moved["status"] == "renamed" and moved["previous_filename"] == "shop/pricing.py"
     assert "-    return amount * rate" in moved["patch"]  # the diff is against the old name
-    runs = state.runs_of_head(REPO, number, head)
+    runs = job_runs.runs_of_head(REPO, number, head)
     assert {r["path"] for r in runs} == {"shop/prices.py"}
     assert {r["status"] for r in runs} == {"succeeded"}
-    record = state.head_record(REPO, number, head)
+    record = heads.head_record(REPO, number, head)
     assert {"path": "shop/basket.py", "reason": "renamed from shop/cart.py without changes"} in (
         record.skipped_files
     )
@@ -204,7 +204,7 @@ def test_a_review_github_wrote_but_answered_with_a_502_is_posted_exactly_once(bo
     assert "prfleet:review head=" in review["body"]
     (check,) = box.github.check_runs_for(head)
     assert check["conclusion"] == "success"
-    assert state.head_record(REPO, number, head).posted == "final"
+    assert heads.head_record(REPO, number, head).posted == "final"
 
 
 def test_rerun_on_the_check_run_and_on_the_suite_rereviews_the_head(box, posted_once):
@@ -223,9 +223,9 @@ def test_rerun_on_the_check_run_and_on_the_suite_rereviews_the_head(box, posted_
     rerun = max(box.github.check_runs_for(head), key=lambda c: c["id"])
     assert [s for s, _ in rerun["history"]] == ["queued", "in_progress", "completed"]
     assert rerun["conclusion"] == "success"
-    assert {r["status"] for r in state.runs_of_head(REPO, number, head)} == {"cached"}  # from the cache
+    assert {r["status"] for r in job_runs.runs_of_head(REPO, number, head)} == {"cached"}  # from the cache
     assert len(reviews_of(box, number, head)) == reviews + 1
-    assert state.head_record(REPO, number, head).check_run_id == rerun["id"]
+    assert heads.head_record(REPO, number, head).check_run_id == rerun["id"]
 
     status, _ = box.deliver("check_suite", box.github.check_suite_payload(head, sender="wendy-writer"))
     assert status == 202

@@ -21,7 +21,7 @@ import time
 import pytest
 
 from prfleet.cost import pricing
-from prfleet.store import state
+from prfleet.store import job_runs
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.stack.invocations import InvocationFault
 from tests.e2e.test_providers import _usage as bill_usage
@@ -85,7 +85,7 @@ def test_a_job_killed_on_every_delivery_ends_failed_with_its_reason_and_its_mess
         agent = box.stack.functions["AgentFunction"]
 
         def run() -> dict | None:
-            runs = state.runs_of_head(REPO, number, head)
+            runs = job_runs.runs_of_head(REPO, number, head)
             return runs[0] if runs else None
 
         # First receive: claims the run, calls the model, is killed.
@@ -162,7 +162,7 @@ def test_a_crash_in_the_middle_of_a_model_call_is_billed_held_then_expired_and_t
             return [i for i in items if i["scope"]["S"].startswith(prefix)]
 
         def run() -> dict | None:
-            runs = state.runs_of_head(REPO, number, head)
+            runs = job_runs.runs_of_head(REPO, number, head)
             return runs[0] if runs else None
 
         def committed(day: str) -> int:
@@ -205,7 +205,7 @@ def test_a_crash_in_the_middle_of_a_model_call_is_billed_held_then_expired_and_t
         assert wait(lambda: agent.invocations >= 3 and box.stack.queue_depth("JobsQueue") == 0, 90), events(
             box
         )
-        assert [r["run_id"] for r in state.runs_of_head(REPO, number, head)] == [done["run_id"]]
+        assert [r["run_id"] for r in job_runs.runs_of_head(REPO, number, head)] == [done["run_id"]]
         reviews = [r for r in box.github.reviews if r["number"] == number]
         assert len(reviews) == 1, reviews
         checks = box.github.check_runs_for(head)

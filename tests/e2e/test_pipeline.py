@@ -10,7 +10,7 @@ import uuid
 import pytest
 
 from prfleet.jobs import FileJob
-from prfleet.store import state
+from prfleet.store import heads, job_runs
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 from tests.conftest import PAYLOADS, load_payload
@@ -94,7 +94,7 @@ def test_unsigned_tampered_and_malformed_requests_over_http(box):
 
 def test_sample_pr_gets_one_review_with_the_seeded_bugs_and_a_green_check(box, reviewed):
     number, head, _ = reviewed
-    runs = state.runs_of_head(REPO, number, head)
+    runs = job_runs.runs_of_head(REPO, number, head)
     assert runs and all(r["status"] == "succeeded" for r in runs), [
         (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
     ]
@@ -107,7 +107,7 @@ def test_sample_pr_gets_one_review_with_the_seeded_bugs_and_a_green_check(box, r
     assert len(reviews) == 1
     (check,) = box.github.check_runs_for(head)
     assert (check["status"], check["conclusion"]) == ("completed", "success")
-    record = state.head_record(REPO, number, head)
+    record = heads.head_record(REPO, number, head)
     assert record.planned == len(runs) and record.final
     assert {"path": "assets/logo.png", "reason": "binary"} in record.skipped_files
     assert {"path": "docs/generated/api.md", "reason": "ignored by pattern"} in record.skipped_files
@@ -115,7 +115,7 @@ def test_sample_pr_gets_one_review_with_the_seeded_bugs_and_a_green_check(box, r
 
 def test_every_run_is_costed_and_the_ledger_matches(box, reviewed):
     number, head, _ = reviewed
-    runs = state.runs_of_head(REPO, number, head)
+    runs = job_runs.runs_of_head(REPO, number, head)
     assert all(int(r["cost_micros"]) > 0 for r in runs)
     ddb = box.stack.client("dynamodb")
     items = ddb.scan(TableName=box.stack.table("LedgerTable"))["Items"]
@@ -136,15 +136,15 @@ def test_a_redelivered_delivery_enqueues_nothing(box, reviewed):
 
 def test_the_same_sqs_message_twice_posts_nothing_twice(box, reviewed):
     number, head, _ = reviewed
-    run = state.runs_of_head(REPO, number, head)[0]
+    run = job_runs.runs_of_head(REPO, number, head)[0]
     reviews_before = len(box.github.reviews)
     box.stack.client("sqs").send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=run["job"])
     assert box.stack.wait_idle(timeout=20)
     assert len(box.github.reviews) == reviews_before
     assert (
-        state.get_run(FileJob(**{k: v for k, v in json.loads(run["job"]).items() if k not in ("kind", "v")}))[
-            "run_id"
-        ]
+        job_runs.get_run(
+            FileJob(**{k: v for k, v in json.loads(run["job"]).items() if k not in ("kind", "v")})
+        )["run_id"]
         == run["run_id"]
     )
 
@@ -166,7 +166,7 @@ def test_a_job_that_keeps_failing_is_retried_then_dead_lettered_with_its_body(bo
     assert dead[0]["Body"] == body
     assert int(dead[0]["Attributes"]["ApproximateReceiveCount"]) >= 2
     deadline = time.monotonic() + 60
-    while ((run := state.get_run(job)) is None or run["status"] in ("running", "retrying")) and (
+    while ((run := job_runs.get_run(job)) is None or run["status"] in ("running", "retrying")) and (
         time.monotonic() < deadline
     ):
         time.sleep(0.2)  # the last attempt records its failure while SQS already moves the message
@@ -221,7 +221,7 @@ def test_cost_report_reads_the_stack_and_matches_the_runs(box, reviewed, tmp_pat
     target = from_local(tmp_path / "local.json")
     assert costcli.run_report(argparse.Namespace(days=1, json=True), out=out, target=target) == 0
     report = json.loads(out.getvalue())
-    runs = [r for r in state.runs_of_head(REPO, number, head) if r["status"] != "cached"]
+    runs = [r for r in job_runs.runs_of_head(REPO, number, head) if r["status"] != "cached"]
     review_cost = sum(int(r["cost_micros"]) for r in runs if r["agent"] == "review")
     assert report["by_agent"]["review"] == review_cost > 0
     assert report["by_repo"]["acme/shop"] >= sum(int(r["cost_micros"]) for r in runs)

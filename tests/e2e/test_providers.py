@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from prfleet.cost import pricing
-from prfleet.store import state
+from prfleet.store import job_runs
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.model.providers import bedrock_response_model, local_parameters
@@ -80,7 +80,7 @@ def test_the_demo_through_each_provider(tmp_path, provider):
 
         client = stack.functions["AgentFunction"].module._client
         assert isinstance(client, _client_class(provider)), type(client)
-        runs = state.runs_of_head(REPO, number, head)
+        runs = job_runs.runs_of_head(REPO, number, head)
         assert runs and all(r["status"] == "succeeded" for r in runs), [
             (r["path"], r["agent"], r["status"]) for r in runs
         ]

@@ -21,8 +21,9 @@ from prfleet.cost import pricing
 from prfleet.cost.ledger import Ledger, hour_of
 from prfleet.jobs import FileJob
 from prfleet.pipeline import runner
-from prfleet.store import state
+from prfleet.store import job_runs
 from prfleet_local.model.server import FaultPlan, FaultRule, ModelServer
+from prfleet_local.soak import invariants
 from prfleet_local.stack.moto_proc import moto_server
 
 CODE = '''"""Helpers."""
@@ -146,7 +147,7 @@ def run_review(server, *, faults=None, timeout=60.0, spec=None, ledger=None, clo
     spec = spec or SPECS["review"]
     j = job()
     run_id = "run-" + str(time.monotonic_ns())
-    state.start_run(j, run_id, spec.model, now=clock())
+    job_runs.start_run(j, run_id, spec.model, now=clock())
     ledger = ledger or runner.make_ledger()
     events = Events()
     guard = runner.LedgerGuard(
@@ -301,7 +302,7 @@ def test_the_ledger_usage_matches_the_bill_tokens(env, server):
 
 def test_the_tier_is_the_higher_one_whenever_the_bound_can_cross_it(env):
     j = job(3)
-    state.start_run(j, "run-tier", "claude-haiku-5-5", now=time.time())
+    job_runs.start_run(j, "run-tier", "claude-haiku-5-5", now=time.time())
     guard = runner.LedgerGuard(runner.make_ledger(), j, "run-tier", "claude-haiku-5-5", Events())
     text = "x" * 201_000  # ~100.5k tokens by the bound: the tier applies to every token
     params = {
@@ -333,7 +334,7 @@ def test_the_tier_is_the_higher_one_whenever_the_bound_can_cross_it(env):
 
 def test_the_worst_case_includes_the_geo_unless_the_request_fixes_it(env):
     j = job(4)
-    state.start_run(j, "run-geo", "claude-sonnet-5-5", now=time.time())
+    job_runs.start_run(j, "run-geo", "claude-sonnet-5-5", now=time.time())
     ledger = runner.make_ledger()
     guard = runner.LedgerGuard(ledger, j, "run-geo", "claude-sonnet-5-5", Events())
     params = {
@@ -365,7 +366,7 @@ def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, serve
 
     ledger = runner.make_ledger()
     j = job(5)
-    state.start_run(j, "run-circuit", "claude-haiku-5-5", now=time.time())
+    job_runs.start_run(j, "run-circuit", "claude-haiku-5-5", now=time.time())
     events = Events()
     guard = runner.LedgerGuard(
         ledger,
@@ -411,13 +412,13 @@ def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, serve
 
 def test_a_finished_run_keeps_the_cost_of_earlier_attempts(env):
     j = job(6)
-    state.start_run(j, "run-a", "m", now=time.time())
-    state.finish_run(j, "run-a", "retrying", {"cost_micros": 1234, "error": "rate limited"}, owner=True)
-    state.finish_run(j, "run-b", "superseded", {"error": "PR head moved"})  # not the owner: no cost given
-    run = state.get_run(j)
+    job_runs.start_run(j, "run-a", "m", now=time.time())
+    job_runs.finish_run(j, "run-a", "retrying", {"cost_micros": 1234, "error": "rate limited"}, owner=True)
+    job_runs.finish_run(j, "run-b", "superseded", {"error": "PR head moved"})  # not the owner: no cost given
+    run = job_runs.get_run(j)
     assert run["status"] == "superseded" and run["cost_micros"] == 1234
-    with pytest.raises(state.RunInProgress):
-        state.start_run(j, "run-c", "m", now=time.time())
+    with pytest.raises(job_runs.RunInProgress):
+        job_runs.start_run(j, "run-c", "m", now=time.time())
 
 
 def test_reservation_pressure_is_told_apart_from_spent_budget(env):
@@ -446,7 +447,7 @@ def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env,
     server.set_faults(faults)
     j = job(7)
     run_id = "run-" + kind
-    state.start_run(j, run_id, SPECS["review"].model, now=time.time())
+    job_runs.start_run(j, run_id, SPECS["review"].model, now=time.time())
     events = Events()
     guard = runner.LedgerGuard(
         ledger,
@@ -604,7 +605,7 @@ def test_an_estimate_booked_later_by_the_sweeper_is_reconciled_in_its_calls_hour
         assert ledger.release_expired(now=now + 3700) == 1  # the sweep runs in a later hour
         # The sweeper's booking is on the job's run too, in the same transaction (the invocation that held the
         # reservation could not write it).
-        assert state.booked_of(state.get_run(job())) == ledger.status(now=now).settled > 0
+        assert invariants.booked_of(job_runs.get_run(job())) == ledger.status(now=now).settled > 0
         assert ledger.usage(hour_of(now + 3700)).get(spec.model, {}).get("est_calls", 0) == 0
         assert ledger.usage(hour_of(now))[spec.model]["est_calls"] == 1
         (row,) = _reconcile_hour(ledger, server, spec.model, now)
@@ -619,14 +620,14 @@ def test_a_replan_keeps_the_runs_cost_and_the_run_holds_every_booking(env, serve
     faults = FaultPlan(rules=[FaultRule("timeout_after_billing", requests=[2], delay=2.5)])
     result, guard, ledger, billed, _ = run_review(server, faults=faults, timeout=1.0)
     j = job()
-    state.finish_run(j, guard.run_id, "succeeded", {"cost_micros": guard.spent}, owner=True)
-    run = state.get_run(j)
-    assert state.booked_of(run) == guard.spent == ledger.status(now=time.time()).settled
+    job_runs.finish_run(j, guard.run_id, "succeeded", {"cost_micros": guard.spent}, owner=True)
+    run = job_runs.get_run(j)
+    assert invariants.booked_of(run) == guard.spent == ledger.status(now=time.time()).settled
     assert guard.estimated > 0  # the estimated booking is on the run too
-    assert state.forget_runs("o/r", 1, "h" * 40) == 1
-    again = state.get_run(j)
-    assert again["status"] == "requeued" and state.booked_of(again) == guard.spent
-    assert state.start_run(j, "run-after-replan", "m") == guard.spent  # claimable, carrying the cost
+    assert job_runs.forget_runs("o/r", 1, "h" * 40) == 1
+    again = job_runs.get_run(j)
+    assert again["status"] == "requeued" and invariants.booked_of(again) == guard.spent
+    assert job_runs.start_run(j, "run-after-replan", "m") == guard.spent  # claimable, carrying the cost
 
 
 class ReserveSpy:
@@ -652,7 +653,7 @@ def test_exact_input_tokens_sizes_the_first_reservation_with_the_counted_figure(
     spec = SPECS["review"]
     j = job(7)
     run_id = "run-count-" + str(time.monotonic_ns())
-    state.start_run(j, run_id, spec.model)
+    job_runs.start_run(j, run_id, spec.model)
     client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=30)
     ledger = ReserveSpy(runner.make_ledger())
     events = Events()

@@ -146,11 +146,11 @@ class _Counting:
 
 @pytest.fixture
 def counting(table, monkeypatch):
-    from prfleet.store import state
+    from prfleet.store import dynamo
 
     def install(unprocess=0, answer=1):
         c = _Counting(aws.client("dynamodb"), unprocess, answer)
-        monkeypatch.setattr(state, "client", lambda _service: c)
+        monkeypatch.setattr(dynamo, "client", lambda _service: c)
         monkeypatch.setattr(headfiles, "client", lambda _service: c)
         return c
 
@@ -158,14 +158,14 @@ def counting(table, monkeypatch):
 
 
 def test_the_first_chunk_read_in_a_batch_gives_the_list_without_a_query(table, counting):
-    from prfleet.store import state
+    from prfleet.store import dynamo
 
     small, big = listing(20, 50), listing(300, 4000)
     headfiles.save("a/b", 4, "h4", small, now=1000)
     headfiles.save("a/b", 5, "h5", big, now=1000)
     c = counting()
     keys = [headfiles.first_key("a/b", 4, "h4"), headfiles.first_key("a/b", 5, "h5")]
-    got = state.batch_get({"state": {"Keys": keys, "ConsistentRead": True}})["state"]
+    got = dynamo.batch_get({"state": {"Keys": keys, "ConsistentRead": True}})["state"]
     first = {i["pk"]["S"]: i for i in got}
     assert headfiles.from_first("a/b", 4, "h4", first["PR#a/b#4"]) == small
     assert c.ops == ["batch_get_item"]  # one chunk: nothing more to read
@@ -175,28 +175,28 @@ def test_the_first_chunk_read_in_a_batch_gives_the_list_without_a_query(table, c
 
 
 def test_unprocessed_keys_are_sent_again_with_their_consistent_read(table, counting):
-    from prfleet.store import state
+    from prfleet.store import dynamo
 
     for n in (7, 8, 9):
         headfiles.save("a/b", n, f"h{n}", listing(2, 10), now=1000)
     c = counting(unprocess=2)
     keys = [headfiles.first_key("a/b", n, f"h{n}") for n in (7, 8, 9)]
-    got = state.batch_get({"state": {"Keys": keys, "ConsistentRead": True}}, sleep=lambda _s: None)
+    got = dynamo.batch_get({"state": {"Keys": keys, "ConsistentRead": True}}, sleep=lambda _s: None)
     assert sorted(i["pk"]["S"] for i in got["state"]) == ["PR#a/b#7", "PR#a/b#8", "PR#a/b#9"]
     assert [len(r["state"]["Keys"]) for r in c.requests] == [3, 2, 1]
     assert all(r["state"]["ConsistentRead"] is True for r in c.requests)
     # keys left unprocessed every time: the job fails (SQS retries it), it never goes on without them
     c = counting(unprocess=100, answer=0)
     with pytest.raises(RuntimeError, match="unprocessed"):
-        state.batch_get({"state": {"Keys": keys, "ConsistentRead": True}}, sleep=lambda _s: None)
-    assert len(c.requests) == state.BATCH_ATTEMPTS
+        dynamo.batch_get({"state": {"Keys": keys, "ConsistentRead": True}}, sleep=lambda _s: None)
+    assert len(c.requests) == dynamo.BATCH_ATTEMPTS
 
 
 def test_a_job_reads_its_head_record_head_file_list_and_cache_in_one_request(table, counting, monkeypatch):
     from prfleet import agents
     from prfleet.jobs import FileJob
     from prfleet.pipeline import runner
-    from prfleet.store import result_cache, state
+    from prfleet.store import heads, result_cache
 
     table.create_table(
         TableName="results",
@@ -212,8 +212,8 @@ def test_a_job_reads_its_head_record_head_file_list_and_cache_in_one_request(tab
         key = result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
         listed = listing(3, 20)
         headfiles.save("a/b", 10, "h10", listed, now=1000)
-        state.set_head("a/b", 10, "h10", now=1000)
-        state.record_plan(
+        heads.set_head("a/b", 10, "h10", now=1000)
+        heads.record_plan(
             "a/b",
             10,
             "h10",

@@ -45,21 +45,21 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "WebhookSecret"),  # secret_store.webhook_secret
     },
     "PlannerFunction": {
-        ("dynamodb:PutItem", "StateTable"),  # state.set_head, state.record_plan, headfiles.save
+        ("dynamodb:PutItem", "StateTable"),  # heads.set_head, heads.record_plan, headfiles.save
         ("dynamodb:GetItem", "StateTable"),  # fanin.post_if_ready (no job planned): head_record, current_head
-        ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, add_posted_fingerprints
+        ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, record_fingerprints
         ("dynamodb:Query", "StateTable"),  # ... runs_of_head
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
         ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "AgentFunction": {
-        ("dynamodb:GetItem", "StateTable"),  # fan-in: current_head, get_run, posted_fingerprints
+        ("dynamodb:GetItem", "StateTable"),  # fan-in: current_head, get_run, recorded_fingerprints
         # runner._job_reads: the head record, current head and head file list's first chunk, with the cache
         ("dynamodb:BatchGetItem", "StateTable"),
-        ("dynamodb:PutItem", "StateTable"),  # state.finish_run, defer
-        ("dynamodb:UpdateItem", "StateTable"),  # state.start_run, heartbeat, record_outcome, claim_post
-        ("dynamodb:Query", "StateTable"),  # state.runs_of_head (fan-in), headfiles.load
+        ("dynamodb:PutItem", "StateTable"),  # job_runs.finish_run, deferrals.defer
+        ("dynamodb:UpdateItem", "StateTable"),  # start_run, heartbeat, record_outcome, claim_post
+        ("dynamodb:Query", "StateTable"),  # job_runs.runs_of_head (fan-in), headfiles.load
         ("dynamodb:BatchGetItem", "ResultsTable"),  # runner._job_reads (the cached result)
         ("dynamodb:PutItem", "ResultsTable"),  # cache.put
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger statuses after a settle, refusal state; circuit.read
@@ -80,10 +80,10 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "SweeperFunction": {
-        ("dynamodb:Query", "StateTable/index/status-index"),  # state.runs_with_status
-        ("dynamodb:Query", "StateTable"),  # state.deferred_jobs; fan-in runs_of_head after runner.fail
-        ("dynamodb:UpdateItem", "StateTable"),  # state.mark_stuck; fan-in
-        ("dynamodb:DeleteItem", "StateTable"),  # state.drop_deferred
+        ("dynamodb:Query", "StateTable/index/status-index"),  # job_runs.runs_with_status
+        ("dynamodb:Query", "StateTable"),  # deferrals.deferred_jobs; fan-in runs_of_head after runner.fail
+        ("dynamodb:UpdateItem", "StateTable"),  # job_runs.mark_stuck; fan-in
+        ("dynamodb:DeleteItem", "StateTable"),  # deferrals.drop_deferred
         ("dynamodb:GetItem", "StateTable"),  # fan-in after runner.fail
         ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired (open reservations)
         ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._close transaction (expired), circuit probe/close
@@ -212,7 +212,7 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
         ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
-        ("dynamodb:PutItem", "StateTable"),  # state.defer: only when the budget defers a job
+        ("dynamodb:PutItem", "StateTable"),  # deferrals.defer: only when the budget defers a job
     },
     "SweeperFunction": {
         ("dynamodb:UpdateItem", "StateTable"),  # stuck runs

@@ -1,4 +1,4 @@
-"""One poster at a time per PR (state.lease_posting): reading what is already posted, posting the review and recording
+"""One poster at a time per PR (posting.lease_posting): reading what is already posted, posting the review and recording
 its fingerprints happen under the PR's lease, so two postings at once never post the same comment twice (found by
 the soak with a spend limit: one inline comment in two reviews 2 s apart). Against the moto server in its own
 process (the in-process mock loses concurrent updates; tables from test_budget_billing's env)."""
@@ -12,7 +12,7 @@ import time
 import pytest
 
 from prfleet.pipeline import fanin
-from prfleet.store import state
+from prfleet.store import heads, job_runs, posting
 from tests.integration.test_budget_billing import endpoint, env  # noqa: F401 - fixtures
 
 REPO, N, HEAD = "o/r", 7, "c" * 40
@@ -20,21 +20,21 @@ PATCH = "@@ -1,2 +1,4 @@\n import os\n+x = eval(s)\n+y = 2\n z = 3"
 
 
 def test_the_lease_is_one_owners_until_given_back_or_expired(env):  # noqa: F811 - the fixture imported above
-    assert state.lease_posting(REPO, N, "a", now=1000)
-    assert not state.lease_posting(REPO, N, "b", now=1001)  # held
-    assert state.lease_posting(
+    assert posting.lease_posting(REPO, N, "a", now=1000)
+    assert not posting.lease_posting(REPO, N, "b", now=1001)  # held
+    assert posting.lease_posting(
         REPO, N, "a", now=1001
     )  # ours again: a retry after a lost response is not refused
-    state.release_posting(REPO, N, "b")  # not b's to give back
-    assert not state.lease_posting(REPO, N, "b", now=1002)
-    state.release_posting(REPO, N, "a")
-    assert state.lease_posting(REPO, N, "b", now=1003)
+    posting.release_posting(REPO, N, "b")  # not b's to give back
+    assert not posting.lease_posting(REPO, N, "b", now=1002)
+    posting.release_posting(REPO, N, "a")
+    assert posting.lease_posting(REPO, N, "b", now=1003)
     # a poster that died: the next one gets in after POST_LEASE_S, and the dead one cannot give it back
-    assert not state.lease_posting(REPO, N, "c", now=1003 + state.POST_LEASE_S - 1)
-    assert state.lease_posting(REPO, N, "c", now=1003 + state.POST_LEASE_S + 1)
-    state.release_posting(REPO, N, "b")
-    assert not state.lease_posting(REPO, N, "d", now=1003 + state.POST_LEASE_S + 2)
-    assert state.lease_posting(REPO, 8, "d", now=1003)  # another PR: its own lease
+    assert not posting.lease_posting(REPO, N, "c", now=1003 + posting.POST_LEASE_S - 1)
+    assert posting.lease_posting(REPO, N, "c", now=1003 + posting.POST_LEASE_S + 1)
+    posting.release_posting(REPO, N, "b")
+    assert not posting.lease_posting(REPO, N, "d", now=1003 + posting.POST_LEASE_S + 2)
+    assert posting.lease_posting(REPO, 8, "d", now=1003)  # another PR: its own lease
 
 
 class SlowGitHub:
@@ -73,15 +73,15 @@ def test_two_postings_at_once_never_post_the_same_comment_twice(env, monkeypatch
     same finding: with the lease the second sees the first's fingerprints and posts no comment again. Without it
     (the `leased=False` case puts the old behaviour back) the comment is posted twice: the test can fail."""
     runs = [_run("j1", 2)]
-    monkeypatch.setattr(state, "current_head", lambda *_: HEAD)
-    monkeypatch.setattr(state, "runs_of_head", lambda *_: runs)
+    monkeypatch.setattr(heads, "current_head", lambda *_: HEAD)
+    monkeypatch.setattr(job_runs, "runs_of_head", lambda *_: runs)
     monkeypatch.setattr(fanin, "_patches", lambda *_: {"app.py": PATCH})
     if not leased:
         monkeypatch.setattr(fanin, "_lease", lambda *_a, **_k: None)
     gh = SlowGitHub()
     records = [
-        state.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted=None),
-        state.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted="partial"),
+        heads.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted=None),
+        heads.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted="partial"),
     ]
     threads = [
         threading.Thread(target=fanin._publish, args=(gh, record, claim))
@@ -95,16 +95,16 @@ def test_two_postings_at_once_never_post_the_same_comment_twice(env, monkeypatch
     if leased:
         assert posted == ["app.py:2"], gh.reviews
         # and the lease was given back: the next poster gets it at once
-        assert state.lease_posting(REPO, N, "next")
+        assert posting.lease_posting(REPO, N, "next")
     else:
         assert posted == ["app.py:2", "app.py:2"], gh.reviews  # the defect the lease removes
 
 
 def test_a_poster_that_cannot_get_the_lease_leaves_the_posting_to_the_redelivery(env, monkeypatch):  # noqa: F811
-    assert state.lease_posting(REPO, 9, "someone-else")
-    record = state.HeadRecord(REPO, 9, HEAD, planned=1, done_ids={"j1"})
+    assert posting.lease_posting(REPO, 9, "someone-else")
+    record = heads.HeadRecord(REPO, 9, HEAD, planned=1, done_ids={"j1"})
     ticks = iter(range(0, 1000, 5))
-    with pytest.raises(state.PostingBusy):
+    with pytest.raises(posting.PostingBusy):
         fanin._lease(record, "me", clock=lambda: float(next(ticks)), sleep=lambda _s: None)
 
 
@@ -115,16 +115,16 @@ def test_a_post_claim_whose_response_was_lost_is_still_ours(env, endpoint):  # n
     from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
     from tests.integration.test_run_outcome import _faults
 
-    state.record_plan(REPO, 11, HEAD, planned=1, skipped_files=[], repo_config=None, check_run_id=None,
+    heads.record_plan(REPO, 11, HEAD, planned=1, skipped_files=[], repo_config=None, check_run_id=None,
                       installation_id=None, now=1000)  # fmt: skip
-    record = state.HeadRecord(REPO, 11, HEAD, planned=1, done_ids={"j1"})
-    state.record_outcome(_job(11), "succeeded")
+    record = heads.HeadRecord(REPO, 11, HEAD, planned=1, done_ids={"j1"})
+    heads.record_outcome(_job(11), "succeeded")
     _faults(endpoint, FaultPlan([FaultRule("lost_response", operations=["UpdateItem"], requests=[1])]))
     try:
-        assert state.claim_post(record) == "final"
+        assert posting.claim_post(record) == "final"
     finally:
         _faults(endpoint, FaultPlan())
-    assert state.claim_post(record) is None  # and nobody else gets it
+    assert posting.claim_post(record) is None  # and nobody else gets it
 
 
 def _job(number: int):

@@ -9,7 +9,7 @@ from botocore.exceptions import ClientError
 
 from prfleet import config
 from prfleet.config import aws
-from prfleet.store import result_cache, state
+from prfleet.store import job_runs, result_cache
 from tests.integration.test_budget_billing import endpoint, env, job  # noqa: F401 - fixtures
 
 
@@ -29,7 +29,7 @@ def results(env, monkeypatch, request):  # noqa: F811 - the fixture imported abo
 
 def _succeed(j, run_id, key, *, now):
     """A succeeded run's outcome with its cached result, in one request (as runner._process writes it)."""
-    state.finish_run(
+    job_runs.finish_run(
         j,
         run_id,
         "succeeded",
@@ -48,16 +48,16 @@ def _cached(ddb, key):
 
 def test_the_outcome_and_the_cached_result_are_one_request(results, monkeypatch):
     j = job(path="one.py")
-    state.start_run(j, "run-a", "m", now=1000)
+    job_runs.start_run(j, "run-a", "m", now=1000)
     calls = []
     real = aws.client("dynamodb")
     monkeypatch.setattr(
-        state, "client", lambda _s: type("C", (), {"__getattr__": lambda _, n: _count(calls, real, n)})()
+        job_runs, "client", lambda _s: type("C", (), {"__getattr__": lambda _, n: _count(calls, real, n)})()
     )
     _succeed(j, "run-a", "k1", now=1001)
     assert calls == ["transact_write_items"]
     monkeypatch.undo()
-    assert state.get_run(j)["status"] == "succeeded"
+    assert job_runs.get_run(j)["status"] == "succeeded"
     assert _cached(results, "k1") == {"findings": []}
 
 
@@ -70,18 +70,18 @@ def test_a_refused_outcome_caches_nothing(results):
     """Another worker took the run over (its run id on the item): our outcome is refused, RunInProgress, and the
     result is not cached; a run finished by someone else (not ours, not owner) likewise."""
     j = job(path="two.py")
-    state.start_run(j, "run-b", "m", now=1000)
-    state.start_run(j, "run-c", "m", now=2000)  # stale heartbeat: taken over by run-c
-    with pytest.raises(state.RunInProgress):
+    job_runs.start_run(j, "run-b", "m", now=1000)
+    job_runs.start_run(j, "run-c", "m", now=2000)  # stale heartbeat: taken over by run-c
+    with pytest.raises(job_runs.RunInProgress):
         _succeed(j, "run-b", "k2", now=2001)
-    assert state.get_run(j)["run_id"] == "run-c" and state.get_run(j)["status"] == "running"
+    assert job_runs.get_run(j)["run_id"] == "run-c" and job_runs.get_run(j)["status"] == "running"
     assert _cached(results, "k2") is None
-    state.finish_run(j, "run-c", "failed", {"error": "x"}, owner=True, now=2002)
-    with pytest.raises(state.RunInProgress):  # not the owner: only an unfinished run may be written
-        state.finish_run(
+    job_runs.finish_run(j, "run-c", "failed", {"error": "x"}, owner=True, now=2002)
+    with pytest.raises(job_runs.RunInProgress):  # not the owner: only an unfinished run may be written
+        job_runs.finish_run(
             j, "run-d", "succeeded", {}, now=2003, with_items=[result_cache.put_item("k3", {}, now=2003)]
         )
-    assert _cached(results, "k3") is None and state.get_run(j)["status"] == "failed"
+    assert _cached(results, "k3") is None and job_runs.get_run(j)["status"] == "failed"
 
 
 class _Conflicting:
@@ -109,26 +109,26 @@ class _Conflicting:
 
 def test_a_conflict_is_sent_again_and_the_condition_decides_again(results, monkeypatch):
     j = job(path="three.py")
-    state.start_run(j, "run-e", "m", now=1000)
+    job_runs.start_run(j, "run-e", "m", now=1000)
     fake = _Conflicting(aws.client("dynamodb"), conflicts=2)
-    monkeypatch.setattr(state, "client", lambda _s: fake)
+    monkeypatch.setattr(job_runs, "client", lambda _s: fake)
     monkeypatch.setattr("time.sleep", lambda _s: None)
-    state.finish_run(
+    job_runs.finish_run(
         j, "run-e", "succeeded", {}, owner=True, now=1001, with_items=[result_cache.put_item("k4", {"ok": 1})]
     )
     assert fake.sent == 3
     assert _cached(results, "k4") == {"ok": 1}
     # conflicts that do not end: the error is raised (SQS redelivers the job), nothing half-written
     j2 = job(path="four.py")
-    state.start_run(j2, "run-f", "m", now=1000)
+    job_runs.start_run(j2, "run-f", "m", now=1000)
     fake = _Conflicting(aws.client("dynamodb"), conflicts=100)
-    monkeypatch.setattr(state, "client", lambda _s: fake)
+    monkeypatch.setattr(job_runs, "client", lambda _s: fake)
     with pytest.raises(ClientError):
-        state.finish_run(
+        job_runs.finish_run(
             j2, "run-f", "succeeded", {}, owner=True, now=1001, with_items=[result_cache.put_item("k5", {})]
         )
-    assert fake.sent == state.TRANSACT_ATTEMPTS
-    assert _cached(results, "k5") is None and state.get_run(j2)["status"] == "running"
+    assert fake.sent == job_runs.TRANSACT_ATTEMPTS
+    assert _cached(results, "k5") is None and job_runs.get_run(j2)["status"] == "running"
 
 
 def _faults(url, plan):
@@ -149,18 +149,20 @@ def test_a_claim_whose_response_was_lost_is_still_ours(env, endpoint):  # noqa: 
     from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
 
     j = job(path="lost.py")
-    state.start_run(j, "run-earlier", "m", now=1000)
-    state.finish_run(j, "run-earlier", "retrying", {"error": "rate limited", "cost_micros": 1234}, now=1001)
+    job_runs.start_run(j, "run-earlier", "m", now=1000)
+    job_runs.finish_run(
+        j, "run-earlier", "retrying", {"error": "rate limited", "cost_micros": 1234}, now=1001
+    )
     _faults(endpoint, FaultPlan([FaultRule("lost_response", operations=["UpdateItem"], requests=[1])]))
     try:
-        carried = state.start_run(j, "run-b", "m", now=2000)
+        carried = job_runs.start_run(j, "run-b", "m", now=2000)
     finally:
         _faults(endpoint, FaultPlan())
     assert carried == 1234  # what the earlier attempt spent, as the unlost reply would have said
-    run = state.get_run(j)
+    run = job_runs.get_run(j)
     assert (run["status"], run["run_id"]) == ("running", "run-b")
-    with pytest.raises(state.RunInProgress):  # another worker's live run is still refused
-        state.start_run(j, "run-c", "m", now=2001)
+    with pytest.raises(job_runs.RunInProgress):  # another worker's live run is still refused
+        job_runs.start_run(j, "run-c", "m", now=2001)
 
 
 def test_a_throttled_outcome_transaction_is_sent_again(results):
@@ -170,11 +172,11 @@ def test_a_throttled_outcome_transaction_is_sent_again(results):
 
     url = results.meta.endpoint_url
     j = job(path="throttled.py")
-    state.start_run(j, "run-t", "m", now=1000)
+    job_runs.start_run(j, "run-t", "m", now=1000)
     _faults(url, FaultPlan([FaultRule("throttle", operations=["TransactWriteItems"], requests=[1, 2])]))
     try:
         _succeed(j, "run-t", "k-throttled", now=1001)
     finally:
         _faults(url, FaultPlan())
-    assert state.get_run(j)["status"] == "succeeded"
+    assert job_runs.get_run(j)["status"] == "succeeded"
     assert _cached(results, "k-throttled") == {"findings": []}

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from prfleet.pipeline import runner
-from prfleet.store import state
+from prfleet.store import job_runs
 from tests.integration.test_budget_billing import Events, endpoint, env, job  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.usefixtures("env")  # moto tables and settings (test_budget_billing)
@@ -33,23 +33,23 @@ def test_the_heartbeat_is_refreshed_once_a_minute_and_a_run_no_longer_ours_reser
     t0 = time.time()
     clock = [t0]
     j = job(11)
-    state.start_run(j, "run-hb", "claude-haiku-5-5", now=t0)
+    job_runs.start_run(j, "run-hb", "claude-haiku-5-5", now=t0)
     guard = guard_at(clock, j, "run-hb", claimed_at=t0)
 
     clock[0] = t0 + 10
     call(guard)
     call(guard)
-    assert state.get_run(j)["updated_at"] == int(t0)  # the claim is fresh: no write per call
+    assert job_runs.get_run(j)["updated_at"] == int(t0)  # the claim is fresh: no write per call
 
     clock[0] = t0 + runner.HEARTBEAT_EVERY_S + 5
     call(guard)
-    assert state.get_run(j)["updated_at"] == int(clock[0])
+    assert job_runs.get_run(j)["updated_at"] == int(clock[0])
 
     # Silent past the stuck limit (say, a model call that hung): the sweeper takes the run.
     clock[0] += 400
-    assert state.mark_stuck(state.get_run(j), now=clock[0], reason="no event") == 1
+    assert job_runs.mark_stuck(job_runs.get_run(j), now=clock[0], reason="no event") == 1
     committed = guard.ledger.status(now=clock[0]).committed
-    with pytest.raises(state.RunInProgress):
+    with pytest.raises(job_runs.RunInProgress):
         call(guard)
     assert guard.ledger.status(now=clock[0]).committed == committed  # nothing reserved for a run not ours
 
@@ -58,9 +58,11 @@ def test_without_a_claim_time_the_first_call_proves_the_run_is_ours():
     t0 = time.time()
     clock = [t0]
     j = job(12)
-    state.start_run(j, "run-first", "claude-haiku-5-5", now=t0)
-    state.finish_run(j, "run-first", "retrying", {"error": "x"}, owner=True, now=t0)  # given back meanwhile
-    with pytest.raises(state.RunInProgress):
+    job_runs.start_run(j, "run-first", "claude-haiku-5-5", now=t0)
+    job_runs.finish_run(
+        j, "run-first", "retrying", {"error": "x"}, owner=True, now=t0
+    )  # given back meanwhile
+    with pytest.raises(job_runs.RunInProgress):
         call(guard_at(clock, j, "run-first"))
 
 
@@ -68,7 +70,7 @@ def test_the_circuit_is_read_once_a_minute_during_a_run():
     t0 = time.time()
     clock = [t0]
     j = job(13)
-    state.start_run(j, "run-circ", "claude-haiku-5-5", now=t0)
+    job_runs.start_run(j, "run-circ", "claude-haiku-5-5", now=t0)
     reads: list[float] = []
     is_open = [False]
 

@@ -247,9 +247,9 @@ def test_over_limit_note_listed_first_stays_visible_among_hundreds_of_skips():
 
 def test_fan_in_counts_only_counted_runs_and_never_turns_an_owed_run_into_a_failure():
     from prfleet.pipeline import fanin
-    from prfleet.store import state
+    from prfleet.store import heads
 
-    record = state.HeadRecord(
+    record = heads.HeadRecord(
         "acme/shop", 7, "h" * 40, planned=4, done_ids={"a", "b", "c"}, deferred_ids={"d"}
     )
     runs = [

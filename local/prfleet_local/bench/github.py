@@ -84,7 +84,7 @@ def _new_path(server: Any, number: int, *, cold: bool) -> dict[str, Any]:
     from prfleet import github
     from prfleet.jobs import PrJob
     from prfleet.pipeline import fanin, planner
-    from prfleet.store import headfiles, state
+    from prfleet.store import headfiles, heads
 
     github.clear_caches()
     gh = github.GitHub(server.api_url, github.TokenAuth(TOKEN))
@@ -104,7 +104,7 @@ def _new_path(server: Any, number: int, *, cold: bool) -> dict[str, Any]:
         source.file_diff(job.path)
     # Fan-in's posting for the head (review, summary comment, check run), as the last job runs it; the runs'
     # own DynamoDB bookkeeping is left out (it makes no GitHub request and is slow on moto for 900 runs).
-    record = state.head_record(REPO, number, pr.head_sha)
+    record = heads.head_record(REPO, number, pr.head_sha)
     fanin._publish(gh, record, "final")
     total = len(server.requests) - start
     return {
@@ -154,7 +154,7 @@ def stack_requests(
     """
     from collections import Counter
 
-    from prfleet.store import headfiles, state
+    from prfleet.store import headfiles, job_runs
 
     repo = box.repo_name
     files: dict[str, str | bytes | None] = {
@@ -173,7 +173,7 @@ def stack_requests(
     reviewed = box.wait_for_review(number, head_sha=head, timeout=timeout)
     wall = time.monotonic() - began
     calls = box.github.requests[start:]
-    runs = state.runs_of_head(repo, number, head)
+    runs = job_runs.runs_of_head(repo, number, head)
 
     def route(path: str) -> str:
         path = path.replace(f"/repos/{repo}", "")

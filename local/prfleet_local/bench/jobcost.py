@@ -86,9 +86,9 @@ def bench_jobcost(files: int = 10, timeout: float = 300.0, model_latency_s: floa
             raise RuntimeError(f"the bench PR was not reviewed (webhook {status})")
         wall = time.perf_counter() - start
         counts = box.stack.moto.counts()
-        from prfleet.store import state
+        from prfleet.store import job_runs
 
-        runs = state.runs_of_head("acme/shop", number, head)
+        runs = job_runs.runs_of_head("acme/shop", number, head)
         jobs = len(runs)
         gh_requests = Counter(f"{m} {_shape(p)}" for m, p in box.github.requests[gh_before:])
         model_calls = len(box.model.requests) - model_before

@@ -94,10 +94,10 @@ class Sandbox:
 
     def progress_text(self, number: int, head_sha: str) -> str:
         """`4/9 jobs finished` once the planner has planned, else what is still awaited."""
-        from prfleet.store import state
+        from prfleet.store import heads
 
         try:
-            record = state.head_record(self.repo_name, number, head_sha)
+            record = heads.head_record(self.repo_name, number, head_sha)
         except Exception:  # noqa: BLE001 - progress is best effort; the wait itself decides
             record = None
         if record is None or not record.planned:
@@ -267,9 +267,9 @@ def _say(text: str) -> None:
 
 
 def pr_runs(box: Sandbox, number: int, head: str) -> list[dict[str, Any]]:
-    from prfleet.store import state
+    from prfleet.store import job_runs
 
-    return sorted(state.runs_of_head(box.repo_name, number, head), key=lambda r: (r["path"], r["agent"]))
+    return sorted(job_runs.runs_of_head(box.repo_name, number, head), key=lambda r: (r["path"], r["agent"]))
 
 
 @dataclass
@@ -285,11 +285,11 @@ class Printed:
 def print_review(box: Sandbox, number: int, head: str) -> Printed:
     """Print the review of each file, the cost of each run and in total, the GitHub review and check, and where
     the results are stored."""
-    from prfleet.store import state
+    from prfleet.store import heads
 
     name = box.repo_name
     runs = pr_runs(box, number, head)
-    record = state.head_record(name, number, head)
+    record = heads.head_record(name, number, head)
     total = 0
     found: set[tuple[str, int]] = set()
     print(f"\nReview of {name}#{number} at {head[:12]}: {len(runs)} agent runs")

@@ -280,8 +280,9 @@ def within_limits(o: Observed, daily_limit: int, pr_limit: int) -> Result:
     return Result("0 micro-dollars over any limit", not bad, f"{days} days in the ledger", bad)
 
 
-def _booked(run: dict[str, Any]) -> int:
-    """What a run's model calls booked on the ledger (prfleet.store.state.booked_of: `b_<reservation>` attributes)."""
+def booked_of(run: dict[str, Any]) -> int:
+    """Everything a job's model calls booked on the ledger, over all its attempts: the run item's
+    `b_<reservation>` attributes (prfleet.cost.ledger writes each booking onto the run)."""
     return sum(int(v) for k, v in run.items() if k.startswith("b_"))
 
 
@@ -314,7 +315,7 @@ def ledger_runs_bill_agree(o: Observed) -> Result:
     for i in o.ledger:
         if str(i.get("scope", "")).startswith("use@") and int(i.get("est_calls", 0)) > 0:
             slack += 0.5 * int(i["est_calls"]) + 0.5
-    runs = sum(_booked(r) for rs in o.runs.values() for r in rs)
+    runs = sum(booked_of(r) for rs in o.runs.values() for r in rs)
     bad = []
     if abs(settled - o.bill_micros) > slack:
         bad.append(

@@ -1,6 +1,6 @@
 """Fan-in: every job of a PR head reports here; the worker that completes the set posts one review and the check.
 
-A conditional write (state.claim_post) makes posting happen once per head ('partial' when jobs wait on the budget,
+A conditional write (posting.claim_post) makes posting happen once per head ('partial' when jobs wait on the budget,
 then 'final' when they have run); fingerprints already posted on the PR are never posted again.
 
 What is posted for a head:
@@ -31,11 +31,11 @@ from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
 from prfleet.pipeline import render
-from prfleet.store import headfiles, state
+from prfleet.store import headfiles, heads, job_runs, posting
 
 CHECK_NAME = "prfleet"
 log = logging.getLogger(__name__)
-_COUNTED = frozenset(state.FINAL | {"deferred"})
+_COUNTED = frozenset(job_runs.FINAL | {"deferred"})
 
 
 def start_check(gh: Any, job: PrJob, *, planned: int) -> int | None:
@@ -86,21 +86,21 @@ def mark_in_progress(gh: Any, repo: str, run_id: int, planned: int) -> int:
 
 def finish_job(gh_for: Any, job: FileJob, outcome: str) -> str | None:
     """Count a job's outcome; if that completes its head, post. Returns what was posted ('partial'/'final')."""
-    record = state.record_outcome(job, outcome)
+    record = heads.record_outcome(job, outcome)
     if record is None:  # this outcome was already counted (redelivery): maybe the post is still owed
-        record = state.head_record(job.repo, job.number, job.head_sha)
+        record = heads.head_record(job.repo, job.number, job.head_sha)
         if record is None:
             return None
     return _post(gh_for, record)
 
 
 def post_if_ready(gh: Any, repo: str, number: int, head_sha: str) -> str | None:
-    record = state.head_record(repo, number, head_sha)
+    record = heads.head_record(repo, number, head_sha)
     return _post(lambda _installation: gh, record) if record else None
 
 
-def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
-    claim = state.claim_post(record)
+def _post(gh_for: Any, record: heads.HeadRecord) -> str | None:
+    claim = posting.claim_post(record)
     if claim is None:
         return None
     gh = gh_for(record.installation_id)
@@ -113,7 +113,7 @@ def _post(gh_for: Any, record: state.HeadRecord) -> str | None:
             and 400 <= exc.status < 500
         )
         if not permanent:
-            state.release_post(record, claim)  # let the redelivered job post
+            posting.release_post(record, claim)  # let the redelivered job post
             raise
         log.error(
             "posting the review failed",
@@ -146,18 +146,18 @@ POST_WAIT_S = 15.0
 
 
 def _lease(
-    record: state.HeadRecord, owner: str, *, clock: Any = time.monotonic, sleep: Any = time.sleep
+    record: heads.HeadRecord, owner: str, *, clock: Any = time.monotonic, sleep: Any = time.sleep
 ) -> None:
-    """Wait for the PR's posting lease (state.lease_posting); PostingBusy after POST_WAIT_S."""
+    """Wait for the PR's posting lease (posting.lease_posting); PostingBusy after POST_WAIT_S."""
     ends = clock() + POST_WAIT_S
-    while not state.lease_posting(record.repo, record.number, owner):
+    while not posting.lease_posting(record.repo, record.number, owner):
         if clock() >= ends:
-            raise state.PostingBusy(f"another worker is posting on {record.repo}#{record.number}")
+            raise posting.PostingBusy(f"another worker is posting on {record.repo}#{record.number}")
         sleep(random.uniform(0.2, 0.6))
 
 
-def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
-    head_now = state.current_head(record.repo, record.number)
+def _publish(gh: Any, record: heads.HeadRecord, claim: str) -> None:
+    head_now = heads.current_head(record.repo, record.number)
     if head_now and head_now != record.head_sha:
         counts = _counts(_counted_runs(record), record)
         superseded = sum(row.get("superseded", 0) for row in counts.values())
@@ -176,16 +176,16 @@ def _publish(gh: Any, record: state.HeadRecord, claim: str) -> None:
     try:
         _publish_leased(gh, record, claim)
     finally:
-        state.release_posting(record.repo, record.number, owner)
+        posting.release_posting(record.repo, record.number, owner)
 
 
-def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
+def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     """The review, the summary and the check, with the PR's posting lease held: what is already posted is read,
     and what this review adds is recorded, before any other poster of the PR reads it."""
     runs = _counted_runs(record)
     counts = _counts(runs, record)
     findings = [f for r in runs for f in _findings(r)]
-    already = state.posted_fingerprints(record.repo, record.number)
+    already = posting.recorded_fingerprints(record.repo, record.number)
     patches = _patches(gh, record)
 
     def plan(inline: bool = True) -> render.ReviewPlan:
@@ -203,7 +203,7 @@ def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
     if review.comments or review.folded or claim == "final" or record.waiting_on_budget:
         review = _post_review(gh, record, claim, review, plan)
     gh.upsert_issue_comment(record.repo, record.number, render.SUMMARY_MARKER, review.summary)
-    state.add_posted_fingerprints(record.repo, record.number, review.fingerprints)
+    posting.record_fingerprints(record.repo, record.number, review.fingerprints)
     fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
     reasons = [str(r.get("error") or "") for r in runs if r.get("status") == "deferred"]
     conclusion, title, text = render.check_conclusion(
@@ -213,15 +213,15 @@ def _publish_leased(gh: Any, record: state.HeadRecord, claim: str) -> None:
 
 
 def _post_review(
-    gh: Any, record: state.HeadRecord, claim: str, review: render.ReviewPlan, replan: Any
+    gh: Any, record: heads.HeadRecord, claim: str, review: render.ReviewPlan, replan: Any
 ) -> render.ReviewPlan:
 
-    if state.review_posted(record, claim):  # a retry after a later step failed: the review is already there
+    if posting.review_posted(record, claim):  # a retry after a later step failed: the review is already there
         return review
     marker = render.review_marker(record.head_sha, claim, record.check_run_id or "-")
     # Posted by an attempt that died before it could record it (a timeout after the POST): never twice.
     if gh.find_review(record.repo, record.number, record.head_sha, marker) is not None:
-        state.mark_review_posted(record, claim)
+        posting.mark_review_posted(record, claim)
         return review
     try:
         gh.create_review(
@@ -237,13 +237,13 @@ def _post_review(
         )
         review = replan(inline=False)
         gh.create_review(record.repo, record.number, record.head_sha, review.body, [], marker=marker)
-    state.mark_review_posted(record, claim)
+    posting.mark_review_posted(record, claim)
     return review
 
 
 def _complete_check(
     gh: Any,
-    record: state.HeadRecord,
+    record: heads.HeadRecord,
     conclusion: str,
     title: str,
     text: str,
@@ -274,16 +274,18 @@ def _job_id(run: dict[str, Any]) -> str:
     return str(run.get("sk", "")).rsplit("#", 1)[-1]
 
 
-def _counted_runs(record: state.HeadRecord) -> list[dict[str, Any]]:
-    return [r for r in state.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)]
+def _counted_runs(record: heads.HeadRecord) -> list[dict[str, Any]]:
+    return [
+        r for r in job_runs.runs_of_head(record.repo, record.number, record.head_sha) if _counted(r, record)
+    ]
 
 
-def _counted(run: dict[str, Any], record: state.HeadRecord) -> bool:
+def _counted(run: dict[str, Any], record: heads.HeadRecord) -> bool:
     """Only runs whose outcome the head record counted (a late run of a re-planned head is not in the set)."""
     return _job_id(run) in (record.done_ids | record.deferred_ids)
 
 
-def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, dict[str, Any]]:
+def _counts(runs: list[dict[str, Any]], record: heads.HeadRecord) -> dict[str, dict[str, Any]]:
     """Per agent: findings, cost and outcome counts, for the summary and the check conclusion.
 
     A complete head has only finished or deferred runs (runs are claimed and finished conditionally); a run seen
@@ -316,7 +318,7 @@ def _counts(runs: list[dict[str, Any]], record: state.HeadRecord) -> dict[str, d
     return dict(rows)
 
 
-def _patches(gh: Any, record: state.HeadRecord) -> dict[str, str]:
+def _patches(gh: Any, record: heads.HeadRecord) -> dict[str, str]:
     """The head's patches as the planner listed them (prfleet.headfiles); GitHub only if that list is missing."""
 
     listed = headfiles.load(record.repo, record.number, record.head_sha)

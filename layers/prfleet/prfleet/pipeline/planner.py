@@ -16,7 +16,7 @@ from prfleet.github import GitHubError, GitHubRateLimited
 from prfleet.github.files import SYMLINK_MODE
 from prfleet.jobs import FileJob, PrJob, sqs
 from prfleet.pipeline import fanin, render
-from prfleet.store import headfiles, state
+from prfleet.store import headfiles, heads, job_runs
 
 # Files no agent should spend tokens on, whatever the repository says.
 DEFAULT_IGNORES = (
@@ -238,8 +238,8 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     job = PrJob(
         job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by
     )
-    state.set_head(job.repo, job.number, head, now=now)
-    existing = None if rerun else state.head_record(job.repo, job.number, head)
+    heads.set_head(job.repo, job.number, head, now=now)
+    existing = None if rerun else heads.head_record(job.repo, job.number, head)
 
     config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
     config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
@@ -297,9 +297,9 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
             fanin.post_if_ready(gh, job.repo, job.number, head)
         return Plan(job, jobs, skips, "planned", "head already planned; jobs re-sent")
     if rerun:
-        state.forget_runs(job.repo, job.number, head)
+        job_runs.forget_runs(job.repo, job.number, head)
     check_id = start_or_resume_check(gh, job, planned=len(jobs), rerun=rerun, now=now)
-    state.record_plan(
+    heads.record_plan(
         job.repo,
         job.number,
         head,
@@ -312,7 +312,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         now=now,
     )
     if not rerun:
-        record = state.head_record(job.repo, job.number, head)
+        record = heads.head_record(job.repo, job.number, head)
         if record is not None and record.check_run_id not in (None, check_id) and check_id is not None:
             # Another planner planned this head at the same moment and its check run is the one fanned in to.
             gh.update_check_run(

@@ -23,7 +23,7 @@ from prfleet.jobs import FileJob, sqs
 from prfleet.observability import events
 from prfleet.observability.events import redact
 from prfleet.pipeline import fanin
-from prfleet.store import headfiles, result_cache, state
+from prfleet.store import deferrals, dynamo, headfiles, heads, job_runs, result_cache
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
 # A run's heartbeat and the circuit are read at most this often during a run (not on every model call): the sweeper
@@ -172,7 +172,7 @@ class LedgerGuard:
         """Refresh the run's heartbeat once HEARTBEAT_EVERY_S has passed; RunInProgress if it is no longer ours."""
         now = self.clock()
         if now - self.beat_at >= HEARTBEAT_EVERY_S:
-            state.heartbeat(self.job, self.run_id, now=now)
+            job_runs.heartbeat(self.job, self.run_id, now=now)
             self.beat_at = now
 
     def before_call(self, model: str, params: dict[str, Any]) -> _Call:
@@ -198,7 +198,7 @@ class LedgerGuard:
             model=model,
             worst_tokens=(bound, max_tokens),
             # every booking of this call goes onto the run, in the ledger's own transaction
-            owner=state.run_owner(self.job),
+            owner=job_runs.run_owner(self.job),
         )
         head = _text(_strip_cache({k: params.get(k) for k in ("system", "tools")}))
         return _Call(r, model, bound, max_tokens, geo, _strip_cache(list(params.get("messages") or [])), head)
@@ -390,13 +390,13 @@ def _process(
     if hit is not None:
         findings = [dict(f, path=job.path) for f in hit.get("findings", [])]
         try:
-            state.finish_run(
+            job_runs.finish_run(
                 job,
                 run_id,
                 "cached",
                 {"findings": json.dumps(findings), "cost_micros": 0, "model": spec.model},
             )
-        except state.RunInProgress:
+        except job_runs.RunInProgress:
             return _already_done(gh_for, job, run_id) or Outcome(
                 "duplicate", run_id, reason="finished elsewhere"
             )
@@ -416,9 +416,9 @@ def _process(
     ledger = make_ledger()
     try:
         claimed_at = clock()
-        claimed = state.start_run(job, run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
+        claimed = job_runs.start_run(job, run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
         carried = max(claimed, job.spent_micros)
-    except state.RunInProgress as exc:
+    except job_runs.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
         # if it dies, its run goes stale and the sweeper re-queues the job.
         done = _already_done(gh_for, job, run_id)
@@ -437,7 +437,7 @@ def _process(
     cap = run_cost_cap(spec)
     if carried >= cap:
         reason = f"per-run cost cap ${cap / 1e6:.4f} reached by earlier attempts (${carried / 1e6:.4f})"
-        state.finish_run(
+        job_runs.finish_run(
             job, run_id, "failed", {"error": reason, "cost_micros": carried}, owner=True, now=clock()
         )
         emit("failed", reason=reason, path=job.path)
@@ -463,13 +463,13 @@ def _process(
             job, spec, source, anthropic_client, deadline=deadline, guard=guard, emit=emit
         )
     except (
-        state.RunInProgress
+        job_runs.RunInProgress
     ) as exc:  # marked stuck and re-queued, or taken over: the other worker owns it now
         emit("skipped", reason=str(exc), path=job.path, duplicate=True)
         return Outcome("duplicate", run_id, reason=str(exc))
     except RunCostCapReached as exc:
         values = {"error": str(exc), "model": spec.model, "cost_micros": carried + guard.spent}
-        state.finish_run(job, run_id, "failed", values, owner=True, now=clock())
+        job_runs.finish_run(job, run_id, "failed", values, owner=True, now=clock())
         emit("failed", reason=str(exc), path=job.path)
         return Outcome(
             "failed", run_id, guard.spent, posted=fanin.finish_job(gh_for, job, "failed"), reason=str(exc)
@@ -492,15 +492,15 @@ def _process(
             # Open reservations, not settled spend, fill the scope: the day has room, come back in a minute.
             reason = f"budget {exc.scope} held by open reservations: needs ${exc.needed / 1e6:.4f}, retrying"
             values = {"error": reason, "model": spec.model, "cost_micros": spent}
-            state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
+            job_runs.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
             delay = cfg.pressure_retry_s * (0.5 + random.random())
             emit("deferred", reason=reason, scope=exc.scope, until="retry", delay_s=round(delay, 1))
             raise RetryLater(reason, delay, job.next_attempt(spent).to_message()) from None
         day = ledger.day(clock())
         reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
-        state.defer(job.next_attempt(spent), day=day, reason=reason, now=clock())
+        deferrals.defer(job.next_attempt(spent), day=day, reason=reason, now=clock())
         values = {"error": reason, "model": spec.model, "cost_micros": spent}
-        state.finish_run(job, run_id, "deferred", values, owner=True, now=clock())
+        job_runs.finish_run(job, run_id, "deferred", values, owner=True, now=clock())
         emit("deferred", reason=reason, scope=exc.scope)
         posted = fanin.finish_job(gh_for, job, "deferred")
         return Outcome("deferred", run_id, posted=posted, reason=reason)
@@ -511,8 +511,8 @@ def _process(
 
         values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": carried + guard.spent}
         try:
-            state.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
-        except state.RunInProgress:
+            job_runs.finish_run(job, run_id, "retrying", values, owner=True, now=clock())
+        except job_runs.RunInProgress:
             pass  # marked stuck and taken over meanwhile: that worker owns the run now
         except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
             # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
@@ -539,7 +539,7 @@ def _process(
     duration_ms = int((clock() - started) * 1000)
     if result.status == "failed" and result.retry_after and not final_attempt:
         spent = carried + guard.spent
-        state.finish_run(
+        job_runs.finish_run(
             job,
             run_id,
             "retrying",
@@ -576,7 +576,7 @@ def _process(
         if result.status == "succeeded"
         else None
     )
-    state.finish_run(job, run_id, result.status, values, owner=True, now=clock(), with_items=cached)
+    job_runs.finish_run(job, run_id, result.status, values, owner=True, now=clock(), with_items=cached)
     emit(
         "complete",
         status=result.status,
@@ -600,7 +600,7 @@ def _process(
 class _Reads:
     """What a job reads before it claims its run, from one BatchGetItem."""
 
-    record: state.HeadRecord | None
+    record: heads.HeadRecord | None
     current_head: str | None
     files_first: dict[str, Any] | None  # the head file list's first chunk, raw (prfleet.headfiles)
     cache_key: str | None  # the cache key read (the settings' spec of the job's agent), None if none was
@@ -621,8 +621,8 @@ def _job_reads(job: FileJob) -> _Reads:
     want: dict[str, dict[str, Any]] = {
         cfg.state_table: {
             "Keys": [
-                state.head_record_key(job.repo, job.number, job.head_sha),
-                state.current_head_key(job.repo, job.number),
+                heads.head_record_key(job.repo, job.number, job.head_sha),
+                heads.current_head_key(job.repo, job.number),
                 headfiles.first_key(job.repo, job.number, job.head_sha),
             ],
             "ConsistentRead": True,
@@ -632,13 +632,13 @@ def _job_reads(job: FileJob) -> _Reads:
         want[cfg.results_table] = {"Keys": [result_cache.item_key(key)]}
     else:
         key = None
-    got = state.batch_get(want)
+    got = dynamo.batch_get(want)
     by_sk = {i["sk"]["S"]: i for i in got.get(cfg.state_table, [])}
     record_key, head_key, files_key = want[cfg.state_table]["Keys"]
     cached = next(iter(got.get(cfg.results_table, [])), None)
     return _Reads(
-        state.head_record_of(by_sk.get(record_key["sk"]["S"])),
-        state.current_head_of(by_sk.get(head_key["sk"]["S"])),
+        heads.head_record_of(by_sk.get(record_key["sk"]["S"])),
+        heads.current_head_of(by_sk.get(head_key["sk"]["S"])),
         by_sk.get(files_key["sk"]["S"]),
         key,
         result_cache.from_item(cached),
@@ -648,7 +648,7 @@ def _job_reads(job: FileJob) -> _Reads:
 def _read_cache(key: str) -> dict[str, Any] | None:
     """The cached result under `key` alone (BatchGetItem of one key: the agent's role reads ResultsTable only so)."""
     table = settings().results_table
-    got = state.batch_get({table: {"Keys": [result_cache.item_key(key)]}})
+    got = dynamo.batch_get({table: {"Keys": [result_cache.item_key(key)]}})
     return result_cache.from_item(next(iter(got.get(table, [])), None))
 
 
@@ -694,7 +694,7 @@ def _defer_on_circuit(
     reason = f"model calls paused: {reason}"
     day = make_ledger().day(clock())
     try:
-        state.finish_run(
+        job_runs.finish_run(
             job,
             run_id,
             "deferred",
@@ -702,17 +702,17 @@ def _defer_on_circuit(
             owner=owner,
             now=clock(),
         )
-    except state.RunInProgress:
+    except job_runs.RunInProgress:
         return _already_done(gh_for, job, run_id) or Outcome("duplicate", run_id, reason="finished elsewhere")
-    state.defer(job.next_attempt(carried), day=day, reason=reason, now=clock(), until="circuit")
+    deferrals.defer(job.next_attempt(carried), day=day, reason=reason, now=clock(), until="circuit")
     emit("deferred", reason=reason, scope="circuit")
     return Outcome("deferred", run_id, posted=fanin.finish_job(gh_for, job, "deferred"), reason=reason)
 
 
 def _already_done(gh_for: Any, job: FileJob, run_id: str) -> Outcome | None:
     """A redelivered message whose work is done: count its outcome (idempotent) so the review is owed once."""
-    previous = state.get_run(job)
-    if not previous or previous.get("status") not in state.FINAL:
+    previous = job_runs.get_run(job)
+    if not previous or previous.get("status") not in job_runs.FINAL:
         return None
     posted = fanin.finish_job(gh_for, job, previous["status"])
     return Outcome(previous["status"], previous.get("run_id", run_id), posted=posted, reason="already done")
@@ -745,8 +745,8 @@ def fail(gh_for: Any, job: FileJob, emitter: Any, reason: str, error_type: str) 
 
 def _end(gh_for: Any, job: FileJob, run_id: str, status: str, emit: Any, *, reason: str) -> Outcome:
     try:
-        state.finish_run(job, run_id, status, {"error": reason})
-    except state.RunInProgress:
+        job_runs.finish_run(job, run_id, status, {"error": reason})
+    except job_runs.RunInProgress:
         return _already_done(gh_for, job, run_id) or Outcome("duplicate", run_id, reason="finished elsewhere")
     emit(status, reason=reason, path=job.path)
     posted = fanin.finish_job(gh_for, job, status)

@@ -9,7 +9,7 @@ from prfleet.cost import circuit
 from prfleet.jobs import parse_message, requeue_body, sqs
 from prfleet.observability import events
 from prfleet.pipeline import runner
-from prfleet.store import state
+from prfleet.store import deferrals, job_runs
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
 MAX_STUCK_RETRIES = 1
@@ -24,10 +24,10 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
     ledger = runner.make_ledger()
     counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "probed": 0}
 
-    for run in state.runs_with_status("running", older_than=now - STUCK_AFTER_S):
+    for run in job_runs.runs_with_status("running", older_than=now - STUCK_AFTER_S):
         silent = int(now - run["updated_at"])
         reason = f"no event for {silent} s (limit {STUCK_AFTER_S} s)"
-        times = state.mark_stuck(run, now=now, reason=reason)
+        times = job_runs.mark_stuck(run, now=now, reason=reason)
         if times is None:
             continue
         job = parse_message(run["job"])
@@ -68,7 +68,7 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
             st = circuit.read(ledger.ddb, ledger.table)
 
     today = ledger.day(now)
-    for entry in state.deferred_jobs(limit=REQUEUE_BATCH):  # oldest first
+    for entry in deferrals.deferred_jobs(limit=REQUEUE_BATCH):  # oldest first
         waits_for_circuit = entry.get("until") == "circuit"
         if st.open if waits_for_circuit else entry["day"] >= today:
             continue
@@ -76,8 +76,8 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         # Taken once by the entry's conditional delete. A refused delete whose run still waits as `deferred` was our
         # own delete with its response lost (applied, answered 500, the retry refused: the default-scale soak left
         # a job deferred for good that way); at worst two sweepers both send it, and the claim keeps one.
-        if state.drop_deferred(entry["sk"]) or (state.get_run(job) or {}).get("status") == "deferred":
-            state.mark_requeued(job, now=now)
+        if deferrals.drop_deferred(entry["sk"]) or (job_runs.get_run(job) or {}).get("status") == "deferred":
+            job_runs.mark_requeued(job, now=now)
             sqs.send_raw(entry["job"])  # stored as its next attempt by runner.defer
             counts["requeued"] += 1
 

@@ -32,7 +32,7 @@ from prfleet.jobs import pr_key
 
 VERSION = 1
 CHUNK_BYTES = 350_000  # below the 400 KB item limit with room for the key and attribute names
-TTL = 30 * 86400  # as long as the head's runs (state.RUN_TTL)
+TTL = 30 * 86400  # as long as the head's runs (prfleet.store.dynamo.RUN_TTL)
 KEPT = ("filename", "status", "sha", "previous_filename", "additions", "deletions", "changes", "patch")
 
 
