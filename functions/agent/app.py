@@ -8,7 +8,7 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from prfleet import github, jobs
-from prfleet.agents import model_client as model_clients
+from prfleet.agents.model_client import build as build_model_client
 from prfleet.config import secret_store, settings
 from prfleet.jobs import sqs
 from prfleet.observability import events
@@ -30,10 +30,10 @@ _client: Any = None
 
 
 def model_client() -> Any:
-    """One SDK client per container, for the configured provider (prfleet.model_client)."""
+    """One SDK client per container, for the configured provider (prfleet.agents.model_client)."""
     global _client
     if _client is None:
-        _client = model_clients.build(settings(), api_key=secret_store.anthropic_api_key)
+        _client = build_model_client(settings(), api_key=secret_store.anthropic_api_key)
     return _client
 
 
@@ -60,8 +60,8 @@ def _record(record: SQSRecord, context: Any) -> None:
         runner.process(
             job,
             remaining_ms=context.get_remaining_time_in_millis,
-            gh_for=github.client_for,
-            anthropic_client=model_client(),
+            client_for=github.client_for,
+            model_client=model_client(),
             emitter=emitter,
             final_attempt=final_attempt,
         )
