@@ -1,25 +1,24 @@
 """One file job, start to end: read, decide, claim, run the agent, and end through one door.
 
-The job's story, in `_process` and `_claim_and_run` (read them top to bottom):
+The job's story, in `_process`, `_claim_and_run` and `_run_agent` (read them top to bottom):
   1. one batched read: the head record, the PR's current head, the head's file list, the cached result;
   2. before the claim: is the agent disabled, the head superseded, the job out of attempts, its result cached?
   3. the claim of the run (a duplicate delivery stops here), then the spend-limit circuit and the run's cost cap;
   4. the agent's run under the LedgerGuard (prfleet.cost.guard); its refusals (cost cap, circuit, budget) end it;
   5. the run's ending.
-The decisions are pure functions that return an `Ending`; every Ending goes through `_finish`, which records the
-run's outcome, emits the event and counts the outcome for fan-in (which posts the review once the head's set is
-complete). The only other way out is an exception that SQS retries and, after maxReceiveCount, moves to the
+The decisions are pure functions that return an `Ending` (prfleet.pipeline.endings); every Ending goes through
+one door, `_finish`, which records the run's outcome, emits the event and counts the outcome for fan-in (which
+posts the review once the head's set is complete). The only other way out is an exception that SQS retries and, after maxReceiveCount, moves to the
 dead-letter queue with the job intact: RetryLater (re-sent with a delay), or an error (the claim given back first).
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prfleet import agents, github
@@ -33,6 +32,19 @@ from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
 from prfleet.observability.events import redact
 from prfleet.pipeline import fanin
+from prfleet.pipeline.endings import (
+    Ending,
+    before_claim,
+    circuit_deferral,
+    completed,
+    cost_cap_reached,
+    duplicate,
+    from_cache,
+    over_budget,
+    over_cost_cap,
+    rate_limited,
+    unclaimed,
+)
 from prfleet.store import headfiles, result_cache, state
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
@@ -58,95 +70,6 @@ class Outcome:
     reason: str = ""
 
 
-# ---------------------------------------------------------------------------------------------------- endings
-
-
-@dataclass(frozen=True)
-class Deferral:
-    """The job kept for later (state.defer), as its next attempt: the sweeper re-queues it after the budget's day
-    (`until="day"`) or once the circuit has closed (`until="circuit"`).
-
-    after_outcome: written only once the run's outcome is (a refused outcome, the run finished by another
-    delivery, must not defer the job again). Otherwise written first: an attempt that dies in between leaves a
-    running run that the sweeper re-queues, never a deferred run with nothing to re-queue it."""
-
-    job: FileJob
-    day: str
-    until: str = "day"
-    after_outcome: bool = False
-
-
-@dataclass(frozen=True)
-class Ending:
-    """How one attempt at a job ends: what `_finish` writes on the run, emits, and reports to fan-in.
-
-    status: the run's outcome (state.finish_run), or "duplicate": another delivery owns the run, nothing is written.
-    claimed: the run is this attempt's claim (the outcome is written as its owner).
-    count_theirs: a refused write means another delivery may have finished the run: count that outcome
-        (`_already_done`); otherwise the refusal (state.RunInProgress) propagates and SQS redelivers the job.
-    retry: raised once the run says `retrying` (fan-in counts nothing: the job is not over).
-    cost_micros, findings: what this attempt spent and found (the Outcome's)."""
-
-    status: str
-    reason: str = ""
-    values: dict[str, Any] = field(default_factory=dict)
-    event: str = ""  # the event emitted; the status when empty
-    fields: dict[str, Any] = field(default_factory=dict)
-    claimed: bool = True
-    count_theirs: bool = False
-    deferral: Deferral | None = None
-    with_items: list[dict[str, Any]] | None = None
-    retry: RetryLater | None = None
-    cost_micros: int = 0
-    findings: int = 0
-
-
-def unclaimed(job: FileJob, status: str, reason: str) -> Ending:
-    """An ending written without a claim: before it, or by the sweeper or the last delivery (`fail`)."""
-    return Ending(
-        status,
-        reason,
-        {"error": reason},
-        fields={"reason": reason, "path": job.path},
-        claimed=False,
-        count_theirs=True,
-    )
-
-
-def duplicate(job: FileJob, reason: str, *, count_theirs: bool = False) -> Ending:
-    """Another worker owns the run (a duplicate delivery, or this run marked stuck and taken over): leave it."""
-    fields = {"reason": reason, "path": job.path, "duplicate": True}
-    return Ending("duplicate", reason, event="skipped", fields=fields, count_theirs=count_theirs)
-
-
-def before_claim(job: FileJob, spec: Any, current_head: str | None, max_attempts: int) -> Ending | None:
-    """The job ends before anything is claimed: its agent is disabled, its head superseded, or it has used up its
-    re-queued attempts. None: it goes on."""
-    if spec is None:
-        return unclaimed(job, "skipped", f"agent {job.agent!r} is disabled for this repository")
-    if current_head and current_head != job.head_sha:
-        return unclaimed(job, "superseded", f"PR head moved to {current_head[:12]}")
-    if job.attempt >= max_attempts:
-        reason = f"gave up after {job.attempt} re-queued attempts (MaxJobAttempts {max_attempts})"
-        return unclaimed(job, "failed", reason)
-    return None
-
-
-def from_cache(job: FileJob, model: str, key: str, hit: dict[str, Any] | None) -> Ending | None:
-    """A result cached under the job's key (same blob, agent, model, prompt): its findings, for nothing."""
-    if hit is None:
-        return None
-    findings = [dict(f, path=job.path) for f in hit.get("findings", [])]
-    return Ending(
-        "cached",
-        values={"findings": json.dumps(findings), "cost_micros": 0, "model": model},
-        fields={"cache_key": key[:16], "findings": len(findings), "cost_usd": 0.0},
-        claimed=False,
-        count_theirs=True,
-        findings=len(findings),
-    )
-
-
 def run_cost_cap(spec: Any) -> int:
     """The agent's per-run cost cap in micro-dollars: its token cap priced at the worst case."""
     explicit = getattr(spec, "max_run_cost_micros", None)
@@ -155,200 +78,6 @@ def run_cost_cap(spec: Any) -> int:
     return pricing.worst_case_micros(
         spec.model, int(spec.max_run_tokens), int(spec.max_tokens), inference_geo="us"
     )
-
-
-def over_cost_cap(job: FileJob, carried: int, cap: int) -> Ending | None:
-    """Earlier attempts of the job have already spent its run's cost cap: it fails without a model call."""
-    if carried < cap:
-        return None
-    reason = f"per-run cost cap ${cap / 1e6:.4f} reached by earlier attempts (${carried / 1e6:.4f})"
-    return Ending(
-        "failed",
-        reason,
-        {"error": reason, "cost_micros": carried},
-        fields={"reason": reason, "path": job.path},
-    )
-
-
-def cost_cap_reached(job: FileJob, model: str, reason: str, *, spent: int, attempt_cost: int) -> Ending:
-    """The guard refused a call that could pass the run's cost cap: the job fails."""
-    values = {"error": reason, "model": model, "cost_micros": spent}
-    return Ending(
-        "failed", reason, values, fields={"reason": reason, "path": job.path}, cost_micros=attempt_cost
-    )
-
-
-def circuit_deferral(job: FileJob, model: str, reason: str, *, carried: int, day: str) -> Ending:
-    """The spend-limit circuit is open: deferred (a neutral check with the reason) until the sweeper's probe
-    closes it and re-queues the job."""
-    reason = f"model calls paused: {reason}"
-    return Ending(
-        "deferred",
-        reason,
-        {"error": reason, "model": model, "cost_micros": carried},
-        fields={"reason": reason, "scope": "circuit"},
-        count_theirs=True,
-        deferral=Deferral(job.next_attempt(carried), day, until="circuit", after_outcome=True),
-    )
-
-
-def over_budget(
-    job: FileJob, exc: BudgetExceeded, model: str, *, spent: int, day: str, retry_delay: float
-) -> Ending:
-    """The ledger refused a reservation. Open reservations, not settled spend, fill the scope: the day has room,
-    the job comes back after `retry_delay`. The budget is spent: deferred to the budget's next day."""
-    if exc.cause == "reserved":
-        reason = f"budget {exc.scope} held by open reservations: needs ${exc.needed / 1e6:.4f}, retrying"
-        return Ending(
-            "retrying",
-            reason,
-            {"error": reason, "model": model, "cost_micros": spent},
-            event="deferred",
-            fields={"reason": reason, "scope": exc.scope, "until": "retry", "delay_s": round(retry_delay, 1)},
-            retry=RetryLater(reason, retry_delay, job.next_attempt(spent).to_message()),
-        )
-    reason = f"budget {exc.scope} reached: needs ${exc.needed / 1e6:.4f}, ${exc.available / 1e6:.4f} left"
-    return Ending(
-        "deferred",
-        reason,
-        {"error": reason, "model": model, "cost_micros": spent},
-        fields={"reason": reason, "scope": exc.scope},
-        deferral=Deferral(job.next_attempt(spent), day),
-    )
-
-
-def rate_limited(job: FileJob, result: Any, model: str, *, spent: int, estimated: int) -> Ending:
-    """The API's rate limit outlasted the attempt (not its last delivery): re-sent after the API's retry-after."""
-    reason = result.error or "rate limited"
-    return Ending(
-        "retrying",
-        reason,
-        {"error": result.error, "model": model, "cost_micros": spent, "estimated_micros": estimated},
-        event="error",
-        fields={"error_type": "RateLimited", "message": result.error, "retry_after": result.retry_after},
-        retry=RetryLater(reason, result.retry_after, job.next_attempt(spent).to_message()),
-    )
-
-
-def completed(
-    result: Any,
-    findings: list[dict[str, Any]],
-    model: str,
-    guard: LedgerGuard,
-    *,
-    duration_ms: int,
-    with_items: list[dict[str, Any]] | None,
-) -> Ending:
-    """The agent's run ended (succeeded, partial or failed): its findings, usage and cost on the run."""
-    usage = result.usage or {}
-    values = {
-        "findings": json.dumps(findings),
-        "model": model,
-        "cost_micros": guard.carried + guard.spent,  # earlier attempts (deferred, rate-limited) included
-        "estimated_micros": guard.estimated or None,  # booked at a worst case: the call may have been billed
-        "iterations": result.iterations,
-        "duration_ms": duration_ms,
-        "error": result.error,
-        "stop_reason": result.stop_reason,
-        **{f"{k}": int(v) for k, v in usage.items()},
-    }
-    estimated = {"estimated_usd": guard.estimated / 1e6, "estimated_reasons": guard.estimates}
-    fields = {
-        "status": result.status,
-        "duration_ms": duration_ms,
-        "iterations": result.iterations,
-        "findings": len(findings),
-        "cost_usd": guard.spent / 1e6,
-        "error": result.error,
-        **(estimated if guard.estimated else {}),
-        **usage,
-    }
-    return Ending(
-        result.status,
-        result.error or "",
-        values,
-        event="complete",
-        fields=fields,
-        with_items=with_items,
-        cost_micros=guard.spent,
-        findings=len(findings),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- the door
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One attempt at a job: the job, its run id, its event emitter, the GitHub client factory and the clock."""
-
-    job: FileJob
-    run_id: str
-    emit: Callable[..., None]
-    client_for: Callable[[int], Any]
-    clock: Callable[[], float]
-
-
-def _finish(at: _Attempt, end: Ending) -> Outcome:
-    """The one door every ending goes through: the run's outcome, the event, fan-in, in that order."""
-    if end.status == "duplicate":
-        done = _already_done(at) if end.count_theirs else None
-        if done:
-            return done
-        at.emit(end.event, **end.fields)
-        return Outcome("duplicate", at.run_id, reason=end.reason)
-    if end.deferral and not end.deferral.after_outcome:
-        _defer(at, end)
-    claim = {"owner": True, "now": at.clock()} if end.claimed else {}
-    try:
-        state.finish_run(at.job, at.run_id, end.status, end.values, with_items=end.with_items, **claim)
-    except state.RunInProgress:
-        if not end.count_theirs:
-            raise
-        return _already_done(at) or Outcome("duplicate", at.run_id, reason="finished elsewhere")
-    if end.deferral and end.deferral.after_outcome:
-        _defer(at, end)
-    at.emit(end.event or end.status, **end.fields)
-    if end.retry is not None:
-        raise end.retry
-    posted = fanin.finish_job(at.client_for, at.job, end.status)
-    return Outcome(end.status, at.run_id, end.cost_micros, end.findings, posted, end.reason)
-
-
-def _defer(at: _Attempt, end: Ending) -> None:
-    d = end.deferral
-    assert d is not None
-    state.defer(d.job, day=d.day, reason=end.reason, now=at.clock(), until=d.until)
-
-
-def _already_done(at: _Attempt) -> Outcome | None:
-    """A redelivered message whose work is done: count its outcome (idempotent) so the review is owed once."""
-    previous = state.get_run(at.job)
-    if not previous or previous.get("status") not in state.FINAL:
-        return None
-    posted = fanin.finish_job(at.client_for, at.job, previous["status"])
-    return Outcome(
-        previous["status"], previous.get("run_id", at.run_id), posted=posted, reason="already done"
-    )
-
-
-def _give_back(at: _Attempt, exc: BaseException, spent: int) -> None:
-    """Anything else went wrong (GitHub down, a malformed reply): give the claim back as `retrying` with what the
-    attempt spent, so SQS's redelivery can claim the run instead of taking it for another worker's live run and
-    dropping it; the caller re-raises, and the last delivery records the failure (`fail`)."""
-    values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": spent}
-    try:
-        state.finish_run(at.job, at.run_id, "retrying", values, owner=True, now=at.clock())
-    except state.RunInProgress:
-        pass  # marked stuck and taken over meanwhile: that worker owns the run now
-    except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
-        # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
-        # say so, and let the handler see the job's error, not this one.
-        at.emit(
-            "error",
-            error_type="RunNotReleased",
-            message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
-        )
 
 
 # ---------------------------------------------------------------------------------------------------- the job
@@ -543,6 +272,82 @@ def _run_agent(
         else None
     )
     return completed(result, findings, model, guard, duration_ms=duration_ms, with_items=cache)
+
+
+# ---------------------------------------------------------------------------------------------------- the door
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One attempt at a job: the job, its run id, its event emitter, the GitHub client factory and the clock."""
+
+    job: FileJob
+    run_id: str
+    emit: Callable[..., None]
+    client_for: Callable[[int], Any]
+    clock: Callable[[], float]
+
+
+def _finish(at: _Attempt, end: Ending) -> Outcome:
+    """The one door every ending goes through: the run's outcome, the event, fan-in, in that order."""
+    if end.status == "duplicate":
+        done = _already_done(at) if end.count_theirs else None
+        if done:
+            return done
+        at.emit(end.event, **end.fields)
+        return Outcome("duplicate", at.run_id, reason=end.reason)
+    if end.deferral and not end.deferral.after_outcome:
+        _defer(at, end)
+    claim = {"owner": True, "now": at.clock()} if end.claimed else {}
+    try:
+        state.finish_run(at.job, at.run_id, end.status, end.values, with_items=end.with_items, **claim)
+    except state.RunInProgress:
+        if not end.count_theirs:
+            raise
+        return _already_done(at) or Outcome("duplicate", at.run_id, reason="finished elsewhere")
+    if end.deferral and end.deferral.after_outcome:
+        _defer(at, end)
+    at.emit(end.event or end.status, **end.fields)
+    if end.retry is not None:
+        raise RetryLater(end.reason, end.retry.delay, end.retry.body)
+    posted = fanin.finish_job(at.client_for, at.job, end.status)
+    return Outcome(end.status, at.run_id, end.cost_micros, end.findings, posted, end.reason)
+
+
+def _defer(at: _Attempt, end: Ending) -> None:
+    d = end.deferral
+    assert d is not None
+    state.defer(d.job, day=d.day, reason=end.reason, now=at.clock(), until=d.until)
+
+
+def _already_done(at: _Attempt) -> Outcome | None:
+    """A redelivered message whose work is done: count its outcome (idempotent) so the review is owed once."""
+    previous = state.get_run(at.job)
+    if not previous or previous.get("status") not in state.FINAL:
+        return None
+    posted = fanin.finish_job(at.client_for, at.job, previous["status"])
+    return Outcome(
+        previous["status"], previous.get("run_id", at.run_id), posted=posted, reason="already done"
+    )
+
+
+def _give_back(at: _Attempt, exc: BaseException, spent: int) -> None:
+    """Anything else went wrong (GitHub down, a malformed reply): give the claim back as `retrying` with what the
+    attempt spent, so SQS's redelivery can claim the run instead of taking it for another worker's live run and
+    dropping it; the caller re-raises, and the last delivery records the failure (`fail`)."""
+    values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": spent}
+    try:
+        state.finish_run(at.job, at.run_id, "retrying", values, owner=True, now=at.clock())
+    except state.RunInProgress:
+        pass  # marked stuck and taken over meanwhile: that worker owns the run now
+    except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
+        # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
+        # say so, and let the handler see the job's error, not this one.
+        at.emit(
+            "error",
+            error_type="RunNotReleased",
+            message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
+        )
 
 
 def run_guard(
