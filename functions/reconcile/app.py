@@ -8,8 +8,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from prfleet.config import now, settings
 from prfleet.cost import reconcile
+from prfleet.cost.ledger import Ledger
 from prfleet.observability import events
-from prfleet.pipeline import runner
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -24,7 +24,9 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             "reconcile skipped", extra={"event": "reconcile", "skipped": "no Admin API key in its secret"}
         )
         return {"skipped": True}
-    result = reconcile.run(runner.make_ledger(), get, now=now(), api_key_id=settings().billing_api_key_id)
+    result = reconcile.run(
+        Ledger.from_settings(settings()), get, now=now(), api_key_id=settings().billing_api_key_id
+    )
     metrics.add_metric(name="LedgerDriftPercent", unit=MetricUnit.Percent, value=result.drift_percent)
     worst = max(result.rows, key=lambda r: r.drift, default=None)
     logger.info(

@@ -5,10 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from prfleet import github
-from prfleet.agents import model_client
+from prfleet.agents.model_client import build as build_model_client
 from prfleet.config import secret_store, settings
+from prfleet.cost import circuit
 from prfleet.observability import events
-from prfleet.pipeline import runner, sweeper
+from prfleet.pipeline import sweeper
 
 logger = events.make_logger()
 metrics = events.make_metrics()
@@ -16,21 +17,21 @@ metrics = events.make_metrics()
 
 def probe(ledger: Any) -> None:
     """Only while the circuit is open: one minimal, budgeted call with the cheapest configured model, through the
-    one model client (prfleet.model_client). The Claude API's spend limits open the circuit: the first-party API and
-    Claude Platform on AWS (Anthropic's API behind AWS auth) probe; with Bedrock the sweeper closes it after the
-    probe interval instead."""
+    one model client (prfleet.agents.model_client). The Claude API's spend limits open the circuit: the
+    first-party API and Claude Platform on AWS (Anthropic's API behind AWS auth) probe; with Bedrock the sweeper
+    closes it after the probe interval instead."""
     cfg = settings()
-    client = model_client.build(cfg, api_key=secret_store.anthropic_api_key)
+    model_client = build_model_client(cfg, api_key=secret_store.anthropic_api_key)
     models = sorted(set(cfg.models.values()))
     model = next((m for m in models if "haiku" in m), models[0])
-    runner.probe_call(client, ledger, model)
+    circuit.probe_call(model_client, ledger, model)
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     counts = sweeper.sweep(
-        gh_for=github.client_for,
+        client_for=github.client_for,
         emitter=events.Emitter(logger, metrics),
         probe=probe if settings().model_provider in ("anthropic", "claude-platform-aws") else None,
     )

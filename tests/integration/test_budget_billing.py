@@ -16,8 +16,9 @@ import pytest
 from prfleet import config
 from prfleet.agents import RetryPolicy, agent_specs, run_agent
 from prfleet.agents.tools import ChangedFile
-from prfleet.config import DEFAULT_MODELS, aws
+from prfleet.config import DEFAULT_MODELS, aws, settings
 from prfleet.cost import pricing
+from prfleet.cost.guard import CircuitOpen, token_counter
 from prfleet.cost.ledger import Ledger, hour_of
 from prfleet.jobs import FileJob
 from prfleet.pipeline import runner
@@ -148,9 +149,9 @@ def run_review(server, *, faults=None, timeout=60.0, spec=None, ledger=None, clo
     j = job()
     run_id = "run-" + str(time.monotonic_ns())
     job_runs.start_run(j, run_id, spec.model, now=clock())
-    ledger = ledger or runner.make_ledger()
+    ledger = ledger or Ledger.from_settings(settings())
     events = Events()
-    guard = runner.LedgerGuard(
+    guard = runner.run_guard(
         ledger, j, run_id, spec.model, events, clock=clock, cap_micros=runner.run_cost_cap(spec)
     )
     client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=timeout)
@@ -303,7 +304,7 @@ def test_the_ledger_usage_matches_the_bill_tokens(env, server):
 def test_the_tier_is_the_higher_one_whenever_the_bound_can_cross_it(env):
     j = job(3)
     job_runs.start_run(j, "run-tier", "claude-haiku-5-5", now=time.time())
-    guard = runner.LedgerGuard(runner.make_ledger(), j, "run-tier", "claude-haiku-5-5", Events())
+    guard = runner.run_guard(Ledger.from_settings(settings()), j, "run-tier", "claude-haiku-5-5", Events())
     text = "x" * 201_000  # ~100.5k tokens by the bound: the tier applies to every token
     params = {
         "model": "claude-haiku-5-5",
@@ -335,8 +336,8 @@ def test_the_tier_is_the_higher_one_whenever_the_bound_can_cross_it(env):
 def test_the_worst_case_includes_the_geo_unless_the_request_fixes_it(env):
     j = job(4)
     job_runs.start_run(j, "run-geo", "claude-sonnet-5-5", now=time.time())
-    ledger = runner.make_ledger()
-    guard = runner.LedgerGuard(ledger, j, "run-geo", "claude-sonnet-5-5", Events())
+    ledger = Ledger.from_settings(settings())
+    guard = runner.run_guard(ledger, j, "run-geo", "claude-sonnet-5-5", Events())
     params = {
         "model": "claude-sonnet-5-5",
         "max_tokens": 8192,
@@ -364,18 +365,18 @@ def _status_error(status, body):
 def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, server):
     from prfleet.cost import circuit
 
-    ledger = runner.make_ledger()
+    ledger = Ledger.from_settings(settings())
     j = job(5)
     job_runs.start_run(j, "run-circuit", "claude-haiku-5-5", now=time.time())
     events = Events()
-    guard = runner.LedgerGuard(
+    guard = runner.run_guard(
         ledger,
         j,
         "run-circuit",
         "claude-haiku-5-5",
         events,
-        circuit_check=lambda: runner.circuit_reason(ledger),
-        on_spend_limit=lambda reason: runner.open_circuit(ledger, reason, events),
+        circuit_check=lambda: circuit.open_reason(ledger),
+        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, events),
     )
     params = {"model": "claude-haiku-5-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
     token = guard.before_call("claude-haiku-5-5", params)
@@ -393,10 +394,10 @@ def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, serve
     assert guard.on_error(token, tier_cap) == 0  # an error body: not billed, released
     assert guard.spend_limited and ledger.status(now=time.time()).committed == 0
     assert [f["circuit"] for e, f in events if e == "error"] == ["open"]
-    with pytest.raises(runner.CircuitOpen):
+    with pytest.raises(CircuitOpen):
         guard.before_call("claude-haiku-5-5", params)  # no worker calls the API while it is open
     # A second worker hitting the same limit opens nothing and sends no second notice.
-    runner.open_circuit(ledger, "again", events)
+    circuit.open_circuit(ledger, "again", events)
     assert len([e for e, f in events if e == "error"]) == 1
     # The sweeper's probe: one budgeted call that gets through closes it.
     st = circuit.read(ledger.ddb, ledger.table)
@@ -404,9 +405,9 @@ def test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it(env, serve
     assert st.probe_due(later) and circuit.claim_probe(ledger.ddb, ledger.table, st, now=later)
     server.set_faults(FaultPlan())
     client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0)
-    runner.probe_call(client, ledger, "claude-haiku-5-5")
+    circuit.probe_call(client, ledger, "claude-haiku-5-5")
     assert circuit.close_circuit(ledger.ddb, ledger.table, now=later)
-    assert runner.circuit_reason(ledger) is None
+    assert circuit.open_reason(ledger) is None
     assert ledger.status(now=time.time()).settled > 0  # the probe's cost is on the ledger too
 
 
@@ -441,7 +442,7 @@ def test_reservation_pressure_is_told_apart_from_spent_budget(env):
 def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env, server, kind):
     from prfleet.cost import circuit
 
-    ledger = runner.make_ledger()
+    ledger = Ledger.from_settings(settings())
     circuit.close_circuit(ledger.ddb, ledger.table, now=time.time())
     faults = FaultPlan(rules=[FaultRule(kind, requests=[1, 2, 3, 4])])
     server.set_faults(faults)
@@ -449,14 +450,14 @@ def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env,
     run_id = "run-" + kind
     job_runs.start_run(j, run_id, SPECS["review"].model, now=time.time())
     events = Events()
-    guard = runner.LedgerGuard(
+    guard = runner.run_guard(
         ledger,
         j,
         run_id,
         SPECS["review"].model,
         events,
-        circuit_check=lambda: runner.circuit_reason(ledger),
-        on_spend_limit=lambda reason: runner.open_circuit(ledger, reason, events),
+        circuit_check=lambda: circuit.open_reason(ledger),
+        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, events),
     )
     client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=10)
     before = len(server.requests)
@@ -472,7 +473,7 @@ def test_a_spend_limit_from_the_api_opens_the_circuit_and_nothing_is_booked(env,
         retry=FAST,
     )
     assert result.status == "failed" and len(server.requests) - before == 1  # not retried
-    assert guard.spend_limited and runner.circuit_reason(ledger)
+    assert guard.spend_limited and circuit.open_reason(ledger)
     assert ledger.status(now=time.time()).committed == 0  # an error body: released
     assert [f.get("notice") for e, f in events if e == "error" and f.get("circuit")] == [
         "spend-limit-circuit-open"
@@ -655,9 +656,9 @@ def test_exact_input_tokens_sizes_the_first_reservation_with_the_counted_figure(
     run_id = "run-count-" + str(time.monotonic_ns())
     job_runs.start_run(j, run_id, spec.model)
     client = anthropic.Anthropic(base_url=server.url, api_key="offline-test", max_retries=0, timeout=30)
-    ledger = ReserveSpy(runner.make_ledger())
+    ledger = ReserveSpy(Ledger.from_settings(settings()))
     events = Events()
-    guard = runner.LedgerGuard(ledger, j, run_id, spec.model, events, counter=runner._token_counter(client))
+    guard = runner.run_guard(ledger, j, run_id, spec.model, events, counter=token_counter(client))
     run_agent(
         j,
         spec,

@@ -76,7 +76,7 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         (
             "sns:Publish",
             "AlertTopic",
-        ),  # runner.open_circuit (spend-limit notice)
+        ),  # circuit.open_circuit (spend-limit notice)
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "SweeperFunction": {

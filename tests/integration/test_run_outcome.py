@@ -28,7 +28,7 @@ def results(env, monkeypatch, request):  # noqa: F811 - the fixture imported abo
 
 
 def _succeed(j, run_id, key, *, now):
-    """A succeeded run's outcome with its cached result, in one request (as runner._process writes it)."""
+    """A succeeded run's outcome with its cached result, in one request (as the runner writes it, runner._finish)."""
     job_runs.finish_run(
         j,
         run_id,

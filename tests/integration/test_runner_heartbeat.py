@@ -9,6 +9,9 @@ import time
 
 import pytest
 
+from prfleet.config import settings
+from prfleet.cost.guard import CIRCUIT_RECHECK_S, HEARTBEAT_EVERY_S, CircuitOpen, LedgerGuard
+from prfleet.cost.ledger import Ledger
 from prfleet.pipeline import runner
 from prfleet.store import job_runs
 from tests.integration.test_budget_billing import Events, endpoint, env, job  # noqa: F401 - fixtures
@@ -17,13 +20,19 @@ pytestmark = pytest.mark.usefixtures("env")  # moto tables and settings (test_bu
 PARAMS = {"model": "claude-haiku-5-5", "max_tokens": 64, "messages": [{"role": "user", "content": "hi"}]}
 
 
-def guard_at(clock: list[float], j, run_id: str, **options) -> runner.LedgerGuard:
-    return runner.LedgerGuard(
-        runner.make_ledger(), j, run_id, "claude-haiku-5-5", Events(), clock=lambda: clock[0], **options
+def guard_at(clock: list[float], j, run_id: str, **options) -> LedgerGuard:
+    return runner.run_guard(
+        Ledger.from_settings(settings()),
+        j,
+        run_id,
+        "claude-haiku-5-5",
+        Events(),
+        clock=lambda: clock[0],
+        **options,
     )
 
 
-def call(guard: runner.LedgerGuard) -> None:
+def call(guard: LedgerGuard) -> None:
     """One call's reservation, given back (no model: only what happens before the call is under test)."""
     token = guard.before_call("claude-haiku-5-5", PARAMS)
     guard.ledger.release(token.reservation, now=guard.clock())
@@ -41,7 +50,7 @@ def test_the_heartbeat_is_refreshed_once_a_minute_and_a_run_no_longer_ours_reser
     call(guard)
     assert job_runs.get_run(j)["updated_at"] == int(t0)  # the claim is fresh: no write per call
 
-    clock[0] = t0 + runner.HEARTBEAT_EVERY_S + 5
+    clock[0] = t0 + HEARTBEAT_EVERY_S + 5
     call(guard)
     assert job_runs.get_run(j)["updated_at"] == int(clock[0])
 
@@ -82,15 +91,15 @@ def test_the_circuit_is_read_once_a_minute_during_a_run():
     clock[0] = t0 + 5
     call(guard)
     assert reads == []  # read by the runner right after the claim
-    clock[0] = t0 + runner.CIRCUIT_RECHECK_S + 1
+    clock[0] = t0 + CIRCUIT_RECHECK_S + 1
     call(guard)
     assert reads == [clock[0]]
     clock[0] += 5
     is_open[0] = True  # opened by another worker: this run meets it at its next read (or in the call itself)
     call(guard)
     assert len(reads) == 1
-    clock[0] += runner.CIRCUIT_RECHECK_S
-    with pytest.raises(runner.CircuitOpen):
+    clock[0] += CIRCUIT_RECHECK_S
+    with pytest.raises(CircuitOpen):
         guard.before_call("claude-haiku-5-5", PARAMS)
     # After this run's own spend-limit error the next call reads the circuit at once: covered by
     # test_budget_billing.py::test_a_spend_limit_opens_the_circuit_once_and_the_probe_closes_it.

@@ -13,9 +13,9 @@ import pytest
 
 from prfleet import config
 from prfleet.config import aws
+from prfleet.cost.guard import _spend_signal
 from prfleet.cost.ledger import Ledger
 from prfleet.observability import events as prfleet_events
-from prfleet.pipeline import runner
 from prfleet_local.stack.emf_capture import capture
 from prfleet_local.stack.moto_proc import moto_server
 
@@ -77,7 +77,7 @@ def test_one_notice_per_scope_and_day_at_80_percent(env):
 
     def spend(pr: str, amount: int) -> None:
         r = ledger.reserve(pr, amount, now=now)
-        runner._spend_signal(ledger.settle(r, amount, now=now), emit)
+        _spend_signal(ledger.settle(r, amount, now=now), emit)
 
     metrics = prfleet_events.make_metrics()
     metrics.clear_metrics()

@@ -1,6 +1,6 @@
 """The spend-limit circuit: after the API says a spend limit is reached, no worker calls it until a probe succeeds.
 
-Either documented spend-limit shape (prfleet.billing.spend_limit) opens it. Retrying would fail every job (and
+Either documented spend-limit shape (prfleet.cost.billing.spend_limit) opens it. Retrying would fail every job (and
 turn its check red) until the limit is raised or the month turns, so while it is open waiting jobs are deferred
 (`until="circuit"`), their checks are neutral with the reason, and exactly one notice goes to the alert topic
 (the conditional write that opens the circuit decides who sends it). The sweeper probes the API with one minimal,
@@ -15,6 +15,12 @@ import threading
 import time
 from dataclasses import dataclass
 from typing import Any
+
+from prfleet.config import now as config_now
+from prfleet.config import settings
+from prfleet.config.aws import client as aws_client
+from prfleet.cost import billing, pricing
+from prfleet.cost.ledger import Ledger
 
 KEY = {"scope": {"S": "circuit"}, "day": {"S": "anthropic"}}
 PROBE_EVERY_S = 300
@@ -72,8 +78,27 @@ def forget(table: str) -> None:
         _cache.pop(table, None)
 
 
-def open_circuit(ddb: Any, table: str, reason: str, *, now: float) -> bool:
-    """Open it; True only for the caller that opened it (that caller sends the one notice)."""
+def open_reason(ledger: Ledger) -> str | None:
+    """The circuit's reason while it is open, else None (read at most every CACHE_S per container)."""
+    st = read_cached(ledger.ddb, ledger.table)
+    return st.reason or "spend limit reached" if st.open else None
+
+
+def open_circuit(ledger: Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
+    """Open it after a spend-limit error; the worker whose conditional write opened it sends the one notice."""
+    if _write_open(ledger.ddb, ledger.table, reason, now=clock()):
+        emit(
+            "error",
+            error_type="SpendLimit",
+            message=reason,
+            circuit="open",
+            notice="spend-limit-circuit-open",
+        )
+        notice(settings().alert_topic_arn, reason, sns=aws_client("sns"))
+
+
+def _write_open(ddb: Any, table: str, reason: str, *, now: float) -> bool:
+    """The open state, written once: True only for the caller that opened it."""
     forget(table)
     try:
         ddb.update_item(
@@ -146,3 +171,34 @@ def notice(topic_arn: str, reason: str, *, sns: Any) -> None:
         Subject="prfleet: Anthropic spend limit reached, model calls paused",
         Message=json.dumps({"notice": "spend-limit-circuit-open", "reason": reason}),
     )
+
+
+PROBE_MAX_TOKENS = 16
+PROBE_INPUT_BOUND = 64
+
+
+def probe_call(model_client: Any, ledger: Ledger, model: str, *, clock: Any = config_now) -> None:
+    """The sweeper's probe: one minimal call, reserved and settled like any other (raises if it fails)."""
+
+    params = {
+        "model": model,
+        "max_tokens": PROBE_MAX_TOKENS,
+        "messages": [{"role": "user", "content": "ping"}],
+    }
+    worst = (PROBE_INPUT_BOUND, PROBE_MAX_TOKENS)
+    amount = pricing.worst_case_micros(model, *worst, inference_geo="us")
+    r = ledger.reserve(None, amount, now=clock(), ttl=120, model=model, worst_tokens=worst)
+    try:
+        message = model_client.messages.create(**params)
+    except BaseException as exc:
+        if billing.classify(exc).billed:
+            ledger.settle(r, amount, now=clock(), estimated=True, model=model, worst_tokens=worst)
+        else:
+            ledger.release(r, now=clock())
+        raise
+    served = pricing.billed_model(
+        model, getattr(message, "model", None) or model
+    )  # Bedrock: the profile's price
+    geo = getattr(message.usage, "inference_geo", None) or "us"
+    cost = pricing.cost_micros(served, message.usage, inference_geo=geo)
+    ledger.settle(r, cost, now=clock(), model=served, tokens=pricing.split_usage(message.usage))

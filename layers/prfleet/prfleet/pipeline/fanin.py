@@ -84,14 +84,14 @@ def mark_in_progress(gh: Any, repo: str, run_id: int, planned: int) -> int:
     return run_id
 
 
-def finish_job(gh_for: Any, job: FileJob, outcome: str) -> str | None:
+def finish_job(client_for: Any, job: FileJob, outcome: str) -> str | None:
     """Count a job's outcome; if that completes its head, post. Returns what was posted ('partial'/'final')."""
     record = heads.record_outcome(job, outcome)
     if record is None:  # this outcome was already counted (redelivery): maybe the post is still owed
         record = heads.head_record(job.repo, job.number, job.head_sha)
         if record is None:
             return None
-    return _post(gh_for, record)
+    return _post(client_for, record)
 
 
 def post_if_ready(gh: Any, repo: str, number: int, head_sha: str) -> str | None:
@@ -99,11 +99,11 @@ def post_if_ready(gh: Any, repo: str, number: int, head_sha: str) -> str | None:
     return _post(lambda _installation: gh, record) if record else None
 
 
-def _post(gh_for: Any, record: heads.HeadRecord) -> str | None:
+def _post(client_for: Any, record: heads.HeadRecord) -> str | None:
     claim = posting.claim_post(record)
     if claim is None:
         return None
-    gh = gh_for(record.installation_id)
+    gh = client_for(record.installation_id)
     try:
         _publish(gh, record, claim)
     except Exception as exc:

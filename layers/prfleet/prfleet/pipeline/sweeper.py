@@ -5,7 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from prfleet.config import now as config_now
+from prfleet.config import settings
 from prfleet.cost import circuit
+from prfleet.cost.ledger import Ledger
 from prfleet.jobs import parse_message, requeue_body, sqs
 from prfleet.observability import events
 from prfleet.pipeline import runner
@@ -16,12 +18,12 @@ MAX_STUCK_RETRIES = 1
 REQUEUE_BATCH = 100
 
 
-def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = None) -> dict[str, int]:
+def sweep(*, client_for: Any, emitter: Any, now: float | None = None, probe: Any = None) -> dict[str, int]:
     """`probe(ledger)`: one minimal, budgeted model call (raises if the API still refuses); used while the
     spend-limit circuit is open."""
 
     now = config_now() if now is None else now
-    ledger = runner.make_ledger()
+    ledger = Ledger.from_settings(settings())
     counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "probed": 0}
 
     for run in job_runs.runs_with_status("running", older_than=now - STUCK_AFTER_S):
@@ -35,13 +37,13 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         emitter.bind(run_id=run.get("run_id"), agent=job.agent).emit("stuck", path=job.path, reason=reason)
         if run.get("last_delivery"):
             # Killed on the message's last receive: SQS dead-letters it; a re-queued copy would run it twice.
-            runner.fail(gh_for, job, emitter, runner.killed_reason(reason), "InvocationKilled")
+            runner.fail(client_for, job, emitter, runner.killed_reason(reason), "InvocationKilled")
             counts["stuck_failed"] += 1
         elif times <= MAX_STUCK_RETRIES:
             # retried once, as the next attempt; the next worker's claim keeps stuck_count
             sqs.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
         else:
-            runner.fail(gh_for, job, emitter, f"stuck twice: {reason}", "Stuck")
+            runner.fail(client_for, job, emitter, f"stuck twice: {reason}", "Stuck")
             counts["stuck_failed"] += 1
 
     # Stranded reservations are booked at their worst case, never released: the call may have been billed.
@@ -78,7 +80,7 @@ def sweep(*, gh_for: Any, emitter: Any, now: float | None = None, probe: Any = N
         # a job deferred for good that way); at worst two sweepers both send it, and the claim keeps one.
         if deferrals.drop_deferred(entry["sk"]) or (job_runs.get_run(job) or {}).get("status") == "deferred":
             job_runs.mark_requeued(job, now=now)
-            sqs.send_raw(entry["job"])  # stored as its next attempt by runner.defer
+            sqs.send_raw(entry["job"])  # stored as its next attempt by the runner (deferrals.defer)
             counts["requeued"] += 1
 
     events.spend(ledger.status("daily", now=now))
