@@ -17,7 +17,7 @@ from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.config.aws import client
 from prfleet.config.repo_config import parse_repo_config
-from prfleet.cost import billing, circuit, ledger, pricing
+from prfleet.cost import billing, booking, circuit, ledger, pricing
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
 from prfleet.observability import events
@@ -152,7 +152,7 @@ class LedgerGuard:
         messages = _strip_cache(list(params.get("messages") or []))
         prev = self._prev
         if prev and prev[0] == head and messages[: len(prev[1])] == prev[1]:
-            return prev[2] + ledger.input_bound(_text(messages[len(prev[1]) :]))
+            return prev[2] + booking.input_bound(_text(messages[len(prev[1]) :]))
         if self.counter is not None:
             try:
                 counted = self.counter(
@@ -166,7 +166,7 @@ class LedgerGuard:
                 return int(counted.input_tokens)
             except Exception as exc:  # the bound below is safe; say why the exact count was not used
                 self.emit("error", error_type="count_tokens", message=f"{type(exc).__name__}: {exc}"[:300])
-        return ledger.input_bound(head + _text(messages))
+        return booking.input_bound(head + _text(messages))
 
     def _heartbeat(self) -> None:
         """Refresh the run's heartbeat once HEARTBEAT_EVERY_S has passed; RunInProgress if it is no longer ours."""

@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.config.aws import client
-from prfleet.cost.ledger import BOOKED_PREFIX
+from prfleet.cost.booking import BOOKED_PREFIX
 from prfleet.jobs import FileJob, pr_key
 
 FINAL = frozenset({"succeeded", "partial", "failed", "cached", "superseded", "skipped"})
