@@ -229,10 +229,8 @@ class Ledger(LedgerTable):
     ) -> Move | None:
         """Close the reservation once; the Move it booked, or None when there was nothing to book (a repeat)."""
         is_open, prior = True, None
-        replaced = (
-            model,
-            worst,
-        )  # the model and worst case the closure being replaced booked its usage under
+        # The model and worst case the closure being replaced booked its usage under.
+        replaced = (model, worst)
         for _ in range(3):
             move = close(r.amount, prior, is_open, how, cost)
             if move is None:
