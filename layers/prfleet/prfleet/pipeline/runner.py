@@ -17,7 +17,8 @@ from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.config.aws import client
 from prfleet.config.repo_config import parse_repo_config
-from prfleet.cost import billing, booking, circuit, ledger, pricing
+from prfleet.cost import billing, booking, circuit, pricing
+from prfleet.cost.ledger import BudgetExceeded, Ledger, Reservation
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
 from prfleet.observability import events
@@ -65,7 +66,7 @@ class Outcome:
 class _Call:
     """One model call's reservation and what is known about it (the CallGuard token)."""
 
-    reservation: ledger.Reservation
+    reservation: Reservation
     model: str
     input_bound: int
     max_tokens: int
@@ -110,7 +111,7 @@ class LedgerGuard:
 
     def __init__(
         self,
-        ledger: ledger.Ledger,
+        ledger: Ledger,
         job: FileJob,
         run_id: str,
         model: str,
@@ -289,9 +290,9 @@ def _spend_signal(status: Any, emit: Any) -> None:
             )
 
 
-def make_ledger() -> ledger.Ledger:
+def make_ledger() -> Ledger:
     cfg = settings()
-    return ledger.Ledger(
+    return Ledger(
         cfg.ledger_table,
         daily_limit_micros=round(cfg.daily_budget_usd * 1_000_000),
         pr_limit_micros=round(cfg.pr_budget_usd * 1_000_000),
@@ -486,7 +487,7 @@ def _process(
             clock=clock,
             owner=True,
         )
-    except ledger.BudgetExceeded as exc:
+    except BudgetExceeded as exc:
         spent = carried + guard.spent
         if exc.cause == "reserved":
             # Open reservations, not settled spend, fill the scope: the day has room, come back in a minute.
@@ -657,14 +658,14 @@ def _token_counter(anthropic_client: Any) -> Any:
     return lambda **params: anthropic_client.messages.count_tokens(**params)
 
 
-def circuit_reason(ledger: ledger.Ledger) -> str | None:
+def circuit_reason(ledger: Ledger) -> str | None:
     """The spend-limit circuit's reason while it is open, else None."""
 
     st = circuit.read_cached(ledger.ddb, ledger.table)  # at most every circuit.CACHE_S per container
     return st.reason or "spend limit reached" if st.open else None
 
 
-def open_circuit(ledger: ledger.Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
+def open_circuit(ledger: Ledger, reason: str, emit: Any, *, clock: Any = config_now) -> None:
     """Open the circuit; the worker that opened it sends the one notice."""
 
     if circuit.open_circuit(ledger.ddb, ledger.table, reason, now=clock()):
@@ -767,7 +768,7 @@ PROBE_MAX_TOKENS = 16
 PROBE_INPUT_BOUND = 64
 
 
-def probe_call(client: Any, ledger: ledger.Ledger, model: str, *, clock: Any = config_now) -> None:
+def probe_call(client: Any, ledger: Ledger, model: str, *, clock: Any = config_now) -> None:
     """The circuit's probe: one minimal call, reserved and settled like any other (raises if it fails)."""
 
     params = {
