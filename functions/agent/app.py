@@ -30,7 +30,7 @@ _client: Any = None
 
 
 def model_client() -> Any:
-    """The model client: one SDK client per container, for the configured provider (prfleet.agents.model_client)."""
+    """One SDK client per container, for the configured provider (prfleet.agents.model_client)."""
     global _client
     if _client is None:
         _client = build_model_client(settings(), api_key=secret_store.anthropic_api_key)
@@ -60,8 +60,8 @@ def _record(record: SQSRecord, context: Any) -> None:
         runner.process(
             job,
             remaining_ms=context.get_remaining_time_in_millis,
-            gh_for=github.client_for,
-            anthropic_client=model_client(),
+            client_for=github.client_for,
+            model_client=model_client(),
             emitter=emitter,
             final_attempt=final_attempt,
         )

@@ -18,8 +18,9 @@ from prfleet.agents import RetryPolicy, agent_specs, run_agent
 from prfleet.agents.tools import ChangedFile
 from prfleet.config import DEFAULT_MODELS, aws, settings
 from prfleet.cost import pricing
+from prfleet.cost.booking import hour_of
 from prfleet.cost.guard import CircuitOpen, token_counter
-from prfleet.cost.ledger import Ledger, hour_of
+from prfleet.cost.ledger import Ledger
 from prfleet.jobs import FileJob
 from prfleet.pipeline import runner
 from prfleet.store import job_runs

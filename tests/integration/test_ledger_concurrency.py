@@ -9,7 +9,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from prfleet.cost.ledger import DAILY, BudgetExceeded, Ledger
+from prfleet.cost.booking import DAILY
+from prfleet.cost.ledger import BudgetExceeded, Ledger
 from prfleet_local.stack.moto_proc import moto_server
 
 THREADS = 56
@@ -218,7 +219,7 @@ def _spend(ledger, amount, now, pr="pr#o/r#9"):
 
 
 def test_the_day_status_is_read_at_most_once_per_interval_per_container(ddb):
-    from prfleet.cost.ledger import STATUS_EVERY_S
+    from prfleet.cost.spend_status import STATUS_EVERY_S
 
     ledger, client, clock = _container(ddb)
     now = 1_799_500_000
@@ -242,7 +243,7 @@ def test_the_day_status_is_read_at_most_once_per_interval_per_container(ddb):
 def test_between_reads_the_metric_is_a_lower_bound_and_a_crossing_is_noticed_once(ddb):
     """Two containers on one day: A publishes its last read plus its own bookings (never more than the table
     holds), reads at once when that projection reaches 80 %, and the crossing is noticed exactly once."""
-    from prfleet.cost.ledger import STATUS_EVERY_S
+    from prfleet.cost.spend_status import STATUS_EVERY_S
 
     now = 1_799_600_000
     a, a_client, a_clock = _container(ddb)

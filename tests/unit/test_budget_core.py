@@ -2,23 +2,134 @@
 
 from __future__ import annotations
 
+import threading
+from dataclasses import dataclass, replace
+from typing import Any
+
 import hypothesis.strategies as st
 import pytest
 from hypothesis import settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, consumes, invariant, rule
 
-from prfleet.cost.ledger import (
+from prfleet.cost.booking import (
     DAILY,
-    Book,
-    BudgetExceeded,
     Closed,
+    Move,
+    Total,
     close,
     day_end,
     day_of,
     fits,
     input_bound,
     reaches_80,
+    refusal_cause,
 )
+from prfleet.cost.ledger import BudgetExceeded, Reservation
+from prfleet.cost.ledger_table import new_id
+from prfleet.cost.spend_status import SpendStatus, spend_status
+
+
+@dataclass
+class Open:
+    amount: int
+    pr: str | None
+    deadline: int
+    day: str
+
+
+class Book:
+    """In-memory ledger with the Ledger's exact protocol over prfleet.cost.booking's rules (thread-safe; pure apart
+    from the lock): the model the hypothesis machine below drives."""
+
+    def __init__(self, *, daily_limit_micros: int, pr_limit_micros: int, tz: str = "UTC") -> None:
+        self.daily_limit = daily_limit_micros
+        self.pr_limit = pr_limit_micros
+        self.tz = tz
+        self.totals: dict[tuple[str, str], Total] = {}  # (scope, day)
+        self.open: dict[str, Open] = {}
+        self.closed: dict[str, Closed] = {}
+        self._lock = threading.Lock()
+
+    def day(self, now: float) -> str:
+        return day_of(now, self.tz)
+
+    def _t(self, scope: str, day: str) -> Total:
+        return self.totals.setdefault((scope, day), Total())
+
+    def reserve(
+        self, pr_scope: str | None, amount: int, *, now: float, ttl: int = 900, **_: Any
+    ) -> Reservation:
+        day, pr, rid = self.day(now), pr_scope or None, new_id()
+        with self._lock:
+            for scope, limit in ((DAILY, self.daily_limit), (pr, self.pr_limit)):
+                if scope is None:
+                    continue
+                t = self._t(scope, day)
+                cause = refusal_cause(t.settled, t.committed, amount, limit)
+                if cause:
+                    raise BudgetExceeded(scope, amount, max(0, limit - t.committed), cause)
+            for scope in (DAILY, pr):
+                if scope is not None:
+                    t = self._t(scope, day)
+                    t.committed += amount
+                    t.reserved += amount
+            self.open[rid] = Open(amount, pr, int(now) + ttl, day)
+        scopes = ((DAILY, day),) + (((pr, day),) if pr else ())
+        return Reservation(rid, amount, scopes, int(now) + ttl, float(now))
+
+    def _apply(self, rid: str, day: str, pr: str | None, amount: int, how: str, cost: int) -> Move | None:
+        move = close(amount, self.closed.get(rid), rid in self.open, how, cost)
+        if move is None:
+            return None
+        self.open.pop(rid, None)
+        self.closed[rid] = move.closure
+        for scope in (DAILY, pr):
+            if scope is None:
+                continue
+            t = self._t(scope, day)
+            t.committed += move.committed
+            t.reserved += move.reserved
+            t.settled += move.settled
+            t.estimated += move.estimated
+        return move
+
+    def settle(
+        self, r: Reservation, actual: int, *, now: float, estimated: bool = False, **_: Any
+    ) -> SpendStatus:
+        with self._lock:
+            move = self._apply(
+                r.id, r.day, r.pr_scope, r.amount, "estimated" if estimated else "settled", actual
+            )
+            out = []
+            for scope, limit in ((DAILY, self.daily_limit), (r.pr_scope, self.pr_limit)):
+                if scope is None:
+                    continue
+                t = self._t(scope, r.day)
+                crossed = reaches_80(t.settled, limit) and not t.a80
+                t.a80 = t.a80 or crossed
+                out.append(spend_status(t, scope, r.day, limit, crossed))
+            return replace(out[0], others=tuple(out[1:]), booked=move is not None)
+
+    def release(self, r: Reservation, *, now: float) -> bool:
+        with self._lock:
+            return self._apply(r.id, r.day, r.pr_scope, r.amount, "released", 0) is not None
+
+    def release_expired(self, *, now: float) -> int:
+        """Book reservations past their deadline at their worst case (`expired`): the call may have been billed."""
+        n = 0
+        with self._lock:
+            for rid, o in list(self.open.items()):
+                if o.deadline <= now:
+                    n += self._apply(rid, o.day, o.pr, o.amount, "expired", o.amount) is not None
+        return n
+
+    def status(self, scope: str = DAILY, *, now: float) -> SpendStatus:
+        day = self.day(now)
+        with self._lock:
+            return spend_status(
+                self._t(scope, day), scope, day, self.daily_limit if scope == DAILY else self.pr_limit
+            )
+
 
 DAILY_LIMIT = 1_000
 PR_LIMIT = 400

@@ -15,7 +15,7 @@ def cost(model, **tokens):
 
 
 def row(hour, *, bill, exact, est_calls=0, est_tokens=0, est_micros=0, est_tiered=0, model=HAIKU):
-    full = {b: 0 for b in reconcile.BUCKETS}
+    full = {b: 0 for b in pricing.BUCKETS}
     return reconcile.Row(
         hour,
         model,

@@ -42,9 +42,9 @@ SKIP_DIRS = {"/proc", "/sys", "/dev", "/tmp", "/work/.mirror", "/run"}
 
 
 def _input_bound(text: str) -> int:
-    """prfleet.cost.ledger.input_bound (imported when the layer is on the path, else the same rule restated)."""
+    """prfleet.cost.booking.input_bound (imported when the layer is on the path, else the same rule restated)."""
     try:
-        from prfleet.cost.ledger import input_bound
+        from prfleet.cost.booking import input_bound
 
         return input_bound(text)
     except ImportError:

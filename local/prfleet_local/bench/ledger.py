@@ -23,7 +23,8 @@ import statistics
 import time
 from typing import Any
 
-from prfleet.cost.ledger import DAILY, Ledger, hour_of
+from prfleet.cost.booking import DAILY, hour_of
+from prfleet.cost.ledger import Ledger
 
 PR_COUNTS = (10, 1_000, 10_000)
 CYCLES = {10: 30, 1_000: 12, 10_000: 6}  # moto copies its whole backend on every transaction (see the doc)

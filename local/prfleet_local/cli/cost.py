@@ -18,7 +18,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, TextIO
 
 from prfleet.cost import pricing
-from prfleet.cost.ledger import DAILY, day_of
+from prfleet.cost.booking import DAILY, day_of
 
 MONTH_DAYS = 30
 MICRO = Decimal(1_000_000)
@@ -369,7 +369,7 @@ def run_report(
 
 def day_window(day: str, tz: str) -> tuple[dt.datetime, dt.datetime]:
     """The UTC span of a budget day (its hours are what the Usage API buckets)."""
-    from prfleet.cost.ledger import day_end
+    from prfleet.cost.booking import day_end
 
     end = dt.datetime.fromtimestamp(day_end(day, tz), dt.timezone.utc)
     start_day = dt.date.fromisoformat(day)

@@ -14,7 +14,8 @@ from typing import Any
 
 from prfleet.config import now as config_now
 from prfleet.cost import billing, pricing
-from prfleet.cost.ledger import Ledger, Reservation, input_bound
+from prfleet.cost.booking import input_bound
+from prfleet.cost.ledger import Ledger, Reservation
 from prfleet.jobs import FileJob
 from prfleet.observability import events
 

@@ -18,7 +18,7 @@ row could have crossed a tier threshold (its worst-case prompt, `est_tiered` = 0
 the dearest tier (the report has no per-call prompt lengths: the safe side). It is rounded half-up once, as each
 call is: the reconciled row differs from the sum of per-call rounded costs by at most half a micro-dollar per
 estimated call plus one half (the only inexactness left, `rounding_slack`).
-Rows are keyed by the hour the call was reserved in (prfleet.budget), so an estimate the sweeper books hours
+Rows are keyed by the hour the call was reserved in (prfleet.cost.ledger), so an estimate the sweeper books hours
 later is reconciled against its call's hour; a call reserved in an hour's last moments and billed in the next is
 carried into the next hour (`carry`), so it is neither drift nor an estimate's tokens there. A complete hour the bill has no tokens for removes its estimates:
 those calls were not billed.
@@ -36,11 +36,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from prfleet.config import secret_store, settings
-from prfleet.cost import ledger, pricing
+from prfleet.cost import pricing
+from prfleet.cost.booking import HOUR_FORMAT
+from prfleet.cost.ledger import Ledger
 
 REPORT_PATH = "/v1/organizations/usage_report/messages"
 ANTHROPIC_VERSION = "2023-06-01"
-BUCKETS = pricing.BUCKETS
 
 
 @dataclass
@@ -78,7 +79,9 @@ class Row:
     def residual(self) -> dict[str, int]:
         """Per bucket: billed tokens the ledger has not booked exactly in this hour (negative: the ledger booked
         more than the bill shows, i.e. calls reserved just before the hour ended and billed in the next one)."""
-        return {b: self.bill.get(b, 0) - self.exact.get(b, 0) + self.carry_in.get(b, 0) for b in BUCKETS}
+        return {
+            b: self.bill.get(b, 0) - self.exact.get(b, 0) + self.carry_in.get(b, 0) for b in pricing.BUCKETS
+        }
 
     @property
     def diff(self) -> dict[str, int]:
@@ -100,7 +103,7 @@ class Row:
         if self.est_tiered > 0 or self.drift > 0:
             card = max((t.card for t in r.tiers), key=lambda c: c.output, default=r.card)
         geo = max(self.bill_geo, key=lambda g: self.bill_geo[g], default=None)
-        cost = sum(Decimal(diff[b]) * getattr(card, b) for b in BUCKETS) * r.geo_multiplier(geo)
+        cost = sum(Decimal(diff[b]) * getattr(card, b) for b in pricing.BUCKETS) * r.geo_multiplier(geo)
         return int(cost.to_integral_value(rounding=ROUND_HALF_UP)) - self.est_micros
 
 
@@ -108,7 +111,7 @@ def _hour(ts: str) -> str:
     return (
         _dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
         .astimezone(_dt.timezone.utc)
-        .strftime("%Y-%m-%dT%H")
+        .strftime(HOUR_FORMAT)
     )
 
 
@@ -142,7 +145,7 @@ def merge_ledger(rows: dict[tuple[str, str], Row], hour: str, usage: dict[str, d
     """Pure: add the ledger's usage items of one hour (Ledger.usage) to the rows."""
     for model, u in usage.items():
         row = rows.setdefault((hour, model), Row(hour, model))
-        row.exact = {b: u.get(b, 0) for b in BUCKETS}
+        row.exact = {b: u.get(b, 0) for b in pricing.BUCKETS}
         row.est_tokens = u.get("est_input", 0) + u.get("est_output", 0)
         row.est_calls = u.get("est_calls", 0)
         row.est_micros = u.get("est_micros", 0)
@@ -165,8 +168,8 @@ def carry(rows: Iterable[Row]) -> None:
     for model_rows in by_model.values():
         model_rows.sort(key=lambda r: r.hour)
         for prev, row in zip(model_rows, model_rows[1:], strict=False):
-            nxt = _dt.datetime.strptime(prev.hour, "%Y-%m-%dT%H") + _dt.timedelta(hours=1)
-            if nxt.strftime("%Y-%m-%dT%H") == row.hour:
+            nxt = _dt.datetime.strptime(prev.hour, HOUR_FORMAT) + _dt.timedelta(hours=1)
+            if nxt.strftime(HOUR_FORMAT) == row.hour:
                 row.carry_in = {b: min(0, v) for b, v in prev.residual.items()}
                 row.carry_est = max(0, prev.est_tokens - sum(prev.diff.values()))
 
@@ -181,7 +184,7 @@ def drift_percent(rows: Iterable[Row]) -> float:
 def hours(start: _dt.datetime, end: _dt.datetime) -> list[str]:
     out, t = [], start.replace(minute=0, second=0, microsecond=0)
     while t < end:
-        out.append(t.strftime("%Y-%m-%dT%H"))
+        out.append(t.strftime(HOUR_FORMAT))
         t += _dt.timedelta(hours=1)
     return out
 
@@ -239,7 +242,7 @@ def http_getter(base_url: str, admin_key: str, *, timeout: float = 30.0) -> Call
 
 
 def compare(
-    ledger: ledger.Ledger,
+    ledger: Ledger,
     get: Callable[[str], dict[str, Any]],
     *,
     start: _dt.datetime,
@@ -255,13 +258,13 @@ def compare(
     return out
 
 
-def apply(ledger: ledger.Ledger, rows: Iterable[Row], *, now: float) -> int:
+def apply(ledger: Ledger, rows: Iterable[Row], *, now: float) -> int:
     """Move each (hour, model) of the ledger onto the bill, once: returns the micro-dollars applied now."""
     total = 0
     for row in rows:
         if not row.bill_total and not row.est_micros:
             continue  # nothing billed and nothing estimated: nothing to move
-        start = _dt.datetime.strptime(row.hour, "%Y-%m-%dT%H").replace(tzinfo=_dt.timezone.utc)
+        start = _dt.datetime.strptime(row.hour, HOUR_FORMAT).replace(tzinfo=_dt.timezone.utc)
         day = ledger.day(start.timestamp())
         want = row.adjustment(_dt.date.fromisoformat(day))
         total += ledger.adjust(day, row.hour, row.model, want, now=now)
@@ -280,7 +283,7 @@ class Result:
 
 
 def run(
-    ledger: ledger.Ledger,
+    ledger: Ledger,
     get: Callable[[str], dict[str, Any]],
     *,
     now: float,
@@ -292,7 +295,7 @@ def run(
     start = end - _dt.timedelta(hours=WINDOW_HOURS)
     # One hour more is read for what it carries into the window's first hour (carry); it is not applied again:
     # its own carry-in is outside what is read now, and its marker was set when it was inside the window.
-    before = (start - _dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H")
+    before = (start - _dt.timedelta(hours=1)).strftime(HOUR_FORMAT)
     rows = compare(ledger, get, start=start - _dt.timedelta(hours=1), end=end, api_key_id=api_key_id)
     rows = [r for r in rows if r.hour != before]
     applied = apply(ledger, rows, now=now) if apply_adjustments else 0
