@@ -79,6 +79,8 @@ class GitHub(Transport):
     """The REST calls prfleet makes, over the transport's auth, retries and caches. `repo` is always
     "owner/name"."""
 
+    # -- writes GitHub may have applied without saying so --
+
     def _write_once(self, send: Callable[[], Any], find: Callable[[], Any | None] | None) -> Any:
         """Send a non-idempotent write; after an uncertain outcome look for it (`find`) before sending again.
         Without a way to look (`find` None) the uncertainty is raised: a duplicate is worse than a retry later."""
