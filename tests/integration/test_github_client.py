@@ -177,7 +177,7 @@ def test_review_line_outside_diff_is_unprocessable_and_report_plan_is_accepted(s
         REPO, n, head, plan.body, plan.comments
     )  # GitHub's own check agrees with our diff parsing
     assert len(server.reviews) == 1 and server.reviews[0]["state"] == "COMMENTED"
-    posted = gh.list_review_comments(REPO, n) + gh.list_reviews(REPO, n)
+    posted = list(gh.paginate(f"/repos/{REPO}/pulls/{n}/comments")) + gh.list_reviews(REPO, n)
     assert render.posted_fingerprints(posted) == {"aa11", "bb22", "cc33"}
 
 

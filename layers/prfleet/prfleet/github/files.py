@@ -3,7 +3,9 @@ stored file list and the agents' tools."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 SYMLINK_MODE = "120000"  # a git tree entry's mode for a symbolic link
 
@@ -20,3 +22,17 @@ class ChangedFile:
     patch: str = ""
     mode: str = "100644"
     previous_path: str | None = None  # a renamed file's old path
+
+    @classmethod
+    def from_listing(cls, entry: Mapping[str, Any]) -> ChangedFile:
+        """One entry of GitHub's file list (or the planner's stored copy of it)."""
+        return cls(
+            path=entry["filename"],
+            status=str(entry.get("status") or "modified"),
+            blob_sha=str(entry.get("sha") or ""),
+            additions=int(entry.get("additions") or 0),
+            deletions=int(entry.get("deletions") or 0),
+            patch=entry.get("patch") or "",
+            mode=str(entry.get("mode") or "100644"),
+            previous_path=entry.get("previous_filename"),
+        )
