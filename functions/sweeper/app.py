@@ -8,10 +8,12 @@ from prfleet import github
 from prfleet.agents import model_client
 from prfleet.config import secret_store, settings
 from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
 from prfleet.pipeline import runner, sweeper
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 
 
 def probe(ledger: Any) -> None:

@@ -21,7 +21,7 @@ from prfleet.cost import billing, circuit, ledger, pricing
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
 from prfleet.observability import events
-from prfleet.observability.events import redact
+from prfleet.observability.redaction import redact
 from prfleet.pipeline import fanin
 from prfleet.store import headfiles, result_cache, state
 
