@@ -6,7 +6,7 @@ import fnmatch
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from prfleet import agents
@@ -249,19 +249,9 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     refused = refusal(job, pr, rerun=rerun)
     if refused is not None:
         return refused
-    job = PrJob(
-        job.repo,
-        job.number,
-        pr["head"]["sha"],
-        pr["base"]["sha"],
-        job.installation_id,
-        job.delivery_id,
-        job.action,
-        job.requested_by,
-    )
-    state.set_head(
-        job.repo, job.number, job.head_sha, now=now
-    )  # before the reads: older heads' jobs stop now
+    job = replace(job, head_sha=pr["head"]["sha"], base_sha=pr["base"]["sha"])  # the PR as it is now
+    # The PR's head is recorded before the reads: the jobs of older heads stop from now on.
+    state.set_head(job.repo, job.number, job.head_sha, now=now)
     again = not rerun and state.head_record(job.repo, job.number, job.head_sha) is not None
     head = read_head(gh, job, pr, max_files=cfg.max_files)
     planned = plan_head(head, cfg)
