@@ -12,10 +12,13 @@ from prfleet.agents.model_client import build as build_model_client
 from prfleet.config import secret_store, settings
 from prfleet.jobs import sqs
 from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics, record_metrics
+from prfleet.observability.redaction import redact
 from prfleet.pipeline import runner
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 # Records that fail are reported in batchItemFailures, also when every record of the batch failed: Powertools' default
 # (raise_on_entire_batch_failure=True) raises BatchProcessingError then, which Lambda counts as an invocation Error
 # although the function handled and reported each failure ("Working with full batch failures",
@@ -38,7 +41,7 @@ def model_client() -> Any:
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
-    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+    with record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
         _record(record, context)
 
 
@@ -78,7 +81,7 @@ def _record(record: SQSRecord, context: Any) -> None:
         if (
             final_attempt
         ):  # record the failure so the PR's review completes; the message still goes to the DLQ
-            runner.fail(github.client_for, job, emitter, events.redact(str(exc)), type(exc).__name__)
+            runner.fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
         raise
 
 

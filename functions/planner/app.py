@@ -16,11 +16,13 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from prfleet import github, jobs
 from prfleet.config import settings
 from prfleet.jobs import sqs
-from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics, record_metrics
+from prfleet.observability.redaction import redact
 from prfleet.pipeline import planner
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 # A batch whose every record failed is reported, not raised (the agent's handler says why; Powertools' "Working with
 # full batch failures", https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/): the planner's
 # AWS/Lambda Errors then count only what it could not report itself. The reported records are retried all the same
@@ -30,7 +32,7 @@ DEADLINE_MARGIN_S = 5.0  # leave time to re-queue the job and report the batch
 
 
 def record_handler(record: SQSRecord, context: Any) -> None:
-    with events.record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
+    with record_metrics(metrics):  # flushed when the record ends, not only when the invocation returns
         _record(record, context)
 
 
@@ -58,7 +60,7 @@ def _record(record: SQSRecord, context: Any) -> None:
             extra={
                 "event": "error",
                 "error_type": type(exc).__name__,
-                "reason": events.redact(str(exc))[:500],
+                "reason": redact(str(exc))[:500],
                 "message_id": record.message_id,
                 "repository": job.repo,
                 "pr": job.number,

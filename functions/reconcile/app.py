@@ -9,10 +9,11 @@ from aws_lambda_powertools.metrics import MetricUnit
 from prfleet.config import now, settings
 from prfleet.cost import reconcile
 from prfleet.cost.ledger import Ledger
-from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 
 
 @metrics.log_metrics

@@ -9,10 +9,12 @@ from prfleet.agents.model_client import build as build_model_client
 from prfleet.config import secret_store, settings
 from prfleet.cost import circuit
 from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
 from prfleet.pipeline import sweeper
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 
 
 def probe(ledger: Any) -> None:

@@ -9,12 +9,13 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from prfleet.config import secret_store
 from prfleet.jobs import sqs
-from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
 from prfleet.pipeline import webhook
 from prfleet.store import deliveries
 
-logger = events.make_logger()
-metrics = events.make_metrics()
+logger = make_logger()
+metrics = make_metrics()
 
 
 def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:

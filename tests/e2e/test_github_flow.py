@@ -23,6 +23,7 @@ from prfleet.pipeline import planner, render
 from prfleet.store import deferrals, heads, job_runs, posting
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
+from tests import review_helpers
 
 pytestmark = pytest.mark.e2e
 
@@ -83,7 +84,7 @@ def posted_fingerprints(box, number: int) -> list[str]:
     for item in [c for c in box.github.review_comments if c["pull_number"] == number] + reviews_of(
         box, number
     ):
-        out.extend(sorted(render.posted_fingerprints([item["body"]])))
+        out.extend(sorted(review_helpers.posted_fingerprints([item["body"]])))
     return out
 
 
@@ -125,7 +126,9 @@ class TestPullRequestLife:
         assert review["comments"], "the seeded bugs are on added lines: inline comments expected"
         files = {f["filename"]: f for f in box.github.files_of(box.github.prs[number])}
         for c in review["comments"]:
-            assert c["side"] == "RIGHT" and c["line"] in render.diff_lines(files[c["path"]].get("patch"))
+            assert c["side"] == "RIGHT" and c["line"] in review_helpers.diff_lines(
+                files[c["path"]].get("patch")
+            )
         check = check_of(box, head)
         assert [s for s, _ in check["history"]] == ["queued", "in_progress", "completed"]
         assert check["conclusion"] == "success"
@@ -161,7 +164,7 @@ class TestPullRequestLife:
         (review,) = reviews_of(box, number, head)
         fps = posted_fingerprints(box, number)
         assert len(fps) == len(set(fps)), "a finding was posted twice"
-        new = render.posted_fingerprints([review["body"], *[c["body"] for c in review["comments"]]])
+        new = review_helpers.posted_fingerprints([review["body"], *[c["body"] for c in review["comments"]]])
         assert new, "the bare except added in this commit is a new finding"
         assert all(c["path"] == "shop/pricing.py" for c in review["comments"])
         assert "already posted on an earlier commit" in review["body"]

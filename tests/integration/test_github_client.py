@@ -17,6 +17,7 @@ from prfleet.github import (
 )
 from prfleet.pipeline import render
 from prfleet_local.github.server import GitHubServer, GitRepo
+from tests import review_helpers
 
 REPO = "acme/shop"
 TOKEN = "ghp_test_token"
@@ -80,8 +81,8 @@ def test_pr_and_files_match_git(scenario):
     assert "patch" not in by_name["logo.png"]  # binary: no patch, like GitHub
     assert by_name["app.py"]["sha"] == repo.git("rev-parse", "feature:app.py").strip()
     assert by_name["app.py"]["additions"] == 3 and by_name["app.py"]["deletions"] == 1
-    assert render.diff_lines(by_name["app.py"]["patch"]) >= {2, 41, 42}
-    assert 20 not in render.diff_lines(by_name["app.py"]["patch"])  # far from any hunk
+    assert review_helpers.diff_lines(by_name["app.py"]["patch"]) >= {2, 41, 42}
+    assert 20 not in review_helpers.diff_lines(by_name["app.py"]["patch"])  # far from any hunk
 
 
 def test_three_thousand_files_paginated_and_capped(tmp_path):
@@ -178,7 +179,7 @@ def test_review_line_outside_diff_is_unprocessable_and_report_plan_is_accepted(s
     )  # GitHub's own check agrees with our diff parsing
     assert len(server.reviews) == 1 and server.reviews[0]["state"] == "COMMENTED"
     posted = list(gh.paginate(f"/repos/{REPO}/pulls/{n}/comments")) + gh.list_reviews(REPO, n)
-    assert render.posted_fingerprints(posted) == {"aa11", "bb22", "cc33"}
+    assert review_helpers.posted_fingerprints(posted) == {"aa11", "bb22", "cc33"}
 
 
 def test_errors_are_clear(scenario):

@@ -15,7 +15,7 @@ from prfleet import config
 from prfleet.config import aws
 from prfleet.cost.guard import _spend_signal
 from prfleet.cost.ledger import Ledger
-from prfleet.observability import events as prfleet_events
+from prfleet.observability.metrics import make_metrics
 from prfleet_local.stack.emf_capture import capture
 from prfleet_local.stack.moto_proc import moto_server
 
@@ -79,7 +79,7 @@ def test_one_notice_per_scope_and_day_at_80_percent(env):
         r = ledger.reserve(pr, amount, now=now)
         _spend_signal(ledger.settle(r, amount, now=now), emit)
 
-    metrics = prfleet_events.make_metrics()
+    metrics = make_metrics()
     metrics.clear_metrics()
     with capture() as cap:
         spend("pr#acme/shop#1", 300_000)  # daily 30 %, PR 60 %

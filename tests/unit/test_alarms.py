@@ -11,6 +11,8 @@ import yaml
 from aws_lambda_powertools import single_metric
 
 from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
 from prfleet_local.stack import alarms
 from prfleet_local.stack.alarms import AlarmDefinitionError, AlarmEvaluator, AlarmState, Datapoint
 from prfleet_local.stack.emf_capture import capture
@@ -563,7 +565,7 @@ def test_definitions_it_cannot_evaluate_are_refused(broken: dict[str, Any]) -> N
 
 
 def test_emf_parsing_of_real_powertools_output() -> None:
-    metrics = events.make_metrics(namespace="prfleet", service="prfleet")
+    metrics = make_metrics(namespace="prfleet", service="prfleet")
     metrics.clear_metrics()
     with capture() as cap:
         metrics.add_metric(name="RunDuration", unit="Milliseconds", value=1500)
@@ -618,9 +620,9 @@ def test_emf_with_several_dimension_sets_yields_one_datapoint_per_set() -> None:
 
 def test_emitted_events_drive_the_alarm_end_to_end() -> None:
     """A failed run, published by the Emitter, read back from stdout and evaluated like CloudWatch would."""
-    metrics = events.make_metrics(namespace="prfleet", service="prfleet")
+    metrics = make_metrics(namespace="prfleet", service="prfleet")
     metrics.clear_metrics()
-    logger = events.make_logger("prfleet-alarms-test")
+    logger = make_logger("prfleet-alarms-test")
     with capture() as cap:
         for i in range(6):
             e = events.Emitter(logger, metrics, run_id=f"e2e-{i}", agent="review")

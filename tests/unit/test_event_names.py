@@ -6,15 +6,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import prfleet
 from prfleet.observability import events
 
-LAYER = Path(events.__file__).resolve().parent
+LAYER = Path(prfleet.__file__).resolve().parent  # the whole layer, every concern package
 OUTCOMES = {"succeeded", "partial", "failed"}  # emit(status) aliases, logged as `complete`
 
 
 def test_every_emitted_event_name_is_known() -> None:
     used: dict[str, str] = {}
-    for path in sorted(LAYER.glob("*.py")):
+    for path in sorted(LAYER.rglob("*.py")):
         for name in re.findall(r'emit\(\s*"([a-z_]+)"', path.read_text()):
             used.setdefault(name, path.name)
     assert used, "no emit() calls found: the pattern no longer matches the layer's code"

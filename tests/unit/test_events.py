@@ -9,6 +9,9 @@ from typing import Any
 import pytest
 
 from prfleet.observability import events
+from prfleet.observability.logger import make_logger
+from prfleet.observability.metrics import make_metrics
+from prfleet.observability.redaction import forget_secrets, redact, register_secret
 from prfleet_local.stack.alarms import Datapoint
 from prfleet_local.stack.emf_capture import capture
 
@@ -40,14 +43,14 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.delenv("POWERTOOLS_SERVICE_NAME", raising=False)
     monkeypatch.delenv("POWERTOOLS_METRICS_NAMESPACE", raising=False)
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
-    events.forget_secrets()
-    metrics = events.make_metrics()
+    forget_secrets()
+    metrics = make_metrics()
     metrics.clear_metrics()  # Powertools shares metric state per process
     # A logger name of its own, so that no other test's Logger configuration can own the handler.
-    logger = events.make_logger("prfleet-events-test")
+    logger = make_logger("prfleet-events-test")
     yield logger, metrics
     metrics.clear_metrics()
-    events.forget_secrets()
+    forget_secrets()
 
 
 def emitter(env: Any, clock: FakeClock | None = None, **overrides: Any) -> events.Emitter:
@@ -151,7 +154,7 @@ def test_tool_events_log_argument_names_never_values(env: Any) -> None:
 
 def test_error_line_has_type_and_redacted_message(env: Any) -> None:
     e = emitter(env)
-    events.register_secret("s3cr3t-webhook-value")
+    register_secret("s3cr3t-webhook-value")
     with capture() as cap:
         e.emit(
             "error",
@@ -215,41 +218,41 @@ def test_bind_adds_context_without_changing_the_parent(env: Any) -> None:
 )
 def test_redact_removes_each_pattern(secret: str) -> None:
     text = f"before {secret} after"
-    out = events.redact(text, [])
+    out = redact(text, [])
     assert secret not in out
     assert out.startswith("before ")
     assert "[REDACTED" in out
 
 
 def test_redact_bearer_keeps_the_scheme() -> None:
-    assert events.redact("Authorization: Bearer eyJhbGciOi.J9x_y-z", []) == "Authorization: Bearer [REDACTED]"
+    assert redact("Authorization: Bearer eyJhbGciOi.J9x_y-z", []) == "Authorization: Bearer [REDACTED]"
 
 
 def test_redact_leaves_ordinary_text_alone() -> None:
     text = "token budget reached for src/ghp_helper.py at line 12 (sk-ant is a prefix)"
-    assert events.redact(text, []) == text
+    assert redact(text, []) == text
 
 
 def test_redact_registered_and_given_secrets() -> None:
-    events.forget_secrets()
+    forget_secrets()
     try:
-        events.register_secret("registered-value-1234")
-        events.register_secret("short")  # too short to redact safely: ignored
-        out = events.redact("a registered-value-1234 b given-value-5678 c short", ["given-value-5678"])
+        register_secret("registered-value-1234")
+        register_secret("short")  # too short to redact safely: ignored
+        out = redact("a registered-value-1234 b given-value-5678 c short", ["given-value-5678"])
         assert out == "a [REDACTED] b [REDACTED] c short"
     finally:
-        events.forget_secrets()
+        forget_secrets()
 
 
 def test_registered_multiline_secret_is_redacted_also_json_escaped() -> None:
-    events.forget_secrets()
+    forget_secrets()
     try:
         key = "line-one-of-a-key\nline-two-of-a-key"
-        events.register_secret(key)
-        assert events.redact(json.dumps({"k": key})) == '{"k": "[REDACTED]"}'
-        assert events.redact(f"raw: {key}") == "raw: [REDACTED]"
+        register_secret(key)
+        assert redact(json.dumps({"k": key})) == '{"k": "[REDACTED]"}'
+        assert redact(f"raw: {key}") == "raw: [REDACTED]"
     finally:
-        events.forget_secrets()
+        forget_secrets()
 
 
 # ----------------------------------------------------------------------------------------------- metrics
@@ -429,7 +432,7 @@ def test_metric_helper_for_webhook_counters(env: Any) -> None:
 def test_namespace_and_service_follow_the_powertools_env(env: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "prfleet-staging")
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "prfleet-staging")
-    metrics = events.make_metrics()
+    metrics = make_metrics()
     e = events.Emitter(env[0], metrics, agent="tests", run_id="run-env")
     with capture() as cap:
         e.emit("cached")

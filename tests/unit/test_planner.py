@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from prfleet.jobs import PrJob, parse_message
-from prfleet.pipeline.planner import plan_files
+from prfleet.pipeline.planner import PrHead, Skip, plan_files, plan_head
 
 PR = PrJob("acme/shop", 7, "h" * 40, "b" * 40, 42, "delivery-1", "opened")
 
@@ -109,3 +110,51 @@ def test_a_renamed_file_with_changes_is_reviewed_with_its_patch_against_the_old_
     renamed = {**entry("new_name.py", status="renamed"), "previous_filename": "old_name.py"}
     jobs, skips = plan_files(PR, [renamed], {"review": Agent("review")}, max_file_bytes=1000)
     assert [(j.path, j.agent) for j in jobs] == [("new_name.py", "review")] and skips == []
+
+
+# --- plan_head: the pure plan of one head (GitHub's answers in, jobs and reasoned skips out) ---
+
+SETTINGS = SimpleNamespace(
+    agents=("review",), models={"review": "claude-x"}, max_files=2, max_file_bytes=1000
+)
+
+
+def head(config_text=None, files=(), more=0, tree=None, tree_note=None):
+    return PrHead(
+        job=PR,
+        title="t",
+        body="b",
+        config_text=config_text,
+        files=list(files),
+        more=more,
+        tree=tree or {},
+        symlinks=set(),
+        tree_note=tree_note,
+    )
+
+
+def test_plan_head_applies_the_repository_config():
+    planned = plan_head(head('ignore = ["gen/**"]\n', [entry("gen/x.py"), entry("app.py")]), SETTINGS)
+    assert [(j.path, j.agent) for j in planned.jobs] == [("app.py", "review")]
+    assert planned.skips == [Skip("gen/x.py", "ignored by pattern")]
+    assert planned.config_text == 'ignore = ["gen/**"]\n'
+
+
+def test_plan_head_says_why_a_broken_config_is_not_applied_and_plans_with_defaults():
+    planned = plan_head(head("ignore = [", [entry("app.py")]), SETTINGS)
+    assert [j.path for j in planned.jobs] == ["app.py"]
+    assert planned.config_text is None
+    (skip,) = planned.skips
+    assert skip.path == ".prfleet.toml" and skip.reason.startswith("not applied: ")
+
+
+def test_plan_head_notes_unlisted_files_first_and_a_truncated_tree_last():
+    note = Skip("(repository tree)", "GitHub truncated the recursive tree")
+    planned = plan_head(head(None, [entry("a.py"), entry("b.py")], more=2999, tree_note=note), SETTINGS)
+    assert planned.skips[0] == Skip(
+        "(2999 more files)",
+        "not listed: over the limit of 2 files per pull request (GitHub lists at most 3000)",
+    )
+    assert planned.skips[-1] == note
+    sized = head(None, [entry("big.py")], tree={"big.py": {"type": "blob", "size": 5000}})
+    assert plan_head(sized, SETTINGS).skips == [Skip("big.py", "oversized (5000 bytes > 1000)")]

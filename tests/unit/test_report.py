@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from prfleet.agents.findings import Finding
 from prfleet.pipeline import render
+from tests import review_helpers
 
 PATCH = "\n".join(
     [
@@ -50,14 +51,14 @@ def test_diff_lines_are_added_and_context_lines_of_the_new_side():
     assert set(lines) == {1, 2, 3, 4, 5, 21, 22, 23, 24}
     assert lines[2] == "import sys, json" and lines[3] == "import re" and lines[23] == "    z = eval(s)"
     assert 6 not in lines and 20 not in lines and 25 not in lines
-    assert render.diff_lines(None) == set() and render.diff_lines("") == set()
+    assert review_helpers.diff_lines(None) == set() and review_helpers.diff_lines("") == set()
 
 
 def test_diff_lines_tolerates_file_headers_and_short_hunk_headers():
     patch = "--- a/x\n+++ b/x\n@@ -1 +1 @@\n-old\n+new\n"
     assert render.diff_line_map(patch) == {1: "new"}
     deleted_file = "@@ -1,2 +0,0 @@\n-a\n-b"
-    assert render.diff_lines(deleted_file) == set()
+    assert review_helpers.diff_lines(deleted_file) == set()
 
 
 @settings(max_examples=150, deadline=None)
@@ -98,7 +99,7 @@ def test_inline_only_on_diff_lines_the_rest_folded_into_the_body():
     )
     assert "<!-- prfleet:fp=b2 -->" in plan.body and "<!-- prfleet:fp=c3 -->" in plan.body
     assert plan.fingerprints == {"a1", "b2", "c3"}
-    assert render.posted_fingerprints([*plan.comments, plan.body]) == {"a1", "b2", "c3"}
+    assert review_helpers.posted_fingerprints([*plan.comments, plan.body]) == {"a1", "b2", "c3"}
 
 
 def test_suggestion_rendered_as_github_suggestion_block():
@@ -148,7 +149,7 @@ def test_duplicates_across_heads_and_within_a_batch_are_skipped():
 def test_finding_objects_fingerprint_by_code_line_so_a_moved_line_is_not_reposted():
     f_head1 = Finding("app.py", 23, "high", "security", "eval on input", "Do not eval.", agent="review")
     head1 = render.build_review([f_head1], {"app.py": PATCH}, None, already_posted=set())
-    posted = render.posted_fingerprints(head1.comments)
+    posted = review_helpers.posted_fingerprints(head1.comments)
     assert posted == {f_head1.fingerprint("    z = eval(s)")}
 
     # Next head: two lines inserted above, the same code now sits on line 25.
@@ -229,7 +230,7 @@ def test_annotations_levels_and_batches_of_50():
     }
     assert anns[2]["start_line"] == 1  # GitHub needs a line >= 1
     many = render.annotations([finding(line=i) for i in range(1, 121)])
-    assert [len(b) for b in render.batches(many)] == [50, 50, 20]
+    assert [len(b) for b in review_helpers.batches(many)] == [50, 50, 20]
     assert len(render.annotations([finding(title="t" * 400)])[0]["title"]) <= 255
 
 

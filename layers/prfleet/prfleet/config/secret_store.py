@@ -9,7 +9,7 @@ from aws_lambda_powertools.utilities import parameters
 
 from prfleet.config import settings
 from prfleet.config.aws import client
-from prfleet.observability import events
+from prfleet.observability.redaction import register_secret
 
 
 class SecretMissing(RuntimeError):
@@ -55,7 +55,7 @@ def get_json(secret_id: str, what: str) -> dict[str, Any]:
         raise SecretMissing(f"secret {secret_id} has no value: fill it with {what}")
     for v in value.values():
         if isinstance(v, str) and v:
-            events.register_secret(v)
+            register_secret(v)
     return value
 
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from prfleet.config import settings
 from prfleet.config.aws import client
 from prfleet.jobs import BadMessage, FileJob, PrJob, excerpt, parse_message
-from prfleet.observability import events
+from prfleet.observability.redaction import redact
 
 J = TypeVar("J", PrJob, FileJob)
 
@@ -76,10 +76,10 @@ def parse_record(record: Any, kind: type[J], logger: Any) -> J:
             extra={
                 "event": "bad_message",
                 "message_id": record.message_id,
-                "reason": events.redact(str(exc))[:500],
+                "reason": redact(str(exc))[:500],
                 "receive_count": receive_count(record),
                 "body_chars": len(record.body or ""),
-                "body_start": events.redact(excerpt(record.body or "")),
+                "body_start": redact(excerpt(record.body or "")),
             },
         )
         raise

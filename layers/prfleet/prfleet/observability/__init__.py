@@ -1,1 +1,2 @@
-"""Observability: structured events (Powertools Logger), EMF metrics, and the redaction of secrets from both."""
+"""Observability: structured events (events), the logger (logger), EMF metrics (metrics) and the redaction of
+secrets from all of them (redaction)."""

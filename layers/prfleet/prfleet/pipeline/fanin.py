@@ -31,9 +31,9 @@ from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
 from prfleet.pipeline import render
+from prfleet.pipeline.render import CHECK_NAME
 from prfleet.store import headfiles, heads, job_runs, posting
 
-CHECK_NAME = "prfleet"
 log = logging.getLogger(__name__)
 _COUNTED = frozenset(job_runs.FINAL | {"deferred"})
 

@@ -6,7 +6,7 @@ import fnmatch
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from prfleet import agents
@@ -202,8 +202,32 @@ class Plan:
         }
 
 
+@dataclass(frozen=True)
+class PrHead:
+    """What GitHub says about a PR at its head, read once per head: the planning reads nothing else."""
+
+    job: PrJob  # the PR job at the PR's current head and base
+    title: str
+    body: str
+    config_text: str | None  # the base branch's .prfleet.toml, if any
+    files: list[dict[str, Any]]  # GitHub's PR file entries, at most max_files
+    more: int  # changed files over max_files, not listed
+    tree: dict[str, Any]  # path -> tree entry (mode, size) of the changed paths
+    symlinks: set[str]
+    tree_note: Skip | None  # set when GitHub truncated the recursive tree
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    """The pure plan of one head: the file jobs, every skip with its reason, the repository config applied."""
+
+    jobs: list[FileJob]
+    skips: list[Skip]
+    config_text: str | None  # None when there is none or it did not parse
+
+
 def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) -> Plan:
-    """The planner's whole step for one PR job: GitHub reads, state writes, check run, enqueue.
+    """The planner's whole step for one PR job: read the PR from GitHub, plan it (`plan_head`), write the plan.
 
     `send` enqueues the file jobs (default: JobsQueue). A redelivered PR job for a head already planned reuses
     that head's check run and record and enqueues the same jobs again (they are idempotent); `/prfleet review`
@@ -214,9 +238,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     GitHub is read once per head: the PR, its config, its file pages and its tree. What the jobs need of them is
     stored with prfleet.headfiles, so a job makes no listing request of its own.
     """
-
     now = time.time() if now is None else now
-    send = send or sqs.send_file_jobs
     cfg = settings()
     rerun = job.action in RERUN_ACTIONS
     if rerun:
@@ -224,7 +246,25 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         if permission not in WRITE_PERMISSIONS:
             return Plan(job, [], [], "ignored", f"{job.requested_by} has {permission!r} access, not write")
     pr = gh.pr(job.repo, job.number)
-    head, base = pr["head"]["sha"], pr["base"]["sha"]
+    refused = refusal(job, pr, rerun=rerun)
+    if refused is not None:
+        return refused
+    job = replace(job, head_sha=pr["head"]["sha"], base_sha=pr["base"]["sha"])  # the PR as it is now
+    # The PR's head is recorded before the reads: the jobs of older heads stop from now on.
+    heads.set_head(job.repo, job.number, job.head_sha, now=now)
+    again = not rerun and heads.head_record(job.repo, job.number, job.head_sha) is not None
+    head = read_head(gh, job, pr, max_files=cfg.max_files)
+    planned = plan_head(head, cfg)
+    write_plan(gh, head, planned, again=again, rerun=rerun, now=now, send=send or sqs.send_file_jobs)
+    if again:
+        return Plan(job, planned.jobs, planned.skips, "planned", "head already planned; jobs re-sent")
+    how = "re-run on the check" if job.action == "rerequested" else "re-run requested"
+    return Plan(job, planned.jobs, planned.skips, "planned", f"{how} by {job.requested_by}" if rerun else "")
+
+
+def refusal(job: PrJob, pr: Mapping[str, Any], *, rerun: bool) -> Plan | None:
+    """Why the PR is not planned at all (the delivery is for an older head, the PR is closed), or None."""
+    head = pr["head"]["sha"]
     if not rerun and job.head_sha != head:
         return Plan(
             job,
@@ -235,101 +275,120 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
         )
     if pr.get("state") == "closed":
         return Plan(job, [], [], "ignored", "pull request is closed")
-    job = PrJob(
-        job.repo, job.number, head, base, job.installation_id, job.delivery_id, job.action, job.requested_by
-    )
-    heads.set_head(job.repo, job.number, head, now=now)
-    existing = None if rerun else heads.head_record(job.repo, job.number, head)
+    return None
 
-    config_text_raw = gh.file_at(job.repo, ".prfleet.toml", base)
-    config_text = config_text_raw.decode("utf-8", "replace") if config_text_raw else None
+
+def read_head(gh: Any, job: PrJob, pr: Mapping[str, Any], *, max_files: int) -> PrHead:
+    """GitHub's reads for one head, in this order: the base's .prfleet.toml, the file pages, the tree."""
+    config_raw = gh.file_at(job.repo, ".prfleet.toml", job.base_sha)
+    changed = pr.get("changed_files")
+    files, more = gh.pr_files(
+        job.repo, job.number, max_files=max_files, changed_files=int(changed) if changed else None
+    )
+    tree, links, tree_note = tree_info(gh, job.repo, job.head_sha, [str(f["filename"]) for f in files])
+    return PrHead(
+        job=job,
+        title=str(pr.get("title") or ""),
+        body=str(pr.get("body") or ""),
+        config_text=config_raw.decode("utf-8", "replace") if config_raw else None,
+        files=list(files),
+        more=more,
+        tree=tree,
+        symlinks=links,
+        tree_note=tree_note,
+    )
+
+
+def plan_head(head: PrHead, cfg: Any) -> HeadPlan:
+    """The pure plan of one head: which agents review which files (`plan_files`) under the repository's config,
+    and a reason for everything not reviewed. `cfg` is the Settings (agents, models, max_files, max_file_bytes)."""
+    config_text = head.config_text
     notes = []
     try:
         repo_config = parse_repo_config(config_text) if config_text else None
     except RepoConfigError as exc:  # a broken config must not block reviews: defaults, and say so
         repo_config, config_text = None, None
         notes.append(Skip(".prfleet.toml", f"not applied: {exc}"))
-    specs = agents.agent_specs(cfg, repo_config)
-    changed = pr.get("changed_files")
-    files, more = gh.pr_files(
-        job.repo, job.number, max_files=cfg.max_files, changed_files=int(changed) if changed else None
-    )
-    tree, links, tree_note = tree_info(gh, job.repo, head, [str(f["filename"]) for f in files])
-    if tree_note is not None:
-        notes.append(tree_note)
-    sizes = {p: int(e.get("size") or 0) for p, e in tree.items() if e.get("type") == "blob"}
+    if head.tree_note is not None:
+        notes.append(head.tree_note)
     jobs, skips = plan_files(
-        job,
-        files,
-        specs,
+        head.job,
+        head.files,
+        agents.agent_specs(cfg, repo_config),
         ignore=getattr(repo_config, "ignore", ()) or (),
-        sizes=sizes,
-        symlinks=links,
+        sizes={p: int(e.get("size") or 0) for p, e in head.tree.items() if e.get("type") == "blob"},
+        symlinks=head.symlinks,
         max_file_bytes=cfg.max_file_bytes,
     )
     skips.extend(notes)
-    if more:
+    if head.more:
+        listed = len(head.files) + head.more
         skips.insert(
             0,
             Skip(
-                f"({more} more files)",
+                f"({head.more} more files)",
                 f"not listed: over the limit of {cfg.max_files} files per pull request"
-                + (" (GitHub lists at most 3000)" if len(files) + more > 3000 else ""),
+                + (" (GitHub lists at most 3000)" if listed > 3000 else ""),
             ),
         )
+    return HeadPlan(jobs, skips, config_text)
+
+
+def write_plan(
+    gh: Any, head: PrHead, planned: HeadPlan, *, again: bool, rerun: bool, now: float, send: Any
+) -> None:
+    """Store what the jobs need of the head, start the check and record the plan (unless the head was planned
+    `again`: its check run and fan-in stay), enqueue the jobs; with none, the fan-in posts the review now."""
+    job = head.job
     headfiles.save(
         job.repo,
         job.number,
-        head,
+        job.head_sha,
         headfiles.HeadFiles(
-            title=str(pr.get("title") or ""),
-            body=str(pr.get("body") or ""),
-            files=[headfiles.entry(f, tree.get(f["filename"])) for f in files],
-            symlinks=sorted(links),
-            tree_complete=tree_note is None,
+            title=head.title,
+            body=head.body,
+            files=[headfiles.entry(f, head.tree.get(f["filename"])) for f in head.files],
+            symlinks=sorted(head.symlinks),
+            tree_complete=head.tree_note is None,
         ),
         now=now,
     )
-    if existing is not None:
-        # The same head again (SQS or GitHub redelivered the PR job): keep its check run and fan-in.
-        send(jobs)
-        if not jobs:
-            fanin.post_if_ready(gh, job.repo, job.number, head)
-        return Plan(job, jobs, skips, "planned", "head already planned; jobs re-sent")
+    if not again:
+        _start_check_and_record(gh, job, planned, rerun=rerun, now=now)
+    send(planned.jobs)
+    if not planned.jobs:
+        fanin.post_if_ready(gh, job.repo, job.number, job.head_sha)
+
+
+def _start_check_and_record(gh: Any, job: PrJob, planned: HeadPlan, *, rerun: bool, now: float) -> None:
+    """A new planning of the head: its check run and its plan record (a Re-run forgets the head's runs first)."""
     if rerun:
-        job_runs.forget_runs(job.repo, job.number, head)
-    check_id = start_or_resume_check(gh, job, planned=len(jobs), rerun=rerun, now=now)
+        job_runs.forget_runs(job.repo, job.number, job.head_sha)
+    check_id = start_or_resume_check(gh, job, planned=len(planned.jobs), rerun=rerun, now=now)
     heads.record_plan(
         job.repo,
         job.number,
-        head,
-        planned=len(jobs),
-        skipped_files=[asdict(s) for s in skips],
-        repo_config=config_text,
+        job.head_sha,
+        planned=len(planned.jobs),
+        skipped_files=[asdict(s) for s in planned.skips],
+        repo_config=planned.config_text,
         check_run_id=check_id,
         installation_id=job.installation_id,
         reset=rerun,
         now=now,
     )
-    if not rerun:
-        record = heads.head_record(job.repo, job.number, head)
-        if record is not None and record.check_run_id not in (None, check_id) and check_id is not None:
-            # Another planner planned this head at the same moment and its check run is the one fanned in to.
-            gh.update_check_run(
-                job.repo,
-                check_id,
-                status="completed",
-                conclusion="skipped",
-                output={
-                    "title": "Duplicate",
-                    "summary": f"Check run {record.check_run_id} reviews this head.",
-                },
-            )
-    send(jobs)
-    if not jobs:
-        fanin.post_if_ready(gh, job.repo, job.number, head)
-    how = "re-run on the check" if job.action == "rerequested" else "re-run requested"
-    return Plan(job, jobs, skips, "planned", f"{how} by {job.requested_by}" if rerun else "")
+    if rerun:
+        return
+    record = heads.head_record(job.repo, job.number, job.head_sha)
+    if record is not None and record.check_run_id not in (None, check_id) and check_id is not None:
+        # Another planner planned this head at the same moment and its check run is the one fanned in to.
+        gh.update_check_run(
+            job.repo,
+            check_id,
+            status="completed",
+            conclusion="skipped",
+            output={"title": "Duplicate", "summary": f"Check run {record.check_run_id} reviews this head."},
+        )
 
 
 def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now: float) -> int | None:
@@ -347,7 +406,7 @@ def start_or_resume_check(gh: Any, job: PrJob, *, planned: int, rerun: bool, now
     if earlier is not None and (not rerun or earlier == job.delivery_id):
         wanted = render.check_external_id(job.number, job.delivery_id)
         try:
-            runs = gh.list_check_runs(job.repo, job.head_sha, name=fanin.CHECK_NAME)
+            runs = gh.list_check_runs(job.repo, job.head_sha, name=render.CHECK_NAME)
         except GitHubRateLimited:
             raise
         except GitHubError as exc:

@@ -1,8 +1,8 @@
 """Pure review rendering: which findings go inline, which into the body, what the check run says.
 
 Nothing here talks to GitHub; `prfleet.github` posts what this module plans. Findings may be
-`prfleet.findings.Finding` objects or plain dicts with the same keys (as stored in the state table), so this
-module only relies on the tiny `FindingLike` protocol below.
+`prfleet.agents.findings.Finding` objects or plain dicts with the same keys (as stored in the state table): this
+module reads their path, line, severity, category, title, body, suggestion, agent and fingerprint, nothing else.
 
 GitHub facts used here:
 - Review, review comment and issue comment bodies are rejected above 65,536 characters
@@ -24,16 +24,16 @@ import hashlib
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from prfleet.config.repo_config import FAIL_ON
 
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
-MAX_ANNOTATIONS_PER_REQUEST = 50  # https://docs.github.com/en/rest/checks/runs#update-a-check-run
 MAX_ANNOTATION_MESSAGE = 64 * 1024  # bytes: "The maximum size is 64 KB" (the annotation object, same page)
 MAX_ANNOTATION_TITLE = 255  # characters: "The maximum size is 255 characters"
 
+CHECK_NAME = "prfleet"  # the check run of a PR head: fan-in creates it, the webhook takes its Re-runs
 SUMMARY_MARKER = "<!-- prfleet:summary -->"
 REVIEW_MARKER = "<!-- prfleet:review -->"
 
@@ -58,7 +58,6 @@ def review_marker(head_sha: str, claim: str, plan: object) -> str:
     return f"<!-- prfleet:review head={head_sha} claim={claim} plan={plan} -->"
 
 
-_FP_RE = re.compile(r"<!--\s*prfleet:fp=([0-9a-fA-F]+)\s*-->")
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
@@ -82,20 +81,6 @@ _COUNT_KEYS = (
     "skipped",
     "superseded",
 )
-
-
-@runtime_checkable
-class FindingLike(Protocol):
-    """What a finding must offer; `prfleet.findings.Finding` fits (its fingerprint is a method)."""
-
-    path: str
-    line: int
-    severity: str
-    category: str
-    title: str
-    body: str
-    suggestion: str | None
-    agent: str
 
 
 def _get(f: Any, name: str, default: Any = None) -> Any:
@@ -150,24 +135,19 @@ def diff_line_map(patch: str | None) -> dict[int, str]:
     return out
 
 
-def diff_lines(patch: str | None) -> set[int]:
-    """The set of RIGHT-side line numbers an inline comment may use."""
-    return set(diff_line_map(patch))
-
-
 # --- fingerprints ---
 
 
 def fingerprint_of(f: Any, code_line: str = "") -> str:
     """A finding's fingerprint: its `fingerprint` string, its `fingerprint(code_line)` method, or derived.
 
-    The derived form mirrors prfleet.findings.fingerprint (agent, path, title, normalised code line).
+    The derived form mirrors prfleet.agents.findings.fingerprint (agent, path, title, normalised code line).
     """
     fp = _get(f, "fingerprint")
     if callable(fp):
         fp = fp(code_line)
     if isinstance(fp, str) and fp:
-        # markers carry hex only; anything else is hashed so it still round-trips through posted_fingerprints
+        # markers carry hex only (fp_marker); anything else is hashed so that a marker can still carry it
         return fp.lower() if _HEX_RE.fullmatch(fp) else hashlib.sha256(fp.encode()).hexdigest()[:32]
     key = "\x1f".join(
         [
@@ -183,16 +163,6 @@ def fingerprint_of(f: Any, code_line: str = "") -> str:
 def fp_marker(fp: str) -> str:
     """Hidden marker carried by every posted finding so later heads can recognise it."""
     return f"<!-- prfleet:fp={fp} -->"
-
-
-def posted_fingerprints(items: Iterable[Any]) -> set[str]:
-    """Fingerprints found in review comments, reviews or plain bodies (dicts with `body`, or strings)."""
-    found: set[str] = set()
-    for item in items:
-        body = item if isinstance(item, str) else _get(item, "body")
-        if body:
-            found.update(m.lower() for m in _FP_RE.findall(str(body)))
-    return found
 
 
 # --- the review plan ---
@@ -332,6 +302,83 @@ def _skipped_section(skipped_files: Sequence[Any] | None, limit: int = 50) -> st
     return "\n".join(lines)
 
 
+@dataclass
+class _Placement:
+    """Where each new finding of a review goes: inline on its diff line, or folded into the body (with why)."""
+
+    comments: list[dict[str, Any]] = field(default_factory=list)  # the inline comments, ready to post
+    inline_fps: list[str] = field(default_factory=list)
+    folded: list[tuple[Any, str, str]] = field(default_factory=list)  # (finding, fingerprint, why not inline)
+    duplicates: list[Any] = field(
+        default_factory=list
+    )  # already posted (on an earlier head or in this batch)
+
+
+def _place(
+    findings: Iterable[Any],
+    line_maps: Mapping[str, Mapping[int, str]],
+    already_posted: Iterable[str],
+    *,
+    inline: bool,
+    max_comments: int,
+    max_body: int,
+) -> _Placement:
+    """Most severe first: a finding on a diff line gets an inline slot while slots last; the rest are folded."""
+    seen = {fp.lower() for fp in already_posted}
+    out = _Placement()
+    for f in sorted(findings, key=_sort_key):
+        path = str(_get(f, "path", ""))
+        line = int(_get(f, "line", 0) or 0)
+        lines = line_maps.get(path, {})
+        fp = fingerprint_of(f, lines.get(line, "")).lower()
+        if fp in seen:
+            out.duplicates.append(f)
+            continue
+        seen.add(fp)
+        if not inline:
+            out.folded.append((f, fp, "inline comments were refused"))
+        elif path not in line_maps:
+            out.folded.append((f, fp, "file not in the diff"))
+        elif line not in lines:
+            out.folded.append((f, fp, "line not in the diff"))
+        elif len(out.comments) >= max_comments:
+            out.folded.append((f, fp, f"over {max_comments} inline comments"))
+        else:
+            out.inline_fps.append(fp)
+            out.comments.append(
+                {"path": path, "line": line, "side": "RIGHT", "body": _comment_body(f, fp, max_body=max_body)}
+            )
+    return out
+
+
+def _review_body(
+    prefix: str, folded: Sequence[tuple[Any, str, str]], max_body: int
+) -> tuple[str, list[tuple[Any, str]], list[Any]]:
+    """The review body: `prefix`, then the folded findings that fit GitHub's body limit, then REVIEW_MARKER.
+    Returns the body, the (finding, fingerprint) pairs placed in it and the findings omitted."""
+    suffix = "\n\n" + REVIEW_MARKER
+    header = "\n\n### Findings not placed inline\n\n"
+    budget = max_body - len(prefix) - len(suffix) - len(header) - 120  # room for the "omitted" note
+    entries: list[str] = []
+    placed: list[tuple[Any, str]] = []
+    omitted: list[Any] = []
+    used = 0
+    for f, fp, reason in folded:
+        entry = _folded_entry(f, fp, reason)
+        if used + len(entry) + 2 > budget:
+            omitted.append(f)
+            continue
+        entries.append(entry)
+        placed.append((f, fp))
+        used += len(entry) + 2
+    body = prefix
+    if entries:
+        body += header + "\n\n".join(entries)
+    if omitted:
+        body += f"\n\n_{len(omitted)} more finding(s) did not fit GitHub's {max_body}-character limit._"
+    return _truncate(body, max_body - len(suffix)) + suffix, placed, omitted
+
+
 def build_review(
     findings: Iterable[Any],
     patches_by_path: Mapping[str, str | None],
@@ -351,76 +398,21 @@ def build_review(
     `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment).
     """
     line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
-    seen = {fp.lower() for fp in already_posted}
-    comments: list[dict[str, Any]] = []
-    inline_fps: list[str] = []
-    folded: list[tuple[Any, str, str]] = []
-    duplicates: list[Any] = []
-    for f in sorted(findings, key=_sort_key):
-        path = str(_get(f, "path", ""))
-        line = int(_get(f, "line", 0) or 0)
-        lines = line_maps.get(path, {})
-        fp = fingerprint_of(f, lines.get(line, "")).lower()
-        if fp in seen:
-            duplicates.append(f)
-            continue
-        seen.add(fp)
-        if not inline:
-            folded.append((f, fp, "inline comments were refused"))
-        elif path not in line_maps:
-            folded.append((f, fp, "file not in the diff"))
-        elif line not in lines:
-            folded.append((f, fp, "line not in the diff"))
-        elif len(comments) >= max_comments:
-            folded.append((f, fp, f"over {max_comments} inline comments"))
-        else:
-            inline_fps.append(fp)
-            comments.append(
-                {"path": path, "line": line, "side": "RIGHT", "body": _comment_body(f, fp, max_body=max_body)}
-            )
-
+    placement = _place(
+        findings, line_maps, already_posted, inline=inline, max_comments=max_comments, max_body=max_body
+    )
+    comments, folded, duplicates = placement.comments, placement.folded, placement.duplicates
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
-    total = len(comments) + len(folded)
-    head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
-    intro = f"{total} new finding(s): {len(comments)} inline, {len(folded)} below."
+    intro = f"{len(comments) + len(folded)} new finding(s): {len(comments)} inline, {len(folded)} below."
     if duplicates:
         intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
-    prefix = "\n\n".join(p for p in (head, intro, table, skipped_text) if p)
-    suffix = "\n\n" + REVIEW_MARKER
-    entries: list[str] = []
-    placed: list[Any] = []
-    omitted: list[Any] = []
-    header = "\n\n### Findings not placed inline\n\n"
-    budget = max_body - len(prefix) - len(suffix) - len(header) - 120  # room for the "omitted" note
-    used = 0
-    for f, fp, reason in folded:
-        entry = _folded_entry(f, fp, reason)
-        if used + len(entry) + 2 > budget:
-            omitted.append(f)
-            continue
-        entries.append(entry)
-        placed.append((f, fp))
-        used += len(entry) + 2
-    body = prefix
-    if entries:
-        body += header + "\n\n".join(entries)
-    if omitted:
-        body += f"\n\n_{len(omitted)} more finding(s) did not fit GitHub's {max_body}-character limit._"
-    body = _truncate(body, max_body - len(suffix)) + suffix
-
-    summary = "\n\n".join(
-        p
-        for p in (
-            SUMMARY_MARKER,
-            "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else ""),
-            table,
-            intro,
-            skipped_text,
-        )
-        if p
+    head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
+    body, placed, omitted = _review_body(
+        "\n\n".join(p for p in (head, intro, table, skipped_text) if p), folded, max_body
     )
-    fps = set(inline_fps) | {fp for _, fp in placed}
+    summary_head = "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else "")
+    summary = "\n\n".join(p for p in (SUMMARY_MARKER, summary_head, table, intro, skipped_text) if p)
     return ReviewPlan(
         body=body,
         comments=comments,
@@ -428,7 +420,7 @@ def build_review(
         skipped_duplicates=duplicates,
         omitted=omitted,
         summary=_truncate(summary, max_body),
-        fingerprints=fps,
+        fingerprints=set(placement.inline_fps) | {fp for _, fp in placed},
     )
 
 
@@ -526,8 +518,3 @@ def annotations(findings: Iterable[Any]) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def batches(items: Sequence[Any], size: int = MAX_ANNOTATIONS_PER_REQUEST) -> list[list[Any]]:
-    """Split into lists of at most `size` (annotations go 50 per request)."""
-    return [list(items[i : i + size]) for i in range(0, len(items), size)]

@@ -30,7 +30,7 @@ from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached, toke
 from prfleet.cost.ledger import BudgetExceeded, Ledger
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
-from prfleet.observability.events import redact
+from prfleet.observability.redaction import redact
 from prfleet.pipeline import fanin
 from prfleet.pipeline.endings import (
     Ending,

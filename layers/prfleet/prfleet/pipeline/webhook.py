@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prfleet.jobs import PrJob
-from prfleet.pipeline.render import pr_from_external_id
+from prfleet.pipeline.render import CHECK_NAME, pr_from_external_id
 
 # https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
 SIGNATURE_HEADER = "x-hub-signature-256"
 REVIEW_ACTIONS = frozenset({"opened", "synchronize", "reopened", "ready_for_review"})
 COMMENT_COMMAND = re.compile(r"^\s*/prfleet\s+review\b", re.IGNORECASE | re.MULTILINE)
-CHECK_NAME = "prfleet"  # the check run fan-in creates (prfleet.fanin.CHECK_NAME)
 
 
 @dataclass(frozen=True)
