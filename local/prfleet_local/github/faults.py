@@ -25,6 +25,8 @@ from typing import Any
 
 @dataclass
 class Fault:
+    """One injected failure: the calls it matches, how many more it takes, and how it answers."""
+
     pattern: re.Pattern[str]
     status: int
     remaining: int

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 
 class Handler(BaseHTTPRequestHandler):
+    """One connection's requests; `owner` is the ModelServer it serves (bound by ModelServer.start)."""
+
     owner: ModelServer
     protocol_version = "HTTP/1.1"
 

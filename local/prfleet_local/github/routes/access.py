@@ -20,6 +20,7 @@ from prfleet_local.github.routes.common import REPO, Answer, Call, HttpError, Ro
 
 
 def installation_token(call: Call) -> Answer:
+    """POST /app/installations/{id}/access_tokens: a one-hour token for the app's valid JWT."""
     srv = call.srv
     scheme, _, token = (call.auth or "").partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -63,6 +64,7 @@ def installation_token(call: Call) -> Answer:
 
 
 def collaborator_permission(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/collaborators/{user}/permission."""
     user = call.params["user"]
     role = call.srv.collaborators.get(user)
     if role is None:

@@ -25,6 +25,7 @@ MAX_ANNOTATION_TITLE = 255
 
 
 def _check_output(run: dict[str, Any], output: dict[str, Any] | None) -> None:
+    """Validate a check run's `output` and apply it (annotations append)."""
     if output is None:
         return
     # checks/create, checks/update: output requires title and summary; summary and text maxLength 65535.
@@ -72,6 +73,7 @@ def _check_output(run: dict[str, Any], output: dict[str, Any] | None) -> None:
 
 
 def _apply_status(run: dict[str, Any], body: dict[str, Any]) -> None:
+    """Validate and apply `status` / `conclusion`, recording the status history."""
     status = body.get("status")
     conclusion = body.get("conclusion")
     if conclusion is not None and status is None:
@@ -97,6 +99,7 @@ def _apply_status(run: dict[str, Any], body: dict[str, Any]) -> None:
 
 
 def create_check_run(call: Call) -> Answer:
+    """POST /repos/{o}/{r}/check-runs."""
     srv = call.srv
     if not call.body.get("name") or not call.body.get("head_sha"):
         raise HttpError(422, "Unprocessable Entity", ["name and head_sha are required"])
@@ -132,6 +135,7 @@ def create_check_run(call: Call) -> Answer:
 
 
 def update_check_run(call: Call) -> Answer:
+    """PATCH /repos/{o}/{r}/check-runs/{id}: output and annotations append, status moves on."""
     srv = call.srv
     run = srv.check_runs.get(int(call.params["id"]))
     if run is None:
@@ -146,6 +150,7 @@ def update_check_run(call: Call) -> Answer:
 
 
 def get_check_run(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/check-runs/{id}."""
     run = call.srv.check_runs.get(int(call.params["id"]))
     if run is None:
         raise HttpError(404, "Not Found")
@@ -153,6 +158,7 @@ def get_check_run(call: Call) -> Answer:
 
 
 def list_check_runs(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/commits/{sha}/check-runs, paginated."""
     sha = call.srv.repo.resolve(call.params["sha"]) or call.params["sha"]
     # checks/list-for-ref: `check_name` and `status` filter; `filter` is `latest` (the default: only the most
     # recent run of each name) or `all`: https://docs.github.com/en/rest/checks/runs#list-check-runs-for-a-git-reference

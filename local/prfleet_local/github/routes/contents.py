@@ -19,6 +19,7 @@ from prfleet_local.github.routes.common import REPO, Answer, Call, HttpError, Ro
 
 
 def get_contents(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/contents/{path}?ref=: a file, a directory listing, a symlink or a submodule."""
     srv = call.srv
     ref = call.query.get("ref") or srv.repo.default_branch
     path = call.params["path"].strip("/")
@@ -77,6 +78,7 @@ def get_contents(call: Call) -> Answer:
 
 
 def get_blob(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/git/blobs/{sha}."""
     srv = call.srv
     sha = call.params["sha"]
     if srv.repo.object_type(sha) != "blob":
@@ -101,6 +103,7 @@ def get_blob(call: Call) -> Answer:
 
 
 def get_tree(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/git/trees/{sha}[?recursive=1]."""
     srv = call.srv
     ref = call.params["sha"]
     own = srv.repo.tree_sha(ref)  # git/get-tree takes a tree sha, or a commit or ref for its tree

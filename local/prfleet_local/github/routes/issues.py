@@ -25,11 +25,13 @@ from prfleet_local.github.routes.common import (
 
 
 def list_issue_comments(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/issues/{n}/comments, paginated."""
     n = int(call.params["n"])
     return paginate(call, [c for c in call.srv.issue_comments if c["issue_number"] == n])
 
 
 def create_issue_comment(call: Call) -> Answer:
+    """POST /repos/{o}/{r}/issues/{n}/comments."""
     srv = call.srv
     pull_request(call)
     text = call.body.get("body") or ""
@@ -53,6 +55,7 @@ def create_issue_comment(call: Call) -> Answer:
 
 
 def update_issue_comment(call: Call) -> Answer:
+    """PATCH /repos/{o}/{r}/issues/comments/{id}."""
     srv = call.srv
     text = call.body.get("body") or ""
     if not text:  # issues/update-comment: `body` is required

@@ -17,10 +17,12 @@ FILES_CAP = 3000
 
 
 def get_pull(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/pulls/{n}."""
     return 200, call.srv.pr_json(pull_request(call)), {}
 
 
 def pull_files(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/pulls/{n}/files, paginated."""
     # pulls/list-files: "Responses include a maximum of 3000 files", 100 a page at most; `patch` left out
     # by compute_files: https://docs.github.com/en/rest/pulls/pulls#list-pull-requests-files
     files = call.srv.files_of(pull_request(call))[:FILES_CAP]
@@ -34,6 +36,7 @@ def pull_files(call: Call) -> Answer:
 
 
 def compare(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/compare/{base}...{head}."""
     srv = call.srv
     base, head = srv.repo.resolve(call.params["base"]), srv.repo.resolve(call.params["head"])
     if base is None or head is None:

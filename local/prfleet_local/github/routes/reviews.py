@@ -30,11 +30,13 @@ REVIEW_EVENTS = ("APPROVE", "REQUEST_CHANGES", "COMMENT")
 
 
 def list_reviews(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/pulls/{n}/reviews, paginated."""
     n = int(call.params["n"])
     return paginate(call, [r for r in call.srv.reviews if r["pull_number"] == n])
 
 
 def create_review(call: Call) -> Answer:
+    """POST /repos/{o}/{r}/pulls/{n}/reviews: validated as GitHub does, then recorded with its comments."""
     srv = call.srv
     pr = pull_request(call)
     commit_id = call.body.get("commit_id") or pr.head_sha
@@ -132,6 +134,7 @@ def create_review(call: Call) -> Answer:
 
 
 def list_review_comments(call: Call) -> Answer:
+    """GET /repos/{o}/{r}/pulls/{n}/comments, paginated."""
     n = int(call.params["n"])
     return paginate(call, [c for c in call.srv.review_comments if c["pull_number"] == n])
 
