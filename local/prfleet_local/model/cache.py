@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from prfleet.cost import pricing
 from prfleet_local.model import tokens
 
 TTL_SECONDS = {"5m": 300.0, "1h": 3600.0}
@@ -29,8 +30,6 @@ MESSAGE_OVERHEAD_TOKENS = 3  # role and turn delimiters
 
 def cache_minimum(model: str) -> int:
     """The minimum cacheable prompt length of `model`, from prfleet's price table (strictest when unknown)."""
-    from prfleet.cost import pricing
-
     return pricing.cache_minimum_tokens(model)
 
 

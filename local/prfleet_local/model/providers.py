@@ -39,6 +39,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from prfleet.cost import pricing
+from prfleet_local.model.model_ids import bedrock_response_model
+from prfleet_local.model.reply import Reply
+
 LABEL = "offline model"
 BEDROCK_VERSION = "bedrock-2023-05-31"
 SIGV4_RE = re.compile(
@@ -64,8 +72,6 @@ class AwsAccount:
     @classmethod
     def from_price_table(cls, **kw: Any) -> AwsAccount:
         """Bedrock's offer as documented (the model table prfleet's prices.json copies, with its source)."""
-        from prfleet.cost import pricing
-
         data = json.loads(pricing.PRICES_PATH.read_text())
         rows = data["providers"]["bedrock"]["models"]
         return cls(
@@ -168,10 +174,6 @@ def _signature(
     secret: str,
 ) -> str:
     """Recompute the signature with botocore's signer over exactly the signed headers."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
-
     request = AWSRequest(method=method, url=url, headers={h: headers[h] for h in signed}, data=body)
     request.context["timestamp"] = headers["x-amz-date"]
     signer = SigV4Auth(
@@ -229,40 +231,6 @@ def _sse_data(event: bytes) -> dict[str, Any]:
     raise ValueError(f"no data line in {event!r}")
 
 
-def claude_api_model(model: str) -> str:
-    """The Claude API model a provider's id names ("global.anthropic.claude-sonnet-4-6" -> "claude-sonnet-4-6"),
-    so the Messages semantics (thinking rules, tokenizer) are the model's own; any other id as it is."""
-    if "anthropic." not in model:
-        return model
-    from prfleet.cost import pricing
-
-    try:
-        return pricing.table().canonical(model)
-    except pricing.UnknownModel:
-        return model
-
-
-_VERSION_SUFFIX = re.compile(r"-v\d+(:\d+)?$")
-
-
-def bedrock_response_model(model_id: str) -> str:
-    """The `model` a Bedrock response names for a call to `model_id`: the Anthropic model's own id, not the
-    inference profile invoked ("us.anthropic.claude-haiku-4-5-20251001-v1:0" -> "claude-haiku-4-5-20251001",
-    "global.anthropic.claude-opus-4-6-v1" -> "claude-opus-4-6"). The InvokeModel body is the Messages response
-    of the model that processed the request
-    (https://docs.aws.amazon.com/bedrock/latest/userguide/model-parameters-anthropic-claude-messages-request-response.html,
-    "model": the ID of the Anthropic Claude model that processed the request); Bedrock's own responses
-    (ids `msg_bdrk_...`) name e.g. "claude-opus-4-6" or "claude-opus-4-20250514" whatever profile was called."""
-    _, sep, base = model_id.partition("anthropic.")
-    return _VERSION_SUFFIX.sub("", base) if sep else model_id
-
-
-def _reply(status: int, headers: dict[str, str], body: bytes = b"", **kw: Any) -> Any:
-    from prfleet_local.model.server import Reply  # the server's reply type (it imports this module)
-
-    return Reply(status, headers, body, **kw)
-
-
 # ---------------------------------------------------------------------------------------------- Bedrock
 
 # Bedrock's REST-JSON exceptions: (HTTP status, x-amzn-ErrorType) for the error the Messages policy produced.
@@ -283,18 +251,18 @@ _BEDROCK_MESSAGES = {
 }
 
 
-def _bedrock_error(status: int, kind: str, message: str, rid: str) -> Any:
+def _bedrock_error(status: int, kind: str, message: str, rid: str) -> Reply:
     headers = {
         "content-type": "application/json",
         "x-amzn-requestid": rid,
         "x-amzn-errortype": f"{kind}:http://internal.amazon.com/coral/com.amazon.bedrock/",
     }
-    return _reply(status, headers, json.dumps({"message": message}).encode())
+    return Reply(status, headers, json.dumps({"message": message}).encode())
 
 
 def bedrock(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Any:
+) -> Reply | None:
     """Bedrock InvokeModel[WithResponseStream] in front of the Messages policy; None if `path` is not one."""
     m = _INVOKE_RE.match(path.split("?", 1)[0])
     if not m:
@@ -376,7 +344,7 @@ def bedrock(
             "x-amzn-bedrock-output-token-count": str(usage.get("output_tokens", 0)),
             "x-amzn-bedrock-invocation-latency": latency,
         }
-        return _reply(
+        return Reply(
             200, hdrs, payload, action=reply.action, delay=reply.delay, after_events=reply.after_events
         )
     # The policy's SSE events, re-framed: Bedrock sends no ping, and adds its metrics to message_stop.
@@ -408,7 +376,7 @@ def bedrock(
         "x-amzn-requestid": rid,
         "x-amzn-bedrock-content-type": "application/json",
     }
-    return _reply(200, hdrs, events=frames, action=action, delay=reply.delay, after_events=reply.after_events)
+    return Reply(200, hdrs, events=frames, action=action, delay=reply.delay, after_events=reply.after_events)
 
 
 # ------------------------------------------------------------------------------------ Claude Platform on AWS
@@ -416,7 +384,7 @@ def bedrock(
 
 def claude_platform(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Any:
+) -> Reply | None:
     """Claude Platform on AWS: a SigV4-signed /v1/messages (service aws-external-anthropic) for a workspace of the
     signing region, then the Claude API's own semantics and shapes; None for a request that is not SigV4-signed
     (the Claude API's own path)."""
@@ -425,9 +393,9 @@ def claude_platform(
     rid = str(uuid.uuid4())
     url = f"http://{headers.get('host', '127.0.0.1')}{path}"
 
-    def aws_error(status: int, kind: str, message: str) -> Any:
+    def aws_error(status: int, kind: str, message: str) -> Reply:
         hdrs = {"content-type": "application/json", "x-amzn-requestid": rid, "x-amzn-errortype": kind}
-        return _reply(status, hdrs, json.dumps({"message": message}).encode())
+        return Reply(status, hdrs, json.dumps({"message": message}).encode())
 
     try:
         region = verify_sigv4(
@@ -461,8 +429,8 @@ def claude_platform(
 
 def dispatch(
     owner: Any, account: AwsAccount, *, method: str, path: str, headers: Mapping[str, str], raw: bytes
-) -> Any:
-    """The reply (server.Reply) of whichever AWS provider `path` and `headers` belong to, or None for the Claude API."""
+) -> Reply | None:
+    """The Reply of whichever AWS provider `path` and `headers` belong to, or None for the Claude API."""
     for wire in (bedrock, claude_platform):
         reply = wire(owner, account, method=method, path=path, headers=headers, raw=raw)
         if reply is not None:

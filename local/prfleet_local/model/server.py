@@ -13,7 +13,10 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - tokens.py — a token count closer to the tokenizer than characters / 4;
 - faults.py — errors, spend limits, timeouts after billing, resets, truncated bodies, mid-stream errors;
 - bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
-- wire.py — the error body and the server-sent events.
+- wire.py — the error body and the server-sent events;
+- policy.py — the deterministic model: which tools it calls next and what it reports;
+- handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
+- providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy.
 
 Everything is switchable per test through a FaultPlan (at start, `set_faults()`, or POST /_faults).
 """
@@ -22,21 +25,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import random
 import re
-import socket
-import struct
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any
 
+from prfleet.cost import pricing
 from prfleet_local.model import providers, thinking, tokens
-from prfleet_local.model.analysis import analyse
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache, prompt_tokens
 from prfleet_local.model.faults import (
@@ -46,254 +45,16 @@ from prfleet_local.model.faults import (
     FaultPlan,
     FaultRule,
 )
+from prfleet_local.model.handler import Handler
+from prfleet_local.model.policy import Conversation, OfflineModel
+from prfleet_local.model.reply import Reply
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
 
-__all__ = ["FAULT_KINDS", "LABEL", "FaultPlan", "FaultRule", "ModelServer", "analyse"]
-
-# --------------------------------------------------------------------------------------------- conversation
-
-_OPEN_RE = r"<untrusted_{kind}((?:\s+\w+=\"[^\"]*\")*)>\n?(.*?)\n?</untrusted_{kind}>"
-_ATTR_RE = re.compile(r'(\w+)="([^"]*)"')
-_LINE_RE = re.compile(r"^\s*(\d+)\| ?(.*)$")
-
-
-def _unescape(s: str) -> str:
-    return (
-        s.replace("&quot;", '"')
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#x27;", "'")
-        .replace("&amp;", "&")
-    )
-
-
-def _blocks(kind: str, text: str) -> list[tuple[dict[str, str], str]]:
-    out = []
-    for m in re.finditer(_OPEN_RE.format(kind=kind), text, re.DOTALL):
-        attrs = {k: _unescape(v) for k, v in _ATTR_RE.findall(m.group(1))}
-        body = re.sub(r"&lt;(\s*/?\s*untrusted)", r"<\1", m.group(2), flags=re.IGNORECASE)
-        out.append((attrs, body))
-    return out
-
-
-def _text_of(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(
-            _text_of(b.get("text", b.get("content", ""))) for b in content if isinstance(b, dict)
-        )
-    return ""
-
-
-@dataclass
-class Conversation:
-    """What the offline model understands of a request: agent, file under review, and the tool history."""
-
-    agent: str
-    path: str | None
-    total_lines: int
-    description: str
-    first_file_lines: dict[int, str]
-    calls: list[tuple[str, dict[str, Any], str, bool]]  # (tool, input, result text, is_error)
-    last_user_text: str
-    last_role: str
-
-    @classmethod
-    def parse(cls, body: dict[str, Any]) -> Conversation:
-        system = _text_of(body.get("system", ""))
-        m = re.search(r"You are the (\w+) agent", system)
-        agent = m.group(1) if m else "review"
-        messages = body.get("messages") or []
-        first = _text_of(messages[0].get("content")) if messages else ""
-        files = _blocks("file", first)
-        path = files[0][0].get("path") if files else None
-        total = int(files[0][0].get("total", "0") or 0) if files else 0
-        first_lines = _numbered(files[0][1]) if files else {}
-        desc = "\n".join(b for _, b in _blocks("pr_description", first))
-        uses: dict[str, tuple[str, dict[str, Any]]] = {}
-        calls = []
-        for msg in messages:
-            content = msg.get("content")
-            if not isinstance(content, list):
-                continue
-            for block in content:
-                if not isinstance(block, dict):
-                    continue
-                if block.get("type") == "tool_use":
-                    uses[block.get("id", "")] = (block.get("name", ""), block.get("input") or {})
-                elif block.get("type") == "tool_result":
-                    name, args = uses.get(block.get("tool_use_id", ""), ("?", {}))
-                    calls.append(
-                        (name, args, _text_of(block.get("content", "")), bool(block.get("is_error")))
-                    )
-        last = messages[-1] if messages else {}
-        return cls(
-            agent,
-            path,
-            total,
-            desc,
-            first_lines,
-            calls,
-            _text_of(last.get("content")),
-            str(last.get("role", "user")),
-        )
-
-
-def _numbered(body: str) -> dict[int, str]:
-    out = {}
-    for line in body.split("\n"):
-        m = _LINE_RE.match(line)
-        if m:
-            out[int(m.group(1))] = m.group(2)
-    return out
-
-
-_TEST_PATH = re.compile(r"(^|/)(tests?/|test_[^/]*$|[^/]*_test\.py$)")
-
-
-@dataclass
-class Turn:
-    """What the model does this turn, before thinking is added: visible blocks, stop reason, and the kind of
-    thinking that precedes them (plan, tool, report, end) with how much code it weighs."""
-
-    content: list[dict[str, Any]]
-    stop: str
-    kind: str
-    work_tokens: int = 0
-
-
-class OfflineModel:
-    """The deterministic policy: which tools to call next (several at once when they are independent), and the
-    final report."""
-
-    def __init__(self, plan: FaultPlan) -> None:
-        self.plan = plan
-
-    def _chunks(self, total: int) -> list[tuple[int, int] | None]:
-        n = self.plan.read_chunks
-        if n <= 1 or total <= 1:
-            return [None]
-        size = math.ceil(total / n)
-        return [(s, min(s + size - 1, total)) for s in range(1, total + 1, size)]
-
-    def _windows(self, conv: Conversation) -> list[tuple[int, int] | None]:
-        """30-line windows centred on the first findings in the copy of the file the first message carried."""
-        text = "\n".join(
-            conv.first_file_lines.get(i, "") for i in range(1, max(conv.first_file_lines, default=0) + 1)
-        )
-        hot = sorted({f["line"] for f in analyse(conv.agent, conv.path or "", text)})
-        total = max(conv.total_lines, 1)
-        while len(hot) < self.plan.read_windows:
-            hot.append(1 + (len(hot) * total) // self.plan.read_windows)
-        out: list[tuple[int, int] | None] = []
-        for line in hot[: self.plan.read_windows]:
-            start = max(1, min(line - 15, total - 29))
-            out.append((start, min(total, start + 29)))
-        return out
-
-    def _tool_use(self, conv: Conversation, name: str, args: dict[str, Any], k: int) -> dict[str, Any]:
-        return {
-            "type": "tool_use",
-            "id": f"toolu_offline_{len(conv.calls) + k:03d}",
-            "name": name,
-            "input": args,
-        }
-
-    def next_turn(self, conv: Conversation) -> Turn:
-        if conv.path is None:
-            return Turn(
-                [{"type": "text", "text": f"{LABEL}: no file under review in the first message."}],
-                "end_turn",
-                "end",
-            )
-        reports = [c for c in conv.calls if c[0] == "report_findings"]
-        if reports and not reports[-1][3]:
-            n = len(reports[-1][1].get("findings", []))
-            return Turn(
-                [{"type": "text", "text": f"{LABEL}: reported {n} finding(s) for {conv.path}."}],
-                "end_turn",
-                "end",
-            )
-        done = {(c[0], json.dumps(c[1], sort_keys=True)) for c in conv.calls}
-        sequential = self.plan.read_chunks > 1 or bool(self.plan.read_windows) or not self.plan.parallel_tools
-        wanted: list[tuple[str, dict[str, Any]]] = []
-        ranges = self._windows(conv) if self.plan.read_windows else self._chunks(conv.total_lines)
-        for chunk in ranges:
-            args: dict[str, Any] = {"path": conv.path}
-            if chunk:
-                args.update(start_line=chunk[0], end_line=chunk[1])
-            wanted.append(("read_file", args))
-        if conv.agent == "review" and self.plan.read_chunks <= 1 and not self.plan.read_windows:
-            wanted.append(("get_diff", {"path": conv.path}))
-        test_texts: dict[str, str] = {}
-        if conv.agent == "tests":
-            wanted.append(("list_changed_files", {}))
-            listing = next((c[2] for c in conv.calls if c[0] == "list_changed_files"), None)
-            if listing is not None:
-                for _, body in _blocks("file_list", listing):
-                    for row in body.splitlines():
-                        p = row.split("\t")[3] if row.count("\t") >= 3 else ""
-                        if p and p != conv.path and _TEST_PATH.search(p) and len(wanted) < 12:
-                            wanted.append(("read_file", {"path": p}))
-        pending = [(n, a) for n, a in wanted if (n, json.dumps(a, sort_keys=True)) not in done]
-        if pending:
-            batch = pending[:1] if sequential else pending
-            uses = [self._tool_use(conv, n, a, k + 1) for k, (n, a) in enumerate(batch)]
-            return Turn(uses, "tool_use", "plan" if not conv.calls else "tool")
-        lines: dict[int, str] = dict(conv.first_file_lines)
-        for name, _args, result, is_error in conv.calls:
-            if name != "read_file" or is_error:
-                continue
-            for attrs, body in _blocks("file", result):
-                if attrs.get("path") == conv.path:
-                    lines.update(_numbered(body))
-                else:
-                    test_texts[attrs.get("path", "")] = "\n".join(_numbered(body).values())
-        text = "\n".join(lines.get(i, "") for i in range(1, max(lines, default=0) + 1))
-        findings = analyse(conv.agent, conv.path, text, description=conv.description, test_texts=test_texts)
-        if len(reports) < self.plan.invalid_reports:
-            findings = [dict(f, line=0, severity="urgent") for f in findings] or [
-                {
-                    "path": conv.path,
-                    "line": 0,
-                    "severity": "urgent",
-                    "category": "Bug",
-                    "title": "",
-                    "body": "",
-                }
-            ]
-        summary = f"{LABEL}: {len(findings)} finding(s) from static analysis of {conv.path}."
-        use = self._tool_use(conv, "report_findings", {"findings": findings, "summary": summary}, 1)
-        return Turn([use], "tool_use", "report", work_tokens=tokens.count(text))
-
-
-# ----------------------------------------------------------------------------------------------- the server
+__all__ = ["FAULT_KINDS", "LABEL", "FaultPlan", "FaultRule", "ModelServer"]
 
 _SERVER_TOOL = re.compile(r"^(web_search|web_fetch|code_execution|tool_search)")
 _STOP_FAULTS = ("max_tokens", "refusal", "pause_turn", "context_exceeded", "stop_reason")
-
-
-@dataclass
-class Reply:
-    """What the handler does: a JSON body, or SSE events; `action` hides the reply as a fault would."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes = b""
-    events: list[bytes] = field(default_factory=list)
-    action: str = "send"  # send | hold | reset | truncate | stream_error
-    delay: float = 0.0
-    after_events: int = 3
-
-    def __iter__(self) -> Any:
-        """(status, headers, body bytes, delay), for wires that re-encode the reply (providers.py); a cut body
-        stays cut, a stream is its SSE bytes."""
-        body = b"".join(self.events) if self.events else self.body
-        if self.action == "truncate":
-            body = body[: len(body) // 2]
-        return iter((self.status, self.headers, body, self.delay))
 
 
 class ModelServer:
@@ -335,10 +96,10 @@ class ModelServer:
     def start(self) -> str:
         server = self
 
-        class Handler(_Handler):
+        class Bound(Handler):
             owner = server
 
-        self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._httpd = ThreadingHTTPServer((self.host, self.port), Bound)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="offline-model", daemon=True)
         self._thread.start()
@@ -693,134 +454,11 @@ class ModelServer:
 
 
 def _known_model(model: str) -> bool:
-    from prfleet.cost import pricing
-
     try:
         pricing.table().canonical(model)
     except pricing.UnknownModel:
         return False
     return True
-
-
-class _Handler(BaseHTTPRequestHandler):
-    owner: ModelServer
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - keep test output quiet
-        return
-
-    def _send(self, status: int, headers: dict[str, str], payload: bytes) -> None:
-        try:
-            self.send_response(status)
-            for k, v in headers.items():
-                self.send_header(k, v)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, {"content-type": "application/json"}, json.dumps(payload).encode())
-
-    def _reset(self) -> None:
-        """Close with RST (SO_LINGER 0): the client sees a connection reset after sending its request."""
-        try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.connection.close()
-        except OSError:
-            pass
-        self.close_connection = True
-
-    def _hold(self, seconds: float) -> None:
-        """Keep the request open (billed) until the client gives up, the hold ends, or the server stops."""
-        deadline = time.monotonic() + (seconds or 600.0)
-        self.connection.settimeout(0.05)
-        while time.monotonic() < deadline and not self.owner._stopping.is_set():
-            try:
-                if self.connection.recv(1, socket.MSG_PEEK) == b"":
-                    break  # the client closed its side
-            except (TimeoutError, BlockingIOError):
-                continue
-            except OSError:
-                break
-        self.close_connection = True
-
-    def _reply(self, reply: Reply) -> None:
-        if reply.action == "reset":
-            self._reset()
-            return
-        if reply.action == "hold":
-            self._hold(reply.delay)
-            return
-        if reply.delay:
-            self.owner._stopping.wait(reply.delay)
-        if not reply.events:
-            payload = reply.body
-            if reply.action == "truncate":
-                payload = payload[: len(payload) // 2]
-            self._send(reply.status, reply.headers, payload)
-            return
-        try:
-            self.send_response(reply.status)
-            for k, v in reply.headers.items():
-                self.send_header(k, v)
-            self.send_header("connection", "close")
-            self.end_headers()
-            events = reply.events
-            if reply.action in ("truncate", "stream_error"):
-                events = events[: reply.after_events]
-            for event in events:
-                self.wfile.write(event)
-                self.wfile.flush()
-            if reply.action == "stream_error":
-                from prfleet_local.model.wire import sse
-
-                self.wfile.write(sse("error", error_body("overloaded_error", "Overloaded")))
-                self.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            pass
-        self.close_connection = True
-
-    def do_POST(self) -> None:  # noqa: N802 - http.server naming
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        path = self.path.split("?", 1)[0]
-        if path == "/_faults":
-            try:
-                self.owner.set_faults(FaultPlan.from_dict(json.loads(raw or b"{}")))
-            except (ValueError, TypeError) as exc:
-                self._json(400, error_body("invalid_request_error", str(exc)))
-                return
-            self._json(200, self.owner.plan.to_dict())
-            return
-        routed = providers.dispatch(  # an AWS provider's wire in front of handle() (providers.py)
-            self.owner, self.owner.aws, method="POST", path=self.path, headers=headers, raw=raw
-        )
-        if routed is not None:
-            self._reply(routed)
-            return
-        if path == "/v1/messages/count_tokens":
-            status, hdrs, payload = self.owner.count_tokens(headers, raw)
-            self._send(status, {**hdrs, "content-type": "application/json"}, json.dumps(payload).encode())
-            return
-        if path != "/v1/messages":
-            self._json(404, error_body("not_found_error", f"no route {path}"))
-            return
-        self._reply(self.owner.handle(headers, raw))
-
-    def do_GET(self) -> None:  # noqa: N802
-        path, _, query = self.path.partition("?")
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        if path == "/_faults":
-            self._json(200, self.owner.plan.to_dict())
-        elif path == "/_bill":
-            self._json(200, {"data": [r.to_dict() for r in self.owner.bill()]})
-        elif path == "/v1/organizations/usage_report/messages":
-            status, payload = self.owner.usage_report(headers, query)
-            self._json(status, payload)
-        else:
-            self._json(200, {"ok": True, "label": LABEL})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from prfleet_local.model import providers
+from prfleet_local.model.model_ids import claude_api_model
 
 EFFORTS = ("low", "medium", "high", "xhigh", "max")
 EFFORT_SCALE = {"low": 0.3, "medium": 0.6, "high": 1.0, "xhigh": 1.6, "max": 2.5}
@@ -132,7 +132,7 @@ _RULES: list[tuple[re.Pattern[str], ModelRules]] = [
 
 def rules_for(model: str) -> ModelRules:
     """The rules of `model` (an unknown claude-* model gets the current models' strict rules)."""
-    model = providers.claude_api_model(model)  # a Bedrock profile has its model's rules (issue 15)
+    model = claude_api_model(model)  # a Bedrock profile has its model's rules (issue 15)
     for pattern, rules in _RULES[:-1]:
         if pattern.match(model):
             return rules

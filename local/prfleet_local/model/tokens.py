@@ -21,6 +21,8 @@ from __future__ import annotations
 import math
 import re
 
+from prfleet_local.model.model_ids import claude_api_model
+
 _PIECE = re.compile(
     r"(?P<word>[A-Za-z]+)|(?P<digits>\d+)|(?P<nl>\r?\n[ \t]*)|(?P<ws>[ \t]+)|(?P<sym>([^\w\s])\6*)|(?P<other>.)",
     re.DOTALL,
@@ -55,9 +57,7 @@ def base_count(text: str) -> int:
 
 def uses_new_tokenizer(model: str) -> bool:
     """Whether `model` has the newer tokenizer (~30% more tokens for the same text)."""
-    from prfleet_local.model.providers import claude_api_model  # a Bedrock profile: its model's tokenizer
-
-    return not _OLD_TOKENIZER.match(claude_api_model(model or ""))
+    return not _OLD_TOKENIZER.match(claude_api_model(model or ""))  # a Bedrock profile: its model's tokenizer
 
 
 def count(text: str, model: str = "") -> int:

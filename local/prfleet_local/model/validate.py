@@ -19,6 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from prfleet_local.model import thinking
+from prfleet_local.model.cache import flatten
 
 
 def _blocks(msg: dict[str, Any]) -> list[dict[str, Any]]:
@@ -69,8 +70,6 @@ def validate(
 
 
 def _ttl_order(body: dict[str, Any]) -> str | None:
-    from prfleet_local.model.cache import flatten
-
     seen_5m = False
     for _, _, ttl in flatten(body):
         if ttl == "5m":

@@ -1,0 +1,19 @@
+"""The fake GitHub's REST routes, one module per resource; each module cites the GitHub pages it follows.
+
+access (installation tokens, collaborator permission), pulls (a PR, its files, compare), reviews (reviews and
+review comments), contents (contents, blobs, trees), checks (check runs), issues (issue comments).
+"""
+
+from __future__ import annotations
+
+from prfleet_local.github.routes import access, checks, contents, issues, pulls, reviews
+from prfleet_local.github.routes.common import Route
+
+ROUTES: list[Route] = [
+    *access.ROUTES,
+    *pulls.ROUTES,
+    *reviews.ROUTES,
+    *contents.ROUTES,
+    *checks.ROUTES,
+    *issues.ROUTES,
+]
