@@ -750,7 +750,7 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if attr == "Arn":
             by_physical[str(value)] = logical
 
-    from prfleet_local.stack.local_stack import current_invocation
+    from prfleet_local.stack.lambda_runtime import current_invocation
 
     def record(model: Any, params: dict[str, Any], **_: Any) -> None:
         invocation = current_invocation()  # each invocation runs in a thread of its own
@@ -789,7 +789,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
     from prfleet import github
     from prfleet.config import aws, secret_store
     from prfleet_local.demo.run import sandbox
-    from prfleet_local.stack.local_stack import Function
+    from prfleet_local.stack.lambda_runtime import Function
 
     calls: dict[str, set[tuple[str, str]]] = {}
     current = threading.local()

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from aws_lambda_powertools.metrics import Metrics
 
-from prfleet_local.stack import local_stack
+from prfleet_local.stack import lambda_runtime
 from prfleet_local.stack.invocations import (
     Faults,
     FunctionError,
@@ -104,22 +104,22 @@ class _Runtime:
         self.model_url: str | None = None
         self.released = threading.Event()
 
-    def function_timeout(self, fn: local_stack.Function) -> float:
+    def function_timeout(self, fn: lambda_runtime.Function) -> float:
         return self.timeout or fn.timeout
 
-    def lambda_metrics(self, fn: local_stack.Function, *, duration_ms: float, error: bool) -> None:
+    def lambda_metrics(self, fn: lambda_runtime.Function, *, duration_ms: float, error: bool) -> None:
         self.metrics.append((fn.logical_id, duration_ms, error))
 
 
-def _function(handler: Any, timeout: float = 0.5) -> local_stack.Function:
+def _function(handler: Any, timeout: float = 0.5) -> lambda_runtime.Function:
     module = types.ModuleType("fn")
     module.lambda_handler = handler  # type: ignore[attr-defined]
-    return local_stack.Function("AgentFunction", "prfleet-local-AgentFunction", module, timeout, 128)
+    return lambda_runtime.Function("AgentFunction", "prfleet-local-AgentFunction", module, timeout, 128)
 
 
 def test_an_invocation_past_its_timeout_is_abandoned_and_prints_nothing_more() -> None:
     printed: list[str] = []
-    router = local_stack._install_router()
+    router = lambda_runtime.install_router()
     router.sinks.append(printed.append)
     release = threading.Event()
 
@@ -159,7 +159,7 @@ def test_a_handler_exception_is_the_functions_error_and_a_reply_is_returned() ->
 
 def test_a_crash_fault_kills_the_invocation_at_its_marker() -> None:
     printed: list[str] = []
-    router = local_stack._install_router()
+    router = lambda_runtime.install_router()
     router.sinks.append(printed.append)
     done: list[str] = []
 

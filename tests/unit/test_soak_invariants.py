@@ -155,7 +155,7 @@ def test_the_error_rate_oracle_uses_the_alarms_sliding_range_not_aligned_buckets
     """4 failed runs around 10:15, 2 on each side of the aligned boundary: each aligned bucket stays at or under 20 %
     (the former oracle expected no alarm), while the sliding 15 minutes the evaluator reads at 10:16:30 (10:01-10:16)
     hold 4 failed of 9 runs, 44 %: the alarm fires, and the oracle must expect it."""
-    from prfleet_local.soak.run import error_rate_breached
+    from prfleet_local.soak.expected_alarms import error_rate_breached
 
     t0 = 36_000.0  # 10:00, a multiple of 900
     points = [(t0 + 60 * i, "RunsStarted", 1.0) for i in range(5)]  # 10:00-10:04
@@ -172,7 +172,7 @@ def test_the_error_rate_oracle_uses_the_alarms_sliding_range_not_aligned_buckets
 
 
 def test_latency_oracle_follows_the_alarms_30_minute_range_and_20_run_guard():
-    from prfleet_local.soak.run import latency_breached
+    from prfleet_local.soak.expected_alarms import latency_breached
 
     t0 = 36_000.0
     slow = [(t0 + 60 * i, 200_000.0) for i in range(19)]  # 19 slow runs in 19 minutes

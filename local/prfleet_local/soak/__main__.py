@@ -9,7 +9,8 @@ import sys
 import traceback
 from pathlib import Path
 
-from prfleet_local.soak.run import Scale, soak
+from prfleet_local.soak.run import soak
+from prfleet_local.soak.scale import Scale
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,6 +13,9 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer
 
+from prfleet import jobs
+from prfleet.cost import pricing
+
 _DESER = TypeDeserializer()
 
 
@@ -64,8 +67,6 @@ class Observed:
 def observe(
     stack: Any, github: dict[str, Any], model: Any, alarmed: set[str], dlq: dict[str, list[str]]
 ) -> Observed:
-    from prfleet.cost import pricing
-
     heads: dict[tuple[str, int, str], dict[str, Any]] = {}
     runs: dict[tuple[str, int, str], list[dict[str, Any]]] = defaultdict(list)
     for item in scan(stack, "StateTable"):
@@ -154,8 +155,6 @@ def nothing_lost(o: Observed, accepted_prs: set[tuple[str, int]]) -> Result:
 
 
 def dlq_messages_have_reasons(o: Observed) -> Result:
-    from prfleet import jobs
-
     bad = []
     failed_runs = {str(r["job_id"]): r for rs in o.runs.values() for r in rs if r.get("status") == "failed"}
     # The reason must be this message's own: the failed run's error, or the ERROR line the agent writes for this

@@ -11,6 +11,8 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from prfleet_local.stack.alarms import emf_to_datapoints
+
 
 class Capture:
     """Lines printed to stdout while capturing: Powertools log lines and EMF blobs (tests, local stack)."""
@@ -52,8 +54,6 @@ class Capture:
 
     def datapoints(self) -> list[Any]:
         """The captured metrics as prfleet_local.stack.alarms.Datapoint values."""
-        from prfleet_local.stack.alarms import emf_to_datapoints
-
         return emf_to_datapoints(self.emf_lines())
 
 
