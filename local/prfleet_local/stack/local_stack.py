@@ -184,7 +184,7 @@ class LocalStack:
     def _start_xray(self) -> None:
         """Tracing: Active on every function: the X-Ray daemon stand-in, and the variables Lambda sets for the
         SDK (LAMBDA_TASK_ROOT marks a Lambda environment, where Powertools Tracer turns itself on)."""
-        self.xray = xray.XRayDaemon()
+        self.xray = xray.XRayDaemon(record_to=self.workdir / "xray-segments.jsonl")
         self._spawn(lambda: self.xray.serve(self._stop), "xray-daemon")
         os.environ["LAMBDA_TASK_ROOT"] = str(tpl.ROOT / "functions")
         xray.configure_sdk(self.xray.address)

@@ -25,6 +25,7 @@ import secrets
 import socket
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 HEADER = {"format": "json", "version": 1}
@@ -54,7 +55,8 @@ def parse_header(header: str | None) -> dict[str, str]:
 class XRayDaemon:
     """UDP listener on 127.0.0.1 (an ephemeral port); `segments(trace_id)` and `links` are what was recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_to: Path | None = None) -> None:
+        self.record_to = record_to  # every segment and link as a JSON line, for `prfleet trace --local`
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.settimeout(0.2)
@@ -91,11 +93,33 @@ class XRayDaemon:
     def put(self, trace_id: str, doc: dict[str, Any]) -> None:
         with self._received:
             self._docs.setdefault(trace_id, []).append(doc)
+            self._write({"trace_id": trace_id, "doc": doc})
             self._received.notify_all()
 
     def link(self, trace_id: str, senders: list[str]) -> None:
         with self._lock:
             self.links.setdefault(trace_id, set()).update(senders[:MAX_LINKS])
+            self._write({"link": trace_id, "senders": senders[:MAX_LINKS]})
+
+    def _write(self, line: dict[str, Any]) -> None:
+        if self.record_to is not None:
+            with open(self.record_to, "a") as f:
+                f.write(json.dumps(line, default=str) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> XRayDaemon:
+        """What a stack recorded (its `record_to` file), without a socket: for reading only."""
+        store = cls.__new__(cls)
+        store.record_to, store._docs, store.links, store.dropped = None, {}, {}, 0
+        store._lock = threading.Lock()
+        store._received = threading.Condition(store._lock)
+        for line in path.read_text().splitlines():
+            item = json.loads(line)
+            if "link" in item:
+                store.links.setdefault(item["link"], set()).update(item["senders"])
+            else:
+                store._docs.setdefault(item["trace_id"], []).append(item["doc"])
+        return store
 
     def segments(self, trace_id: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -104,6 +128,18 @@ class XRayDaemon:
     def traces(self) -> dict[str, list[dict[str, Any]]]:
         with self._lock:
             return {k: list(v) for k, v in self._docs.items()}
+
+    def upstream(self, trace_ids: set[str]) -> set[str]:
+        """The traces and every trace they link to, transitively: the senders of their messages, back to the
+        webhook (consumer -> sender only, so another PR's traces linked to a shared sender stay out)."""
+        with self._lock:
+            edges = {k: set(v) for k, v in self.links.items()}
+        seen, todo = set(trace_ids), list(trace_ids)
+        while todo:
+            for sender in edges.get(todo.pop(), set()) - seen:
+                seen.add(sender)
+                todo.append(sender)
+        return seen
 
     def linked(self, trace_id: str) -> set[str]:
         """Every trace reachable from `trace_id` through links, either way (the trace itself included)."""
