@@ -149,13 +149,13 @@ def text(bars: list[Bar], width: int = 40) -> str:
     return "\n".join(lines) + "\n"
 
 
-def svg(bars: list[Bar], width: int = 960) -> str:
+def svg(bars: list[Bar], width: int = 860) -> str:
     """The timeline as an SVG picture: one row per bar on one time axis, coloured by kind, cost at the right."""
     if not bars:
         return '<p class="timeline-empty">no traced segments for this PR head</p>'
     t0 = min(b.start for b in bars)
     span = max(b.end for b in bars) - t0 or 1.0
-    label_w, cost_w, row = 250, 90, 18
+    label_w, cost_w, row = 220, 80, 18
     plot = width - label_w - cost_w
     rows = []
     for i, b in enumerate(bars):
