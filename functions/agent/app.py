@@ -11,14 +11,16 @@ from prfleet import github, jobs
 from prfleet.agents.model_client import build as build_model_client
 from prfleet.config import secret_store, settings
 from prfleet.jobs import sqs
-from prfleet.observability import events
+from prfleet.observability import events, tracing
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics, record_metrics
 from prfleet.observability.redaction import redact
+from prfleet.observability.tracing import make_tracer
 from prfleet.pipeline import runner
 
 logger = make_logger()
 metrics = make_metrics()
+tracer = make_tracer()
 # Records that fail are reported in batchItemFailures, also when every record of the batch failed: Powertools' default
 # (raise_on_entire_batch_failure=True) raises BatchProcessingError then, which Lambda counts as an invocation Error
 # although the function handled and reported each failure ("Working with full batch failures",
@@ -48,6 +50,13 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 def _record(record: SQSRecord, context: Any) -> None:
     job = sqs.parse_record(record, jobs.FileJob, logger)
     logger.set_correlation_id(job.delivery_id)
+    annotations = {"repository": job.repo, "pr": job.number, "head_sha": job.head_sha, "agent": job.agent}
+    with tracing.subsegment("## job", **annotations) as span:
+        span.metadata(path=job.path, job_id=job.job_id, **sqs.record_timing(record))
+        _run(record, job, context)
+
+
+def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
     emitter = events.Emitter(
         logger,
         metrics,
@@ -87,6 +96,7 @@ def _record(record: SQSRecord, context: Any) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return process_partial_response(
         event=event,

@@ -16,13 +16,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from prfleet import github, jobs
 from prfleet.config import settings
 from prfleet.jobs import sqs
+from prfleet.observability import tracing
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics, record_metrics
 from prfleet.observability.redaction import redact
+from prfleet.observability.tracing import make_tracer
 from prfleet.pipeline import planner
 
 logger = make_logger()
 metrics = make_metrics()
+tracer = make_tracer()
 # A batch whose every record failed is reported, not raised (the agent's handler says why; Powertools' "Working with
 # full batch failures", https://docs.powertools.aws.dev/lambda/python/latest/utilities/batch/): the planner's
 # AWS/Lambda Errors then count only what it could not report itself. The reported records are retried all the same
@@ -39,6 +42,12 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 def _record(record: SQSRecord, context: Any) -> None:
     job = sqs.parse_record(record, jobs.PrJob, logger)
     logger.set_correlation_id(job.delivery_id)
+    with tracing.subsegment("## plan", repository=job.repo, pr=job.number, head_sha=job.head_sha) as span:
+        span.metadata(**sqs.record_timing(record))
+        _plan(record, job, context)
+
+
+def _plan(record: SQSRecord, job: jobs.PrJob, context: Any) -> None:
     deadline = time.time() + context.get_remaining_time_in_millis() / 1000.0 - DEADLINE_MARGIN_S
     try:
         with github.deadline(deadline):
@@ -77,6 +86,7 @@ def _record(record: SQSRecord, context: Any) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return process_partial_response(
         event=event,

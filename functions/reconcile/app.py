@@ -11,13 +11,16 @@ from prfleet.cost import reconcile
 from prfleet.cost.ledger import Ledger
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics
+from prfleet.observability.tracing import make_tracer
 
 logger = make_logger()
 metrics = make_metrics()
+tracer = make_tracer()
 
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     get = reconcile.admin_getter()
     if get is None:

@@ -11,10 +11,12 @@ from prfleet.cost import circuit
 from prfleet.observability import events
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics
+from prfleet.observability.tracing import make_tracer
 from prfleet.pipeline import sweeper
 
 logger = make_logger()
 metrics = make_metrics()
+tracer = make_tracer()
 
 
 def probe(ledger: Any) -> None:
@@ -31,6 +33,7 @@ def probe(ledger: Any) -> None:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     counts = sweeper.sweep(
         client_for=github.client_for,

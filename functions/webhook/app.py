@@ -11,11 +11,13 @@ from prfleet.config import secret_store
 from prfleet.jobs import sqs
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics
+from prfleet.observability.tracing import make_tracer
 from prfleet.pipeline import webhook
 from prfleet.store import deliveries
 
 logger = make_logger()
 metrics = make_metrics()
+tracer = make_tracer()
 
 
 def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
@@ -24,6 +26,7 @@ def _reply(status: int, body: dict[str, Any]) -> dict[str, Any]:
 
 @metrics.log_metrics
 @logger.inject_lambda_context(clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     headers = webhook.lower_headers(event)
     logger.set_correlation_id(headers.get("x-github-delivery"))

@@ -118,6 +118,13 @@ POLL_ACTIONS = ("sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttribut
 LAMBDA_NEEDS: dict[str, set[tuple[str, str]]] = {
     fn: {(a, fn.replace("Function", "LogGroup")) for a in LOG_ACTIONS} for fn in FUNCTIONS
 }
+# * X-Ray (Tracing: Active): the function's role sends the trace segments, xray:PutTraceSegments and
+#   xray:PutTelemetryRecords; X-Ray has no resource-level permissions for them, so Resource "*" is the only form
+#   (https://docs.aws.amazon.com/lambda/latest/dg/services-xray.html#services-xray-permissions,
+#   https://docs.aws.amazon.com/service-authorization/latest/reference/list_awsx-ray.html).
+TRACE_ACTIONS = ("xray:PutTraceSegments", "xray:PutTelemetryRecords")
+for _fn in FUNCTIONS:
+    LAMBDA_NEEDS[_fn] |= {(a, "*") for a in TRACE_ACTIONS}
 LAMBDA_NEEDS["PlannerFunction"] |= {(a, "PrQueue") for a in POLL_ACTIONS}
 LAMBDA_NEEDS["AgentFunction"] |= {(a, "JobsQueue") for a in POLL_ACTIONS}
 
@@ -174,6 +181,8 @@ STAR_ALLOWED = {
     },
 }
 STAR_ALLOWED[("sts:TagGetWebIdentityToken", "*")] = STAR_ALLOWED[("sts:GetWebIdentityToken", "*")]
+# X-Ray's two write actions, unconditioned (above, TRACE_ACTIONS): nothing narrower exists.
+STAR_ALLOWED.update({(a, "*"): None for a in TRACE_ACTIONS})
 
 
 # The sweeper's circuit probe (functions/sweeper) calls the model through the provider whose spend limits open the
@@ -453,7 +462,7 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         grants, managed, _ = effective(cfn, fn)
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
-        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs"}
+        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs", "xray"}
         reaches_claude = fn == "AgentFunction" or (
             fn == "SweeperFunction" and SWEEPER_PROVIDER_NEEDS[provider]
         )
@@ -464,6 +473,8 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         assert not any(r == "*" and (a, r) not in STAR_ALLOWED for a, r in grants), fn
         # Logs only into its own group; only the planner and the agent may consume, each its own queue.
         assert {r for a, r in grants if a.startswith("logs:")} == {fn.replace("Function", "LogGroup")}, fn
+        # Traces: exactly X-Ray's two write actions (on "*", the only form they have), nothing else of X-Ray.
+        assert {(a, r) for a, r in grants if a.startswith("xray:")} == {(a, "*") for a in TRACE_ACTIONS}, fn
         consumed = {r for a, r in grants if a in POLL_ACTIONS}
         assert consumed == {"PlannerFunction": {"PrQueue"}, "AgentFunction": {"JobsQueue"}}.get(fn, set()), fn
     # SAM generated no role of its own (one role per function, all explicit).

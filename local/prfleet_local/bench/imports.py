@@ -32,6 +32,8 @@ ENV = {
     "POWERTOOLS_SERVICE_NAME": "prfleet",
     "POWERTOOLS_METRICS_NAMESPACE": "prfleet",
     "POWERTOOLS_LOG_LEVEL": "WARNING",
+    # Lambda sets it in every execution environment; with it Powertools Tracer is on and imports the X-Ray SDK.
+    "LAMBDA_TASK_ROOT": "/var/task",
     "DELIVERIES_TABLE": "bench-DeliveriesTable",
     "STATE_TABLE": "bench-StateTable",
     "RESULTS_TABLE": "bench-ResultsTable",

@@ -158,6 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     costcli.add_cost_parser(sub)
 
+    from prfleet_local.cli import trace as tracecli
+
+    tracecli.add_trace_parser(sub)
+
     alarms = sub.add_parser("alarms", help="each alarm of one stack: state, since when, why")
     add_target_options(alarms)
     alarms.set_defaults(func=_alarms)

@@ -175,6 +175,7 @@ def write_local_state(path: Path, stack: Any, **extra: Any) -> None:
         "resources": resources,
         "outputs": {k: str(v) for k, v in stack.outputs.items()},
         "parameters": {k: str(v) for k, v in stack.ctx.parameters.items()},
+        "xray_segments": str(getattr(getattr(stack, "xray", None), "record_to", "") or ""),
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

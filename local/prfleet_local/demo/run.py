@@ -209,6 +209,7 @@ def sandbox(
         box = Sandbox(local, github, repo, server, secret, workdir, temporary)
         box.model_choice = choice
         github.page_runs = functools.partial(pr_runs, box)  # the review page's "cost of each run"
+        github.page_timeline = functools.partial(pr_timeline, box)  # ... and its timeline, from X-Ray
         yield box
 
 
@@ -264,6 +265,13 @@ def run_demo(
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def pr_timeline(box: Sandbox, number: int, head: str) -> str:
+    """The PR head's path as an SVG timeline, from the segments the stack's X-Ray stand-in recorded."""
+    from prfleet_local.stack import timeline
+
+    return timeline.svg(timeline.timeline(box.stack.xray, box.repo_name, number, head))
 
 
 def pr_runs(box: Sandbox, number: int, head: str) -> list[dict[str, Any]]:

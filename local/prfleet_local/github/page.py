@@ -261,6 +261,11 @@ def render_pr(srv: Any, number: int) -> str | None:
         runs = runs_of(number, head) if runs_of else []
     except Exception:  # noqa: BLE001 - the page still shows what GitHub holds when the stack is gone
         runs = []
+    timeline_of: Callable[[int, str], str] | None = getattr(srv, "page_timeline", None)
+    try:
+        timeline_html = timeline_of(number, head) if timeline_of else ""
+    except Exception:  # noqa: BLE001 - as the costs: the page still shows what GitHub holds
+        timeline_html = ""
     review_html = (
         "".join(
             f'<div class="box review"><div class="head">prfleet reviewed ({_e(r.get("event") or r.get("state"))}), '
@@ -287,6 +292,11 @@ def render_pr(srv: Any, number: int) -> str | None:
         f"<h2>Reviews</h2>{review_html}"
         f"<h2>Files changed</h2>{render_diff(srv.files_of(pr), comments)}"
         f"<h2>Cost of each run</h2>{render_costs(runs)}"
+        + (
+            f"<h2>Timeline (X-Ray)</h2><div class='box timeline-box'>{timeline_html}</div>"
+            if timeline_html
+            else ""
+        )
     )
     return _document(f"{pr.title} #{number}", srv.full_name, body)
 

@@ -25,6 +25,7 @@ from types import ModuleType
 from typing import Any, NoReturn, Protocol
 
 from prfleet_local.stack import template as tpl
+from prfleet_local.stack import xray
 from prfleet_local.stack.account import REGION
 from prfleet_local.stack.invocations import (
     Faults,
@@ -253,9 +254,13 @@ class Function:
         if inv.fault is not None and inv.fault.during == "model_call":
             _install_model_call_hook()
 
+        daemon = getattr(stack, "xray", None)  # Tracing: Active (the local X-Ray stand-in is running)
+        trace = xray.InvocationTrace(self.name, event) if daemon is not None else None
+
         def run() -> None:
             router.local.capture = True
             router.local.invocation = inv
+            xray.set_header(trace.header if trace is not None else None)
             try:
                 if inv.fault is not None and inv.fault.after is None and inv.fault.during is None:
                     _trip(inv, inv.fault)
@@ -267,6 +272,7 @@ class Function:
             finally:
                 router.local.capture = False
                 router.local.invocation = None
+                xray.set_header(None)
 
         env = self._environment()
         with stack._running_lock:
@@ -289,6 +295,8 @@ class Function:
         elapsed_ms = (time.monotonic() - inv.started) * 1000
         failed = not inv.finished or inv.error is not None
         stack.lambda_metrics(self, duration_ms=min(elapsed_ms, inv.timeout * 1000), error=failed)
+        if trace is not None:
+            trace.finish(daemon, inv.request_id, error=failed)
         if failed:
             self.errors += 1
         if not inv.finished:

@@ -25,7 +25,7 @@ from typing import Any
 
 from prfleet import config, github
 from prfleet.config import aws, secret_store
-from prfleet_local.stack import account
+from prfleet_local.stack import account, xray
 from prfleet_local.stack import template as tpl
 from prfleet_local.stack.alarms import AlarmEvaluator, Datapoint
 from prfleet_local.stack.alerts import AlertInbox, Alerting, subscribe_alerts
@@ -117,6 +117,7 @@ class LocalStack:
         )
         self.resources.provision()
         self.resources.set_secrets(model_url=self.model_url, anthropic_api_key=self.anthropic_api_key)
+        self._start_xray()
         self.functions.update(load_functions(self.template, self.ctx, self.resources.name))
         self._reset_library_caches()
         self.event_sources = EventSources(
@@ -179,6 +180,14 @@ class LocalStack:
             self.metrics.emf(line)
         self._log_file.write(line + "\n")
         self._log_file.flush()
+
+    def _start_xray(self) -> None:
+        """Tracing: Active on every function: the X-Ray daemon stand-in, and the variables Lambda sets for the
+        SDK (LAMBDA_TASK_ROOT marks a Lambda environment, where Powertools Tracer turns itself on)."""
+        self.xray = xray.XRayDaemon(record_to=self.workdir / "xray-segments.jsonl")
+        self._spawn(lambda: self.xray.serve(self._stop), "xray-daemon")
+        os.environ["LAMBDA_TASK_ROOT"] = str(tpl.ROOT / "functions")
+        xray.configure_sdk(self.xray.address)
 
     def _spawn(self, target: Callable[[], None], name: str) -> None:
         t = threading.Thread(target=target, name=name, daemon=True)

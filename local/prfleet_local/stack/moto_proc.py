@@ -66,7 +66,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from prfleet_local.stack import moto_speed
+from prfleet_local.stack import moto_speed, moto_trace
 
 FAULT_KINDS = ("throttle", "throttling", "lost_response", "sqs_delete_lost")
 DYNAMODB_WRITES = ("PutItem", "UpdateItem", "DeleteItem", "BatchWriteItem", "TransactWriteItems")
@@ -539,6 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     threading.Thread(target=_orphan_watch, args=(parent,), daemon=True).start()
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
     moto_speed.apply()  # same answers, in time proportional to what is returned (see moto_speed)
+    moto_trace.apply()  # a batch entry's AWSTraceHeader kept, as SQS keeps it
     proxy = FaultProxy(DomainDispatcherApplication(create_backend_app), plan)
     run_simple("127.0.0.1", args.port, proxy, threaded=True, use_reloader=False)
     return 0

@@ -14,6 +14,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any, Literal, Protocol
 
 from prfleet.cost import pricing
+from prfleet.observability import tracing
 
 Status = Literal["succeeded", "partial", "failed"]
 
@@ -186,40 +187,49 @@ class ModelCaller:
             timeout = min(self.call_timeout, left)
             self._model, self._max_tokens, self._iteration = params["model"], params["max_tokens"], iteration
             token = self.guard.before_call(params["model"], params)  # BudgetExceeded propagates to the runner
-            started = time.monotonic()
-            try:
-                message = self._stream(params, token, timeout)
-            except anthropic.APIStatusError as exc:  # also an error event inside a 200 stream
-                self.cost += int(self.guard.on_error(token, exc) or 0)
-                self._on_status_error(exc, attempt, started)
-                continue
-            except anthropic.APITimeoutError as exc:
-                self.cost += int(self.guard.on_error(token, exc) or 0)
-                self._log_error("timeout", str(exc), attempt, started)
-                if self.deadline - self.clock() < self.retry.min_call_seconds:
-                    raise StopRun(
-                        "partial", "deadline reached during a model call", stop="deadline"
-                    ) from None
-                self._wait_or_stop(self._backoff(attempt), attempt, "model call timed out")
-                continue
-            except anthropic.APIConnectionError as exc:
-                self.cost += int(self.guard.on_error(token, exc) or 0)
-                self._log_error("connection", str(exc), attempt, started)
-                self._wait_or_stop(self._backoff(attempt), attempt, "connection error")
-                continue
-            except (ValueError, anthropic.APIResponseValidationError) as exc:  # a cut body or stream
-                self.cost += int(self.guard.on_error(token, exc) or 0)
-                self._log_error("bad_response", f"{type(exc).__name__}: {exc}"[:300], attempt, started)
-                self._wait_or_stop(self._backoff(attempt), attempt, "malformed API response")
-                continue
-            except BaseException as exc:
-                self.cost += int(self.guard.on_error(token, exc) or 0)
-                raise
-            # Priced by what was served; on Bedrock by the profile invoked, whose premium the served name hides.
-            billed = pricing.billed_model(params["model"], message.model)
-            self.cost += int(self.guard.after_call(token, message.usage, model=billed) or 0)
-            self._record(message, attempt, started)
-            return message
+            # One subsegment per attempt: what X-Ray shows of the call (its cost is known once the guard books it).
+            with tracing.subsegment("model_call", remote=True, model=params["model"]) as span:
+                started, cost_before = time.monotonic(), self.cost
+                try:
+                    message = self._stream(params, token, timeout)
+                except anthropic.APIStatusError as exc:  # also an error event inside a 200 stream
+                    self.cost += int(self.guard.on_error(token, exc) or 0)
+                    self._on_status_error(exc, attempt, started)
+                    continue
+                except anthropic.APITimeoutError as exc:
+                    self.cost += int(self.guard.on_error(token, exc) or 0)
+                    self._log_error("timeout", str(exc), attempt, started)
+                    if self.deadline - self.clock() < self.retry.min_call_seconds:
+                        raise StopRun(
+                            "partial", "deadline reached during a model call", stop="deadline"
+                        ) from None
+                    self._wait_or_stop(self._backoff(attempt), attempt, "model call timed out")
+                    continue
+                except anthropic.APIConnectionError as exc:
+                    self.cost += int(self.guard.on_error(token, exc) or 0)
+                    self._log_error("connection", str(exc), attempt, started)
+                    self._wait_or_stop(self._backoff(attempt), attempt, "connection error")
+                    continue
+                except (ValueError, anthropic.APIResponseValidationError) as exc:  # a cut body or stream
+                    self.cost += int(self.guard.on_error(token, exc) or 0)
+                    self._log_error("bad_response", f"{type(exc).__name__}: {exc}"[:300], attempt, started)
+                    self._wait_or_stop(self._backoff(attempt), attempt, "malformed API response")
+                    continue
+                except BaseException as exc:
+                    self.cost += int(self.guard.on_error(token, exc) or 0)
+                    raise
+                # Priced by what was served; on Bedrock by the profile invoked, whose premium the served name hides.
+                billed = pricing.billed_model(params["model"], message.model)
+                self.cost += int(self.guard.after_call(token, message.usage, model=billed) or 0)
+                self._record(message, attempt, started)
+                span.metadata(
+                    model=message.model,
+                    tokens=usage_fields(message.usage),
+                    cost_micros=self.cost - cost_before,
+                    request_id=getattr(message, "_request_id", None),
+                    attempt=attempt,
+                )
+                return message
 
     def _stream(self, params: dict[str, Any], token: object, timeout: float) -> Any:
         """One streamed call with the SDK's helper. message_start's exact input usage goes to the guard's

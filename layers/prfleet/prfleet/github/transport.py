@@ -33,6 +33,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from prfleet.observability import tracing
+
 API_VERSION = "2022-11-28"
 USER_AGENT = "prfleet"
 PER_PAGE = 100
@@ -323,7 +325,9 @@ class Transport:
         attempt = 0
         while True:
             try:
-                resp = send(method, url, self._headers(data is not None, cached), data, self.timeout)
+                with tracing.subsegment(f"GitHub {method}", remote=True) as span:
+                    resp = send(method, url, self._headers(data is not None, cached), data, self.timeout)
+                    span.http(method, f"{self.api_url}{path}", resp.status)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 msg = f"cannot reach GitHub at {self.api_url} for {method} {path}: {exc}"
                 if not safe:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from prfleet.config import settings
 from prfleet.config.aws import client
 from prfleet.jobs import BadMessage, FileJob, PrJob, excerpt, parse_message
+from prfleet.observability import tracing
 from prfleet.observability.redaction import redact
 
 J = TypeVar("J", PrJob, FileJob)
@@ -19,21 +20,31 @@ class EnqueueError(RuntimeError):
     """Some messages could not be sent after retries; the message lists them."""
 
 
+def _traced() -> dict[str, Any]:
+    """The AWSTraceHeader system attribute of the sender's trace, so the consumer's trace links to it
+    (https://docs.aws.amazon.com/xray/latest/devguide/xray-services-sqs.html); nothing with tracing off."""
+    header = tracing.trace_header()
+    if header is None:
+        return {}
+    return {"MessageSystemAttributes": {"AWSTraceHeader": {"DataType": "String", "StringValue": header}}}
+
+
 def send_pr_job(job: PrJob) -> None:
-    client("sqs").send_message(QueueUrl=settings().pr_queue_url, MessageBody=job.to_message())
+    client("sqs").send_message(QueueUrl=settings().pr_queue_url, MessageBody=job.to_message(), **_traced())
 
 
 def send_file_jobs(jobs: Sequence[FileJob], *, queue_url: str | None = None, delay: int = 0) -> None:
     """SendMessageBatch in tens; entries SQS refuses are retried, then reported, never dropped silently."""
     url = queue_url or settings().jobs_queue_url
     sqs = client("sqs")
+    traced = _traced()
     for start in range(0, len(jobs), 10):
         pending = {str(i): job for i, job in enumerate(jobs[start : start + 10])}
         for _attempt in range(3):
             reply = sqs.send_message_batch(
                 QueueUrl=url,
                 Entries=[
-                    {"Id": k, "MessageBody": j.to_message(), "DelaySeconds": min(delay, MAX_DELAY)}
+                    {"Id": k, "MessageBody": j.to_message(), "DelaySeconds": min(delay, MAX_DELAY), **traced}
                     for k, j in pending.items()
                 ],
             )
@@ -49,7 +60,10 @@ def send_file_jobs(jobs: Sequence[FileJob], *, queue_url: str | None = None, del
 
 def send_raw(body: str, *, queue_url: str | None = None, delay: int = 0) -> None:
     client("sqs").send_message(
-        QueueUrl=queue_url or settings().jobs_queue_url, MessageBody=body, DelaySeconds=min(delay, MAX_DELAY)
+        QueueUrl=queue_url or settings().jobs_queue_url,
+        MessageBody=body,
+        DelaySeconds=min(delay, MAX_DELAY),
+        **_traced(),
     )
 
 
@@ -84,3 +98,18 @@ def parse_record(record: Any, kind: type[J], logger: Any) -> J:
         )
         raise
     return job
+
+
+def record_timing(record: Any) -> dict[str, float]:
+    """When SQS took the message and first handed it out (epoch seconds): the wait in the queue on a timeline."""
+    attrs = getattr(record, "attributes", None)
+    out: dict[str, float] = {}
+    for key, name in (
+        ("sent_at", "sent_timestamp"),
+        ("first_received_at", "approximate_first_receive_timestamp"),
+    ):
+        try:
+            out[key] = int(getattr(attrs, name)) / 1000.0
+        except (AttributeError, KeyError, TypeError, ValueError):
+            continue
+    return out

@@ -30,6 +30,7 @@ from typing import Any
 from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
+from prfleet.observability import tracing
 from prfleet.pipeline import render
 from prfleet.pipeline.render import CHECK_NAME
 from prfleet.store import headfiles, heads, job_runs, posting
@@ -86,12 +87,15 @@ def mark_in_progress(gh: Any, repo: str, run_id: int, planned: int) -> int:
 
 def finish_job(client_for: Any, job: FileJob, outcome: str) -> str | None:
     """Count a job's outcome; if that completes its head, post. Returns what was posted ('partial'/'final')."""
-    record = heads.record_outcome(job, outcome)
-    if record is None:  # this outcome was already counted (redelivery): maybe the post is still owed
-        record = heads.head_record(job.repo, job.number, job.head_sha)
-        if record is None:
-            return None
-    return _post(client_for, record)
+    with tracing.subsegment("fan_in") as span:
+        record = heads.record_outcome(job, outcome)
+        if record is None:  # this outcome was already counted (redelivery): maybe the post is still owed
+            record = heads.head_record(job.repo, job.number, job.head_sha)
+            if record is None:
+                return None
+        posted = _post(client_for, record)
+        span.metadata(outcome=outcome, posted=posted)
+        return posted
 
 
 def post_if_ready(gh: Any, repo: str, number: int, head_sha: str) -> str | None:

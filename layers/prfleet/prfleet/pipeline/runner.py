@@ -30,6 +30,7 @@ from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached, toke
 from prfleet.cost.ledger import BudgetExceeded, Ledger
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
+from prfleet.observability import tracing
 from prfleet.observability.redaction import redact
 from prfleet.pipeline import fanin
 from prfleet.pipeline.endings import (
@@ -317,7 +318,9 @@ def _finish(at: _Attempt, end: Ending) -> Outcome:
 def _defer(at: _Attempt, end: Ending) -> None:
     d = end.deferral
     assert d is not None
-    deferrals.defer(d.job, day=d.day, reason=end.reason, now=at.clock(), until=d.until)
+    with tracing.subsegment("deferred") as span:
+        span.metadata(reason=end.reason, day=d.day, until=d.until)
+        deferrals.defer(d.job, day=d.day, reason=end.reason, now=at.clock(), until=d.until)
 
 
 def _already_done(at: _Attempt) -> Outcome | None:
