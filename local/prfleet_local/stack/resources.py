@@ -180,6 +180,10 @@ class TemplateResources:
 
     def _log_group(self, logical: str, props: dict[str, Any]) -> None:
         client("logs").create_log_group(logGroupName=props["LogGroupName"])
+        if "RetentionInDays" in props:
+            client("logs").put_retention_policy(
+                logGroupName=props["LogGroupName"], retentionInDays=int(props["RetentionInDays"])
+            )
         self.ctx.refs[logical] = props["LogGroupName"]
         # CloudFormation's Arn attribute (with the trailing :*); the functions' roles grant on it.
         self.ctx.attrs[(logical, "Arn")] = (
