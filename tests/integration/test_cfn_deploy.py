@@ -255,7 +255,7 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
         assert [d["DashboardName"] for d in dashboards] == [f"{local.stack_name}-fleet"]
         assert set(local.query_definitions) == {
             f"{local.stack_name}/{q}"
-            for q in ("cost-by-agent-and-repository", "errors", "slowest-runs", "run-story")
+            for q in ("cost-by-agent-and-repository", "errors", "slowest-runs", "run-story", "webhook-access")
         }
         # The functions' roles (moto's IAM, as written; moto does not enforce them - the least-privilege test checks
         # the statements), and each function's log group under the name Lambda writes to.
