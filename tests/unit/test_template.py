@@ -199,3 +199,11 @@ def test_the_webhook_api_logs_every_request_and_throttles_by_parameter():
         assert variable in fields.values(), variable
     group = RES["WebhookApiAccessLogGroup"]["Properties"]
     assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+@pytest.mark.parametrize("name", sorted(tpl.resources(T, "AWS::CloudWatch::Alarm")))
+def test_every_alarm_links_a_runbook_section_that_exists(name):
+    description = RES[name]["Properties"]["AlarmDescription"]
+    [anchor] = re.findall(r"docs/runbook\.md#([a-z0-9-]+)", description)
+    runbook = (tpl.ROOT / "docs" / "runbook.md").read_text()
+    assert f'<a id="{anchor}"></a>' in runbook, (name, anchor)

@@ -206,6 +206,8 @@ class Schedules:
 
     def _retry(self, schedule: Schedule, attempts: int, received: float) -> str | None:
         """None to run again (after Lambda's wait); else why not: the condition of the record, or "stopped"."""
+        if self.stop.is_set():  # the stack is stopping: its invocations were killed, not failed
+            return "stopped"
         if attempts > schedule.max_retries:
             return "RetriesExhausted"
         delay = self.retry_delays[min(attempts, len(self.retry_delays)) - 1]
