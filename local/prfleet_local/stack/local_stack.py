@@ -140,9 +140,8 @@ class LocalStack:
             self._stop,
             self.async_retry_delays,
         )
-        if (
-            self.sweep_interval
-        ):  # the schedules run: the sweeper's every sweep_interval, the others at their rate
+        # The schedules run: the sweeper's every sweep_interval, the others at their template rate.
+        if self.sweep_interval:
             self.schedules.start(self._spawn, {"SweeperFunction": self.sweep_interval})
         if self.alarm_interval:
             interval = self.alarm_interval
