@@ -36,6 +36,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         client_for=github.client_for,
         emitter=events.Emitter(logger, metrics),
         probe=probe if settings().model_provider in ("anthropic", "claude-platform-aws") else None,
+        time_left=lambda: context.get_remaining_time_in_millis() / 1000,
     )
     logger.info("swept", extra={"event": "swept", **counts})
     return counts

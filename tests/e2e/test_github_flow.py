@@ -411,7 +411,7 @@ class TestBudget:
                 for c in review["comments"]
             )
             assert "| deferred |" in review["body"]  # the summary table's column, counted per agent
-            waiting = {e["sk"].split("#", 1)[1] for e in deferrals.deferred_jobs()}
+            waiting = {e["sk"].rsplit("#", 1)[1] for e in deferrals.deferred_jobs()}
             assert {r["sk"].rsplit("#", 1)[1] for r in deferred} <= waiting  # kept for the sweeper
 
 

@@ -81,9 +81,9 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
     },
     "SweeperFunction": {
         ("dynamodb:Query", "StateTable/index/status-index"),  # job_runs.runs_with_status
-        ("dynamodb:Query", "StateTable"),  # deferrals.deferred_jobs; fan-in runs_of_head after runner.fail
-        ("dynamodb:UpdateItem", "StateTable"),  # job_runs.mark_stuck; fan-in
-        ("dynamodb:DeleteItem", "StateTable"),  # deferrals.drop_deferred
+        ("dynamodb:Query", "StateTable"),  # deferrals.waiting; fan-in runs_of_head after runner.fail
+        ("dynamodb:UpdateItem", "StateTable"),  # job_runs.mark_stuck; fan-in; deferrals.move_legacy
+        ("dynamodb:DeleteItem", "StateTable"),  # deferrals.drop_deferred, move_legacy (its Delete)
         ("dynamodb:GetItem", "StateTable"),  # fan-in after runner.fail
         ("dynamodb:Query", "LedgerTable"),  # Ledger.release_expired (open reservations)
         ("dynamodb:UpdateItem", "LedgerTable"),  # Ledger._close transaction (expired), circuit probe/close

@@ -100,62 +100,48 @@ def open_circuit(ledger: Ledger, reason: str, emit: Any, *, clock: Any = config_
 def _write_open(ddb: Any, table: str, reason: str, *, now: float) -> bool:
     """The open state, written once: True only for the caller that opened it."""
     forget(table)
-    try:
-        ddb.update_item(
-            TableName=table,
-            Key=KEY,
-            UpdateExpression="SET #st = :open, reason = :r, opened_at = :t, probed_at = :t",
-            ConditionExpression="attribute_not_exists(#st) OR #st <> :open",
-            ExpressionAttributeNames={"#st": "state"},
-            ExpressionAttributeValues={
-                ":open": {"S": "open"},
-                ":r": {"S": reason[:500]},
-                ":t": {"N": str(int(now))},
-            },
-        )
-        return True
-    except Exception as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
-            return False
-        raise
+    return _update_if(
+        ddb,
+        table,
+        "SET #st = :open, reason = :r, opened_at = :t, probed_at = :t",
+        "attribute_not_exists(#st) OR #st <> :open",
+        {":open": {"S": "open"}, ":r": {"S": reason[:500]}, ":t": {"N": str(int(now))}},
+    )
 
 
 def claim_probe(ddb: Any, table: str, state: State, *, now: float) -> bool:
     """One sweeper probes per interval (conditional on the probe time it saw)."""
-    try:
-        ddb.update_item(
-            TableName=table,
-            Key=KEY,
-            UpdateExpression="SET probed_at = :t",
-            ConditionExpression="#st = :open AND probed_at = :seen",
-            ExpressionAttributeNames={"#st": "state"},
-            ExpressionAttributeValues={
-                ":open": {"S": "open"},
-                ":t": {"N": str(int(now))},
-                ":seen": {"N": str(state.probed_at)},
-            },
-        )
-        return True
-    except Exception as exc:
-        if _code(exc) == "ConditionalCheckFailedException":
-            return False
-        raise
+    return _update_if(
+        ddb,
+        table,
+        "SET probed_at = :t",
+        "#st = :open AND probed_at = :seen",
+        {":open": {"S": "open"}, ":t": {"N": str(int(now))}, ":seen": {"N": str(state.probed_at)}},
+    )
 
 
 def close_circuit(ddb: Any, table: str, *, now: float) -> bool:
+    """Closed once, by the probe that got through: True only for the caller that closed it."""
     forget(table)
+    return _update_if(
+        ddb,
+        table,
+        "SET #st = :closed, closed_at = :t",
+        "#st = :open",
+        {":open": {"S": "open"}, ":closed": {"S": "closed"}, ":t": {"N": str(int(now))}},
+    )
+
+
+def _update_if(ddb: Any, table: str, update: str, condition: str, values: dict[str, Any]) -> bool:
+    """One conditional write of the circuit item: True when it was ours, False when the condition failed."""
     try:
         ddb.update_item(
             TableName=table,
             Key=KEY,
-            UpdateExpression="SET #st = :closed, closed_at = :t",
-            ConditionExpression="#st = :open",
+            UpdateExpression=update,
+            ConditionExpression=condition,
             ExpressionAttributeNames={"#st": "state"},
-            ExpressionAttributeValues={
-                ":open": {"S": "open"},
-                ":closed": {"S": "closed"},
-                ":t": {"N": str(int(now))},
-            },
+            ExpressionAttributeValues=values,
         )
         return True
     except Exception as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from prfleet.config import now as config_now
@@ -15,16 +16,26 @@ from prfleet.store import deferrals, job_runs
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
 MAX_STUCK_RETRIES = 1
-REQUEUE_BATCH = 100
+# Deferred entries are taken one at a time while more than this is left of the invocation (an entry is three
+# requests: its delete, the run's mark, the send); the rest waits for the next sweep, a minute later.
+REQUEUE_MARGIN_S = 10.0
 
 
-def sweep(*, client_for: Any, emitter: Any, now: float | None = None, probe: Any = None) -> dict[str, int]:
+def sweep(
+    *,
+    client_for: Any,
+    emitter: Any,
+    now: float | None = None,
+    probe: Any = None,
+    time_left: Callable[[], float] | None = None,
+) -> dict[str, int]:
     """`probe(ledger)`: one minimal, budgeted model call (raises if the API still refuses); used while the
-    spend-limit circuit is open."""
+    spend-limit circuit is open. `time_left()`: seconds until the invocation's timeout (the Lambda context's
+    remaining time), which bounds how many deferred jobs one sweep re-queues."""
 
     now = config_now() if now is None else now
     ledger = Ledger.from_settings(settings())
-    counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "probed": 0}
+    counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "moved": 0, "probed": 0}
 
     for run in job_runs.runs_with_status("running", older_than=now - STUCK_AFTER_S):
         silent = int(now - run["updated_at"])
@@ -69,19 +80,36 @@ def sweep(*, client_for: Any, emitter: Any, now: float | None = None, probe: Any
                 emit("heartbeat", circuit="closed", probe="succeeded" if probe is not None else "interval")
             st = circuit.read(ledger.ddb, ledger.table)
 
-    today = ledger.day(now)
-    for entry in deferrals.deferred_jobs(limit=REQUEUE_BATCH):  # oldest first
-        waits_for_circuit = entry.get("until") == "circuit"
-        if st.open if waits_for_circuit else entry["day"] >= today:
-            continue
+    counts["moved"], counts["requeued"] = requeue_due(
+        now=now, circuit_closed=not st.open, time_left=time_left
+    )
+    events.spend(ledger.status("daily", now=now))
+    return counts
+
+
+def requeue_due(
+    *, now: float, circuit_closed: bool, time_left: Callable[[], float] | None = None
+) -> tuple[int, int]:
+    """Move the entries a deployment of the old layout wrote, then re-queue every entry due at `now`, page after
+    page, until none is due or the invocation's time runs short. Returns (moved, re-queued)."""
+
+    def enough() -> bool:
+        return time_left is None or time_left() > REQUEUE_MARGIN_S
+
+    moved = requeued = 0
+    for entry in deferrals.waiting(deferrals.LEGACY_PK):
+        if not enough():
+            return moved, requeued
+        moved += deferrals.move_legacy(entry)
+    for entry in deferrals.due_jobs(now, circuit_closed=circuit_closed):
+        if not enough():
+            break
         job = parse_message(entry["job"])
         # Taken once by the entry's conditional delete. A refused delete whose run still waits as `deferred` was our
         # own delete with its response lost (applied, answered 500, the retry refused: the default-scale soak left
         # a job deferred for good that way); at worst two sweepers both send it, and the claim keeps one.
-        if deferrals.drop_deferred(entry["sk"]) or (job_runs.get_run(job) or {}).get("status") == "deferred":
+        if deferrals.drop_deferred(entry) or (job_runs.get_run(job) or {}).get("status") == "deferred":
             job_runs.mark_requeued(job, now=now)
             sqs.send_raw(entry["job"])  # stored as its next attempt by the runner (deferrals.defer)
-            counts["requeued"] += 1
-
-    events.spend(ledger.status("daily", now=now))
-    return counts
+            requeued += 1
+    return moved, requeued
