@@ -168,6 +168,13 @@ def wait_depth(box, queue: str, depth: int, timeout: float = 30) -> None:
     assert box.stack.queue_depth(queue) == depth, f"{queue} never reached {depth} messages"
 
 
+def wait_depth_at_least(box, queue: str, depth: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while box.stack.queue_depth(queue) < depth and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert box.stack.queue_depth(queue) >= depth, f"{queue} never reached {depth} messages"
+
+
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory):
     """A stack with nothing reviewed, two receives before the DLQ; alarms start from their first evaluation."""
@@ -317,6 +324,94 @@ def test_a_job_failing_on_every_delivery_is_one_failed_run_and_no_lambda_error(t
         assert got["ErrorRateAlarm"] == "OK"
         rate = box.stack.evaluator.status[box.stack.alarm_name("ErrorRateAlarm")].values[-1][1]
         assert rate == 0.0
+
+
+# ------------------------------------------------------------------------------------ scheduled failures
+
+SWEEPER_RETRIES = tpl.load()["Resources"]["SweeperFunction"]["Properties"]["EventInvokeConfig"][
+    "MaximumRetryAttempts"
+]
+RECONCILE_RETRIES = tpl.load()["Resources"]["ReconcileFunction"]["Properties"]["EventInvokeConfig"][
+    "MaximumRetryAttempts"
+]
+
+
+def schedule_dead_letters(box) -> list[dict]:
+    """The invocation records in ScheduleDLQ (received, so in flight: the DLQ alarm counts those too)."""
+    sqs = box.stack.client("sqs")
+    got = sqs.receive_message(QueueUrl=box.stack.queue_url("ScheduleDLQ"), MaxNumberOfMessages=10)
+    return [json.loads(m["Body"]) for m in got.get("Messages", [])]
+
+
+def test_a_failing_scheduled_sweep_lands_in_the_schedule_dlq_with_its_reason_and_pages(tmp_path):
+    """The sweeper's schedule fires on its own (every second here) and every sweep fails for a real reason: its
+    table is gone, so the handler's first query raises. Each scheduled event is an asynchronous invocation: Lambda
+    runs it 1 + MaximumRetryAttempts times (its waits shortened to 0.2 s), then sends its invocation record (the
+    event, the condition, the error) to ScheduleDLQ instead of discarding it; the DLQ alarm pages."""
+    with sandbox(tmp_path, sweep_interval=1.0, alarm_interval=None, async_retry_delays=(0.2, 0.2)) as box:
+        inbox = box.stack.subscribe_alerts()
+        start = box.stack.now() + 60
+        assert evaluate(box, start)["ScheduleDLQAlarm"] == "OK"  # an idle DLQ: no data is OK
+        inbox.receive(wait=2.0)
+        box.stack.client("dynamodb").delete_table(TableName=box.stack.table("StateTable"))
+        wait_depth_at_least(box, "ScheduleDLQ", 1, timeout=60)
+        record = schedule_dead_letters(box)[0]
+        context = record["requestContext"]
+        assert context["condition"] == "RetriesExhausted"
+        assert context["approximateInvokeCount"] == 1 + SWEEPER_RETRIES
+        assert context["functionArn"].endswith(f":function:{STACK}-SweeperFunction:$LATEST")
+        assert record["requestPayload"]["detail-type"] == "Scheduled Event"
+        assert record["requestPayload"]["resources"][0].endswith(f":rule/{STACK}-SweeperSchedule")
+        assert record["responseContext"]["functionError"] == "Unhandled"
+        error = record["responsePayload"]
+        assert error["errorType"] == "ResourceNotFoundException"
+        assert "Query operation" in error["errorMessage"] and error["requestId"] == context["requestId"]
+        assert any("functions/sweeper/app.py" in frame for frame in error["stackTrace"])
+        sweeper = f"{STACK}-SweeperFunction"
+        errors = [p for p in box.stack.datapoints() if p.dimensions.get("FunctionName") == sweeper]
+        assert (
+            sum(p.value for p in errors if p.name == "Errors") >= 1 + SWEEPER_RETRIES
+        )  # every attempt counted
+        got = evaluate(box, start + 60)
+        assert got["ScheduleDLQAlarm"] == "ALARM", box.stack.evaluator.status[
+            box.stack.alarm_name("ScheduleDLQAlarm")
+        ]
+        assert notices(inbox)["ScheduleDLQAlarm"] == "ALARM"
+        page = next(m.body for m in inbox.received if m.alarm == f"{STACK}-ScheduleDLQAlarm")
+        assert "docs/runbook.md#scheduledlqalarm" in page["AlarmDescription"]
+
+
+def test_a_retried_sweep_pages_nobody_and_a_reconciliation_failing_every_attempt_does(tmp_path):
+    """Lambda's retry rides out one failure: the sweep crashes once, its retry runs, nothing reaches the DLQ and
+    the alarm stays OK. A reconciliation whose every attempt crashes (the runtime dies: no error of its own) is
+    recorded after its 1 + MaximumRetryAttempts attempts with Lambda's reason for it, and pages."""
+    with quiet_stack(tmp_path, async_retry_delays=(0.2, 0.2)) as box:
+        inbox = box.stack.subscribe_alerts()
+        start = box.stack.now() + 60
+        evaluate(box, start)
+        inbox.receive(wait=2.0)
+        box.stack.inject(InvocationFault("SweeperFunction", "crash", times=1))
+        sweep = box.stack.schedules.run("SweeperFunction")
+        assert (sweep.attempts, sweep.record) == (2, None)
+        assert box.stack.queue_depth("ScheduleDLQ") == 0
+        assert evaluate(box, start + 60)["ScheduleDLQAlarm"] == "OK"
+
+        box.stack.inject(InvocationFault("ReconcileFunction", "crash", times=0))
+        try:
+            run = box.stack.schedules.run("ReconcileFunction")
+        finally:
+            box.stack.faults.clear()
+        assert run.attempts == 1 + RECONCILE_RETRIES
+        [record] = schedule_dead_letters(box)
+        assert record == run.record
+        assert record["requestContext"]["condition"] == "RetriesExhausted"
+        assert record["requestContext"]["approximateInvokeCount"] == 1 + RECONCILE_RETRIES
+        assert record["requestPayload"]["resources"][0].endswith(f":rule/{STACK}-ReconcileSchedule")
+        assert record["responsePayload"]["errorType"] == "Runtime.ExitError"
+        assert record["responsePayload"]["errorMessage"].startswith(f"RequestId: {run.request_id} Error:")
+        assert evaluate(box, start + 120)["ScheduleDLQAlarm"] == "ALARM"
+        assert notices(inbox)["ScheduleDLQAlarm"] == "ALARM"
+        assert evaluate(box, start + 180)["ScheduleDLQAlarm"] == "OK"  # no new dead letter this minute
 
 
 # ---------------------------------------------------------------------------------------------- error rate

@@ -37,6 +37,8 @@ MOTO_ALSO_SKIPS = {
     "AWS::Logs::QueryDefinition",
     "AWS::Lambda::LayerVersion",
     "AWS::Lambda::Permission",
+    "AWS::SQS::QueuePolicy",
+    "AWS::Lambda::EventInvokeConfig",
 }
 
 
@@ -129,7 +131,9 @@ def test_translated_template_creates_queues_tables_topic_roles_and_functions(cfn
 
     # Queues, with the DLQ redrive and the template's receive count.
     urls = _client("sqs").list_queues()["QueueUrls"]
-    assert len(urls) == len(by_type["AWS::SQS::Queue"]) == 4
+    assert (
+        len(urls) == len(by_type["AWS::SQS::Queue"]) == 5
+    )  # two work queues, their DLQs, the schedules' DLQ
     jobs_url = resources["JobsQueue"]["PhysicalResourceId"]
     attrs = _client("sqs").get_queue_attributes(QueueUrl=jobs_url, AttributeNames=["All"])["Attributes"]
     redrive = json.loads(attrs["RedrivePolicy"])
@@ -226,6 +230,17 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
         subs = local.client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
         assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "oncall@example.com")]
         assert local.created["WebhookApi"] == "AWS::Serverless::HttpApi"
+        # The schedules' DLQ policy (moto's CloudFormation skips it) and the schedules, run by the stack itself
+        # with each function's failure destination (EventInvokeConfig, skipped too).
+        policy = local.client("sqs").get_queue_attributes(
+            QueueUrl=local.queue_url("ScheduleDLQ"), AttributeNames=["Policy"]
+        )["Attributes"]["Policy"]
+        assert json.loads(policy)["Statement"][0]["Principal"] == {"Service": "events.amazonaws.com"}
+        dlq = local.ctx.attrs[("ScheduleDLQ", "Arn")]
+        assert {(s.function, s.on_failure) for s in local.schedules.schedules} == {
+            ("SweeperFunction", dlq),
+            ("ReconcileFunction", dlq),
+        }
         assert local.outputs["WebhookUrl"].endswith("/webhook")
         # The secrets (as the template declares them: GitHub and Anthropic filled by the stack, webhook generated),
         # the dashboard and the saved queries under the names the runbook uses.
@@ -240,7 +255,7 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
         assert [d["DashboardName"] for d in dashboards] == [f"{local.stack_name}-fleet"]
         assert set(local.query_definitions) == {
             f"{local.stack_name}/{q}"
-            for q in ("cost-by-agent-and-repository", "errors", "slowest-runs", "run-story")
+            for q in ("cost-by-agent-and-repository", "errors", "slowest-runs", "run-story", "webhook-access")
         }
         # The functions' roles (moto's IAM, as written; moto does not enforce them - the least-privilege test checks
         # the statements), and each function's log group under the name Lambda writes to.

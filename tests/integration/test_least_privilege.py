@@ -127,6 +127,14 @@ for _fn in FUNCTIONS:
     LAMBDA_NEEDS[_fn] |= {(a, "*") for a in TRACE_ACTIONS}
 LAMBDA_NEEDS["PlannerFunction"] |= {(a, "PrQueue") for a in POLL_ACTIONS}
 LAMBDA_NEEDS["AgentFunction"] |= {(a, "JobsQueue") for a in POLL_ACTIONS}
+# * The scheduled functions' OnFailure destination (EventInvokeConfig): Lambda sends the invocation record of a run
+#   that failed all its attempts to ScheduleDLQ with the function's execution role ("your function's execution
+#   role needs permission", https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-retain-records.html).
+#   EventBridge's own dead letters need no role grant: the queue policy lets its service principal send
+#   (test_only_the_stacks_schedule_rules_may_send_to_the_schedule_dlq).
+SCHEDULED = ("SweeperFunction", "ReconcileFunction")
+for _fn in SCHEDULED:
+    LAMBDA_NEEDS[_fn] |= {("sqs:SendMessage", "ScheduleDLQ")}
 
 # ------------------------------------------------------------------------------- the model provider (issue 15)
 # What the agent needs to reach Claude, per template parameter ModelProvider (prfleet.model_client). Resources
@@ -723,6 +731,86 @@ def test_a_widened_provider_grant_fails(sam, provider, widen, expected):
     widen(wide)
     problems = check(wide, provider)
     assert any(expected in p for p in problems), problems
+
+
+def _destination_other_queue(sam: dict[str, Any]) -> None:
+    _statement(sam, "SweeperFunction", "RecordFailedSweeps")["Resource"] = {"Fn::GetAtt": ["JobsDLQ", "Arn"]}
+
+
+def _destination_grant_on_webhook(sam: dict[str, Any]) -> None:
+    _statements(sam, "WebhookFunction").append(
+        {"Effect": "Allow", "Action": "sqs:SendMessage", "Resource": {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}}
+    )
+
+
+@pytest.mark.parametrize(
+    "widen, expected",
+    [
+        (_destination_other_queue, "SweeperFunction: grants ('sqs:SendMessage', 'JobsDLQ') that neither"),
+        (
+            _destination_grant_on_webhook,
+            "WebhookFunction: grants ('sqs:SendMessage', 'ScheduleDLQ') that neither",
+        ),
+    ],
+    ids=lambda v: v.__name__ if callable(v) else "",
+)
+def test_the_failure_destination_grant_is_exactly_the_schedule_dlq(sam, widen, expected):
+    wide = copy.deepcopy(sam)
+    widen(wide)
+    problems = check(wide)
+    assert any(expected in p for p in problems), problems
+
+
+def test_a_scheduled_function_without_its_destination_grant_fails(sam):
+    """Without it Lambda cannot write the failure record: the failed run is dropped after all (DestinationDelivery-
+    Failures), the very silence the destination exists to end."""
+    for fn, sid in (
+        ("SweeperFunction", "RecordFailedSweeps"),
+        ("ReconcileFunction", "RecordFailedReconciliations"),
+    ):
+        narrow = copy.deepcopy(sam)
+        statements = _statements(narrow, fn)
+        statements.remove(_statement(narrow, fn, sid))
+        assert f"{fn}: lacks ('sqs:SendMessage', 'ScheduleDLQ') that Lambda uses" in check(narrow)
+
+
+def _schedule_events(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Logical id of each EventBridge rule SAM generates for a scheduled function -> its properties."""
+    return {n: r["Properties"] for n, r in cfn["Resources"].items() if r["Type"] == "AWS::Events::Rule"}
+
+
+def test_only_the_stacks_schedule_rules_may_send_to_the_schedule_dlq(sam):
+    """EventBridge writes an undelivered event with its service principal, so the queue policy must allow it, but
+    only for this stack's schedule rules (aws:SourceArn, the confused-deputy guard); each rule's target names the
+    same DLQ and a retry policy, and each scheduled function's failures go there too (EventInvokeConfig)."""
+    cfn = settle(translate(sam), {})
+    rules = _schedule_events(cfn)
+    assert len(rules) == len(SCHEDULED)
+    rule_arns = set()
+    for props in rules.values():
+        [target] = props["Targets"]
+        assert target["DeadLetterConfig"]["Arn"] == {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}
+        assert set(target["RetryPolicy"]) == {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"}
+        rule_arns.add(f"arn:aws:events:{REGION}:{ACCOUNT}:rule/{props['Name']}")
+    policies = [r for r in cfn["Resources"].values() if r["Type"] == "AWS::SQS::QueuePolicy"]
+    [policy] = [p for p in policies if p["Properties"]["Queues"] == [{"Ref": "ScheduleDLQ"}]]
+    [statement] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert statement["Resource"] == {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}
+    assert list(statement["Condition"]) == ["ArnEquals"]
+    assert set(statement["Condition"]["ArnEquals"]["aws:SourceArn"]) == rule_arns
+    configs = {
+        r["Properties"]["FunctionName"]["Ref"]: r["Properties"]
+        for r in cfn["Resources"].values()
+        if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+    }
+    assert set(configs) == set(SCHEDULED)
+    for fn, props in configs.items():
+        assert props["DestinationConfig"]["OnFailure"]["Destination"] == {
+            "Fn::GetAtt": ["ScheduleDLQ", "Arn"]
+        }, fn
+        assert 0 <= props["MaximumRetryAttempts"] <= 2, fn
 
 
 def test_a_narrowed_copy_fails_too(sam):

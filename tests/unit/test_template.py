@@ -148,3 +148,62 @@ def test_dashboard_queue_depth_counts_in_flight_messages_like_the_dlq_alarms():
             if "MetricStat" in m
         }
         assert names == {"ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible"}, alarm
+
+
+def _scheduled_functions():
+    for name, fn in tpl.resources(T, "AWS::Serverless::Function").items():
+        for ev in fn["Properties"].get("Events", {}).values():
+            if ev["Type"] == "Schedule":
+                yield name, fn["Properties"], ev["Properties"]
+
+
+def test_no_scheduled_failure_is_dropped_every_schedule_has_a_dlq_that_pages():
+    """EventBridge's DLQ takes what it cannot deliver; a run that fails is Lambda's asynchronous invocation, recorded
+    only by the function's OnFailure destination: both go to one queue, and an alarm pages on it."""
+    scheduled = list(_scheduled_functions())
+    assert {n for n, _, _ in scheduled} == {"SweeperFunction", "ReconcileFunction"}
+    for name, fn, event in scheduled:
+        assert event["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]}}, name
+        assert set(event["RetryPolicy"]) == {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"}, name
+        config = fn["EventInvokeConfig"]
+        assert config["DestinationConfig"]["OnFailure"] == {
+            "Type": "SQS",
+            "Destination": {"Fn::GetAtt": ["ScheduleDLQ", "Arn"]},
+        }, name
+        assert 0 <= config["MaximumRetryAttempts"] <= 2 and 60 <= config["MaximumEventAgeInSeconds"] <= 21600
+    watched = {
+        m["MetricStat"]["Metric"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for m in RES["ScheduleDLQAlarm"]["Properties"]["Metrics"]
+        if "MetricStat" in m
+    }
+    assert watched == {"ScheduleDLQ"}
+
+
+def test_the_webhook_api_logs_every_request_and_throttles_by_parameter():
+    props = RES["WebhookApi"]["Properties"]
+    assert props["DefaultRouteSettings"] == {
+        "ThrottlingBurstLimit": {"Ref": "WebhookThrottlingBurstLimit"},
+        "ThrottlingRateLimit": {"Ref": "WebhookThrottlingRateLimit"},
+    }
+    access = props["AccessLogSettings"]
+    assert "${WebhookApiAccessLogGroup}" in access["DestinationArn"]["Fn::Sub"]
+    fields = json.loads(access["Format"])
+    for variable in (
+        "$context.requestId",
+        "$context.identity.sourceIp",
+        "$context.routeKey",
+        "$context.status",
+        "$context.responseLatency",
+        "$context.integrationErrorMessage",
+    ):
+        assert variable in fields.values(), variable
+    group = RES["WebhookApiAccessLogGroup"]["Properties"]
+    assert group["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+@pytest.mark.parametrize("name", sorted(tpl.resources(T, "AWS::CloudWatch::Alarm")))
+def test_every_alarm_links_a_runbook_section_that_exists(name):
+    description = RES[name]["Properties"]["AlarmDescription"]
+    [anchor] = re.findall(r"docs/runbook\.md#([a-z0-9-]+)", description)
+    runbook = (tpl.ROOT / "docs" / "runbook.md").read_text()
+    assert f'<a id="{anchor}"></a>' in runbook, (name, anchor)

@@ -30,6 +30,10 @@ def expected_alarms(
         out.add("JobsDLQAlarm")
     if dlq.get("PrDLQ"):
         out.add("PrDLQAlarm")
+    if stack.queue_depth(
+        "ScheduleDLQ"
+    ):  # a scheduled run failed all of Lambda's attempts (its record is there)
+        out.add("ScheduleDLQAlarm")
     # DailySpendPercent >= 80: a day whose bookings are there now, or that crossed it while the day ran (the
     # ledger's once-a-day `a80` mark; reconciliation may have given the worst cases back since, and the
     # alarm read what was published then).

@@ -236,12 +236,15 @@ class Function:
                 return self._idle.pop()
         return self.load() if self.load is not None else self.module
 
-    def invoke(self, event: dict[str, Any], stack: InvocationHost) -> Any:
+    def invoke(self, event: dict[str, Any], stack: InvocationHost, *, request_id: str | None = None) -> Any:
         """Run the handler as Lambda would: in its own thread, abandoned at the function's Timeout.
 
         Returns the handler's reply; raises FunctionError for a handler that raised (the original exception is
-        its __cause__), timed out or was killed, and publishes AWS/Lambda Invocations, Errors and Duration."""
+        its __cause__), timed out or was killed, and publishes AWS/Lambda Invocations, Errors and Duration.
+        `request_id`: the asynchronous event's (its retries keep it); a new one otherwise."""
         inv = Invocation(self.logical_id, stack.function_timeout(self))
+        if request_id:
+            inv.request_id = request_id
         inv.fault = stack.faults.take(self.logical_id)
         ctx = FakeContext(self.name, inv.timeout, self.memory)
         ctx.aws_request_id = inv.request_id

@@ -29,14 +29,16 @@ from prfleet_local.stack import account, xray
 from prfleet_local.stack import template as tpl
 from prfleet_local.stack.alarms import AlarmEvaluator, Datapoint
 from prfleet_local.stack.alerts import AlertInbox, Alerting, subscribe_alerts
+from prfleet_local.stack.api_stage import stage_of
 from prfleet_local.stack.event_sources import EventSources
 from prfleet_local.stack.http_api import http_api
-from prfleet_local.stack.invocations import Faults, FunctionError, Invocation, InvocationFault
+from prfleet_local.stack.invocations import Faults, Invocation, InvocationFault
 from prfleet_local.stack.lambda_runtime import Function, install_router, load_functions
 from prfleet_local.stack.metrics import CloudWatchMetrics, SqsSampler
 from prfleet_local.stack.metrics import now as prfleet_now
 from prfleet_local.stack.moto_proc import MotoProcess
 from prfleet_local.stack.resources import TemplateResources
+from prfleet_local.stack.schedules import LAMBDA_RETRY_DELAYS, Schedules
 
 
 @dataclass
@@ -62,6 +64,8 @@ class LocalStack:
     function_timeouts: dict[str, float] = field(default_factory=dict)
     # CloudWatch evaluates alarms every minute; the stack does too while it runs (None: only evaluate_alarms()).
     alarm_interval: float | None = 60.0
+    # Lambda's waits before retrying a failed asynchronous (scheduled) invocation; a test may shorten them.
+    async_retry_delays: tuple[float, ...] = LAMBDA_RETRY_DELAYS
 
     def __post_init__(self) -> None:
         self.workdir = Path(self.workdir)
@@ -125,11 +129,21 @@ class LocalStack:
         )
         self.alerting.alarm_definitions = self.resources.alarm_definitions
         self.alerting.sqs = SqsSampler(self.template, self.ctx, self.event_sources.take_ages)
-        self.api, self.webhook_path = http_api(self.template, self.api_port, self._invoke, self.api_metrics)
+        self.api_stage = stage_of(self.resources, self.workdir)
+        self.api, self.webhook_path = http_api(
+            self.template, self.api_port, self._invoke, self.api_metrics, self.api_stage
+        )
         self._spawn(self.api.serve_forever, "api")
         self.event_sources.start(self._spawn)
+        self.schedules = Schedules.provisioned(
+            self.resources,
+            lambda fn, event, rid: self.functions[fn].invoke(event, self, request_id=rid),
+            self._stop,
+            self.async_retry_delays,
+        )
+        # The schedules run: the sweeper's every sweep_interval, the others at their template rate.
         if self.sweep_interval:
-            self._spawn(self._sweep_loop, "sweeper")
+            self.schedules.start(self._spawn, {"SweeperFunction": self.sweep_interval})
         if self.alarm_interval:
             interval = self.alarm_interval
             self._spawn(lambda: self.alerting.loop(interval, self._stop), "alarms")
@@ -250,17 +264,11 @@ class LocalStack:
         return self.event_sources.wait_idle(timeout, queues, in_flight=in_flight)
 
     def sweep(self) -> Any:
+        """One sweep, invoked directly and synchronously (its reply or FunctionError); the schedule's own
+        invocations are asynchronous, with Lambda's retries and failure record (`schedules.run`)."""
         return self.functions["SweeperFunction"].invoke(
             {"source": "aws.events", "detail-type": "Scheduled Event"}, self
         )
-
-    def _sweep_loop(self) -> None:
-        assert self.sweep_interval
-        while not self._stop.wait(self.sweep_interval):
-            try:
-                self.sweep()
-            except FunctionError:
-                pass  # counted as the sweeper's Error; the next minute's schedule runs it again
 
     # ------------------------------------------------------------------ the Lambda runtime (lambda_runtime.InvocationHost)
     def function_timeout(self, fn: Function) -> float:

@@ -35,8 +35,13 @@ class TemplateResources:
         self.outputs: dict[str, Any] = {}
         self.alarm_definitions: dict[str, dict[str, Any]] = {}  # alarm name -> the template's properties
         self.query_definitions: dict[str, dict[str, Any]] = {}
+        # What moto keeps nowhere: an HTTP API's and a function's resolved properties (stage settings, events,
+        # EventInvokeConfig), for the local API Gateway and schedules.
+        self.http_apis: dict[str, dict[str, Any]] = {}
+        self.function_properties: dict[str, dict[str, Any]] = {}
         self._creators: dict[str, Callable[[str, dict[str, Any]], None]] = {
             "AWS::SQS::Queue": self._queue,
+            "AWS::SQS::QueuePolicy": self._queue_policy,
             "AWS::DynamoDB::Table": self._table,
             "AWS::SNS::Topic": self._topic,
             "AWS::SNS::Subscription": self._subscription,
@@ -113,6 +118,14 @@ class TemplateResources:
             }
         )
 
+    def _queue_policy(self, logical: str, props: dict[str, Any]) -> None:
+        # Set as written (moto keeps it, does not enforce it; tests/integration/test_least_privilege.py checks it).
+        for url in props["Queues"]:
+            client("sqs").set_queue_attributes(
+                QueueUrl=url, Attributes={"Policy": json.dumps(props["PolicyDocument"])}
+            )
+        self.ctx.refs[logical] = logical
+
     def _table(self, logical: str, props: dict[str, Any]) -> None:
         args: dict[str, Any] = {
             "TableName": self.name(logical),
@@ -152,12 +165,14 @@ class TemplateResources:
         self.ctx.refs[logical] = arn
 
     def _function(self, logical: str, props: dict[str, Any]) -> None:
+        self.function_properties[logical] = props
         self.ctx.refs[logical] = self.name(logical)
         self.ctx.attrs[(logical, "Arn")] = (
             f"arn:aws:lambda:{REGION}:123456789012:function:{self.name(logical)}"
         )
 
     def _http_api(self, logical: str, props: dict[str, Any]) -> None:
+        self.http_apis[logical] = props
         self.ctx.refs[logical] = "local"
 
     def _layer(self, logical: str, props: dict[str, Any]) -> None:
@@ -165,6 +180,10 @@ class TemplateResources:
 
     def _log_group(self, logical: str, props: dict[str, Any]) -> None:
         client("logs").create_log_group(logGroupName=props["LogGroupName"])
+        if "RetentionInDays" in props:
+            client("logs").put_retention_policy(
+                logGroupName=props["LogGroupName"], retentionInDays=int(props["RetentionInDays"])
+            )
         self.ctx.refs[logical] = props["LogGroupName"]
         # CloudFormation's Arn attribute (with the trailing :*); the functions' roles grant on it.
         self.ctx.attrs[(logical, "Arn")] = (
