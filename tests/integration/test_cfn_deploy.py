@@ -163,7 +163,8 @@ def test_translated_template_creates_queues_tables_topic_roles_and_functions(cfn
     key_id = resources["AlertKey"]["PhysicalResourceId"]
     attrs = _client("sns").get_topic_attributes(TopicArn=topics[0])["Attributes"]
     assert attrs["KmsMasterKeyId"] == key_id
-    policy = json.loads(_client("kms").get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    # moto's CloudFormation keeps the KeyPolicy as the template's dict (GetKeyPolicy returns it unserialized)
+    policy = _policy_document(_client("kms").get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
     assert {"Service": "cloudwatch.amazonaws.com"} in [s["Principal"] for s in policy["Statement"]]
 
     # One explicit role per function (template.yaml <Function>Role), carrying only the inline policy the
