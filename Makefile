@@ -2,6 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 SAMVENV := .venv-sam
+CKVENV := .venv-checkov
 BIN := $(VENV)/bin
 # Lambda runs python3.12: use it where present (also under pyenv), else the newest 3.11+.
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null) python3.11 python3; do \
@@ -31,6 +32,15 @@ $(SAMVENV)/.installed: requirements-sam.txt
 	$(SAMVENV)/bin/pip install -q -r requirements-sam.txt
 	touch $@
 
+# checkov pins an older boto3 (and packaging) than ours too: its own virtual environment, like the SAM CLI.
+$(CKVENV)/.installed: requirements-checkov.txt
+	@test -n "$(PYTHON)" || { echo "need python3.11 or newer"; exit 1; }
+	@echo "prfleet: installing checkov into $(CKVENV) (its own boto3 pin; about a minute, once)"
+	$(PYTHON) -m venv $(CKVENV)
+	$(CKVENV)/bin/pip install -q --upgrade pip
+	$(CKVENV)/bin/pip install -q -r requirements-checkov.txt
+	touch $@
+
 demo: install
 	$(BIN)/prfleet demo
 
@@ -41,10 +51,14 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Offline: cfn-lint, then SAM's own lint (plain `sam validate` needs a region, hence --region).
-validate: install $(SAMVENV)/.installed
+# Offline: cfn-lint, then SAM's own lint (plain `sam validate` needs a region, hence --region), then checkov's
+# CloudFormation checks: non-zero on any finding not fixed or skipped with a reason in the resource's Metadata
+# (docs/security.md). --skip-download: no Prisma Cloud look-ups; CKV_SKIP_PACKAGE_UPDATE_CHECK: no PyPI one.
+validate: install $(SAMVENV)/.installed $(CKVENV)/.installed
 	$(BIN)/cfn-lint template.yaml
 	SAM_CLI_TELEMETRY=0 $(SAMVENV)/bin/sam validate --lint --region us-east-1
+	CKV_SKIP_PACKAGE_UPDATE_CHECK=true $(CKVENV)/bin/checkov -f template.yaml --framework cloudformation \
+		--skip-download --quiet --compact
 	# ... and once per model provider, with that provider's parameters (.ci/provider_templates.py)
 	$(BIN)/python .ci/provider_templates.py build/providers
 	$(BIN)/cfn-lint build/providers/template.*.json
@@ -85,4 +99,4 @@ soak: install
 	$(BIN)/python -m prfleet_local.soak $(SOAK_ARGS)
 
 clean:
-	rm -rf $(VENV) $(SAMVENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAMVENV) $(CKVENV) .aws-sam .pytest_cache

@@ -152,9 +152,24 @@ def test_translated_template_creates_queues_tables_topic_roles_and_functions(cfn
     assert [k["AttributeName"] for k in state["KeySchema"]] == ["pk", "sk"]
     assert [i["IndexName"] for i in state["GlobalSecondaryIndexes"]] == ["status-index"]
 
-    # The alert topic.
+    # The tables holding state and money refuse DeleteTable and keep point-in-time recovery (docs/security.md).
+    for logical in ("StateTable", "LedgerTable"):
+        name = resources[logical]["PhysicalResourceId"]
+        assert (
+            _client("dynamodb").describe_table(TableName=name)["Table"]["DeletionProtectionEnabled"] is True
+        )
+        with pytest.raises(_client("dynamodb").exceptions.ClientError, match="DeletionProtectionEnabled"):
+            _client("dynamodb").delete_table(TableName=name)
+
+    # The alert topic, encrypted with the stack's own key (AlertKey), whose policy lets CloudWatch publish.
     topics = [t["TopicArn"] for t in _client("sns").list_topics()["Topics"]]
     assert topics == [resources["AlertTopic"]["PhysicalResourceId"]]
+    key_id = resources["AlertKey"]["PhysicalResourceId"]
+    attrs = _client("sns").get_topic_attributes(TopicArn=topics[0])["Attributes"]
+    assert attrs["KmsMasterKeyId"] == key_id
+    # moto's CloudFormation keeps the KeyPolicy as the template's dict (GetKeyPolicy returns it unserialized)
+    policy = _policy_document(_client("kms").get_key_policy(KeyId=key_id, PolicyName="default")["Policy"])
+    assert {"Service": "cloudwatch.amazonaws.com"} in [s["Principal"] for s in policy["Statement"]]
 
     # One explicit role per function (template.yaml <Function>Role), carrying only the inline policy the
     # least-privilege test checks (no managed policy), and the functions under their template names.
@@ -226,6 +241,17 @@ def test_what_moto_skips_the_local_stack_creates_from_the_same_template(cfn, tmp
         assert {f"{local.stack_name}-{a}" for a in alarms} == set(described)
         topic = local.ctx.refs["AlertTopic"]
         assert all(a["AlarmActions"] == [topic] for a in described.values())
+        # ... a topic encrypted with the stack's key, which CloudWatch may use (as the local evaluator checks).
+        from prfleet_local.stack.alerts import cloudwatch_cannot_publish
+
+        attrs = local.client("sns").get_topic_attributes(TopicArn=topic)["Attributes"]
+        assert attrs["KmsMasterKeyId"] == local.ctx.refs["AlertKey"] and local.created["AlertKey"]
+        assert cloudwatch_cannot_publish(topic) is None
+        for table in ("StateTable", "LedgerTable"):
+            described_table = local.client("dynamodb").describe_table(TableName=local.ctx.refs[table])[
+                "Table"
+            ]
+            assert described_table["DeletionProtectionEnabled"] is True, table
         # The e-mail subscription (moto skipped it) and the API (a local HTTP server in place of API Gateway).
         subs = local.client("sns").list_subscriptions_by_topic(TopicArn=topic)["Subscriptions"]
         assert [(s["Protocol"], s["Endpoint"]) for s in subs] == [("email", "oncall@example.com")]

@@ -77,6 +77,10 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
             "sns:Publish",
             "AlertTopic",
         ),  # circuit.open_circuit (spend-limit notice)
+        # ... to the topic encrypted with AlertKey: SNS uses the key as the publisher, who needs both
+        # (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#send-to-encrypted-topic)
+        ("kms:GenerateDataKey", "AlertKey"),
+        ("kms:Decrypt", "AlertKey"),
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
     },
     "SweeperFunction": {
@@ -229,6 +233,8 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
         ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
+        ("kms:GenerateDataKey", "AlertKey"),  # ... the same publish's use of the topic's key
+        ("kms:Decrypt", "AlertKey"),
         ("dynamodb:PutItem", "StateTable"),  # deferrals.defer: only when the budget defers a job
     },
     "SweeperFunction": {
@@ -470,7 +476,7 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         grants, managed, _ = effective(cfn, fn)
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
-        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs", "xray"}
+        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs", "xray", "kms"}
         reaches_claude = fn == "AgentFunction" or (
             fn == "SweeperFunction" and SWEEPER_PROVIDER_NEEDS[provider]
         )
@@ -483,6 +489,9 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         assert {r for a, r in grants if a.startswith("logs:")} == {fn.replace("Function", "LogGroup")}, fn
         # Traces: exactly X-Ray's two write actions (on "*", the only form they have), nothing else of X-Ray.
         assert {(a, r) for a, r in grants if a.startswith("xray:")} == {(a, "*") for a in TRACE_ACTIONS}, fn
+        # A key only for publishing to the encrypted alert topic: the agent's, on the topic's key.
+        keys = {r for a, r in grants if a.startswith("kms:")}
+        assert keys == ({"AlertKey"} if fn == "AgentFunction" else set()), fn
         consumed = {r for a, r in grants if a in POLL_ACTIONS}
         assert consumed == {"PlannerFunction": {"PrQueue"}, "AgentFunction": {"JobsQueue"}}.get(fn, set()), fn
     # SAM generated no role of its own (one role per function, all explicit).
@@ -831,6 +840,8 @@ def test_a_narrowed_copy_fails_too(sam):
 
 REVIEW_VISIBILITY_S = 120  # longer than any invocation of the sample review on a loaded machine
 _ACTIONS = {"SendMessageBatch": "SendMessage"}  # operations authorized by another action
+# Calls a service makes with the caller's permissions: a publish to the SSE topic uses its key as the publisher.
+_IMPLIED = {("sns:Publish", "AlertTopic"): {("kms:GenerateDataKey", "AlertKey"), ("kms:Decrypt", "AlertKey")}}
 # TransactWriteItems is authorized per item by the underlying action
 # (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/transaction-apis-iam.html).
 _TRANSACT = {
@@ -879,6 +890,7 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
         if params.get("IndexName"):
             logical = f"{logical}/index/{params['IndexName']}"
         calls.setdefault(fn, set()).add((f"{service}:{op}", logical))
+        calls[fn] |= _IMPLIED.get((f"{service}:{op}", logical), set())
 
     return record
 

@@ -5,6 +5,7 @@ the inbox an on-call integration would read from the alert topic."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import sys
 import threading
@@ -28,6 +29,8 @@ class Alerting:
         self.sqs: SqsSampler | None = None
         self.evaluator: AlarmEvaluator | None = None  # built at the first evaluation
         self.notifications: list[dict[str, Any]] = []
+        # (alarm, topic, why) of each notification CloudWatch could not publish (its alarm history says so in AWS).
+        self.failed_actions: list[tuple[str, str, str]] = []
         # Called with (transition, notification body) for every alarm state change, e.g. by the serve console.
         self.listeners: list[Callable[[Any, dict[str, Any]], None]] = []
         self._lock = threading.Lock()
@@ -46,6 +49,11 @@ class Alerting:
             for t in self.evaluator.last_transitions:
                 body = self.evaluator.notification(t, region=REGION)
                 for arn in self.evaluator.actions(t.alarm, t.new_state):
+                    refused = cloudwatch_cannot_publish(arn)
+                    if refused:
+                        self.failed_actions.append((t.alarm, arn, refused))
+                        print(f"prfleet local: {t.alarm}: action failed: {refused}", file=sys.__stderr__)
+                        continue
                     sns.publish(
                         TopicArn=arn, Subject=notification_subject(t, region=REGION), Message=json.dumps(body)
                     )
@@ -69,6 +77,50 @@ class Alerting:
                 if stop.is_set():
                     return
                 print(f"prfleet local: alarm evaluation failed: {exc}", file=sys.__stderr__)
+
+
+# What CloudWatch needs on an encrypted topic's key: the SNS developer guide's statement for AWS service event
+# sources (https://docs.aws.amazon.com/sns/latest/dg/sns-key-management.html#compatibility-with-aws-services).
+CLOUDWATCH = "cloudwatch.amazonaws.com"
+PUBLISH_KEY_ACTIONS = ("kms:GenerateDataKey", "kms:Decrypt")
+
+
+def cloudwatch_cannot_publish(topic_arn: str) -> str | None:
+    """Why an alarm's notification to this topic would fail in AWS (None: it is delivered). An unencrypted topic
+    takes it; an encrypted one only through an enabled customer managed key whose policy allows CloudWatch both
+    actions. The AWS managed alias/aws/sns never does (its policy cannot name CloudWatch). Stricter than needed
+    where it cannot tell: a statement with a Condition is not taken to grant."""
+    key = client("sns").get_topic_attributes(TopicArn=topic_arn)["Attributes"].get("KmsMasterKeyId")
+    if not key:
+        return None
+    if key.startswith("alias/aws/") or ":alias/aws/" in key:
+        return f"{key} is an AWS managed key: CloudWatch cannot use it to publish"
+    kms = client("kms")
+    meta = kms.describe_key(KeyId=key)["KeyMetadata"]
+    if meta.get("KeyState") != "Enabled":
+        return f"key {meta['KeyId']} is {meta.get('KeyState')}"
+    policy = json.loads(kms.get_key_policy(KeyId=meta["KeyId"], PolicyName="default")["Policy"])
+    allowed: set[str] = set()
+    for st in _as_list(policy.get("Statement")):
+        principal = st.get("Principal")
+        services = _as_list(principal.get("Service")) if isinstance(principal, dict) else []
+        if CLOUDWATCH not in services and principal != "*":
+            continue
+        granted = {
+            a
+            for a in PUBLISH_KEY_ACTIONS
+            if any(fnmatch.fnmatchcase(a, p) for p in _as_list(st.get("Action")))
+        }
+        if st.get("Effect") == "Deny" and granted:
+            return f"key {meta['KeyId']}'s policy denies {CLOUDWATCH} {sorted(granted)}"
+        if st.get("Effect") == "Allow" and "Condition" not in st:
+            allowed |= granted
+    missing = sorted(set(PUBLISH_KEY_ACTIONS) - allowed)
+    return f"key {meta['KeyId']}'s policy does not allow {CLOUDWATCH} {missing}" if missing else None
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [] if value is None else [value]
 
 
 def subscribe_alerts(topic_arn: str, queue_name: str) -> AlertInbox:

@@ -1,5 +1,5 @@
 """The template's resources created in moto, in dependency order, as CloudFormation would: the queues, tables,
-topics, secrets, roles, log groups, alarms and dashboard, with the references and attributes the rest of the stack
+the topic and its KMS key, secrets, roles, log groups, alarms and dashboard, with the references and attributes the rest of the stack
 resolves against (`ctx`), the Outputs, and what moto does not keep itself (alarm definitions for the local
 evaluator, Logs query definitions)."""
 
@@ -43,6 +43,7 @@ class TemplateResources:
             "AWS::SQS::Queue": self._queue,
             "AWS::SQS::QueuePolicy": self._queue_policy,
             "AWS::DynamoDB::Table": self._table,
+            "AWS::KMS::Key": self._kms_key,
             "AWS::SNS::Topic": self._topic,
             "AWS::SNS::Subscription": self._subscription,
             "AWS::SecretsManager::Secret": self._secret,
@@ -105,6 +106,8 @@ class TemplateResources:
         )
         if "RedrivePolicy" in props:
             attrs["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+        if "SqsManagedSseEnabled" in props:
+            attrs["SqsManagedSseEnabled"] = str(props["SqsManagedSseEnabled"]).lower()
         url = client("sqs").create_queue(QueueName=self.name(logical), Attributes=attrs)["QueueUrl"]
         arn = client("sqs").get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
@@ -135,16 +138,36 @@ class TemplateResources:
         }
         if props.get("GlobalSecondaryIndexes"):
             args["GlobalSecondaryIndexes"] = props["GlobalSecondaryIndexes"]
+        if "DeletionProtectionEnabled" in props:  # moto then refuses DeleteTable, as DynamoDB does
+            args["DeletionProtectionEnabled"] = bool(props["DeletionProtectionEnabled"])
         ddb = client("dynamodb")
         arn = ddb.create_table(**args)["TableDescription"]["TableArn"]
         ttl = props.get("TimeToLiveSpecification")
         if ttl:
             ddb.update_time_to_live(TableName=self.name(logical), TimeToLiveSpecification=ttl)
+        pitr = props.get("PointInTimeRecoverySpecification")
+        if pitr:
+            ddb.update_continuous_backups(TableName=self.name(logical), PointInTimeRecoverySpecification=pitr)
         self.ctx.refs[logical] = self.name(logical)
         self.ctx.attrs[(logical, "Arn")] = arn
 
+    def _kms_key(self, logical: str, props: dict[str, Any]) -> None:
+        # The key policy as written: the local alarm publisher reads it (alerts.cloudwatch_may_publish).
+        kms = client("kms")
+        key = kms.create_key(
+            Description=props.get("Description", ""),
+            KeyUsage=props.get("KeyUsage", "ENCRYPT_DECRYPT"),
+            Policy=json.dumps(props["KeyPolicy"]),
+        )["KeyMetadata"]
+        if props.get("EnableKeyRotation"):
+            kms.enable_key_rotation(KeyId=key["KeyId"])
+        self.ctx.refs[logical] = key["KeyId"]  # Ref of AWS::KMS::Key: the key id
+        self.ctx.attrs[(logical, "Arn")] = key["Arn"]
+        self.ctx.attrs[(logical, "KeyId")] = key["KeyId"]
+
     def _topic(self, logical: str, props: dict[str, Any]) -> None:
-        arn = client("sns").create_topic(Name=self.name(logical))["TopicArn"]
+        attrs = {"KmsMasterKeyId": str(props["KmsMasterKeyId"])} if props.get("KmsMasterKeyId") else {}
+        arn = client("sns").create_topic(Name=self.name(logical), Attributes=attrs)["TopicArn"]
         self.ctx.refs[logical] = arn
         self.ctx.attrs[(logical, "TopicName")] = self.name(logical)
 
