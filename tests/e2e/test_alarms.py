@@ -353,7 +353,11 @@ def test_a_failing_scheduled_sweep_lands_in_the_schedule_dlq_with_its_reason_and
         start = box.stack.now() + 60
         assert evaluate(box, start)["ScheduleDLQAlarm"] == "OK"  # an idle DLQ: no data is OK
         inbox.receive(wait=2.0)
-        box.stack.client("dynamodb").delete_table(TableName=box.stack.table("StateTable"))
+        ddb = box.stack.client(
+            "dynamodb"
+        )  # the StateTable is deletion-protected (template): lift it first, as an operator must
+        ddb.update_table(TableName=box.stack.table("StateTable"), DeletionProtectionEnabled=False)
+        ddb.delete_table(TableName=box.stack.table("StateTable"))
         wait_depth_at_least(box, "ScheduleDLQ", 1, timeout=60)
         record = schedule_dead_letters(box)[0]
         context = record["requestContext"]
