@@ -43,6 +43,8 @@ from prfleet_local.stack.invocations import (
     Invocation,
     InvocationFault,
     InvocationKilled,
+    enter_environment,
+    isolate_powertools_logging,
     isolate_powertools_metrics,
 )
 from prfleet_local.stack.moto_proc import MotoProcess
@@ -254,6 +256,7 @@ class Function:
             _install_model_call_hook()
 
         def run() -> None:
+            enter_environment(env)
             router.local.capture = True
             router.local.invocation = inv
             try:
@@ -616,6 +619,7 @@ class LocalStack:
     # ------------------------------------------------------------------ functions
     def _load_functions(self) -> None:
         isolate_powertools_metrics()  # before the handlers create their Metrics: one metric set per invocation
+        isolate_powertools_logging()  # one set of log keys (correlation id, ...) per execution environment
         for logical in tpl.resources(self.template, "AWS::Serverless::Function"):
             env = tpl.function_environment(self.template, self.ctx, logical)
             for name in tpl.function_environment_names(self.template, logical) - set(env):
@@ -674,9 +678,11 @@ class LocalStack:
             def _serve(self) -> None:
                 path = self.path.split("?", 1)[0]
                 logical = routes.get((self.command, path))
+                # Each request's metrics are recorded before its answer leaves: a caller that has the answer finds
+                # them (recorded after it, the 5xx of a crash was missed by an evaluation the caller ran at once).
                 if logical is None:
-                    self._send(404, {"message": "Not Found"})
                     stack.api_metrics(404, 0.0)  # a request to no route is still a request and a 4xx
+                    self._send(404, {"message": "Not Found"})
                     return
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length)
@@ -706,8 +712,8 @@ class LocalStack:
                 except FunctionError:
                     # A function error (crash, timeout, unhandled exception): the HTTP API answers 500 with this body
                     # (https://docs.aws.amazon.com/apigateway/latest/developerguide/http-api-troubleshooting-lambda.html).
-                    self._send(500, {"message": "Internal Server Error"})
                     stack.api_metrics(500, (time.monotonic() - started) * 1000)
+                    self._send(500, {"message": "Internal Server Error"})
                     return
                 status = int(reply.get("statusCode", 200))
                 stack.api_metrics(status, (time.monotonic() - started) * 1000)
