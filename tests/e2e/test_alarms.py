@@ -284,6 +284,7 @@ def test_a_webhook_crash_raises_the_webhook_alarm_though_the_handler_reported_no
     finally:
         del box.stack.api_metrics
     assert (status, reply) == (500, {"message": "Internal Server Error"})
+    assert [p.value for p in box.stack.datapoints() if p.name == "5xx"][-1] == 1.0  # in with the answer
     assert box.stack.log_lines[before:] == []  # the handler printed nothing: nothing of its own could page
     assert not [p for p in box.stack.datapoints() if p.name == "WebhookErrors"]
     now = box.stack.now() + 60
