@@ -75,7 +75,7 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
 
         # Same day: the sweeper keeps them waiting.
         box.stack.sweep()
-        assert box.stack.wait_idle(timeout=20)
+        assert box.stack.wait_idle(timeout=120)
         assert len(deferrals.deferred_jobs()) == len(deferred)
 
         # Each new day the sweeper re-queues them, oldest first, until the review completes. How much of the PR

@@ -193,7 +193,7 @@ class TestPullRequestLife:
         assert box.wait_for_review(number, head_sha=newer, timeout=120)
         sqs.send_file_jobs(held)
         assert wait_for(lambda: check_of(box, older)["status"] == "completed")
-        assert box.stack.wait_idle(timeout=30)
+        assert box.stack.wait_idle(timeout=120)
         flow["heads"] += [older, newer]
 
         runs = job_runs.runs_of_head(REPO, number, older)
@@ -251,7 +251,7 @@ class TestPullRequestLife:
         for t in senders:
             t.join()
         time.sleep(0.5)
-        assert box.stack.wait_idle(timeout=30)
+        assert box.stack.wait_idle(timeout=120)
         after = (
             len(box.github.reviews),
             len(box.github.check_runs),
@@ -272,13 +272,13 @@ class TestPullRequestLife:
             lambda: any("rita-reader" in line and "ignored" in line for line in box.stack.log_lines[lines:]),
             30,
         )
-        assert box.stack.wait_idle(timeout=20)
+        assert box.stack.wait_idle(timeout=120)
         assert len(box.github.check_runs) == checks
         # An outsider (not a collaborator at all) is ignored the same way.
         status, _ = box.deliver("issue_comment", comment_payload(box, number, "mallory"))
         assert status == 202
         assert wait_for(lambda: any("mallory" in line for line in box.stack.log_lines[lines:]), 30)
-        assert box.stack.wait_idle(timeout=20)
+        assert box.stack.wait_idle(timeout=120)
         assert len(box.github.check_runs) == checks
 
     def test_comment_command_from_a_writer_reruns_the_current_head(self, box, flow):
@@ -332,7 +332,7 @@ class TestPullRequestLife:
         status, _ = box.deliver("issue_comment", comment_payload(box, number, "wendy-writer"))
         assert status == 202
         assert wait_for(lambda: len(reviews_of(box, number, head)) == reviews + 1, 60)
-        assert box.stack.wait_idle(timeout=30)
+        assert box.stack.wait_idle(timeout=120)
         assert len(box.github.check_runs) == checks
         assert heads.head_record(REPO, number, head).check_run_id is None
         assert {r["status"] for r in job_runs.runs_of_head(REPO, number, head)} == {"cached"}

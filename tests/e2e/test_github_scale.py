@@ -238,7 +238,7 @@ def test_rerun_on_the_check_run_and_on_the_suite_rereviews_the_head(box, posted_
     status, _ = box.deliver("check_run", box.github.check_run_payload(first["id"], sender="rita-reader"))
     assert status == 202
     assert wait_for(lambda: any("rita-reader" in line for line in box.stack.log_lines[lines:]), 60)
-    assert box.stack.wait_idle(timeout=30)
+    assert box.stack.wait_idle(timeout=120)
     assert len(box.github.check_runs_for(head)) == 3
 
 

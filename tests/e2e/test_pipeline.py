@@ -130,7 +130,7 @@ def test_a_redelivered_delivery_enqueues_nothing(box, reviewed):
     before = len(box.github.check_runs)
     status, body = box.deliver("pull_request", payload, delivery="demo-delivery")
     assert status == 200 and body["duplicate"] is True
-    assert box.stack.wait_idle(timeout=10)
+    assert box.stack.wait_idle(timeout=120)
     assert len(box.github.check_runs) == before
 
 
@@ -139,7 +139,7 @@ def test_the_same_sqs_message_twice_posts_nothing_twice(box, reviewed):
     run = job_runs.runs_of_head(REPO, number, head)[0]
     reviews_before = len(box.github.reviews)
     box.stack.client("sqs").send_message(QueueUrl=box.stack.queue_url("JobsQueue"), MessageBody=run["job"])
-    assert box.stack.wait_idle(timeout=20)
+    assert box.stack.wait_idle(timeout=120)
     assert len(box.github.reviews) == reviews_before
     assert (
         job_runs.get_run(

@@ -38,16 +38,22 @@ def test_the_lease_is_one_owners_until_given_back_or_expired(env):  # noqa: F811
 
 
 class SlowGitHub:
-    """The reviews GitHub received; posting one takes a while, as it does with annotations and retries."""
+    """The reviews GitHub received; posting one takes a while, as it does with annotations and retries. With
+    `together`, each posting waits inside create_review until the other is there too: both read what was posted
+    before either records its own, the overlap the lease must survive, whatever order the threads get the CPU in
+    (with the 0.5 s alone, a second thread started late on a busy machine saw the first's fingerprints)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, together: bool = False) -> None:
         self.reviews: list[list[dict]] = []
         self.lock = threading.Lock()
+        self.together = threading.Barrier(2, timeout=60) if together else None
 
     def find_review(self, *_a, **_k):
         return None
 
     def create_review(self, repo, number, head, body, comments, *, marker):
+        if self.together is not None:
+            self.together.wait()
         time.sleep(0.5)
         with self.lock:
             self.reviews.append(list(comments))
@@ -78,7 +84,7 @@ def test_two_postings_at_once_never_post_the_same_comment_twice(env, monkeypatch
     monkeypatch.setattr(fanin, "_patches", lambda *_: {"app.py": PATCH})
     if not leased:
         monkeypatch.setattr(fanin, "_lease", lambda *_a, **_k: None)
-    gh = SlowGitHub()
+    gh = SlowGitHub(together=not leased)  # leased: the second poster waits on the lease, not in the post
     records = [
         heads.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted=None),
         heads.HeadRecord(REPO, N, HEAD, planned=1, done_ids={"j1"}, posted="partial"),

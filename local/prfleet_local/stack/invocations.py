@@ -14,7 +14,12 @@ it (or when killed) the invocation is abandoned:
   except for a model call, where a `during="model_call"` fault kills it inside the call (below);
 - each invocation thread has its own Powertools metric set (`PerThreadDict`): in Lambda every execution environment
   is its own process, so the metrics an abandoned invocation added but never flushed are lost, never flushed by
-  another invocation that happens to share the local process.
+  another invocation that happens to share the local process;
+- each execution environment (a copy of the handler module) has its own Powertools log keys (correlation id,
+  request id, cold start: the formatter's `log_format`, which Powertools keeps on one formatter per logger name, so
+  per process): an invocation's `set_correlation_id` or `inject_lambda_context(clear_state=True)` no longer
+  rewrites the keys of another function's or another batch's lines (docs/reliability.md, "A suite that holds under
+  load").
 
 Faults (`InvocationFault`) let a test or a soak run crash or hang an invocation at a chosen point: at once, after
 the log line that contains a marker (`after=`, e.g. the agent's `"event":"start"`), or in the middle of a model
@@ -39,6 +44,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -253,6 +259,56 @@ def isolate_powertools_metrics() -> None:
         Metrics._metadata = PerThreadDict()
 
 
+_environment = threading.local()  # the execution environment (handler-module copy) the calling thread runs in
+
+
+def enter_environment(environment: object | None) -> None:
+    """Mark the calling thread (an invocation's) as running in `environment`, whose log keys it then uses."""
+    _environment.current = environment
+
+
+class _LogKeysPerEnvironment:
+    """Powertools' `LambdaPowertoolsFormatter.log_format` (the keys every log line carries), one per execution
+    environment. In Lambda each environment is a process with its own formatter; locally the five functions and
+    their concurrent invocations share one process, hence one formatter per logger name, so one invocation's
+    `set_correlation_id` (or the `clear_state` of another's `inject_lambda_context`) changed the keys of lines
+    another invocation was writing: a planner line about one PR job carried another job's delivery id or none.
+    A thread outside any environment (a test calling a handler directly) keeps the formatter's own dict; a fresh
+    environment starts from the formatter's initial keys, as a new process would, and keeps what it appended for
+    its next invocations, as a warm environment does."""
+
+    def __get__(self, fmt: Any, owner: type | None = None) -> Any:
+        if fmt is None:
+            return self
+        environment = getattr(_environment, "current", None)
+        if environment is None:
+            return fmt.__dict__["log_format"]
+        keys = self._per_environment(fmt)
+        if environment not in keys:
+            keys[environment] = {**dict.fromkeys(fmt.log_record_order), **fmt.keys_combined}
+        return keys[environment]
+
+    def __set__(self, fmt: Any, value: dict[str, Any]) -> None:
+        environment = getattr(_environment, "current", None)
+        if environment is None:
+            fmt.__dict__["log_format"] = value
+        else:
+            self._per_environment(fmt)[environment] = value
+
+    @staticmethod
+    def _per_environment(fmt: Any) -> weakref.WeakKeyDictionary[Any, dict[str, Any]]:
+        return fmt.__dict__.setdefault("_prfleet_log_keys", weakref.WeakKeyDictionary())
+
+
+def isolate_powertools_logging() -> None:
+    """Give every execution environment its own Powertools log keys (see `_LogKeysPerEnvironment`); invocation
+    threads say which environment they run in with `enter_environment`."""
+    from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+
+    if not isinstance(LambdaPowertoolsFormatter.__dict__.get("log_format"), _LogKeysPerEnvironment):
+        LambdaPowertoolsFormatter.log_format = _LogKeysPerEnvironment()  # type: ignore[assignment]
+
+
 __all__ = [
     "FAULT_DURING",
     "FAULT_KINDS",
@@ -262,5 +318,7 @@ __all__ = [
     "InvocationFault",
     "InvocationKilled",
     "PerThreadDict",
+    "enter_environment",
+    "isolate_powertools_logging",
     "isolate_powertools_metrics",
 ]

@@ -33,6 +33,8 @@ from prfleet_local.stack.invocations import (
     Invocation,
     InvocationFault,
     InvocationKilled,
+    enter_environment,
+    isolate_powertools_logging,
     isolate_powertools_metrics,
 )
 
@@ -261,6 +263,7 @@ class Function:
         trace = xray.InvocationTrace(self.name, event) if daemon is not None else None
 
         def run() -> None:
+            enter_environment(env)
             router.local.capture = True
             router.local.invocation = inv
             xray.set_header(trace.header if trace is not None else None)
@@ -325,6 +328,7 @@ def load_functions(
     """The template's functions, their environment variables set in this process (one process hosts them all) and
     each handler loaded once: its first execution environment. `name_of` gives a function's physical name."""
     isolate_powertools_metrics()  # before the handlers create their Metrics: one metric set per invocation
+    isolate_powertools_logging()  # one set of log keys (correlation id, ...) per execution environment
     for logical in tpl.resources(template, "AWS::Serverless::Function"):
         env = tpl.function_environment(template, ctx, logical)
         for name in tpl.function_environment_names(template, logical) - set(env):
