@@ -26,7 +26,7 @@ import uuid
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from prfleet_local.demo.run import sandbox
@@ -283,11 +283,30 @@ def check_one(box: Any, delivery: dict[str, Any]) -> tuple[int, bytes]:
 # ------------------------------------------------------------------------------------------------------ tests
 
 
+def well_formed(secret: bytes) -> dict[str, Any]:
+    """A delivery exactly as GitHub sends one: the fuzz's anchor for the accepted path. Only ~2 % of generated
+    deliveries are well formed, and derandomized examples still change with the constants Hypothesis collects from
+    the modules loaded in the process: in the full suite, 200 examples once reached no 202 at all."""
+    body = FIXTURES["pull_request.opened.payload.json"]
+    return {
+        "body": body,
+        "headers": [
+            ("X-Hub-Signature-256", "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()),
+            ("X-GitHub-Event", "pull_request"),
+            ("X-GitHub-Delivery", str(uuid.uuid4())),
+            ("Content-Type", "application/json"),
+            ("User-Agent", "GitHub-Hookshot/fuzz"),
+        ],
+        "signature_ok": True,
+    }
+
+
 def test_fuzzed_deliveries_never_5xx_never_enqueue_unsigned_never_traceback(box):
     seen: dict[int, int] = {}
 
     @settings(max_examples=200, **FUZZ)
     @given(deliveries(box.secret.encode()))
+    @example(well_formed(box.secret.encode()))
     def run(delivery: dict[str, Any]) -> None:
         status, _ = check_one(box, delivery)
         seen[status] = seen.get(status, 0) + 1
