@@ -10,16 +10,17 @@ of their own here (with tokens, cost and request id), so patching httpx or http.
 from __future__ import annotations
 
 import os
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+PATCHED = ("botocore",)  # the one library patched: see the module docstring
+
+
 # Lambda sets LAMBDA_TASK_ROOT in every execution environment; Powertools Tracer uses it to tell Lambda from
 # elsewhere (https://docs.aws.amazon.com/powertools/python/latest/core/tracer/, "Auto-disable when not running in
 # AWS Lambda environment").
-PATCHED = ("botocore",)
-
-
 def enabled() -> bool:
     """Tracing on: in a Lambda execution environment (or the local stack's stand-in), not switched off."""
     off = os.getenv("POWERTOOLS_TRACE_DISABLED", "false").strip().lower() in ("1", "true", "yes", "on")
@@ -85,8 +86,6 @@ def subsegment(name: str, *, remote: bool = False, **annotations: Any) -> Iterat
         yield span
     except BaseException as exc:
         if entity is not None:
-            import traceback
-
             entity.add_exception(exc, traceback.extract_stack())
         raise
     finally:
