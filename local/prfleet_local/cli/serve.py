@@ -6,8 +6,10 @@ import argparse
 import errno
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import uuid
@@ -108,11 +110,14 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
                     f"try:      prfleet local send --port {args.port} --event pull_request --payload {payload_file}"
                 )
                 print("Ctrl-C to stop", flush=True)
-                _watch(box)
+                _watch(box, _stop_on_signals())
+                # A second Ctrl-C while the stack stops interrupts the stop, as before.
+                signal.signal(signal.SIGINT, signal.default_int_handler)
             finally:
                 remove_local_state(state)
     except (KeyboardInterrupt, Terminated):
-        print("local serve: stopped", flush=True)
+        pass  # stopped while starting
+    print("local serve: stopped", flush=True)
     return 0
 
 
@@ -125,11 +130,25 @@ def _print_transition(t: Any, _body: dict[str, Any]) -> None:
     )
 
 
-def _watch(box: Any) -> None:
-    """Print every completed check run as it happens (with its review page) until interrupted."""
+def _stop_on_signals() -> threading.Event:
+    """Ctrl-C, SIGTERM and SIGHUP set an event the watch loop waits on, instead of raising wherever the main thread
+    happens to be: an exception raised between a lock's acquire and its `with` block leaves the lock held, and the
+    stack's orderly stop would then wait on it (a `make test` run on a busy machine once saw `serve` outlive its
+    SIGINT by a minute)."""
+    stop = threading.Event()
+
+    def _set(_signum: int, _frame: object) -> None:
+        stop.set()
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _set)
+    return stop
+
+
+def _watch(box: Any, stop: threading.Event) -> None:
+    """Print every completed check run as it happens (with its review page) until a signal sets `stop`."""
     seen: set[int] = set()
-    while True:
-        time.sleep(0.5)
+    while not stop.wait(0.5):
         for check in list(box.github.check_runs.values()):
             if check.get("status") == "completed" and check["id"] not in seen:
                 seen.add(check["id"])
