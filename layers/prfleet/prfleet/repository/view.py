@@ -138,7 +138,10 @@ class DirectoryView:
             return None
         want = size if limit is None else min(size, limit)
         flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        fd = os.open(f"{self._prefix}{path}", flags)
+        try:
+            fd = os.open(f"{self._prefix}{path}", flags)
+        except OSError:  # gone since the walk, or a link swapped in (ELOOP under O_NOFOLLOW)
+            return None
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return None
