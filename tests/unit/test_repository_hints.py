@@ -123,18 +123,20 @@ def test_over_the_fallback_nothing_is_read_and_the_block_says_so() -> None:
             return ""
 
         def changed_files(self) -> list[ChangedFile]:
-            return [ChangedFile("shop/inventory.py", "modified", "s")]
+            return [ChangedFile(p, "modified", "s") for p in ("shop/inventory.py", "tests/test_inventory.py")]
+
+        def tree_paths(self) -> list[str]:
+            raise AssertionError("the tree is a request: hints must not read it")
 
     source = Source()
-    view = FallbackView(
-        source,
-        ["shop/inventory.py", "shop/cli.py", "tests/test_inventory.py", "tests/test_cli.py"],
-        reason="too large",
-    )
+    view = FallbackView(source, source.tree_paths, reason="the repository is over MaxRepoBytes")
     hints = where_to_look(view, "shop/inventory.py", "def f():\n    pass\n", "")
     assert source.reads == []
     assert [p for p, _, _ in hints.tests] == ["tests/test_inventory.py"]
-    assert "not computed (no snapshot" in (hints.note or "") and "too large" in (hints.note or "")
+    assert hints.note == (
+        "importers and tests were not computed (the repository is over MaxRepoBytes): only the PR's changed test "
+        "files named after the module are listed; use grep and glob to find the rest"
+    )
 
 
 def test_changed_symbols_and_added_lines() -> None:

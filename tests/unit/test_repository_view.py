@@ -117,3 +117,16 @@ def test_fallback_without_a_tree_lists_what_it_knows() -> None:
     assert "of an unknown number: no snapshot of the repository; glob lists only those files" in (
         view.coverage_note() or ""
     )
+
+
+def test_the_fallback_reads_the_tree_only_when_a_tool_needs_it() -> None:
+    calls: list[int] = []
+
+    class Counting(Source):
+        def tree_paths(self) -> list[str]:
+            calls.append(1)
+            return ["src/a.py", "lib/b.py"]
+
+    view = view_for(Counting({"src/a.py": "a"}), None)
+    assert view.searchable() == ["src/a.py"] and calls == []  # the planner's list is enough for this
+    assert view.paths() == ["lib/b.py", "src/a.py"] and view.paths() and calls == [1]

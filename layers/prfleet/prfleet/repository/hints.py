@@ -3,8 +3,8 @@ it or its changed symbols, so an agent spends its first turns reading them rathe
 
 Cheap by design: one pass over the view's searchable code files (a substring check before any parsing), bounded in
 bytes and time, at most 10 importers and 10 test files. Over the fallback view (no snapshot) nothing is read for
-hints (each file would cost a GitHub request): test files are found by name in the head's tree, and the block
-says the rest was not computed.
+hints (each file would cost a GitHub request, the tree one more): only the PR's own test files named after the
+module are listed, and the block says the rest was not computed.
 """
 
 from __future__ import annotations
@@ -234,18 +234,19 @@ def where_to_look(
     target = _py_module(path)
     mention = _words([module, *symbols])
     read_bytes = getattr(view, "read_bytes", None)
-    partial = view.coverage_note()
-    if partial is not None or not callable(read_bytes):
+    if not callable(read_bytes):  # the fallback: every file would cost a request, the tree one more
         by_name = [
-            p for p in view.paths() if p != path and is_test_path(p) and module in posixpath.basename(p)
+            f.path
+            for f in getattr(view, "changed", list)()
+            if f.path != path and is_test_path(f.path) and module in posixpath.basename(f.path)
         ]
         hints.tests = [(p, False, []) for p in by_name[:MAX_TESTS]]
         hints.more_tests = max(0, len(by_name) - MAX_TESTS)
+        why = getattr(view, "reason", None) or "no snapshot of the repository"
         hints.note = (
-            "importers and test mentions were not computed (no snapshot of the repository: reading every file "
-            "would cost a request each); test files above are found by name only; use grep. "
-            + (partial or "")
-        ).strip()
+            f"importers and tests were not computed ({why}): only the PR's changed test files named after the "
+            "module are listed; use grep and glob to find the rest"
+        )
         return hints
     importers: list[str] = []
     tests: list[tuple[int, str, bool, list[str]]] = []

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import stat
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -185,13 +185,28 @@ class FallbackView:
     grep covers only the PR's changed files plus the files read so far; `coverage_note` says how many."""
 
     def __init__(
-        self, source: PrSourceish, tree_paths: Iterable[str] | None, *, reason: str | None = None
+        self,
+        source: PrSourceish,
+        tree_paths: Iterable[str] | Callable[[], Iterable[str]] | None,
+        *,
+        reason: str | None = None,
     ) -> None:
         self.source = source
         self.reason = reason
-        self._tree = sorted(set(tree_paths)) if tree_paths is not None else None
+        # The tree is read lazily (a callable): the planner's file list already names the symlinks, so a job
+        # whose model never globs or greps makes no tree request.
+        self._tree_source = tree_paths
+        self._tree: list[str] | None = None
         self._read: set[str] = set()
         self._changed: list[ChangedFile] | None = None
+
+    def tree(self) -> list[str] | None:
+        """The head tree's paths (read on first use), None when the source cannot list them."""
+        if self._tree is None and self._tree_source is not None:
+            got = self._tree_source() if callable(self._tree_source) else self._tree_source
+            self._tree = sorted(set(got))
+            self._tree_source = None
+        return self._tree
 
     def changed(self) -> list[ChangedFile]:
         if self._changed is None:
@@ -202,8 +217,9 @@ class FallbackView:
         return [f.path for f in self.changed() if f.status != "removed"]
 
     def paths(self) -> list[str]:
-        if self._tree is not None:
-            return list(self._tree)
+        tree = self.tree()
+        if tree is not None:
+            return list(tree)
         return sorted({*self._live_changed(), *self._read})
 
     def _mode(self, path: str) -> str | None:
@@ -234,12 +250,13 @@ class FallbackView:
     def coverage_note(self) -> str | None:
         changed = len(self._live_changed())
         read = len(self._read - set(self._live_changed()))
-        total = f"{len(self._tree):,}" if self._tree is not None else "an unknown number"
+        tree = self.tree()
+        total = f"{len(tree):,}" if tree is not None else "an unknown number"
         why = self.reason or "no snapshot of the repository"
         also = f" and {read:,} file{_s(read)} read so far" if read else ""
         reach = (
             "glob lists every file of the head's tree; read_file reaches any file"
-            if self._tree is not None
+            if tree is not None
             else "glob lists only those files; read_file reaches any file"
         )
         return f"grep covers the PR's {changed:,} changed file{_s(changed)}{also} of {total}: {why}; {reach}"
@@ -249,11 +266,6 @@ def _s(n: int) -> str:
     return "" if n == 1 else "s"
 
 
-def _tree_paths(source: object) -> list[str] | None:
-    fn = getattr(source, "tree_paths", None)
-    return list(fn()) if callable(fn) else None
-
-
 def view_for(source: PrSourceish, snapshot: Snapshotish | None) -> RepoView:
     """The view over the snapshot's tree when there is one; else the fallback over the source, with the
     snapshot's reason (too large, refused archive, missing) in its coverage note."""
@@ -261,4 +273,5 @@ def view_for(source: PrSourceish, snapshot: Snapshotish | None) -> RepoView:
     if root is not None:
         return DirectoryView(Path(root))
     reason = getattr(snapshot, "reason", None) if snapshot is not None else None
-    return FallbackView(source, _tree_paths(source), reason=reason)
+    tree_paths = getattr(source, "tree_paths", None)
+    return FallbackView(source, tree_paths if callable(tree_paths) else None, reason=reason)
