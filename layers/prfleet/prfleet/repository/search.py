@@ -249,6 +249,9 @@ def _text(view: RepoView, path: str) -> str | None:
     """The file's text for grep, None for one grep skips (binary, symlink, absent)."""
     read_bytes = getattr(view, "read_bytes", None)
     if callable(read_bytes):
+        size = getattr(view, "size", lambda _p: None)(path)
+        if size is not None and size > MAX_READ_BYTES:
+            return None  # listed, not searched (as read_file does not read it whole)
         data = read_bytes(path, MAX_READ_BYTES + 1)
         if data is None or len(data) > MAX_READ_BYTES or is_binary(data):
             return None
