@@ -162,6 +162,24 @@ def test_a_symlink_to_a_file_comes_back_as_that_file_and_is_still_refused(gh_env
         assert "guide" not in result.content
 
 
+def test_without_a_snapshot_glob_lists_the_head_tree_from_one_request(gh_env):
+    server, repo, gh, n, _ = gh_env
+    head = repo.sha("feature")
+    src = GitHubPrSource(gh, REPO, n, head, symlinks=["docs/link.md"], files=[])
+    tools = PrTools(src)
+    before = len(server.requests)
+    listed = tools.call("glob", {"pattern": "**/*.md"})
+    assert listed.content.startswith(
+        '<untrusted_glob pattern="**/*.md" matches="2">\ndocs/guide.md\ndocs/link.md\n'
+    )
+    tree = sorted(repo.git("ls-tree", "-r", "--name-only", head).split())
+    assert src.tree_paths() == tree and not src.tree_truncated
+    assert f"grep covers the PR's 0 changed files of {len(tree)}: no snapshot" in listed.content
+    tools.call("glob", {"pattern": "*.py"})
+    trees = [p for m, p in server.requests[before:] if "/git/trees/" in p]
+    assert len(trees) == 1  # read once, shared by every later glob and the symlink check
+
+
 def test_a_truncated_tree_is_walked_per_directory_and_said_so(gh_env):
     server, repo, gh, n, _ = gh_env
     head = repo.sha("feature")

@@ -1,3 +1,6 @@
+import os
+from types import SimpleNamespace
+
 import pytest
 
 from prfleet.agents.tools import (
@@ -107,17 +110,81 @@ def test_missing_files_and_unchanged_diffs_are_errors_the_model_can_read():
     assert tools.call("write_file", {"path": "a.py"}).content == "unknown tool 'write_file'"
 
 
-def test_list_and_search_cover_only_the_prs_files():
+def test_list_and_grep_without_a_snapshot_cover_the_prs_files_and_say_so():
     src = Source({"src/a.py": "def foo():\n    return 1\n", "tests/test_a.py": "from a import foo\nfoo()\n"})
     tools = PrTools(src)
     listing = tools.list_changed_files().content
     assert "src/a.py" in listing and "tests/test_a.py" in listing
-    hits = tools.search("FOO").content
-    assert "src/a.py:1: def foo():" in hits and "tests/test_a.py:2: foo()" in hits
-    only_tests = tools.search("foo", path_glob="tests/*").content
-    assert "src/a.py" not in only_tests and "tests/test_a.py:1" in only_tests
-    assert "(no matches)" in tools.search("zzz").content
-    assert tools.call("search", {"query": ""}).is_error
+    hits = tools.call("grep", {"pattern": "FOO", "-i": True, "output_mode": "content"})
+    assert hits.content.startswith('<untrusted_grep pattern="FOO" mode="content" matches="3" files="2">\n')
+    assert "src/a.py:1:def foo():" in hits.content and "tests/test_a.py:2:foo()" in hits.content
+    assert hits.content.endswith(
+        "</untrusted_grep>\n[coverage: grep covers the PR's 2 changed files of an unknown number: no snapshot of "
+        "the repository; glob lists only those files; read_file reaches any file]"
+    )
+    only_tests = tools.call("grep", {"pattern": "foo", "path": "tests"}).content
+    assert "src/a.py" not in only_tests and "tests/test_a.py\n</untrusted_grep>" in only_tests
+    assert "(no matches)" in tools.call("grep", {"pattern": "zzz"}).content
+    assert tools.call("grep", {"pattern": ""}).is_error
+    assert tools.call("grep", {}).content == "grep needs a pattern"
+    assert tools.call("search", {"query": "foo"}).content == "unknown tool 'search'"
+
+
+@pytest.fixture
+def snapshot(tmp_path):
+    root = tmp_path / "snap"
+    (root / "shop").mkdir(parents=True)
+    (root / "shop" / "prices.py").write_text("def price(item, currency):\n    return 1\n")
+    (root / "shop" / "cart.py").write_text("from shop.prices import price\n\ntotal = price('x')\n")
+    (root / "tests").mkdir()
+    (root / "tests" / "test_prices.py").write_text("from shop.prices import price\n")
+    (tmp_path / "outside.txt").write_text("secret\n")
+    os.symlink(tmp_path / "outside.txt", root / "shop" / "leak.txt")
+    os.symlink(tmp_path, root / "up")
+    return SimpleNamespace(root=root, reason=None)
+
+
+def test_with_a_snapshot_the_tools_reach_every_file_but_never_through_a_link(snapshot):
+    src = Source({"shop/prices.py": "def price(item, currency):\n    return 1\n"})
+    tools = PrTools(src, snapshot=snapshot)
+    read = tools.call("read_file", {"path": "shop/cart.py"})  # not changed in the PR
+    assert read.content.startswith('<untrusted_file path="shop/cart.py" lines="1-3" total="3">')
+    assert "3| total = price('x')" in read.content
+    for path in ("shop/leak.txt", "up/outside.txt", "../outside.txt", "/etc/passwd"):
+        r = tools.call("read_file", {"path": path})
+        assert r.is_error and ("symlink" in r.content or "path must" in r.content), (path, r.content)
+    callers = tools.call("grep", {"pattern": r"\bprice\(", "output_mode": "content", "glob": "*.py"})
+    assert callers.content == (
+        '<untrusted_grep pattern="\\bprice\\(" mode="content" matches="2" files="2">\n'
+        "shop/cart.py:3:total = price('x')\n"
+        "shop/prices.py:1:def price(item, currency):\n"
+        "</untrusted_grep>"
+    )  # no coverage line: the snapshot is the whole repository
+    assert (
+        'matches="0"' in tools.call("grep", {"pattern": "secret"}).content
+    )  # the links' target is not searched
+    listed = tools.call("glob", {"pattern": "**/*.py"})
+    assert listed.content == (
+        '<untrusted_glob pattern="**/*.py" matches="3">\n'
+        "shop/cart.py\nshop/prices.py\ntests/test_prices.py\n</untrusted_glob>"
+    )
+    assert tools.call("glob", {"pattern": "*.py", "path": "shop"}).content.count("\n") == 3
+    bad = tools.call("grep", {"pattern": "price(", "output_mode": "content"})
+    assert bad.is_error and "invalid regular expression" in bad.content
+    assert tools.call("grep", {"pattern": "x", "path": "../etc"}).is_error
+    assert tools.call("glob", {"pattern": "*", "path": "/etc"}).is_error
+    assert tools.call("grep", {"pattern": "x", "type": "py"}).content == "grep got unknown argument(s): type"
+
+
+def test_a_truncated_grep_says_so_after_the_block(snapshot):
+    for i in range(30):
+        (snapshot.root / f"gen{i:02}.py").write_text("hit\n" * 30)
+    tools = PrTools(Source({}), snapshot=snapshot, max_chars=500)
+    r = tools.call("grep", {"pattern": "hit", "output_mode": "content"})
+    assert r.truncated and not r.is_error
+    block, note = r.content.split("</untrusted_grep>\n")
+    assert note.startswith("[truncated: showing the first ") and "narrow with path, glob" in note
+    assert 'matches="900" files="30"' in block
 
 
 def test_untrusted_text_cannot_close_its_block():
@@ -135,9 +202,10 @@ def test_tool_definitions_are_read_only_plus_report_and_fresh_copies():
     defs = tool_definitions()
     assert [d["name"] for d in defs] == [
         "read_file",
+        "grep",
+        "glob",
         "get_diff",
         "list_changed_files",
-        "search",
         "report_findings",
     ]
     defs[-1]["cache_control"] = {"type": "ephemeral"}

@@ -18,6 +18,8 @@ from prfleet.agents.findings import Finding, InvalidReport, validate_report
 from prfleet.agents.request import build_first_content, build_request
 from prfleet.agents.specs import MODEL_MAX_OUTPUT, AgentSpec, effort_for
 from prfleet.agents.tools import PrSource, PrTools, ToolResult, tool_definitions
+from prfleet.repository.hints import where_to_look
+from prfleet.repository.view import Snapshotish
 
 __all__ = ["RunResult", "run_agent"]
 
@@ -59,9 +61,11 @@ class _Loop:
         *,
         emit: Callable[..., None],
         cache: bool,
+        snapshot: Snapshotish | None = None,
     ) -> None:
         self.job, self.spec, self.source, self.caller = job, spec, source, caller
         self.emit, self.cache = emit, cache
+        self.snapshot = snapshot
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
         self.findings: list[Finding] = []
@@ -100,11 +104,11 @@ class _Loop:
         text = self.source.read_file(self.job.path)
         if text is None:
             return self.result("failed", error=f"{self.job.path} does not exist at the PR head")
-        self.pr_tools = PrTools(self.source, max_chars=self.spec.max_tool_chars)
+        self.pr_tools = PrTools(self.source, snapshot=self.snapshot, max_chars=self.spec.max_tool_chars)
         self.line_count = max(len(text.splitlines()), 1)
-        first = build_first_content(
-            self.job, self.spec, self.source, text, self.source.file_diff(self.job.path)
-        )
+        diff = self.source.file_diff(self.job.path)
+        hints = where_to_look(self.pr_tools.view, self.job.path, text, diff)
+        first = build_first_content(self.job, self.spec, self.source, text, diff, hints=hints)
         self.history = [{"role": "user", "content": first}]
         system, tools = self.spec.system, tool_definitions()
         stop: str | None = None
@@ -269,6 +273,7 @@ def run_agent(
     rng: random.Random | None = None,
     retry: RetryPolicy | None = None,
     cache: bool | None = None,
+    snapshot: Snapshotish | None = None,
 ) -> RunResult:
     """Review job.path with one agent: the tool-use loop, bounded by caps and by `deadline` (epoch seconds).
 
@@ -276,6 +281,8 @@ def run_agent(
     set; retry_after set when the job should go back to the queue with that visibility delay). Exceptions
     raised by guard.before_call (budget.BudgetExceeded) propagate so the runner can defer the job.
     `cache=False` (or spec.prompt_caching=False) sends no cache_control, for the caching benchmark.
+    `snapshot` (repository.snapshot.Snapshot, or None): the tools see its unpacked tree when it has one, else the
+    fallback view over `source`.
     """
     caller = ModelCaller(
         model_client,
@@ -288,5 +295,13 @@ def run_agent(
         retry=retry or RetryPolicy(),
         call_timeout=spec.call_timeout,
     )
-    loop = _Loop(job, spec, source, caller, emit=emit, cache=spec.prompt_caching if cache is None else cache)
+    loop = _Loop(
+        job,
+        spec,
+        source,
+        caller,
+        emit=emit,
+        cache=spec.prompt_caching if cache is None else cache,
+        snapshot=snapshot,
+    )
     return loop.run()

@@ -11,6 +11,7 @@ from typing import Any
 from prfleet.agents.specs import AgentSpec
 from prfleet.agents.tools import PrSource, number_lines, untrusted_block
 from prfleet.cost import pricing
+from prfleet.repository.hints import Hints
 
 CACHE = {"type": "ephemeral"}
 
@@ -19,9 +20,18 @@ def _neutral_attr(text: str) -> str:
     return text.replace("\n", " ")[:300]
 
 
-def build_first_content(job: Any, spec: AgentSpec, source: PrSource, text: str, diff: str) -> list[dict]:
+def build_first_content(
+    job: Any,
+    spec: AgentSpec,
+    source: PrSource,
+    text: str,
+    diff: str,
+    *,
+    hints: Hints | None = None,
+) -> list[dict]:
     """The first user turn as two text blocks: the PR context every job of this PR shares (cached across its
-    jobs), then this job's file, its diff and the instruction; everything from the PR in untrusted blocks."""
+    jobs), then this job's file, its diff, where to look in the repository (`hints`: its importers and tests)
+    and the instruction; everything from the PR or the repository in untrusted blocks."""
     lines = text.splitlines()
     numbered = number_lines(text)
     cut = len(numbered) > spec.max_file_chars
@@ -52,6 +62,12 @@ def build_first_content(job: Any, spec: AgentSpec, source: PrSource, text: str, 
         parts.append(
             f"[truncated: the file has {len(lines)} lines; use read_file with start_line={shown + 1}]"
         )
+    if hints is not None:
+        parts.append(
+            "Where to look: files of the repository that import this file, and test files that import it or "
+            "mention its module or changed symbols (a bounded scan; read or grep them as needed)."
+        )
+        parts.append(untrusted_block("where_to_look", hints.render(), path=job.path))
     parts.append(
         f"Review `{_neutral_attr(job.path)}` now, using the tools as needed, then call report_findings once "
         "with path exactly as given."

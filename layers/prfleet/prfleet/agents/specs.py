@@ -32,11 +32,16 @@ your normal review.
 - Your tools are read-only. Never ask for secrets, never echo secrets you find beyond the line number.
 
 How to work:
-- Use read_file (optionally with start_line/end_line), get_diff, list_changed_files and search when you need \
-context; call tools that do not depend on each other in the same turn. Stop exploring as soon as you have what \
-you need.
+- Your tools see the whole repository at the PR head, not only the PR: read_file reads any file (optionally \
+start_line/end_line), grep searches the repository's files with a regular expression (output_mode \
+files_with_matches, content with -A/-B/-C context, or count; narrow with path and glob), glob lists paths \
+("**/*.py"), get_diff and list_changed_files show the PR. The first message names the files that import this \
+file and the tests that mention it: start there. A [coverage: ...] line means grep saw only part of the \
+repository. Call tools that do not depend on each other in the same turn. Stop exploring as soon as you have \
+what you need.
 - Then call report_findings exactly once with all findings for the file under review ([] if there are none). \
-Each finding: path (the file under review), line (1-based, on the NEW side of the diff, as numbered in the \
+Each finding: path (the file under review, or another file of the repository when the change breaks \
+it there, such as a caller), line (1-based, on the NEW side of the diff, as numbered in the \
 blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
 explains the problem and its impact, and optionally a suggestion (replacement code for that line).
 - Prefer a few precise, actionable findings over many vague ones. Do not comment on formatting.
@@ -48,21 +53,28 @@ Your focus:
 PROMPTS: dict[str, tuple[str, str, str]] = {
     # name: (prompt_version, title, focus). Bump the version when the text changes (it is in the cache key).
     "review": (
-        "review-v2",
+        "review-v3",
         "the review agent",
         "Bugs, security problems and error handling in the changed code: wrong logic, unsafe input handling, "
         "injection (SQL, shell, eval), hard-coded secrets, swallowed exceptions, resource leaks, races. "
+        "When the change alters a function's or method's signature (a parameter added, removed, renamed, "
+        "reordered or made required, a changed return), grep the repository for its callers (e.g. pattern "
+        "'\\bname\\(' with output_mode content) and report each call that no longer fits at the caller's own "
+        "file and line, even outside the diff. "
         "Categories: bug, security, error-handling, performance, prompt-injection.",
     ),
     "tests": (
-        "tests-v2",
+        "tests-v3",
         "the tests agent",
-        "What the PR leaves untested. For each public function or behaviour of the file without a test among "
-        "the PR's files (use list_changed_files and search), give a concrete test case: inputs, expected "
-        "result, edge cases. Categories: tests, prompt-injection.",
+        "What the PR leaves untested. Tests usually live in files the PR does not change: before you claim a "
+        "symbol is untested you MUST grep the repository's existing tests for it (e.g. pattern '\\bname\\b' "
+        "over the whole repository or with path set to its tests directory) and read the tests the first message lists; a symbol "
+        "an existing test exercises is tested. For each public function or behaviour of the file that no "
+        "test exercises, give a concrete test case: inputs, expected result, edge cases. "
+        "Categories: tests, prompt-injection.",
     ),
     "docs": (
-        "docs-v2",
+        "docs-v3",
         "the docs agent",
         "Documentation of the changed public API: public functions, classes and modules without docstrings, "
         "docstrings that no longer match the code, user-facing docs that need an update. Categories: docs, "

@@ -1,4 +1,5 @@
-"""Read-only tools the agents use to look at a PR at its head SHA, plus the report_findings output tool.
+"""Read-only tools the agents use to look at a PR and its repository at the head SHA (read_file, grep, glob over
+the repository; get_diff, list_changed_files over the PR), plus the report_findings output tool.
 
 Every path the model sends is untrusted: it is confined to the repository (no "..", no absolute paths, no
 backslashes or NUL, no symlinks), and every result is size-capped and wrapped in an untrusted block whose
@@ -8,7 +9,6 @@ closing-tag lookalikes are neutralised, so file contents can never pose as instr
 from __future__ import annotations
 
 import copy
-import fnmatch
 import html
 import posixpath
 import re
@@ -18,9 +18,10 @@ from typing import Any, Protocol, runtime_checkable
 
 from prfleet.agents.findings import REPORT_SCHEMA
 from prfleet.github.files import SYMLINK_MODE, ChangedFile
+from prfleet.repository import search
+from prfleet.repository.view import RepoView, Snapshotish, view_for
 
 DEFAULT_MAX_CHARS = 20_000
-MAX_SEARCH_HITS = 200
 
 
 @runtime_checkable
@@ -102,12 +103,32 @@ def number_lines(text: str, start: int = 1) -> str:
     return "\n".join(f"{n:>{width}}| {line}" for n, line in enumerate(lines, start))
 
 
-class PrTools:
-    """The tool implementations bound to one PR; `call` dispatches a tool_use block and never raises."""
+def _optional_path(path: object, name: str = "path") -> str | None:
+    """A grep/glob scope: None for the repository root, else a confined path."""
+    if path is None or path in ("", ".", "./"):
+        return None
+    if not isinstance(path, str):
+        raise PathError(f"{name} must be a string")
+    return confine_path(path.rstrip("/") or ".")
 
-    def __init__(self, source: PrSource, *, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+
+class PrTools:
+    """The tool implementations bound to one PR; `call` dispatches a tool_use block and never raises.
+
+    They see the repository through a RepoView: the unpacked snapshot when `snapshot` has a tree, else the
+    fallback over the PR source (grep then covers the changed files and the files read, and says so)."""
+
+    def __init__(
+        self,
+        source: PrSource,
+        *,
+        snapshot: Snapshotish | None = None,
+        view: RepoView | None = None,
+        max_chars: int = DEFAULT_MAX_CHARS,
+    ) -> None:
         self.source = source
         self.max_chars = max_chars
+        self.view: RepoView = view if view is not None else view_for(source, snapshot)
         self._changed: list[ChangedFile] | None = None
 
     def changed(self) -> list[ChangedFile]:
@@ -115,28 +136,24 @@ class PrTools:
             self._changed = list(self.source.changed_files())
         return self._changed
 
-    def _mode(self, path: str) -> str | None:
-        """Git file mode if anyone knows it: the changed-file entry, else the source's mode()/file_mode()."""
+    def _is_symlink(self, path: str) -> bool:
+        """A symlink by the changed-file entry's mode or by the view (the tree's lstat, or the source's modes)."""
         for f in self.changed():
-            if f.path == path and getattr(f, "mode", None):
-                return f.mode
-        for attr in ("mode", "file_mode"):
-            fn = getattr(self.source, attr, None)
-            if callable(fn):
-                return fn(path)
-        return None
+            if f.path == path and getattr(f, "mode", None) == SYMLINK_MODE:
+                return True
+        return self.view.is_symlink(path)
 
     def _readable(self, path: object) -> tuple[str, str]:
         norm = confine_path(path)
-        if self._mode(norm) == SYMLINK_MODE:
+        if self._is_symlink(norm):
             raise PathError(f"{norm} is a symlink; symlinks are not followed")
-        text = self.source.read_file(norm)
+        text = self.view.read(norm)
         if text is None:
             raise ToolError(f"{norm} does not exist at the PR head")
         return norm, text
 
     def read_file(self, path: str, start_line: int | None = None, end_line: int | None = None) -> ToolResult:
-        """The file at the head SHA with line numbers, optionally only lines start_line..end_line."""
+        """Any file of the repository at the head SHA with line numbers, optionally lines start_line..end_line."""
         norm, text = self._readable(path)
         lines = text.splitlines()
         total = len(lines)
@@ -176,7 +193,7 @@ class PrTools:
         norm = confine_path(path)
         if norm not in {f.path for f in self.changed()}:
             raise ToolError(f"{norm} is not changed in this PR; use list_changed_files")
-        if self._mode(norm) == SYMLINK_MODE:
+        if self._is_symlink(norm):
             raise PathError(f"{norm} is a symlink; symlinks are not followed")
         diff, cut = _cap(self.source.file_diff(norm) or "", self.max_chars)
         note = f"\n[truncated: diff cut at {self.max_chars} characters]" if cut else ""
@@ -197,52 +214,60 @@ class PrTools:
         note = "\n[truncated: file list cut]" if cut else ""
         return ToolResult(untrusted_block("file_list", text, count=len(rows)) + note, truncated=cut)
 
-    def search(self, query: str, path_glob: str | None = None) -> ToolResult:
-        """Case-insensitive substring search over the PR's changed files (head versions); path:line: text."""
-        if not isinstance(query, str) or not query.strip():
-            raise ToolError("query must be a non-empty string")
-        if path_glob is not None and not isinstance(path_glob, str):
-            raise ToolError("path_glob must be a string")
-        needle = query.lower()
-        hits: list[str] = []
-        more = False
-        for f in self.changed():
-            if f.status == "removed" or self._mode(f.path) == SYMLINK_MODE:
-                continue
-            if path_glob and not fnmatch.fnmatchcase(f.path, path_glob):
-                continue
-            text = self.source.read_file(f.path)
-            if text is None:
-                continue
-            for n, line in enumerate(text.splitlines(), 1):
-                if needle in line.lower():
-                    if len(hits) >= MAX_SEARCH_HITS:
-                        more = True
-                        break
-                    hits.append(f"{f.path}:{n}: {line.strip()[:300]}")
-        text, cut = _cap("\n".join(hits) if hits else "(no matches)", self.max_chars)
-        cut = cut or more
-        note = f"\n[truncated: more than {len(hits)} matches; narrow the query or path_glob]" if cut else ""
-        return ToolResult(
-            untrusted_block("search", text, query=query[:200], matches=len(hits)) + note, truncated=cut
+    def grep(self, args: Mapping[str, Any]) -> ToolResult:
+        """A regex over the repository's files (Claude Code's Grep inputs), in an untrusted_grep block."""
+        pattern = args.get("pattern")
+        try:
+            found = search.grep(
+                self.view,
+                pattern,  # type: ignore[arg-type]
+                path=_optional_path(args.get("path")),
+                glob=args.get("glob"),
+                output_mode=args.get("output_mode") or "files_with_matches",
+                ignore_case=bool(args.get("-i", False)),
+                before=args.get("-B") or 0,
+                after=args.get("-A") or 0,
+                context=args.get("-C") or 0,
+                head_limit=args.get("head_limit"),
+                max_chars=self.max_chars,
+            )
+        except search.SearchError as exc:
+            raise ToolError(str(exc)) from None
+        block = untrusted_block(
+            "grep",
+            found.body,
+            pattern=str(pattern)[:200],
+            mode=found.mode,
+            matches=found.matches,
+            files=found.files,
         )
+        return ToolResult(block + _notes(found.truncated, found.coverage), truncated=bool(found.truncated))
+
+    def glob(self, args: Mapping[str, Any]) -> ToolResult:
+        """Repository paths matching a glob (Claude Code's Glob inputs), in an untrusted_glob block."""
+        pattern = args.get("pattern")
+        try:
+            found = search.glob(self.view, pattern, path=_optional_path(args.get("path")))  # type: ignore[arg-type]
+        except search.SearchError as exc:
+            raise ToolError(str(exc)) from None
+        block = untrusted_block("glob", found.body, pattern=str(pattern)[:200], matches=found.matches)
+        return ToolResult(block + _notes(found.truncated, found.coverage), truncated=bool(found.truncated))
 
     def call(self, name: str, args: Mapping[str, Any] | None) -> ToolResult:
         """Run one read-only tool; errors come back as is_error results the model can act on."""
         args = dict(args or {})
-        allowed = {
-            "read_file": {"path", "start_line", "end_line"},
-            "get_diff": {"path"},
-            "list_changed_files": set(),
-            "search": {"query", "path_glob"},
-        }
-        if name not in allowed:
+        if name not in TOOL_ARGS:
             return ToolResult(f"unknown tool {name!r}", is_error=True)
-        unknown = set(args) - allowed[name]
+        unknown = set(args) - TOOL_ARGS[name]
         if unknown:
             return ToolResult(f"{name} got unknown argument(s): {', '.join(sorted(unknown))}", is_error=True)
         try:
-            result: ToolResult = getattr(self, name)(**args)
+            if name in ("grep", "glob"):
+                if "pattern" not in args:
+                    return ToolResult(f"{name} needs a pattern", is_error=True)
+                result: ToolResult = getattr(self, name)(args)
+            else:
+                result = getattr(self, name)(**args)
         except TypeError as exc:
             return ToolResult(f"bad arguments for {name}: {exc}", is_error=True)
         except ToolError as exc:
@@ -250,10 +275,29 @@ class PrTools:
         return result
 
 
+def _notes(truncated: str | None, coverage: str | None) -> str:
+    """The lines after a grep/glob block: what was cut and how to narrow, then what the search covers."""
+    out = ""
+    if truncated:
+        out += f"\n[truncated: {neutralise(truncated)}]"
+    if coverage:
+        out += f"\n[coverage: {neutralise(coverage)}]"
+    return out
+
+
+TOOL_ARGS: dict[str, set[str]] = {
+    "read_file": {"path", "start_line", "end_line"},
+    "grep": {"pattern", "path", "glob", "output_mode", "-i", "-A", "-B", "-C", "head_limit"},
+    "glob": {"pattern", "path"},
+    "get_diff": {"path"},
+    "list_changed_files": set(),
+}
+
 READ_ONLY_TOOLS: list[dict[str, Any]] = [
     {
         "name": "read_file",
-        "description": "Read a repository file at the PR head, with line numbers; optionally a line range.",
+        "description": "Read any file of the repository at the PR head (changed or not), with line numbers; "
+        "optionally a line range. Symlinks are not followed.",
         "input_schema": {
             "type": "object",
             "properties": {
@@ -262,6 +306,65 @@ READ_ONLY_TOOLS: list[dict[str, Any]] = [
                 "end_line": {"type": "integer", "minimum": 1},
             },
             "required": ["path"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "grep",
+        "description": "Search the contents of the repository's files at the PR head with a regular expression "
+        "(Python re syntax, matched line by line). Use it to find callers of a function, existing tests of a "
+        "symbol, or every use of a name. Covers every text file of the repository; when the repository has no "
+        "snapshot it covers only the PR's changed files and the files read so far, and a [coverage: ...] line "
+        "says so. Output modes: files_with_matches (default: paths), content (path:LINE:text for matches, "
+        "path-LINE-text for context lines, -- between groups), count (path:N). Results are sorted by path and "
+        "capped; a [truncated: ...] line says how to narrow.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "pattern": {
+                    "type": "string",
+                    "description": "Regular expression, e.g. 'def parse\\(' or '\\bAuth\\b'.",
+                },
+                "path": {
+                    "type": "string",
+                    "description": "File or directory to search (default: the repository root).",
+                },
+                "glob": {
+                    "type": "string",
+                    "description": "Filter files: '*.py' (no '/': the file name at any "
+                    "depth) or 'tests/**/*.py' (a path relative to `path`).",
+                },
+                "output_mode": {"type": "string", "enum": ["content", "files_with_matches", "count"]},
+                "-i": {"type": "boolean", "description": "Case-insensitive."},
+                "-A": {"type": "integer", "minimum": 0, "description": "Lines after each match (content)."},
+                "-B": {"type": "integer", "minimum": 0, "description": "Lines before each match (content)."},
+                "-C": {"type": "integer", "minimum": 0, "description": "Lines around each match (content)."},
+                "head_limit": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Only the first N lines or entries.",
+                },
+            },
+            "required": ["pattern"],
+            "additionalProperties": False,
+        },
+    },
+    {
+        "name": "glob",
+        "description": "List the repository's file paths at the PR head matching a glob pattern, sorted. The "
+        "pattern is relative to `path` (default: the root): '*' and '?' stay within one directory, '**' "
+        "spans any number of directories, '{a,b}' gives alternatives. So '*.py' lists the root's Python files "
+        "and '**/*.py' those at any depth; 'src/**/test_*.py' the test files under src.",
+        "input_schema": {
+            "type": "object",
+            "properties": {
+                "pattern": {
+                    "type": "string",
+                    "description": "Glob such as '**/*.py' or 'tests/**/test_*.py'.",
+                },
+                "path": {"type": "string", "description": "Directory the pattern is relative to."},
+            },
+            "required": ["pattern"],
             "additionalProperties": False,
         },
     },
@@ -279,19 +382,6 @@ READ_ONLY_TOOLS: list[dict[str, Any]] = [
         "name": "list_changed_files",
         "description": "List the PR's changed files with status and added/deleted line counts.",
         "input_schema": {"type": "object", "properties": {}, "additionalProperties": False},
-    },
-    {
-        "name": "search",
-        "description": "Case-insensitive search in the PR's changed files; returns path:line: text.",
-        "input_schema": {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string"},
-                "path_glob": {"type": "string", "description": "Optional glob such as 'tests/*.py'."},
-            },
-            "required": ["query"],
-            "additionalProperties": False,
-        },
     },
 ]
 

@@ -73,6 +73,8 @@ class GitHubPrSource:
         self._raw_files = files
         self._symlinks = set(symlinks or ())
         self._tree_known = symlinks is not None  # else read once from the head's tree, when first needed
+        self._tree_paths: list[str] | None = None  # blobs and symlinks of the head's tree, once read
+        self.tree_truncated = False  # GitHub cut the recursive tree (over its 100,000 entries / 7 MB limit)
         self._max_files = max_files
         self._max_file_bytes = max_file_bytes
         self._files: dict[str, ChangedFile] | None = None
@@ -137,13 +139,28 @@ class GitHubPrSource:
         """The path, or a directory on the way to it, is a symlink in the head's tree."""
         self._load()
         if not self._tree_known:
-            with self._lock:
-                if not self._tree_known:
-                    tree = self.gh.tree(self.repo, self.head_sha)
-                    self._symlinks.update(e["path"] for e in tree if e.get("mode") == SYMLINK_MODE)
-                    self._tree_known = True
+            self._read_tree()
         parts = path.split("/")
         return any("/".join(parts[:i]) in self._symlinks for i in range(1, len(parts) + 1))
+
+    def _read_tree(self) -> None:
+        """The head's recursive tree, once: its symlinks (mode 120000) and its file paths."""
+        with self._lock:
+            if self._tree_paths is None:
+                obj = self.gh.tree_obj(self.repo, self.head_sha)
+                tree = list(obj.get("tree") or [])
+                self._symlinks.update(e["path"] for e in tree if e.get("mode") == SYMLINK_MODE)
+                self._tree_paths = sorted(e["path"] for e in tree if e.get("type") == "blob")
+                self.tree_truncated = bool(obj.get("truncated"))
+                self._tree_known = True
+
+    def tree_paths(self) -> list[str]:
+        """Every file and symlink path of the head's tree (git trees API, recursive; one request, shared with
+        the symlink check). GitHub cuts a recursive tree past its limits: `tree_truncated` says so.
+        https://docs.github.com/en/rest/git/trees#get-a-tree"""
+        if self._tree_paths is None:
+            self._read_tree()
+        return list(self._tree_paths or [])
 
     def mode(self, path: str) -> str | None:
         """'120000' for a symlink, '100644' for a file, None when unknown or absent (reads the file)."""
