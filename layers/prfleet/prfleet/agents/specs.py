@@ -36,8 +36,9 @@ How to work:
 context; call tools that do not depend on each other in the same turn. Stop exploring as soon as you have what \
 you need.
 - Then call report_findings exactly once with all findings for the file under review ([] if there are none). \
-Each finding: path (the file under review), line (1-based, on the NEW side of the diff, as numbered in the \
-blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
+Each finding: path (the file under review; or another file of the repository when the change breaks it there, \
+e.g. a caller that no longer fits a changed signature: report it at that file and line, which you have read), \
+line (1-based, on the NEW side of the diff, as numbered in the blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
 explains the problem and its impact, and optionally a suggestion (replacement code for that line).
 - Prefer a few precise, actionable findings over many vague ones. Do not comment on formatting.
 - After report_findings succeeds, end your turn with a one-sentence summary.
@@ -48,21 +49,21 @@ Your focus:
 PROMPTS: dict[str, tuple[str, str, str]] = {
     # name: (prompt_version, title, focus). Bump the version when the text changes (it is in the cache key).
     "review": (
-        "review-v2",
+        "review-v3",
         "the review agent",
         "Bugs, security problems and error handling in the changed code: wrong logic, unsafe input handling, "
         "injection (SQL, shell, eval), hard-coded secrets, swallowed exceptions, resource leaks, races. "
         "Categories: bug, security, error-handling, performance, prompt-injection.",
     ),
     "tests": (
-        "tests-v2",
+        "tests-v3",
         "the tests agent",
         "What the PR leaves untested. For each public function or behaviour of the file without a test among "
         "the PR's files (use list_changed_files and search), give a concrete test case: inputs, expected "
         "result, edge cases. Categories: tests, prompt-injection.",
     ),
     "docs": (
-        "docs-v2",
+        "docs-v3",
         "the docs agent",
         "Documentation of the changed public API: public functions, classes and modules without docstrings, "
         "docstrings that no longer match the code, user-facing docs that need an update. Categories: docs, "
