@@ -41,3 +41,15 @@ def test_review_text_is_escaped_and_only_the_markdown_prfleet_writes_is_rendered
     assert "<strong>high</strong>" in out and "<code>x&lt;y</code>" in out
     assert "<details><summary>more</summary>" in out and "</details>" in out
     assert "href" not in out  # links stay text: no javascript: URL can be clicked
+
+
+def test_a_finding_outside_the_diff_links_to_its_line_and_only_http_links_are_clickable():
+    url = "https://github.com/acme/shop/blob/" + "c" * 40 + "/src/my_caller_mod.py#L42"
+    out = markdown_html(
+        f"### Outside the diff\n\n- 🟠 **high** [`src/my_caller_mod.py:42`]({url}) — **Caller breaks**\n"
+        '- [x](https://e.com/a"onmouseover="alert(1)) [y](data:text/html,hi)\n'
+        "Repository instructions applied: `REVIEW.md`."
+    )
+    assert f'<a href="{url}"><code>src/my_caller_mod.py:42</code></a>' in out  # underscores left alone
+    assert 'onmouseover="' not in out and "data:text" in out and out.count("<a href") == 1
+    assert "<p>Repository instructions applied: <code>REVIEW.md</code>.</p>" in out

@@ -61,15 +61,32 @@ _INLINE = (
 )
 
 
+# [label](url) for an http(s) URL of plain URL characters only (no quote, no entity) (a finding outside the diff links to its line), on escaped text: any other
+# scheme (javascript:) stays text. The URL is set aside first so the emphasis rules cannot rewrite its underscores.
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[A-Za-z0-9._~:/?#@!$+,;=%-]+)\)")
+
+
 def _inline(escaped: str) -> str:
+    links: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        links.append(m.group(2))
+        return f"[{m.group(1)}]\x00{len(links) - 1}\x00"
+
+    escaped = _LINK.sub(keep, escaped)
     for pattern, repl in _INLINE:
         escaped = pattern.sub(repl, escaped)
-    return escaped
+    return re.sub(
+        r"\[([^\]]*)\]\x00(\d+)\x00",
+        lambda m: f'<a href="{links[int(m.group(2))]}">{m.group(1)}</a>',
+        escaped,
+    )
 
 
 def markdown_html(text: str | None) -> str:
     """The part of GitHub Flavored Markdown prfleet writes, as GitHub shows it: HTML comments hidden, headings,
-    pipe tables, fenced code, lists, <details>/<summary>, `code`, **bold**, _emphasis_. Everything else is escaped
+    pipe tables, fenced code, lists, <details>/<summary>, `code`, **bold**, _emphasis_, http(s) links (the lines
+    of findings outside the diff). Everything else is escaped
     text, so a finding can never inject markup."""
     text = re.sub(r"<!--.*?-->", "", text or "", flags=re.S)
     out: list[str] = []
