@@ -1,5 +1,6 @@
 """The read-only review page of the local GitHub: what a reviewer would see of one PR on github.com, so the review
-can be looked at without a token or an API client.
+can be looked at without a token or an API client. `GET /{owner}/{repo}/blob/{sha}/{path}` shows a file with its lines
+anchored, where a finding outside the diff links.
 
 `GET /prfleet/` lists the pull requests, `GET /prfleet/pulls/N` shows one: the check run of its head with its
 annotations, the summary comment, each review, the diff with every inline comment under the line it is anchored to
@@ -342,6 +343,30 @@ def _document(title: str, repo: str, body: str) -> str:
     )
 
 
+def is_blob_page(srv: Any, path: str) -> bool:
+    """Whether `path` is github.com's address of a file at a commit, /{owner}/{repo}/blob/{sha}/{path} (a finding
+    outside the diff links to its line there: prfleet.pipeline.render.line_link)."""
+    return path.startswith(f"/{srv.full_name}/blob/")
+
+
+def render_blob(srv: Any, path: str) -> str | None:
+    """A file at a commit with numbered lines, each anchored `L{n}` as on github.com (the link's #L42 scrolls
+    to it); None when the commit or the file is not in the repository (symlinks shown as their target)."""
+    ref, _, rel = path[len(f"/{srv.full_name}/blob/") :].partition("/")
+    if not rel or srv.repo.resolve(ref) is None:
+        return None
+    info = srv.repo.ls_tree(ref, rel)
+    if info is None or info[1] != "blob":
+        return None
+    text = srv.repo.git_bytes("cat-file", "blob", info[2]).decode("utf-8", "replace")
+    rows = "".join(
+        f"<tr id='L{n}'><td class='n'>{n}</td><td class='c'>{_e(line)}</td></tr>"
+        for n, line in enumerate(text.splitlines(), 1)
+    )
+    body = f"<h1>{_e(rel)}</h1><p class='muted'>at {_e(ref[:12])}</p><table class='diff'>{rows}</table>"
+    return _document(rel, srv.full_name, body)
+
+
 def serve_page(handler: Any, path: str) -> None:
     """Answer GET /prfleet/... on the fake GitHub's request handler (HTML, no script allowed)."""
     srv = handler.owner
@@ -352,6 +377,10 @@ def serve_page(handler: Any, path: str) -> None:
         page = render_pr(srv, int(path[len(PAGE_PREFIX) :]))
         if page is not None:
             status, text = 200, page
+    elif is_blob_page(srv, path):
+        blob = render_blob(srv, path)
+        if blob is not None:
+            status, text = 200, blob
     data = text.encode("utf-8")
     handler.send_response(status)
     handler.send_header("Content-Type", "text/html; charset=utf-8")
