@@ -268,3 +268,72 @@ def test_fan_in_counts_only_counted_runs_and_never_turns_an_owed_run_into_a_fail
     assert counts["tests"]["superseded"] == 1 and counts["tests"]["deferred"] == 1
     assert all(row["failed"] == 0 for row in counts.values())
     assert render.check_conclusion(counts)[0] == "neutral"  # owed work is deferral, never failure
+
+
+def test_findings_outside_the_diff_get_their_heading_and_a_link_to_the_line_at_the_head():
+    head = "c0ffee" + "0" * 34
+    findings = [
+        finding(line=3, fp="a1", title="On the diff"),
+        finding(path="src/callers/use it.py", line=42, severity="high", fp="b2", title="Caller now breaks"),
+        finding(line=10, fp="c3", title="Unchanged line of a changed file"),
+    ]
+    plan = render.build_review(
+        findings, {"app.py": PATCH}, None, head_sha=head, repo="acme/shop", max_comments=0
+    )
+    assert plan.comments == []
+    assert [f["title"] for f in plan.outside] == ["Caller now breaks", "Unchanged line of a changed file"]
+    assert (
+        len(plan.folded) == 3
+    )  # the one on the diff (over the inline cap) and the two outside, all in the body
+    placed_inline = plan.body.index("### Findings not placed inline")
+    outside = plan.body.index("### Outside the diff")
+    assert placed_inline < plan.body.index("On the diff") < outside < plan.body.index("Caller now breaks")
+    link = f"https://github.com/acme/shop/blob/{head}/src/callers/use%20it.py#L42"
+    assert f"[`src/callers/use it.py:42`]({link})" in plan.body
+    assert f"(https://github.com/acme/shop/blob/{head}/app.py#L10)" in plan.body
+    assert "`app.py:3`" in plan.body and "/app.py#L3" not in plan.body  # on the diff: no "outside" link
+    assert "3 new finding(s): 0 inline, 3 below (2 outside the diff)." in plan.body
+    assert plan.fingerprints == {"a1", "b2", "c3"}  # nothing dropped
+
+
+def test_outside_the_diff_stays_there_when_inline_comments_are_refused():
+    plan = render.build_review(
+        [finding(line=3, fp="a1"), finding(path="lib.py", line=2, fp="b2")],
+        {"app.py": PATCH},
+        None,
+        inline=False,
+        head_sha="f" * 40,
+        repo="acme/shop",
+    )
+    assert [f["path"] for f in plan.outside] == ["lib.py"]
+    assert "inline comments were refused" in plan.body and "file not changed by this PR" in plan.body
+
+
+def test_outside_the_diff_findings_over_the_body_limit_are_counted_not_dropped_silently():
+    big = "word " * 2000
+    findings = [finding(path=f"lib/m{i}.py", line=1, fp=f"{i:04x}", body=big) for i in range(10)]
+    plan = render.build_review(
+        findings, {"app.py": PATCH}, None, max_body=30_000, head_sha="a" * 40, repo="o/r"
+    )
+    assert plan.omitted and len(plan.outside) + len(plan.omitted) == 10
+    assert f"_{len(plan.omitted)} more finding(s) did not fit" in plan.body
+
+
+def test_the_review_and_the_summary_list_the_repository_instructions_that_applied():
+    sources = ["REVIEW.md", ".prfleet.toml [[instructions]] #2", "REVIEW.md"]
+    plan = render.build_review([], {"app.py": PATCH}, None, instructions=sources)
+    line = "Repository instructions applied: `REVIEW.md`, `.prfleet.toml [[instructions]] #2`."
+    assert line in plan.body and line in plan.summary
+    assert "Repository instructions" not in render.build_review([], {"app.py": PATCH}, None).body
+
+
+def test_the_check_summary_counts_the_findings_outside_the_diff():
+    counts = {"review": {"findings": 3, "succeeded": 1}}
+    _, _, text = render.check_conclusion(counts, outside_diff=2)
+    assert "2 finding(s) outside the diff, listed in the review body with links." in text
+    assert "outside the diff" not in render.check_conclusion(counts)[2]
+
+
+def test_web_addresses_of_github_and_github_enterprise():
+    assert render.web_url("https://api.github.com") == "https://github.com"
+    assert render.web_url("https://ghe.example.com/api/v3/") == "https://ghe.example.com"

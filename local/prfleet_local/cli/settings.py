@@ -102,6 +102,10 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
         extra = tuple(cfg.ignore) + tuple(cfg.agent_ignore.get(name, ()))
         out.write(f"  {name}: enabled; {limits}" + (f"; ignores {', '.join(extra)}" if extra else "") + "\n")
+    for entry in cfg.instructions:
+        scope = ", ".join(entry.paths) or "every file"
+        cut = " (cut)" if entry.truncated else ""
+        out.write(f"  instructions #{entry.number} ({scope}): {len(entry.text)} characters{cut}\n")
     for warning in cfg.warnings:
         out.write(f"  warning: {warning}\n")
     return 1 if cfg.warnings else 0

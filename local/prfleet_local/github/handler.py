@@ -27,7 +27,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from prfleet_local.github.faults import Fault
-from prfleet_local.github.page import serve_page
+from prfleet_local.github.page import is_blob_page, serve_page
 from prfleet_local.github.routes import ROUTES
 from prfleet_local.github.routes.common import Call, HttpError
 from prfleet_local.github.state import GitHubState
@@ -143,8 +143,8 @@ class Handler(BaseHTTPRequestHandler):
         if split.path.startswith("/_fake/"):
             self._control(method, split.path, raw)
             return
-        if method == "GET" and split.path.startswith("/prfleet/"):  # the read-only review page (page.py)
-            serve_page(self, split.path)
+        if method == "GET" and (split.path.startswith("/prfleet/") or is_blob_page(srv, path)):
+            serve_page(self, path)  # the read-only review page, and a file's lines as github.com links them
             return
         with srv.lock:
             srv.requests.append((method, split.path))

@@ -1,5 +1,6 @@
 """The read-only review page of the local GitHub: what a reviewer would see of one PR on github.com, so the review
-can be looked at without a token or an API client.
+can be looked at without a token or an API client. `GET /{owner}/{repo}/blob/{sha}/{path}` shows a file with its lines
+anchored, where a finding outside the diff links.
 
 `GET /prfleet/` lists the pull requests, `GET /prfleet/pulls/N` shows one: the check run of its head with its
 annotations, the summary comment, each review, the diff with every inline comment under the line it is anchored to
@@ -61,15 +62,32 @@ _INLINE = (
 )
 
 
+# [label](url) for an http(s) URL of plain URL characters only (no quote, no entity) (a finding outside the diff links to its line), on escaped text: any other
+# scheme (javascript:) stays text. The URL is set aside first so the emphasis rules cannot rewrite its underscores.
+_LINK = re.compile(r"\[([^\]]+)\]\((https?://[A-Za-z0-9._~:/?#@!$+,;=%-]+)\)")
+
+
 def _inline(escaped: str) -> str:
+    links: list[str] = []
+
+    def keep(m: re.Match[str]) -> str:
+        links.append(m.group(2))
+        return f"[{m.group(1)}]\x00{len(links) - 1}\x00"
+
+    escaped = _LINK.sub(keep, escaped)
     for pattern, repl in _INLINE:
         escaped = pattern.sub(repl, escaped)
-    return escaped
+    return re.sub(
+        r"\[([^\]]*)\]\x00(\d+)\x00",
+        lambda m: f'<a href="{links[int(m.group(2))]}">{m.group(1)}</a>',
+        escaped,
+    )
 
 
 def markdown_html(text: str | None) -> str:
     """The part of GitHub Flavored Markdown prfleet writes, as GitHub shows it: HTML comments hidden, headings,
-    pipe tables, fenced code, lists, <details>/<summary>, `code`, **bold**, _emphasis_. Everything else is escaped
+    pipe tables, fenced code, lists, <details>/<summary>, `code`, **bold**, _emphasis_, http(s) links (the lines
+    of findings outside the diff). Everything else is escaped
     text, so a finding can never inject markup."""
     text = re.sub(r"<!--.*?-->", "", text or "", flags=re.S)
     out: list[str] = []
@@ -325,6 +343,30 @@ def _document(title: str, repo: str, body: str) -> str:
     )
 
 
+def is_blob_page(srv: Any, path: str) -> bool:
+    """Whether `path` is github.com's address of a file at a commit, /{owner}/{repo}/blob/{sha}/{path} (a finding
+    outside the diff links to its line there: prfleet.pipeline.render.line_link)."""
+    return path.startswith(f"/{srv.full_name}/blob/")
+
+
+def render_blob(srv: Any, path: str) -> str | None:
+    """A file at a commit with numbered lines, each anchored `L{n}` as on github.com (the link's #L42 scrolls
+    to it); None when the commit or the file is not in the repository (symlinks shown as their target)."""
+    ref, _, rel = path[len(f"/{srv.full_name}/blob/") :].partition("/")
+    if not rel or srv.repo.resolve(ref) is None:
+        return None
+    info = srv.repo.ls_tree(ref, rel)
+    if info is None or info[1] != "blob":
+        return None
+    text = srv.repo.git_bytes("cat-file", "blob", info[2]).decode("utf-8", "replace")
+    rows = "".join(
+        f"<tr id='L{n}'><td class='n'>{n}</td><td class='c'>{_e(line)}</td></tr>"
+        for n, line in enumerate(text.splitlines(), 1)
+    )
+    body = f"<h1>{_e(rel)}</h1><p class='muted'>at {_e(ref[:12])}</p><table class='diff'>{rows}</table>"
+    return _document(rel, srv.full_name, body)
+
+
 def serve_page(handler: Any, path: str) -> None:
     """Answer GET /prfleet/... on the fake GitHub's request handler (HTML, no script allowed)."""
     srv = handler.owner
@@ -335,6 +377,10 @@ def serve_page(handler: Any, path: str) -> None:
         page = render_pr(srv, int(path[len(PAGE_PREFIX) :]))
         if page is not None:
             status, text = 200, page
+    elif is_blob_page(srv, path):
+        blob = render_blob(srv, path)
+        if blob is not None:
+            status, text = 200, blob
     data = text.encode("utf-8")
     handler.send_response(status)
     handler.send_header("Content-Type", "text/html; charset=utf-8")

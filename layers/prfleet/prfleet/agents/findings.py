@@ -7,10 +7,13 @@ the errors are phrased for the model: an invalid report gets one corrective turn
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from prfleet.repository.untrusted import path_problem
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
 MAX_FINDINGS = 50
@@ -29,11 +32,16 @@ REPORT_SCHEMA: dict[str, Any] = {
             "items": {
                 "type": "object",
                 "properties": {
-                    "path": {"type": "string", "description": "Path of the file, exactly as under review."},
+                    "path": {
+                        "type": "string",
+                        "description": "Repository-relative path of the file the finding is in: the file under "
+                        "review, or another file of the repository when the change breaks it (e.g. a caller).",
+                    },
                     "line": {
                         "type": "integer",
                         "minimum": 1,
-                        "description": "Line number on the NEW side of the diff (the file at the head SHA).",
+                        "description": "Line number in that file at the head SHA (for the file under review: "
+                        "on the NEW side of the diff).",
                     },
                     "severity": {"type": "string", "enum": list(SEVERITIES)},
                     "category": {
@@ -135,8 +143,11 @@ def validate_report(
 ) -> tuple[list[Finding], str | None]:
     """Check a report_findings input and turn it into Findings (and the optional summary).
 
-    `allowed_paths` restricts which files may be commented on; `line_counts` bounds line numbers per path.
-    Raises InvalidReport listing every problem, so one corrective turn can fix them all.
+    A finding may be on any file of the repository (a caller the change breaks is reported where it is): its
+    path must be inside the repository in normal form (no "..", not absolute, not .git). `allowed_paths`, when
+    given, is the set of files known to exist at the head (others are refused); `line_counts` bounds line numbers
+    for the paths whose line count is known. Raises InvalidReport listing every problem, so one corrective turn
+    can fix them all.
     """
     if not isinstance(payload, Mapping):
         raise InvalidReport(["the input must be a JSON object with a 'findings' array"])
@@ -193,10 +204,8 @@ def _check_finding(
     if unknown:
         errors.append(f"{where} has unknown field(s): {', '.join(unknown)}")
     path = _check_str(item, "path", where, errors, limit=1000) if "path" in item else None
-    if path is not None and allowed is not None and path not in allowed:
-        errors.append(
-            f"{where}.path {path!r} is not a file under review (allowed: {', '.join(sorted(allowed))})"
-        )
+    if path is not None:
+        _check_path(path, where, errors, allowed)
     line = item.get("line")
     if "line" in item:
         _check_line(line, path, where, errors, line_counts)
@@ -223,6 +232,20 @@ def _check_finding(
         suggestion=suggestion,
         agent=agent,
     )
+
+
+def _check_path(path: str, where: str, errors: list[str], allowed: set[str] | None) -> None:
+    problem = path_problem(path)
+    if problem is not None:
+        errors.append(f"{where}.path {path!r}: {problem}")
+    elif path != posixpath.normpath(path):
+        errors.append(f"{where}.path {path!r}: write it as {posixpath.normpath(path)!r}")
+    elif allowed is not None and path not in allowed:
+        known = f" (e.g. {', '.join(sorted(allowed)[:5])})" if allowed else ""
+        errors.append(
+            f"{where}.path {path!r} is not a file of the repository at the PR head{known}; "
+            "report a finding on a file that exists, at its repository-relative path"
+        )
 
 
 def _check_line(

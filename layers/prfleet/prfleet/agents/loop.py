@@ -7,6 +7,7 @@ text reaches the model only inside untrusted blocks, and the report is validated
 
 from __future__ import annotations
 
+import posixpath
 import random
 import time
 from collections.abc import Callable
@@ -14,12 +15,13 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from prfleet.agents.calls import CallGuard, ModelCaller, RetryPolicy, Status, StopRun
-from prfleet.agents.findings import Finding, InvalidReport, validate_report
+from prfleet.agents.findings import MAX_FINDINGS, Finding, InvalidReport, validate_report
 from prfleet.agents.request import build_first_content, build_request
 from prfleet.agents.specs import MODEL_MAX_OUTPUT, AgentSpec, effort_for
 from prfleet.agents.tools import PrSource, PrTools, ToolResult, tool_definitions
 from prfleet.repository.hints import where_to_look
-from prfleet.repository.view import Snapshotish
+from prfleet.repository.untrusted import path_problem
+from prfleet.repository.view import RepoView, Snapshotish
 
 __all__ = ["RunResult", "run_agent"]
 
@@ -223,12 +225,10 @@ class _Loop:
 
     def _take_report(self, args: Any) -> ToolResult:
         """Record a valid report; a rejected one gets one corrective turn, a second rejection fails the run."""
+        allowed, line_counts = report_files(args, self.pr_tools.view, self.job.path, self.line_count)
         try:
             found, summary = validate_report(
-                args,
-                agent=self.spec.name,
-                allowed_paths={self.job.path},
-                line_counts={self.job.path: self.line_count},
+                args, agent=self.spec.name, allowed_paths=allowed, line_counts=line_counts
             )
         except InvalidReport as exc:
             self.corrections += 1
@@ -257,6 +257,27 @@ class _Loop:
             self.history.append({"role": "assistant", "content": [{"type": "text", "text": "(no output)"}]})
         self.history.append({"role": "user", "content": [{"type": "text", "text": _NUDGE}]})
         return None
+
+
+def report_files(args: Any, view: RepoView, path: str, line_count: int) -> tuple[set[str], dict[str, int]]:
+    """The files a report names that exist at the head, with their line counts: the file under review, and any
+    other file of the repository it names (a caller the change breaks), read through the tools' view (the
+    snapshot, or the source, which already holds what the tools read). Symlinks and paths outside the repository
+    are left out (validate_report says why).
+    """
+    allowed, counts = {path}, {path: line_count}
+    items = args.get("findings") if isinstance(args, dict) else None
+    for item in items[:MAX_FINDINGS] if isinstance(items, list) else []:
+        named = item.get("path") if isinstance(item, dict) else None
+        if not isinstance(named, str) or named in allowed or path_problem(named):
+            continue
+        if named != posixpath.normpath(named) or view.is_symlink(named):
+            continue
+        text = view.read(named)
+        if text is not None:
+            allowed.add(named)
+            counts[named] = max(len(text.splitlines()), 1)
+    return allowed, counts
 
 
 def run_agent(

@@ -40,9 +40,10 @@ file and the tests that mention it: start there. A [coverage: ...] line means gr
 repository. Call tools that do not depend on each other in the same turn. Stop exploring as soon as you have \
 what you need.
 - Then call report_findings exactly once with all findings for the file under review ([] if there are none). \
-Each finding: path (the file under review, or another file of the repository when the change breaks \
-it there, such as a caller), line (1-based, on the NEW side of the diff, as numbered in the \
-blocks), severity (critical, high, medium, low, info), category (kebab-case), a short title, a body that \
+Each finding: path (the file under review; or another file of the repository when the change breaks it there, \
+e.g. a caller that no longer fits a changed signature: report it at that file and line, which you have read), \
+line (1-based, on the NEW side of the diff, as numbered in the blocks), severity (critical, high, medium, low, \
+info), category (kebab-case), a short title, a body that \
 explains the problem and its impact, and optionally a suggestion (replacement code for that line).
 - Prefer a few precise, actionable findings over many vague ones. Do not comment on formatting.
 - After report_findings succeeds, end your turn with a one-sentence summary.

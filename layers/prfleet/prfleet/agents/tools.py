@@ -9,9 +9,7 @@ closing-tag lookalikes are neutralised, so file contents can never pose as instr
 from __future__ import annotations
 
 import copy
-import html
 import posixpath
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
@@ -19,6 +17,8 @@ from typing import Any, Protocol, runtime_checkable
 from prfleet.agents.findings import REPORT_SCHEMA
 from prfleet.github.files import SYMLINK_MODE, ChangedFile
 from prfleet.repository import search
+from prfleet.repository.untrusted import neutralise as neutralise  # re-exported: moved below agents
+from prfleet.repository.untrusted import path_problem, untrusted_block
 from prfleet.repository.view import RepoView, Snapshotish, view_for
 
 DEFAULT_MAX_CHARS = 20_000
@@ -53,41 +53,13 @@ class ToolResult:
     is_error: bool = False
 
 
-_TAG_RE = re.compile(r"<(\s*/?\s*untrusted)", re.IGNORECASE)
-
-
-def neutralise(text: str) -> str:
-    """Defuse anything in untrusted text that looks like one of our block tags (opening or closing)."""
-    return _TAG_RE.sub(r"&lt;\1", text)
-
-
-def _attr(value: str) -> str:
-    return html.escape(value, quote=True)
-
-
-def untrusted_block(kind: str, text: str, **attrs: object) -> str:
-    """Wrap untrusted text in <untrusted_KIND attr="...">...</untrusted_KIND>, lookalike tags defused."""
-    rendered = "".join(f' {k}="{_attr(str(v))}"' for k, v in attrs.items() if v is not None)
-    return f"<untrusted_{kind}{rendered}>\n{neutralise(text)}\n</untrusted_{kind}>"
-
-
 def confine_path(path: object) -> str:
-    """Normalise a model-supplied path or raise PathError: relative, inside the repo, no tricks."""
-    if not isinstance(path, str) or not path.strip():
-        raise PathError("path must be a non-empty string")
-    if "\x00" in path or "\\" in path:
-        raise PathError("path must not contain NUL or backslashes")
-    if path.startswith("/") or re.match(r"^[A-Za-z]:", path) or path.startswith("~"):
-        raise PathError("path must be relative to the repository root")
-    parts = path.split("/")
-    if ".." in parts:
-        raise PathError("path must not contain '..'")
-    norm = posixpath.normpath(path)
-    if norm in (".", "") or norm.startswith("../"):
-        raise PathError("path must name a file inside the repository")
-    if norm.startswith(".git/") or norm == ".git":
-        raise PathError("the .git directory is not part of the PR")
-    return norm
+    """Normalise a model-supplied path or raise PathError: relative, inside the repo, no tricks
+    (prfleet.repository.untrusted.path_problem)."""
+    problem = path_problem(path)
+    if problem is not None:
+        raise PathError(problem)
+    return posixpath.normpath(str(path))
 
 
 def _cap(text: str, limit: int) -> tuple[str, bool]:

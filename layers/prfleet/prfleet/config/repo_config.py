@@ -6,18 +6,37 @@ Every key, its default and its bounds: docs/prfleet-toml.md.
 
 from __future__ import annotations
 
+import fnmatch
+import posixpath
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 KNOWN_AGENTS: tuple[str, ...] = ("review", "tests", "docs")  # agents.PROMPTS; a unit test keeps them equal
 LIMIT_KEYS = ("max_iterations", "max_tokens", "max_run_tokens")
 # Which findings fail the check run: none, critical ones, or critical and high ones (findings.SEVERITIES order).
 FAIL_ON: dict[str, tuple[str, ...]] = {"never": (), "critical": ("critical",), "high": ("critical", "high")}
+# [[instructions]]: review guidance the repository gives its reviewers. They reach the model's prompt, so they are
+# bounded: at most MAX_INSTRUCTION_ENTRIES entries, each text cut at MAX_INSTRUCTION_CHARS characters (with a
+# warning); prfleet.repository.instructions caps them again together with REVIEW.md and the like.
+MAX_INSTRUCTION_ENTRIES = 20
+MAX_INSTRUCTION_CHARS = 4_000
+_TOP_KEYS = frozenset({"disabled", "ignore", "limits", "agents", "fail_on", "instructions"})
 
 
 class RepoConfigError(ValueError):
     """A .prfleet.toml that cannot be applied; the message says which key is wrong."""
+
+
+@dataclass(frozen=True)
+class InstructionEntry:
+    """One `[[instructions]]` entry: review guidance for the files its `paths` globs match (every file when
+    empty). `number` is its 1-based position in the file, so a review can say which entry applied."""
+
+    number: int
+    text: str
+    paths: tuple[str, ...] = ()
+    truncated: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,6 +50,22 @@ class RepoConfig:
     agent_ignore: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
     fail_on: str | None = None  # None: the stack's FailOn parameter
+    instructions: tuple[InstructionEntry, ...] = ()
+
+
+def path_matches(path: str, globs: Iterable[str]) -> bool:
+    """Whether a repository path matches one of a .prfleet.toml's globs (docs/prfleet-toml.md#globs): the whole
+    path, or the file name for a pattern without "/" (like .gitignore); "dir/*" and "dir/**" take everything under
+    dir/. The one matcher for `ignore`, `[agents.x].ignore` and `[[instructions]].paths`."""
+    name = posixpath.basename(path)
+    for pattern in globs:
+        if fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern)):
+            return True
+        if pattern.endswith("/*") and path.startswith(pattern[:-1]):
+            return True
+        if pattern.endswith("/**") and path.startswith(pattern[:-2]):
+            return True
+    return False
 
 
 def _positive_int(value: object, where: str) -> int:
@@ -45,12 +80,48 @@ def _globs(value: object, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
+def _instructions(value: object, warnings: list[str]) -> tuple[InstructionEntry, ...]:
+    """The `[[instructions]]` array of tables: `text` required (a non-empty string, cut at
+    MAX_INSTRUCTION_CHARS with a warning), `paths` optional (globs; every file when absent)."""
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise RepoConfigError(
+            'instructions must be an array of tables: [[instructions]] with text = "..." and optional paths'
+        )
+    if len(value) > MAX_INSTRUCTION_ENTRIES:
+        raise RepoConfigError(
+            f"instructions has {len(value)} entries; at most {MAX_INSTRUCTION_ENTRIES} are allowed"
+        )
+    out = []
+    for number, table in enumerate(value, 1):
+        where = f"instructions #{number}"
+        text = table.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise RepoConfigError(f'{where}: text is required and must be a non-empty string (text = "...")')
+        paths = _globs(table["paths"], f"{where}: paths") if "paths" in table else ()
+        if "paths" in table and not paths:
+            raise RepoConfigError(f"{where}: paths must not be empty (leave it out to apply to every file)")
+        for key in sorted(set(table) - {"text", "paths"}):
+            warnings.append(f"unknown key {where}.{key} ignored")
+        text = text.strip()
+        truncated = len(text) > MAX_INSTRUCTION_CHARS
+        if truncated:
+            warnings.append(
+                f"{where}: text is {len(text)} characters; only the first {MAX_INSTRUCTION_CHARS} are used"
+            )
+            text = text[:MAX_INSTRUCTION_CHARS]
+        out.append(InstructionEntry(number, text, paths, truncated))
+    return tuple(out)
+
+
 def parse_repo_config(toml_text: str) -> RepoConfig:
     """Parse .prfleet.toml. Shape::
 
         disabled = ["docs"]            # agents to switch off
         ignore = ["generated/**"]      # globs no agent reviews
         fail_on = "high"               # never | critical | high: findings that fail the check run
+        [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
+        paths = ["src/api/**"]
+        text = "..."
         [limits]                       # all agents; values above prfleet's own are clamped, never raised
         max_iterations = 10
         [agents.review]
@@ -66,7 +137,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
     disabled: set[str] = set()
     limits: dict[str, dict[str, int]] = {}
     agent_ignore: dict[str, tuple[str, ...]] = {}
-    for key in sorted(set(data) - {"disabled", "ignore", "limits", "agents", "fail_on"}):
+    for key in sorted(set(data) - _TOP_KEYS):
         warnings.append(f"unknown key {key!r} ignored")
     if "disabled" in data:
         for name in _globs(data["disabled"], "disabled"):
@@ -107,7 +178,10 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
             disabled.add(name)
         if "ignore" in table:
             agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
-    return RepoConfig(frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings), fail_on)
+    instructions = _instructions(data["instructions"], warnings) if "instructions" in data else ()
+    return RepoConfig(
+        frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings), fail_on, instructions
+    )
 
 
 def fail_on_policy(stack_default: str, repo_config_text: str | None) -> str:

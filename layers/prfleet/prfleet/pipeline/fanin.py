@@ -201,6 +201,8 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             skipped_files=record.skipped_files,
             inline=inline,
             head_sha=record.head_sha,
+            repo=record.repo,
+            web=render.web_url(settings().github_api_url),
         )
 
     review = plan()
@@ -211,7 +213,11 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     fail_on = repo_config.fail_on_policy(settings().fail_on, record.repo_config)
     reasons = [str(r.get("error") or "") for r in runs if r.get("status") == "deferred"]
     conclusion, title, text = render.check_conclusion(
-        counts, findings=findings, fail_on=fail_on, deferred_reasons=reasons
+        counts,
+        findings=findings,
+        fail_on=fail_on,
+        deferred_reasons=reasons,
+        outside_diff=len(review.outside),
     )
     _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fnmatch
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
@@ -11,7 +10,7 @@ from typing import Any, Protocol
 
 from prfleet import agents
 from prfleet.config import settings
-from prfleet.config.repo_config import RepoConfigError, parse_repo_config
+from prfleet.config.repo_config import RepoConfigError, parse_repo_config, path_matches
 from prfleet.github import GitHubError, GitHubRateLimited
 from prfleet.github.files import SYMLINK_MODE
 from prfleet.jobs import FileJob, PrJob, sqs
@@ -53,19 +52,6 @@ class AgentLike(Protocol):
     def applies(self, path: str) -> bool: ...
 
 
-def matches(path: str, globs: Iterable[str]) -> bool:
-    """Glob match on the path and, for patterns without a slash, on the file name (like .gitignore)."""
-    name = posixpath.basename(path)
-    for pattern in globs:
-        if fnmatch.fnmatchcase(path, pattern) or ("/" not in pattern and fnmatch.fnmatchcase(name, pattern)):
-            return True
-        if pattern.endswith("/*") and path.startswith(pattern[:-1]):
-            return True
-        if pattern.endswith("/**") and path.startswith(pattern[:-2]):
-            return True
-    return False
-
-
 def plan_files(
     job: PrJob,
     files: Iterable[Mapping[str, Any]],
@@ -94,7 +80,7 @@ def plan_files(
             skips.append(Skip(path, "removed"))
         elif path in links:
             skips.append(Skip(path, "symlink"))
-        elif matches(path, ignore):
+        elif path_matches(path, ignore):
             skips.append(Skip(path, "ignored by pattern"))
         elif ext in BINARY_EXTENSIONS:
             skips.append(Skip(path, "binary"))

@@ -16,12 +16,16 @@ GitHub facts used here:
 - GitHub documents no hard number of comments per review, but creating content quickly triggers secondary
   rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits);
   we cap inline comments per review at MAX_COMMENTS and fold the rest into the body.
+- A finding outside the diff (a file the PR does not change, or a line GitHub cannot comment on) goes into the
+  body under "Outside the diff" with a permanent link to the line at the head commit ({web}/{repo}/blob/{sha}/
+  {path}#L{line}: https://docs.github.com/en/repositories/working-with-files/using-files/getting-permanent-links-to-files).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -175,6 +179,7 @@ class ReviewPlan:
     body: str
     comments: list[dict[str, Any]]
     folded: list[Any] = field(default_factory=list)  # findings placed in the body instead of inline
+    outside: list[Any] = field(default_factory=list)  # those of `folded` outside the diff (their own heading)
     skipped_duplicates: list[Any] = field(default_factory=list)  # already posted on an earlier head
     omitted: list[Any] = field(default_factory=list)  # did not fit in the body limit at all
     summary: str = ""  # the issue comment edited in place (starts with SUMMARY_MARKER)
@@ -223,9 +228,24 @@ def _comment_body(f: Any, fp: str, *, max_body: int) -> str:
     return _truncate(text, max_body - len(marker) - 1) + "\n" + marker
 
 
-def _folded_entry(f: Any, fp: str, reason: str) -> str:
+def web_url(api_url: str) -> str:
+    """github.com's web address for an API URL (GitHub Enterprise: the host without /api/v3)."""
+    api_url = api_url.rstrip("/")
+    if api_url == "https://api.github.com":
+        return "https://github.com"
+    return api_url[: -len("/api/v3")] if api_url.endswith("/api/v3") else api_url
+
+
+def line_link(web: str, repo: str, head_sha: str, path: str, line: int) -> str:
+    """A permanent link to one line of a file at the head commit."""
+    return f"{web.rstrip('/')}/{repo}/blob/{head_sha}/{urllib.parse.quote(path, safe='/')}#L{int(line)}"
+
+
+def _folded_entry(f: Any, fp: str, reason: str, link: str | None = None) -> str:
     sev = _severity(f)
     where = f"`{_get(f, 'path', '')}:{_get(f, 'line', '')}`"
+    if link:
+        where = f"[{where}]({link})"
     body = str(_get(f, "body", "") or "").strip().replace("\n", "\n  ")
     lines = [
         f"- {_SEVERITY_ICON[sev]} **{sev}** {where} — **{str(_get(f, 'title', '')).strip()}** "
@@ -309,6 +329,7 @@ class _Placement:
     comments: list[dict[str, Any]] = field(default_factory=list)  # the inline comments, ready to post
     inline_fps: list[str] = field(default_factory=list)
     folded: list[tuple[Any, str, str]] = field(default_factory=list)  # (finding, fingerprint, why not inline)
+    outside: list[tuple[Any, str, str]] = field(default_factory=list)  # the same, for those outside the diff
     duplicates: list[Any] = field(
         default_factory=list
     )  # already posted (on an earlier head or in this batch)
@@ -335,12 +356,12 @@ def _place(
             out.duplicates.append(f)
             continue
         seen.add(fp)
-        if not inline:
-            out.folded.append((f, fp, "inline comments were refused"))
-        elif path not in line_maps:
-            out.folded.append((f, fp, "file not in the diff"))
+        if path not in line_maps:
+            out.outside.append((f, fp, "file not changed by this PR"))
         elif line not in lines:
-            out.folded.append((f, fp, "line not in the diff"))
+            out.outside.append((f, fp, "line not in the diff"))
+        elif not inline:
+            out.folded.append((f, fp, "inline comments were refused"))
         elif len(out.comments) >= max_comments:
             out.folded.append((f, fp, f"over {max_comments} inline comments"))
         else:
@@ -352,31 +373,40 @@ def _place(
 
 
 def _review_body(
-    prefix: str, folded: Sequence[tuple[Any, str, str]], max_body: int
+    prefix: str, sections: Sequence[tuple[str, Sequence[tuple[Any, str, str]]]], link: Any, max_body: int
 ) -> tuple[str, list[tuple[Any, str]], list[Any]]:
-    """The review body: `prefix`, then the folded findings that fit GitHub's body limit, then REVIEW_MARKER.
-    Returns the body, the (finding, fingerprint) pairs placed in it and the findings omitted."""
+    """The review body: `prefix`, then each (heading, findings) section with the findings that fit GitHub's body
+    limit (`link(finding)`: a link to its line, or None), then REVIEW_MARKER. Returns the body, the (finding,
+    fingerprint) pairs placed in it and the findings omitted (counted in a note: never dropped silently)."""
     suffix = "\n\n" + REVIEW_MARKER
-    header = "\n\n### Findings not placed inline\n\n"
-    budget = max_body - len(prefix) - len(suffix) - len(header) - 120  # room for the "omitted" note
-    entries: list[str] = []
+    headers = sum(len(h) + 8 for h, items in sections if items)
+    budget = max_body - len(prefix) - len(suffix) - headers - 120  # room for the "omitted" note
     placed: list[tuple[Any, str]] = []
     omitted: list[Any] = []
     used = 0
-    for f, fp, reason in folded:
-        entry = _folded_entry(f, fp, reason)
-        if used + len(entry) + 2 > budget:
-            omitted.append(f)
-            continue
-        entries.append(entry)
-        placed.append((f, fp))
-        used += len(entry) + 2
     body = prefix
-    if entries:
-        body += header + "\n\n".join(entries)
+    for heading, items in sections:
+        entries: list[str] = []
+        for f, fp, reason in items:
+            entry = _folded_entry(f, fp, reason, link(f))
+            if used + len(entry) + 2 > budget:
+                omitted.append(f)
+                continue
+            entries.append(entry)
+            placed.append((f, fp))
+            used += len(entry) + 2
+        if entries:
+            body += f"\n\n### {heading}\n\n" + "\n\n".join(entries)
     if omitted:
         body += f"\n\n_{len(omitted)} more finding(s) did not fit GitHub's {max_body}-character limit._"
     return _truncate(body, max_body - len(suffix)) + suffix, placed, omitted
+
+
+def _instructions_section(sources: Sequence[str] | None) -> str:
+    """Which of the repository's own review instructions applied (their sources), if any."""
+    if not sources:
+        return ""
+    return "Repository instructions applied: " + ", ".join(f"`{s}`" for s in dict.fromkeys(sources)) + "."
 
 
 def build_review(
@@ -390,33 +420,54 @@ def build_review(
     skipped_files: Sequence[Any] | None = None,
     inline: bool = True,
     head_sha: str | None = None,
+    repo: str | None = None,
+    web: str = "https://github.com",
+    instructions: Sequence[str] | None = None,
 ) -> ReviewPlan:
     """Plan one COMMENT review: inline comments only on diff lines, everything else folded into the body.
 
     Findings whose fingerprint is in `already_posted` (or repeated within this batch) are skipped, most severe
     first get inline slots, and the body is kept under `max_body` (overflowing findings go to `omitted`).
-    `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment).
+    `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment). Findings
+    outside the diff get their own heading, each linked to its line at `head_sha` in `repo` (on `web`).
+    `instructions`: the sources of the repository's own instructions that applied, listed in the body.
     """
     line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
     placement = _place(
         findings, line_maps, already_posted, inline=inline, max_comments=max_comments, max_body=max_body
     )
-    comments, folded, duplicates = placement.comments, placement.folded, placement.duplicates
+    comments, duplicates = placement.comments, placement.duplicates
+    folded, outside = placement.folded, placement.outside
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
-    intro = f"{len(comments) + len(folded)} new finding(s): {len(comments)} inline, {len(folded)} below."
+    below = len(folded) + len(outside)
+    intro = f"{len(comments) + below} new finding(s): {len(comments)} inline, {below} below"
+    intro += f" ({len(outside)} outside the diff)." if outside else "."
     if duplicates:
         intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
+    applied = _instructions_section(instructions)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
+
+    outside_ids = {id(f) for f, _, _ in outside}
+
+    def link(f: Any) -> str | None:
+        if not (repo and head_sha) or id(f) not in outside_ids:
+            return None
+        return line_link(web, repo, head_sha, str(_get(f, "path", "")), int(_get(f, "line", 1) or 1))
+
     body, placed, omitted = _review_body(
-        "\n\n".join(p for p in (head, intro, table, skipped_text) if p), folded, max_body
+        "\n\n".join(p for p in (head, intro, applied, table, skipped_text) if p),
+        [("Findings not placed inline", folded), ("Outside the diff", outside)],
+        link,
+        max_body,
     )
     summary_head = "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else "")
-    summary = "\n\n".join(p for p in (SUMMARY_MARKER, summary_head, table, intro, skipped_text) if p)
+    summary = "\n\n".join(p for p in (SUMMARY_MARKER, summary_head, table, intro, applied, skipped_text) if p)
     return ReviewPlan(
         body=body,
         comments=comments,
         folded=[f for f, _ in placed],
+        outside=[f for f, _ in placed if id(f) in outside_ids],
         skipped_duplicates=duplicates,
         omitted=omitted,
         summary=_truncate(summary, max_body),
@@ -444,12 +495,14 @@ def check_conclusion(
     findings: Iterable[Any] = (),
     fail_on: str = "never",
     deferred_reasons: Iterable[str] = (),
+    outside_diff: int = 0,
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
     failure when jobs errored; neutral (never failing) when the budget or the API's spend limit deferred work,
     saying which (`deferred_reasons`: the deferred runs' errors); failure when a finding is at or above the FailOn
-    policy (never: findings never fail the check; critical; high); else success.
+    policy (never: findings never fail the check; critical; high); else success. `outside_diff`: how many
+    findings are outside the diff (in the review body, not on the PR's lines), said in the summary.
     """
 
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
@@ -460,6 +513,8 @@ def check_conclusion(
         f"cost {_usd(t['cost_micros'])}; "
         f"{t['deferred']} deferred, {t['skipped']} skipped, {t['superseded']} superseded."
     )
+    if outside_diff:
+        facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
     if t["failed"]:
         title = f"{t['failed']} review job(s) failed"
         text = (
