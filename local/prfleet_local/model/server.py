@@ -46,7 +46,7 @@ from prfleet_local.model.faults import (
     FaultRule,
 )
 from prfleet_local.model.handler import Handler
-from prfleet_local.model.policy import Conversation, OfflineModel
+from prfleet_local.model.policy import Conversation, OfflineModel, Turn
 from prfleet_local.model.reply import Reply
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
@@ -81,6 +81,9 @@ class ModelServer:
         self._count = 0
         self._count_requests = 0
         self.token_counts: list[dict[str, Any]] = []  # every count_tokens answer (free: never on the bill)
+        # Per answered request: what the model asked for and the facts from tool results its report relied on
+        # (`model_log()`), the proof that it learned about the repository only through its tool calls.
+        self._log: list[dict[str, Any]] = []
         self.set_faults(faults or FaultPlan())
         # The Bedrock / Claude Platform on AWS wires; SigV4 is checked against the real time the SDK signs with.
         self.aws = providers.AwsAccount.from_price_table()
@@ -128,6 +131,18 @@ class ModelServer:
             self._rng = random.Random(plan.seed)
             self._base = self._count
             self.cache.enforce_minimum = plan.cache_minimums
+
+    def model_log(self) -> list[dict[str, Any]]:
+        """One entry per answered request, in order: `request_id`, `agent`, `path` (the file under review),
+        `asked` (each tool_use: id, name, input), `facts` (each fact a report relied on: kind, path, line, the tool
+        and the `tool_use_id` whose result showed it), `findings` (path, line, title of what it reported) and
+        `tool_results` (the tool_use ids whose results the request carried, with the tool's name) and `evidence` (the
+        raw text of each result a fact cites).
+
+        A test checks every fact against the request: its tool_use_id was asked for in an earlier answer and its
+        result came back in this request's conversation."""
+        with self._lock:
+            return [dict(e) for e in self._log]
 
     def bill(self) -> list[BillRecord]:
         """Every call the server billed, in order (the Usage API report reads the same records)."""
@@ -282,6 +297,7 @@ class ModelServer:
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
+        self._record(number, conv, turn)
         stop_details = None
         kind = rule.kind if rule else None
         has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
@@ -356,6 +372,31 @@ class ModelServer:
             "usage": usage,
         }
         return message, signatures
+
+    def _record(self, number: int, conv: Conversation, turn: Turn) -> None:
+        """The model log's entry for this request (model_log)."""
+        uses = [b for b in turn.content if b["type"] == "tool_use"]
+        reported = next((b["input"] for b in uses if b["name"] == "report_findings"), None)
+        entry = {
+            "request_id": f"req_offline_{number:06d}",
+            "agent": conv.agent,
+            "path": conv.path,
+            "asked": [
+                {"id": b["id"], "name": b["name"], "input": b["input"]}
+                for b in uses
+                if b["name"] != "report_findings"
+            ],
+            "tool_results": [{"tool_use_id": c.id, "tool": c.tool} for c in conv.calls],
+            "facts": [f.as_log() for f in turn.facts],
+            # the raw text of each tool result a fact cites, as the request carried it
+            "evidence": {c.id: c.result for c in conv.calls if c.id in {f.tool_use_id for f in turn.facts}},
+            "findings": [
+                {"path": f.get("path"), "line": f.get("line"), "title": f.get("title")}
+                for f in (reported or {}).get("findings", [])
+            ],
+        }
+        with self._lock:
+            self._log.append(entry)
 
     # POST /v1/messages/count_tokens (https://platform.claude.com/docs/en/api/messages/count_tokens and the
     # token-counting guide, https://platform.claude.com/docs/en/build-with-claude/token-counting): the same
