@@ -15,6 +15,9 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
 - wire.py — the error body and the server-sent events;
 - policy.py — the deterministic model: which tools it calls next and what it reports;
+- results.py, learned.py, callers.py — what it reads in tool results (the contract's formats), what it learns of
+  the repository from them, and which calls a changed signature breaks;
+- model_log.py — per request, what it asked for and the tool results behind each fact it reported;
 - handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
 - providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy.
 
@@ -46,7 +49,8 @@ from prfleet_local.model.faults import (
     FaultRule,
 )
 from prfleet_local.model.handler import Handler
-from prfleet_local.model.policy import Conversation, OfflineModel, Turn
+from prfleet_local.model.model_log import ModelLog
+from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
@@ -81,9 +85,7 @@ class ModelServer:
         self._count = 0
         self._count_requests = 0
         self.token_counts: list[dict[str, Any]] = []  # every count_tokens answer (free: never on the bill)
-        # Per answered request: what the model asked for and the facts from tool results its report relied on
-        # (`model_log()`), the proof that it learned about the repository only through its tool calls.
-        self._log: list[dict[str, Any]] = []
+        self._log = ModelLog()  # the proof that the model learned the repository only through its tool calls
         self.set_faults(faults or FaultPlan())
         # The Bedrock / Claude Platform on AWS wires; SigV4 is checked against the real time the SDK signs with.
         self.aws = providers.AwsAccount.from_price_table()
@@ -133,16 +135,8 @@ class ModelServer:
             self.cache.enforce_minimum = plan.cache_minimums
 
     def model_log(self) -> list[dict[str, Any]]:
-        """One entry per answered request, in order: `request_id`, `agent`, `path` (the file under review),
-        `asked` (each tool_use: id, name, input), `facts` (each fact a report relied on: kind, path, line, the tool
-        and the `tool_use_id` whose result showed it), `findings` (path, line, title of what it reported) and
-        `tool_results` (the tool_use ids whose results the request carried, with the tool's name) and `evidence` (the
-        raw text of each result a fact cites).
-
-        A test checks every fact against the request: its tool_use_id was asked for in an earlier answer and its
-        result came back in this request's conversation."""
-        with self._lock:
-            return [dict(e) for e in self._log]
+        """What the model asked for and the facts behind its reports, per answered request (model_log.py)."""
+        return self._log.entries()
 
     def bill(self) -> list[BillRecord]:
         """Every call the server billed, in order (the Usage API report reads the same records)."""
@@ -297,7 +291,7 @@ class ModelServer:
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
-        self._record(number, conv, turn)
+        self._log.record(f"req_offline_{number:06d}", conv, turn)
         stop_details = None
         kind = rule.kind if rule else None
         has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
@@ -372,31 +366,6 @@ class ModelServer:
             "usage": usage,
         }
         return message, signatures
-
-    def _record(self, number: int, conv: Conversation, turn: Turn) -> None:
-        """The model log's entry for this request (model_log)."""
-        uses = [b for b in turn.content if b["type"] == "tool_use"]
-        reported = next((b["input"] for b in uses if b["name"] == "report_findings"), None)
-        entry = {
-            "request_id": f"req_offline_{number:06d}",
-            "agent": conv.agent,
-            "path": conv.path,
-            "asked": [
-                {"id": b["id"], "name": b["name"], "input": b["input"]}
-                for b in uses
-                if b["name"] != "report_findings"
-            ],
-            "tool_results": [{"tool_use_id": c.id, "tool": c.tool} for c in conv.calls],
-            "facts": [f.as_log() for f in turn.facts],
-            # the raw text of each tool result a fact cites, as the request carried it
-            "evidence": {c.id: c.result for c in conv.calls if c.id in {f.tool_use_id for f in turn.facts}},
-            "findings": [
-                {"path": f.get("path"), "line": f.get("line"), "title": f.get("title")}
-                for f in (reported or {}).get("findings", [])
-            ],
-        }
-        with self._lock:
-            self._log.append(entry)
 
     # POST /v1/messages/count_tokens (https://platform.claude.com/docs/en/api/messages/count_tokens and the
     # token-counting guide, https://platform.claude.com/docs/en/build-with-claude/token-counting): the same
