@@ -79,9 +79,7 @@ def test_the_model_log_shows_the_repository_was_learned_only_through_tool_calls(
         for finding in entry["findings"]:
             if finding["path"] != entry["path"]:
                 kinds = {
-                    (f["tool"], f["path"], f["line"])
-                    for f in entry["facts"]
-                    if f["kind"] == "broken_call"
+                    (f["tool"], f["path"], f["line"]) for f in entry["facts"] if f["kind"] == "broken_call"
                 }
                 assert ("grep", finding["path"], finding["line"]) in kinds
                 assert ("read_file", finding["path"], finding["line"]) in kinds
@@ -90,7 +88,8 @@ def test_the_model_log_shows_the_repository_was_learned_only_through_tool_calls(
     review_firsts = [
         json.dumps(body["messages"][0])
         for body in box.model.requests
-        if "shop/pricing.py" in json.dumps(body["messages"][0]) and "review agent" in json.dumps(body["system"])
+        if "shop/pricing.py" in json.dumps(body["messages"][0])
+        and "review agent" in json.dumps(body["system"])
     ]
     assert review_firsts
     # the caller's code never reached the model in the first message: it came through grep and read_file
