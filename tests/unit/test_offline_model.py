@@ -4,10 +4,13 @@ the policy's next turn checked. It learns about the repository only from those r
 
 from __future__ import annotations
 
+import ast
 import difflib
 import json
+import pathlib
 from typing import Any
 
+import prfleet_local.model as model_pkg
 from prfleet.agents.tools import number_lines, untrusted_block
 from prfleet_local.model import results
 from prfleet_local.model.callers import signature_changes
@@ -531,3 +534,37 @@ def test_the_server_log_ties_every_fact_to_a_tool_result_the_model_asked_for():
             assert f"{fact['path']}:{fact['line']}:" in evidence
         else:
             assert f'path="{fact["path"]}"' in evidence
+
+
+# ----------------------------------------------------------------------------------- plans and determinism
+
+
+def test_one_tool_a_turn_when_the_plan_says_so_and_the_same_conversation_gets_the_same_turn():
+    path = "shop/pricing.py"
+    chat = Chat("review", path, HEAD_PRICING, diff_of(BASE_PRICING, HEAD_PRICING))
+    plan = FaultPlan(parallel_tools=False)
+    assert chat.asked(plan) == [("read_file", {"path": path})]
+    chat.answer(("read_file", {"path": path}, read_result(path, HEAD_PRICING)))
+    assert chat.asked(plan) == [("get_diff", {"path": path})]
+    chat.answer(("get_diff", {"path": path}, untrusted_block("diff", "", path=path)))
+    grep_args = {"pattern": r"\bshipping_cost\(", "glob": "*.py", "output_mode": "content"}
+    assert chat.asked(plan) == [("grep", grep_args)]
+    assert chat.turn(plan).content == chat.turn(plan).content
+
+
+def test_the_model_has_no_way_to_the_repository_but_its_tool_calls():
+    """The modules that decide what the model knows open no file, run no process and read no environment: the
+    conversation is their only input."""
+    root = pathlib.Path(model_pkg.__file__).parent
+    for name in ("policy.py", "learned.py", "callers.py", "results.py", "analysis.py"):
+        tree = ast.parse((root / name).read_text())
+        imported = {
+            a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        } | {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert not imported & {"os", "pathlib", "subprocess", "shutil", "glob", "io", "urllib", "socket"}, (
+            name
+        )
+        calls = {
+            n.func.id for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
+        }
+        assert not calls & {"open", "exec", "eval", "__import__"}, name
