@@ -13,7 +13,7 @@ from typing import Any
 import prfleet_local.model as model_pkg
 from prfleet.agents.tools import number_lines, untrusted_block
 from prfleet_local.model import results
-from prfleet_local.model.callers import signature_changes
+from prfleet_local.model.callers import misfit, signature_changes
 from prfleet_local.model.faults import FaultPlan
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.server import ModelServer
@@ -190,6 +190,28 @@ def test_a_signature_change_is_read_from_the_diff_with_python_binding_rules():
     annotated = BASE_PRICING.replace("weight_kg: float) -> float", "weight_kg: int) -> float")
     assert signature_changes(diff_of(BASE_PRICING, annotated)) == []
     assert signature_changes(diff_of(BASE_PRICING, BASE_PRICING.replace("4.5", "5.5"))) == []
+
+
+def test_each_way_a_call_stops_fitting_is_told_by_pythons_own_binding():
+    base = "def f(a, b=1, *, mode=None):\n    pass\n"
+    cases = {
+        "def f(a, b=1, *, mode=None, strict):\n    pass\n": ("f(1)", "missing a required argument: 'strict'"),
+        "def f(a, b=1):\n    pass\n": ("f(1, mode='x')", "got an unexpected keyword argument 'mode'"),
+        "def f(a, *, b=1, mode=None):\n    pass\n": ("f(1, 2)", "too many positional arguments"),
+    }
+    for head, (call, reason) in cases.items():
+        (change,) = signature_changes(diff_of(base, head))
+        node = ast.parse(call).body[0].value
+        assert misfit(node, change) == reason, head
+        # a call that fits both, one that did not fit before either, and one whose arguments cannot be counted
+        assert (
+            misfit(
+                ast.parse("f(1, 2, mode=3, strict=4)" if "strict" in head else "f(a=1)").body[0].value, change
+            )
+            is None
+        )
+        assert misfit(ast.parse("f()").body[0].value, change) is None
+        assert misfit(ast.parse("f(*args)").body[0].value, change) is None
 
 
 # --------------------------------------------------------------------------------- the review agent's callers

@@ -10,7 +10,6 @@ never opens the repository: it has no path to it, only the conversation).
 from __future__ import annotations
 
 import ast
-import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -258,8 +257,3 @@ def unresolved_after_cut(calls: list[Call], symbols: list[str], texts: dict[str,
         return []
     corpus = "\n".join(texts.values())
     return [s for s in symbols if not re.search(rf"\b{re.escape(s)}\b", corpus)]
-
-
-def is_python(path: str) -> bool:
-    """A Python source file by name."""
-    return posixpath.splitext(path)[1] == ".py"
