@@ -288,6 +288,7 @@ class Printed:
     found: set[tuple[str, int]]
     reviews: list[dict[str, Any]]
     checks: list[dict[str, Any]]
+    titles: set[tuple[str, str]] = field(default_factory=set)  # (path, title) of every finding
 
 
 def print_review(box: Sandbox, number: int, head: str) -> Printed:
@@ -300,6 +301,7 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
     record = heads.head_record(name, number, head)
     total = 0
     found: set[tuple[str, int]] = set()
+    titles: set[tuple[str, str]] = set()
     print(f"\nReview of {name}#{number} at {head[:12]}: {len(runs)} agent runs")
     current = None
     for run in runs:
@@ -318,6 +320,7 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
         )
         for f in findings:
             found.add((f["path"], int(f["line"])))
+            titles.add((f["path"], f["title"]))
             print(f"        {f['path']}:{f['line']}  {f['severity']:<8} {f['title']}")
     for skip in record.skipped_files if record else []:
         print(f"  skipped {skip['path']}: {skip['reason']}")
@@ -340,7 +343,7 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
     print(f"  function logs:     {st.workdir / 'functions.log.jsonl'}")
     if box.temporary:
         print("  (a temporary directory, removed on exit: keep it with --workdir DIR or --keep)")
-    return Printed(total, found, reviews, checks)
+    return Printed(total, found, reviews, checks, titles)
 
 
 def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[str, str, str]]) -> bool:
@@ -353,10 +356,37 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
         if (path, line) not in shown.found:
             missing.append((path, line, what))
         print(f"  seeded bug {what:<25} {path}:{line}  {mark}")
+    missing += repository_checks(shown)
     print_alarms(box.stack)
     ok = not missing and bool(shown.reviews) and shown.total > 0 and bool(shown.checks)
     print("\ndemo " + ("passed" if ok else "FAILED"))
     return ok
+
+
+def repository_checks(shown: Printed) -> list[tuple[str, int, str]]:
+    """What only a reviewer that sees the repository gets right on the sample PR, printed: the caller the PR breaks
+    in a file it does not touch, no "No test" for what unchanged tests exercise, one for what nothing tests.
+    Returns the checks that failed."""
+    failed = []
+    for path, code, what in sample.BROKEN_CALLERS:
+        line = sample.bug_line(path, code)
+        ok = (path, line) in shown.found
+        print(f"  broken caller {what:<30} {path}:{line}  {'found' if ok else 'MISSED'}")
+        if not ok:
+            failed.append((path, line, f"broken caller: {what}"))
+    for path, symbol in sample.TESTED_ELSEWHERE:
+        ok = (path, f"No test for `{symbol}`") not in shown.titles
+        print(
+            f"  tested by unchanged tests  {symbol:<20} {path}  {'not reported' if ok else 'WRONGLY REPORTED'}"
+        )
+        if not ok:
+            failed.append((path, 0, f"{symbol} reported untested"))
+    for path, symbol in sample.UNTESTED:
+        ok = (path, f"No test for `{symbol}`") in shown.titles
+        print(f"  tested nowhere             {symbol:<20} {path}  {'reported' if ok else 'MISSED'}")
+        if not ok:
+            failed.append((path, 0, f"{symbol} not reported untested"))
+    return failed
 
 
 def print_alarms(stack: LocalStack) -> None:

@@ -2,6 +2,10 @@
 
 The head commit seeds real bugs (a mutable default argument, `shell=True` with interpolated input, a bare
 `except`, a hard-coded token) next to ordinary code, so the demo shows the agents finding them at file and line.
+It also adds a required parameter to `shop.pricing.shipping_cost`, which `shop/checkout.py` (a file the PR does not
+touch) still calls the old way: the review finds that caller outside the diff. `shop/cart.py`'s `Cart` and
+`shop/pricing.py`'s `apply_discount` are exercised by test files the PR does not touch (no "no test" finding for
+them), while the new `bulk_price` is tested nowhere (still reported).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ class Cart:
         """Sum of all lines."""
         return sum(q * p for _sku, q, p in self.items)
 ''',
-    "shop/pricing.py": '''"""Prices and discounts."""
+    "shop/pricing.py": '''"""Prices, discounts and shipping."""
 
 from __future__ import annotations
 
@@ -41,7 +45,31 @@ def apply_discount(total: float, percent: float) -> float:
     if not 0 <= percent <= 100:
         raise ValueError("percent must be between 0 and 100")
     return round(total * (100 - percent) / 100, 2)
+
+
+def shipping_cost(weight_kg: float) -> float:
+    """A flat fee plus a charge per kilogram."""
+    return round(4.5 + 1.2 * weight_kg, 2)
 ''',
+    "shop/checkout.py": '''"""Checkout: what the customer pays."""
+
+from __future__ import annotations
+
+from shop.cart import Cart
+from shop.pricing import apply_discount, shipping_cost
+
+
+def checkout_total(cart: Cart, weight_kg: float, percent: float = 0.0) -> float:
+    """Discounted goods plus shipping."""
+    goods = apply_discount(cart.total(), percent)
+    return round(goods + shipping_cost(weight_kg), 2)
+''',
+    "tests/test_pricing.py": """from shop.pricing import apply_discount
+
+
+def test_apply_discount():
+    assert apply_discount(200.0, 10) == 180.0
+""",
     "tests/test_cart.py": """from shop.cart import Cart
 
 
@@ -66,6 +94,18 @@ def bulk_price(unit: float, quantity: int) -> float:
     if quantity >= 100:
         return apply_discount(unit * quantity, 10)
     return unit * quantity
+"""
+
+SHIPPING_BASE = """def shipping_cost(weight_kg: float) -> float:
+    \"\"\"A flat fee plus a charge per kilogram.\"\"\"
+    return round(4.5 + 1.2 * weight_kg, 2)
+"""
+SHIPPING_HEAD = """SHIPPING_FEES = {"NL": 4.5, "BE": 6.0, "DE": 7.5}
+
+
+def shipping_cost(weight_kg: float, country: str) -> float:
+    \"\"\"The destination country's flat fee plus a charge per kilogram.\"\"\"
+    return round(SHIPPING_FEES.get(country, 12.0) + 1.2 * weight_kg, 2)
 """
 
 HEAD_CHANGES: dict[str, str | None] = {
@@ -97,13 +137,16 @@ def upload(path: str) -> bool:
     except:
         return False
 ''',
-    "shop/pricing.py": BASE_FILES["shop/pricing.py"] + BULK_PRICE,
+    "shop/pricing.py": BASE_FILES["shop/pricing.py"].replace(SHIPPING_BASE, SHIPPING_HEAD) + BULK_PRICE,
     "docs/generated/api.md": "# API (generated)\n",
     "assets/logo.png": None,  # replaced by binary bytes in `head_files()`
 }
 
 PR_TITLE = "Add order export and bulk pricing"
-PR_BODY = "Adds `shop.export` to hand orders to the warehouse, `Cart.add_many`, and bulk pricing."
+PR_BODY = (
+    "Adds `shop.export` to hand orders to the warehouse, `Cart.add_many`, bulk pricing, and shipping fees per "
+    "destination country."
+)
 
 # Where the seeded bugs are: (path, the code on the buggy line, what it is). Lines are found, never hard-coded.
 SEEDED_BUGS = [
@@ -114,9 +157,24 @@ SEEDED_BUGS = [
 ]
 
 
+# Calls the PR breaks in files it does not touch: (path, the calling line, what changed). The review of the changed
+# file reports them at the caller's line, outside the diff.
+BROKEN_CALLERS = [
+    (
+        "shop/checkout.py",
+        "return round(goods + shipping_cost(weight_kg), 2)",
+        "shipping_cost gained `country`",
+    ),
+]
+# The tests agent's "No test for `X`" on the sample PR: absent for what unchanged test files exercise, present for
+# what nothing tests. (path under review, symbol)
+TESTED_ELSEWHERE = [("shop/cart.py", "Cart"), ("shop/pricing.py", "apply_discount")]
+UNTESTED = [("shop/pricing.py", "shipping_cost"), ("shop/pricing.py", "bulk_price")]
+
+
 def bug_line(path: str, code: str) -> int:
-    """1-based line of `code` in the head version of `path`."""
-    text = HEAD_CHANGES[path]
+    """1-based line of `code` in the head version of `path` (changed by the PR or not)."""
+    text = HEAD_CHANGES[path] if path in HEAD_CHANGES else BASE_FILES[path]
     assert isinstance(text, str)
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip() == code:

@@ -215,10 +215,18 @@ def review_python(path: str, tree: ast.Module, lines: list[str]) -> list[dict[st
     return out
 
 
-def tests_python(path: str, tree: ast.Module, test_texts: dict[str, str]) -> list[dict[str, Any]]:
-    """Public functions and classes no test file of the PR references, each with a concrete test idea."""
+def tests_python(
+    path: str, tree: ast.Module, test_texts: dict[str, str], *, searched: bool = False
+) -> list[dict[str, Any]]:
+    """Public functions and classes no test the model saw references, each with a concrete test idea.
+
+    `test_texts` holds what it saw of the tests (the PR's test files it read, and the lines grep found in the
+    repository's tests when `searched`): a symbol an existing test uses is not reported as untested."""
     out = []
     corpus = "\n".join(test_texts.values())
+    where = (
+        "No test in the repository (grep of its test files)" if searched else "No test among the PR's files"
+    )
     for node, qual in _public_defs(tree):
         if "." in qual:
             continue
@@ -228,14 +236,14 @@ def tests_python(path: str, tree: ast.Module, test_texts: dict[str, str]) -> lis
             args = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
             call = f"{qual}({', '.join(args)})"
             body = (
-                f"No test among the PR's files references `{qual}`. Add e.g. `test_{qual}_typical` calling "
+                f"{where} references `{qual}`. Add e.g. `test_{qual}_typical` calling "
                 f"`{call}` with representative values and asserting the result, plus "
                 f"`test_{qual}_edge_cases` "
                 "for empty, None and invalid inputs (expecting the documented exception)."
             )
         else:
             body = (
-                f"No test among the PR's files references `{qual}`. Add a test that constructs it and "
+                f"{where} references `{qual}`. Add a test that constructs it and "
                 "exercises each public method, including error paths."
             )
         out.append(_f(path, node.lineno, "medium", "tests", f"No test for `{qual}`", body))  # type: ignore[attr-defined]
@@ -304,9 +312,19 @@ def generic_review(path: str, lines: list[str]) -> list[dict[str, Any]]:
 
 
 def analyse(
-    agent: str, path: str, text: str, *, description: str = "", test_texts: dict[str, str] | None = None
+    agent: str,
+    path: str,
+    text: str,
+    *,
+    description: str = "",
+    test_texts: dict[str, str] | None = None,
+    complete: bool = True,
+    searched: bool = False,
 ) -> list[dict[str, Any]]:
-    """All findings of one agent on one file (deterministic, sorted by line)."""
+    """All findings of one agent on one file (deterministic, sorted by line).
+
+    `complete` says the model has seen every line 1..total: a file read only in part (in chunks or windows)
+    never gets a whole-file conclusion such as "does not parse" (the gaps are what would not parse)."""
     lines = text.splitlines()
     out: list[dict[str, Any]] = []
     if agent == "review":
@@ -315,7 +333,7 @@ def analyse(
         try:
             tree = ast.parse(text)
         except SyntaxError as exc:
-            if agent == "review":
+            if agent == "review" and complete:
                 out.append(
                     _f(
                         path,
@@ -331,7 +349,7 @@ def analyse(
             if agent == "review":
                 out += review_python(path, tree, lines)
             elif agent == "tests":
-                out += tests_python(path, tree, test_texts or {})
+                out += tests_python(path, tree, test_texts or {}, searched=searched)
             elif agent == "docs":
                 out += docs_python(path, tree)
     elif agent == "review":

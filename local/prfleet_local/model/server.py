@@ -15,6 +15,9 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
 - wire.py — the error body and the server-sent events;
 - policy.py — the deterministic model: which tools it calls next and what it reports;
+- results.py, learned.py, callers.py — what it reads in tool results (the contract's formats), what it learns of
+  the repository from them, and which calls a changed signature breaks;
+- model_log.py — per request, what it asked for and the tool results behind each fact it reported;
 - handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
 - providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy.
 
@@ -46,6 +49,7 @@ from prfleet_local.model.faults import (
     FaultRule,
 )
 from prfleet_local.model.handler import Handler
+from prfleet_local.model.model_log import ModelLog
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
 from prfleet_local.model.validate import validate
@@ -81,6 +85,7 @@ class ModelServer:
         self._count = 0
         self._count_requests = 0
         self.token_counts: list[dict[str, Any]] = []  # every count_tokens answer (free: never on the bill)
+        self._log = ModelLog()  # the proof that the model learned the repository only through its tool calls
         self.set_faults(faults or FaultPlan())
         # The Bedrock / Claude Platform on AWS wires; SigV4 is checked against the real time the SDK signs with.
         self.aws = providers.AwsAccount.from_price_table()
@@ -128,6 +133,10 @@ class ModelServer:
             self._rng = random.Random(plan.seed)
             self._base = self._count
             self.cache.enforce_minimum = plan.cache_minimums
+
+    def model_log(self) -> list[dict[str, Any]]:
+        """What the model asked for and the facts behind its reports, per answered request (model_log.py)."""
+        return self._log.entries()
 
     def bill(self) -> list[BillRecord]:
         """Every call the server billed, in order (the Usage API report reads the same records)."""
@@ -282,6 +291,7 @@ class ModelServer:
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
+        self._log.record(f"req_offline_{number:06d}", conv, turn)
         stop_details = None
         kind = rule.kind if rule else None
         has_server_tools = any(_SERVER_TOOL.match(str(t.get("type", ""))) for t in body.get("tools") or [])
