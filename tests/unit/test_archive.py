@@ -114,7 +114,10 @@ def test_a_decompression_bomb_stops_at_the_cap(tmp_path):
     """64 MiB of zeros gzip to ~64 KB: refused by its declared size before its data is read."""
     big = 64 * MB
     raw = io.BytesIO()
-    with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9) as gz, tarfile.open(fileobj=gz, mode="w|") as t:
+    with (
+        gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=9) as gz,
+        tarfile.open(fileobj=gz, mode="w|") as t,
+    ):
         t.addfile(_member(f"{TOP}/", tarfile.DIRTYPE))
         info = _member(f"{TOP}/zeros.bin", size=big)
         t.addfile(info, io.BytesIO(bytes(big)))
@@ -141,7 +144,9 @@ def test_a_bomb_in_a_header_is_cut_while_decompressing(tmp_path):
 
 def test_not_a_tar_gz_is_refused(tmp_path):
     with pytest.raises(ArchiveRefused, match="not a readable tar.gz"):
-        safe_extract(io.BytesIO(b"<html>rate limited</html>"), tmp_path / "head", max_bytes=MB, max_entries=10)
+        safe_extract(
+            io.BytesIO(b"<html>rate limited</html>"), tmp_path / "head", max_bytes=MB, max_entries=10
+        )
     assert nothing_written(tmp_path)
 
 
