@@ -3,8 +3,8 @@
 What it follows (https://docs.github.com/en/rest/repos/contents#download-a-repository-archive-tar): the link is
 temporary (five minutes) and needs no Authorization header (its token is in the URL, so a client must not send its
 GitHub credential to this host); the body is a gzipped tar of the commit with one top-level folder
-`{owner}-{repo}-{sha7}/` (what `git archive --prefix` writes; GitHub's archives name it so). Downloads are counted
-in `downloads`, apart from the API's `requests` (codeload is not the REST API and not under its rate limit).
+`{owner}-{repo}-{sha7}/` (what `git archive --prefix` writes; GitHub's archives name it so). Downloads are recorded
+in `downloads` (path, whether an Authorization header came), apart from the API's `requests` (codeload is not the REST API and not under its rate limit).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def serve_codeload(handler: Any, path: str, query: str) -> None:
     token = dict(urllib.parse.parse_qsl(query)).get("token", "")
     with srv.lock:
         link = srv.archive_links.get(token)
-        srv.downloads.append(path)
+        srv.downloads.append((path, handler.headers.get("Authorization") is not None))
     status, body, ctype = 404, b"404: Not Found", "text/plain; charset=utf-8"
     if len(parts) == 4 and parts[2] == "legacy.tar.gz" and link is not None:
         sha, expires = link
