@@ -18,6 +18,7 @@ from prfleet.agents.findings import Finding, InvalidReport, validate_report
 from prfleet.agents.request import build_first_content, build_request
 from prfleet.agents.specs import MODEL_MAX_OUTPUT, AgentSpec, effort_for
 from prfleet.agents.tools import PrSource, PrTools, ToolResult, tool_definitions
+from prfleet.repository.snapshot import Snapshot
 
 __all__ = ["RunResult", "run_agent"]
 
@@ -59,8 +60,10 @@ class _Loop:
         *,
         emit: Callable[..., None],
         cache: bool,
+        snapshot: Snapshot | None = None,
     ) -> None:
         self.job, self.spec, self.source, self.caller = job, spec, source, caller
+        self.snapshot = snapshot
         self.emit, self.cache = emit, cache
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
@@ -100,7 +103,7 @@ class _Loop:
         text = self.source.read_file(self.job.path)
         if text is None:
             return self.result("failed", error=f"{self.job.path} does not exist at the PR head")
-        self.pr_tools = PrTools(self.source, max_chars=self.spec.max_tool_chars)
+        self.pr_tools = PrTools(self.source, max_chars=self.spec.max_tool_chars, snapshot=self.snapshot)
         self.line_count = max(len(text.splitlines()), 1)
         first = build_first_content(
             self.job, self.spec, self.source, text, self.source.file_diff(self.job.path)
@@ -269,6 +272,7 @@ def run_agent(
     rng: random.Random | None = None,
     retry: RetryPolicy | None = None,
     cache: bool | None = None,
+    snapshot: Snapshot | None = None,
 ) -> RunResult:
     """Review job.path with one agent: the tool-use loop, bounded by caps and by `deadline` (epoch seconds).
 
@@ -276,6 +280,7 @@ def run_agent(
     set; retry_after set when the job should go back to the queue with that visibility delay). Exceptions
     raised by guard.before_call (budget.BudgetExceeded) propagate so the runner can defer the job.
     `cache=False` (or spec.prompt_caching=False) sends no cache_control, for the caching benchmark.
+    `snapshot` is the head unpacked in this container (prfleet.repository.snapshot), handed to the tools.
     """
     caller = ModelCaller(
         model_client,
@@ -288,5 +293,13 @@ def run_agent(
         retry=retry or RetryPolicy(),
         call_timeout=spec.call_timeout,
     )
-    loop = _Loop(job, spec, source, caller, emit=emit, cache=spec.prompt_caching if cache is None else cache)
+    loop = _Loop(
+        job,
+        spec,
+        source,
+        caller,
+        emit=emit,
+        cache=spec.prompt_caching if cache is None else cache,
+        snapshot=snapshot,
+    )
     return loop.run()

@@ -18,6 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from prfleet.agents.findings import REPORT_SCHEMA
 from prfleet.github.files import SYMLINK_MODE, ChangedFile
+from prfleet.repository.snapshot import Snapshot
 
 DEFAULT_MAX_CHARS = 20_000
 MAX_SEARCH_HITS = 200
@@ -105,9 +106,14 @@ def number_lines(text: str, start: int = 1) -> str:
 class PrTools:
     """The tool implementations bound to one PR; `call` dispatches a tool_use block and never raises."""
 
-    def __init__(self, source: PrSource, *, max_chars: int = DEFAULT_MAX_CHARS) -> None:
+    def __init__(
+        self, source: PrSource, *, max_chars: int = DEFAULT_MAX_CHARS, snapshot: Snapshot | None = None
+    ) -> None:
         self.source = source
         self.max_chars = max_chars
+        self.snapshot = (
+            snapshot  # the head unpacked in this container, or None (issue 23: the tools' RepoView)
+        )
         self._changed: list[ChangedFile] | None = None
 
     def changed(self) -> list[ChangedFile]:
