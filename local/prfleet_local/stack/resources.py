@@ -26,6 +26,14 @@ def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation ServerSideEncryptionRule as S3's PutBucketEncryption takes it (another key name)."""
+    out: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": dict(rule["ServerSideEncryptionByDefault"])}
+    if "BucketKeyEnabled" in rule:
+        out["BucketKeyEnabled"] = bool(rule["BucketKeyEnabled"])
+    return out
+
+
 class TemplateResources:
     """Created by `provision()`; `set_secrets()` then fills the secrets the operator would fill after a deploy."""
 
@@ -175,7 +183,10 @@ class TemplateResources:
             s3.put_bucket_encryption(
                 Bucket=name,
                 ServerSideEncryptionConfiguration={
-                    "Rules": props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    "Rules": [
+                        _encryption_rule(r)
+                        for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    ]
                 },
             )
         if "PublicAccessBlockConfiguration" in props:
