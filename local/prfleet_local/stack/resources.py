@@ -205,8 +205,15 @@ class TemplateResources:
         self.ctx.attrs[(logical, "BucketName")] = name
 
     def _bucket_policy(self, logical: str, props: dict[str, Any]) -> None:
-        # Set as written (moto keeps it and does not enforce it over its plain-HTTP endpoint).
-        client("s3").put_bucket_policy(Bucket=props["Bucket"], Policy=json.dumps(props["PolicyDocument"]))
+        """The policy as written, but for its TLS-only statements: moto evaluates bucket policies, and the local
+        endpoint is plain HTTP, where `aws:SecureTransport` is false (in AWS every SDK call uses TLS)."""
+        doc = dict(props["PolicyDocument"])
+        statements = doc.get("Statement") or []
+        kept = [st for st in statements if st.get("Condition") != {"Bool": {"aws:SecureTransport": "false"}}]
+        if kept:
+            client("s3").put_bucket_policy(
+                Bucket=props["Bucket"], Policy=json.dumps({**doc, "Statement": kept})
+            )
         self.ctx.refs[logical] = logical
 
     def _kms_key(self, logical: str, props: dict[str, Any]) -> None:
