@@ -34,6 +34,13 @@ from prfleet_local.stack import template as tpl
 REGION = "us-east-1"
 FUNCTIONS = ("WebhookFunction", "PlannerFunction", "AgentFunction", "SweeperFunction", "ReconcileFunction")
 
+# The snapshot objects (issue 23): grants on key patterns of SnapshotBucket, the only wildcard resources allowed.
+MANIFESTS = "SnapshotBucket/snapshots/*.json"
+ARCHIVES = "SnapshotBucket/snapshots/*.tar.gz"
+OBJECT_PATTERNS = {MANIFESTS, ARCHIVES}
+# Grants that must carry exactly this condition: the planner lists only under snapshots/.
+CONDITIONED = {("s3:ListBucket", "SnapshotBucket"): {"StringLike": {"s3:prefix": "snapshots/*"}}}
+
 # (IAM action, resource) per function; resources are logical ids (a table's or queue's Arn, a secret's or topic's
 # Ref), an index as "<table>/index/<name>". SendMessageBatch is authorized by sqs:SendMessage
 # (https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-api-permissions-reference.html).
@@ -52,6 +59,12 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
         ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
+        # repository.snapshot.store_snapshot (issue 23): is the head's manifest there (a listing of its exact key),
+        # what it says, else the archive then the manifest
+        ("s3:ListBucket", "SnapshotBucket"),
+        ("s3:GetObject", MANIFESTS),
+        ("s3:PutObject", MANIFESTS),
+        ("s3:PutObject", ARCHIVES),
     },
     "AgentFunction": {
         ("dynamodb:GetItem", "StateTable"),  # fan-in: current_head, get_run, recorded_fingerprints
@@ -82,6 +95,8 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("kms:GenerateDataKey", "AlertKey"),
         ("kms:Decrypt", "AlertKey"),
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
+        ("s3:GetObject", MANIFESTS),  # repository.snapshot.open_snapshot: the head's manifest
+        ("s3:GetObject", ARCHIVES),  # ... and its archive, once per head per container
     },
     "SweeperFunction": {
         ("dynamodb:Query", "StateTable/index/status-index"),  # job_runs.runs_with_status
@@ -229,6 +244,7 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:Query", "StateTable"),
         ("dynamodb:UpdateItem", "StateTable"),
         ("sqs:SendMessage", "PrQueue"),  # only when GitHub rate-limits the planner past its time left
+        ("s3:GetObject", MANIFESTS),  # only when the head's snapshot is already stored (a re-plan)
     },
     "AgentFunction": {
         ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
@@ -400,8 +416,13 @@ def effective(cfn: dict[str, Any], function: str) -> tuple[set[tuple[str, str]],
                 allowed = all(
                     (a, r) in STAR_ALLOWED and STAR_ALLOWED[(a, r)] == st.get("Condition") for a in actions
                 )
+                if r in OBJECT_PATTERNS:
+                    continue
                 if (r == "*" and not allowed) or r.endswith("/*") or r.endswith(":*"):
                     problems.append(f"{where}: wildcard resource {r!r}")
+                for a in actions:
+                    if (a, r) in CONDITIONED and st.get("Condition") != CONDITIONED[(a, r)]:
+                        problems.append(f"{where}: {a} on {r} without its condition {CONDITIONED[(a, r)]}")
             if any(r.startswith("arn:aws:bedrock:") and "foundation-model/" in r for r in resources):
                 via_profiles.append((where, st.get("Condition")))
             grants |= {(a, r) for a in actions for r in resources}
@@ -476,7 +497,7 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         grants, managed, _ = effective(cfn, fn)
         assert managed == set(), fn
         services = {a.split(":")[0] for a, _ in grants}
-        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs", "xray", "kms"}
+        allowed = {"dynamodb", "sqs", "sns", "secretsmanager", "logs", "xray", "kms", "s3"}
         reaches_claude = fn == "AgentFunction" or (
             fn == "SweeperFunction" and SWEEPER_PROVIDER_NEEDS[provider]
         )
@@ -492,6 +513,10 @@ def test_effective_permissions_no_managed_policy_no_star(sam, provider):
         # A key only for publishing to the encrypted alert topic: the agent's, on the topic's key.
         keys = {r for a, r in grants if a.startswith("kms:")}
         assert keys == ({"AlertKey"} if fn == "AgentFunction" else set()), fn
+        # Snapshots: the planner writes them (and finds its manifests), the agent reads them; nobody else.
+        s3 = {(a, r) for a, r in grants if a.startswith("s3:")}
+        assert s3 == {g for g in NEEDS.get(fn, set()) if g[0].startswith("s3:")}, fn
+        assert fn in ("PlannerFunction", "AgentFunction") or not s3, fn
         consumed = {r for a, r in grants if a in POLL_ACTIONS}
         assert consumed == {"PlannerFunction": {"PrQueue"}, "AgentFunction": {"JobsQueue"}}.get(fn, set()), fn
     # SAM generated no role of its own (one role per function, all explicit).
@@ -615,9 +640,24 @@ def _not_action(sam: dict[str, Any]) -> None:
     st["NotAction"] = st.pop("Action")
 
 
+def _snapshots_whole_bucket(sam: dict[str, Any]) -> None:
+    _statement(sam, "AgentFunction", "ReadSnapshots")["Resource"] = {"Fn::Sub": "${SnapshotBucket.Arn}/*"}
+
+
+def _snapshots_list_unconditioned(sam: dict[str, Any]) -> None:
+    del _statement(sam, "PlannerFunction", "FindSnapshotManifests")["Condition"]
+
+
+def _snapshots_agent_writes(sam: dict[str, Any]) -> None:
+    _statement(sam, "AgentFunction", "ReadSnapshots")["Action"] = ["s3:GetObject", "s3:PutObject"]
+
+
 @pytest.mark.parametrize(
     "widen, expected",
     [
+        (_snapshots_whole_bucket, "ReadSnapshots: wildcard resource 'SnapshotBucket/*'"),
+        (_snapshots_list_unconditioned, "s3:ListBucket on SnapshotBucket without its condition"),
+        (_snapshots_agent_writes, f"('s3:PutObject', '{ARCHIVES}') that neither its code nor Lambda uses"),
         (_widen_action, "wildcard action 'dynamodb:*'"),
         (_widen_resource, "wildcard resource '*'"),
         (_widen_index, "wildcard resource 'StateTable/index/*'"),
@@ -878,6 +918,20 @@ def _recorder(stack: Any, calls: dict[str, set[tuple[str, str]]], current: threa
             for table in params.get("RequestItems", {}):
                 calls.setdefault(fn, set()).add((f"{service}:BatchGetItem", by_physical.get(table, table)))
             return
+        if service == "s3":  # authorized on the bucket (a listing) or on the object's key (its pattern here)
+            bucket = by_physical.get(params.get("Bucket"), params.get("Bucket"))
+            if model.name == "ListObjectsV2":
+                calls.setdefault(fn, set()).add(("s3:ListBucket", bucket))
+                return
+            key = str(params.get("Key") or "")
+            suffix = next((x for x in (".json", ".tar.gz") if key.endswith(x)), "")
+            where = (
+                f"{bucket}/snapshots/*{suffix}"
+                if key.startswith("snapshots/") and suffix
+                else f"{bucket}/{key}"
+            )
+            calls.setdefault(fn, set()).add((f"s3:{model.name}", where))
+            return
         op = _ACTIONS.get(model.name, model.name)
         target = (
             params.get("TableName")
@@ -922,7 +976,7 @@ def test_every_call_of_a_real_review_is_granted_and_nothing_else_is(tmp_path, mo
     # which made the exact set of calls below differ once in six runs. AWS keeps 6 x the Timeout.
     with sandbox(tmp_path, sweep_interval=None, visibility_timeout=REVIEW_VISIBILITY_S) as box:
         hook = _recorder(box.stack, calls, current)
-        for service in ("dynamodb", "sqs", "sns", "secretsmanager"):
+        for service in ("dynamodb", "sqs", "sns", "secretsmanager", "s3"):
             aws.client(service).meta.events.register("before-parameter-build", hook)
         number = box.open_sample_pr()
         payload = box.github.webhook_payload("opened", number)

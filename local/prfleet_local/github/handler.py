@@ -14,7 +14,8 @@
 The fake's own control endpoint (not GitHub's; no auth, loopback only): `POST {api_url}/_fake/faults` with JSON
 {"kind": "before" | "after_write" | "secondary" | "primary", "pattern", "status", "times", "method",
 "retry_after", "reset_in"}; `DELETE {api_url}/_fake/faults`; `GET {api_url}/_fake/requests` for the calls counted
-so far ({"total", "by_route"}). `GET /prfleet/...` is the read-only review page (page.py).
+so far ({"total", "by_route"}). `GET /prfleet/...` is the read-only review page (page.py); `GET /_codeload/...` the archive a tarball
+redirect points to (codeload.py, no Authorization, like codeload.github.com).
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ import urllib.parse
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from prfleet_local.github.codeload import serve_codeload
 from prfleet_local.github.faults import Fault
 from prfleet_local.github.page import is_blob_page, serve_page
 from prfleet_local.github.routes import ROUTES
+from prfleet_local.github.routes.archive import CODELOAD_PREFIX
 from prfleet_local.github.routes.common import Call, HttpError
 from prfleet_local.github.state import GitHubState
 
@@ -145,6 +148,9 @@ class Handler(BaseHTTPRequestHandler):
             return
         if method == "GET" and (split.path.startswith("/prfleet/") or is_blob_page(srv, path)):
             serve_page(self, path)  # the read-only review page, and a file's lines as github.com links them
+            return
+        if method == "GET" and split.path.startswith(CODELOAD_PREFIX):  # the archive link (codeload.py)
+            serve_codeload(self, split.path, split.query)
             return
         with srv.lock:
             srv.requests.append((method, split.path))

@@ -88,6 +88,8 @@ class GitHubState(FaultControls):
         self.issued_tokens: dict[str, float] = {}  # token -> expires_at
         self.token_requests: list[dict[str, Any]] = []  # verified JWT claims of each exchange
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call
+        self.archive_links: dict[str, tuple[str, float]] = {}  # codeload token -> (commit sha, expires_at)
+        self.downloads: list[tuple[str, bool]] = []  # codeload (path, had Authorization): not API calls
         self.faults: list[Fault] = []
         self._ids = 1000
         self._files_cache: dict[tuple[str, str], list[dict[str, Any]]] = {}

@@ -14,6 +14,26 @@ from prfleet_local.stack import template as tpl
 from prfleet_local.stack.account import REGION, client
 
 
+def _lifecycle_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation lifecycle rule (AWS::S3::Bucket Rule) as S3's API takes it."""
+    out: dict[str, Any] = {"ID": rule.get("Id", "rule"), "Status": rule["Status"]}
+    out["Filter"] = {"Prefix": rule.get("Prefix", "")}
+    if "ExpirationInDays" in rule:
+        out["Expiration"] = {"Days": int(rule["ExpirationInDays"])}
+    if "AbortIncompleteMultipartUpload" in rule:
+        days = int(rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+        out["AbortIncompleteMultipartUpload"] = {"DaysAfterInitiation": days}
+    return out
+
+
+def _encryption_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """A CloudFormation ServerSideEncryptionRule as S3's PutBucketEncryption takes it (another key name)."""
+    out: dict[str, Any] = {"ApplyServerSideEncryptionByDefault": dict(rule["ServerSideEncryptionByDefault"])}
+    if "BucketKeyEnabled" in rule:
+        out["BucketKeyEnabled"] = bool(rule["BucketKeyEnabled"])
+    return out
+
+
 class TemplateResources:
     """Created by `provision()`; `set_secrets()` then fills the secrets the operator would fill after a deploy."""
 
@@ -55,6 +75,8 @@ class TemplateResources:
             "AWS::CloudWatch::Alarm": self._alarm,
             "AWS::CloudWatch::Dashboard": self._dashboard,
             "AWS::Logs::QueryDefinition": self._query_definition,
+            "AWS::S3::Bucket": self._bucket,
+            "AWS::S3::BucketPolicy": self._bucket_policy,
         }
 
     def name(self, logical: str) -> str:
@@ -150,6 +172,49 @@ class TemplateResources:
             ddb.update_continuous_backups(TableName=self.name(logical), PointInTimeRecoverySpecification=pitr)
         self.ctx.refs[logical] = self.name(logical)
         self.ctx.attrs[(logical, "Arn")] = arn
+
+    def _bucket(self, logical: str, props: dict[str, Any]) -> None:
+        """An S3 bucket with the template's default encryption, Block Public Access, ownership controls and
+        lifecycle rules (moto keeps each; S3 names are lower case)."""
+        s3 = client("s3")
+        name = self.name(logical).lower()
+        s3.create_bucket(Bucket=name)
+        if "BucketEncryption" in props:
+            s3.put_bucket_encryption(
+                Bucket=name,
+                ServerSideEncryptionConfiguration={
+                    "Rules": [
+                        _encryption_rule(r)
+                        for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+                    ]
+                },
+            )
+        if "PublicAccessBlockConfiguration" in props:
+            s3.put_public_access_block(
+                Bucket=name, PublicAccessBlockConfiguration=props["PublicAccessBlockConfiguration"]
+            )
+        if "OwnershipControls" in props:
+            s3.put_bucket_ownership_controls(Bucket=name, OwnershipControls=props["OwnershipControls"])
+        rules = (props.get("LifecycleConfiguration") or {}).get("Rules") or []
+        if rules:
+            s3.put_bucket_lifecycle_configuration(
+                Bucket=name, LifecycleConfiguration={"Rules": [_lifecycle_rule(r) for r in rules]}
+            )
+        self.ctx.refs[logical] = name
+        self.ctx.attrs[(logical, "Arn")] = f"arn:aws:s3:::{name}"
+        self.ctx.attrs[(logical, "BucketName")] = name
+
+    def _bucket_policy(self, logical: str, props: dict[str, Any]) -> None:
+        """The policy as written, but for its TLS-only statements: moto evaluates bucket policies, and the local
+        endpoint is plain HTTP, where `aws:SecureTransport` is false (in AWS every SDK call uses TLS)."""
+        doc = dict(props["PolicyDocument"])
+        statements = doc.get("Statement") or []
+        kept = [st for st in statements if st.get("Condition") != {"Bool": {"aws:SecureTransport": "false"}}]
+        if kept:
+            client("s3").put_bucket_policy(
+                Bucket=props["Bucket"], Policy=json.dumps({**doc, "Statement": kept})
+            )
+        self.ctx.refs[logical] = logical
 
     def _kms_key(self, logical: str, props: dict[str, Any]) -> None:
         # The key policy as written: the local alarm publisher reads it (alerts.cloudwatch_may_publish).

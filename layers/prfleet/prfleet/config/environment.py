@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,6 +39,13 @@ def _int(name: str, default: int) -> int:
         return int(raw)
     except ValueError as exc:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from exc
+
+
+def _positive(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value <= 0:
+        raise ConfigError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def _float(name: str, default: float) -> float:
@@ -94,6 +102,13 @@ class Settings:
     shared_prefix_cache_ttl: str = "1h"
     # -- the operator's settings (issue 14)
     fail_on: str = "never"  # FailOn: never, critical or high; a .prfleet.toml may choose its own
+    # -- the repository snapshot (issue 23): "" = no bucket, the agents read through GitHub as before
+    snapshot_bucket: str = ""
+    max_repo_bytes: int = (
+        268_435_456  # MaxRepoBytes: the unpacked size (and the download) a snapshot may have
+    )
+    max_repo_entries: int = 200_000  # entries of an archive (files, folders, links) unpacked at most
+    snapshot_root: str = ""  # where agent containers unpack (under the function's ephemeral /tmp)
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -143,6 +158,11 @@ def settings() -> Settings:
         billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
         anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
         fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
+        snapshot_bucket=os.environ.get("SNAPSHOT_BUCKET", "").strip(),
+        max_repo_bytes=_positive("MAX_REPO_BYTES", 268_435_456),
+        max_repo_entries=_positive("MAX_REPO_ENTRIES", 200_000),
+        snapshot_root=os.environ.get("SNAPSHOT_ROOT", "").strip()
+        or os.path.join(tempfile.gettempdir(), "prfleet-snapshots"),
     )
 
 

@@ -5,6 +5,7 @@ from prfleet.github.auth import AppAuth, TokenAuth, auth_from_secret
 from prfleet.github.client import GitHub, client_for, reset_clients
 from prfleet.github.pr_source import GitHubPrSource, added_content, git_blob_sha
 from prfleet.github.transport import (
+    ArchiveTooLarge,
     GitHubError,
     GitHubRateLimited,
     GitHubUnprocessable,
@@ -15,6 +16,7 @@ from prfleet.github.transport import (
 
 __all__ = [
     "AppAuth",
+    "ArchiveTooLarge",
     "GitHub",
     "GitHubError",
     "GitHubPrSource",

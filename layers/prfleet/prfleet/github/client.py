@@ -15,6 +15,9 @@ Sources for the facts used here:
   https://docs.github.com/en/rest/checks/runs#update-a-check-run
 - Recursive trees are cut at 100,000 entries or 7 MB (`truncated: true`):
   https://docs.github.com/en/rest/git/trees#get-a-tree
+- The repository archive: `GET /repos/{owner}/{repo}/tarball/{ref}` answers 302 with a Location on
+  codeload.github.com, "temporary" for private repositories (five minutes); the tar has one top-level folder:
+  https://docs.github.com/en/rest/repos/contents#download-a-repository-archive-tar
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from __future__ import annotations
 import base64
 import urllib.parse
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, BinaryIO
 
 from prfleet.config import secret_store, settings
 from prfleet.github.auth import auth_from_secret
@@ -32,6 +35,7 @@ from prfleet.github.transport import (
     GitHubWriteUncertain,
     Transport,
     blob_cache,
+    download,
     next_page,
 )
 
@@ -177,6 +181,24 @@ class GitHub(Transport):
     def tree(self, repo: str, sha: str) -> list[dict[str, Any]]:
         """Recursive tree at `sha`: entries with path, mode, type, sha, size (possibly truncated by GitHub)."""
         return list(self.tree_obj(repo, sha).get("tree") or [])
+
+    def archive(self, repo: str, ref: str, out: BinaryIO, *, max_bytes: int) -> int:
+        """The gzipped tarball of `ref` written into `out` (at most `max_bytes`); returns its size.
+
+        One API request (the 302, counted and rate-limited like any other), then the Location's download, which
+        carries its own short-lived token: our Authorization header is never sent there. Past `max_bytes`
+        reading stops and ArchiveTooLarge is raised (what was written is the caller's to discard).
+        """
+        resp = self.request("GET", f"/repos/{repo}/tarball/{_qpath(ref)}", follow_redirects=False)
+        location = resp.headers.get("location")
+        if resp.status not in (301, 302, 303, 307, 308) or not location:
+            raise GitHubError(
+                resp.status, f"GitHub gave no archive link for {repo}@{ref} (HTTP {resp.status})"
+            )
+        scheme = urllib.parse.urlsplit(location).scheme
+        if scheme != "https" and urllib.parse.urlsplit(location).hostname not in ("127.0.0.1", "localhost"):
+            raise GitHubError(resp.status, f"GitHub's archive link for {repo}@{ref} is not https: refused")
+        return download(location, out, max_bytes=max_bytes, timeout=max(self.timeout, 30.0))
 
     def collaborator_permission(self, repo: str, user: str) -> str:
         """admin / write / read / none (GitHub folds maintain into write, triage into read).

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from prfleet.observability import tracing
 
@@ -71,6 +71,14 @@ class GitHubWriteUncertain(GitHubError):
     """A non-idempotent write got a 5xx or no answer: GitHub may or may not have applied it."""
 
 
+class ArchiveTooLarge(Exception):
+    """A download passed its byte cap: reading stopped there (the rest of the body was never read)."""
+
+    def __init__(self, url_path: str, limit: int) -> None:
+        super().__init__(f"the archive at {url_path} is larger than {limit:,} bytes: download stopped there")
+        self.limit = limit
+
+
 class GitHubRateLimited(GitHubError):
     """A rate limit whose wait exceeds what we may sleep here; `retry_after` says when to retry."""
 
@@ -92,20 +100,71 @@ class Response:
         return json.loads(self.body) if self.body else None
 
 
+class _Unfollowed(urllib.request.HTTPRedirectHandler):
+    """Redirects are returned to the caller, not followed: urllib would send every header of the request, the
+    Authorization header included, on to the Location's host."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 _direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_direct_unfollowed = urllib.request.build_opener(urllib.request.ProxyHandler({}), _Unfollowed())
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_REDIRECTS = (301, 302, 303, 307, 308)
+_CHUNK = 1024 * 1024
 
 
-def send(method: str, url: str, headers: Mapping[str, str], body: bytes | None, timeout: float) -> Response:
-    """One HTTP exchange; non-2xx statuses are returned, not raised. Loopback skips proxies."""
+def _opener(url: str, follow_redirects: bool) -> urllib.request.OpenerDirector:
+    """Loopback skips proxies; `follow_redirects=False` returns a 3xx as it is."""
+    loopback = urllib.parse.urlsplit(url).hostname in _LOOPBACK
+    if follow_redirects:
+        return _direct if loopback else urllib.request.build_opener()
+    return _direct_unfollowed if loopback else urllib.request.build_opener(_Unfollowed())
+
+
+def send(
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    body: bytes | None,
+    timeout: float,
+    *,
+    follow_redirects: bool = True,
+) -> Response:
+    """One HTTP exchange; non-2xx statuses are returned, not raised."""
     req = urllib.request.Request(url, data=body, method=method, headers=dict(headers))
-    opener = _direct if urllib.parse.urlsplit(url).hostname in _LOOPBACK else urllib.request.build_opener()
+    opener = _opener(url, follow_redirects)
     try:
         with opener.open(req, timeout=timeout) as resp:
             return Response(resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read())
     except urllib.error.HTTPError as exc:
         data = exc.read() if exc.fp else b""
         return Response(exc.code, {k.lower(): v for k, v in (exc.headers or {}).items()}, data)
+
+
+def download(url: str, out: BinaryIO, *, max_bytes: int, timeout: float) -> int:
+    """GET `url` with no credential (a pre-signed link such as codeload's) into `out`, at most `max_bytes`;
+    returns the bytes written. Past the cap it stops reading and raises ArchiveTooLarge; a non-2xx answer raises
+    GitHubError. Redirects are not followed (a signed link has none to give)."""
+    path = urllib.parse.urlsplit(url).path
+    req = urllib.request.Request(url, method="GET", headers={"User-Agent": USER_AGENT})
+    try:
+        with _opener(url, False).open(req, timeout=timeout) as resp:
+            declared = resp.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > max_bytes:
+                raise ArchiveTooLarge(path, max_bytes)
+            written = 0
+            while chunk := resp.read(_CHUNK):
+                written += len(chunk)
+                if written > max_bytes:
+                    raise ArchiveTooLarge(path, max_bytes)
+                out.write(chunk)
+            return written
+    except urllib.error.HTTPError as exc:
+        raise GitHubError(exc.code, f"the archive download at {path} answered {exc.code}") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+        raise GitHubError(0, f"cannot download the archive at {path}: {exc}") from exc
 
 
 def base_headers() -> dict[str, str]:
@@ -310,9 +369,11 @@ class Transport:
         params: Mapping[str, Any] | None = None,
         body: Any = None,
         idempotent: bool | None = None,
+        follow_redirects: bool = True,
     ) -> Response:
         """One API call. A non-idempotent write (POST by default) that gets a 5xx or no answer raises
-        GitHubWriteUncertain: the caller looks for it before sending it again."""
+        GitHubWriteUncertain: the caller looks for it before sending it again. With `follow_redirects=False` a
+        3xx is returned as it is (its Location is the caller's to follow, without our Authorization header)."""
         url = path_or_url if path_or_url.startswith(("http://", "https://")) else self.api_url + path_or_url
         if params:
             url += ("&" if "?" in url else "?") + urllib.parse.urlencode(params)
@@ -326,7 +387,8 @@ class Transport:
         while True:
             try:
                 with tracing.subsegment(f"GitHub {method}", remote=True) as span:
-                    resp = send(method, url, self._headers(data is not None, cached), data, self.timeout)
+                    headers = self._headers(data is not None, cached)
+                    resp = send(method, url, headers, data, self.timeout, follow_redirects=follow_redirects)
                     span.http(method, f"{self.api_url}{path}", resp.status)
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
                 msg = f"cannot reach GitHub at {self.api_url} for {method} {path}: {exc}"
@@ -338,6 +400,8 @@ class Transport:
                 raise GitHubError(0, msg) from exc
             if resp.status == 304 and cached is not None:
                 return cached
+            if not follow_redirects and resp.status in _REDIRECTS:
+                return resp
             if resp.status < 300:
                 if cache_key and resp.headers.get("etag"):
                     etag_cache.put(cache_key, resp, len(resp.body))

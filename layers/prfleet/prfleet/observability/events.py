@@ -50,6 +50,7 @@ EVENTS = frozenset(
         "fallback",  # agents: a refusal is retried on the fallback model
         "count_tokens",  # runner: the input counted before a reservation
         "estimated",  # runner: a failed call's cost booked from an estimate (billed but no usage)
+        "snapshot",  # repository.snapshot: a head's snapshot stored (planner) or opened (agent), and how
     }
 )
 

@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 from prfleet import agents
-from prfleet.config import settings
+from prfleet.config import aws, settings
 from prfleet.config.repo_config import RepoConfigError, parse_repo_config, path_matches
 from prfleet.github import GitHubError, GitHubRateLimited
 from prfleet.github.files import SYMLINK_MODE
 from prfleet.jobs import FileJob, PrJob, sqs
 from prfleet.pipeline import fanin, render
+from prfleet.repository import snapshot
 from prfleet.store import headfiles, heads, job_runs
 
 # Files no agent should spend tokens on, whatever the repository says.
@@ -221,8 +222,9 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     check run, fresh fan-in, runs forgotten so every job runs again (unchanged files come from the result cache
     at no cost, failed ones are retried).
 
-    GitHub is read once per head: the PR, its config, its file pages and its tree. What the jobs need of them is
-    stored with prfleet.headfiles, so a job makes no listing request of its own.
+    GitHub is read once per head: the PR, its config, its file pages, its tree and its archive (the snapshot the
+    agents unpack, stored in S3). What the jobs need of them is stored with prfleet.headfiles, so a job makes no
+    listing request of its own.
     """
     now = time.time() if now is None else now
     cfg = settings()
@@ -240,6 +242,7 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     heads.set_head(job.repo, job.number, job.head_sha, now=now)
     again = not rerun and heads.head_record(job.repo, job.number, job.head_sha) is not None
     head = read_head(gh, job, pr, max_files=cfg.max_files)
+    store_head_snapshot(gh, job, cfg)
     planned = plan_head(head, cfg)
     write_plan(gh, head, planned, again=again, rerun=rerun, now=now, send=send or sqs.send_file_jobs)
     if again:
@@ -282,6 +285,16 @@ def read_head(gh: Any, job: PrJob, pr: Mapping[str, Any], *, max_files: int) -> 
         tree=tree,
         symlinks=links,
         tree_note=tree_note,
+    )
+
+
+def store_head_snapshot(gh: Any, job: PrJob, cfg: Any) -> snapshot.Manifest | None:
+    """The head's snapshot for the agents (prfleet.repository.snapshot): one GitHub request the first time a
+    head is planned, none after (its manifest is in S3); None when the deployment has no SnapshotBucket."""
+    if not cfg.snapshot_bucket:
+        return None
+    return snapshot.store_snapshot(
+        gh, aws.client("s3"), cfg.snapshot_bucket, job.repo, job.head_sha, max_bytes=cfg.max_repo_bytes
     )
 
 

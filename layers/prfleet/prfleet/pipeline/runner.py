@@ -19,11 +19,12 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from prfleet import agents, github
+from prfleet.config import aws, settings
 from prfleet.config import now as config_now
-from prfleet.config import settings
 from prfleet.config.repo_config import parse_repo_config
 from prfleet.cost import circuit, pricing
 from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached, token_counter
@@ -46,6 +47,7 @@ from prfleet.pipeline.endings import (
     rate_limited,
     unclaimed,
 )
+from prfleet.repository import snapshot
 from prfleet.store import deferrals, dynamo, headfiles, heads, job_runs, result_cache
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
@@ -212,9 +214,36 @@ def _claim_and_run(
         claimed_at=claimed_at,
         circuit_read_at=circuit_read_at,
     )
+    snap = job_snapshot(job, at.emit)
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     return _run_agent(
-        at, spec, source, model_client, guard, deadline=deadline, started=started, final_attempt=final_attempt
+        at,
+        spec,
+        source,
+        model_client,
+        guard,
+        deadline=deadline,
+        started=started,
+        final_attempt=final_attempt,
+        snapshot=snap,
+    )
+
+
+def job_snapshot(job: FileJob, emit: Callable[..., None]) -> snapshot.Snapshot | None:
+    """The head's snapshot unpacked in this container (once per head, reused while warm), for the agent's tools;
+    None when the deployment has no SnapshotBucket (the tools read through GitHub)."""
+    cfg = settings()
+    if not cfg.snapshot_bucket:
+        return None
+    return snapshot.open_snapshot(
+        aws.client("s3"),
+        cfg.snapshot_bucket,
+        job.repo,
+        job.head_sha,
+        root=Path(cfg.snapshot_root),
+        max_bytes=cfg.max_repo_bytes,
+        max_entries=cfg.max_repo_entries,
+        emit=emit,
     )
 
 
@@ -228,12 +257,13 @@ def _run_agent(
     deadline: float,
     started: float,
     final_attempt: bool,
+    snapshot: snapshot.Snapshot | None = None,
 ) -> Ending:
     """The agent's run, and the ending its result or its refusal means."""
     job, model = at.job, spec.model
     try:
         result = agents.run_agent(
-            job, spec, source, model_client, deadline=deadline, guard=guard, emit=at.emit
+            job, spec, source, model_client, deadline=deadline, guard=guard, emit=at.emit, snapshot=snapshot
         )
     except (
         job_runs.RunInProgress

@@ -1,2 +1,2 @@
-"""The repository the agents look at: its snapshot at the head, views and search over it, where to look, and the
-repository's own review instructions (from the base branch). Sits above `github`; `agents` and `pipeline` use it."""
+"""The repository the agents look at: a snapshot of the head (archive, snapshot), its views, search, hints and the
+repository's own instructions. Sits above `github`: it may import github, jobs, config and observability."""

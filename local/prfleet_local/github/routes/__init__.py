@@ -1,12 +1,13 @@
 """The fake GitHub's REST routes, one module per resource; each module cites the GitHub pages it follows.
 
 access (installation tokens, collaborator permission), pulls (a PR, its files, compare), reviews (reviews and
-review comments), contents (contents, blobs, trees), checks (check runs), issues (issue comments).
+review comments), contents (contents, blobs, trees), archive (the tarball redirect), checks (check runs), issues
+(issue comments).
 """
 
 from __future__ import annotations
 
-from prfleet_local.github.routes import access, checks, contents, issues, pulls, reviews
+from prfleet_local.github.routes import access, archive, checks, contents, issues, pulls, reviews
 from prfleet_local.github.routes.common import Route
 
 ROUTES: list[Route] = [
@@ -14,6 +15,7 @@ ROUTES: list[Route] = [
     *pulls.ROUTES,
     *reviews.ROUTES,
     *contents.ROUTES,
+    *archive.ROUTES,
     *checks.ROUTES,
     *issues.ROUTES,
 ]
