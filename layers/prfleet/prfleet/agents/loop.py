@@ -20,6 +20,7 @@ from prfleet.agents.request import build_first_content, build_request
 from prfleet.agents.specs import MODEL_MAX_OUTPUT, AgentSpec, effort_for
 from prfleet.agents.tools import PrSource, PrTools, ToolResult, tool_definitions
 from prfleet.repository.hints import where_to_look
+from prfleet.repository.instructions import Instruction
 from prfleet.repository.untrusted import path_problem
 from prfleet.repository.view import RepoView, Snapshotish
 
@@ -64,10 +65,12 @@ class _Loop:
         emit: Callable[..., None],
         cache: bool,
         snapshot: Snapshotish | None = None,
+        instructions: list[Instruction] | None = None,
     ) -> None:
         self.job, self.spec, self.source, self.caller = job, spec, source, caller
         self.emit, self.cache = emit, cache
         self.snapshot = snapshot
+        self.instructions = instructions or []
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
         self.findings: list[Finding] = []
@@ -110,7 +113,9 @@ class _Loop:
         self.line_count = max(len(text.splitlines()), 1)
         diff = self.source.file_diff(self.job.path)
         hints = where_to_look(self.pr_tools.view, self.job.path, text, diff)
-        first = build_first_content(self.job, self.spec, self.source, text, diff, hints=hints)
+        first = build_first_content(
+            self.job, self.spec, self.source, text, diff, hints=hints, instructions=self.instructions
+        )
         self.history = [{"role": "user", "content": first}]
         system, tools = self.spec.system, tool_definitions()
         stop: str | None = None
@@ -295,6 +300,7 @@ def run_agent(
     retry: RetryPolicy | None = None,
     cache: bool | None = None,
     snapshot: Snapshotish | None = None,
+    instructions: list[Instruction] | None = None,
 ) -> RunResult:
     """Review job.path with one agent: the tool-use loop, bounded by caps and by `deadline` (epoch seconds).
 
@@ -303,7 +309,8 @@ def run_agent(
     raised by guard.before_call (budget.BudgetExceeded) propagate so the runner can defer the job.
     `cache=False` (or spec.prompt_caching=False) sends no cache_control, for the caching benchmark.
     `snapshot` (repository.snapshot.Snapshot, or None): the tools see its unpacked tree when it has one, else the
-    fallback view over `source`.
+    fallback view over `source`. `instructions`: the repository's own review instructions that apply to the
+    file (prfleet.repository.instructions.for_file), given below prfleet's rules in the first message.
     """
     caller = ModelCaller(
         model_client,
@@ -324,5 +331,6 @@ def run_agent(
         emit=emit,
         cache=spec.prompt_caching if cache is None else cache,
         snapshot=snapshot,
+        instructions=instructions,
     )
     return loop.run()

@@ -51,6 +51,7 @@ EVENTS = frozenset(
         "count_tokens",  # runner: the input counted before a reservation
         "estimated",  # runner: a failed call's cost booked from an estimate (billed but no usage)
         "snapshot",  # repository.snapshot: a head's snapshot stored (planner) or opened (agent), and how
+        "instructions_unreadable",  # pipeline.runner: the head's stored instructions could not be read back
     }
 )
 

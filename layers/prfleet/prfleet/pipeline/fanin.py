@@ -33,6 +33,7 @@ from prfleet.jobs import FileJob, PrJob
 from prfleet.observability import tracing
 from prfleet.pipeline import render
 from prfleet.pipeline.render import CHECK_NAME
+from prfleet.repository import instructions
 from prfleet.store import headfiles, heads, job_runs, posting
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,9 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     counts = _counts(runs, record)
     findings = [f for r in runs for f in _findings(r)]
     already = posting.recorded_fingerprints(record.repo, record.number)
-    patches = _patches(gh, record)
+    listed = headfiles.load(record.repo, record.number, record.head_sha)
+    patches = _patches(gh, record, listed)
+    told = applied_instructions(record, listed, [str(r.get("path") or "") for r in runs])
 
     def plan(inline: bool = True) -> render.ReviewPlan:
         return render.build_review(
@@ -203,6 +206,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             head_sha=record.head_sha,
             repo=record.repo,
             web=render.web_url(settings().github_api_url),
+            instructions=told,
         )
 
     review = plan()
@@ -328,10 +332,23 @@ def _counts(runs: list[dict[str, Any]], record: heads.HeadRecord) -> dict[str, d
     return dict(rows)
 
 
-def _patches(gh: Any, record: heads.HeadRecord) -> dict[str, str]:
+def applied_instructions(
+    record: heads.HeadRecord, listed: headfiles.HeadFiles | None, paths: list[str]
+) -> list[str]:
+    """Which of the repository's own instructions the reviewed files were given (the review page lists them):
+    the base's instruction files and the .prfleet.toml entries that apply to at least one of `paths`."""
+    try:
+        files = instructions.load_instructions(listed.instructions) if listed else []
+        cfg = repo_config.parse_repo_config(record.repo_config) if record.repo_config else None
+    except (ValueError, repo_config.RepoConfigError):  # the jobs reviewed without them too (runner)
+        return []
+    told = {i.source: None for p in paths if p for i in instructions.for_file(files, cfg, p) if i.text}
+    return list(told)
+
+
+def _patches(gh: Any, record: heads.HeadRecord, listed: headfiles.HeadFiles | None) -> dict[str, str]:
     """The head's patches as the planner listed them (prfleet.headfiles); GitHub only if that list is missing."""
 
-    listed = headfiles.load(record.repo, record.number, record.head_sha)
     if listed is not None:
         return {f["filename"]: f.get("patch", "") for f in listed.files}
     files, _more = gh.pr_files(record.repo, record.number, max_files=settings().max_files)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import posixpath
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 from prfleet import agents
@@ -16,6 +16,7 @@ from prfleet.github.files import SYMLINK_MODE
 from prfleet.jobs import FileJob, PrJob, sqs
 from prfleet.pipeline import fanin, render
 from prfleet.repository import snapshot
+from prfleet.repository.instructions import Instruction, dump_instructions, read_instructions
 from prfleet.store import headfiles, heads, job_runs
 
 # Files no agent should spend tokens on, whatever the repository says.
@@ -202,6 +203,7 @@ class PrHead:
     tree: dict[str, Any]  # path -> tree entry (mode, size) of the changed paths
     symlinks: set[str]
     tree_note: Skip | None  # set when GitHub truncated the recursive tree
+    instructions: list[Instruction] = field(default_factory=list)  # the BASE commit's own review instructions
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def refusal(job: PrJob, pr: Mapping[str, Any], *, rerun: bool) -> Plan | None:
 
 
 def read_head(gh: Any, job: PrJob, pr: Mapping[str, Any], *, max_files: int) -> PrHead:
-    """GitHub's reads for one head, in this order: the base's .prfleet.toml, the file pages, the tree."""
+    """GitHub's reads for one head, in this order: the base's .prfleet.toml, the file pages, the tree, the base's
+    review instructions (REVIEW.md and the like: 1 request when there are none, cached per base commit)."""
     config_raw = gh.file_at(job.repo, ".prfleet.toml", job.base_sha)
     changed = pr.get("changed_files")
     files, more = gh.pr_files(
@@ -285,6 +288,7 @@ def read_head(gh: Any, job: PrJob, pr: Mapping[str, Any], *, max_files: int) -> 
         tree=tree,
         symlinks=links,
         tree_note=tree_note,
+        instructions=read_instructions(gh, job.repo, job.base_sha),
     )
 
 
@@ -349,6 +353,7 @@ def write_plan(
             files=[headfiles.entry(f, head.tree.get(f["filename"])) for f in head.files],
             symlinks=sorted(head.symlinks),
             tree_complete=head.tree_note is None,
+            instructions=dump_instructions(head.instructions),
         ),
         now=now,
     )

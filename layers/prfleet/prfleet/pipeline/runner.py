@@ -48,6 +48,7 @@ from prfleet.pipeline.endings import (
     unclaimed,
 )
 from prfleet.repository import snapshot
+from prfleet.repository.instructions import Instruction, for_file, load_instructions
 from prfleet.store import deferrals, dynamo, headfiles, heads, job_runs, result_cache
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
@@ -215,6 +216,7 @@ def _claim_and_run(
         circuit_read_at=circuit_read_at,
     )
     snap = job_snapshot(job, at.emit)
+    told = repo_instructions(listed, reads.record, job.path, emit)
     deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     return _run_agent(
         at,
@@ -226,6 +228,7 @@ def _claim_and_run(
         started=started,
         final_attempt=final_attempt,
         snapshot=snap,
+        instructions=told,
     )
 
 
@@ -247,6 +250,20 @@ def job_snapshot(job: FileJob, emit: Callable[..., None]) -> snapshot.Snapshot |
     )
 
 
+def repo_instructions(
+    listed: headfiles.HeadFiles | None, record: Any, path: str, emit: Callable[..., None]
+) -> list[Instruction]:
+    """The repository's own review instructions for this file: the base's instruction files the planner stored
+    with the head's list, then the .prfleet.toml `[[instructions]]` entries that apply to `path`, capped."""
+    try:
+        files = load_instructions(listed.instructions) if listed else []
+    except ValueError as exc:  # a stored list is read back, not trusted: review without it, and say so
+        emit("instructions_unreadable", path=path, error=str(exc)[:300])
+        files = []
+    cfg = parse_repo_config(record.repo_config) if record and record.repo_config else None
+    return for_file(files, cfg, path)
+
+
 def _run_agent(
     at: _Attempt,
     spec: Any,
@@ -258,12 +275,21 @@ def _run_agent(
     started: float,
     final_attempt: bool,
     snapshot: snapshot.Snapshot | None = None,
+    instructions: list[Instruction] | None = None,
 ) -> Ending:
     """The agent's run, and the ending its result or its refusal means."""
     job, model = at.job, spec.model
     try:
         result = agents.run_agent(
-            job, spec, source, model_client, deadline=deadline, guard=guard, emit=at.emit, snapshot=snapshot
+            job,
+            spec,
+            source,
+            model_client,
+            deadline=deadline,
+            guard=guard,
+            emit=at.emit,
+            snapshot=snapshot,
+            instructions=instructions,
         )
     except (
         job_runs.RunInProgress

@@ -45,6 +45,9 @@ class HeadFiles:
     files: list[dict[str, Any]]
     symlinks: list[str] = field(default_factory=list)
     tree_complete: bool = True
+    # The base's own review instructions (prfleet.repository.instructions.dump_instructions): read once per head
+    # by the planner, given to every job of the head.
+    instructions: list[dict[str, Any]] = field(default_factory=list)
 
     def to_bytes(self) -> bytes:
         return gzip.compress(json.dumps({"v": VERSION, **asdict(self)}, separators=(",", ":")).encode(), 6)
