@@ -65,11 +65,13 @@ class _Loop:
         emit: Callable[..., None],
         cache: bool,
         snapshot: Snapshotish | None = None,
+        view: RepoView | None = None,
         instructions: list[Instruction] | None = None,
     ) -> None:
         self.job, self.spec, self.source, self.caller = job, spec, source, caller
         self.emit, self.cache = emit, cache
         self.snapshot = snapshot
+        self.view = view
         self.instructions = instructions or []
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
@@ -106,10 +108,13 @@ class _Loop:
     def run(self) -> RunResult:
         """Turn by turn until the run ends: check the caps, ask the model, then continue a cut turn, fall back
         after a refusal, or answer the turn (_next_turn)."""
-        text = self.source.read_file(self.job.path)
+        self.pr_tools = PrTools(
+            self.source, snapshot=self.snapshot, view=self.view, max_chars=self.spec.max_tool_chars
+        )
+        # Through the tools' view: the snapshot when there is one (no GitHub request), else the source.
+        text = self.pr_tools.view.read(self.job.path)
         if text is None:
             return self.result("failed", error=f"{self.job.path} does not exist at the PR head")
-        self.pr_tools = PrTools(self.source, snapshot=self.snapshot, max_chars=self.spec.max_tool_chars)
         self.line_count = max(len(text.splitlines()), 1)
         diff = self.source.file_diff(self.job.path)
         hints = where_to_look(self.pr_tools.view, self.job.path, text, diff)
@@ -300,6 +305,7 @@ def run_agent(
     retry: RetryPolicy | None = None,
     cache: bool | None = None,
     snapshot: Snapshotish | None = None,
+    view: RepoView | None = None,
     instructions: list[Instruction] | None = None,
 ) -> RunResult:
     """Review job.path with one agent: the tool-use loop, bounded by caps and by `deadline` (epoch seconds).
@@ -309,7 +315,8 @@ def run_agent(
     raised by guard.before_call (budget.BudgetExceeded) propagate so the runner can defer the job.
     `cache=False` (or spec.prompt_caching=False) sends no cache_control, for the caching benchmark.
     `snapshot` (repository.snapshot.Snapshot, or None): the tools see its unpacked tree when it has one, else the
-    fallback view over `source`. `instructions`: the repository's own review instructions that apply to the
+    fallback view over `source`; `view`, when given, is the view itself (the runner's, which it also reads the
+    findings' lines through). `instructions`: the repository's own review instructions that apply to the
     file (prfleet.repository.instructions.for_file), given below prfleet's rules in the first message.
     """
     caller = ModelCaller(
@@ -331,6 +338,7 @@ def run_agent(
         emit=emit,
         cache=spec.prompt_caching if cache is None else cache,
         snapshot=snapshot,
+        view=view,
         instructions=instructions,
     )
     return loop.run()

@@ -49,6 +49,7 @@ from prfleet.pipeline.endings import (
 )
 from prfleet.repository import snapshot
 from prfleet.repository.instructions import Instruction, for_file, load_instructions
+from prfleet.repository.view import RepoView, view_for
 from prfleet.store import deferrals, dynamo, headfiles, heads, job_runs, result_cache
 
 DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
@@ -279,6 +280,9 @@ def _run_agent(
 ) -> Ending:
     """The agent's run, and the ending its result or its refusal means."""
     job, model = at.job, spec.model
+    view = view_for(
+        source, snapshot
+    )  # the tools' view, and where the findings' lines are read for fingerprints
     try:
         result = agents.run_agent(
             job,
@@ -289,6 +293,7 @@ def _run_agent(
             guard=guard,
             emit=at.emit,
             snapshot=snapshot,
+            view=view,
             instructions=instructions,
         )
     except (
@@ -316,7 +321,7 @@ def _run_agent(
     duration_ms = int((at.clock() - started) * 1000)
     if result.status == "failed" and result.retry_after and not final_attempt:
         return rate_limited(job, result, model, spent=guard.carried + guard.spent, estimated=guard.estimated)
-    findings = [_with_fingerprint(f, source) for f in result.findings]
+    findings = [_with_fingerprint(f, view) for f in result.findings]
     # A succeeded run's result is cached in the same request as its outcome (one TransactWriteItems), and only if
     # the outcome is written: refused (RunInProgress, another worker's outcome stands), nothing is cached.
     cache = (
@@ -516,10 +521,10 @@ def _read_cache(key: str) -> dict[str, Any] | None:
     return result_cache.from_item(next(iter(got.get(table, [])), None))
 
 
-def _with_fingerprint(finding: Any, source: Any) -> dict[str, Any]:
+def _with_fingerprint(finding: Any, view: RepoView) -> dict[str, Any]:
     data = finding.to_dict() if hasattr(finding, "to_dict") else dict(finding)
     if not data.get("fingerprint"):
-        text = source.read_file(data["path"]) or ""
+        text = view.read(data["path"]) or ""
         lines = text.splitlines()
         line = lines[data["line"] - 1] if 0 < int(data.get("line") or 0) <= len(lines) else ""
         data["fingerprint"] = finding.fingerprint(line) if hasattr(finding, "fingerprint") else ""
