@@ -86,10 +86,15 @@ def test_a_300_file_pr_is_listed_once_and_its_jobs_cost_at_most_one_github_reque
     assert result["files"] == result["listed"] == 300
     assert stack_problems(result, jobs=30) == []
     assert result["file_pages"] == 3 * result["plannings"]
-    assert result["per_route"]["GET /git/blobs"] == 10  # each modified blob read once, by sha
+    # The agents read the head's snapshot (one tarball request per planning), not the blobs of the changed files.
+    tarballs = sum(n for r, n in result["per_route"].items() if r.startswith("GET /tarball/"))
+    assert tarballs == 1, result["per_route"]  # once per head, however often it is planned
+    assert result["per_route"].get("GET /git/blobs", 0) == 0, result["per_route"]
 
 
-def test_a_3mb_file_is_read_through_the_blobs_api_never_the_contents_api(box):
+def test_a_3mb_file_is_read_from_the_snapshot_never_the_contents_api(box):
+    """Over 1 MB GitHub's contents API sends no content: the agent reads the file from the head's snapshot (and,
+    without one, by blob sha: tests/integration/test_github_client.py), never through the contents API."""
     big = "".join(f"line of text number {i:07d}\n" for i in range(110_000))  # 3.1 MB, 110,000 lines
     number, head = open_pr(box, "big-file", {"data/big.txt": big}, title="A 3 MB file")
     start = len(box.github.requests)
@@ -101,7 +106,7 @@ def test_a_3mb_file_is_read_through_the_blobs_api_never_the_contents_api(box):
     assert "patch" not in entry and entry["size"] == len(big)  # GitHub leaves out a diff this large
     (run,) = job_runs.runs_of_head(REPO, number, head)
     assert run["path"] == "data/big.txt" and run["status"] == "succeeded"
-    assert [p for m, p in calls if p.endswith(f"/git/blobs/{entry['sha']}")]
+    assert not [p for m, p in calls if p.endswith(f"/git/blobs/{entry['sha']}")]  # the snapshot had it
     assert not [p for m, p in calls if "/contents/data/big.txt" in p]
     served = gh(box).content(REPO, "data/big.txt", head)  # what the contents API would have given
     assert served["encoding"] == "none" and served["content"] == ""

@@ -25,7 +25,11 @@ from prfleet_local.model.learned import Call, Fact, FileText
 from prfleet_local.model.results import blocks, numbered, text_of
 from prfleet_local.model.wire import LABEL
 
-MAX_CONTINUATIONS = 40  # read_file calls that follow a cut read of one file (a 20,000-character page each)
+# read_file calls that follow a cut read of one file (a 20,000-character page each). A model pages through a long
+# source file, not through a 3 MB data file: each page is a turn that resends the history, so 40 pages would run
+# into the agent's 30 iterations and its run-token cap. Past this the file stays read in part, and nothing that
+# needs the whole file (a parse) is reported.
+MAX_CONTINUATIONS = 6
 _REJECTED_PATH = "is not a file under review"
 
 
