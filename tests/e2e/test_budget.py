@@ -42,7 +42,7 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         tmp_path,
         # max_tokens (thinking included) is reserved at the output rate: 4096 keeps a review call's worst case
         # inside the tiny budget, so the day fills by spend, not by one call's size. (8192 did until the review
-        # agent read the repository: its later calls carry the callers it grepped and read, ~25k input tokens,
+        # agent read the repository: its later calls carry the callers it grepped and read,
         # and their worst case alone passed $0.14, so no deferred review could ever start on a new day.)
         parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2, "ReviewMaxTokens": 4096},
         sweep_interval=None,
