@@ -364,3 +364,23 @@ def test_faults_are_switchable_over_http(gh_env):
     status, counts = call("GET", "/_fake/requests")
     assert status == 200 and counts["total"] == len(server.requests)
     assert counts["by_route"][f"POST /repos/{REPO}/pulls/{n}/reviews"] == 1
+
+
+def test_a_hostile_archive_fault_is_switchable_over_http_and_an_unknown_kind_is_refused(gh_env):
+    server, _repo, _gh, _n, _ = gh_env
+
+    def post(body: dict) -> int:
+        req = urllib.request.Request(
+            server.api_url + "/_fake/faults", data=json.dumps(body).encode(), method="POST"
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+                return resp.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+
+    assert post({"kind": "hostile_archive", "archive": "zipslip"}) == 400
+    assert server.take_archive_fault() is None
+    assert post({"kind": "hostile_archive", "archive": "device", "times": 2}) == 201
+    assert [server.take_archive_fault(), server.take_archive_fault()] == [("device", 300 * 1024 * 1024)] * 2
+    assert server.take_archive_fault() is None

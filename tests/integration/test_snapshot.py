@@ -14,6 +14,7 @@ import pytest
 from prfleet.github import ArchiveTooLarge, GitHub, GitHubError, TokenAuth
 from prfleet.repository import snapshot
 from prfleet.repository.snapshot import Manifest, open_snapshot, store_snapshot
+from prfleet_local.github import hostile
 from prfleet_local.github.server import GitHubServer, GitRepo
 from prfleet_local.stack.moto_proc import moto_server
 
@@ -193,3 +194,40 @@ def test_no_manifest_means_no_snapshot(s3, bucket, tmp_path):
         s3, bucket, "acme/none", "f" * 40, root=tmp_path, max_bytes=MB, max_entries=9, emit=Events()
     )
     assert snap == snapshot.Snapshot(None, None, "no snapshot of this head was stored")
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"),
+    [
+        ("traversal", "path traversal in"),
+        ("absolute", "absolute path"),
+        ("symlink", "leads out of the tree"),
+        ("device", "device, fifo or other special file"),
+        ("bomb", f"unpacks to more than {MB:,} bytes"),
+    ],
+)
+def test_a_hostile_archive_from_github_is_refused_with_its_reason_and_nothing_escapes(
+    github, s3, bucket, tmp_path, kind, why
+):
+    """The fake's hostile_archive fault: the planner stores what GitHub served, the agent refuses to unpack it."""
+    server, repo, gh = github
+    head = repo.commit({f"{kind}.txt": f"{kind}\n"}, f"a head served hostile ({kind})")
+    server.hostile_archive(kind, bomb_bytes=8 * MB)
+    assert store_snapshot(gh, s3, bucket, REPO, head, max_bytes=MB, emit=Events()).status == "ok"
+    root = tmp_path / "work" / "snapshots"
+    events = Events()
+    snap = open_snapshot(s3, bucket, REPO, head, root=root, max_bytes=MB, max_entries=100, emit=events)
+    assert snap.root is None and (snap.reason or "").startswith("the archive was refused: ")
+    assert why in (snap.reason or "")
+    assert [f for name, f in events.seen if name == "snapshot"] == [
+        {
+            "action": "opened",
+            "outcome": "fallback",
+            "reason": snap.reason,
+            "repo": REPO,
+            "head_sha": head,
+        }
+    ]
+    assert list(root.iterdir()) == []  # neither the tree nor the half-unpacked folder beside it is left
+    assert list(tmp_path.rglob(hostile.ESCAPED_NAME)) == [] and not (tmp_path / "escape").exists()
+    assert server.take_archive_fault() is None  # one download, one hostile archive: the fault is spent

@@ -314,6 +314,7 @@ def test_fleet_metrics_carry_only_service_and_per_agent_copies_add_agent(env: An
         ("complete", {"status": "failed"}, "RunsFailed"),
         ("api_call", {"error": "overloaded", "input_tokens": 0}, "ModelErrors"),
         ("error", {"error_type": "overloaded_error", "status": 529, "attempt": 1}, "ModelErrors"),
+        ("snapshot", {"action": "opened", "outcome": "fallback", "reason": "too large"}, "SnapshotFallbacks"),
     ],
 )
 def test_event_to_metric_mapping(env: Any, event: str, fields: dict[str, Any], metric: str) -> None:
@@ -330,6 +331,17 @@ def test_events_without_metrics_publish_nothing(env: Any) -> None:
     with capture() as cap:
         for name in ("tool_call", "tool_result", "skipped", "heartbeat"):
             e.emit(name)
+        e.flush()
+    assert cap.emf() == []
+
+
+def test_a_snapshot_unpacked_or_stored_is_not_a_fallback(env: Any) -> None:
+    e = emitter(env)
+    with capture() as cap:
+        e.emit("snapshot", action="opened", outcome="unpacked")
+        e.emit(
+            "snapshot", action="stored", outcome="too_large"
+        )  # the planner: counted when an agent opens it
         e.flush()
     assert cap.emf() == []
 

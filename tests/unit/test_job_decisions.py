@@ -198,3 +198,13 @@ def test_a_failed_run_reports_its_error_as_the_outcomes_reason():
     guard = SimpleNamespace(carried=0, spent=0, estimated=0, estimates=[])
     end = endings.completed(_result("failed", "no report"), [], "m", guard, duration_ms=1, with_items=None)
     assert (end.status, end.reason, end.values["error"]) == ("failed", "no report", "no report")
+
+
+def test_a_run_without_the_snapshot_records_why_and_one_with_it_clears_an_old_reason():
+    guard = SimpleNamespace(carried=0, spent=0, estimated=0, estimates=[])
+    why = "the archive was refused: path traversal in 'o-r-1/../x'"
+    end = endings.completed(_result(), [], "m", guard, duration_ms=1, with_items=None, snapshot_reason=why)
+    assert end.values["snapshot_reason"] == why
+    # None removes the attribute (job_runs.finish_run): an earlier attempt's reason does not outlive a snapshot
+    again = endings.completed(_result(), [], "m", guard, duration_ms=1, with_items=None)
+    assert "snapshot_reason" in again.values and again.values["snapshot_reason"] is None

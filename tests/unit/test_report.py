@@ -334,6 +334,41 @@ def test_the_check_summary_counts_the_findings_outside_the_diff():
     assert "outside the diff" not in render.check_conclusion(counts)[2]
 
 
+def test_a_review_without_a_snapshot_says_so_and_why_in_one_line_of_body_summary_and_check():
+    from prfleet.pipeline import fanin
+
+    too_large = "the repository is over MaxRepoBytes (1,048,576 bytes; no snapshot)"
+    refused = "the archive was refused: path traversal in 'o-r-abc1234/../escape.txt'"
+    runs = [
+        {"agent": "review", "snapshot_reason": too_large},
+        {"agent": "tests", "snapshot_reason": too_large},  # the same reason from every job: said once
+        {"agent": "docs", "status": "cached"},  # a cached result ran no tools: no reason
+        {"agent": "review", "snapshot_reason": refused},
+    ]
+    reasons = fanin.snapshot_reasons(runs)
+    assert reasons == [too_large, refused]
+    line = (
+        f"Reviewed without a snapshot of the repository: {too_large}; {refused}; "
+        "grep covered only the changed files and the files read."
+    )
+    plan = render.build_review([], {"app.py": PATCH}, None, no_snapshot=reasons)
+    assert plan.body.count(line) == 1 and plan.summary.count(line) == 1
+    counts = {"review": {"succeeded": 2}}
+    conclusion, _title, text = render.check_conclusion(counts, no_snapshot=reasons)
+    assert conclusion == "success" and line in text  # a fallback is told, it does not fail the check
+    failed = render.check_conclusion({"review": {"failed": 1}}, no_snapshot=reasons)
+    assert failed[0] == "failure" and line in failed[2]
+
+
+def test_a_review_with_its_snapshot_says_nothing_about_one():
+    from prfleet.pipeline import fanin
+
+    assert fanin.snapshot_reasons([{"agent": "review", "status": "succeeded"}]) == []
+    plan = render.build_review([], {"app.py": PATCH}, None, no_snapshot=[])
+    assert "snapshot" not in plan.body and "snapshot" not in plan.summary
+    assert "snapshot" not in render.check_conclusion({"review": {"succeeded": 1}}, no_snapshot=[""])[2]
+
+
 def test_web_addresses_of_github_and_github_enterprise():
     assert render.web_url("https://api.github.com") == "https://github.com"
     assert render.web_url("https://ghe.example.com/api/v3/") == "https://ghe.example.com"

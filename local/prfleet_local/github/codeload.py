@@ -12,13 +12,17 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from prfleet_local.github.hostile import hostile
 from prfleet_local.github.routes.archive import CODELOAD_PREFIX
 
 
 def archive_bytes(srv: Any, owner: str, repo: str, sha: str) -> bytes:
-    """The commit `sha` as GitHub's tarball: gzip, one top-level folder `{owner}-{repo}-{sha7}/`."""
+    """The commit `sha` as GitHub's tarball: gzip, one top-level folder `{owner}-{repo}-{sha7}/` (with a hostile
+    entry added while a `hostile_archive` fault is on: faults.py)."""
     prefix = f"{owner}-{repo}-{sha[:7]}/"
-    return srv.repo.git_bytes("archive", "--format=tar.gz", f"--prefix={prefix}", sha)
+    good = srv.repo.git_bytes("archive", "--format=tar.gz", f"--prefix={prefix}", sha)
+    fault = srv.take_archive_fault()
+    return hostile(good, fault[0], bomb_bytes=fault[1]) if fault else good
 
 
 def serve_codeload(handler: Any, path: str, query: str) -> None:

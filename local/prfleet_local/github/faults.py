@@ -7,6 +7,8 @@
   x-ratelimit-remaining 0 and x-ratelimit-reset `reset_in` seconds after the answer;
 - `fail_after_write(pattern, times, status=502, method="POST")`: apply the write, then answer `status`
   (status 0: close the connection without an answer, as a timeout would look);
+- `hostile_archive(kind, times)`: the next `times` archive downloads (codeload) carry a hostile entry, `kind` one of
+  traversal, absolute, symlink, device, bomb (hostile.py says what each adds);
 - `clear_faults()`.
 
 The shapes follow GitHub's rate-limit page: a secondary rate limit is a 403 (or 429) "You have exceeded a
@@ -21,6 +23,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+
+from prfleet_local.github.hostile import DEFAULT_BOMB_BYTES, KINDS
 
 
 @dataclass
@@ -43,6 +47,7 @@ class FaultControls:
     lock: threading.RLock
     installation_id: int
     faults: list[Fault]
+    archive_faults: list[list[Any]]  # [kind, remaining, bomb_bytes] of hostile_archive, oldest first
 
     def inject(
         self,
@@ -132,13 +137,36 @@ class FaultControls:
         """Apply the next `times` matching writes, then answer `status` (0: close without answering)."""
         self.inject(pattern, status, times, method=method, after_write=True)
 
+    def hostile_archive(self, kind: str, times: int = 1, *, bomb_bytes: int = DEFAULT_BOMB_BYTES) -> None:
+        """The next `times` archive downloads carry a hostile entry of `kind` (hostile.KINDS), so the snapshot
+        stored for a head is one the agents must refuse (path traversal, absolute path, link out of the tree,
+        device file, decompression bomb)."""
+        if kind not in KINDS:
+            raise ValueError(f"unknown hostile archive kind {kind!r}: one of {', '.join(KINDS)}")
+        with self.lock:
+            self.archive_faults.append([kind, times, bomb_bytes])
+
+    def take_archive_fault(self) -> tuple[str, int] | None:
+        """The hostile kind (and bomb size) the next archive download carries, if one is switched on."""
+        with self.lock:
+            for fault in self.archive_faults:
+                if fault[1] > 0:
+                    fault[1] -= 1
+                    return fault[0], fault[2]
+        return None
+
     def clear_faults(self) -> None:
         with self.lock:
             self.faults.clear()
+            self.archive_faults.clear()
 
     def add_fault(self, spec: dict[str, Any]) -> None:
-        """A fault from its JSON form (the control endpoint): kind before | after_write | secondary | primary."""
+        """A fault from its JSON form (the control endpoint): kind before | after_write | secondary | primary |
+        hostile_archive ({"kind": "hostile_archive", "archive": "traversal", "times": 1})."""
         kind = spec.get("kind", "before")
+        if kind == "hostile_archive":
+            self.hostile_archive(str(spec["archive"]), int(spec.get("times", 1)))
+            return
         pattern, times = str(spec["pattern"]), int(spec.get("times", 1))
         if kind == "secondary":
             self.rate_limit(
@@ -169,7 +197,9 @@ class FaultControls:
                 retry_after=spec.get("retry_after"),
             )
         else:
-            raise ValueError(f"unknown fault kind {kind!r}: before, after_write, secondary or primary")
+            raise ValueError(
+                f"unknown fault kind {kind!r}: before, after_write, secondary, primary or hostile_archive"
+            )
 
     def take_fault(self, method: str, path: str, *, after_write: bool = False) -> Fault | None:
         with self.lock:

@@ -91,6 +91,7 @@ class GitHubState(FaultControls):
         self.archive_links: dict[str, tuple[str, float]] = {}  # codeload token -> (commit sha, expires_at)
         self.downloads: list[tuple[str, bool]] = []  # codeload (path, had Authorization): not API calls
         self.faults: list[Fault] = []
+        self.archive_faults: list[list[Any]] = []  # hostile_archive (faults.py)
         self._ids = 1000
         self._files_cache: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.api_url = ""  # set when served (GitHubServer.start)

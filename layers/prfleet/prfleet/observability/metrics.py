@@ -54,6 +54,9 @@ METRIC_UNITS: dict[str, str] = {
     "StuckRuns": "Count",
     "WebhookRejected": "Count",
     "WebhookErrors": "Count",
+    # An agent container opened a head without its snapshot (too large, failed, refused archive, missing): the
+    # jobs still run, through GitHub, with grep over the changed files only. No alarm: docs/runbook.md#snapshot.
+    "SnapshotFallbacks": "Count",
 }
 # Metrics that only make sense for the whole deployment: never copied per agent.
 FLEET_ONLY = frozenset({"DailySpendUsd", "DailySpendPercent", "WebhookRejected", "WebhookErrors"})
@@ -172,6 +175,9 @@ def metrics_for(
                 out.append(("RunDuration", float(record["duration_ms"])))
         elif metric:
             record["already_counted"] = True
+    elif event == "snapshot":
+        if record.get("action") == "opened" and record.get("outcome") == "fallback":
+            out.append(("SnapshotFallbacks", 1.0))
     elif event in _SIMPLE_COUNTERS:
         out.append((_SIMPLE_COUNTERS[event], float(record.get("count", 1))))
     return out

@@ -192,8 +192,10 @@ def completed(
     *,
     duration_ms: int,
     with_items: list[dict[str, Any]] | None,
+    snapshot_reason: str | None = None,
 ) -> Ending:
-    """The agent's run ended (succeeded, partial or failed): its findings, usage and cost on the run."""
+    """The agent's run ended (succeeded, partial or failed): its findings, usage and cost on the run, and why it
+    ran without the repository's snapshot (`snapshot_reason`, for the review's note; None removes an old one)."""
     usage = result.usage or {}
     values = {
         "findings": json.dumps(findings),
@@ -204,6 +206,7 @@ def completed(
         "duration_ms": duration_ms,
         "error": result.error,
         "stop_reason": result.stop_reason,
+        "snapshot_reason": snapshot_reason,
         **{f"{k}": int(v) for k, v in usage.items()},
     }
     estimated = {"estimated_usd": guard.estimated / 1e6, "estimated_reasons": guard.estimates}

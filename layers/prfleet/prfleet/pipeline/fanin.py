@@ -194,6 +194,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     listed = headfiles.load(record.repo, record.number, record.head_sha)
     patches = _patches(gh, record, listed)
     told = applied_instructions(record, listed, [str(r.get("path") or "") for r in runs])
+    no_snapshot = snapshot_reasons(runs)
 
     def plan(inline: bool = True) -> render.ReviewPlan:
         return render.build_review(
@@ -207,6 +208,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             repo=record.repo,
             web=render.web_url(settings().github_api_url),
             instructions=told,
+            no_snapshot=no_snapshot,
         )
 
     review = plan()
@@ -222,6 +224,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
         fail_on=fail_on,
         deferred_reasons=reasons,
         outside_diff=len(review.outside),
+        no_snapshot=no_snapshot,
     )
     _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 
@@ -330,6 +333,12 @@ def _counts(runs: list[dict[str, Any]], record: heads.HeadRecord) -> dict[str, d
     if record.skipped_files:
         rows["(files)"]["skipped"] = len(record.skipped_files)
     return dict(rows)
+
+
+def snapshot_reasons(runs: list[dict[str, Any]]) -> list[str]:
+    """Why the head's jobs ran without the repository's snapshot (each reason once, in run order): the review
+    and the check say so, since grep then saw only the changed files and the files read."""
+    return list(dict.fromkeys(str(r["snapshot_reason"]) for r in runs if r.get("snapshot_reason")))
 
 
 def applied_instructions(

@@ -409,6 +409,18 @@ def _instructions_section(sources: Sequence[str] | None) -> str:
     return "Repository instructions applied: " + ", ".join(f"`{s}`" for s in dict.fromkeys(sources)) + "."
 
 
+def snapshot_note(reasons: Iterable[str] | None) -> str:
+    """One line saying the review ran without the repository's snapshot, and why (the runs' distinct reasons):
+    grep then covered only the changed files and the files read, so a reader knows what the agents could not see."""
+    why = list(dict.fromkeys(r.strip() for r in reasons or () if r and r.strip()))
+    if not why:
+        return ""
+    return (
+        f"Reviewed without a snapshot of the repository: {'; '.join(why)}; "
+        "grep covered only the changed files and the files read."
+    )
+
+
 def build_review(
     findings: Iterable[Any],
     patches_by_path: Mapping[str, str | None],
@@ -423,6 +435,7 @@ def build_review(
     repo: str | None = None,
     web: str = "https://github.com",
     instructions: Sequence[str] | None = None,
+    no_snapshot: Sequence[str] | None = None,
 ) -> ReviewPlan:
     """Plan one COMMENT review: inline comments only on diff lines, everything else folded into the body.
 
@@ -431,6 +444,7 @@ def build_review(
     `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment). Findings
     outside the diff get their own heading, each linked to its line at `head_sha` in `repo` (on `web`).
     `instructions`: the sources of the repository's own instructions that applied, listed in the body.
+    `no_snapshot`: why jobs ran without the repository's snapshot (their runs' reasons), said in one line.
     """
     line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
     placement = _place(
@@ -446,6 +460,7 @@ def build_review(
     if duplicates:
         intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
     applied = _instructions_section(instructions)
+    fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
 
     outside_ids = {id(f) for f, _, _ in outside}
@@ -456,13 +471,15 @@ def build_review(
         return line_link(web, repo, head_sha, str(_get(f, "path", "")), int(_get(f, "line", 1) or 1))
 
     body, placed, omitted = _review_body(
-        "\n\n".join(p for p in (head, intro, applied, table, skipped_text) if p),
+        "\n\n".join(p for p in (head, intro, fallback, applied, table, skipped_text) if p),
         [("Findings not placed inline", folded), ("Outside the diff", outside)],
         link,
         max_body,
     )
     summary_head = "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else "")
-    summary = "\n\n".join(p for p in (SUMMARY_MARKER, summary_head, table, intro, applied, skipped_text) if p)
+    summary = "\n\n".join(
+        p for p in (SUMMARY_MARKER, summary_head, table, intro, fallback, applied, skipped_text) if p
+    )
     return ReviewPlan(
         body=body,
         comments=comments,
@@ -496,6 +513,7 @@ def check_conclusion(
     fail_on: str = "never",
     deferred_reasons: Iterable[str] = (),
     outside_diff: int = 0,
+    no_snapshot: Iterable[str] = (),
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -503,6 +521,7 @@ def check_conclusion(
     saying which (`deferred_reasons`: the deferred runs' errors); failure when a finding is at or above the FailOn
     policy (never: findings never fail the check; critical; high); else success. `outside_diff`: how many
     findings are outside the diff (in the review body, not on the PR's lines), said in the summary.
+    `no_snapshot`: why jobs ran without the repository's snapshot, said in one line of every summary.
     """
 
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
@@ -515,6 +534,9 @@ def check_conclusion(
     )
     if outside_diff:
         facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
+    fallback = snapshot_note(no_snapshot)
+    if fallback:
+        facts += " " + fallback
     if t["failed"]:
         title = f"{t['failed']} review job(s) failed"
         text = (

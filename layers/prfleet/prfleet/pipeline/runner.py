@@ -333,7 +333,10 @@ def _run_agent(
         if result.status == "succeeded"
         else None
     )
-    return completed(result, findings, model, guard, duration_ms=duration_ms, with_items=cache)
+    no_tree = snapshot.reason if snapshot is not None and snapshot.root is None else None
+    return completed(
+        result, findings, model, guard, duration_ms=duration_ms, with_items=cache, snapshot_reason=no_tree
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- the door
