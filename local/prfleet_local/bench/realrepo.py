@@ -3,10 +3,10 @@
 docs/quality.md reports what the reviewer says about repositories no one here wrote. This runs the same review as
 `prfleet review` (the local stack, the offline model unless --model-url) and prints, as JSON, what a person would
 otherwise count by hand: the findings per agent; each "No test for `X`" with the test files at the head that
-name X (a plain `git grep -w`, independent of the reviewer's own tools, so a wrong claim shows); the findings
-outside the PR's files (broken callers); per job the model requests and the tool calls the model asked for (report_findings aside); the
-GitHub requests by route and the AWS requests by operation. With the offline model the figures measure the
-pipeline and its tools, not Claude.
+name X (a plain `git grep -w`, independent of the reviewer's own tools, so a wrong claim shows); the findings in
+a file other than the job's (broken callers), in the PR's files or outside the diff; per job the model requests
+and the tool calls the model asked for (report_findings aside); the GitHub requests by route and the S3
+requests. With the offline model the figures measure the pipeline and its tools, not Claude.
 """
 
 from __future__ import annotations
@@ -53,7 +53,14 @@ def changed_paths(repo: Path, base: str, head: str) -> set[str]:
 
 
 def measure(
-    source: Path, base: str | None, head: str, *, timeout: float, model_url: str | None, workdir: Path | None
+    source: Path,
+    base: str | None,
+    head: str,
+    *,
+    timeout: float,
+    model_url: str | None,
+    workdir: Path | None,
+    model_log: Path | None = None,
 ) -> dict[str, Any]:
     """Review base..head of `source` on the local stack and return the figures (see the module docstring)."""
     base_sha, head_sha, what = resolve_range(source, base, head)
@@ -78,6 +85,10 @@ def measure(
         gh = Counter(f"{m} {_shape(p)}" for m, p in box.github.requests[gh_before:])
         aws = box.stack.moto.counts()
         log = box.model.model_log() if box.model else []
+    if (
+        model_log is not None
+    ):  # every request's tool calls and the evidence behind each finding, to explain one
+        model_log.write_text(json.dumps(log, indent=1))
     per_job: dict[tuple[str, str], dict[str, Any]] = {}
     for entry in log:
         job = per_job.setdefault((entry["path"], entry["agent"]), {"model_requests": 0, "tools": Counter()})
@@ -102,8 +113,17 @@ def measure(
             if m:
                 named = tests_naming(source, head_sha, m.group(1).split(".")[-1])
                 no_test.append({"path": f["path"], "symbol": m.group(1), "tests_naming_it": named})
-            if f["path"] not in changed:
-                outside.append({"path": f["path"], "line": f["line"], "title": f["title"], "by": run["path"]})
+            if f["path"] != run["path"]:
+                where = "changed by the PR" if f["path"] in changed else "outside the diff"
+                outside.append(
+                    {
+                        "path": f["path"],
+                        "line": f["line"],
+                        "title": f["title"],
+                        "by": run["path"],
+                        "file": where,
+                    }
+                )
     by_agent = Counter()
     for job in jobs:
         by_agent[job["agent"]] += job["findings"]
@@ -115,7 +135,7 @@ def measure(
         "findings_by_agent": dict(sorted(by_agent.items())),
         "no_test_findings": no_test,
         "no_test_but_named_by_a_test": [n for n in no_test if n["tests_naming_it"]],
-        "findings_outside_the_diff": outside,
+        "findings_in_other_files": outside,
         "jobs": jobs,
         "github_requests_by_route": dict(sorted(gh.items())),
         "aws_requests_by_operation": {f"{s}.{o}": n for (s, o), n in sorted(aws.items()) if s == "s3"},
@@ -132,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for the review (900)")
     parser.add_argument("--model-url", help="a Messages-API server instead of the offline model")
     parser.add_argument("--workdir", type=Path, help="keep the clone, logs and stack files here")
+    parser.add_argument("--model-log", type=Path, help="write the offline model's request log (JSON) here")
     args = parser.parse_args(argv)
     figures = measure(
         Path(args.path).expanduser().resolve(),
@@ -140,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         model_url=args.model_url,
         workdir=args.workdir,
+        model_log=args.model_log,
     )
     json.dump(figures, sys.stdout, indent=2)
     print()
