@@ -450,6 +450,58 @@ def test_a_cut_test_grep_is_followed_by_a_grep_per_symbol_still_unseen():
     assert [f["title"] for f in findings] == ["No test for `lonely`"]
 
 
+URLS = '''"""URL parsing (the shape of httpx's _urlparse: one tested entry point, helpers it calls)."""
+
+
+def urlparse(url):
+    return Parsed(_split(url))
+
+
+def _split(url):
+    return [normalize_path(part) for part in url.split("/")]
+
+
+def normalize_path(path):
+    return path.strip(".")
+
+
+class Parsed:
+    def __init__(self, parts):
+        self.parts = [quote(p) for p in parts]
+
+
+def quote(text):
+    return text.replace(" ", "%20")
+
+
+def unused_helper(text):
+    return text
+'''
+
+
+def test_helpers_a_tested_function_of_the_same_file_calls_are_not_reported_untested():
+    # httpx (docs/quality.md): tests/models/test_whatwg.py calls `urlparse`, which runs `normalize_path`,
+    # `quote` and builds `ParseResult`; none of them is named by a test, all of them are exercised.
+    chat = Chat("tests", "urls.py", URLS, diff_of("", URLS))
+    pattern = r"\b(?:urlparse|normalize_path|Parsed|quote|unused_helper)\b"
+    greps = [
+        {"pattern": pattern, "glob": "**/test_*.py", "output_mode": "content"},
+        {"pattern": pattern, "path": "tests", "output_mode": "content"},
+    ]
+    assert chat.asked()[-2:] == [("grep", g) for g in greps]
+    test_file = "from urls import urlparse\n\n\ndef test_parse():\n    assert urlparse('a b/./c').parts\n"
+    rows = [row("tests/test_urls.py", test_file, 1), row("tests/test_urls.py", test_file, 5)]
+    chat.answer(
+        ("read_file", {"path": "urls.py"}, read_result("urls.py", URLS)),
+        ("list_changed_files", {}, untrusted_block("file_list", "modified\t+3\t-0\turls.py", count=1)),
+        ("grep", greps[0], grep_content(pattern, rows, 1)),
+        ("grep", greps[1], grep_content(pattern, rows, 1)),
+    )
+    findings, _ = chat.report()
+    assert [f["title"] for f in findings] == ["No test for `unused_helper`"]
+    assert "nor anything in this file that calls it" in findings[0]["body"]
+
+
 # ------------------------------------------------------------------------------------------ partial reads
 
 

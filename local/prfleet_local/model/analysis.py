@@ -215,35 +215,61 @@ def review_python(path: str, tree: ast.Module, lines: list[str]) -> list[dict[st
     return out
 
 
+def _is_def(node: ast.AST) -> bool:
+    return isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+
+
+def reached_from(tree: ast.Module, roots: set[str]) -> set[str]:
+    """The module's top-level functions and classes that `roots` use, directly or through one another.
+
+    A test that calls `urlparse` runs the helpers `urlparse` calls in the same file (and the methods of a tested
+    class run what they call): those helpers are exercised by that test even when no test names them, as a
+    reviewer who reads the file sees. Only names used inside a definition count; a use from another module is
+    beyond what one file shows."""
+    defs = {n.name: n for n in tree.body if _is_def(n)}
+    uses = {
+        name: {x.id for x in ast.walk(node) if isinstance(x, ast.Name) and x.id in defs} - {name}
+        for name, node in defs.items()
+    }
+    seen = {r for r in roots if r in defs}
+    todo = list(seen)
+    while todo:
+        for used in uses[todo.pop()] - seen:
+            seen.add(used)
+            todo.append(used)
+    return seen
+
+
 def tests_python(
     path: str, tree: ast.Module, test_texts: dict[str, str], *, searched: bool = False
 ) -> list[dict[str, Any]]:
     """Public functions and classes no test the model saw references, each with a concrete test idea.
 
     `test_texts` holds what it saw of the tests (the PR's test files it read, and the lines grep found in the
-    repository's tests when `searched`): a symbol an existing test uses is not reported as untested."""
+    repository's tests when `searched`): a symbol an existing test uses is not reported as untested, nor one
+    that a tested function or class of the same file calls (reached_from)."""
     out = []
     corpus = "\n".join(test_texts.values())
     where = (
         "No test in the repository (grep of its test files)" if searched else "No test among the PR's files"
     )
+    named = {n.name for n in tree.body if _is_def(n) and re.search(rf"\b{re.escape(n.name)}\b", corpus)}
+    exercised = reached_from(tree, named)
     for node, qual in _public_defs(tree):
-        if "." in qual:
-            continue
-        if re.search(rf"\b{re.escape(qual)}\b", corpus):
+        if "." in qual or qual in exercised:
             continue
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
             call = f"{qual}({', '.join(args)})"
             body = (
-                f"{where} references `{qual}`. Add e.g. `test_{qual}_typical` calling "
+                f"{where} references `{qual}`, nor anything in this file that calls it. Add e.g. `test_{qual}_typical` calling "
                 f"`{call}` with representative values and asserting the result, plus "
                 f"`test_{qual}_edge_cases` "
                 "for empty, None and invalid inputs (expecting the documented exception)."
             )
         else:
             body = (
-                f"{where} references `{qual}`. Add a test that constructs it and "
+                f"{where} references `{qual}`, nor anything in this file that uses it. Add a test that constructs it and "
                 "exercises each public method, including error paths."
             )
         out.append(_f(path, node.lineno, "medium", "tests", f"No test for `{qual}`", body))  # type: ignore[attr-defined]
