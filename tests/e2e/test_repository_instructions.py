@@ -12,6 +12,7 @@ import pytest
 
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
+from tests.review_helpers import review_opened
 
 pytestmark = pytest.mark.e2e
 
@@ -40,11 +41,7 @@ def reviewed(tmp_path_factory):
         head = {**sample.head_files(), "REVIEW.md": f"# Review rules\n\n{HEAD_RULES}\n"}
         box.repo.commit(head, "Add order export, and new review rules", branch="feature/export")
         number = box.github.open_pr(REPO, "main", "feature/export", sample.PR_TITLE, sample.PR_BODY)
-        payload = box.github.webhook_payload("opened", number)
-        status, reply = box.deliver("pull_request", payload, delivery="instructions")
-        assert status == 202, reply
-        head_sha = payload["pull_request"]["head"]["sha"]
-        assert box.wait_for_review(number, head_sha=head_sha, timeout=300)
+        head_sha, _runs = review_opened(box, REPO, number, delivery="instructions")
         yield box, number, head_sha
 
 

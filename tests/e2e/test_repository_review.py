@@ -12,9 +12,9 @@ import json
 
 import pytest
 
-from prfleet.store import job_runs
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
+from tests.review_helpers import review_opened
 
 pytestmark = pytest.mark.e2e
 
@@ -23,15 +23,7 @@ pytestmark = pytest.mark.e2e
 def reviewed(tmp_path_factory):
     with sandbox(tmp_path_factory.mktemp("repo-review"), sweep_interval=None, visibility_timeout=6) as box:
         number = box.open_sample_pr()
-        payload = box.github.webhook_payload("opened", number)
-        status, reply = box.deliver("pull_request", payload, delivery="repository-review")
-        assert status == 202, reply
-        head = payload["pull_request"]["head"]["sha"]
-        assert box.wait_for_review(number, head_sha=head, timeout=300)
-        runs = job_runs.runs_of_head(REPO, number, head)
-        assert runs and all(r["status"] == "succeeded" for r in runs), [
-            (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
-        ]
+        _head, runs = review_opened(box, REPO, number, delivery="repository-review")
         yield box, runs
 
 

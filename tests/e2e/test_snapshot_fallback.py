@@ -16,9 +16,9 @@ import random
 
 import pytest
 
-from prfleet.store import job_runs
 from prfleet_local.demo.run import REPO, sandbox
 from prfleet_local.github import hostile, page
+from tests.review_helpers import review_opened
 
 pytestmark = pytest.mark.e2e
 
@@ -29,16 +29,7 @@ MIN_REPO_BYTES = 1_048_576  # template.yaml MaxRepoBytes MinValue: the smallest 
 
 def review(box, number):
     """Deliver the PR's `opened` event and wait for its review; the head and its runs."""
-    payload = box.github.webhook_payload("opened", number)
-    status, reply = box.deliver("pull_request", payload, delivery=f"fallback-{number}")
-    assert status == 202, reply
-    head = payload["pull_request"]["head"]["sha"]
-    assert box.wait_for_review(number, head_sha=head, timeout=300)
-    runs = job_runs.runs_of_head(REPO, number, head)
-    assert runs and all(r["status"] == "succeeded" for r in runs), [
-        (r["path"], r["agent"], r["status"], r.get("error")) for r in runs if r["status"] != "succeeded"
-    ]
-    return head, runs
+    return review_opened(box, REPO, number, delivery=f"fallback-{number}")
 
 
 def told(box, number, head):
