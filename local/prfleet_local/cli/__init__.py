@@ -1,4 +1,5 @@
-"""The `prfleet` command: demo, local stack, your own repository reviewed, cost, alarms, settings, GitHub App.
+"""The `prfleet` command: demo, local stack, your own repository reviewed, review quality measured, cost, alarms,
+settings, GitHub App.
 
 Every user mistake ends as one line on stderr and a non-zero exit (CliError, argparse errors, AWS errors), never a
 traceback; SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` block stops the servers it started, and the moto
@@ -85,6 +86,21 @@ def _review(args: argparse.Namespace) -> int:
     return review(args, workdir=_workdir(args.workdir))
 
 
+def _eval(args: argparse.Namespace) -> int:
+    from prfleet_local.eval.run import evaluate
+
+    return evaluate(args, workdir=_workdir(args.workdir))
+
+
+def _provider_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--provider",
+        choices=["anthropic", "claude-platform-aws", "bedrock"],
+        default="anthropic",
+        help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
+    )
+
+
 def _config_check(args: argparse.Namespace) -> int:
     from prfleet_local.cli.settings import config_check
 
@@ -106,12 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--keep", action="store_true", help="keep the working directory (printed) after the run"
     )
-    demo.add_argument(
-        "--provider",
-        choices=["anthropic", "claude-platform-aws", "bedrock"],
-        default="anthropic",
-        help="the model provider's wire the offline model speaks (template parameter ModelProvider)",
-    )
+    _provider_option(demo)
     demo.add_argument("--timeout", type=float, default=180.0, help="seconds to wait for the review (180)")
     demo.add_argument(
         "--stay",
@@ -132,8 +143,38 @@ def build_parser() -> argparse.ArgumentParser:
     review.add_argument(
         "--stay", action="store_true", help="keep the review page up until Ctrl-C after printing the review"
     )
+    review.add_argument(
+        "--json",
+        action="store_true",
+        help="print the review as one JSON object on stdout (progress on stderr): the range, each finding "
+        "(path, line, end_line if any, severity, category, title, relation, agent, model, verified), each run, "
+        "the cost and the time from webhook to posted review. verified is false for every finding until a "
+        "verification pass exists",
+    )
+    _provider_option(review)
     _model_options(review)
     review.set_defaults(func=_review)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="measure review quality on a corpus of cases with known issues (precision, recall, F1, cost, time)",
+        description="Review every case of CORPUS (CASE/case.json: repo, base, head, golden issues) on the local "
+        "stack as `prfleet review` does and score the findings: a finding matches a golden issue when it names "
+        "the same file and a line within 5 of the golden range (one to one). Offline by default: those figures "
+        "measure the pipeline, not Claude.",
+    )
+    evaluate.add_argument("corpus", metavar="CORPUS", help="a directory of cases, each CASE/case.json")
+    evaluate.add_argument("--json", action="store_true", help="print one JSON object (progress on stderr)")
+    evaluate.add_argument(
+        "--agents", metavar="A,B", help="only these agents review (default: the stack's, review,tests,docs)"
+    )
+    evaluate.add_argument("--workdir", help="keep each case's clone, logs and stack files here")
+    evaluate.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for each case's review (600)"
+    )
+    _provider_option(evaluate)
+    _model_options(evaluate)
+    evaluate.set_defaults(func=_eval)
 
     local = sub.add_parser("local", help="the local stack").add_subparsers(
         dest="local_command", required=True

@@ -11,14 +11,20 @@ Uncommitted changes are not part of a commit and so are not reviewed; the comman
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prfleet_local.cli.errors import CliError, Terminated
 
 if TYPE_CHECKING:
+    from prfleet_local.demo.run import Sandbox
     from prfleet_local.github.server import GitRepo
 
 BASE_BRANCH, HEAD_BRANCH = "prfleet-review-base", "prfleet-review-head"
@@ -70,45 +76,204 @@ def resolve_range(repo: Path, base: str | None, head: str) -> tuple[str, str, st
     return base_sha, head_sha, what
 
 
+@dataclass
+class Reviewed:
+    """One range reviewed on the local stack: the PR, every run of its head, and the time from the webhook's
+    delivery to the posted review (None if no review was posted)."""
+
+    repository: str
+    number: int
+    base_sha: str
+    head_sha: str
+    what: str
+    runs: list[dict[str, Any]]
+    seconds: float | None
+    reviews: list[dict[str, Any]] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def cost_micros(self) -> int:
+        return sum(int(r.get("cost_micros") or 0) for r in self.runs)
+
+    def findings(self) -> list[dict[str, Any]]:
+        """Every finding of the head's runs, once each, with its run's agent and model; `relation` "changed" when
+        the run did not record one; `verified` False (no verify pass exists yet)."""
+        out = []
+        for run in self.runs:
+            for f in json.loads(run.get("findings") or "[]"):
+                item = {
+                    "path": f["path"],
+                    "line": int(f["line"]),
+                    "severity": f.get("severity"),
+                    "category": f.get("category"),
+                    "title": f.get("title"),
+                    "body": f.get("body"),
+                    "relation": f.get("relation") or "changed",
+                    "agent": f.get("agent") or run.get("agent"),
+                    "model": run.get("model"),
+                    "verified": bool(f.get("verified", False)),
+                }
+                if f.get("end_line") is not None:
+                    item["end_line"] = int(f["end_line"])
+                out.append(item)
+        return out
+
+    def to_json(self, model: str) -> dict[str, Any]:
+        """What `prfleet review --json` prints: one object, for scripts and for `prfleet eval`."""
+        return {
+            "repository": self.repository,
+            "pr": self.number,
+            "range": self.what,
+            "base": self.base_sha,
+            "head": self.head_sha,
+            "model": model,
+            "reviewed": self.seconds is not None,
+            "time_to_review_s": None if self.seconds is None else round(self.seconds, 3),
+            "cost_usd": self.cost_micros / 1e6,
+            "findings": self.findings(),
+            "runs": [
+                {
+                    "path": r.get("path"),
+                    "agent": r.get("agent"),
+                    "model": r.get("model"),
+                    "status": r.get("status"),
+                    "cost_usd": int(r.get("cost_micros") or 0) / 1e6,
+                    "findings": len(json.loads(r.get("findings") or "[]")),
+                }
+                for r in self.runs
+            ],
+            "checks": [{"name": c.get("name"), "conclusion": c.get("conclusion")} for c in self.checks],
+        }
+
+
+def review_range(
+    box: Sandbox,
+    *,
+    base_sha: str,
+    head_sha: str,
+    what: str,
+    subject: str,
+    timeout: float,
+    say: Callable[[str], None],
+) -> Reviewed | None:
+    """Open the PR of base..head on the sandbox's GitHub, deliver `opened` as GitHub would, wait for the review.
+    None when the review did not complete within `timeout` (the reasons are said). Shared by `prfleet review` and
+    `prfleet eval`, so both measure exactly the same path."""
+    from prfleet_local.demo.run import pr_runs
+
+    name = box.repo_name
+    number = box.github.open_pr(name, BASE_BRANCH, HEAD_BRANCH, subject, f"Local review of {what}.")
+    payload = box.github.webhook_payload("opened", number)
+    posted = _PostedWatch(box, head_sha)
+    status, reply = box.deliver("pull_request", payload)
+    if status != 202:
+        posted.stop()
+        say(f"the webhook did not accept the delivery: {status} {reply}")
+        return None
+    say(f"waiting for the review (at most {timeout:.0f} s):")
+    try:
+        done = box.wait_for_review(number, head_sha=head_sha, timeout=timeout, progress=say)
+    finally:
+        posted.stop()
+    if not done:
+        for line in box.timeout_report(number, head_sha):
+            say(line)
+        return None
+    return Reviewed(
+        name,
+        number,
+        base_sha,
+        head_sha,
+        what,
+        pr_runs(box, number, head_sha),
+        posted.seconds,
+        [r for r in box.github.reviews if r.get("number", number) == number],
+        box.github.check_runs_for(head_sha),
+    )
+
+
+class _PostedWatch:
+    """Time from the webhook's delivery to the review posted at the head, watched on the local GitHub every
+    50 ms from a thread (the fan-in posts it before it completes the check run)."""
+
+    def __init__(self, box: Sandbox, head_sha: str) -> None:
+        self.seconds: float | None = None
+        self._done = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, args=(box, head_sha), daemon=True)
+        self._thread.start()
+
+    def _watch(self, box: Sandbox, head_sha: str) -> None:
+        while not self._done.is_set():
+            if any(r.get("commit_id") == head_sha for r in list(box.github.reviews)):
+                self.seconds = time.monotonic() - self._started
+                return
+            self._done.wait(0.05)
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join(timeout=5)
+
+
 def review(args: argparse.Namespace, *, workdir: Path | None) -> int:
-    """Review the range on the local stack; print findings, every run's cost and the review page. 0 when
-    reviewed, 1 when the review did not complete in time."""
+    """Review the range on the local stack; print findings, every run's cost and the review page (or, with --json,
+    one JSON object on stdout and the progress on stderr). 0 when reviewed, 1 when the review did not complete in
+    time."""
     from prfleet_local.demo.model_choice import choose_model
     from prfleet_local.demo.run import print_review, sandbox
+    from prfleet_local.model.providers import local_parameters
+
+    as_json = bool(getattr(args, "json", False))
+    if as_json and args.stay:
+        raise CliError("--json prints the review and exits: it does not take --stay")
+    out = sys.stderr if as_json else sys.stdout
+
+    def say(text: str) -> None:
+        print(text, file=out, flush=True)
 
     source = Path(args.path).expanduser().resolve()
     if not source.exists():
         raise CliError(f"{args.path}: no such directory")
     base_sha, head_sha, what = resolve_range(source, args.base, args.head)
     model = choose_model(real=args.real, model_url=args.model_url)
+    provider = getattr(args, "provider", "anthropic")
     if model.kind == "real":
-        print(
+        say(
             "prfleet review: --real: the agents call the Claude API; this spends money on your ANTHROPIC_API_KEY"
         )
     if _git(source, "status", "--porcelain", "--untracked-files=no"):
-        print("prfleet review: note: uncommitted changes are not reviewed (commit them to include them)")
+        say("prfleet review: note: uncommitted changes are not reviewed (commit them to include them)")
     name = f"local/{source.name or 'repo'}"
     subject = _git(source, "log", "-1", "--format=%s", head_sha) or "local review"
-    print(f"prfleet review: {source} ({what}: {base_sha[:12]}..{head_sha[:12]})", flush=True)
+    say(f"prfleet review: {source} ({what}: {base_sha[:12]}..{head_sha[:12]})")
     try:
         with sandbox(
-            workdir, model=model, repo=_clone(source, workdir, base_sha, head_sha), repo_name=name
+            workdir,
+            model=model,
+            repo=_clone(source, workdir, base_sha, head_sha),
+            repo_name=name,
+            parameters=local_parameters(provider),
         ) as box:
-            offline = box.model.url if box.model else None
-            print(f"prfleet review: model: {model.describe(offline)}", flush=True)
-            number = box.github.open_pr(name, BASE_BRANCH, HEAD_BRANCH, subject, f"Local review of {what}.")
-            payload = box.github.webhook_payload("opened", number)
-            status, reply = box.deliver("pull_request", payload)
-            if status != 202:
-                print(f"prfleet review: the webhook did not accept the delivery: {status} {reply}")
+            described = model.describe(box.model.url if box.model else None)
+            say(f"prfleet review: model: {described}")
+            done = review_range(
+                box,
+                base_sha=base_sha,
+                head_sha=head_sha,
+                what=what,
+                subject=subject,
+                timeout=args.timeout,
+                say=say,
+            )
+            if done is None:
                 return 1
-            print(f"waiting for the review (at most {args.timeout:.0f} s):", flush=True)
-            if not box.wait_for_review(number, head_sha=head_sha, timeout=args.timeout, progress=_say):
-                for line in box.timeout_report(number, head_sha):
-                    print(line)
-                return 1
-            print_review(box, number, head_sha)
-            page = box.review_page(number)
+            if as_json:
+                print(json.dumps(done.to_json(described), indent=2))
+                return 0
+            print_review(box, done.number, head_sha)
+            if done.seconds is not None:
+                print(f"Time to review (webhook to posted review): {done.seconds:.1f} s")
+            page = box.review_page(done.number)
             if args.stay:
                 print(f"\nreview page: {page}  (Ctrl-C to stop)", flush=True)
                 while True:
@@ -150,7 +315,3 @@ def _clone(source: Path, workdir: Path | None, base_sha: str, head_sha: str) -> 
     for branch, sha in ((BASE_BRANCH, base_sha), (HEAD_BRANCH, head_sha)):
         _git(dest, "branch", "--force", "--no-track", branch, sha)
     return GitRepo(dest)
-
-
-def _say(text: str) -> None:
-    print(text, flush=True)

@@ -81,7 +81,13 @@ class FaultPlan:
     asks for read_file and get_diff in one turn (two tool_use blocks). `thinking` switches adaptive thinking
     off (the model then never thinks: a stand-in for older models only); `thinking_scale` multiplies how much
     it thinks (to push a run past max_tokens); `strict_fields=False` accepts the request fields the current
-    models reject (only to show that a test would catch them)."""
+    models reject (only to show that a test would catch them).
+
+    `scripted` (None = off) is the scripted-reply mode: the model still makes its tool calls, but its report is
+    exactly the scripted findings of the job's agent ("agent", default "review") and file ("path"), each with the
+    report_findings fields (path, line, severity, category, title, body; optional suggestion, relation); a job
+    with none scripted reports no finding. It makes what a review finds known in advance, e.g. to prove
+    `prfleet eval`'s scoring."""
 
     rules: list[FaultRule] = field(default_factory=list)
     seed: int = 0
@@ -98,6 +104,7 @@ class FaultPlan:
     # Every turn that thinks also returns a redacted_thinking block (encrypted `data` the server verifies when it
     # comes back, like a signature). Off by default: the current models do not produce them (thinking.py).
     redacted_thinking: bool = False
+    scripted: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> FaultPlan:
@@ -116,7 +123,19 @@ class FaultPlan:
             served_models={str(k): str(v) for k, v in data.get("served_models", {}).items()},
             cache_minimums=bool(data.get("cache_minimums", True)),
             redacted_thinking=bool(data.get("redacted_thinking", False)),
+            scripted=_scripted(data.get("scripted")),
         )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _scripted(value: Any) -> list[dict[str, Any]] | None:
+    """The scripted findings of a plan given as JSON: a list of objects each naming at least path and line."""
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(f, dict) and "path" in f and "line" in f for f in value
+    ):
+        raise ValueError("scripted must be a list of findings, each an object with at least path and line")
+    return [dict(f) for f in value]

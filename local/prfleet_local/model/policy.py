@@ -280,6 +280,8 @@ class OfflineModel:
             # The loop accepts findings only in the file under review: keep those rather than lose the report.
             findings = [f for f in findings if f["path"] == path]
             facts = [f for f in facts if f.kind != "broken_call"]
+        if self.plan.scripted is not None:  # scripted-reply mode (FaultPlan.scripted): exactly the script
+            findings, facts = scripted_findings(self.plan.scripted, conv.agent, path), []
         if len(reports) < self.plan.invalid_reports:
             findings = [dict(f, line=0, severity="urgent") for f in findings] or [
                 {
@@ -294,3 +296,25 @@ class OfflineModel:
         summary = f"{LABEL}: {len(findings)} finding(s) from static analysis of {path}."
         use = self._tool_use(conv, "report_findings", {"findings": findings, "summary": summary}, 1)
         return Turn([use], "tool_use", "report", work_tokens=tokens.count(text), facts=facts)
+
+
+SCRIPTED_FIELDS = ("path", "line", "severity", "category", "title", "body", "suggestion", "relation")
+
+
+def scripted_findings(script: list[dict[str, Any]], agent: str, path: str) -> list[dict[str, Any]]:
+    """The scripted findings of one job (its agent, default "review", and its file), as report_findings items;
+    the fields the report does not take (agent, end_line, comment) are left out."""
+    out = []
+    for item in script:
+        if str(item.get("agent", "review")) != agent or item.get("path") != path:
+            continue
+        finding = {
+            "severity": "medium",
+            "category": "bug",
+            "title": f"Scripted finding at line {item['line']}",
+            "body": "Reported by the offline model's scripted-reply mode.",
+        }
+        finding.update({k: item[k] for k in SCRIPTED_FIELDS if k in item})
+        finding["line"] = int(finding["line"])
+        out.append(finding)
+    return out
