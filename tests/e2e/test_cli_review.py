@@ -4,6 +4,7 @@ and the user's repository left exactly as it was."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -127,3 +128,30 @@ def test_a_repository_fail_on_from_its_base_branch_fails_the_check(user_repo, tm
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert re.search(rf"inventory\.py:{BUG_LINE}\s+(critical|high)", proc.stdout)
     assert "Check run 'prfleet': completed / failure" in proc.stdout
+
+
+def test_review_json_is_one_object_on_stdout_with_every_finding_its_relation_agent_and_verified(
+    user_repo, tmp_path
+):
+    proc = _review(user_repo, tmp_path, "--json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)  # nothing but the object on stdout: the progress went to stderr
+    assert "waiting for the review" in proc.stderr
+    assert out["range"] == "HEAD against its merge base with main" and len(out["head"]) == 40
+    bug = [f for f in out["findings"] if f["path"] == "inventory.py" and f["line"] == BUG_LINE]
+    assert bug and bug[0]["severity"] in ("critical", "high") and bug[0]["agent"] == "review"
+    for f in out["findings"]:
+        assert {"path", "line", "severity", "category", "title", "relation", "agent", "model"} <= set(f)
+        assert f["relation"] in ("changed", "affected", "preexisting") and f["verified"] is False
+    assert out["cost_usd"] > 0
+    assert out["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in out["runs"]), abs=1e-6)
+    assert out["time_to_review_s"] > 0 and out["reviewed"] is True
+    assert {r["agent"] for r in out["runs"]} == {"review", "tests", "docs"}
+
+
+def test_review_json_mistakes_are_one_line_on_stderr(user_repo, tmp_path):
+    proc = _review(user_repo, tmp_path, "--json", "--stay")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
+    assert "--json" in proc.stderr
+    proc = _review(user_repo, tmp_path, "--json", "--head", "no-such-branch")
+    assert proc.returncode == 2 and proc.stdout == "" and proc.stderr.count("\n") == 1
