@@ -12,6 +12,7 @@ cut off after creating its check run reusing it on the retry.
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 
@@ -422,14 +423,23 @@ AGENT_TIMEOUT, PLANNER_TIMEOUT = 40, 20  # agent: 20 s for GitHub waits (runner 
 
 @pytest.fixture(scope="class")
 def limited_box(tmp_path_factory):
+    """Agent jobs that read through GitHub: with a snapshot of the head they make no GitHub request at all, so the
+    repository is kept over MaxRepoBytes (the template's smallest value, 1 MiB, against 1.3 MB of incompressible
+    bytes in the base) and the agents read the changed files by blob sha, as they do for any repository that size."""
     with sandbox(
         tmp_path_factory.mktemp("github-limits"),
         sweep_interval=None,
         visibility_timeout=60,  # no redelivery while a delayed copy waits: a re-queue is the only way back
         function_timeouts={"AgentFunction": AGENT_TIMEOUT, "PlannerFunction": PLANNER_TIMEOUT},
+        parameters={"MaxRepoBytes": 1_048_576},
     ) as b:
         b.repo.commit(
-            {"notes/a.txt": "alpha\n", "notes/b.txt": "beta\n", "notes/c.txt": "gamma\n"},
+            {
+                "notes/a.txt": "alpha\n",
+                "notes/b.txt": "beta\n",
+                "notes/c.txt": "gamma\n",
+                "data/noise.bin": random.Random(7).randbytes(1_300_000),
+            },
             "Base",
             branch="main",
         )
