@@ -145,6 +145,25 @@ def test_required_literal_prefilter_never_hides_a_match(tmp_path: Path) -> None:
     assert search.grep(v, r"(?<!x)foo", output_mode="content").body == "a.py:1:foo_bar = 1"
 
 
+def test_case_insensitive_prefilter_finds_every_casing_and_unicode_folds(tmp_path: Path) -> None:
+    v = _write(
+        tmp_path,
+        {
+            "ascii.py": "# DePrEcAtEd since 2.0\n",
+            "kelvin.py": "# \u212aEEP me\n",  # the Kelvin sign folds with k in re, and lower() maps it to k
+            "long_s.py": "# cla\u017f\u017f Foo\n",  # long s folds with s in re, lower() keeps it: not ASCII
+            "other.py": "# nothing here\n",
+        },
+    )
+    assert search.folded_literal(r"\bDeprecated\b", search.compile_pattern("x", ignore_case=True).flags) == (
+        "deprecated"
+    )
+    assert search.folded_literal("deprecated", 0) is None  # case-sensitive: the exact literal prefilters
+    assert search.grep(v, r"\bdeprecated\b", ignore_case=True).body == "ascii.py"
+    assert search.grep(v, "keep", ignore_case=True).body == "kelvin.py"
+    assert search.grep(v, "class foo", ignore_case=True, output_mode="count").body == "long_s.py:1"
+
+
 def test_glob_follows_claude_codes_semantics(view: DirectoryView) -> None:
     assert search.glob(view, "**/*.py").body.split("\n") == [
         "alias.py",

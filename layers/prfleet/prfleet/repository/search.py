@@ -121,6 +121,19 @@ def required_literal(pattern: str, flags: int = 0) -> str | None:
     return best if len(best) >= 2 else None
 
 
+def folded_literal(pattern: str, flags: int) -> str | None:
+    """For a case-insensitive pattern: its required literal lowercased, when that is ASCII; else None.
+
+    `folded in text.lower()` is then a necessary condition for a match in an ASCII text (between ASCII characters
+    re's IGNORECASE is exactly lower()), so most files are ruled out by one C pass instead of an IGNORECASE regex
+    scan, about ten times slower (make bench, `repository`). A non-ASCII text is not prefiltered: re also folds
+    e.g. "\u017f" (long s) with "s" and the Kelvin sign with "k", which lower() does not."""
+    if not flags & re.IGNORECASE:
+        return None
+    literal = required_literal(pattern, flags & ~re.IGNORECASE)
+    return literal.lower() if literal is not None and literal.isascii() else None
+
+
 def compile_pattern(pattern: object, *, ignore_case: bool = False) -> re.Pattern[str]:
     """The model's regex, compiled, or a SearchError saying what is wrong with it."""
     if not isinstance(pattern, str) or not pattern:
@@ -331,6 +344,7 @@ class _Scan:
     scanned_bytes: int = 0
     stopped: str | None = None
     literal: str | None = None
+    folded: str | None = None  # folded_literal: the prefilter of a case-insensitive pattern over ASCII texts
 
 
 def grep(
@@ -366,7 +380,12 @@ def grep(
     keep = _file_filter(glob, prefix)
     no_prefilter = _NOT_LINEWISE.search(pattern) is not None
     literal = required_literal(pattern, rx.flags)
-    scan = _Scan(files=[f for f in files if keep(f)], rows=[], literal=literal)
+    scan = _Scan(
+        files=[f for f in files if keep(f)],
+        rows=[],
+        literal=literal,
+        folded=folded_literal(pattern, rx.flags),
+    )
     started = clock()
     for f in scan.files:
         if scan.matches >= MAX_MATCHING_LINES:
@@ -397,6 +416,8 @@ def _grep_file(
         return
     scan.scanned_bytes += len(text)
     if scan.literal is not None and scan.literal not in text:
+        return
+    if scan.folded is not None and text.isascii() and scan.folded not in text.lower():
         return
     if not no_prefilter and rx.search(_clip(text)) is None:
         return
