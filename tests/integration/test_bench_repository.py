@@ -8,10 +8,12 @@ import pytest
 from prfleet_local.bench import repository as bench
 
 
-def test_request_counts_through_the_planner_and_jobs_with_and_without_a_snapshot():
+def test_request_counts_through_the_planner_and_jobs_with_and_without_a_snapshot(monkeypatch):
+    monkeypatch.setattr(bench, "COLD_SAMPLE", 10)  # cold arms run every third job and scale to all 30
     row = bench.bench_requests((10,))["files_10"]
     warm, cold = row["snapshot_warm"], row["snapshot_cold"]
     assert warm["jobs"] == cold["jobs"] == 30  # ten Python files x review, tests, docs
+    assert (warm["jobs_run"], cold["jobs_run"], row["no_snapshot_cold"]["jobs_run"]) == (30, 10, 10)
     for arm in (warm, cold):
         # the planner downloads the head once: one API request (the 302) and one codeload download, and stores
         # the archive and its manifest after looking for the manifest
