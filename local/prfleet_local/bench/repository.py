@@ -14,8 +14,8 @@
    GitHub packs a tarball (`git archive`-like: gzip, one top-level folder). Time to unpack it with
    `archive.safe_extract` / `tar xzf` on the same archive, and to grep it with `search.grep` over a
    `DirectoryView` / `git grep --no-index` on the same tree (default threads, and one thread), a few patterns and
-   modes; medians of `repeat` runs, all in the same process. Peak memory of one grep (tracemalloc, measured in a
-   separate untimed run, since tracing slows Python down).
+   modes; medians of `repeat` runs, all in the same process. Every grep's count is checked against git grep's.
+   Peak memory of one grep and of the view's index (tracemalloc, in separate untimed runs: tracing slows Python).
 
 No timed assertion anywhere: tests/unit/test_bench_repository.py runs both at a tiny scale for their shape.
 """
@@ -274,7 +274,7 @@ def _name(rng: random.Random, parts: int = 2) -> str:
 
 def _function(rng: random.Random) -> str:
     """One function of a few to a few dozen lines; some call resolve_config, some say deprecated or use
-    max_retries, at rates a real code base might have (the patterns of PATTERNS find a few % of files)."""
+    max_retries, at rates a real code base might have (each pattern of PATTERNS is in about one file in ten)."""
     name, arg = _name(rng), rng.choice(_WORDS)
     body = [f"def {name}({arg}: dict, *, limit: int = {rng.randint(1, 500)}) -> list:"]
     body.append(f'    """{arg.capitalize()} to {rng.choice(_WORDS)}s, at most `limit` of them."""')
@@ -411,7 +411,15 @@ def _grep(tree: Path, repeat: int) -> dict[str, Any]:
     start = time.perf_counter()
     view.searchable()
     walk_s = time.perf_counter() - start
-    out: dict[str, Any] = {"view_walk_s": round(walk_s, 3)}
+    gc.collect()
+    tracemalloc.start()
+    DirectoryView(tree).searchable()  # a second walk, traced (untimed): what the view's index holds
+    index_peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    out: dict[str, Any] = {
+        "view_walk_s": round(walk_s, 3),
+        "view_index_peak_mib": round(index_peak / 2**20, 1),
+    }
     for name, pattern, icase, mode, git_args in PATTERNS:
 
         def ours(pattern: str = pattern, icase: bool = icase, mode: str = mode) -> Any:
@@ -419,6 +427,8 @@ def _grep(tree: Path, repeat: int) -> dict[str, Any]:
 
         found = ours()
         expected = _git_count(mode, _git_grep(tree, git_args))
+        if found.matches != expected:  # a timing of a wrong search is no figure
+            raise RuntimeError(f"grep {pattern!r} ({mode}) found {found.matches}, git grep {expected}")
         ours_s = _median_time(ours, repeat)
         git_s = _median_time(lambda a=git_args: _git_grep(tree, a), repeat)
         git1_s = _median_time(lambda a=git_args: _git_grep(tree, a, threads=1), repeat)
