@@ -4,6 +4,7 @@ format, bounded output with a note saying how to narrow, and clear errors for a 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,38 @@ def test_case_insensitive_prefilter_finds_every_casing_and_unicode_folds(tmp_pat
     assert search.grep(v, r"\bdeprecated\b", ignore_case=True).body == "ascii.py"
     assert search.grep(v, "keep", ignore_case=True).body == "kelvin.py"
     assert search.grep(v, "class foo", ignore_case=True, output_mode="count").body == "long_s.py:1"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        r"x[^y]*z",
+        r"a\s*b",
+        r"^$",
+        r"^\s+\w",
+        r"\w+$",
+        r"\bfoo\b",
+        "o",
+        r"[^q]{3}",
+        r"\n?b",
+        "b|",
+        r"(?:a\n)+",
+    ],
+)
+def test_content_and_count_find_exactly_the_lines_a_per_line_search_finds(
+    tmp_path: Path, pattern: str
+) -> None:
+    # Patterns that can match across a newline in the whole file must still report the lines a per-line search
+    # matches (ripgrep's semantics), no more and no fewer.
+    text = "x\nxz\na\nb a b\n\n  foo bar\nfoo\r\nlast line xz" + "q" * 2_100 + " b\n"
+    v = _write(tmp_path, {"f.txt": text})
+    lines = text.split("\n")[:-1]
+    expected = [n + 1 for n, line in enumerate(lines) if re.search(pattern, line[:2_000], re.MULTILINE)]
+    found = search.grep(v, pattern, output_mode="content", head_limit=2_000, max_chars=100_000)
+    got = [int(row.split(":")[1]) for row in found.body.split("\n")] if expected else []
+    assert (got, found.matches) == (expected, len(expected))
+    counted = search.grep(v, pattern, output_mode="count")
+    assert counted.body == (f"f.txt:{len(expected)}" if expected else "(no matches)")
 
 
 def test_glob_follows_claude_codes_semantics(view: DirectoryView) -> None:
