@@ -168,32 +168,27 @@ def test_case_insensitive_prefilter_finds_every_casing_and_unicode_folds(tmp_pat
 @pytest.mark.parametrize(
     "pattern",
     [
-        r"x[^y]*z",
-        r"a\s*b",
-        r"^$",
-        r"^\s+\w",
-        r"\w+$",
-        r"\bfoo\b",
-        "o",
-        r"[^q]{3}",
-        r"\n?b",
-        "b|",
-        r"(?:a\n)+",
+        *(r"x[^y]*z", r"a\s*b", r"^$", r"^\s+\w", r"\w+$", r"\bfoo\b", "o", r"[^q]{3}", r"\n?b", "b|"),
+        *(r"(?:a\n)+", "xz", r"line xz", r"foo\b", r"q b", "FOO", r"Line XZ\b", r"ne\nb"),
     ],
 )
+@pytest.mark.parametrize("ignore_case", [False, True])
 def test_content_and_count_find_exactly_the_lines_a_per_line_search_finds(
-    tmp_path: Path, pattern: str
+    tmp_path: Path, pattern: str, ignore_case: bool
 ) -> None:
-    # Patterns that can match across a newline in the whole file must still report the lines a per-line search
-    # matches (ripgrep's semantics), no more and no fewer.
-    text = "x\nxz\na\nb a b\n\n  foo bar\nfoo\r\nlast line xz" + "q" * 2_100 + " b\n"
+    # Whatever narrows the lines searched (the required literal, exact or lowercased) must leave exactly the lines
+    # a per-line search of each line's first 2,000 characters matches (ripgrep's semantics): no more, no fewer.
+    text = "x\nxz xz\na\nb a b\n\n  foo bar foo\nfoo\r\nlast line xz" + "q" * 2_100 + " b\nFoo LINE XZ\n"
     v = _write(tmp_path, {"f.txt": text})
     lines = text.split("\n")[:-1]
-    expected = [n + 1 for n, line in enumerate(lines) if re.search(pattern, line[:2_000], re.MULTILINE)]
-    found = search.grep(v, pattern, output_mode="content", head_limit=2_000, max_chars=100_000)
+    flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
+    expected = [n + 1 for n, line in enumerate(lines) if re.search(pattern, line[:2_000], flags)]
+    found = search.grep(
+        v, pattern, output_mode="content", head_limit=2_000, max_chars=100_000, ignore_case=ignore_case
+    )
     got = [int(row.split(":")[1]) for row in found.body.split("\n")] if expected else []
     assert (got, found.matches) == (expected, len(expected))
-    counted = search.grep(v, pattern, output_mode="count")
+    counted = search.grep(v, pattern, output_mode="count", ignore_case=ignore_case)
     assert counted.body == (f"f.txt:{len(expected)}" if expected else "(no matches)")
 
 

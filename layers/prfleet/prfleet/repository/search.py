@@ -296,24 +296,29 @@ def _clip(text: str) -> str:
     return "\n".join(line[:MAX_LINE_SEARCHED] for line in lines)
 
 
-def _matching_lines(rx: re.Pattern[str], lines: list[str]) -> list[int]:
-    return [n for n, line in enumerate(lines) if rx.search(line[:MAX_LINE_SEARCHED])]
+def _matching_lines(rx: re.Pattern[str], lines: list[str], only: list[int] | None = None) -> list[int]:
+    """The 0-based lines the pattern matches, among `only` (ascending) when given, else all of them."""
+    numbers = range(len(lines)) if only is None else [n for n in only if n < len(lines)]
+    return [n for n in numbers if rx.search(lines[n][:MAX_LINE_SEARCHED])]
 
 
-def _candidate_lines(rx: re.Pattern[str], clipped: str) -> set[int]:
-    """The lines a line-by-line match can be on, from one finditer over the clipped file (C) instead of a search
-    per line (Python: content and count modes took 5-6x git grep's time, make bench `repository`). Every line a
-    whole-text match touches is a candidate: a line's own match is found there, or lies under a whole-text match
-    that started earlier and ran across the newline (a pattern like `x[^y]*z` can), so no line is missed; the
-    candidates are then checked line by line. Only for patterns _NOT_LINEWISE lets through (no lookaround, no
-    start- or end-of-string anchor, no inline flag), for which ^, $ and word boundaries read the same at a line's
-    edge in the file as in the line."""
-    out: set[int] = set()
+def _literal_lines(text: str, literal: str) -> list[int]:
+    """The 0-based lines of `text` (split on "\n") that hold `literal`, found with str.find and str.count (C).
+
+    Every line-by-line match of a pattern holds its required literal, so in content and count modes only these
+    lines are searched: a search per line in Python over every line of a matching file made those modes 5-6x
+    git grep's time (make bench, `repository`)."""
+    out: list[int] = []
     line = pos = 0
-    for m in rx.finditer(clipped):
-        line += clipped.count("\n", pos, m.start())
-        pos = m.start()
-        out.update(range(line, line + clipped.count("\n", m.start(), m.end()) + 1))
+    at = text.find(literal)
+    while at >= 0:
+        line += text.count("\n", pos, at)
+        out.append(line)
+        end = text.find("\n", at)
+        if end < 0:
+            break
+        line, pos = line + 1, end + 1
+        at = text.find(literal, pos)
     return out
 
 
@@ -434,10 +439,10 @@ def _grep_file(
     scan.scanned_bytes += len(text)
     if scan.literal is not None and scan.literal not in text:
         return
-    if scan.folded is not None and text.isascii() and scan.folded not in text.lower():
+    lowered = text.lower() if scan.folded is not None and text.isascii() else None
+    if lowered is not None and scan.folded not in lowered:
         return
-    clipped = _clip(text)
-    if not no_prefilter and rx.search(clipped) is None:
+    if not no_prefilter and rx.search(_clip(text)) is None:
         return
     if mode == "files_with_matches" and not no_prefilter:
         scan.matches += 1
@@ -445,14 +450,12 @@ def _grep_file(
         scan.rows.append(path)
         return
     lines = _lines(text)
-    if no_prefilter:
-        hits = _matching_lines(rx, lines)
+    if scan.literal is not None:
+        hits = _matching_lines(rx, lines, _literal_lines(text, scan.literal))
+    elif lowered is not None and scan.folded is not None:  # ASCII: lower() keeps every offset
+        hits = _matching_lines(rx, lines, _literal_lines(lowered, scan.folded))
     else:
-        hits = [
-            n
-            for n in sorted(_candidate_lines(rx, clipped))
-            if n < len(lines) and rx.search(lines[n][:MAX_LINE_SEARCHED])
-        ]
+        hits = _matching_lines(rx, lines)
     if not hits:
         return
     scan.hit_files += 1
