@@ -4,6 +4,7 @@ format, bounded output with a note saying how to narrow, and clear errors for a 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -143,6 +144,52 @@ def test_required_literal_prefilter_never_hides_a_match(tmp_path: Path) -> None:
     assert search.required_literal("a|bc") is None
     assert search.grep(v, r"\w+foo$", output_mode="content").body == "a.py:2:xfoo"
     assert search.grep(v, r"(?<!x)foo", output_mode="content").body == "a.py:1:foo_bar = 1"
+
+
+def test_case_insensitive_prefilter_finds_every_casing_and_unicode_folds(tmp_path: Path) -> None:
+    v = _write(
+        tmp_path,
+        {
+            "ascii.py": "# DePrEcAtEd since 2.0\n",
+            "kelvin.py": "# \u212aEEP me\n",  # the Kelvin sign folds with k in re, and lower() maps it to k
+            "long_s.py": "# cla\u017f\u017f Foo\n",  # long s folds with s in re, lower() keeps it: not ASCII
+            "other.py": "# nothing here\n",
+        },
+    )
+    assert search.folded_literal(r"\bDeprecated\b", search.compile_pattern("x", ignore_case=True).flags) == (
+        "deprecated"
+    )
+    assert search.folded_literal("deprecated", 0) is None  # case-sensitive: the exact literal prefilters
+    assert search.grep(v, r"\bdeprecated\b", ignore_case=True).body == "ascii.py"
+    assert search.grep(v, "keep", ignore_case=True).body == "kelvin.py"
+    assert search.grep(v, "class foo", ignore_case=True, output_mode="count").body == "long_s.py:1"
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    [
+        *(r"x[^y]*z", r"a\s*b", r"^$", r"^\s+\w", r"\w+$", r"\bfoo\b", "o", r"[^q]{3}", r"\n?b", "b|"),
+        *(r"(?:a\n)+", "xz", r"line xz", r"foo\b", r"q b", "FOO", r"Line XZ\b", r"ne\nb"),
+    ],
+)
+@pytest.mark.parametrize("ignore_case", [False, True])
+def test_content_and_count_find_exactly_the_lines_a_per_line_search_finds(
+    tmp_path: Path, pattern: str, ignore_case: bool
+) -> None:
+    # Whatever narrows the lines searched (the required literal, exact or lowercased) must leave exactly the lines
+    # a per-line search of each line's first 2,000 characters matches (ripgrep's semantics): no more, no fewer.
+    text = "x\nxz xz\na\nb a b\n\n  foo bar foo\nfoo\r\nlast line xz" + "q" * 2_100 + " b\nFoo LINE XZ\n"
+    v = _write(tmp_path, {"f.txt": text})
+    lines = text.split("\n")[:-1]
+    flags = re.MULTILINE | (re.IGNORECASE if ignore_case else 0)
+    expected = [n + 1 for n, line in enumerate(lines) if re.search(pattern, line[:2_000], flags)]
+    found = search.grep(
+        v, pattern, output_mode="content", head_limit=2_000, max_chars=100_000, ignore_case=ignore_case
+    )
+    got = [int(row.split(":")[1]) for row in found.body.split("\n")] if expected else []
+    assert (got, found.matches) == (expected, len(expected))
+    counted = search.grep(v, pattern, output_mode="count", ignore_case=ignore_case)
+    assert counted.body == (f"f.txt:{len(expected)}" if expected else "(no matches)")
 
 
 def test_glob_follows_claude_codes_semantics(view: DirectoryView) -> None:

@@ -11,6 +11,9 @@
    (bench_github, counted by the strict fake GitHub).
 5. Job cost (bench/jobcost.py): AWS requests by service and operation, GitHub and model requests per job on the
    happy path through the whole local stack, and wall time per job / one PutItem round trip.
+6. The repository snapshot and tools (bench/repository.py, issue 23): GitHub and S3 requests per head and per job
+   for 10, 100 and 300 files / the same jobs without a snapshot; unpack and grep of a 10,000-file tree / tar xzf
+   and git grep (`--large` adds 50,000 files).
 """
 
 from __future__ import annotations
@@ -127,6 +130,12 @@ def bench_jobcost() -> dict[str, Any]:
     return run()
 
 
+def bench_repository(*, large: bool = False) -> dict[str, Any]:
+    from prfleet_local.bench.repository import bench_repository as run
+
+    return run(large=large)
+
+
 def main() -> int:
     results = {
         "python": sys.version.split()[0],
@@ -137,6 +146,7 @@ def main() -> int:
         "cold_starts": bench_cold_starts(),
         "github_requests": bench_github(),
         "job_cost": bench_jobcost(),
+        "repository": bench_repository(large="--large" in sys.argv[1:]),
     }
     print(json.dumps(results, indent=2))
     return 0
