@@ -71,6 +71,13 @@ def test_the_review_page_shows_the_check_summary_review_inline_comments_and_cost
             f"prfleet review of {head[:12]}" in text and f"prfleet review of `{head[:12]}`" in review["body"]
         )
 
+        # the low and info findings: one collapsed section of the review body, never inline comments
+        folded = browser.evaluate(
+            "[...document.querySelectorAll('details > summary')].map(s => s.innerText)"
+            ".filter(t => t.endsWith('low and info findings'))"
+        )
+        assert len(folded) == 1 and f"<details><summary>{folded[0]}</summary>" in review["body"]
+
         # every inline comment, visible, directly under the row whose head-side line number is its line, with
         # the finding's title on the screen
         runs = pr_runs(box, number, head)

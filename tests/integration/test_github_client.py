@@ -154,7 +154,7 @@ def test_review_line_outside_diff_is_unprocessable_and_report_plan_is_accepted(s
         {
             "path": "app.py",
             "line": 42,
-            "severity": "low",
+            "severity": "medium",  # low and info are never inline (the noise budget): this one must be
             "category": "style",
             "title": "None",
             "body": "b",

@@ -167,3 +167,47 @@ def test_the_template_offers_exactly_the_policies_and_hands_them_to_the_function
     assert t["Parameters"]["FailOn"]["AllowedValues"] == list(FAIL_ON)
     assert t["Parameters"]["FailOn"]["Default"] == "never"
     assert t["Globals"]["Function"]["Environment"]["Variables"]["FAIL_ON"] == {"Ref": "FailOn"}
+
+
+def test_max_inline_comments_is_a_bounded_parameter_every_posting_function_reads(monkeypatch):
+    from prfleet import config
+    from prfleet_local.stack import template as tpl
+
+    t = tpl.load()
+    param = t["Parameters"]["MaxInlineComments"]
+    assert (param["Default"], param["MinValue"], param["MaxValue"]) == (10, 0, render.MAX_COMMENTS)
+    # in Globals: the fan-in posts from the agent function (runner) and the planner (post_if_ready)
+    assert t["Globals"]["Function"]["Environment"]["Variables"]["MAX_INLINE_COMMENTS"] == {
+        "Ref": "MaxInlineComments"
+    }
+    for name in ("DELIVERIES_TABLE", "STATE_TABLE", "RESULTS_TABLE", "LEDGER_TABLE", "PR_QUEUE_URL"):
+        monkeypatch.setenv(name, "x")
+    for name in ("JOBS_QUEUE_URL", "ALERT_TOPIC_ARN", "WEBHOOK_SECRET_ID", "GITHUB_SECRET_ID"):
+        monkeypatch.setenv(name, "x")
+    config.settings.cache_clear()
+    try:
+        monkeypatch.delenv("MAX_INLINE_COMMENTS", raising=False)
+        assert config.settings().max_inline_comments == 10
+        monkeypatch.setenv("MAX_INLINE_COMMENTS", "0")
+        config.settings.cache_clear()
+        assert config.settings().max_inline_comments == 0
+        for bad in ("51", "-1", "ten"):
+            monkeypatch.setenv("MAX_INLINE_COMMENTS", bad)
+            config.settings.cache_clear()
+            with pytest.raises(config.ConfigError, match="MAX_INLINE_COMMENTS"):
+                config.settings()
+    finally:
+        config.settings.cache_clear()
+
+
+def test_a_repository_can_lower_the_inline_comment_limit_never_raise_it():
+    from prfleet.config.repo_config import inline_comment_cap
+
+    assert inline_comment_cap(10, None) == 10
+    assert inline_comment_cap(10, "max_inline_comments = 3\n") == 3
+    assert inline_comment_cap(10, "max_inline_comments = 0\n") == 0
+    assert inline_comment_cap(10, "max_inline_comments = 40\n") == 10  # never above the stack's
+    assert inline_comment_cap(10, "max_inline_comments = [\n") == 10  # a broken file: the stack's value
+    for bad in ("-1", "2.5", "true", '"5"'):
+        with pytest.raises(RepoConfigError, match="max_inline_comments must be an integer of 0 or more"):
+            parse_repo_config(f"max_inline_comments = {bad}\n")

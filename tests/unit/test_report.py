@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import difflib
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from prfleet.agents.findings import Finding
-from prfleet.pipeline import render
+from prfleet.pipeline import noise, render
 from tests import review_helpers
 
 PATCH = "\n".join(
@@ -291,7 +292,9 @@ def test_findings_outside_the_diff_get_their_heading_and_a_link_to_the_line_at_t
     link = f"https://github.com/acme/shop/blob/{head}/src/callers/use%20it.py#L42"
     assert f"[`src/callers/use it.py:42`]({link})" in plan.body
     assert f"(https://github.com/acme/shop/blob/{head}/app.py#L10)" in plan.body
-    assert "`app.py:3`" in plan.body and "/app.py#L3" not in plan.body  # on the diff: no "outside" link
+    assert (
+        f"[`app.py:3`](https://github.com/acme/shop/blob/{head}/app.py#L3)" in plan.body
+    )  # over the cap: linked
     assert "3 new finding(s): 0 inline, 3 below (2 outside the diff)." in plan.body
     assert plan.fingerprints == {"a1", "b2", "c3"}  # nothing dropped
 
@@ -372,3 +375,179 @@ def test_a_review_with_its_snapshot_says_nothing_about_one():
 def test_web_addresses_of_github_and_github_enterprise():
     assert render.web_url("https://api.github.com") == "https://github.com"
     assert render.web_url("https://ghe.example.com/api/v3/") == "https://ghe.example.com"
+
+
+# --- the noise budget (issue 24): MaxInlineComments, ranking, low and info folded, nothing lost ---
+
+HEAD = "d" * 40
+DIFF_LINES = [1, 2, 3, 4, 5, 21, 22, 23, 24]  # PATCH's new-side lines
+
+
+def _fps_in(plan) -> set[str]:
+    return review_helpers.posted_fingerprints([*plan.comments, plan.body])
+
+
+def test_at_most_max_inline_comments_by_default_ten_the_rest_ranked_in_the_body_with_links():
+    findings = [
+        finding(path=f"m{i}.py", line=1, severity=["critical", "high", "medium"][i % 3], fp=f"{i:04x}")
+        for i in range(15)
+    ]
+    patches = {f"m{i}.py": "@@ -0,0 +1 @@\n+x = 1" for i in range(15)}
+    plan = render.build_review(findings, patches, None, head_sha=HEAD, repo="acme/shop")
+    assert noise.DEFAULT_INLINE_COMMENTS == 10 and len(plan.comments) == 10
+    # the five criticals and five highs are inline; the five mediums are in the body, each linked to its line
+    inline = {c["path"] for c in plan.comments}
+    assert inline == {f"m{i}.py" for i in range(15) if i % 3 != 2}
+    assert [f["severity"] for f in plan.folded] == ["medium"] * 5
+    for i in range(2, 15, 3):
+        assert f"[`m{i}.py:1`](https://github.com/acme/shop/blob/{HEAD}/m{i}.py#L1)" in plan.body
+    assert "15 new finding(s): 10 inline, 5 below." in plan.body
+    assert "At most 10 inline comment(s) per review" in plan.body
+    assert plan.placement == {"inline": 10, "body": 5, "collapsed": 0, "omitted": 0}
+    assert _fps_in(plan) == {f"{i:04x}" for i in range(15)}
+
+
+def test_inline_slots_go_by_severity_then_confidence_then_relation_then_path_line_agent():
+    def f(line, severity="high", **extra):
+        agent = extra.pop("agent", "review")
+        d = finding(line=line, severity=severity, agent=agent, fp=f"{line:02x}{len(agent):02x}")
+        d.update(extra)
+        return d
+
+    ranked = [
+        f(5, "critical"),  # severity first, whatever its confidence
+        f(4, confidence=0.9),  # then the verifier's confidence, higher first
+        f(3, confidence=0.6, relation="preexisting"),
+        f(2, confidence=0.6, relation="changed"),
+        f(22, relation="affected"),  # a finding without a confidence after those with one
+        f(21),  # a missing relation counts as "changed"
+        f(23, relation="changed", agent="docs"),
+        f(23, relation="changed", agent="review"),  # stable: path, line, then agent
+        f(24, "medium", confidence=1.0),
+    ]
+    expected = [0, 1, 3, 2, 5, 6, 7, 4, 8]  # indexes of `ranked` in rank order
+    shuffled = list(reversed(ranked))
+    assert sorted(shuffled, key=noise.rank_key) == [ranked[i] for i in expected]
+    plan = render.build_review(shuffled, {"app.py": PATCH}, None, max_comments=4)
+    assert [c["body"].rsplit("fp=", 1)[1] for c in plan.comments] == [
+        f"{render.fingerprint_of(ranked[i])} -->" for i in expected[:4]
+    ]
+    assert plan.folded == [ranked[i] for i in expected[4:]]  # the body keeps the same order
+    # a confidence that is not a number in 0..1 is clamped or ignored, never an error
+    assert noise.rank_key({"severity": "high", "confidence": 7})[1:3] == (0, -1.0)
+    assert noise.rank_key({"severity": "high", "confidence": "sure"})[1:3] == (1, 0.0)
+
+
+def test_low_and_info_are_never_inline_they_fold_into_one_collapsed_section():
+    findings = [
+        finding(line=3, severity="low", title="Low on the diff", fp="01"),
+        finding(line=23, severity="info", title="Info on the diff", fp="02"),
+        finding(path="lib.py", line=7, severity="low", title="Low elsewhere", fp="03"),
+        finding(line=2, severity="medium", title="Medium", fp="04"),
+    ]
+    plan = render.build_review(findings, {"app.py": PATCH}, None, head_sha=HEAD, repo="acme/shop")
+    assert [c["line"] for c in plan.comments] == [2]  # room for ten: still only the medium one
+    assert [f["title"] for f in plan.collapsed] == ["Low on the diff", "Low elsewhere", "Info on the diff"]
+    body = plan.body
+    assert body.count("<details>") == 1 and body.count("</details>") == 1
+    start = body.index("<details><summary>3 low and info findings</summary>\n\n")
+    section = body[start : body.index("</details>")]
+    assert all(t in section for t in ("Low on the diff", "Info on the diff", "Low elsewhere"))
+    assert f"[`lib.py:7`](https://github.com/acme/shop/blob/{HEAD}/lib.py#L7)" in section
+    assert "4 new finding(s): 1 inline, 0 below, 3 low and info folded." in body
+    assert plan.outside == []  # the "Outside the diff" heading is for the findings above low
+    assert plan.placement == {"inline": 1, "body": 0, "collapsed": 3, "omitted": 0}
+    assert _fps_in(plan) == {"01", "02", "03", "04"}
+
+
+def test_max_comments_zero_puts_everything_in_the_body_and_a_wrong_cap_is_refused():
+    plan = render.build_review([finding(line=3, fp="a1")], {"app.py": PATCH}, None, max_comments=0)
+    assert plan.comments == [] and "over 0 inline comments" in plan.body and _fps_in(plan) == {"a1"}
+    for bad in (-1, 51, 2.5, True):
+        with pytest.raises(ValueError, match="max_comments must be an integer from 0 to 50"):
+            render.build_review([], {"app.py": PATCH}, None, max_comments=bad)
+
+
+_severities = st.sampled_from(list(noise.SEVERITY_ORDER))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["app.py", "lib.py"]),
+            st.sampled_from([*DIFF_LINES, 10, 40]),
+            _severities,
+            st.one_of(st.none(), st.floats(min_value=0, max_value=1)),
+            st.sampled_from([None, "changed", "affected", "preexisting"]),
+        ),
+        max_size=40,
+    ),
+    st.integers(min_value=0, max_value=render.MAX_COMMENTS),
+    st.booleans(),
+)
+def test_nothing_lost_every_finding_is_inline_in_the_body_or_counted(items, cap, small_body):
+    findings = []
+    for i, (path, line, severity, confidence, relation) in enumerate(items):
+        f = finding(path=path, line=line, severity=severity, fp=f"{i:04x}", body="word " * 300)
+        if confidence is not None:
+            f["confidence"] = confidence
+        if relation is not None:
+            f["relation"] = relation
+        findings.append(f)
+    max_body = 8_000 if small_body else render.MAX_BODY
+    plan = render.build_review(
+        findings, {"app.py": PATCH}, None, max_comments=cap, max_body=max_body, head_sha=HEAD, repo="o/r"
+    )
+    assert len(plan.body) <= max_body and len(plan.comments) <= cap
+    inline_fps = review_helpers.posted_fingerprints(plan.comments)
+    assert {f["fingerprint"] for f in findings if f["severity"] in ("low", "info")}.isdisjoint(inline_fps)
+    omitted = {f["fingerprint"] for f in plan.omitted}
+    assert _fps_in(plan) | omitted == {f["fingerprint"] for f in findings}  # nothing dropped
+    assert not (_fps_in(plan) & omitted)
+    counts = plan.placement
+    assert counts["inline"] + counts["body"] + counts["collapsed"] + counts["omitted"] == len(findings)
+    if omitted:
+        assert f"_{len(omitted)} more finding(s) did not fit" in plan.body
+    # no finding in the body outranks one inline (among those that could go inline)
+    on_diff = [
+        f
+        for f in plan.folded
+        if f["path"] == "app.py" and f["line"] in DIFF_LINES and f["severity"] not in ("low", "info")
+    ]
+    if on_diff and plan.comments:
+        worst_inline = max((f for f in findings if f["fingerprint"] in inline_fps), key=noise.rank_key)
+        assert all(noise.rank_key(worst_inline) <= noise.rank_key(f) for f in on_diff)
+    assert plan.body.count("<details>") == plan.body.count("</details>") <= 1
+
+
+def test_the_body_limit_keeps_the_collapsed_section_closed_and_counts_what_did_not_fit():
+    big = "word " * 600
+    findings = [finding(line=100 + i, severity="low", fp=f"{i:04x}", body=big) for i in range(60)]
+    findings.append(finding(line=3, severity="high", fp="ffff"))
+    plan = render.build_review(findings, {"app.py": PATCH}, None, max_body=20_000)
+    assert len(plan.body) <= 20_000 and plan.body.rstrip().endswith(render.REVIEW_MARKER)
+    shown = len(plan.collapsed)
+    assert 0 < shown < 60 and shown + len(plan.omitted) == 60
+    assert f"<details><summary>{shown} low and info findings</summary>" in plan.body
+    assert plan.body.index("</details>") < plan.body.index(
+        f"_{len(plan.omitted)} more finding(s) did not fit"
+    )
+    _, _, text = render.check_conclusion(
+        {"review": {"findings": 61, "succeeded": 1}}, placement=plan.placement
+    )
+    assert (
+        f"Review: 1 inline comment(s), 0 finding(s) in the review body, {shown} low and info finding(s) folded, "
+        f"{len(plan.omitted)} did not fit GitHub's 65536-character body limit (counted, not posted)." in text
+    )
+
+
+def test_the_check_summary_counts_inline_body_and_folded():
+    counts = {"review": {"findings": 6, "succeeded": 1}}
+    text = render.check_conclusion(counts, placement={"inline": 2, "body": 3, "collapsed": 1, "omitted": 0})[
+        2
+    ]
+    assert text.endswith(
+        "Review: 2 inline comment(s), 3 finding(s) in the review body, 1 low and info finding(s) folded."
+    )
+    assert "Review:" not in render.check_conclusion(counts)[2]

@@ -89,6 +89,10 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     specs = agents.agent_specs(settings, cfg)
     out.write(f"{path}: valid\n")
     out.write(f"  fail_on: {cfg.fail_on or 'the stack FailOn parameter (default never)'}\n")
+    if cfg.max_inline_comments is not None:
+        out.write(
+            f"  max_inline_comments: {cfg.max_inline_comments} (at most the stack's MaxInlineComments)\n"
+        )
     for name in agents.AGENT_NAMES:
         spec = specs.get(name)
         if spec is None:

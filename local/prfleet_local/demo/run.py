@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 import tempfile
 import time
@@ -328,8 +329,12 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
     reviews = [r for r in box.github.reviews if r.get("number", number) == number]
     checks = box.github.check_runs_for(head)
     for review in reviews:
+        body = str(review.get("body") or "")
+        folded = re.search(r"<details><summary>(\d+) low and info findings</summary>", body)
         print(
-            f"GitHub review posted: {len(review.get('comments', []))} inline comments, event {review.get('event')}"
+            f"GitHub review posted: {len(review.get('comments', []))} inline comments, "
+            f"{body.count('<!-- prfleet:fp=')} findings in its body "
+            f"({folded.group(1) if folded else 0} low and info folded), event {review.get('event')}"
         )
     for check in checks:
         print(f"Check run '{check.get('name')}': {check.get('status')} / {check.get('conclusion')}")

@@ -48,6 +48,14 @@ def _positive(name: str, default: int) -> int:
     return value
 
 
+def _bounded(name: str, default: int, low: int, high: int) -> int:
+    """An integer setting within the template parameter's MinValue..MaxValue (a hand-set variable too)."""
+    value = _int(name, default)
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value}")
+    return value
+
+
 def _float(name: str, default: float) -> float:
     raw = os.environ.get(name)
     if raw in (None, ""):
@@ -102,6 +110,7 @@ class Settings:
     shared_prefix_cache_ttl: str = "1h"
     # -- the operator's settings (issue 14)
     fail_on: str = "never"  # FailOn: never, critical or high; a .prfleet.toml may choose its own
+    max_inline_comments: int = 10  # MaxInlineComments (0..50): the noise budget; a .prfleet.toml may lower it
     # -- the repository snapshot (issue 23): "" = no bucket, the agents read through GitHub as before
     snapshot_bucket: str = ""
     max_repo_bytes: int = (
@@ -158,6 +167,7 @@ def settings() -> Settings:
         billing_api_key_id=os.environ.get("RECONCILE_FILTER_ID", "").strip(),
         anthropic_base_url=os.environ.get("ANTHROPIC_BASE_URL", "").strip().rstrip("/"),
         fail_on=_choice("FAIL_ON", "never", ("never", "critical", "high")),
+        max_inline_comments=_bounded("MAX_INLINE_COMMENTS", 10, 0, 50),
         snapshot_bucket=os.environ.get("SNAPSHOT_BUCKET", "").strip(),
         max_repo_bytes=_positive("MAX_REPO_BYTES", 268_435_456),
         max_repo_entries=_positive("MAX_REPO_ENTRIES", 200_000),

@@ -21,7 +21,9 @@ FAIL_ON: dict[str, tuple[str, ...]] = {"never": (), "critical": ("critical",), "
 # warning); prfleet.repository.instructions caps them again together with REVIEW.md and the like.
 MAX_INSTRUCTION_ENTRIES = 20
 MAX_INSTRUCTION_CHARS = 4_000
-_TOP_KEYS = frozenset({"disabled", "ignore", "limits", "agents", "fail_on", "instructions"})
+_TOP_KEYS = frozenset(
+    {"disabled", "ignore", "limits", "agents", "fail_on", "instructions", "max_inline_comments"}
+)
 
 
 class RepoConfigError(ValueError):
@@ -51,6 +53,7 @@ class RepoConfig:
     warnings: tuple[str, ...] = ()
     fail_on: str | None = None  # None: the stack's FailOn parameter
     instructions: tuple[InstructionEntry, ...] = ()
+    max_inline_comments: int | None = None  # None: the stack's MaxInlineComments; it can only lower it
 
 
 def path_matches(path: str, globs: Iterable[str]) -> bool:
@@ -113,12 +116,20 @@ def _instructions(value: object, warnings: list[str]) -> tuple[InstructionEntry,
     return tuple(out)
 
 
+def _max_inline(value: object) -> int | None:
+    """`max_inline_comments`: absent, or an integer of 0 or more (inline_comment_cap keeps it under the stack's)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise RepoConfigError(f"max_inline_comments must be an integer of 0 or more, got {value!r}")
+    return value
+
+
 def parse_repo_config(toml_text: str) -> RepoConfig:
     """Parse .prfleet.toml. Shape::
 
         disabled = ["docs"]            # agents to switch off
         ignore = ["generated/**"]      # globs no agent reviews
         fail_on = "high"               # never | critical | high: findings that fail the check run
+        max_inline_comments = 5        # fewer inline comments per review than the stack's MaxInlineComments
         [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
         paths = ["src/api/**"]
         text = "..."
@@ -180,8 +191,28 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
             agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
     instructions = _instructions(data["instructions"], warnings) if "instructions" in data else ()
     return RepoConfig(
-        frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings), fail_on, instructions
+        frozenset(disabled),
+        ignore,
+        limits,
+        agent_ignore,
+        tuple(warnings),
+        fail_on,
+        instructions,
+        max_inline_comments=_max_inline(data.get("max_inline_comments")),
     )
+
+
+def inline_comment_cap(stack_default: int, repo_config_text: str | None) -> int:
+    """A review's inline comment limit: the stack's MaxInlineComments, lowered (never raised) by the repository's
+    .prfleet.toml `max_inline_comments`; a file that does not parse leaves the stack's (the planner reported it)."""
+    if repo_config_text:
+        try:
+            chosen = parse_repo_config(repo_config_text).max_inline_comments
+        except RepoConfigError:
+            chosen = None
+        if chosen is not None:
+            return min(stack_default, chosen)
+    return stack_default
 
 
 def fail_on_policy(stack_default: str, repo_config_text: str | None) -> str:

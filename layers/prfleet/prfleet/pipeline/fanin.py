@@ -4,7 +4,8 @@ A conditional write (posting.claim_post) makes posting happen once per head ('pa
 then 'final' when they have run); fingerprints already posted on the PR are never posted again.
 
 What is posted for a head:
-- one COMMENT review: inline comments on lines that are part of the diff, every other finding folded into the body
+- one COMMENT review: at most MaxInlineComments inline comments on lines that are part of the diff (the noise
+  budget, a .prfleet.toml may lower it; render's docstring has the ranking), every other finding in the body
   (a 422 on an inline comment re-plans the review with everything folded, render.build_review(inline=False));
 - the PR's summary issue comment, edited in place (hidden marker render.SUMMARY_MARKER);
 - the check run completed: success, neutral when the budget deferred work or a newer head superseded this one,
@@ -209,6 +210,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             web=render.web_url(settings().github_api_url),
             instructions=told,
             no_snapshot=no_snapshot,
+            max_comments=repo_config.inline_comment_cap(settings().max_inline_comments, record.repo_config),
         )
 
     review = plan()
@@ -225,6 +227,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
         deferred_reasons=reasons,
         outside_diff=len(review.outside),
         no_snapshot=no_snapshot,
+        placement=review.placement,
     )
     _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 

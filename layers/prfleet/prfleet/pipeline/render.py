@@ -1,5 +1,7 @@
 """Pure review rendering: which findings go inline, which into the body, what the check run says.
 
+The noise budget (how many inline comments, which ones, where the rest go): prfleet.pipeline.noise.
+
 Nothing here talks to GitHub; `prfleet.github` posts what this module plans. Findings may be
 `prfleet.agents.findings.Finding` objects or plain dicts with the same keys (as stored in the state table): this
 module reads their path, line, severity, category, title, body, suggestion, agent and fingerprint, nothing else.
@@ -15,7 +17,7 @@ GitHub facts used here:
   https://docs.github.com/en/rest/checks/runs#update-a-check-run (`output.annotations`).
 - GitHub documents no hard number of comments per review, but creating content quickly triggers secondary
   rate limits (https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api#about-secondary-rate-limits);
-  we cap inline comments per review at MAX_COMMENTS and fold the rest into the body.
+  MAX_COMMENTS bounds the operator's MaxInlineComments parameter.
 - A finding outside the diff (a file the PR does not change, or a line GitHub cannot comment on) goes into the
   body under "Outside the diff" with a permanent link to the line at the head commit ({web}/{repo}/blob/{sha}/
   {path}#L{line}: https://docs.github.com/en/repositories/working-with-files/using-files/getting-permanent-links-to-files).
@@ -31,9 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prfleet.config.repo_config import FAIL_ON
+from prfleet.pipeline import noise
+from prfleet.pipeline.noise import DEFAULT_INLINE_COMMENTS, MAX_COMMENTS, rank_key
+from prfleet.pipeline.noise import get as _get
+from prfleet.pipeline.noise import severity as _severity
 
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
-MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
 MAX_ANNOTATION_MESSAGE = 64 * 1024  # bytes: "The maximum size is 64 KB" (the annotation object, same page)
 MAX_ANNOTATION_TITLE = 255  # characters: "The maximum size is 255 characters"
 
@@ -65,7 +70,6 @@ def review_marker(head_sha: str, claim: str, plan: object) -> str:
 _HEX_RE = re.compile(r"[0-9a-fA-F]+")
 _HUNK_RE = re.compile(r"^@@ -(\d+)(?:,(\d+))? \+(\d+)(?:,(\d+))? @@")
 
-SEVERITY_ORDER = {"critical": 0, "high": 1, "medium": 2, "low": 3, "info": 4}
 _SEVERITY_ICON = {"critical": "🔴", "high": "🟠", "medium": "🟡", "low": "🔵", "info": "⚪"}
 _ANNOTATION_LEVEL = {
     "critical": "failure",
@@ -85,12 +89,6 @@ _COUNT_KEYS = (
     "skipped",
     "superseded",
 )
-
-
-def _get(f: Any, name: str, default: Any = None) -> Any:
-    if isinstance(f, Mapping):
-        return f.get(name, default)
-    return getattr(f, name, default)
 
 
 # --- diff parsing ---
@@ -180,6 +178,9 @@ class ReviewPlan:
     comments: list[dict[str, Any]]
     folded: list[Any] = field(default_factory=list)  # findings placed in the body instead of inline
     outside: list[Any] = field(default_factory=list)  # those of `folded` outside the diff (their own heading)
+    collapsed: list[Any] = field(
+        default_factory=list
+    )  # those of `folded` that are low or info (one <details>)
     skipped_duplicates: list[Any] = field(default_factory=list)  # already posted on an earlier head
     omitted: list[Any] = field(default_factory=list)  # did not fit in the body limit at all
     summary: str = ""  # the issue comment edited in place (starts with SUMMARY_MARKER)
@@ -189,6 +190,16 @@ class ReviewPlan:
     def empty(self) -> bool:
         """True when the review would say nothing new."""
         return not self.comments and not self.folded
+
+    @property
+    def placement(self) -> dict[str, int]:
+        """Where this review put its new findings, for the check run's summary (placement_note)."""
+        return {
+            "inline": len(self.comments),
+            "body": len(self.folded) - len(self.collapsed),
+            "collapsed": len(self.collapsed),
+            "omitted": len(self.omitted),
+        }
 
 
 def _truncate(text: str, limit: int, note: str = "\n\n… (truncated)") -> str:
@@ -203,15 +214,6 @@ def _truncate_bytes(text: str, limit: int, note: str = "\n\n… (truncated)") ->
         return text
     room = max(0, limit - len(note.encode("utf-8")))
     return text.encode("utf-8")[:room].decode("utf-8", "ignore") + note
-
-
-def _severity(f: Any) -> str:
-    s = str(_get(f, "severity", "info") or "info").lower()
-    return s if s in SEVERITY_ORDER else "info"
-
-
-def _sort_key(f: Any) -> tuple[int, str, int]:
-    return (SEVERITY_ORDER[_severity(f)], str(_get(f, "path", "")), int(_get(f, "line", 0) or 0))
 
 
 def _comment_body(f: Any, fp: str, *, max_body: int) -> str:
@@ -322,86 +324,6 @@ def _skipped_section(skipped_files: Sequence[Any] | None, limit: int = 50) -> st
     return "\n".join(lines)
 
 
-@dataclass
-class _Placement:
-    """Where each new finding of a review goes: inline on its diff line, or folded into the body (with why)."""
-
-    comments: list[dict[str, Any]] = field(default_factory=list)  # the inline comments, ready to post
-    inline_fps: list[str] = field(default_factory=list)
-    folded: list[tuple[Any, str, str]] = field(default_factory=list)  # (finding, fingerprint, why not inline)
-    outside: list[tuple[Any, str, str]] = field(default_factory=list)  # the same, for those outside the diff
-    duplicates: list[Any] = field(
-        default_factory=list
-    )  # already posted (on an earlier head or in this batch)
-
-
-def _place(
-    findings: Iterable[Any],
-    line_maps: Mapping[str, Mapping[int, str]],
-    already_posted: Iterable[str],
-    *,
-    inline: bool,
-    max_comments: int,
-    max_body: int,
-) -> _Placement:
-    """Most severe first: a finding on a diff line gets an inline slot while slots last; the rest are folded."""
-    seen = {fp.lower() for fp in already_posted}
-    out = _Placement()
-    for f in sorted(findings, key=_sort_key):
-        path = str(_get(f, "path", ""))
-        line = int(_get(f, "line", 0) or 0)
-        lines = line_maps.get(path, {})
-        fp = fingerprint_of(f, lines.get(line, "")).lower()
-        if fp in seen:
-            out.duplicates.append(f)
-            continue
-        seen.add(fp)
-        if path not in line_maps:
-            out.outside.append((f, fp, "file not changed by this PR"))
-        elif line not in lines:
-            out.outside.append((f, fp, "line not in the diff"))
-        elif not inline:
-            out.folded.append((f, fp, "inline comments were refused"))
-        elif len(out.comments) >= max_comments:
-            out.folded.append((f, fp, f"over {max_comments} inline comments"))
-        else:
-            out.inline_fps.append(fp)
-            out.comments.append(
-                {"path": path, "line": line, "side": "RIGHT", "body": _comment_body(f, fp, max_body=max_body)}
-            )
-    return out
-
-
-def _review_body(
-    prefix: str, sections: Sequence[tuple[str, Sequence[tuple[Any, str, str]]]], link: Any, max_body: int
-) -> tuple[str, list[tuple[Any, str]], list[Any]]:
-    """The review body: `prefix`, then each (heading, findings) section with the findings that fit GitHub's body
-    limit (`link(finding)`: a link to its line, or None), then REVIEW_MARKER. Returns the body, the (finding,
-    fingerprint) pairs placed in it and the findings omitted (counted in a note: never dropped silently)."""
-    suffix = "\n\n" + REVIEW_MARKER
-    headers = sum(len(h) + 8 for h, items in sections if items)
-    budget = max_body - len(prefix) - len(suffix) - headers - 120  # room for the "omitted" note
-    placed: list[tuple[Any, str]] = []
-    omitted: list[Any] = []
-    used = 0
-    body = prefix
-    for heading, items in sections:
-        entries: list[str] = []
-        for f, fp, reason in items:
-            entry = _folded_entry(f, fp, reason, link(f))
-            if used + len(entry) + 2 > budget:
-                omitted.append(f)
-                continue
-            entries.append(entry)
-            placed.append((f, fp))
-            used += len(entry) + 2
-        if entries:
-            body += f"\n\n### {heading}\n\n" + "\n\n".join(entries)
-    if omitted:
-        body += f"\n\n_{len(omitted)} more finding(s) did not fit GitHub's {max_body}-character limit._"
-    return _truncate(body, max_body - len(suffix)) + suffix, placed, omitted
-
-
 def _instructions_section(sources: Sequence[str] | None) -> str:
     """Which of the repository's own review instructions applied (their sources), if any."""
     if not sources:
@@ -421,13 +343,44 @@ def snapshot_note(reasons: Iterable[str] | None) -> str:
     )
 
 
+def _finding_link(f: Any, web: str, repo: str | None, head_sha: str | None) -> str | None:
+    """A permanent link to a finding's line at the head, when the repository and head are known."""
+    if not (repo and head_sha):
+        return None
+    return line_link(web, repo, head_sha, str(_get(f, "path", "")), max(1, int(_get(f, "line", 1) or 1)))
+
+
+def _check_cap(max_comments: object) -> None:
+    """A clear error for an inline comment limit outside MaxInlineComments' bounds (0..MAX_COMMENTS)."""
+    if (
+        isinstance(max_comments, bool)
+        or not isinstance(max_comments, int)
+        or not 0 <= max_comments <= MAX_COMMENTS
+    ):
+        raise ValueError(f"max_comments must be an integer from 0 to {MAX_COMMENTS}, got {max_comments!r}")
+
+
+def _intro(placement: noise.Placement, max_comments: int) -> str:
+    """The review's first line: how many new findings, how many inline, below, folded, and not repeated."""
+    comments, folded, outside, low = placement.comments, placement.folded, placement.outside, placement.low
+    below = len(folded) + len(outside)
+    intro = f"{len(comments) + below + len(low)} new finding(s): {len(comments)} inline, {below} below"
+    intro += f" ({len(outside)} outside the diff)" if outside else ""
+    intro += f", {len(low)} low and info folded." if low else "."
+    if any(reason.startswith("over ") for _, _, reason in folded):
+        intro += f" At most {max_comments} inline comment(s) per review: the others are ranked below."
+    if placement.duplicates:
+        intro += f" {len(placement.duplicates)} already posted on an earlier commit and not repeated."
+    return intro
+
+
 def build_review(
     findings: Iterable[Any],
     patches_by_path: Mapping[str, str | None],
     summary_rows: Mapping[str, Any] | Sequence[Any] | None = None,
     *,
     already_posted: set[str] | frozenset[str] = frozenset(),
-    max_comments: int = MAX_COMMENTS,
+    max_comments: int = DEFAULT_INLINE_COMMENTS,
     max_body: int = MAX_BODY,
     skipped_files: Sequence[Any] | None = None,
     inline: bool = True,
@@ -437,43 +390,50 @@ def build_review(
     instructions: Sequence[str] | None = None,
     no_snapshot: Sequence[str] | None = None,
 ) -> ReviewPlan:
-    """Plan one COMMENT review: inline comments only on diff lines, everything else folded into the body.
+    """Plan one COMMENT review: at most `max_comments` inline comments (the noise budget, MaxInlineComments: the
+    rules are prfleet.pipeline.noise's), only on diff lines, everything else in the body.
 
-    Findings whose fingerprint is in `already_posted` (or repeated within this batch) are skipped, most severe
-    first get inline slots, and the body is kept under `max_body` (overflowing findings go to `omitted`).
-    `inline=False` folds everything (the fallback after GitHub answers 422 on an inline comment). Findings
-    outside the diff get their own heading, each linked to its line at `head_sha` in `repo` (on `web`).
+    Findings whose fingerprint is in `already_posted` (or repeated within this batch) are skipped; the best
+    ranked critical, high and medium findings on diff lines get the inline slots; the rest are listed in the body
+    in rank order ("Findings not placed inline", "Outside the diff"), low and info ones in one collapsed section,
+    each linked to its line at `head_sha` in `repo` (on `web`); the body is kept under `max_body` (overflowing
+    findings go to `omitted`, counted in a note). `inline=False` puts everything in the body (the fallback after
+    GitHub answers 422 on an inline comment).
     `instructions`: the sources of the repository's own instructions that applied, listed in the body.
     `no_snapshot`: why jobs ran without the repository's snapshot (their runs' reasons), said in one line.
     """
+    _check_cap(max_comments)
     line_maps = {p: diff_line_map(patch) for p, patch in patches_by_path.items()}
-    placement = _place(
-        findings, line_maps, already_posted, inline=inline, max_comments=max_comments, max_body=max_body
+    placement = noise.place(
+        findings,
+        line_maps,
+        already_posted,
+        inline=inline,
+        max_comments=max_comments,
+        fingerprint=fingerprint_of,
+        comment=lambda f, fp: _comment_body(f, fp, max_body=max_body),
     )
-    comments, duplicates = placement.comments, placement.duplicates
-    folded, outside = placement.folded, placement.outside
+    folded, outside, low = placement.folded, placement.outside, placement.low
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
-    below = len(folded) + len(outside)
-    intro = f"{len(comments) + below} new finding(s): {len(comments)} inline, {below} below"
-    intro += f" ({len(outside)} outside the diff)." if outside else "."
-    if duplicates:
-        intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
+    intro = _intro(placement, max_comments)
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
 
     outside_ids = {id(f) for f, _, _ in outside}
+    low_ids = {id(f) for f, _, _ in low}
 
-    def link(f: Any) -> str | None:
-        if not (repo and head_sha) or id(f) not in outside_ids:
-            return None
-        return line_link(web, repo, head_sha, str(_get(f, "path", "")), int(_get(f, "line", 1) or 1))
-
-    body, placed, omitted = _review_body(
+    suffix = "\n\n" + REVIEW_MARKER
+    body, placed, omitted = noise.review_body(
         "\n\n".join(p for p in (head, intro, fallback, applied, table, skipped_text) if p),
-        [("Findings not placed inline", folded), ("Outside the diff", outside)],
-        link,
+        [
+            ("Findings not placed inline", folded, False),
+            ("Outside the diff", outside, False),
+            ("low and info findings", low, True),
+        ],
+        lambda f, fp, why: _folded_entry(f, fp, why, _finding_link(f, web, repo, head_sha)),
+        max_body - len(suffix),
         max_body,
     )
     summary_head = "## prfleet summary" + (f" for `{head_sha[:12]}`" if head_sha else "")
@@ -481,11 +441,12 @@ def build_review(
         p for p in (SUMMARY_MARKER, summary_head, table, intro, fallback, applied, skipped_text) if p
     )
     return ReviewPlan(
-        body=body,
-        comments=comments,
+        body=_truncate(body, max_body - len(suffix)) + suffix,
+        comments=placement.comments,
         folded=[f for f, _ in placed],
         outside=[f for f, _ in placed if id(f) in outside_ids],
-        skipped_duplicates=duplicates,
+        collapsed=[f for f, _ in placed if id(f) in low_ids],
+        skipped_duplicates=placement.duplicates,
         omitted=omitted,
         summary=_truncate(summary, max_body),
         fingerprints=set(placement.inline_fps) | {fp for _, fp in placed},
@@ -514,6 +475,7 @@ def check_conclusion(
     deferred_reasons: Iterable[str] = (),
     outside_diff: int = 0,
     no_snapshot: Iterable[str] = (),
+    placement: Mapping[str, int] | None = None,
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -522,6 +484,7 @@ def check_conclusion(
     policy (never: findings never fail the check; critical; high); else success. `outside_diff`: how many
     findings are outside the diff (in the review body, not on the PR's lines), said in the summary.
     `no_snapshot`: why jobs ran without the repository's snapshot, said in one line of every summary.
+    `placement`: where the review put its new findings (ReviewPlan.placement), said in one sentence.
     """
 
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
@@ -534,6 +497,8 @@ def check_conclusion(
     )
     if outside_diff:
         facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
+    if placement:
+        facts += " " + noise.placement_note(placement, MAX_BODY)
     fallback = snapshot_note(no_snapshot)
     if fallback:
         facts += " " + fallback
@@ -579,7 +544,7 @@ def check_conclusion(
 def annotations(findings: Iterable[Any]) -> list[dict[str, Any]]:
     """Check-run annotations, most severe first (GitHub shows them in order)."""
     out = []
-    for f in sorted(findings, key=_sort_key):
+    for f in sorted(findings, key=rank_key):
         line = max(1, int(_get(f, "line", 1) or 1))
         message = str(_get(f, "body", "") or _get(f, "title", "") or "").strip() or "(no details)"
         out.append(
