@@ -89,6 +89,8 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
     specs = agents.agent_specs(settings, cfg)
     out.write(f"{path}: valid\n")
     out.write(f"  fail_on: {cfg.fail_on or 'the stack FailOn parameter (default never)'}\n")
+    shown = "posted" if cfg.report_preexisting else "counted, not posted (default)"
+    out.write(f"  report_preexisting: {str(cfg.report_preexisting).lower()}: pre-existing findings {shown}\n")
     for name in agents.AGENT_NAMES:
         spec = specs.get(name)
         if spec is None:

@@ -21,7 +21,9 @@ FAIL_ON: dict[str, tuple[str, ...]] = {"never": (), "critical": ("critical",), "
 # warning); prfleet.repository.instructions caps them again together with REVIEW.md and the like.
 MAX_INSTRUCTION_ENTRIES = 20
 MAX_INSTRUCTION_CHARS = 4_000
-_TOP_KEYS = frozenset({"disabled", "ignore", "limits", "agents", "fail_on", "instructions"})
+_TOP_KEYS = frozenset(
+    {"disabled", "ignore", "limits", "agents", "fail_on", "instructions", "report_preexisting"}
+)
 
 
 class RepoConfigError(ValueError):
@@ -51,6 +53,9 @@ class RepoConfig:
     warnings: tuple[str, ...] = ()
     fail_on: str | None = None  # None: the stack's FailOn parameter
     instructions: tuple[InstructionEntry, ...] = ()
+    report_preexisting: bool = (
+        False  # post findings on old problems the PR only touches (else counted, not shown)
+    )
 
 
 def path_matches(path: str, globs: Iterable[str]) -> bool:
@@ -119,6 +124,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         disabled = ["docs"]            # agents to switch off
         ignore = ["generated/**"]      # globs no agent reviews
         fail_on = "high"               # never | critical | high: findings that fail the check run
+        report_preexisting = true      # also post findings on old problems the PR does not cause
         [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
         paths = ["src/api/**"]
         text = "..."
@@ -179,8 +185,40 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         if "ignore" in table:
             agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
     instructions = _instructions(data["instructions"], warnings) if "instructions" in data else ()
+    report_preexisting = data.get("report_preexisting", False)
+    if not isinstance(report_preexisting, bool):
+        raise RepoConfigError("report_preexisting must be true or false")
     return RepoConfig(
-        frozenset(disabled), ignore, limits, agent_ignore, tuple(warnings), fail_on, instructions
+        frozenset(disabled),
+        ignore,
+        limits,
+        agent_ignore,
+        tuple(warnings),
+        fail_on,
+        instructions,
+        report_preexisting,
+    )
+
+
+def reports_preexisting(repo_config_text: str | None) -> bool:
+    """Whether a repository's .prfleet.toml asks for pre-existing findings to be posted (default no: they are
+    counted, not shown). A file that does not apply counts as absent, as for every other key."""
+    if not repo_config_text:
+        return False
+    try:
+        return parse_repo_config(repo_config_text).report_preexisting
+    except RepoConfigError:
+        return False  # the planner already reported the broken file on the check
+
+
+def preexisting_note(hidden: int) -> str:
+    """The sentence the review and the check say about pre-existing findings held back (`hidden` of them), with the
+    key that posts them: counted, never silently dropped. Empty when none were held back."""
+    if not hidden:
+        return ""
+    return (
+        f" {hidden} pre-existing finding(s) not shown: old problems on lines this PR does not change "
+        "(`report_preexisting = true` in .prfleet.toml posts them)."
     )
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfleet.config.repo_config import FAIL_ON
+from prfleet.config.repo_config import FAIL_ON, preexisting_note
 
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_COMMENTS = 50  # our cap on inline comments per review (see the module docstring)
@@ -436,6 +436,7 @@ def build_review(
     web: str = "https://github.com",
     instructions: Sequence[str] | None = None,
     no_snapshot: Sequence[str] | None = None,
+    preexisting_hidden: int = 0,  # pre-existing findings the fan-in held back: counted, never silent
 ) -> ReviewPlan:
     """Plan one COMMENT review: inline comments only on diff lines, everything else folded into the body.
 
@@ -459,6 +460,7 @@ def build_review(
     intro += f" ({len(outside)} outside the diff)." if outside else "."
     if duplicates:
         intro += f" {len(duplicates)} already posted on an earlier commit and not repeated."
+    intro += preexisting_note(preexisting_hidden)
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
@@ -514,6 +516,7 @@ def check_conclusion(
     deferred_reasons: Iterable[str] = (),
     outside_diff: int = 0,
     no_snapshot: Iterable[str] = (),
+    preexisting_hidden: int = 0,  # pre-existing findings not posted, counted in the summary
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -523,7 +526,6 @@ def check_conclusion(
     findings are outside the diff (in the review body, not on the PR's lines), said in the summary.
     `no_snapshot`: why jobs ran without the repository's snapshot, said in one line of every summary.
     """
-
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
     t = _totals(counts)
     ran = t["succeeded"] + t["partial"] + t["failed"]
@@ -534,6 +536,7 @@ def check_conclusion(
     )
     if outside_diff:
         facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
+    facts += preexisting_note(preexisting_hidden)
     fallback = snapshot_note(no_snapshot)
     if fallback:
         facts += " " + fallback
