@@ -3,6 +3,8 @@ held back unless the repository's .prfleet.toml asks for them, and counted where
 
 from __future__ import annotations
 
+import difflib
+
 import pytest
 
 from prfleet.agents.findings import (
@@ -17,6 +19,8 @@ from prfleet.agents.loop import changed_lines
 from prfleet.config.repo_config import RepoConfigError, parse_repo_config, reports_preexisting
 from prfleet.pipeline import render
 from prfleet.pipeline.fanin import split_preexisting
+from prfleet_local.model.analysis import analyse
+from prfleet_local.model.callers import added_lines
 
 DIFF = "@@ -1,3 +1,4 @@\n def f(a):\n-    return a\n+    b = a\n+    return b\n x = 1\n"  # adds lines 2, 3
 
@@ -134,3 +138,55 @@ def test_held_back_findings_are_counted_in_the_review_and_the_check():
     assert conclusion == "success" and "3 pre-existing finding(s) not shown" in text
     quiet = render.build_review([_f("changed")], {"app.py": DIFF}, {})
     assert "pre-existing" not in quiet.body
+
+
+# --------------------------------------------------------------------------- the offline model's side of it
+
+OLD = '''"""Prices."""
+
+
+def old(x):
+    return x
+
+
+class Box:
+    def keep(self):
+        return 1
+'''
+NEW = OLD.replace("        return 1\n", "        return 1\n\n    def grow(self, n):\n        return n\n") + (
+    "\n\ndef fresh(y):\n    return y\n"
+)
+
+
+def _diff(before: str, after: str) -> str:
+    rows = difflib.unified_diff(before.splitlines(), after.splitlines(), "a/p.py", "b/p.py", lineterm="")
+    return "\n".join(rows)
+
+
+def test_the_offline_docs_and_tests_report_only_the_names_the_diff_touches():
+    added = added_lines(_diff(OLD, NEW))
+    docs = {(f["title"], f["relation"]) for f in analyse("docs", "p.py", NEW, added=added)}
+    # `old` and `Box.keep` are untouched; `Box` holds the added method, `fresh` and `Box.grow` are new
+    assert docs == {
+        (
+            "Public class `Box` has no docstring",
+            "affected",
+        ),  # its def line is not added: affected, not changed
+        ("Public function `Box.grow` has no docstring", "changed"),
+        ("Public function `fresh` has no docstring", "changed"),
+    }
+    tests = {f["title"] for f in analyse("tests", "p.py", NEW, test_texts={}, searched=True, added=added)}
+    assert tests == {"No test for `Box`", "No test for `fresh`"}
+    everything = {f["title"] for f in analyse("docs", "p.py", NEW, added=None)}  # the diff unknown: the file
+    assert "Public function `old` has no docstring" in everything
+
+
+def test_the_offline_review_marks_old_problems_preexisting_and_new_ones_changed():
+    before = "def a():\n    try:\n        pass\n    except:\n        pass\n"
+    after = before + "\n\ndef b(x=[]):\n    return x\n"
+    found = {
+        f["title"]: f["relation"]
+        for f in analyse("review", "p.py", after, added=added_lines(_diff(before, after)))
+    }
+    assert found == {"Bare `except:`": "preexisting", "Mutable default argument in `b`": "changed"}
+    assert added_lines("(GitHub does not show this diff: too large)") is None
