@@ -93,6 +93,8 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.write(
             f"  max_inline_comments: {cfg.max_inline_comments} (at most the stack's MaxInlineComments)\n"
         )
+    shown = "posted" if cfg.report_preexisting else "counted, not posted (default)"
+    out.write(f"  report_preexisting: {str(cfg.report_preexisting).lower()}: pre-existing findings {shown}\n")
     for name in agents.AGENT_NAMES:
         spec = specs.get(name)
         if spec is None:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prfleet.pipeline import render
 from prfleet_local.cli.errors import CliError
 from prfleet_local.demo import sample
 from prfleet_local.demo.model_choice import ModelChoice
@@ -290,6 +291,14 @@ class Printed:
     reviews: list[dict[str, Any]]
     checks: list[dict[str, Any]]
     titles: set[tuple[str, str]] = field(default_factory=set)  # (path, title) of every finding
+    items: list[dict[str, Any]] = field(default_factory=list)  # every finding of the runs, as stored
+
+    def posted(self, finding: dict[str, Any]) -> bool:
+        """Whether the finding reached GitHub: its fingerprint marker in a review's body or inline comment."""
+        marker = render.fp_marker(str(finding.get("fingerprint") or ""))
+        texts = [r.get("body") or "" for r in self.reviews]
+        texts += [c.get("body") or "" for r in self.reviews for c in r.get("comments") or []]
+        return any(marker in t for t in texts)
 
 
 def print_review(box: Sandbox, number: int, head: str) -> Printed:
@@ -303,6 +312,7 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
     total = 0
     found: set[tuple[str, int]] = set()
     titles: set[tuple[str, str]] = set()
+    items: list[dict[str, Any]] = []
     print(f"\nReview of {name}#{number} at {head[:12]}: {len(runs)} agent runs")
     current = None
     for run in runs:
@@ -322,7 +332,9 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
         for f in findings:
             found.add((f["path"], int(f["line"])))
             titles.add((f["path"], f["title"]))
-            print(f"        {f['path']}:{f['line']}  {f['severity']:<8} {f['title']}")
+            items.append(f)
+            tag = f"[{f.get('relation') or 'changed'}]"
+            print(f"        {f['path']}:{f['line']}  {f['severity']:<8} {tag:<13} {f['title']}")
     for skip in record.skipped_files if record else []:
         print(f"  skipped {skip['path']}: {skip['reason']}")
     print(f"\nTotal cost: ${total / 1e6:.6f} over {len(runs)} runs")
@@ -348,7 +360,7 @@ def print_review(box: Sandbox, number: int, head: str) -> Printed:
     print(f"  function logs:     {st.workdir / 'functions.log.jsonl'}")
     if box.temporary:
         print("  (a temporary directory, removed on exit: keep it with --workdir DIR or --keep)")
-    return Printed(total, found, reviews, checks, titles)
+    return Printed(total, found, reviews, checks, titles, items)
 
 
 def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[str, str, str]]) -> bool:
@@ -370,15 +382,18 @@ def print_pr_report(box: Sandbox, number: int, head: str, *, seeded: list[tuple[
 
 def repository_checks(shown: Printed) -> list[tuple[str, int, str]]:
     """What only a reviewer that sees the repository gets right on the sample PR, printed: the caller the PR breaks
-    in a file it does not touch, no "No test" for what unchanged tests exercise, one for what nothing tests.
-    Returns the checks that failed."""
+    in a file it does not touch (posted, as affected by the change), no "No test" for what unchanged tests
+    exercise, one for what nothing tests, and nothing posted about code the PR does not touch. Returns the checks
+    that failed."""
     failed = []
     for path, code, what in sample.BROKEN_CALLERS:
         line = sample.bug_line(path, code)
-        ok = (path, line) in shown.found
-        print(f"  broken caller {what:<30} {path}:{line}  {'found' if ok else 'MISSED'}")
+        hits = [f for f in shown.items if (f["path"], int(f["line"])) == (path, line)]
+        ok = any(f.get("relation") == "affected" and shown.posted(f) for f in hits)
+        print(f"  broken caller {what:<30} {path}:{line}  {'found, posted' if ok else 'MISSED'}")
         if not ok:
             failed.append((path, line, f"broken caller: {what}"))
+    failed += untouched_checks(shown)
     for path, symbol in sample.TESTED_ELSEWHERE:
         ok = (path, f"No test for `{symbol}`") not in shown.titles
         print(
@@ -391,6 +406,31 @@ def repository_checks(shown: Printed) -> list[tuple[str, int, str]]:
         print(f"  tested nowhere             {symbol:<20} {path}  {'reported' if ok else 'MISSED'}")
         if not ok:
             failed.append((path, 0, f"{symbol} not reported untested"))
+    return failed
+
+
+def untouched_checks(shown: Printed) -> list[tuple[str, int, str]]:
+    """Code the PR does not touch: its old problem is found but held back as pre-existing (counted in the review),
+    and no docs or tests finding concerns its names. Printed; returns the checks that failed."""
+    failed = []
+    for path, code, what in sample.PREEXISTING:
+        line = sample.bug_line(path, code)
+        hits = [f for f in shown.items if (f["path"], int(f["line"])) == (path, line)]
+        held = bool(hits) and all(f.get("relation") == "preexisting" and not shown.posted(f) for f in hits)
+        counted = any("pre-existing finding(s) not shown" in (r.get("body") or "") for r in shown.reviews)
+        ok = held and counted
+        print(
+            f"  pre-existing {what:<31} {path}:{line}  {'held back, counted' if ok else 'POSTED OR MISSED'}"
+        )
+        if not ok:
+            failed.append((path, line, f"pre-existing: {what}"))
+    for path, symbol in sample.UNTOUCHED:
+        named = [t for p, t in shown.titles if p == path and f"`{symbol}`" in t]
+        print(
+            f"  untouched by the PR        {symbol:<20} {path}  {'no docs/tests finding' if not named else named}"
+        )
+        if named:
+            failed.append((path, 0, f"{symbol} untouched but reported: {named}"))
     return failed
 
 

@@ -5,16 +5,20 @@ anchored, where a finding outside the diff links.
 `GET /prfleet/` lists the pull requests, `GET /prfleet/pulls/N` shows one: the check run of its head with its
 annotations, the summary comment, each review, the diff with every inline comment under the line it is anchored to
 (GitHub anchors a review comment to `line` on `side` RIGHT, the head's line number, or LEFT, the base's; a
-multi-line comment is shown at its last line, as GitHub does), and the cost of each agent run. Every text from the
+multi-line comment is shown at its last line, as GitHub does), the cost of each agent run, and the runs'
+pre-existing findings that no review carries (held back unless .prfleet.toml sets report_preexisting). Every text from the
 reviews is escaped, and the page sends a Content-Security-Policy that allows no script at all.
 """
 
 from __future__ import annotations
 
 import html
+import json
 import re
 from collections.abc import Callable, Iterable
 from typing import Any
+
+from prfleet.pipeline.render import fp_marker
 
 PAGE_PREFIX = "/prfleet/pulls/"
 _HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@")
@@ -263,6 +267,34 @@ def render_costs(runs: list[dict[str, Any]]) -> str:
     )
 
 
+def render_held_back(runs: list[dict[str, Any]], posted: list[str]) -> str:
+    """The runs' pre-existing findings that no review carries (their fingerprint marker is in no posted body):
+    held back by the fan-in unless .prfleet.toml sets report_preexisting, and shown here so none is lost."""
+    held = []
+    for run in runs:
+        try:
+            items = json.loads(run.get("findings") or "[]")
+        except (TypeError, ValueError):
+            continue
+        for f in items if isinstance(items, list) else []:
+            marker = fp_marker(str(f.get("fingerprint") or ""))
+            if f.get("relation") == "preexisting" and not any(marker in text for text in posted):
+                held.append((run, f))
+    if not held:
+        return ""
+    rows = "".join(
+        f"<tr><td>{_e(f.get('path'))}:{_e(f.get('line'))}</td><td>{_e(f.get('severity'))}</td>"
+        f"<td>{_e(run.get('agent'))}</td><td>{_e(f.get('title'))}</td></tr>"
+        for run, f in held
+    )
+    return (
+        f"<h2>Pre-existing findings not posted ({len(held)})</h2><p class='muted'>Old problems on lines this PR does "
+        "not change; kept in the run records, posted only when the base branch's .prfleet.toml sets "
+        "report_preexisting = true.</p><table class='grid held'><tr><th>where</th><th>severity</th><th>agent</th>"
+        f"<th>title</th></tr>{rows}</table>"
+    )
+
+
 def render_pr(srv: Any, number: int) -> str | None:
     """The whole page of PR `number`, or None if the server has no such PR."""
     pr = srv.prs.get(number)
@@ -310,6 +342,9 @@ def render_pr(srv: Any, number: int) -> str | None:
         f"<h2>Reviews</h2>{review_html}"
         f"<h2>Files changed</h2>{render_diff(srv.files_of(pr), comments)}"
         f"<h2>Cost of each run</h2>{render_costs(runs)}"
+        + render_held_back(
+            runs, [r.get("body") or "" for r in reviews] + [c.get("body") or "" for c in comments]
+        )
         + (
             f"<h2>Timeline (X-Ray)</h2><div class='box timeline-box'>{timeline_html}</div>"
             if timeline_html

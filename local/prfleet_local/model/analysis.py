@@ -35,6 +35,7 @@ _SHELL_FUNCS = {"run", "call", "check_call", "check_output", "Popen", "getoutput
 def _f(
     path: str, line: int, severity: str, category: str, title: str, body: str, **extra: str
 ) -> dict[str, Any]:
+    """One finding as report_findings takes it (`extra`: suggestion, relation)."""
     out: dict[str, Any] = {
         "path": path,
         "line": max(1, int(line)),
@@ -73,9 +74,20 @@ def injection_findings(path: str, lines: list[str], description: str) -> list[di
                 "Prompt-injection attempt in the PR description",
                 f"The PR title or description contains text addressed to an AI reviewer ({LABEL} treated "
                 "it as data, not as an instruction).",
+                relation="affected",  # the PR's own text, not a line of the file
             )
         )
     return out[:10]
+
+
+def touches(node: ast.AST, added: set[int] | None) -> bool:
+    """Whether the PR's added lines fall in a definition (its decorators to its last line); every definition when
+    the diff is unknown (`added` None)."""
+    if added is None:
+        return True
+    start = min([node.lineno, *(d.lineno for d in getattr(node, "decorator_list", []))])  # type: ignore[attr-defined]
+    end = getattr(node, "end_lineno", None) or start
+    return any(start <= n <= end for n in added)
 
 
 def _public_defs(tree: ast.Module) -> Iterable[tuple[ast.AST, str]]:
@@ -241,9 +253,15 @@ def reached_from(tree: ast.Module, roots: set[str]) -> set[str]:
 
 
 def tests_python(
-    path: str, tree: ast.Module, test_texts: dict[str, str], *, searched: bool = False
+    path: str,
+    tree: ast.Module,
+    test_texts: dict[str, str],
+    *,
+    searched: bool = False,
+    added: set[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """Public functions and classes no test the model saw references, each with a concrete test idea.
+    """Public functions and classes the PR adds or changes (touches) that no test the model saw references, each
+    with a concrete test idea; a name the PR does not touch is not the change's concern.
 
     `test_texts` holds what it saw of the tests (the PR's test files it read, and the lines grep found in the
     repository's tests when `searched`): a symbol an existing test uses is not reported as untested, nor one
@@ -256,7 +274,7 @@ def tests_python(
     named = {n.name for n in tree.body if _is_def(n) and re.search(rf"\b{re.escape(n.name)}\b", corpus)}
     exercised = reached_from(tree, named)
     for node, qual in _public_defs(tree):
-        if "." in qual or qual in exercised:
+        if "." in qual or qual in exercised or not touches(node, added):
             continue
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             args = [a.arg for a in node.args.args if a.arg not in ("self", "cls")]
@@ -276,11 +294,14 @@ def tests_python(
     return out
 
 
-def docs_python(path: str, tree: ast.Module) -> list[dict[str, Any]]:
-    """Public API without docstrings."""
+def docs_python(path: str, tree: ast.Module, added: set[int] | None = None) -> list[dict[str, Any]]:
+    """Public API the PR adds or changes (touches) without docstrings; the module's own docstring only for a
+    module the PR adds (every line added)."""
     out = []
-    defs = list(_public_defs(tree))
-    if defs and ast.get_docstring(tree) is None:
+    defs = [(node, qual) for node, qual in _public_defs(tree) if touches(node, added)]
+    last = max((getattr(n, "end_lineno", 0) or 0 for n in tree.body), default=0)
+    new_module = added is None or all(n in added for n in range(1, last + 1))
+    if defs and new_module and ast.get_docstring(tree) is None:
         out.append(
             _f(
                 path,
@@ -346,11 +367,14 @@ def analyse(
     test_texts: dict[str, str] | None = None,
     complete: bool = True,
     searched: bool = False,
+    added: set[int] | None = None,
 ) -> list[dict[str, Any]]:
-    """All findings of one agent on one file (deterministic, sorted by line).
+    """All findings of one agent on one file (deterministic, sorted by line), each with its relation to the PR.
 
     `complete` says the model has seen every line 1..total: a file read only in part (in chunks or windows)
-    never gets a whole-file conclusion such as "does not parse" (the gaps are what would not parse)."""
+    never gets a whole-file conclusion such as "does not parse" (the gaps are what would not parse). `added`:
+    the lines the PR adds (None: unknown, the whole file is the change); docs and tests report only the names
+    it touches."""
     lines = text.splitlines()
     out: list[dict[str, Any]] = []
     if agent == "review":
@@ -375,10 +399,20 @@ def analyse(
             if agent == "review":
                 out += review_python(path, tree, lines)
             elif agent == "tests":
-                out += tests_python(path, tree, test_texts or {}, searched=searched)
+                out += tests_python(path, tree, test_texts or {}, searched=searched, added=added)
             elif agent == "docs":
-                out += docs_python(path, tree)
+                out += docs_python(path, tree, added)
     elif agent == "review":
         out += generic_review(path, lines)
+    for f in out:
+        f.setdefault("relation", relation(agent, f["line"], added))
     out.sort(key=lambda f: (f["line"], f["title"]))
     return out[:50]
+
+
+def relation(agent: str, line: int, added: set[int] | None) -> str:
+    """What the model says a finding of the file is: changed on an added line; elsewhere, a docs or tests
+    finding is about a name the change touches (affected), a review finding an old problem (preexisting)."""
+    if added is None or line in added:
+        return "changed"
+    return "affected" if agent in ("docs", "tests") else "preexisting"

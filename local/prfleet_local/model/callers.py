@@ -80,6 +80,16 @@ def _sides(diff: str) -> tuple[list[tuple[int, str, bool]], list[tuple[int, str,
     return old, new
 
 
+def added_lines(diff: str) -> set[int] | None:
+    """The new-side lines the diff adds, or None when the text has no hunk at all (the diff was left out, as too
+    large, or the file is new, binary or unchanged): then the model cannot tell the change apart and takes the
+    whole file as changed."""
+    if not any(_HUNK.match(row) for row in diff.splitlines()):
+        return None
+    _old, new = _sides(diff)
+    return {number for number, _text, changed in new if changed and number}
+
+
 def _defs(side: list[tuple[int, str, bool]]) -> dict[str, tuple[ast.arguments, int, bool]]:
     """Top-level defs whose whole header is on this side: name -> (parameters, line, any header line changed)."""
     out: dict[str, tuple[ast.arguments, int, bool]] = {}

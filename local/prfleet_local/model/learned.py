@@ -203,6 +203,7 @@ def _broken_finding(
             f"of the PR) still calls it as `{one_line}`: {reason}. The call raises TypeError when it runs; "
             "update the caller in this PR."
         ),
+        "relation": "affected",  # outside the diff, caused by the change
     }
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from prfleet_local.model import learned, tokens
 from prfleet_local.model.analysis import analyse
-from prfleet_local.model.callers import SignatureChange, signature_changes
+from prfleet_local.model.callers import SignatureChange, added_lines, signature_changes
 from prfleet_local.model.faults import FaultPlan
 from prfleet_local.model.learned import Call, Fact, FileText
 from prfleet_local.model.results import blocks, numbered, text_of
@@ -104,14 +104,24 @@ class Conversation:
         first = FileText(dict(self.first_file_lines), self.total_lines)
         return learned.file_text(self.calls, self.path or "", first)
 
-    def signature_changes(self) -> list[SignatureChange]:
-        """Signatures the PR changes, from the diff in the first message and from get_diff results."""
-        seen: dict[str, SignatureChange] = {}
+    def diff_texts(self) -> list[str]:
+        """The diffs of the file under review the model has seen: the first message's and get_diff results."""
         texts = list(self.diffs)
         for call in self.of("get_diff"):
             if not call.is_error:
                 texts += [b for a, b in blocks("diff", call.result) if a.get("path") == self.path]
-        for text in texts:
+        return texts
+
+    def added(self) -> set[int] | None:
+        """The lines of the file under review that the PR adds, as its diffs show them; None when no diff shows a
+        hunk (left out as too large, or none given): the whole file is then taken as the change."""
+        found = [lines for text in self.diff_texts() if (lines := added_lines(text)) is not None]
+        return set().union(*found) if found else None
+
+    def signature_changes(self) -> list[SignatureChange]:
+        """Signatures the PR changes, from the diff in the first message and from get_diff results."""
+        seen: dict[str, SignatureChange] = {}
+        for text in self.diff_texts():
             for change in signature_changes(text):
                 seen.setdefault(change.name, change)
         return list(seen.values())
@@ -265,6 +275,7 @@ class OfflineModel:
             test_texts=test_texts,
             complete=seen.complete,
             searched=searched,
+            added=conv.added(),
         )
         if conv.agent == "tests":  # the facts that kept a symbol from being called untested
             reported = {f["title"] for f in findings}

@@ -10,12 +10,16 @@ import hashlib
 import posixpath
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from prfleet.repository.untrusted import path_problem
 
 SEVERITIES: tuple[str, ...] = ("critical", "high", "medium", "low", "info")
+# How a finding relates to the PR: on its changed lines; elsewhere but caused by the change (a caller it breaks);
+# an old problem the change only touches. `relation_of` decides it, the model only proposes.
+RELATIONS: tuple[str, ...] = ("changed", "affected", "preexisting")
+DEFAULT_RELATION = "changed"  # what a finding stored before relations existed is read as
 MAX_FINDINGS = 50
 MAX_TITLE = 200
 MAX_BODY = 4000
@@ -56,6 +60,14 @@ REPORT_SCHEMA: dict[str, Any] = {
                         "maxLength": MAX_SUGGESTION,
                         "description": "Optional replacement for the line, shown as a GitHub suggestion.",
                     },
+                    "relation": {
+                        "type": "string",
+                        "enum": list(RELATIONS),
+                        "description": "How the finding relates to the PR: changed (on a line the PR adds or "
+                        "changes), affected (elsewhere, but caused by the change: a caller it breaks, text in "
+                        "the PR description), preexisting (an old problem the PR does not cause). Checked "
+                        "against the diff: a finding on an added line is always changed.",
+                    },
                 },
                 "required": ["path", "line", "severity", "category", "title", "body"],
                 "additionalProperties": False,
@@ -88,6 +100,7 @@ class Finding:
     body: str
     suggestion: str | None = None
     agent: str = ""
+    relation: str = DEFAULT_RELATION
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (stored in the results cache and the run record)."""
@@ -105,11 +118,32 @@ class Finding:
             body=str(data["body"]),
             suggestion=data.get("suggestion"),
             agent=str(data.get("agent", "")),
+            relation=relation_in(data),
         )
 
     def fingerprint(self, code_line: str) -> str:
         """Stable identity of this finding across pushes: survives line shifts, not edits of the line."""
         return fingerprint(self.agent, self.path, self.title, code_line)
+
+
+def relation_in(data: Mapping[str, Any]) -> str:
+    """The relation a stored finding (dict) carries; a record from before relations existed, or an unknown value,
+    reads as "changed" (posted as before), the contract every reader of run findings shares."""
+    value = data.get("relation")
+    return value if value in RELATIONS else DEFAULT_RELATION
+
+
+def relation_of(
+    *, path: str, line: int, reviewed: str, changed_lines: Collection[int], claimed: str | None
+) -> str:
+    """The relation of a finding at `path`:`line`, decided by the diff rather than trusted from the model.
+
+    On the file under review (`reviewed`) at a line the diff adds or changes (`changed_lines`, new side): changed,
+    whatever the model said. Anywhere else: affected when the model says so (a caller the change breaks), else
+    preexisting, so a model that calls an untouched line "changed" is corrected."""
+    if path == reviewed and line in changed_lines:
+        return "changed"
+    return "affected" if claimed == "affected" else "preexisting"
 
 
 def normalise_code_line(line: str) -> str:
@@ -140,14 +174,18 @@ def validate_report(
     agent: str,
     allowed_paths: Collection[str] | None = None,
     line_counts: Mapping[str, int] | None = None,
+    reviewed: str | None = None,
+    changed_lines: Collection[int] | None = None,
 ) -> tuple[list[Finding], str | None]:
     """Check a report_findings input and turn it into Findings (and the optional summary).
 
     A finding may be on any file of the repository (a caller the change breaks is reported where it is): its
     path must be inside the repository in normal form (no "..", not absolute, not .git). `allowed_paths`, when
     given, is the set of files known to exist at the head (others are refused); `line_counts` bounds line numbers
-    for the paths whose line count is known. Raises InvalidReport listing every problem, so one corrective turn
-    can fix them all.
+    for the paths whose line count is known. `reviewed` and `changed_lines` (the file under review and the
+    new-side lines its diff adds), when given, set each finding's relation by relation_of; without them the
+    model's relation stands (default "changed"). Raises InvalidReport listing every problem, so one corrective
+    turn can fix them all.
     """
     if not isinstance(payload, Mapping):
         raise InvalidReport(["the input must be a JSON object with a 'findings' array"])
@@ -173,6 +211,17 @@ def validate_report(
         finding = _check_finding(
             item, f"findings[{i}]", errors, agent=agent, allowed=allowed, line_counts=line_counts
         )
+        if finding is not None and reviewed is not None:
+            finding = replace(
+                finding,
+                relation=relation_of(
+                    path=finding.path,
+                    line=finding.line,
+                    reviewed=reviewed,
+                    changed_lines=changed_lines or (),
+                    claimed=finding.relation,
+                ),
+            )
         if finding is not None:
             findings.append(finding)
     if errors:
@@ -181,6 +230,7 @@ def validate_report(
 
 
 _REQUIRED = ("path", "line", "severity", "category", "title", "body")
+_OPTIONAL = ("suggestion", "relation")
 
 
 def _check_finding(
@@ -200,7 +250,7 @@ def _check_finding(
     missing = [k for k in _REQUIRED if k not in item]
     if missing:
         errors.append(f"{where} lacks required field(s): {', '.join(missing)}")
-    unknown = sorted(set(item) - set(_REQUIRED) - {"suggestion"})
+    unknown = sorted(set(item) - set(_REQUIRED) - set(_OPTIONAL))
     if unknown:
         errors.append(f"{where} has unknown field(s): {', '.join(unknown)}")
     path = _check_str(item, "path", where, errors, limit=1000) if "path" in item else None
@@ -220,6 +270,9 @@ def _check_finding(
     suggestion = item.get("suggestion")
     if suggestion is not None and (not isinstance(suggestion, str) or len(suggestion) > MAX_SUGGESTION):
         errors.append(f"{where}.suggestion must be a string of at most {MAX_SUGGESTION} characters")
+    relation = item.get("relation")
+    if "relation" in item and relation not in RELATIONS:
+        errors.append(f"{where}.relation {relation!r} must be one of: {', '.join(RELATIONS)}")
     if len(errors) > before or not (path and title and body):
         return None
     return Finding(
@@ -231,6 +284,7 @@ def _check_finding(
         body=body.strip(),
         suggestion=suggestion,
         agent=agent,
+        relation=str(relation) if relation in RELATIONS else DEFAULT_RELATION,
     )
 
 

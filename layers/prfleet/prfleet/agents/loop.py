@@ -19,7 +19,7 @@ from prfleet.agents.findings import MAX_FINDINGS, Finding, InvalidReport, valida
 from prfleet.agents.request import build_first_content, build_request
 from prfleet.agents.specs import MODEL_MAX_OUTPUT, AgentSpec, effort_for
 from prfleet.agents.tools import PrSource, PrTools, ToolResult, tool_definitions
-from prfleet.repository.hints import where_to_look
+from prfleet.repository.hints import added_lines, where_to_look
 from prfleet.repository.instructions import Instruction
 from prfleet.repository.untrusted import path_problem
 from prfleet.repository.view import RepoView, Snapshotish
@@ -76,6 +76,7 @@ class _Loop:
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
         self.findings: list[Finding] = []
+        self.changed_lines: set[int] = set()  # the file under review's added lines (run() reads the diff)
         self.summary: str | None = None
         self.history: list[dict[str, Any]] = []
         self.reported = False
@@ -117,6 +118,7 @@ class _Loop:
             return self.result("failed", error=f"{self.job.path} does not exist at the PR head")
         self.line_count = max(len(text.splitlines()), 1)
         diff = self.source.file_diff(self.job.path)
+        self.changed_lines = changed_lines(diff, self.line_count)
         hints = where_to_look(self.pr_tools.view, self.job.path, text, diff)
         first = build_first_content(
             self.job, self.spec, self.source, text, diff, hints=hints, instructions=self.instructions
@@ -238,7 +240,12 @@ class _Loop:
         allowed, line_counts = report_files(args, self.pr_tools.view, self.job.path, self.line_count)
         try:
             found, summary = validate_report(
-                args, agent=self.spec.name, allowed_paths=allowed, line_counts=line_counts
+                args,
+                agent=self.spec.name,
+                allowed_paths=allowed,
+                line_counts=line_counts,
+                reviewed=self.job.path,
+                changed_lines=self.changed_lines,
             )
         except InvalidReport as exc:
             self.corrections += 1
@@ -267,6 +274,15 @@ class _Loop:
             self.history.append({"role": "assistant", "content": [{"type": "text", "text": "(no output)"}]})
         self.history.append({"role": "user", "content": [{"type": "text", "text": _NUDGE}]})
         return None
+
+
+def changed_lines(diff: str, line_count: int) -> set[int]:
+    """The file under review's lines the PR adds or changes (new side), for the findings' relation: the diff's
+    added lines, or every line when GitHub left the diff out as too large (a text without any hunk), so a finding
+    is never hidden as pre-existing for want of a diff. A file without textual changes has none."""
+    if diff.strip() and not diff.lstrip().startswith("@@") and "\n@@" not in diff:
+        return set(range(1, line_count + 1))
+    return added_lines(diff)
 
 
 def report_files(args: Any, view: RepoView, path: str, line_count: int) -> tuple[set[str], dict[str, int]]:

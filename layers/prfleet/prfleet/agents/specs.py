@@ -44,7 +44,13 @@ Each finding: path (the file under review; or another file of the repository whe
 e.g. a caller that no longer fits a changed signature: report it at that file and line, which you have read), \
 line (1-based, on the NEW side of the diff, as numbered in the blocks), severity (critical, high, medium, low, \
 info), category (kebab-case), a short title, a body that \
-explains the problem and its impact, and optionally a suggestion (replacement code for that line).
+explains the problem and its impact, optionally a suggestion (replacement code for that line), and relation: \
+"changed" (on a line the PR adds or changes), "affected" (elsewhere, but caused by the change: a caller it breaks, \
+text in the PR description) or "preexisting" (an old problem the PR does not cause). prfleet checks it against the \
+diff: a finding on an added line is changed, any other is preexisting unless you say affected; pre-existing \
+findings are usually not posted.
+- Review the change, not the whole file: report what the PR's added or changed lines get wrong, and what they \
+break elsewhere. Leave old problems on untouched lines alone unless the change makes them matter.
 - Prefer a few precise, actionable findings over many vague ones. Do not comment on formatting.
 - After report_findings succeeds, end your turn with a one-sentence summary.
 
@@ -54,7 +60,7 @@ Your focus:
 PROMPTS: dict[str, tuple[str, str, str]] = {
     # name: (prompt_version, title, focus). Bump the version when the text changes (it is in the cache key).
     "review": (
-        "review-v3",
+        "review-v4",
         "the review agent",
         "Bugs, security problems and error handling in the changed code: wrong logic, unsafe input handling, "
         "injection (SQL, shell, eval), hard-coded secrets, swallowed exceptions, resource leaks, races. "
@@ -65,21 +71,24 @@ PROMPTS: dict[str, tuple[str, str, str]] = {
         "Categories: bug, security, error-handling, performance, prompt-injection.",
     ),
     "tests": (
-        "tests-v3",
+        "tests-v4",
         "the tests agent",
         "What the PR leaves untested. Tests usually live in files the PR does not change: before you claim a "
         "symbol is untested you MUST grep the repository's existing tests for it (e.g. pattern '\\bname\\b' "
         "over the whole repository or with path set to its tests directory) and read the tests the first message lists; a symbol "
-        "an existing test exercises is tested. For each public function or behaviour of the file that no "
-        "test exercises, give a concrete test case: inputs, expected result, edge cases. "
+        "an existing test exercises is tested. Only the public functions, classes and behaviour the PR adds or "
+        "changes (their definition overlaps the diff's added lines) concern you, not every name in the file. "
+        "For each of those that no test exercises, give a concrete test case: inputs, expected result, edge "
+        "cases. "
         "Categories: tests, prompt-injection.",
     ),
     "docs": (
-        "docs-v3",
+        "docs-v4",
         "the docs agent",
-        "Documentation of the changed public API: public functions, classes and modules without docstrings, "
-        "docstrings that no longer match the code, user-facing docs that need an update. Categories: docs, "
-        "prompt-injection.",
+        "Documentation of the public API the PR adds or changes (a function, class or method whose definition "
+        "overlaps the diff's added lines; a new module): missing docstrings, docstrings that no longer match "
+        "the changed code, user-facing docs that need an update. A name the PR does not touch is not yours to "
+        "report, even without a docstring. Categories: docs, prompt-injection.",
     ),
 }
 AGENT_NAMES: tuple[str, ...] = tuple(PROMPTS)

@@ -22,7 +22,16 @@ FAIL_ON: dict[str, tuple[str, ...]] = {"never": (), "critical": ("critical",), "
 MAX_INSTRUCTION_ENTRIES = 20
 MAX_INSTRUCTION_CHARS = 4_000
 _TOP_KEYS = frozenset(
-    {"disabled", "ignore", "limits", "agents", "fail_on", "instructions", "max_inline_comments"}
+    {
+        "disabled",
+        "ignore",
+        "limits",
+        "agents",
+        "fail_on",
+        "instructions",
+        "max_inline_comments",
+        "report_preexisting",
+    }
 )
 
 
@@ -54,6 +63,7 @@ class RepoConfig:
     fail_on: str | None = None  # None: the stack's FailOn parameter
     instructions: tuple[InstructionEntry, ...] = ()
     max_inline_comments: int | None = None  # None: the stack's MaxInlineComments; it can only lower it
+    report_preexisting: bool = False  # post findings on old problems the PR only touches (else counted)
 
 
 def path_matches(path: str, globs: Iterable[str]) -> bool:
@@ -130,6 +140,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         ignore = ["generated/**"]      # globs no agent reviews
         fail_on = "high"               # never | critical | high: findings that fail the check run
         max_inline_comments = 5        # fewer inline comments per review than the stack's MaxInlineComments
+        report_preexisting = true      # also post findings on old problems the PR does not cause
         [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
         paths = ["src/api/**"]
         text = "..."
@@ -190,6 +201,9 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         if "ignore" in table:
             agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
     instructions = _instructions(data["instructions"], warnings) if "instructions" in data else ()
+    report_preexisting = data.get("report_preexisting", False)
+    if not isinstance(report_preexisting, bool):
+        raise RepoConfigError("report_preexisting must be true or false")
     return RepoConfig(
         frozenset(disabled),
         ignore,
@@ -199,6 +213,29 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         fail_on,
         instructions,
         max_inline_comments=_max_inline(data.get("max_inline_comments")),
+        report_preexisting=report_preexisting,
+    )
+
+
+def reports_preexisting(repo_config_text: str | None) -> bool:
+    """Whether a repository's .prfleet.toml asks for pre-existing findings to be posted (default no: they are
+    counted, not shown). A file that does not apply counts as absent, as for every other key."""
+    if not repo_config_text:
+        return False
+    try:
+        return parse_repo_config(repo_config_text).report_preexisting
+    except RepoConfigError:
+        return False  # the planner already reported the broken file on the check
+
+
+def preexisting_note(hidden: int) -> str:
+    """The sentence the review and the check say about pre-existing findings held back (`hidden` of them), with the
+    key that posts them: counted, never silently dropped. Empty when none were held back."""
+    if not hidden:
+        return ""
+    return (
+        f" {hidden} pre-existing finding(s) not shown: old problems on lines this PR does not change "
+        "(`report_preexisting = true` in .prfleet.toml posts them)."
     )
 
 

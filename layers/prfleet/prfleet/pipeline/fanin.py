@@ -28,6 +28,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from prfleet.agents.findings import relation_in
 from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
@@ -190,7 +191,9 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     and what this review adds is recorded, before any other poster of the PR reads it."""
     runs = _counted_runs(record)
     counts = _counts(runs, record)
-    findings = [f for r in runs for f in _findings(r)]
+    findings, hidden = split_preexisting(
+        [f for r in runs for f in _findings(r)], repo_config.reports_preexisting(record.repo_config)
+    )
     already = posting.recorded_fingerprints(record.repo, record.number)
     listed = headfiles.load(record.repo, record.number, record.head_sha)
     patches = _patches(gh, record, listed)
@@ -211,6 +214,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             instructions=told,
             no_snapshot=no_snapshot,
             max_comments=repo_config.inline_comment_cap(settings().max_inline_comments, record.repo_config),
+            preexisting_hidden=len(hidden),
         )
 
     review = plan()
@@ -228,6 +232,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
         outside_diff=len(review.outside),
         no_snapshot=no_snapshot,
         placement=review.placement,
+        preexisting_hidden=len(hidden),
     )
     _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 
@@ -288,6 +293,18 @@ def _findings(run: dict[str, Any]) -> list[dict[str, Any]]:
     for f in items:
         f.setdefault("agent", run.get("agent"))
     return items
+
+
+def split_preexisting(
+    findings: list[dict[str, Any]], report_preexisting: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(posted, held back): pre-existing findings are held back unless the repository's .prfleet.toml sets
+    report_preexisting. Held-back findings stay in their run records and are counted in the review and the check;
+    a finding without a relation (stored before relations existed) reads as "changed" and is posted."""
+    if report_preexisting:
+        return findings, []
+    posted = [f for f in findings if relation_in(f) != "preexisting"]
+    return posted, [f for f in findings if relation_in(f) == "preexisting"]
 
 
 def _job_id(run: dict[str, Any]) -> str:

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfleet.config.repo_config import FAIL_ON
+from prfleet.config.repo_config import FAIL_ON, preexisting_note
 from prfleet.pipeline import noise
 from prfleet.pipeline.noise import DEFAULT_INLINE_COMMENTS, MAX_COMMENTS, rank_key
 from prfleet.pipeline.noise import get as _get
@@ -389,6 +389,7 @@ def build_review(
     web: str = "https://github.com",
     instructions: Sequence[str] | None = None,
     no_snapshot: Sequence[str] | None = None,
+    preexisting_hidden: int = 0,  # pre-existing findings the fan-in held back: counted, never silent
 ) -> ReviewPlan:
     """Plan one COMMENT review: at most `max_comments` inline comments (the noise budget, MaxInlineComments: the
     rules are prfleet.pipeline.noise's), only on diff lines, everything else in the body.
@@ -417,6 +418,7 @@ def build_review(
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
     intro = _intro(placement, max_comments)
+    intro += preexisting_note(preexisting_hidden)
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
@@ -476,6 +478,7 @@ def check_conclusion(
     outside_diff: int = 0,
     no_snapshot: Iterable[str] = (),
     placement: Mapping[str, int] | None = None,
+    preexisting_hidden: int = 0,  # pre-existing findings not posted, counted in the summary
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -486,7 +489,6 @@ def check_conclusion(
     `no_snapshot`: why jobs ran without the repository's snapshot, said in one line of every summary.
     `placement`: where the review put its new findings (ReviewPlan.placement), said in one sentence.
     """
-
     gating = [f for f in findings if _severity(f) in FAIL_ON.get(fail_on, ())]
     t = _totals(counts)
     ran = t["succeeded"] + t["partial"] + t["failed"]
@@ -499,6 +501,7 @@ def check_conclusion(
         facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
     if placement:
         facts += " " + noise.placement_note(placement, MAX_BODY)
+    facts += preexisting_note(preexisting_hidden)
     fallback = snapshot_note(no_snapshot)
     if fallback:
         facts += " " + fallback
