@@ -82,6 +82,14 @@ def test_a_cached_result_ends_the_job_for_nothing_with_its_findings_on_this_path
     assert hit["findings"][0]["path"] == "old/name.py"  # the cached item is not changed
 
 
+def test_only_a_result_about_the_reviewed_file_alone_is_cached():
+    """A finding in another file (a broken caller) depends on the repository at that head, not on the blob the
+    cache is keyed by: such a result is not cached, or a later head that fixed the caller would be told again."""
+    own = [{"path": "src/app.py", "line": 3}, {"path": "src/app.py", "line": 9}]
+    assert endings.cacheable("src/app.py", own) and endings.cacheable("src/app.py", [])
+    assert not endings.cacheable("src/app.py", [*own, {"path": "src/caller.py", "line": 12}])
+
+
 def test_a_duplicate_is_not_recorded_and_counts_the_finished_run_only_when_asked():
     end = endings.duplicate(job(), "run held by run-x")
     assert (end.status, end.event, end.count_theirs) == ("duplicate", "skipped", False)

@@ -96,6 +96,14 @@ def before_claim(job: FileJob, spec: Any, current_head: str | None, max_attempts
     return None
 
 
+def cacheable(path: str, findings: list[dict[str, Any]]) -> bool:
+    """Whether a run's result may answer later jobs of the same blob (the cache key: blob, agent, model, prompt):
+    only when every finding is on the reviewed file itself. A finding elsewhere (a caller the change breaks)
+    depends on the rest of the repository at this head, which the key does not name: a later head may have fixed
+    that caller, so such a result is not cached and the next head reviews the file again."""
+    return all(f.get("path") == path for f in findings)
+
+
 def from_cache(job: FileJob, model: str, key: str, hit: dict[str, Any] | None) -> Ending | None:
     """A result cached under the job's key (same blob, agent, model, prompt): its findings, for nothing."""
     if hit is None:

@@ -37,6 +37,7 @@ from prfleet.pipeline import fanin
 from prfleet.pipeline.endings import (
     Ending,
     before_claim,
+    cacheable,
     circuit_deferral,
     completed,
     cost_cap_reached,
@@ -330,7 +331,7 @@ def _run_agent(
                 _cache_key(job, spec), {"findings": findings, "usage": result.usage, "model": model}
             )
         ]
-        if result.status == "succeeded"
+        if result.status == "succeeded" and cacheable(job.path, findings)
         else None
     )
     no_tree = snapshot.reason if snapshot is not None and snapshot.root is None else None
