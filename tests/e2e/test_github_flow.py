@@ -115,6 +115,19 @@ def check_of(box, head: str) -> dict:
     return check
 
 
+# The sample's review of shop/pricing.py reports the caller it breaks in shop/checkout.py: a result that reaches
+# another file is not cached (prfleet.pipeline.endings.cacheable), so that job runs again on every head.
+UNCACHED = {(path, "review") for path in ("shop/pricing.py",)}
+
+
+def cached_statuses(runs: list) -> set:
+    """The statuses of the runs the result cache may answer (all but UNCACHED), each asserted to have run."""
+    for r in runs:
+        if (r["path"], r["agent"]) in UNCACHED:
+            assert r["status"] == "succeeded", (r["path"], r["agent"], r["status"])
+    return {r["status"] for r in runs if (r["path"], r["agent"]) not in UNCACHED}
+
+
 class TestPullRequestLife:
     def test_opened_gets_one_review_on_diff_lines_a_summary_and_a_completed_check(self, box, flow):
         number = box.open_sample_pr()
@@ -211,7 +224,9 @@ class TestPullRequestLife:
         assert heads.head_record(REPO, number, older).final
         newer_runs = runs_by_path(number, newer)
         assert newer_runs[("shop/cart.py", "review")]["status"] == "succeeded"  # the older head never ran it
-        assert newer_runs[("shop/pricing.py", "review")]["status"] == "cached"
+        assert (
+            newer_runs[("shop/pricing.py", "review")]["status"] == "succeeded"
+        )  # its result reaches checkout.py
         fps = posted_fingerprints(box, number)
         assert len(fps) == len(set(fps))
 
@@ -230,8 +245,10 @@ class TestPullRequestLife:
         flow["heads"].append(head)
 
         runs = job_runs.runs_of_head(REPO, number, head)
-        assert runs and {r["status"] for r in runs} == {"cached"}
-        assert sum(int(r.get("cost_micros") or 0) for r in runs) == 0
+        assert runs and cached_statuses(runs) == {"cached"}
+        assert (
+            sum(int(r.get("cost_micros") or 0) for r in runs if (r["path"], r["agent"]) not in UNCACHED) == 0
+        )
         (review,) = reviews_of(box, number, head)
         assert review["comments"] == [] and "0 new finding(s)" in review["body"]
         assert posted_fingerprints(box, number) == fps_before  # nothing posted again
@@ -299,7 +316,7 @@ class TestPullRequestLife:
         assert [s for s, _ in rerun["history"]] == ["queued", "in_progress", "completed"]
         assert rerun["conclusion"] == "success" and first["conclusion"] == "success"
         runs = job_runs.runs_of_head(REPO, number, head)
-        assert runs and {r["status"] for r in runs} == {"cached"}  # ran again, from the cache
+        assert runs and cached_statuses(runs) == {"cached"}  # ran again, from the cache
         assert heads.head_record(REPO, number, head).check_run_id == rerun["id"]
         assert len(reviews_of(box, number, head)) == reviews + 1
         fps = posted_fingerprints(box, number)
@@ -340,7 +357,7 @@ class TestPullRequestLife:
         assert box.stack.wait_idle(timeout=120)
         assert len(box.github.check_runs) == checks
         assert heads.head_record(REPO, number, head).check_run_id is None
-        assert {r["status"] for r in job_runs.runs_of_head(REPO, number, head)} == {"cached"}
+        assert cached_statuses(job_runs.runs_of_head(REPO, number, head)) == {"cached"}
 
     def test_a_3050_file_pr_is_listed_page_by_page_and_capped_with_the_rest_reported(self, box, flow):
         main = box.repo.sha("main")

@@ -133,10 +133,10 @@ def _job(gh: Any, job: Any, *, cold: bool) -> None:
     listed = headfiles.load(job.repo, job.number, job.head_sha)
     source = github.GitHubPrSource(gh, job.repo, job.number, job.head_sha, **listed.source_args())
     snap = runner.job_snapshot(job, lambda *a, **k: None)
-    text = source.read_file(job.path)
+    tools = PrTools(source, snapshot=snap)
+    text = tools.view.read(job.path)  # as the loop reads it: through the tools' view (the snapshot, if any)
     if text is None:
         raise RuntimeError(f"{job.path} is missing at the head")
-    tools = PrTools(source, snapshot=snap)
     diff = source.file_diff(job.path)
     where_to_look(tools.view, job.path, text, diff)
     for name, args in (

@@ -133,6 +133,14 @@ def _max_inline(value: object) -> int | None:
     return value
 
 
+def _flag(data: Mapping[str, object], key: str) -> bool:
+    """A true/false key, false when absent."""
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise RepoConfigError(f"{key} must be true or false")
+    return value
+
+
 def parse_repo_config(toml_text: str) -> RepoConfig:
     """Parse .prfleet.toml. Shape::
 
@@ -201,9 +209,6 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         if "ignore" in table:
             agent_ignore[name] = _globs(table["ignore"], f"{where}.ignore")
     instructions = _instructions(data["instructions"], warnings) if "instructions" in data else ()
-    report_preexisting = data.get("report_preexisting", False)
-    if not isinstance(report_preexisting, bool):
-        raise RepoConfigError("report_preexisting must be true or false")
     return RepoConfig(
         frozenset(disabled),
         ignore,
@@ -213,7 +218,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         fail_on,
         instructions,
         max_inline_comments=_max_inline(data.get("max_inline_comments")),
-        report_preexisting=report_preexisting,
+        report_preexisting=_flag(data, "report_preexisting"),
     )
 
 
