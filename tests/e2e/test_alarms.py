@@ -633,12 +633,15 @@ def test_an_80_percent_crossing_is_exactly_one_page_until_the_budget_day_changes
         # re-queued jobs would spend the new day's $0.015 past 80 % before the evaluation, a second crossing.
         box.stack.disable_event_sources()
         try:
-            clock_offset(_next_utc_day(time.time()) - time.time())
+            # 16 minutes into the next day, not 1: the evaluation range is EvaluationPeriods + 2 periods (15 min),
+            # and the crossing's datapoints sit at the real time the test ran, minutes before midnight when it runs
+            # then (a run at 23:57 UTC evaluated them with the new day's 0: reliability.md, run 4).
+            clock_offset(_next_utc_day(time.time()) + 15 * 60 - time.time())
             counts = box.stack.sweep()
             assert counts["requeued"] >= 1
             got = evaluate(
                 box, box.stack.now() + 360
-            )  # the previous day's last maximum left the 5-minute period
+            )  # the previous day's last maximum left the evaluation range
             assert got["SpendAlarm"] == "OK", box.stack.evaluator.status[box.stack.alarm_name("SpendAlarm")]
             assert notices(inbox)["SpendAlarm"] == "OK"
         finally:
