@@ -88,6 +88,28 @@ def test_two_reviews_on_one_head_and_cycle_and_a_review_on_a_superseded_head_fai
     assert not inv.reviews_once_per_head(observed(reviews={}), Counter()).ok  # finished head, no review
 
 
+def marked(claim, plan):
+    return {
+        "commit_id": SHA,
+        "comments": [],
+        "body": f"x\n\n<!-- prfleet:review head={SHA} claim={claim} plan={plan} -->",
+    }
+
+
+def test_reviews_are_counted_per_cycle_and_claim_from_their_markers():
+    """A cycle that waited on the budget posts a partial and a final review; a re-plan resets the head record's
+    deferred set, so the count must come from the reviews' markers (run 5 of the busy-machine CI)."""
+    replanned_twice = Counter({(REPO, N, SHA): 2})
+    ok = [marked("partial", 1), marked("final", 1), marked("final", 2), marked("final", 3)]
+    assert inv.reviews_once_per_head(observed(reviews={(REPO, N): ok}), replanned_twice).ok
+    twice = [marked("final", 1), marked("final", 1)]
+    result = inv.reviews_once_per_head(observed(reviews={(REPO, N): twice}), replanned_twice)
+    assert not result.ok and "posted 2 times" in result.violations[0]
+    four_plans = ok[:1] + [marked("final", p) for p in (1, 2, 3, 4)]
+    result = inv.reviews_once_per_head(observed(reviews={(REPO, N): four_plans}), replanned_twice)
+    assert not result.ok and "4 plans, 3 review cycle(s)" in result.violations[0]
+
+
 def test_a_comment_posted_twice_fails():
     c = {"path": "a.py", "line": 3, "body": "x"}
     reviews = {(REPO, N): [{"commit_id": SHA, "comments": [c]}, {"commit_id": SHA, "comments": [c]}]}

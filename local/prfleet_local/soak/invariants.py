@@ -7,6 +7,7 @@ so a failure says where to look.
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -189,29 +190,55 @@ def _logged(lines: list[str], delivery_id: str) -> bool:
     return any(key in line for line in lines)
 
 
+_MARKER_RE = re.compile(r"<!-- prfleet:review head=(\w+) claim=(\w+) plan=(\S+) -->")
+
+
 def reviews_once_per_head(
     o: Observed,
     replans: Counter[tuple[str, int, str]],
     superseded_at: dict[tuple[str, int, str], float] | None = None,
 ) -> Result:
-    """At most one review per head and review cycle (a partial one first when jobs waited on the budget; a
-    `/prfleet review` starts a new cycle); exactly: at least one for every finished current head. A review on a
-    head that is no longer current is a violation when it was posted after the head moved (GitHub stamps whole
-    seconds: one second of tolerance); one posted before the push was right."""
+    """At most one review per head, review cycle and claim (a partial one first when jobs waited on the budget,
+    then the final one; a `/prfleet review` or a Re-run starts a new cycle with its own check run); exactly: at
+    least one for every finished current head. A review on a head that is no longer current is a violation when
+    it was posted after the head moved (GitHub stamps whole seconds: one second of tolerance); one posted before
+    the push was right.
+
+    Each review carries its hidden marker (render.review_marker: head, claim, the cycle's check run), so the
+    count is exact per cycle and claim; it is not read from the head record, whose deferred set a new cycle
+    resets (run 5 of the busy-machine CI: a cycle with a partial and a final review, then two re-plans)."""
     import datetime as dt
 
     moved = superseded_at or {}
     bad = []
     per_head: Counter[tuple[str, int, str]] = Counter()
+    claims: dict[tuple[str, int, str], Counter[tuple[str, str]]] = {}
+    unmarked: Counter[tuple[str, int, str]] = Counter()
     for (repo, number), rs in o.reviews.items():
         for r in rs:
-            per_head[(repo, number, r["commit_id"])] += 1
-    for key, n in per_head.items():
+            key = (repo, number, r["commit_id"])
+            per_head[key] += 1
+            marker = _MARKER_RE.search(r.get("body") or "")
+            if marker and marker[3] != "-":  # "-": no check run, so no cycle to tell apart
+                claims.setdefault(key, Counter())[(marker[3], marker[2])] += 1
+            else:
+                unmarked[key] += 1
+    for key in per_head:
         cycles = 1 + replans.get(key, 0)
+        where = f"{key[0]}#{key[1]}@{key[2][:8]}"
+        posted = claims.get(key, Counter())
+        bad += [
+            f"{where}: the {claim} review of plan {plan} posted {k} times"
+            for (plan, claim), k in posted.items()
+            if k > 1
+        ]
+        plans = {plan for plan, _claim in posted}
+        if len(plans) > cycles:
+            bad.append(f"{where}: reviews for {len(plans)} plans, {cycles} review cycle(s)")
         head = o.heads.get(key, {})
         allowed = cycles * (2 if job_ids(head, "deferred_ids") else 1)
-        if n > allowed:
-            bad.append(f"{key[0]}#{key[1]}@{key[2][:8]}: {n} reviews, at most {allowed} allowed")
+        if unmarked[key] > allowed:
+            bad.append(f"{where}: {unmarked[key]} reviews without a marker, at most {allowed} allowed")
     for (repo, number), rs in o.reviews.items():
         for r in rs:
             key = (repo, number, r["commit_id"])
