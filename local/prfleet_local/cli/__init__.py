@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from prfleet_local.cli.errors import CliError, Terminated, one_line
+from prfleet_local.eval.options import add_eval_options
 
 
 class Parser(argparse.ArgumentParser):
@@ -160,10 +161,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="measure review quality on a corpus of cases with known issues (precision, recall, F1, cost, time)",
         description="Review every case of CORPUS (CASE/case.json: repo, base, head, golden issues) on the local "
         "stack as `prfleet review` does and score the findings: a finding matches a golden issue when it names "
-        "the same file and a line within 5 of the golden range (one to one). Offline by default: those figures "
-        "measure the pipeline, not Claude.",
+        "the same file and a line within 5 of the golden range, or, for a golden issue without a path, when the "
+        "LLM judge names it (one to one). CORPUS may also be the Martian benchmark's golden comments "
+        "(DIR/golden_comments/*.json): each pull request is fetched read-only from GitHub with GITHUB_TOKEN. "
+        "Offline by default: those figures measure the pipeline, not Claude.",
     )
-    evaluate.add_argument("corpus", metavar="CORPUS", help="a directory of cases, each CASE/case.json")
+    evaluate.add_argument(
+        "corpus", metavar="CORPUS", help="a directory of cases (CASE/case.json), or of golden_comments/*.json"
+    )
     evaluate.add_argument("--json", action="store_true", help="print one JSON object (progress on stderr)")
     evaluate.add_argument(
         "--agents", metavar="A,B", help="only these agents review (default: the stack's, review,tests,docs)"
@@ -174,6 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _provider_option(evaluate)
     _model_options(evaluate)
+    add_eval_options(evaluate)
     evaluate.set_defaults(func=_eval)
 
     local = sub.add_parser("local", help="the local stack").add_subparsers(

@@ -2,8 +2,8 @@
 
 case.json = {"repo": path of a git repository or bundle, relative to the case directory and inside it,
 "base": REF, "head": REF, "golden": [{"path", "line", "end_line", "severity", "comment"}]}. Every mistake is one
-line naming the case. Golden issues without a path (the Martian benchmark's golden_comments/*.json) can only be
-matched by an LLM judge, which is not built yet: they are refused, never silently scored as misses.
+line naming the case. A golden issue without a path (as every one of the Martian benchmark's golden_comments/*.json,
+read by martian.py) needs its `comment`: an LLM judge (judge.py) matches it by what it says, not where.
 """
 
 from __future__ import annotations
@@ -21,10 +21,6 @@ from prfleet_local.cli.errors import CliError
 
 CASE_FILE = "case.json"
 SEVERITIES = ("critical", "high", "medium", "low", "info")
-JUDGE_MISSING = (
-    "golden issues without a path need an LLM judge to be matched (the Martian benchmark's golden_comments), "
-    "which is not built yet; give each golden issue a path and line"
-)
 
 
 class CorpusError(CliError):
@@ -33,13 +29,19 @@ class CorpusError(CliError):
 
 @dataclass(frozen=True)
 class Golden:
-    """A known issue of a case: a file and a line range at the head ([line, end_line], end_line >= line)."""
+    """A known issue of a case: a file and a line range at the head ([line, end_line], end_line >= line), or no
+    path at all (path, line and end_line None) and only its `comment`, which the LLM judge reads."""
 
-    path: str
-    line: int
-    end_line: int
+    path: str | None
+    line: int | None = None
+    end_line: int | None = None
     severity: str = ""
     comment: str = ""
+
+    @property
+    def judged(self) -> bool:
+        """Whether only the judge can match it (it names no file)."""
+        return self.path is None
 
 
 @dataclass
@@ -53,6 +55,8 @@ class Case:
     head: str
     golden: list[Golden]
     is_bundle: bool = False
+    title: str = ""  # the PR's title when the case came from GitHub (martian.py); the local PR's subject
+    url: str = ""  # where the case came from (a PR's URL), for the output
     _checkout: Path | None = field(default=None, repr=False)
 
     def checkout(self) -> Path:
@@ -87,8 +91,6 @@ def load_corpus(path: Path) -> list[Case]:
     """Every case of the corpus directory, in name order, each checked (refs resolved) before any is reviewed."""
     if not path.is_dir():
         raise CorpusError(f"{path}: not a directory (a corpus is a directory of CASE/case.json)")
-    if (path / "golden_comments").is_dir():
-        raise CorpusError(f"{path}: golden_comments/: {JUDGE_MISSING}")
     cases = []
     for child in sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith(".")):
         cases.append(load_case(child))
@@ -143,8 +145,18 @@ def _golden(case: str, i: int, item: Any) -> Golden:
     where = f"case {case}: golden[{i}]"
     if not isinstance(item, dict):
         raise CorpusError(f"{where} must be an object with path, line, end_line, severity, comment")
+    severity = str(item.get("severity") or "")
+    if severity and severity not in SEVERITIES:
+        raise CorpusError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
+    comment = item.get("comment")
     if not item.get("path"):
-        raise CorpusError(f"{where} has no path: {JUDGE_MISSING}")
+        if item.get("line") is not None or item.get("end_line") is not None:
+            raise CorpusError(f"{where}: a line needs a path (give both, or only a comment for the judge)")
+        if not isinstance(comment, str) or not comment.strip():
+            raise CorpusError(
+                f"{where} has neither a path nor a comment: give path and line, or a comment for the LLM judge"
+            )
+        return Golden(None, None, None, severity, comment.strip())
     path = str(item["path"])
     if path.startswith("/") or posixpath.normpath(path) != path or path.startswith(".."):
         raise CorpusError(f"{where}: path {path!r} must be repository-relative in normal form")
@@ -155,7 +167,4 @@ def _golden(case: str, i: int, item: Any) -> Golden:
         raise CorpusError(f"{where}: line must be an integer >= 1")
     if not isinstance(end, int) or isinstance(end, bool) or end < line:
         raise CorpusError(f"{where}: end_line must be an integer >= line")
-    severity = str(item.get("severity") or "")
-    if severity and severity not in SEVERITIES:
-        raise CorpusError(f"{where}: severity {severity!r} is not one of {', '.join(SEVERITIES)}")
-    return Golden(path, line, end, severity, str(item.get("comment") or ""))
+    return Golden(path, line, end, severity, str(comment or ""))

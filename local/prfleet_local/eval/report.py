@@ -1,27 +1,64 @@
-"""`prfleet eval`'s output: a table per case and in total (with per agent and per model), or one JSON object."""
+"""`prfleet eval`'s output: a table per case and in total (with per agent and per model), the judge's calls and
+cost apart, or one JSON object."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from prfleet_local.eval.scoring import CaseResult, Score, totals
+from prfleet_local.eval.scoring import CaseResult, Score, judge_totals, totals
 
 OFFLINE_NOTE = "offline model: these figures measure the pipeline, not Claude"
+OFFLINE_JUDGE_NOTE = (
+    "offline judge: it matches by shared words; its figures measure the plumbing, not a judge"
+)
 
 
-def to_json(results: Sequence[CaseResult], *, model: str, offline: bool) -> dict[str, Any]:
-    """The whole evaluation as one object: cases, total, per agent, per model (names as in scoring.py)."""
+@dataclass(frozen=True)
+class JudgeInfo:
+    """What the run's judge is, for the output: its model (None: no judge), where it runs, why there is none."""
+
+    model: str | None
+    offline: bool = False
+    why_none: str = ""
+
+    def describe(self) -> str:
+        if self.model is None:
+            return f"no judge ({self.why_none})" if self.why_none else "no judge"
+        return f"{self.model}" + (" (the offline judge)" if self.offline else "")
+
+
+def to_json(
+    results: Sequence[CaseResult], *, model: str, offline: bool, judge: JudgeInfo | None = None
+) -> dict[str, Any]:
+    """The whole evaluation as one object: cases, total, per agent, per model (names as in scoring.py), and the
+    judge apart (judge.JudgeStats' names): its figures are never inside cost_usd."""
     total, agents, models = totals(results)
+    judge = judge or JudgeInfo(None)
+    jt = judge_totals(results)
     return {
         "model": model,
         "note": OFFLINE_NOTE if offline else "",
+        "judge": {
+            "model": judge.model,
+            "note": OFFLINE_JUDGE_NOTE if judge.offline and judge.model else (judge.why_none or ""),
+            "calls": jt.calls,
+            "errors": jt.errors,
+            "unjudged": jt.unjudged,
+            "cost_usd": round(jt.cost_micros / 1e6, 6),
+            "input_tokens": jt.input_tokens,
+            "output_tokens": jt.output_tokens,
+            "error_messages": jt.error_messages,
+        },
         "cases": [
             {
                 "case": r.name,
+                "url": r.url or None,
                 "reviewed": r.reviewed,
                 "error": r.error or None,
                 **r.total.to_json(),
+                **r.judge.to_json(),
                 "per_agent": {k: v.to_json() for k, v in r.by_agent.items()},
                 "per_model": {k: v.to_json() for k, v in r.by_model.items()},
                 "golden_issues": r.matches,
@@ -32,6 +69,7 @@ def to_json(results: Sequence[CaseResult], *, model: str, offline: bool) -> dict
             "cases": len(results),
             "reviewed": sum(r.reviewed for r in results),
             **total.to_json(),
+            **jt.to_json(),
         },
         "per_agent": {k: v.to_json() for k, v in agents.items()},
         "per_model": {k: v.to_json() for k, v in models.items()},
@@ -57,8 +95,44 @@ def row(label: str, s: Score) -> str:
     )
 
 
-def table(results: Sequence[CaseResult], *, model: str, offline: bool) -> list[str]:
-    """The lines `prfleet eval` prints: one row per case, the total, then per agent and per model."""
+JUDGE_HEADER = f"{'':<32} {'judged':>6} {'calls':>6} {'errors':>6} {'unjudged':>8} {'judge $':>10}"
+
+
+def _judge_lines(results: Sequence[CaseResult], judge: JudgeInfo) -> list[str]:
+    """The judge's own table (billed apart: not in the cost $ column above), and why a golden issue without a path
+    could not be judged. Empty when no case has one."""
+    pathless = {r.name: sum(1 for m in r.matches if m.get("matched_by") == "judge") for r in results}
+    jt = judge_totals(results)
+    if not any(pathless.values()) and not jt.calls:
+        return []
+    lines = ["", f"judge: {judge.describe()} -- billed apart, not in cost $ above"]
+    if judge.offline and judge.model:
+        lines.append(f"({OFFLINE_JUDGE_NOTE})")
+    lines.append(JUDGE_HEADER)
+
+    def jrow(label: str, judged: int, calls: int, errors: int, unjudged: int, micros: int) -> str:
+        return f"{label[:32]:<32} {judged:>6} {calls:>6} {errors:>6} {unjudged:>8} {micros / 1e6:>10.6f}"
+
+    for r in results:
+        j = r.judge
+        lines.append(jrow(r.name, pathless[r.name], j.calls, j.errors, j.unjudged, j.cost_micros))
+    lines.append(jrow("total", sum(pathless.values()), jt.calls, jt.errors, jt.unjudged, jt.cost_micros))
+    if jt.unjudged:
+        lines.append(
+            f"{jt.unjudged} golden issue(s) without a path were not judged ({judge.why_none or 'no judge'}): "
+            "each is counted as missed"
+        )
+    if jt.errors:
+        lines.append(f"{jt.errors} judge answer(s) unusable, each golden issue counted as missed; first:")
+        lines.append(f"  {jt.error_messages[0]}")
+    return lines
+
+
+def table(
+    results: Sequence[CaseResult], *, model: str, offline: bool, judge: JudgeInfo | None = None
+) -> list[str]:
+    """The lines `prfleet eval` prints: one row per case, the total, per agent and per model, then the judge."""
+    judge = judge or JudgeInfo(None)
     total, agents, models = totals(results)
     lines = [f"model: {model}"]
     if offline:
@@ -71,13 +145,21 @@ def table(results: Sequence[CaseResult], *, model: str, offline: bool) -> list[s
     lines += [row(f"  {name}", s) for name, s in agents.items()]
     lines += ["", "per model"]
     lines += [row(f"  {name}", s) for name, s in models.items()]
+    lines += _judge_lines(results, judge)
     missed = [(r.name, m) for r in results for m in r.matches if not m["found"]]
     if missed:
         lines += ["", "golden issues not found:"]
-        lines += [f"  {case}: {m['path']}:{m['line']}-{m['end_line']}" for case, m in missed]
+        lines += [f"  {case}: {_where(m)}" for case, m in missed]
     lines += [
         "",
-        "tp: findings within 5 lines of a golden issue's range, one to one; time: webhook to posted review "
-        "(median in the total)",
+        "tp: findings within 5 lines of a golden issue's range, or named by the judge for one without a path; one "
+        "to one. time: webhook to posted review (median in the total)",
     ]
     return lines
+
+
+def _where(m: dict[str, Any]) -> str:
+    if m.get("path") is None:
+        text = " ".join(str(m.get("comment") or "").split())
+        return f'(no path) "{text[:70]}{"..." if len(text) > 70 else ""}"'
+    return f"{m['path']}:{m['line']}-{m['end_line']}"

@@ -1,7 +1,10 @@
 """`prfleet eval CORPUS`: each case reviewed on its own local stack exactly as `prfleet review` reviews a range
-(prfleet_local.cli.review.review_range), then scored (scoring.py) and reported (report.py).
+(prfleet_local.cli.review.review_range), its golden issues without a path judged (judge.py) on the same model
+endpoint while the case's stack is up, then scored (scoring.py) and reported (report.py).
 
-The whole corpus is checked before the first review, so a mistake in the last case costs no model call.
+CORPUS is a directory of CASE/case.json (corpus.py) or the Martian benchmark's golden comments (martian.py), whose
+pull requests are fetched from GitHub one at a time (github_fetch.py). The whole corpus is checked before the first
+review (and the GitHub token, the judge model), so a mistake in the last case costs no model call.
 `--agents a,b` sets the local stack's AGENTS setting (prfleet.config.environment.Settings.agents: the agents the
 planner plans) for the run; on a deployed stack a repository picks its agents with `.prfleet.toml`.
 """
@@ -11,16 +14,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
+import tempfile
+import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
+from prfleet.github.client import GitHub
+from prfleet.github.transport import GitHubError
 from prfleet_local.cli.errors import CliError
 from prfleet_local.demo.model_choice import ModelChoice, choose_model
 from prfleet_local.eval import report
 from prfleet_local.eval.corpus import Case, load_corpus
+from prfleet_local.eval.github_fetch import FetchError, fetch_pr, github_client
+from prfleet_local.eval.judge import DEFAULT_JUDGE_MODEL, Judge, check_judge_model
+from prfleet_local.eval.martian import MartianPr, load_martian, martian_dir
+from prfleet_local.eval.options import DEFAULT_GITHUB_URL
 from prfleet_local.eval.scoring import CaseResult, Score, case_result
+
+REAL_API_URL = "https://api.anthropic.com"
 
 
 def parse_agents(value: str | None) -> str | None:
@@ -56,6 +71,43 @@ def agents_setting(agents: str | None) -> Iterator[None]:
             os.environ["AGENTS"] = before
 
 
+@dataclass
+class Plan:
+    """What one `prfleet eval` runs: corpus cases or Martian PRs (fetched in turn), the judge model (None: no
+    judge), and the GitHub client the PRs come through."""
+
+    items: list[Case | MartianPr]
+    judge_model: str | None
+    judge: report.JudgeInfo
+    github: GitHub | None = None
+
+    @property
+    def pathless(self) -> int:
+        return sum(1 for item in self.items for g in item.golden if g.judged)
+
+
+def plan(args: argparse.Namespace, model: ModelChoice) -> Plan:
+    """Load and check everything before the first review: the corpus or golden comments, the judge model, the
+    GitHub URL and token (only when PRs are to be fetched)."""
+    root = Path(args.corpus).expanduser()
+    folder = martian_dir(root) if root.is_dir() else None
+    items: list[Case | MartianPr] = list(load_martian(folder) if folder else load_corpus(root))
+    github = None
+    if folder:
+        url = getattr(args, "github_url", None) or DEFAULT_GITHUB_URL
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CliError(f"--github-url must be an http(s) URL such as {DEFAULT_GITHUB_URL}, got {url!r}")
+        github = github_client(url.rstrip("/"))
+    if getattr(args, "no_judge", False):
+        return Plan(items, None, report.JudgeInfo(None, why_none="--no-judge"), github)
+    try:
+        judge_model = check_judge_model(getattr(args, "judge_model", None) or DEFAULT_JUDGE_MODEL)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    return Plan(items, judge_model, report.JudgeInfo(judge_model, offline=model.kind == "offline"), github)
+
+
 def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
     """Run the corpus; print the table (or --json). 0 when every case was reviewed, 1 otherwise."""
     as_json = bool(args.json)
@@ -66,29 +118,85 @@ def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
 
     agents = parse_agents(args.agents)
     model = choose_model(real=args.real, model_url=args.model_url)
-    cases = load_corpus(Path(args.corpus).expanduser())
+    work = plan(args, model)
     if model.kind == "real":
         say(
             "prfleet eval: --real: the agents call the Claude API; this spends money on your ANTHROPIC_API_KEY"
         )
-    say(f"prfleet eval: {len(cases)} case(s) from {args.corpus}")
+    what = "pull request(s) from golden comments" if work.github else "case(s)"
+    say(f"prfleet eval: {len(work.items)} {what} from {args.corpus}")
+    if work.pathless:
+        if work.judge_model is None:
+            say(
+                f"prfleet eval: {work.pathless} golden issue(s) have no path and --no-judge is set: they are not "
+                "judged and each counts as missed"
+            )
+        else:
+            say(
+                f"prfleet eval: {work.pathless} golden issue(s) have no path: the judge ({work.judge_model}) is "
+                "called once per issue on the run's model endpoint, billed apart"
+            )
     results: list[CaseResult] = []
     described = model.describe()
+    scratch = Path(tempfile.mkdtemp(prefix="prfleet-eval-prs-")) if work.github else None
     try:
         with agents_setting(agents):
-            for case in cases:
-                results.append(_run_case(case, args, model, workdir, say))
+            for item in work.items:
+                results.append(_run_item(item, work, args, model, workdir, scratch, say))
     finally:
-        for case in cases:
-            case.cleanup()
+        for item in work.items:
+            if isinstance(item, Case):
+                item.cleanup()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
     offline = model.kind == "offline"
     if as_json:
-        print(json.dumps(report.to_json(results, model=described, offline=offline), indent=2))
+        print(
+            json.dumps(report.to_json(results, model=described, offline=offline, judge=work.judge), indent=2)
+        )
     else:
         print()
-        for line in report.table(results, model=described, offline=offline):
+        for line in report.table(results, model=described, offline=offline, judge=work.judge):
             print(line)
     return 0 if all(r.reviewed for r in results) else 1
+
+
+def _run_item(
+    item: Case | MartianPr,
+    work: Plan,
+    args: argparse.Namespace,
+    model: ModelChoice,
+    workdir: Path | None,
+    scratch: Path | None,
+    say: Callable[[str], None],
+) -> CaseResult:
+    """A corpus case as it is; a Martian PR fetched first (a PR that cannot be fetched is a case not reviewed,
+    with the reason; an error about GitHub itself, a bad token or a rate limit, stops the run)."""
+    if isinstance(item, Case):
+        return _run_case(item, args, model, workdir, say, work.judge_model)
+    assert work.github is not None and scratch is not None
+    say(f"\nfetching {item.url} ({item.title}) from {work.github.api_url}")
+    try:
+        case = fetch_pr(item, work.github, scratch / f"pr-{len(list(scratch.iterdir()))}")
+    except FetchError as exc:
+        say(f"case {item.name}: not fetched: {exc}")
+        return CaseResult(item.name, False, Score(), error=f"not fetched: {exc}", url=item.url)
+    except GitHubError as exc:
+        raise CliError(f"GitHub at {work.github.api_url}: {exc}", code=1) from None
+    try:
+        return _run_case(case, args, model, workdir, say, work.judge_model)
+    finally:
+        shutil.rmtree(case.directory, ignore_errors=True)
+
+
+def _judge_endpoint(model: ModelChoice, box_url: str | None) -> tuple[str | None, str]:
+    """(base URL, API key) of the judge: the run's own endpoint (the case's offline model, --model-url, or the
+    Claude API with --real)."""
+    if model.kind == "offline":
+        return box_url, "offline-judge"
+    if model.kind == "real":
+        return REAL_API_URL, str(model.api_key)
+    return model.url, str(model.api_key)
 
 
 def _run_case(
@@ -97,6 +205,7 @@ def _run_case(
     model: ModelChoice,
     workdir: Path | None,
     say: Callable[[str], None],
+    judge_model: str | None = None,
 ) -> CaseResult:
     from prfleet_local.cli.review import _clone, resolve_range, review_range
     from prfleet_local.demo.run import sandbox
@@ -113,7 +222,7 @@ def _run_case(
         where,
         model=model,
         repo=_clone(source, where, base_sha, head_sha),
-        repo_name=f"eval/{case.name}",
+        repo_name=f"eval/{_repo_safe(case.name)}",
         parameters=local_parameters(args.provider),
     ) as box:
         say(f"model: {model.describe(box.model.url if box.model else None)}")
@@ -122,10 +231,29 @@ def _run_case(
             base_sha=base_sha,
             head_sha=head_sha,
             what=what,
-            subject=f"eval case {case.name}",
+            subject=case.title or f"eval case {case.name}",
             timeout=args.timeout,
             say=say,
         )
-    if done is None:
-        return CaseResult(case.name, False, Score(), error=f"no review within {args.timeout:.0f} s")
-    return case_result(case.name, case.golden, done.findings(), done.runs, done.seconds)
+        if done is None:
+            return CaseResult(
+                case.name, False, Score(), error=f"no review within {args.timeout:.0f} s", url=case.url
+            )
+        findings = done.findings()
+        judgements, stats = None, None
+        if judge_model is not None and any(g.judged for g in case.golden):
+            base_url, key = _judge_endpoint(model, box.model.url if box.model else None)
+            judgements, stats = Judge(judge_model, base_url=base_url, api_key=key).judge_case(
+                case.golden, findings
+            )
+            say(
+                f"judge: {stats.calls} call(s), ${stats.cost_micros / 1e6:.6f}, {stats.errors} unusable answer(s)"
+            )
+    result = case_result(case.name, case.golden, findings, done.runs, done.seconds, judgements, stats)
+    result.url = case.url
+    return result
+
+
+def _repo_safe(name: str) -> str:
+    """A case name as a repository name on the local GitHub (a Martian case is `repo#123`)."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)

@@ -7,7 +7,10 @@ Definitions (`--json` uses these names): golden = golden issues, findings = ever
 is), cost_usd = what the head's runs cost, usd_per_true_positive = cost_usd / true_positives, time_to_review_s =
 webhook delivered to review posted. A ratio whose denominator is 0 is null. Totals add the counts over the cases
 (micro-averages) and give the median case's time. Per agent (and per model): that agent's findings matched on
-their own against all the case's golden issues (its recall is what it alone finds) and its runs' cost.
+their own against all the case's golden issues (its recall is what it alone finds) and its runs' cost; for a
+golden issue without a path, the findings of that agent among those the judge named (the judge is called once
+per golden issue with every finding of the case, never again per agent). The judge's calls and cost are kept
+apart (judge.JudgeStats): cost_usd is what the reviews cost, never the judge.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prfleet_local.eval.corpus import Golden
+from prfleet_local.eval.judge import Judgement, JudgeStats, finding_id
 from prfleet_local.eval.matching import match
 
 
@@ -82,12 +86,14 @@ def score(
     findings: Sequence[Mapping[str, Any]],
     cost_micros: int = 0,
     seconds: float | None = None,
+    judged: Mapping[int, Sequence[int]] | None = None,
 ) -> Score:
-    """The score of one set of findings against the golden issues."""
+    """The score of one set of findings against the golden issues (`judged`: the finding indices the judge
+    named per golden issue without a path, matching.match)."""
     return Score(
         len(golden),
         len(findings),
-        match(golden, findings).true_positives,
+        match(golden, findings, judged=judged).true_positives,
         cost_micros,
         [seconds] if seconds is not None else [],
     )
@@ -98,16 +104,20 @@ def breakdown(
     findings: Sequence[Mapping[str, Any]],
     runs: Iterable[Mapping[str, Any]],
     key: str,
+    judged: Mapping[int, Sequence[int]] | None = None,
 ) -> dict[str, Score]:
-    """Per value of `key` ("agent" or "model"): its findings scored alone against every golden issue, and the
-    cost of its runs. Every value that ran is listed, also one without findings."""
+    """Per value of `key` ("agent" or "model"): its findings scored alone against every golden issue (the judge's
+    candidates narrowed to them), and the cost of its runs. Every value that ran is listed, also one without
+    findings."""
     runs = list(runs)
     names = sorted({str(r.get(key) or "?") for r in runs} | {str(f.get(key) or "?") for f in findings})
     out = {}
     for name in names:
-        mine = [f for f in findings if str(f.get(key) or "?") == name]
+        kept = [j for j, f in enumerate(findings) if str(f.get(key) or "?") == name]
+        where = {j: k for k, j in enumerate(kept)}  # index in the case -> index among this name's findings
+        mine_judged = {i: [where[j] for j in named if j in where] for i, named in (judged or {}).items()}
         cost = sum(int(r.get("cost_micros") or 0) for r in runs if str(r.get(key) or "?") == name)
-        out[name] = score(golden, mine, cost)
+        out[name] = score(golden, [findings[j] for j in kept], cost, judged=mine_judged)
     return out
 
 
@@ -122,6 +132,8 @@ class CaseResult:
     by_model: dict[str, Score] = field(default_factory=dict)
     matches: list[dict[str, Any]] = field(default_factory=list)  # each golden issue: found by which finding
     error: str = ""
+    judge: JudgeStats = field(default_factory=JudgeStats)
+    url: str = ""
 
 
 def case_result(
@@ -130,32 +142,56 @@ def case_result(
     findings: Sequence[Mapping[str, Any]],
     runs: Sequence[Mapping[str, Any]],
     seconds: float | None,
+    judgements: Mapping[int, Judgement] | None = None,
+    judge: JudgeStats | None = None,
 ) -> CaseResult:
-    """Score a reviewed case: in total, per agent, per model, and which finding found each golden issue."""
+    """Score a reviewed case: in total, per agent, per model, and which finding found each golden issue (for one
+    without a path: how it was judged, or that it was not)."""
     cost = sum(int(r.get("cost_micros") or 0) for r in runs)
-    pairs = dict(match(golden, findings).pairs)
+    judged = {i: j.matches for i, j in (judgements or {}).items()}
+    pairs = dict(match(golden, findings, judged=judged).pairs)
+    stats = judge or JudgeStats()
     matches = []
     for i, g in enumerate(golden):
-        f = findings[pairs[i]] if i in pairs else None
-        matches.append(
-            {
-                "path": g.path,
-                "line": g.line,
-                "end_line": g.end_line,
-                "found": f is not None,
-                "finding": None
-                if f is None
-                else {k: f.get(k) for k in ("path", "line", "agent", "severity", "title")},
-            }
-        )
+        j = pairs.get(i)
+        f = findings[j] if j is not None else None
+        item: dict[str, Any] = {
+            "path": g.path,
+            "line": g.line,
+            "end_line": g.end_line,
+            "matched_by": "judge" if g.judged else "location",
+            "found": f is not None,
+            "finding": None
+            if f is None or j is None
+            else {
+                "id": finding_id(j),
+                **{k: f.get(k) for k in ("path", "line", "agent", "severity", "title")},
+            },
+        }
+        if g.judged:
+            item["comment"] = g.comment
+            item["severity"] = g.severity or None
+            judgement = (judgements or {}).get(i)
+            item["judge"] = judgement.to_json() if judgement else None
+        matches.append(item)
+    stats.unjudged = sum(1 for i, g in enumerate(golden) if g.judged and i not in (judgements or {}))
     return CaseResult(
         name,
         True,
-        score(golden, findings, cost, seconds),
-        breakdown(golden, findings, runs, "agent"),
-        breakdown(golden, findings, runs, "model"),
+        score(golden, findings, cost, seconds, judged),
+        breakdown(golden, findings, runs, "agent", judged),
+        breakdown(golden, findings, runs, "model", judged),
         matches,
+        judge=stats,
     )
+
+
+def judge_totals(results: Sequence[CaseResult]) -> JudgeStats:
+    """The judge's figures over every case (reviewed or not: a call made is a call paid)."""
+    total = JudgeStats()
+    for res in results:
+        total.add(res.judge)
+    return total
 
 
 def totals(results: Sequence[CaseResult]) -> tuple[Score, dict[str, Score], dict[str, Score]]:

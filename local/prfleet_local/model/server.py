@@ -19,7 +19,8 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
   the repository from them, and which calls a changed signature breaks;
 - model_log.py — per request, what it asked for and the tool results behind each fact it reported;
 - handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
-- providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy.
+- providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy;
+- judge.py — the offline stand-in for `prfleet eval`'s LLM judge (shared words, not judgement).
 
 Everything is switchable per test through a FaultPlan (at start, `set_faults()`, or POST /_faults).
 """
@@ -38,7 +39,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prfleet.cost import pricing
-from prfleet_local.model import providers, thinking, tokens
+from prfleet_local.model import judge, providers, thinking, tokens
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache, prompt_tokens
 from prfleet_local.model.faults import (
@@ -287,7 +288,7 @@ class ModelServer:
             usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
         )
         conv = Conversation.parse(body)
-        turn = OfflineModel(self.plan).next_turn(conv)
+        turn = judge.answer(body) or OfflineModel(self.plan).next_turn(conv)  # the eval judge (judge.py)
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are

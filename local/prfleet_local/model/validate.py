@@ -10,6 +10,10 @@ rejects it, forced `tool_choice`, non-default sampling parameters, an assistant 
 thinking blocks must carry this model's signature (redacted_thinking blocks: this model's `data`) for this
 point of the conversation, and a turn issued with thinking must come back with its thinking and redacted_thinking
 blocks unchanged, in order.
+Structured outputs (https://platform.claude.com/docs/en/build-with-claude/structured-outputs, "JSON Schema
+limitations"): `output_config.format` is `{"type": "json_schema", "schema": {...}}`; every object sets
+`additionalProperties: false`; no numeric (minimum, maximum, multipleOf), string-length or array constraints beyond
+`minItems` 0 or 1; an `enum` holds only strings, numbers, booleans or null; only local `$ref`s.
 """
 
 from __future__ import annotations
@@ -59,7 +63,7 @@ def validate(
     count = json.dumps(body).count('"cache_control"')
     if count > 4:
         return f"A maximum of 4 blocks with cache_control may be provided. Found {count}."
-    problem = _ttl_order(body)
+    problem = _ttl_order(body) or _output_format(body)
     if problem:
         return problem
     if strict_fields:
@@ -67,6 +71,72 @@ def validate(
         if problem:
             return problem
     return _turns(model, messages, issued_thinking)
+
+
+_UNSUPPORTED_SCHEMA_KEYS = (
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minLength",
+    "maxLength",
+    "maxItems",
+    "uniqueItems",
+    "minProperties",
+    "maxProperties",
+    "patternProperties",
+)
+
+
+def _output_format(body: dict[str, Any]) -> str | None:
+    """The 400 for an output_config.format the structured-outputs page does not allow (module docstring)."""
+    config = body.get("output_config")
+    if not isinstance(config, dict) or "format" not in config:
+        return None
+    fmt = config["format"]
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return "output_config.format.type: must be 'json_schema'"
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        return "output_config.format.schema: field required (a JSON schema object)"
+    return _schema_problem(schema, "output_config.format.schema")
+
+
+def _schema_problem(node: Any, where: str) -> str | None:
+    if isinstance(node, list):
+        for k, item in enumerate(node):
+            problem = _schema_problem(item, f"{where}.{k}")
+            if problem:
+                return problem
+        return None
+    if not isinstance(node, dict):
+        return None
+    for key in _UNSUPPORTED_SCHEMA_KEYS:
+        if key in node:
+            return f"{where}: '{key}' is not supported in structured outputs' JSON schemas"
+    if node.get("minItems", 0) not in (0, 1):
+        return f"{where}: minItems must be 0 or 1 in structured outputs' JSON schemas"
+    ref = node.get("$ref")
+    if isinstance(ref, str) and not ref.startswith("#"):
+        return f"{where}: external $ref {ref!r} is not supported"
+    kinds = node.get("type") if isinstance(node.get("type"), list) else [node.get("type")]
+    if "object" in kinds and node.get("additionalProperties") is not False:
+        return f"{where}: additionalProperties must be set to false for every object"
+    enum = node.get("enum")
+    if enum is not None and (not isinstance(enum, list) or any(isinstance(v, dict | list) for v in enum)):
+        return f"{where}.enum: only strings, numbers, booleans and null are supported"
+    for key in ("properties", "$defs", "definitions"):
+        for name, sub in (node.get(key) or {}).items() if isinstance(node.get(key), dict) else ():
+            problem = _schema_problem(sub, f"{where}.{key}.{name}")
+            if problem:
+                return problem
+    for key in ("items", "anyOf", "allOf"):
+        if key in node:
+            problem = _schema_problem(node[key], f"{where}.{key}")
+            if problem:
+                return problem
+    return None
 
 
 def _ttl_order(body: dict[str, Any]) -> str | None:
