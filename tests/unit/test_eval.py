@@ -140,8 +140,12 @@ def test_a_good_corpus_loads_from_a_repository_or_a_bundle(corpus: Path):
             "head 'nosuchref': no such commit",
         ),
         (
-            {"repo": "repo", "base": "base", "head": "main", "golden": [{"comment": "an issue"}]},
-            "golden[0] has no path: golden issues without a path need an LLM judge",
+            {"repo": "repo", "base": "base", "head": "main", "golden": [{"severity": "high"}]},
+            "golden[0] has neither a path nor a comment",
+        ),
+        (
+            {"repo": "repo", "base": "base", "head": "main", "golden": [{"line": 3, "comment": "an issue"}]},
+            "golden[0]: a line needs a path",
         ),
         (
             {
@@ -169,11 +173,13 @@ def test_bad_corpus_input_is_one_line_naming_the_case(corpus: Path, capsys, data
     assert message in err
 
 
-def test_a_martian_golden_comments_directory_is_refused_until_the_judge_exists(tmp_path: Path, capsys):
-    (tmp_path / "golden_comments").mkdir()
-    assert main(["eval", str(tmp_path)]) == 2
-    err = capsys.readouterr().err
-    assert "golden_comments" in err and "LLM judge" in err and "not built yet" in err
+def test_a_golden_issue_without_a_path_loads_with_its_comment_for_the_judge(corpus: Path):
+    data = json.loads((corpus / "one" / "case.json").read_text())
+    data["golden"].append({"comment": "  salt=None is rejected again  ", "severity": "high"})
+    write(corpus / "one", data)
+    (case,) = load_corpus(corpus)
+    assert case.golden[1] == Golden(None, None, None, "high", "salt=None is rejected again")
+    assert case.golden[1].judged and not case.golden[0].judged
 
 
 def test_command_line_mistakes_are_one_line(tmp_path: Path, capsys):
