@@ -1,6 +1,8 @@
 """`prfleet eval` end to end: the scoring proved on cases whose findings are known in advance (an offline model
-in its scripted-reply mode, reached through --model-url), and the shipped corpus giving a table and valid --json.
-The offline figures measure the pipeline, not Claude."""
+in its scripted-reply mode, reached through --model-url), the LLM judge on a golden issue without a path (the
+offline judge behind the same server), the Martian golden_comments format with its pull request fetched from a
+fake GitHub, and the shipped corpus giving a table and valid --json. The offline figures measure the pipeline, not
+Claude; the offline judge's measure the plumbing, not a judge."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from prfleet_local.github.server import GitHubServer, GitRepo
 from prfleet_local.model.faults import FaultPlan
 from prfleet_local.model.server import ModelServer
 
@@ -21,8 +24,11 @@ ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "eval" / "corpus"
 
 
-def prfleet(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC_", "PRFLEET_", "AGENTS"))}
+def prfleet(
+    *args: str, timeout: float = 400, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = ("ANTHROPIC_", "PRFLEET_", "AGENTS", "GITHUB_TOKEN")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(clean)}, **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "prfleet_local.cli", *args],
         env=env,
@@ -140,3 +146,173 @@ def test_the_shipped_corpus_prints_a_table_and_valid_json():
     )
     assert set(out["per_agent"]) == {"review"} and out["per_model"]
     assert out["note"].endswith("not Claude")
+
+
+# ------------------------------------------------------------------------------------------------ the judge
+
+CACHE_ISSUE = (
+    "The hash-based cache key is randomised per process, so worker processes never share cache entries"
+)
+
+
+def test_the_judge_matches_a_golden_issue_without_a_path_to_exactly_one_finding(tmp_path: Path):
+    corpus = tmp_path / "corpus"
+    make_case(corpus, "judged", [{"comment": CACHE_ISSUE, "severity": "medium"}], bundle=False)
+    # Two findings: one says what the golden issue says (in other order and words), one is about something else.
+    right = {
+        **finding("judged.py", 5),
+        "title": "Cache key randomised per process",
+        "body": "hash() is randomised per process: worker processes never share cache entries.",
+    }
+    script = [right, finding("judged.py", 20)]
+    server = ModelServer(faults=FaultPlan(scripted=script))
+    url = server.start()
+
+    def judge_requests() -> list[dict]:
+        return [
+            r for r in server.requests if str(r.get("system", "")).startswith("You are prfleet's eval judge")
+        ]
+
+    try:
+        proc = prfleet("eval", str(corpus), "--model-url", url, "--agents", "review", "--json")
+        judged_once = judge_requests()
+        unjudged = prfleet(
+            "eval", str(corpus), "--model-url", url, "--agents", "review", "--no-judge", "--json"
+        )
+        assert judge_requests() == judged_once  # --no-judge: no call at all
+    finally:
+        server.stop()
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = json.loads(proc.stdout)
+    (case,) = out["cases"]
+    assert (case["golden"], case["findings"], case["true_positives"]) == (1, 2, 1)
+    assert (case["precision"], case["recall"]) == (0.5, 1.0)
+    (issue,) = case["golden_issues"]
+    assert issue["matched_by"] == "judge" and issue["found"] and issue["finding"]["line"] == 5
+    assert issue["judge"]["named"] == ["F1"] and issue["judge"]["error"] is None
+    # one judge call, on the run's own endpoint, billed apart from the review
+    assert len(judged_once) == 1 and judged_once[0]["model"] == "claude-haiku-5-5"
+    assert (case["judge_calls"], case["judge_errors"], case["judge_unjudged"]) == (1, 0, 0)
+    assert case["judge_cost_usd"] > 0 and out["judge"]["cost_usd"] == case["judge_cost_usd"]
+    assert out["total"]["judge_calls"] == 1 and out["judge"]["model"] == "claude-haiku-5-5"
+    assert out["total"]["cost_usd"] == case["cost_usd"]  # the reviews' cost alone
+
+    # Without a judge the same finding is not credited: the issue is reported unjudged and counted as missed.
+    assert unjudged.returncode == 0, unjudged.stdout + unjudged.stderr
+    assert "--no-judge is set" in unjudged.stderr
+    (case,) = json.loads(unjudged.stdout)["cases"]
+    assert (case["true_positives"], case["recall"], case["judge_calls"], case["judge_unjudged"]) == (
+        0,
+        0.0,
+        0,
+        1,
+    )
+    assert case["golden_issues"][0]["judge"] is None
+
+
+# ------------------------------------------------------------------------------------------------ Martian format
+
+TOKEN = "ghp_eval_fake_token_0123456789abcdef"
+
+
+def martian_github(tmp_path: Path) -> GitHubServer:
+    """The fake GitHub serving acme/widgets with PR 1, which changes widgets/cache.py."""
+    repo = GitRepo(tmp_path / "served")
+    repo.commit({"widgets/cache.py": "".join(f"A{i} = {i}\n" for i in range(1, 31))}, "base")
+    repo.commit(
+        {"widgets/cache.py": "".join(f"A{i} = hash({i})\n" for i in range(1, 31))}, "cache keys", branch="pr"
+    )
+    server = GitHubServer(repo, full_name="acme/widgets", tokens=[TOKEN])
+    server.start()
+    server.open_pr("acme/widgets", "main", "pr", "Cache widgets by key")
+    return server
+
+
+def martian_dir(root: Path) -> Path:
+    """A golden_comments folder shaped exactly as the Martian benchmark's (written for this test)."""
+    data = [
+        {
+            "pr_title": "Cache widgets by key",
+            "url": "https://github.com/acme/widgets/pull/1",
+            "comments": [
+                {"comment": CACHE_ISSUE, "severity": "Medium"},
+                {"comment": "Widgets evicted under memory pressure are never rebuilt.", "severity": "High"},
+            ],
+        }
+    ]
+    (root / "golden_comments").mkdir(parents=True)
+    (root / "golden_comments" / "widgets.json").write_text(json.dumps(data, indent=2))
+    return root
+
+
+def test_the_martian_format_fetched_from_github_prints_the_judge_apart_and_json_has_its_fields(
+    tmp_path: Path,
+):
+    github = martian_github(tmp_path)
+    root = martian_dir(tmp_path / "bench")
+    script = [
+        {
+            **finding("widgets/cache.py", 5),
+            "title": "Cache key randomised per process",
+            "body": "hash() is randomised per process: worker processes never share cache entries.",
+        },
+        finding("widgets/cache.py", 20),
+    ]
+    model = ModelServer(faults=FaultPlan(scripted=script))
+    model_url = model.start()
+    env = {"GITHUB_TOKEN": TOKEN}
+    try:
+        table = prfleet("eval", str(root), "--github-url", github.api_url, "--agents", "review", env=env)
+        as_json = prfleet(
+            "eval",
+            str(root),
+            "--github-url",
+            github.api_url,
+            "--model-url",
+            model_url,
+            "--agents",
+            "review",
+            "--json",
+            env=env,
+        )
+    finally:
+        model.stop()
+        github.stop()
+    assert table.returncode == 0, table.stdout + table.stderr
+    lines = table.stdout.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("judge: claude-haiku-5-5"))
+    assert "billed apart, not in cost $ above" in lines[at]
+    assert "offline judge" in lines[at + 1] and "not a judge" in lines[at + 1]
+    assert lines[at + 2].split() == ["judged", "calls", "errors", "unjudged", "judge", "$"]
+    row = lines[at + 3].split()
+    assert row[0] == "widgets#1" and row[1] == "2" and row[3] == "0"
+    assert (
+        f"fetching https://github.com/acme/widgets/pull/1 (Cache widgets by key) from {github.api_url}"
+        in (table.stdout)
+    )
+    assert TOKEN not in table.stdout + table.stderr + as_json.stdout + as_json.stderr
+
+    assert as_json.returncode == 0, as_json.stdout + as_json.stderr
+    out = json.loads(as_json.stdout)
+    (case,) = out["cases"]
+    assert case["case"] == "widgets#1" and case["url"] == "https://github.com/acme/widgets/pull/1"
+    assert (case["golden"], case["findings"], case["true_positives"]) == (2, 2, 1)
+    assert (case["precision"], case["recall"]) == (0.5, 0.5)
+    assert [g["found"] for g in case["golden_issues"]] == [True, False]
+    assert all(g["matched_by"] == "judge" and g["path"] is None for g in case["golden_issues"])
+    keys = {"judge_calls", "judge_errors", "judge_unjudged", "judge_cost_usd"}
+    assert keys <= set(case) and keys <= set(out["total"])
+    assert case["judge_calls"] == 2 and case["judge_cost_usd"] > 0
+    assert {"model", "calls", "errors", "unjudged", "cost_usd", "note"} <= set(out["judge"])
+    assert {m for m, _ in github.requests} == {"GET"}  # the benchmark's PR was only read
+
+
+def test_martian_command_line_mistakes_are_one_line_on_stderr(tmp_path: Path):
+    root = martian_dir(tmp_path / "bench")
+    missing = prfleet("eval", str(root), timeout=60)
+    assert missing.returncode == 2 and missing.stdout == ""
+    assert len(missing.stderr.strip().splitlines()) == 1
+    assert "GITHUB_TOKEN" in missing.stderr and "https://api.github.com" in missing.stderr
+    bad = prfleet("eval", str(tmp_path / "nowhere"), timeout=60, env={"GITHUB_TOKEN": TOKEN})
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "not a directory" in bad.stderr and "Traceback" not in bad.stderr
