@@ -177,7 +177,7 @@ def _run_item(
     assert work.github is not None and scratch is not None
     say(f"\nfetching {item.url} ({item.title}) from {work.github.api_url}")
     try:
-        case = fetch_pr(item, work.github, scratch / f"pr-{len(list(scratch.iterdir()))}")
+        case = fetch_pr(item, work.github, scratch / _repo_safe(item.name))
     except FetchError as exc:
         say(f"case {item.name}: not fetched: {exc}")
         return CaseResult(item.name, False, Score(), error=f"not fetched: {exc}", url=item.url)
