@@ -77,6 +77,12 @@ def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
             emitter=emitter,
             final_attempt=final_attempt,
         )
+    except runner.RunBusy as exc:
+        # Not a failure of the job: SQS shows this copy again after the visibility timeout (runner.RunBusy).
+        logger.info(
+            "duplicate delivery while the run is alive: handed back to SQS", extra={"reason": str(exc)}
+        )
+        raise
     except runner.RetryLater as exc:
         # A fresh, delayed copy: waiting on the API's rate limit must not count towards the DLQ's receive limit.
         sqs.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))

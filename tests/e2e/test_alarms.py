@@ -473,8 +473,9 @@ def test_every_agent_run_timing_out_raises_the_error_rate_alarm(tmp_path):
         body = next(m.body for m in inbox.received if m.alarm and m.alarm.endswith("-ErrorRateAlarm"))
         assert body["NewStateReason"].startswith("Threshold Crossed: 1 out of the last 1 datapoint [100.0")
 
-        # Each message came back after its visibility timeout (receive count 2): its run, claimed by the killed
-        # invocation, still looks alive, so the redelivery leaves it (a duplicate) for the sweeper to find stuck.
+        # Each message came back after its visibility timeout: its run, claimed by the killed invocation, still
+        # looks alive, so the redelivery hands the copy back to SQS (runner.RunBusy) and, on its last receive,
+        # leaves it (a duplicate) for the sweeper to find stuck.
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not any(
             '"duplicate":true' in x.replace(" ", "") for x in box.stack.log_lines

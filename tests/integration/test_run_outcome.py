@@ -4,11 +4,14 @@ nothing cached. Against the moto server (tables from test_budget_billing's env).
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from botocore.exceptions import ClientError
 
 from prfleet import config
 from prfleet.config import aws
+from prfleet.pipeline import runner
 from prfleet.store import job_runs, result_cache
 from tests.integration.test_budget_billing import endpoint, env, job  # noqa: F401 - fixtures
 
@@ -180,3 +183,43 @@ def test_a_throttled_outcome_transaction_is_sent_again(results):
         _faults(url, FaultPlan())
     assert job_runs.get_run(j)["status"] == "succeeded"
     assert _cached(results, "k-throttled") == {"findings": []}
+
+
+class _Emitter:
+    """The runner's event emitter, reduced to a list of (event, fields)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict]] = []
+
+    def bind(self, **_fields):
+        return self
+
+    def emit(self, event, **fields):
+        self.events.append((event, fields))
+
+
+def _deliver(j, *, final_attempt):
+    return runner.process(
+        j,
+        remaining_ms=lambda: 300_000,
+        client_for=lambda _installation: None,  # never reached: the claim is refused first
+        model_client=None,
+        emitter=_Emitter(),
+        final_attempt=final_attempt,
+    )
+
+
+def test_a_duplicate_delivery_meeting_a_live_run_is_handed_back_to_sqs_not_dropped(results):
+    """Deleted, the copy left nothing to retry the job if the live worker then failed and gave its run back as
+    `retrying` (the job was lost; found with a core busy). It goes back to SQS instead, until its last receive."""
+    j = job(31)
+    job_runs.start_run(j, "run-live", "claude-haiku-5-5", now=time.time())  # another worker, heartbeat fresh
+    with pytest.raises(runner.RunBusy):
+        _deliver(j, final_attempt=False)
+    assert _deliver(j, final_attempt=True).status == "duplicate"  # the last receive: that worker owns the job
+    assert job_runs.get_run(j)["run_id"] == "run-live"  # untouched either way
+
+    # That worker fails and gives its run back: the copy SQS shows again claims it and retries the job.
+    job_runs.finish_run(j, "run-live", "retrying", {"error": "GitHubError: 502"}, owner=True, now=time.time())
+    job_runs.start_run(j, "run-copy", "claude-haiku-5-5", now=time.time())
+    assert job_runs.get_run(j)["run_id"] == "run-copy"

@@ -66,6 +66,15 @@ class RetryLater(Exception):
         self.body = body
 
 
+class RunBusy(Exception):
+    """A duplicate delivery met the job's run alive in another worker: this copy is handed back to SQS (a batch
+    item failure) rather than deleted. Deleted, it left nothing to retry the job when that worker then failed and
+    gave its run back as `retrying`: the job was lost, its head never reviewed (found with a core busy, where the
+    local queues' 3 s visibility let a copy arrive mid-run). SQS shows the copy again after the visibility timeout
+    (6 x the agent's Timeout in the template, so that run has ended by then: done, it is counted; given back, it is
+    claimed and retried); on the message's last receive the copy is dropped as before, never dead-lettered."""
+
+
 @dataclass
 class Outcome:
     status: str
@@ -189,7 +198,10 @@ def _claim_and_run(
         claimed = job_runs.start_run(job, at.run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
     except job_runs.RunInProgress as exc:
         # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
-        # if it dies, its run goes stale and the sweeper re-queues the job.
+        # if it dies, its run goes stale and the sweeper re-queues the job. While that run is alive, this copy
+        # goes back to SQS (RunBusy): it is what retries the job if that worker fails.
+        if exc.status == "running" and not final_attempt:
+            raise RunBusy(str(exc)) from None
         return duplicate(job, str(exc), count_theirs=True)
     carried = max(claimed, job.spent_micros)
     circuit_read_at = clock()

@@ -28,7 +28,12 @@ def run_key(job: FileJob) -> dict[str, Any]:
 
 
 class RunInProgress(Exception):
-    """Another worker holds or finished this job's run (SQS delivered the message twice)."""
+    """Another worker holds or finished this job's run (SQS delivered the message twice). `status`: the run's
+    status as the refused write found it, when known."""
+
+    def __init__(self, message: str, status: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def start_run(
@@ -95,7 +100,9 @@ def start_run(
                 # retry met the run it had just written. Refusing here would drop the job as a duplicate and leave
                 # the run `running` until the sweeper's stuck check (found by the soak: 23 runs at default scale).
                 return int(held.get("cost_micros", 0) or 0)
-            raise RunInProgress(f"run of job {job.job_id} is taken by another worker") from None
+            raise RunInProgress(
+                f"run of job {job.job_id} is taken by another worker", held.get("status")
+            ) from None
         raise
     return int((plain(reply.get("Attributes")) or {}).get("cost_micros", 0) or 0)
 
