@@ -78,9 +78,14 @@ def day_of(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
+def quality_pk(day: str) -> str:
+    """The partition of the findings posted on one UTC day (YYYY-MM-DD)."""
+    return f"QUALITY#{day}"
+
+
 def finding_key(f: FindingReactions) -> dict[str, Any]:
     """The key of a finding's item."""
-    return to_item({"pk": f"QUALITY#{day_of(f.posted_at)}", "sk": f"{f.repo}#{f.number}#{f.fingerprint}"})
+    return to_item({"pk": quality_pk(day_of(f.posted_at)), "sk": f"{f.repo}#{f.number}#{f.fingerprint}"})
 
 
 def stored(findings: Iterable[FindingReactions]) -> dict[str, dict[str, Any]]:
@@ -102,45 +107,39 @@ def record(f: FindingReactions, *, model: str, read_at: float) -> tuple[int, int
     when a later read is already stored (then this read's change is not published: the later one's is).
 
     `model` is written only when the item is new (a later read cannot turn a known model into "unknown")."""
-    values = {
-        ":repo": f.repo,
-        ":number": f.number,
-        ":fp": f.fingerprint,
-        ":cid": f.comment_id,
-        ":agent": f.agent,
-        ":category": f.category,
-        ":severity": f.severity,
-        ":title": f.title,
-        ":path": f.path,
-        ":line": f.line if f.line is not None else 0,
-        ":head": f.head_sha,
-        ":posted": int(f.posted_at),
-        ":up": f.up,
-        ":down": f.down,
-        ":read": int(read_at),
-        ":model": model or "unknown",
-        ":exp": int(f.posted_at) + QUALITY_TTL,
+    fields: dict[str, Any] = {
+        "repo": f.repo,
+        "number": f.number,
+        "fingerprint": f.fingerprint,
+        "comment_id": f.comment_id,
+        "agent": f.agent,
+        "category": f.category,
+        "severity": f.severity,
+        "title": f.title,
+        "path": f.path,
+        "line": f.line if f.line is not None else 0,
+        "head_sha": f.head_sha,
+        "posted_at": int(f.posted_at),
+        "up": f.up,
+        "down": f.down,
+        "read_at": int(read_at),
+        "expires_at": int(f.posted_at) + QUALITY_TTL,
     }
-    sets = (
-        "repo = :repo, #n = :number, fingerprint = :fp, comment_id = :cid, agent = :agent, category = :category, "
-        "severity = :severity, title = :title, #p = :path, #l = :line, head_sha = :head, posted_at = :posted, "
-        "#up = :up, #down = :down, read_at = :read, model = if_not_exists(model, :model), expires_at = :exp"
-    )
+    # every name aliased: several are DynamoDB reserved words (agent, number, path, line, ...)
+    names = {f"#a{i}": k for i, k in enumerate(fields)}
+    values = {f":v{i}": v for i, v in enumerate(fields.values())}
+    sets = [f"#a{i} = :v{i}" for i in range(len(fields))] + ["#model = if_not_exists(#model, :model)"]
     try:
         reply = client("dynamodb").update_item(
             TableName=state_table(),
             Key=finding_key(f),
-            UpdateExpression="SET " + sets,
-            ConditionExpression="attribute_not_exists(pk) OR read_at <= :read",
-            ExpressionAttributeNames={
-                "#n": "number",
-                "#p": "path",
-                "#l": "line",
-                "#up": "up",
-                "#down": "down",
-            },
-            ExpressionAttributeValues=to_item(values),
-            ReturnValues="UPDATED_OLD",
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression="attribute_not_exists(pk) OR #read <= :read",
+            ExpressionAttributeNames={**names, "#model": "model", "#read": "read_at"},
+            ExpressionAttributeValues=to_item(
+                {**values, ":model": model or "unknown", ":read": int(read_at)}
+            ),
+            ReturnValues="ALL_OLD",  # the whole item as it was: its counts even where unchanged
         )
     except ClientError as exc:
         if is_conditional(exc):
@@ -155,21 +154,6 @@ def _query(**kwargs: Any) -> Iterator[dict[str, Any]]:
     for page in client("dynamodb").get_paginator("query").paginate(TableName=state_table(), **kwargs):
         for raw in page.get("Items", []):
             yield plain(raw) or {}
-
-
-def findings_between(first_day: str, last_day: str) -> list[dict[str, Any]]:
-    """Every stored finding posted from `first_day` to `last_day` (UTC days, inclusive): one Query per day."""
-    day, last = dt.date.fromisoformat(first_day), dt.date.fromisoformat(last_day)
-    out: list[dict[str, Any]] = []
-    while day <= last:
-        out.extend(
-            _query(
-                KeyConditionExpression="pk = :pk",
-                ExpressionAttributeValues=to_item({":pk": f"QUALITY#{day.isoformat()}"}),
-            )
-        )
-        day += dt.timedelta(days=1)
-    return out
 
 
 def recent_rejections(
@@ -188,7 +172,7 @@ def recent_rejections(
             KeyConditionExpression="pk = :pk AND begins_with(sk, :repo)",
             FilterExpression="#down > #up",
             ExpressionAttributeNames={"#up": "up", "#down": "down"},
-            ExpressionAttributeValues=to_item({":pk": f"QUALITY#{day}", ":repo": f"{repo}#"}),
+            ExpressionAttributeValues=to_item({":pk": quality_pk(day), ":repo": f"{repo}#"}),
         )
         rows = [
             Rejection(
