@@ -47,7 +47,6 @@ _TITLE_RE = re.compile(r"^\*\*(?P<title>.+)\*\*$", re.DOTALL)
 QUIET_AFTER = (86400, 3 * 86400, 7 * 86400)  # the sweeper's reads after a PR's latest head: 1, 3 and 7 days
 QUIET_PER_SWEEP = 20  # PRs one sweep reads at most (one GitHub listing each)
 QUIET_MARGIN_S = 20.0  # a PR is read only while more than this is left of the sweeper's invocation
-_metrics = make_metrics()  # Powertools keeps metrics in class attributes: the handler's Metrics flushes these
 
 
 @dataclass(frozen=True)
@@ -164,6 +163,9 @@ def read_reactions(gh: Any, repo: str, number: int, *, now: float | None = None)
     comments = gh.list_review_comments(repo, number)
     found = own_findings(comments, posted, repo, number)
     known = store.stored(found)
+    # A Metrics made now shares the class-level metric set of the handler's (Powertools keeps it in class
+    # attributes), which the handler flushes; one made at import could hold a set the handler never flushes.
+    metrics = make_metrics()
     runs: dict[str, list[dict[str, Any]]] = {}
     changed = up = down = 0
     for f in found:
@@ -181,7 +183,7 @@ def read_reactions(gh: Any, repo: str, number: int, *, now: float | None = None)
             continue
         changed += 1
         for name, delta in changes(old, (f.up, f.down)):
-            publish_feedback(_metrics, name, delta, agent=f.agent, model=model, category=f.category)
+            publish_feedback(metrics, name, delta, agent=f.agent, model=model, category=f.category)
             up += delta if name == "FindingsUpvoted" else 0
             down += delta if name == "FindingsDownvoted" else 0
     summary = ReadSummary(len(comments), len(found), changed, up, down)
