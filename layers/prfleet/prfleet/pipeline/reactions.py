@@ -73,7 +73,9 @@ def rollup_counts(comment: Mapping[str, Any]) -> tuple[int, int]:
 
 
 def by_the_app(comment: Mapping[str, Any]) -> bool:
-    """Written by a GitHub App (a Bot account, `<slug>[bot]`), at the top of its thread (not a reply)."""
+    """Written by a GitHub App, at the top of its thread (not a reply). What an App does with an installation
+    token is attributed to the App (https://docs.github.com/en/apps/creating-github-apps/authenticating-with-a-github-app/authenticating-as-a-github-app-installation),
+    whose account is its bot user: type `Bot`, login `<slug>[bot]`."""
     user = comment.get("user") or {}
     return (
         user.get("type") == "Bot"
