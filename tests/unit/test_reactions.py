@@ -10,7 +10,13 @@ import pytest
 
 from prfleet.observability import metrics as obs
 from prfleet.pipeline import reactions, render
-from prfleet_local.stack.alarms import AlarmEvaluator, AlarmState, Datapoint, emf_to_datapoints
+from prfleet_local.stack.alarms import (
+    AlarmDefinitionError,
+    AlarmEvaluator,
+    AlarmState,
+    Datapoint,
+    emf_to_datapoints,
+)
 from tests.unit.test_alarms import template_alarms
 
 T0 = 1_700_000_040.0
@@ -195,3 +201,27 @@ def test_noise_alarm_notifies_the_alert_topic_and_links_its_runbook():
     props = template_alarms()["NoiseAlarm"]
     assert props["AlarmActions"] == props["OKActions"] == ["AlertTopic"]  # !Ref AlertTopic, both ways
     assert "docs/runbook.md#noisealarm" in props["AlarmDescription"]
+
+
+@pytest.mark.parametrize(
+    ("period", "evaluations", "allowed"),
+    [
+        (86400, 1, True),  # NoiseAlarm's day
+        (86400, 7, True),  # seven days: the most CloudWatch evaluates
+        (86400, 8, False),
+        (300, 288, True),  # under an hour: at most one day in all
+        (300, 289, False),
+        (90, 1, False),  # neither 10, 20, 30 nor a multiple of 60
+        (30, 1, True),
+    ],
+)
+def test_the_local_evaluator_refuses_what_put_metric_alarm_refuses(period, evaluations, allowed):
+    """The evaluator is at least as strict as CloudWatch about an alarm's period and evaluation range, so a template
+    alarm it evaluates is one CloudWatch accepts."""
+    props = {**template_alarms()["StuckRunsAlarm"], "Period": period, "EvaluationPeriods": evaluations}
+    props["DatapointsToAlarm"] = 1
+    if allowed:
+        AlarmEvaluator({"A": props})
+    else:
+        with pytest.raises(AlarmDefinitionError, match="Period"):
+            AlarmEvaluator({"A": props})
