@@ -55,7 +55,11 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:PutItem", "StateTable"),  # heads.set_head, heads.record_plan, headfiles.save
         ("dynamodb:GetItem", "StateTable"),  # fanin.post_if_ready (no job planned): head_record, current_head
         ("dynamodb:UpdateItem", "StateTable"),  # ... claim_post, record_fingerprints
-        ("dynamodb:Query", "StateTable"),  # ... runs_of_head
+        ("dynamodb:Query", "StateTable"),  # ... runs_of_head; reactions.read_reactions: runs_of_head (models)
+        # reactions.after_new_head: store.reactions.schedule_quiet (Put, Update, the replaced entry's Delete),
+        # stored (BatchGetItem), record (Update)
+        ("dynamodb:BatchGetItem", "StateTable"),
+        ("dynamodb:DeleteItem", "StateTable"),
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_file_jobs
         ("sqs:SendMessage", "PrQueue"),  # planner app: a GitHub rate limit longer than the time left
         ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for
@@ -110,7 +114,10 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         ("dynamodb:DeleteItem", "LedgerTable"),  # ... the open reservation item
         ("dynamodb:GetItem", "LedgerTable"),  # Ledger.status (spend metric), circuit.read
         ("sqs:SendMessage", "JobsQueue"),  # queue.send_raw (stuck once, deferred after the reset)
-        ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts)
+        ("secretsmanager:GetSecretValue", "GitHubSecret"),  # github.client_for (runner.fail posts, reactions)
+        # reactions.sweep_quiet: stored counts, the next round's entry (take_quiet: Delete + Get; record: Update)
+        ("dynamodb:BatchGetItem", "StateTable"),
+        ("dynamodb:PutItem", "StateTable"),
     },
     "ReconcileFunction": {
         ("secretsmanager:GetSecretValue", "AdminKeySecret"),  # reconcile.admin_getter
@@ -242,7 +249,8 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
     "WebhookFunction": {("dynamodb:DeleteItem", "DeliveriesTable")},  # only when SQS refuses the job
     "PlannerFunction": {  # only for a PR with nothing to review (fanin.post_if_ready)
         ("dynamodb:Query", "StateTable"),
-        ("dynamodb:UpdateItem", "StateTable"),
+        ("dynamodb:BatchGetItem", "StateTable"),  # reactions: only at a later head, once findings are posted
+        ("dynamodb:DeleteItem", "StateTable"),  # ... and the quiet read a later head replaces
         ("sqs:SendMessage", "PrQueue"),  # only when GitHub rate-limits the planner past its time left
         ("s3:GetObject", MANIFESTS),  # only when the head's snapshot is already stored (a re-plan)
     },
@@ -263,6 +271,9 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
         ("sqs:SendMessage", "JobsQueue"),
         ("secretsmanager:GetSecretValue", "GitHubSecret"),
         ("secretsmanager:GetSecretValue", "AnthropicSecret"),  # only while the spend-limit circuit is open
+        # reactions of a PR quiet for a day (tests/e2e/test_reactions.py)
+        ("dynamodb:BatchGetItem", "StateTable"),
+        ("dynamodb:PutItem", "StateTable"),  # ... its next quiet read
     },
     "ReconcileFunction": {  # the recorded run has no Admin API key: reconciliation is off (tests/integration/test_reconcile.py)
         ("dynamodb:Query", "LedgerTable"),

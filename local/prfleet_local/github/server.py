@@ -15,7 +15,9 @@ in the module that enforces it:
 - routes/reviews.py: reviews (event, body, commit_id, inline comments only on lines of the diff);
 - routes/contents.py: contents (base64 up to 1 MB, none up to 100 MB, symlinks), blobs, trees (truncated);
 - routes/checks.py: check runs (output, annotations, status and conclusion) and the list for a ref;
-- routes/issues.py: issue comments (body required, 65,536 characters at most).
+- routes/issues.py: issue comments (body required, 65,536 characters at most);
+- routes/reactions.py and reactions.py: a reaction on a review or issue comment (201 / 200 / 422), the `reactions`
+  roll-up every listed comment carries.
 
 state.py holds what the fake knows and the helpers a test builds a scenario with (`open_pr`, `update_head`,
 `webhook_payload`, ...); this module serves it.

@@ -17,6 +17,7 @@ from typing import Any
 from prfleet_local.github.diff import PATCH_MAX_BYTES, PATCH_MAX_LINES, compute_files
 from prfleet_local.github.faults import Fault, FaultControls
 from prfleet_local.github.gitrepo import GitRepo
+from prfleet_local.github.reactions import ReactionStore
 
 # The limits a server starts with; each is an attribute a test may lower (the routes cite GitHub's pages).
 CONTENTS_MAX_BYTES = 1024 * 1024
@@ -84,6 +85,7 @@ class GitHubState(FaultControls):
         self.review_comments: list[dict[str, Any]] = []
         self.check_runs: dict[int, dict[str, Any]] = {}
         self.issue_comments: list[dict[str, Any]] = []
+        self.reactions = ReactionStore()  # reactions on review and issue comments (routes/reactions.py)
         self.collaborators: dict[str, str] = {}
         self.issued_tokens: dict[str, float] = {}  # token -> expires_at
         self.token_requests: list[dict[str, Any]] = []  # verified JWT claims of each exchange
@@ -134,6 +136,13 @@ class GitHubState(FaultControls):
 
     def add_token(self, token: str) -> None:
         self.static_tokens.add(token)
+
+    def user_token(self, login: str) -> str:
+        """A token with which a test acts as `login` (e.g. to react to a comment as a user would)."""
+        token = self.reactions.token_for(login)
+        if self.static_tokens or self.app_public_key_pem is not None:  # a strict server accepts it too
+            self.add_token(token)
+        return token
 
     # -- webhook events --
 

@@ -506,6 +506,21 @@ class _Alarm:
     returned: str
 
 
+def _check_range(where: str, period: int, evaluation_periods: int) -> None:
+    """PutMetricAlarm's limits on the period and the evaluation range (API Reference, `Period`): "Valid values are
+    10, 20, 30, and any multiple of 60"; "Period multiplied by EvaluationPeriods can't be more than 604,800 seconds.
+    For alarms with a period of less than one hour (3,600 seconds), the total evaluation period can't be longer than
+    one day (86,400 seconds)." https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_PutMetricAlarm.html"""
+    if period not in (10, 20, 30) and period % 60:
+        raise AlarmDefinitionError(f"{where}: Period must be 10, 20, 30 or a multiple of 60, got {period}")
+    total = period * evaluation_periods
+    if total > 604_800 or (period < 3600 and total > 86_400):
+        raise AlarmDefinitionError(
+            f"{where}: Period x EvaluationPeriods ({total} s) is over CloudWatch's evaluation range "
+            "(7 days; 1 day for a period under an hour)"
+        )
+
+
 def _parse_alarm(key: str, props: Mapping[str, Any]) -> _Alarm:
     where = f"alarm {key}"
     operator = props.get("ComparisonOperator")
@@ -585,6 +600,7 @@ def _parse_alarm(key: str, props: Mapping[str, Any]) -> _Alarm:
         ret = "m1"
     if period <= 0:
         raise AlarmDefinitionError(f"{where}: Period must be a positive number of seconds")
+    _check_range(where, period, n)
     return _Alarm(
         key=key,
         name=str(props.get("AlarmName") or key),

@@ -23,6 +23,7 @@ Sources for the facts used here:
 from __future__ import annotations
 
 import base64
+import itertools
 import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, BinaryIO
@@ -40,6 +41,7 @@ from prfleet.github.transport import (
 )
 
 FILES_CAP = 3000  # GitHub lists at most 3000 files of a pull request
+REVIEW_COMMENTS_CAP = 3000  # review comments read of one PR at most (30 pages): the reactions pass's bound
 ANNOTATIONS_PER_REQUEST = 50
 
 
@@ -128,6 +130,13 @@ class GitHub(Transport):
         if changed_files is None:
             changed_files = int(self.pr(repo, number).get("changed_files") or len(files))
         return files, max(0, changed_files - len(files))
+
+    def list_review_comments(
+        self, repo: str, number: int, *, limit: int = REVIEW_COMMENTS_CAP
+    ) -> list[dict[str, Any]]:
+        """The PR's review comments (at most `limit`, in creation order, 100 a page), each with its `reactions` roll-up:
+        https://docs.github.com/en/rest/pulls/comments#list-review-comments-on-a-pull-request"""
+        return list(itertools.islice(self.paginate(f"/repos/{repo}/pulls/{int(number)}/comments"), limit))
 
     # -- contents --
 

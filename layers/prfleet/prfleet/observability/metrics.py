@@ -57,9 +57,101 @@ METRIC_UNITS: dict[str, str] = {
     # An agent container opened a head without its snapshot (too large, failed, refused archive, missing): the
     # jobs still run, through GitHub, with grep over the changed files only. No alarm: docs/runbook.md#snapshot.
     "SnapshotFallbacks": "Count",
+    # What the team thinks of the findings (FEEDBACK_METRICS below): the change in 👍 / 👎 reactions on prfleet's
+    # inline comments, and findings a team's suppression skipped.
+    "FindingsUpvoted": "Count",
+    "FindingsDownvoted": "Count",
+    "FindingsSuppressed": "Count",
 }
 # Metrics that only make sense for the whole deployment: never copied per agent.
-FLEET_ONLY = frozenset({"DailySpendUsd", "DailySpendPercent", "WebhookRejected", "WebhookErrors"})
+FLEET_ONLY = frozenset(
+    {
+        "DailySpendUsd",
+        "DailySpendPercent",
+        "WebhookRejected",
+        "WebhookErrors",
+        # published with their own dimensions by publish_feedback, never as a per-agent copy
+        "FindingsUpvoted",
+        "FindingsDownvoted",
+        "FindingsSuppressed",
+    }
+)
+
+
+# ------------------------------------------------------------------------------------------ feedback metrics
+# The one place the feedback metrics are named and dimensioned (pipeline.reactions emits the first two; the
+# suppression path emits FindingsSuppressed through `publish_feedback` too).
+#   FindingsUpvoted / FindingsDownvoted: the CHANGE in 👍 / 👎 reactions on prfleet's own inline comments since they
+#   were last read (a reaction taken back is a negative value), so a day's Sum is the day's net reactions.
+#   FindingsSuppressed: findings a repository's suppression ("ignore this") kept out of a review.
+# Each is published twice, like the run metrics: a fleet copy with only `service` (NoiseAlarm reads it) and a copy
+# with service + agent + model + category (the dashboard). Limits: CloudWatch takes at most 30 dimensions per
+# metric and Powertools validates 29 beside `service` (its MAX_DIMENSIONS); 4 is far under either
+# (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/cloudwatch_concepts.html#Dimension,
+# https://docs.aws.amazon.com/powertools/python/latest/core/metrics/). Every distinct set of dimension values is a
+# separate custom metric, billed per month, and an EMF value whose dimensions are not strings on the root node is
+# not a metric at all (https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html):
+# so the values are bounded strings. `category` is the model's free text (kebab-case, up to 40 characters): only the
+# common categories below keep their name, any other is published as "other" (the store keeps the exact one, and
+# `prfleet quality report` shows it); `model` is the configured model id, `agent` the configured agent.
+FEEDBACK_METRICS = frozenset({"FindingsUpvoted", "FindingsDownvoted", "FindingsSuppressed"})
+FEEDBACK_DIMENSIONS = ("agent", "model", "category")
+FEEDBACK_CATEGORIES = frozenset(
+    {
+        "bug",
+        "security",
+        "error-handling",
+        "correctness",
+        "performance",
+        "concurrency",
+        "resource-leak",
+        "maintainability",
+        "style",
+        "tests",
+        "docs",
+        "api",
+        "compatibility",
+        "prompt-injection",
+    }
+)
+OTHER_CATEGORY = "other"
+_MAX_DIMENSION_VALUE = 100  # agents and model ids are far shorter; a longer value is cut, never dropped
+
+
+def feedback_category(category: str | None) -> str:
+    """The `category` dimension value of a finding: a common category by name, anything else "other"."""
+    value = str(category or "").strip().lower()
+    return value if value in FEEDBACK_CATEGORIES else OTHER_CATEGORY
+
+
+def feedback_dimensions(agent: str | None, model: str | None, category: str | None) -> dict[str, str]:
+    """The dimension values (besides `service`) of one feedback datapoint: always non-empty strings."""
+    return {
+        "agent": (str(agent or "").strip() or "unknown")[:_MAX_DIMENSION_VALUE],
+        "model": (str(model or "").strip() or "unknown")[:_MAX_DIMENSION_VALUE],
+        "category": feedback_category(category),
+    }
+
+
+def publish_feedback(
+    metrics: Metrics, name: str, value: float, *, agent: str | None, model: str | None, category: str | None
+) -> None:
+    """One feedback datapoint: its fleet copy on the shared `metrics` (flushed by the handler) and its
+    agent / model / category copy printed now. A zero change publishes nothing."""
+    if name not in FEEDBACK_METRICS:
+        raise ValueError(f"{name!r} is not a feedback metric ({', '.join(sorted(FEEDBACK_METRICS))})")
+    if not value:
+        return
+    metrics.add_metric(name=name, unit=METRIC_UNITS[name], value=float(value))
+    provider = AmazonCloudWatchEMFProvider(
+        namespace=getattr(getattr(metrics, "provider", None), "namespace", None) or metrics_namespace(),
+        service=getattr(getattr(metrics, "provider", None), "service", None) or service_name(),
+    )
+    for key, dim in feedback_dimensions(agent, model, category).items():
+        provider.add_dimension(name=key, value=dim)
+    provider.add_metric(name=name, unit=METRIC_UNITS[name], value=float(value))
+    provider.flush_metrics()
+
 
 # A run's outcome -> the metric that counts it (an outcome is also accepted as an event name: see events.emit).
 OUTCOME_METRIC = {"succeeded": "RunsSucceeded", "partial": "RunsPartial", "failed": "RunsFailed"}

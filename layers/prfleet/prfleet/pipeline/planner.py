@@ -14,7 +14,7 @@ from prfleet.config.repo_config import RepoConfigError, parse_repo_config, path_
 from prfleet.github import GitHubError, GitHubRateLimited
 from prfleet.github.files import SYMLINK_MODE
 from prfleet.jobs import FileJob, PrJob, sqs
-from prfleet.pipeline import fanin, render
+from prfleet.pipeline import fanin, reactions, render
 from prfleet.repository import snapshot
 from prfleet.repository.instructions import Instruction, dump_instructions, read_instructions
 from prfleet.store import headfiles, heads, job_runs
@@ -247,6 +247,8 @@ def plan_pr(job: PrJob, gh: Any, *, now: float | None = None, send: Any = None) 
     store_head_snapshot(gh, job, cfg)
     planned = plan_head(head, cfg)
     write_plan(gh, head, planned, again=again, rerun=rerun, now=now, send=send or sqs.send_file_jobs)
+    if not again:  # a new head: what the team thought of the findings so far (never fails the planning)
+        reactions.after_new_head(gh, job, now=now)
     if again:
         return Plan(job, planned.jobs, planned.skips, "planned", "head already planned; jobs re-sent")
     how = "re-run on the check" if job.action == "rerequested" else "re-run requested"

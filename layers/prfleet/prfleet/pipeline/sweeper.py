@@ -1,4 +1,5 @@
-"""The scheduled sweep: stuck runs, stranded reservations, the spend-limit circuit, deferred jobs, spend metric."""
+"""The scheduled sweep: stuck runs, stranded reservations, the spend-limit circuit, deferred jobs, spend metric,
+the reactions of PRs that went quiet."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from prfleet.cost import circuit
 from prfleet.cost.ledger import Ledger
 from prfleet.jobs import parse_message, requeue_body, sqs
 from prfleet.observability import events
-from prfleet.pipeline import runner
+from prfleet.pipeline import reactions, runner
 from prfleet.store import deferrals, job_runs
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
@@ -35,7 +36,15 @@ def sweep(
 
     now = config_now() if now is None else now
     ledger = Ledger.from_settings(settings())
-    counts = {"stuck": 0, "stuck_failed": 0, "expired": 0, "requeued": 0, "moved": 0, "probed": 0}
+    counts = {
+        "stuck": 0,
+        "stuck_failed": 0,
+        "expired": 0,
+        "requeued": 0,
+        "moved": 0,
+        "probed": 0,
+        "reactions": 0,
+    }
 
     for run in job_runs.runs_with_status("running", older_than=now - STUCK_AFTER_S):
         silent = int(now - run["updated_at"])
@@ -84,6 +93,7 @@ def sweep(
         now=now, circuit_closed=not st.open, time_left=time_left
     )
     events.spend(ledger.status("daily", now=now))
+    counts["reactions"] = reactions.sweep_quiet(client_for, now=now, time_left=time_left)
     return counts
 
 

@@ -22,12 +22,14 @@ from prfleet_local.github.routes.common import (
     paginate,
     pull_request,
 )
+from prfleet_local.github.routes.reactions import with_rollups
 
 
 def list_issue_comments(call: Call) -> Answer:
-    """GET /repos/{o}/{r}/issues/{n}/comments, paginated."""
+    """GET /repos/{o}/{r}/issues/{n}/comments, paginated; each comment with its `reactions` roll-up."""
     n = int(call.params["n"])
-    return paginate(call, [c for c in call.srv.issue_comments if c["issue_number"] == n])
+    comments = [c for c in call.srv.issue_comments if c["issue_number"] == n]
+    return paginate(call, with_rollups(call, "issues/comments", comments))
 
 
 def create_issue_comment(call: Call) -> Answer:

@@ -25,6 +25,7 @@ from prfleet_local.github.routes.common import (
     paginate,
     pull_request,
 )
+from prfleet_local.github.routes.reactions import with_rollups
 
 REVIEW_EVENTS = ("APPROVE", "REQUEST_CHANGES", "COMMENT")
 
@@ -126,6 +127,7 @@ def create_review(call: Call) -> Answer:
                     "side": (c.get("side") or "RIGHT").upper(),
                     "body": c.get("body") or "",
                     "commit_id": commit_id,
+                    "original_commit_id": commit_id,  # pulls/comments: the commit it was made on
                     "user": {"login": BOT_LOGIN, "type": "Bot"},
                     "created_at": now,
                 }
@@ -134,9 +136,10 @@ def create_review(call: Call) -> Answer:
 
 
 def list_review_comments(call: Call) -> Answer:
-    """GET /repos/{o}/{r}/pulls/{n}/comments, paginated."""
+    """GET /repos/{o}/{r}/pulls/{n}/comments, paginated; each comment with its `reactions` roll-up."""
     n = int(call.params["n"])
-    return paginate(call, [c for c in call.srv.review_comments if c["pull_number"] == n])
+    comments = [c for c in call.srv.review_comments if c["pull_number"] == n]
+    return paginate(call, with_rollups(call, "pulls/comments", comments))
 
 
 ROUTES = [
