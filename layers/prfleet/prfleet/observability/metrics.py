@@ -57,9 +57,15 @@ METRIC_UNITS: dict[str, str] = {
     # An agent container opened a head without its snapshot (too large, failed, refused archive, missing): the
     # jobs still run, through GitHub, with grep over the changed files only. No alarm: docs/runbook.md#snapshot.
     "SnapshotFallbacks": "Count",
+    # Comments addressed to prfleet that it does not act on (a bot, prfleet itself, an untrusted author, a closed
+    # PR, an edit): the log line's `comment_ignored` field says which. Answers posted in threads / on the PR.
+    "CommentsIgnored": "Count",
+    "CommentsAnswered": "Count",
 }
 # Metrics that only make sense for the whole deployment: never copied per agent.
-FLEET_ONLY = frozenset({"DailySpendUsd", "DailySpendPercent", "WebhookRejected", "WebhookErrors"})
+FLEET_ONLY = frozenset(
+    {"DailySpendUsd", "DailySpendPercent", "WebhookRejected", "WebhookErrors", "CommentsIgnored"}
+)
 
 # A run's outcome -> the metric that counts it (an outcome is also accepted as an event name: see events.emit).
 OUTCOME_METRIC = {"succeeded": "RunsSucceeded", "partial": "RunsPartial", "failed": "RunsFailed"}
@@ -68,6 +74,7 @@ _SIMPLE_COUNTERS = {
     "deferred": "JobsDeferred",
     "superseded": "JobsSuperseded",
     "stuck": "StuckRuns",
+    "answered": "CommentsAnswered",
 }
 _TOKEN_METRICS = (
     ("input_tokens", "InputTokens"),

@@ -2,12 +2,12 @@
 
 access (installation tokens, collaborator permission), pulls (a PR, its files, compare), reviews (reviews and
 review comments), contents (contents, blobs, trees), archive (the tarball redirect), checks (check runs), issues
-(issue comments).
+(issue comments), comments (a review comment, a reply in its thread, an issue comment).
 """
 
 from __future__ import annotations
 
-from prfleet_local.github.routes import access, archive, checks, contents, issues, pulls, reviews
+from prfleet_local.github.routes import access, archive, checks, comments, contents, issues, pulls, reviews
 from prfleet_local.github.routes.common import Route
 
 ROUTES: list[Route] = [
@@ -18,4 +18,5 @@ ROUTES: list[Route] = [
     *archive.ROUTES,
     *checks.ROUTES,
     *issues.ROUTES,
+    *comments.ROUTES,
 ]
