@@ -44,7 +44,7 @@ def _record(record: SQSRecord, context: Any) -> None:
     logger.set_correlation_id(job.delivery_id)
     if isinstance(job, jobs.CommentJob):
         with tracing.subsegment("## comment", repository=job.repo, pr=job.number) as span:
-            span.metadata(comment=job.comment_id, kind=job.kind, **sqs.record_timing(record))
+            span.metadata(comment=job.comment_id, command=job.command, **sqs.record_timing(record))
             _comment(record, job, context)
         return
     with tracing.subsegment("## plan", repository=job.repo, pr=job.number, head_sha=job.head_sha) as span:
@@ -72,7 +72,7 @@ def _comment(record: SQSRecord, job: jobs.CommentJob, context: Any) -> None:
             "repository": job.repo,
             "pr": job.number,
             "comment": job.comment_id,
-            "kind": job.kind,
+            "command": job.command,
             "author": job.author,
             **summary,
         },

@@ -80,7 +80,7 @@ class CommentJob:
     repo: str
     number: int
     comment_id: int
-    kind: str  # COMMENT_KINDS
+    command: str  # COMMENT_KINDS (not `kind`: that key names the message's own kind)
     on: str  # COMMENT_PLACES
     author: str  # the commenter's login (for resolve: who resolved the thread)
     association: str  # the comment's author_association as GitHub sent it ("" when the event carries none)
@@ -189,7 +189,7 @@ _STRINGS: dict[type, dict[str, tuple[bool, int]]] = {  # field -> (may be empty,
     },
     CommentJob: {
         "repo": (False, MAX_REPO_CHARS),
-        "kind": (False, MAX_NAME_CHARS),
+        "command": (False, MAX_NAME_CHARS),
         "on": (False, MAX_NAME_CHARS),
         "author": (False, MAX_NAME_CHARS),
         "association": (True, MAX_NAME_CHARS),
@@ -240,8 +240,8 @@ def _check(cls: type[Job], kind: str, values: dict[str, Any]) -> None:
             raise BadMessage(f"{kind} job: {name} must be a non-negative integer")
     if "comment_id" in values and (not _is_int(values["comment_id"]) or values["comment_id"] <= 0):
         raise BadMessage(f"{kind} job: comment_id must be a positive integer")
-    if "kind" in values and values["kind"] not in COMMENT_KINDS:
-        raise BadMessage(f"{kind} job: kind must be one of {', '.join(COMMENT_KINDS)}")
+    if "command" in values and values["command"] not in COMMENT_KINDS:
+        raise BadMessage(f"{kind} job: command must be one of {', '.join(COMMENT_KINDS)}")
     if "on" in values and values["on"] not in COMMENT_PLACES:
         raise BadMessage(f"{kind} job: on must be one of {', '.join(COMMENT_PLACES)}")
 

@@ -121,7 +121,7 @@ def trusted(gh: Any, job: CommentJob, comment: Mapping[str, Any], cfg: RepoConfi
     (a resolved thread, which carries no association) a user with write access."""
     if job.author.lower() in cfg.trusted:
         return True
-    if job.kind == "resolve":
+    if job.command == "resolve":
         return gh.collaborator_permission(job.repo, job.author) in WRITE_PERMISSIONS
     return str(comment.get("author_association") or "") in TRUSTED_ASSOCIATIONS
 
@@ -144,9 +144,9 @@ def take_comment(
         if exc.status == 404:
             return _ignored("deleted", "the comment no longer exists")
         raise
-    comment = thread.comment if job.kind != "resolve" else (thread.first or thread.comment)
+    comment = thread.comment if job.command != "resolve" else (thread.first or thread.comment)
     slug = settings().app_slug
-    actor = {"login": job.author, "type": "User"} if job.kind == "resolve" else comment.get("user")
+    actor = {"login": job.author, "type": "User"} if job.command == "resolve" else comment.get("user")
     bot = bot_reason(actor, slug)
     if bot:
         return _ignored(bot, f"{job.author} is a bot: never answered")
@@ -154,11 +154,13 @@ def take_comment(
     if not trusted(gh, job, comment, cfg):
         association = comment.get("author_association") or "no association"
         return _ignored("untrusted", f"{job.author} ({association}) is not trusted by this repository")
-    if job.kind == "ask":
+    if job.command == "ask":
         return _ask(job, pr, thread, send or sqs.send_file_jobs)
     if not thread.finding or thread.first is None:
-        return _ignored("not_a_finding", f"`{job.kind}` applies to a prfleet finding's thread", counted=False)
-    if job.kind == "resolve" and not _unchanged(gh, job.repo, pr, thread.first):
+        return _ignored(
+            "not_a_finding", f"`{job.command}` applies to a prfleet finding's thread", counted=False
+        )
+    if job.command == "resolve" and not _unchanged(gh, job.repo, pr, thread.first):
         return {"status": "ignored", "reason": "the finding's line changed since: fixed, not dismissed"}
     return _learn(job, gh, thread, cfg)
 
@@ -245,7 +247,7 @@ def _learn(job: CommentJob, gh: Any, thread: Thread, cfg: RepoConfig) -> dict[st
         return {"status": "ignored", "reason": "the finding's rule could not be read from its comment"}
     why = (
         IGNORE_COMMAND.sub("", str(thread.comment.get("body") or ""), count=1).strip()
-        if job.kind == "ignore"
+        if job.command == "ignore"
         else ""
     )
     rule = feedback.Suppression(
@@ -257,8 +259,8 @@ def _learn(job: CommentJob, gh: Any, thread: Thread, cfg: RepoConfig) -> dict[st
         path_glob=suppression.path_glob_for(str(finding.get("path") or first.get("path") or "")),
         who=job.author,
         when=int(time.time()),
-        why=(why or ("thread resolved without a change" if job.kind == "resolve" else ""))[:500],
-        source=job.kind,
+        why=(why or ("thread resolved without a change" if job.command == "resolve" else ""))[:500],
+        source=job.command,
         pr=job.number,
         comment_id=job.comment_id,
     )
