@@ -1,5 +1,5 @@
 """The `prfleet` command: demo, local stack, your own repository reviewed, review quality measured, cost, alarms,
-settings, GitHub App.
+the team's suppressions, settings, GitHub App.
 
 Every user mistake ends as one line on stderr and a non-zero exit (CliError, argparse errors, AWS errors), never a
 traceback; SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` block stops the servers it started, and the moto
@@ -203,6 +203,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     tracecli.add_trace_parser(sub)
 
+    from prfleet_local.cli import feedback as feedbackcli
+
+    feedbackcli.add_feedback_parser(sub)
+
     alarms = sub.add_parser("alarms", help="each alarm of one stack: state, since when, why")
     add_target_options(alarms)
     alarms.set_defaults(func=_alarms)
@@ -241,7 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run one command; the exit code: 0 done, 1 the command's own failure, 2 a user mistake, 130/143 stopped."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    sub = [getattr(args, k, None) for k in ("local_command", "cost_command", "config_command", "app_command")]
+    sub = [
+        getattr(args, k, None)
+        for k in ("local_command", "cost_command", "config_command", "app_command", "feedback_command")
+    ]
     prog = " ".join(["prfleet", args.command, *[x for x in sub if x]])
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:

@@ -237,12 +237,12 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         ignore,
         limits,
         agent_ignore,
-        tuple(warnings),
-        fail_on,
-        instructions,
+        fail_on=fail_on,
+        instructions=instructions,
         max_inline_comments=_max_inline(data.get("max_inline_comments")),
         report_preexisting=_flag(data, "report_preexisting"),
         **_conversation(data.get("conversation", {}), warnings),
+        warnings=tuple(warnings),  # last: the keys read above may add to it
     )
 
 

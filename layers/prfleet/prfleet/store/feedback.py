@@ -16,7 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from prfleet.config.aws import client
-from prfleet.store.dynamo import is_conditional, plain, query, state_table, to_item
+from prfleet.store.dynamo import is_conditional, plain, state_table, to_item
 
 PK = "FEEDBACK"
 
@@ -81,30 +81,41 @@ def record(rule: Suppression) -> bool:
     return True
 
 
-def rules(repo: str) -> list[Suppression]:
+def _query(table: str | None, **kwargs: Any) -> list[Suppression]:
+    """Every page of a Query of the FEEDBACK partition (`table`: StateTable's name, default the settings')."""
+    out: list[Suppression] = []
+    paginator = client("dynamodb").get_paginator("query")
+    for page in paginator.paginate(TableName=table or state_table(), **kwargs):
+        out.extend(_from_item(plain(i) or {}) for i in page.get("Items", []))
+    return out
+
+
+def rules(repo: str, *, table: str | None = None) -> list[Suppression]:
     """The repository's rules (one Query), oldest first."""
-    items = query(
+    found = _query(
+        table,
         KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
         ExpressionAttributeValues=to_item({":pk": PK, ":prefix": f"{repo}#"}),
         ConsistentRead=True,
     )
-    return sorted((_from_item(i) for i in items), key=lambda r: (r.when, r.id))
+    return sorted(found, key=lambda r: (r.when, r.id))
 
 
-def all_rules() -> list[Suppression]:
-    """Every repository's rules (the CLI's list), by repository, oldest first."""
-    items = query(KeyConditionExpression="pk = :pk", ExpressionAttributeValues=to_item({":pk": PK}))
-    return sorted((_from_item(i) for i in items), key=lambda r: (r.repo, r.when, r.id))
+def all_rules(*, table: str | None = None) -> list[Suppression]:
+    """Every repository's rules (the CLI's list), by repository, oldest first. `table`: StateTable's name when
+    the caller has no settings (the CLI, given --stack or --local)."""
+    found = _query(table, KeyConditionExpression="pk = :pk", ExpressionAttributeValues=to_item({":pk": PK}))
+    return sorted(found, key=lambda r: (r.repo, r.when, r.id))
 
 
-def forget(rid: str) -> Suppression | None:
+def forget(rid: str, *, table: str | None = None) -> Suppression | None:
     """Delete the rule with id `rid`; the rule deleted, or None when there is none (already forgotten)."""
-    found = next((r for r in all_rules() if r.id == rid), None)
+    found = next((r for r in all_rules(table=table) if r.id == rid), None)
     if found is None:
         return None
     try:
         reply = client("dynamodb").delete_item(
-            TableName=state_table(),
+            TableName=table or state_table(),
             Key=_key(found.repo, found.id),
             ConditionExpression="attribute_exists(pk)",
             ReturnValues="ALL_OLD",
