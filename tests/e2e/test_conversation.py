@@ -11,6 +11,8 @@ sandbox, with a budget too small for the ask agent's model) is answered in one l
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import time
 
@@ -18,6 +20,9 @@ import pytest
 
 from prfleet.pipeline import render
 from prfleet.store import answers, feedback, job_runs
+from prfleet_local.cli import feedback as feedbackcli
+from prfleet_local.cli.errors import CliError
+from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
 
 pytestmark = pytest.mark.e2e
@@ -165,6 +170,30 @@ class TestConversation:
         reviews = [r for r in box.github.reviews if r["number"] == number and r["commit_id"] == head]
         assert reviews and "1 suppressed by the team" in reviews[-1]["body"]
         assert render.REVIEW_MARKER in reviews[-1]["body"]
+        flow["rule"] = rule.id
+
+    def test_resolving_a_finding_thread_without_a_change_is_learned_and_the_cli_lists_and_forgets_it(
+        self, box, flow
+    ):
+        number, first = flow["number"], flow["finding"]
+        other = next(c for c in findings_posted(box, number) if c["path"] != first["path"])
+        event = box.github.resolve_thread(number, other["id"], WRITER)
+        assert deliver(box, "pull_request_review_thread", event)["command"] == "resolve"
+        assert wait_for(lambda: replies_to(box, other["id"]))
+        assert box.stack.wait_idle(timeout=120)
+        rules = {r.id: r for r in feedback.rules(REPO)}
+        assert len(rules) == 2 and {r.source for r in rules.values()} == {"ignore", "resolve"}
+
+        target = target_of(box.stack)
+        out = io.StringIO()
+        feedbackcli.feedback_list(argparse.Namespace(repo=REPO, json=True), out=out, target=target)
+        assert {r["id"] for r in json.loads(out.getvalue())} == set(rules)
+        out = io.StringIO()
+        feedbackcli.feedback_forget(argparse.Namespace(id=flow["rule"]), out=out, target=target)
+        assert out.getvalue().startswith(f"forgot {flow['rule']}")
+        assert flow["rule"] not in {r.id for r in feedback.rules(REPO)}
+        with pytest.raises(CliError, match="no suppression"):
+            feedbackcli.feedback_forget(argparse.Namespace(id=flow["rule"]), out=io.StringIO(), target=target)
 
 
 class TestBudgetRefusal:
