@@ -10,6 +10,7 @@ from prfleet.config.repo_config import RepoConfig
 from prfleet.jobs import AskJob, CommentJob
 from prfleet.pipeline import conversation, render
 from prfleet.store import job_runs
+from prfleet_local.stack import template as tpl
 
 FP = "0123456789abcdef0123456789abcdef"
 FINDING_BODY = (
@@ -117,3 +118,11 @@ def test_the_question_and_thread_reach_the_model_only_as_untrusted_blocks():
     text = block["text"]
     assert '<untrusted_finding path="shop/x.py" line="4">' in text and "<untrusted_thread>" in text
     assert text.count("</untrusted_question>") == 1  # the lookalike inside the question is defused
+
+
+def test_the_ask_model_is_one_the_stack_already_permits_and_prices():
+    template = tpl.load()
+    tpl.Context(template, parameters={}).check_rules()  # empty: the review agent's model
+    tpl.Context(template, parameters={"AskModel": "claude-haiku-5-5"}).check_rules()  # the tests agent's
+    with pytest.raises(tpl.TemplateError, match="AskModel must be empty or one of"):
+        tpl.Context(template, parameters={"AskModel": "claude-opus-5"}).check_rules()
