@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from prfleet.agents.ask import Said, clean_answer
+from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.config.repo_config import RepoConfig, RepoConfigError, parse_repo_config
 from prfleet.github import GitHubError
@@ -258,7 +258,7 @@ def _learn(job: CommentJob, gh: Any, thread: Thread, cfg: RepoConfig) -> dict[st
         title=suppression.normalise_title(str(finding.get("title") or "")),
         path_glob=suppression.path_glob_for(str(finding.get("path") or first.get("path") or "")),
         who=job.author,
-        when=int(time.time()),
+        when=int(config_now()),
         why=(why or ("thread resolved without a change" if job.command == "resolve" else ""))[:500],
         source=job.command,
         pr=job.number,
