@@ -14,6 +14,7 @@ from prfleet_local.model.results import blocks, numbered
 from prfleet_local.model.wire import LABEL
 
 _TITLE = re.compile(r"^\*\*(?P<title>.+?)\*\*\s*$", re.MULTILINE)
+_STRING = re.compile(r"(['\"])(?:\\.|(?!\1).)*\1")  # a quoted literal: masked, a line may hold a secret
 CONTEXT = 3  # lines read on each side of the finding's line
 
 
@@ -65,7 +66,7 @@ def _about_finding(path: str, line: int, finding: str, read: Call, question: str
     lines = {}
     for _, body in blocks("file", read.result):
         lines.update(numbered(body))
-    code = lines.get(line, "").strip()
+    code = _STRING.sub(lambda m: m.group(1) + "…" + m.group(1), lines.get(line, "").strip())
     asked = " ".join(question.split())[:120]
     return (
         f"{LABEL}: about **{title}**: line {line} of `{path}` reads `{code}`; that is the code the finding is "
