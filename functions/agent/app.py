@@ -16,7 +16,7 @@ from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics, record_metrics
 from prfleet.observability.redaction import redact
 from prfleet.observability.tracing import make_tracer
-from prfleet.pipeline import runner
+from prfleet.pipeline import answering, runner
 
 logger = make_logger()
 metrics = make_metrics()
@@ -48,8 +48,14 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 
 
 def _record(record: SQSRecord, context: Any) -> None:
-    job = sqs.parse_record(record, jobs.FileJob, logger)
+    job = sqs.parse_record(record, (jobs.FileJob, jobs.AskJob), logger)
     logger.set_correlation_id(job.delivery_id)
+    if isinstance(job, jobs.AskJob):
+        annotations = {"repository": job.repo, "pr": job.number, "head_sha": job.head_sha, "agent": job.agent}
+        with tracing.subsegment("## ask", **annotations) as span:
+            span.metadata(comment=job.comment_id, job_id=job.job_id, **sqs.record_timing(record))
+            _ask(record, job, context)
+        return
     annotations = {"repository": job.repo, "pr": job.number, "head_sha": job.head_sha, "agent": job.agent}
     with tracing.subsegment("## job", **annotations) as span:
         span.metadata(path=job.path, job_id=job.job_id, **sqs.record_timing(record))
@@ -97,6 +103,41 @@ def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
             final_attempt
         ):  # record the failure so the PR's review completes; the message still goes to the DLQ
             runner.fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
+        raise
+
+
+def _ask(record: SQSRecord, job: jobs.AskJob, context: Any) -> None:
+    """An ask job (pipeline.answering): the same retries and last-delivery record as a file job's."""
+    emitter = events.Emitter(
+        logger,
+        metrics,
+        repository=job.repo,
+        pr=job.number,
+        head_sha=job.head_sha,
+        path=job.path,
+        delivery_id=job.delivery_id,
+        agent=job.agent,
+    )
+    final_attempt = sqs.receive_count(record) >= settings().max_receive_count
+    try:
+        answering.answer(
+            job,
+            remaining_ms=context.get_remaining_time_in_millis,
+            client_for=github.client_for,
+            model_client=model_client(),
+            emitter=emitter,
+            final_attempt=final_attempt,
+        )
+    except runner.RetryLater as exc:
+        sqs.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
+        logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
+    except Exception as exc:
+        logger.exception(
+            "ask failed",
+            extra={"job_failed": job.job_id, "final_attempt": final_attempt, "message_id": record.message_id},
+        )
+        if final_attempt:  # say so in the thread; the message still goes to the DLQ
+            answering.fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
         raise
 
 

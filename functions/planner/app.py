@@ -21,7 +21,7 @@ from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics, record_metrics
 from prfleet.observability.redaction import redact
 from prfleet.observability.tracing import make_tracer
-from prfleet.pipeline import planner
+from prfleet.pipeline import conversation, planner
 
 logger = make_logger()
 metrics = make_metrics()
@@ -40,11 +40,43 @@ def record_handler(record: SQSRecord, context: Any) -> None:
 
 
 def _record(record: SQSRecord, context: Any) -> None:
-    job = sqs.parse_record(record, jobs.PrJob, logger)
+    job = sqs.parse_record(record, (jobs.PrJob, jobs.CommentJob), logger)
     logger.set_correlation_id(job.delivery_id)
+    if isinstance(job, jobs.CommentJob):
+        with tracing.subsegment("## comment", repository=job.repo, pr=job.number) as span:
+            span.metadata(comment=job.comment_id, command=job.command, **sqs.record_timing(record))
+            _comment(record, job, context)
+        return
     with tracing.subsegment("## plan", repository=job.repo, pr=job.number, head_sha=job.head_sha) as span:
         span.metadata(**sqs.record_timing(record))
         _plan(record, job, context)
+
+
+def _comment(record: SQSRecord, job: jobs.CommentJob, context: Any) -> None:
+    """A comment to prfleet (pipeline.conversation): a question sent on, a suppression learned, or a refusal
+    logged with its reason and counted (CommentsIgnored)."""
+    deadline = time.time() + context.get_remaining_time_in_millis() / 1000.0 - DEADLINE_MARGIN_S
+    try:
+        with github.deadline(deadline):
+            summary = conversation.take_comment(job, github.client_for(job.installation_id))
+    except github.GitHubRateLimited as exc:
+        sqs.send_raw(record.body, queue_url=settings().pr_queue_url, delay=int(exc.retry_after + 0.999))
+        logger.info("requeued", extra={"event": "requeued", "reason": str(exc)})
+        return
+    if summary.get("comment_ignored"):
+        metrics.add_metric(name="CommentsIgnored", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "comment",
+        extra={
+            "event": "comment",
+            "repository": job.repo,
+            "pr": job.number,
+            "comment": job.comment_id,
+            "command": job.command,
+            "author": job.author,
+            **summary,
+        },
+    )
 
 
 def _plan(record: SQSRecord, job: jobs.PrJob, context: Any) -> None:

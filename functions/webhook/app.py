@@ -7,7 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from prfleet.config import secret_store
+from prfleet.config import secret_store, settings
 from prfleet.jobs import sqs
 from prfleet.observability.logger import make_logger
 from prfleet.observability.metrics import make_metrics
@@ -43,6 +43,7 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
             first_seen=deliveries.first_seen,
             enqueue=sqs.send_pr_job,
             forget=deliveries.forget,
+            app_slug=settings().app_slug,
         )
     except Exception:
         logger.exception("webhook failed")
@@ -51,6 +52,10 @@ def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_metric(name="WebhookDeliveries", unit=MetricUnit.Count, value=1)
     if reply.status >= 400:
         metrics.add_metric(name="WebhookRejected", unit=MetricUnit.Count, value=1)
+    if reply.body.get(
+        "comment_ignored"
+    ):  # a comment to prfleet refused (bot, closed PR, ...): the log says why
+        metrics.add_metric(name="CommentsIgnored", unit=MetricUnit.Count, value=1)
     logger.info(
         "webhook",
         extra={

@@ -232,6 +232,10 @@ def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
     models = [{"Ref": "ReviewModel"}, {"Ref": "TestsModel"}, {"Ref": "DocsModel"}]
     fallback_refs = [{"Ref": f"{a}FallbackModel"} for a in ("Review", "Tests", "Docs")]
     for rule in T["Rules"].values():
+        if (
+            "RuleCondition" not in rule
+        ):  # a rule for every provider (AskModelIsAnAgentModel), not a model list
+            continue
         provider = rule["RuleCondition"]["Fn::Equals"][1]
         members = [
             a["Assert"]["Fn::EachMemberIn"] for a in rule["Assertions"] if "Fn::EachMemberIn" in a["Assert"]

@@ -1,5 +1,5 @@
 """The `prfleet` command: demo, local stack, your own repository reviewed, review quality measured, what the team
-thinks of the findings, cost, alarms, settings, GitHub App.
+thinks of the findings, the team's suppressions, cost, alarms, settings, GitHub App.
 
 Every user mistake ends as one line on stderr and a non-zero exit (CliError, argparse errors, AWS errors), never a
 traceback; SIGTERM and SIGHUP unwind like Ctrl-C, so every `with` block stops the servers it started, and the moto
@@ -213,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     qualitycli.add_quality_parser(sub)
 
+    from prfleet_local.cli import feedback as feedbackcli
+
+    feedbackcli.add_feedback_parser(sub)
+
     alarms = sub.add_parser("alarms", help="each alarm of one stack: state, since when, why")
     add_target_options(alarms)
     alarms.set_defaults(func=_alarms)
@@ -253,7 +257,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sub = [
         getattr(args, k, None)
-        for k in ("local_command", "cost_command", "quality_command", "config_command", "app_command")
+        for k in (
+            "local_command",
+            "cost_command",
+            "quality_command",
+            "config_command",
+            "app_command",
+            "feedback_command",
+        )
     ]
     prog = " ".join(["prfleet", args.command, *[x for x in sub if x]])
     previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGHUP)}

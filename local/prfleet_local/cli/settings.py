@@ -18,15 +18,23 @@ from prfleet_local.cli.errors import CliError
 # default_permissions ({permission: "read" | "write"}). Exactly what prfleet's code calls (docs/deploy.md explains
 # each); `metadata: read` is granted to every App and listed so the manifest shows it.
 PERMISSIONS = {
-    "pull_requests": "write",  # read the PR and its files, post the review and its inline comments, read their
-    # reactions (the `reactions` roll-up of the review comment list: no permission or event of their own)
+    "pull_requests": "write",  # the PR and its files, the review and its inline comments, replies in threads, the
+    # reactions on them (the `reactions` roll-up of the review comment list: no permission or event of their own)
     "checks": "write",  # the check run (only GitHub Apps can write checks); check_run/check_suite events
     "contents": "read",  # file contents, blobs and trees at the PR head; .prfleet.toml from the base branch
     "issues": "read",  # `/prfleet review` comments arrive as issue_comment events (needs Issues access)
     "metadata": "read",  # mandatory; also the collaborator-permission check of a comment's author
 }
-# What prfleet.webhook acts on: PRs opened/pushed, `/prfleet review` comments, Re-run on the check (rerequested).
-EVENTS = ["pull_request", "issue_comment", "check_run", "check_suite"]
+# What prfleet.webhook acts on: PRs opened/pushed, `/prfleet review` comments, Re-run on the check (rerequested),
+# and the conversation (issue 25): questions and `/prfleet ignore` in review threads, resolved threads.
+EVENTS = [
+    "pull_request",
+    "issue_comment",
+    "check_run",
+    "check_suite",
+    "pull_request_review_comment",
+    "pull_request_review_thread",
+]
 
 
 def manifest(

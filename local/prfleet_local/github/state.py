@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prfleet_local.github.comment_events import CommentScenarios
 from prfleet_local.github.diff import PATCH_MAX_BYTES, PATCH_MAX_LINES, compute_files
 from prfleet_local.github.faults import Fault, FaultControls
 from prfleet_local.github.gitrepo import GitRepo
@@ -47,7 +48,7 @@ def run_json(run: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-class GitHubState(FaultControls):
+class GitHubState(FaultControls, CommentScenarios):
     """The fake's state, locked by `lock`; `GitHubServer` serves it."""
 
     def __init__(
@@ -87,6 +88,8 @@ class GitHubState(FaultControls):
         self.issue_comments: list[dict[str, Any]] = []
         self.reactions = ReactionStore()  # reactions on review and issue comments (routes/reactions.py)
         self.collaborators: dict[str, str] = {}
+        self.members: set[str] = set()  # organization members (author_association MEMBER)
+        self.resolved_threads: set[int] = set()  # first comment ids of resolved review threads
         self.issued_tokens: dict[str, float] = {}  # token -> expires_at
         self.token_requests: list[dict[str, Any]] = []  # verified JWT claims of each exchange
         self.requests: list[tuple[str, str]] = []  # (method, path) of every call

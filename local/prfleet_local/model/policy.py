@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from prfleet_local.model import learned, tokens
+from prfleet_local.model import ask, learned, tokens
 from prfleet_local.model.analysis import analyse
 from prfleet_local.model.callers import SignatureChange, added_lines, signature_changes
 from prfleet_local.model.faults import FaultPlan
@@ -48,6 +48,7 @@ class Conversation:
     last_role: str
     tools: frozenset[str] = frozenset()
     diffs: list[str] = field(default_factory=list)
+    first_text: str = ""  # the first user message's text (the ask agent reads its finding and question there)
 
     @classmethod
     def parse(cls, body: dict[str, Any]) -> Conversation:
@@ -93,6 +94,7 @@ class Conversation:
             str(last.get("role", "user")),
             offered,
             diffs,
+            first,
         )
 
     def of(self, tool: str) -> list[Call]:
@@ -233,6 +235,9 @@ class OfflineModel:
         return wanted
 
     def next_turn(self, conv: Conversation) -> Turn:
+        if conv.agent == "ask":  # issue 25: a question, not a file under review (model/ask.py)
+            content, stop, kind = ask.next_turn(conv.first_text, conv.calls)
+            return Turn(content, stop, kind)
         if conv.path is None:
             return Turn(
                 [{"type": "text", "text": f"{LABEL}: no file under review in the first message."}],

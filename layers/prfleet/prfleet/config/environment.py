@@ -118,6 +118,10 @@ class Settings:
     )
     max_repo_entries: int = 200_000  # entries of an archive (files, folders, links) unpacked at most
     snapshot_root: str = ""  # where agent containers unpack (under the function's ephemeral /tmp)
+    # -- the conversation (issue 25): who prfleet is on GitHub, and the ask agent's model and effort
+    app_slug: str = "prfleet"  # AppSlug: comments by `<slug>[bot]` are prfleet's own; `@<slug>` asks it
+    ask_model: str = ""  # AskModel: "" = the review agent's model
+    ask_effort: str = "medium"  # AskEffort: output_config.effort of the ask agent
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -173,7 +177,20 @@ def settings() -> Settings:
         max_repo_entries=_positive("MAX_REPO_ENTRIES", 200_000),
         snapshot_root=os.environ.get("SNAPSHOT_ROOT", "").strip()
         or os.path.join(tempfile.gettempdir(), "prfleet-snapshots"),
+        **_conversation_settings(),
     )
+
+
+def _conversation_settings() -> dict[str, str]:
+    """APP_SLUG, ASK_MODEL and ASK_EFFORT (template parameters AppSlug, AskModel, AskEffort)."""
+    slug = os.environ.get("APP_SLUG", "").strip() or "prfleet"
+    # GitHub App names become slugs of lowercase letters, digits and hyphens (the App's github.com/apps/<slug>).
+    if not all(c.isalnum() or c == "-" for c in slug) or slug != slug.lower():
+        raise ConfigError(f"APP_SLUG must be a GitHub App slug (lowercase letters, digits, -), got {slug!r}")
+    effort = _env("ASK_EFFORT", "medium")
+    if effort not in _EFFORT_VALUES:
+        raise ConfigError(f"ASK_EFFORT must be one of {', '.join(_EFFORT_VALUES)}, got {effort!r}")
+    return {"app_slug": slug, "ask_model": os.environ.get("ASK_MODEL", "").strip(), "ask_effort": effort}
 
 
 def _provider_settings() -> dict[str, str]:

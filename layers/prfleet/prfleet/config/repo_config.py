@@ -31,8 +31,10 @@ _TOP_KEYS = frozenset(
         "instructions",
         "max_inline_comments",
         "report_preexisting",
+        "conversation",
     }
 )
+MAX_TRUSTED = 200  # [conversation] trusted: logins, bounded like every list that reaches a decision
 
 
 class RepoConfigError(ValueError):
@@ -64,6 +66,8 @@ class RepoConfig:
     instructions: tuple[InstructionEntry, ...] = ()
     max_inline_comments: int | None = None  # None: the stack's MaxInlineComments; it can only lower it
     report_preexisting: bool = False  # post findings on old problems the PR only touches (else counted)
+    trusted: frozenset[str] = frozenset()  # [conversation] trusted: logins prfleet answers besides members
+    learn: bool = True  # [conversation] learn: record "ignore this" / resolved threads as suppressions
 
 
 def path_matches(path: str, globs: Iterable[str]) -> bool:
@@ -141,6 +145,25 @@ def _flag(data: Mapping[str, object], key: str) -> bool:
     return value
 
 
+def _conversation(value: object, warnings: list[str]) -> dict[str, object]:
+    """`[conversation]`: `trusted` (GitHub logins prfleet answers besides the repository's owners, members and
+    collaborators; compared case-insensitively, as GitHub logins are) and `learn` (default true: `/prfleet
+    ignore` and resolved threads record suppressions), as RepoConfig's keyword arguments."""
+    if not isinstance(value, dict):
+        raise RepoConfigError("conversation must be a table: [conversation] with trusted = [...] and learn")
+    for key in sorted(set(value) - {"trusted", "learn"}):
+        warnings.append(f"unknown key conversation.{key} ignored")
+    trusted = value.get("trusted", [])
+    if not isinstance(trusted, list) or not all(isinstance(t, str) and t.strip() for t in trusted):
+        raise RepoConfigError("conversation.trusted must be a list of GitHub logins")
+    if len(trusted) > MAX_TRUSTED:
+        raise RepoConfigError(f"conversation.trusted has {len(trusted)} logins; at most {MAX_TRUSTED}")
+    learn = value.get("learn", True)
+    if not isinstance(learn, bool):
+        raise RepoConfigError("conversation.learn must be true or false")
+    return {"trusted": frozenset(t.strip().lower() for t in trusted), "learn": learn}
+
+
 def parse_repo_config(toml_text: str) -> RepoConfig:
     """Parse .prfleet.toml. Shape::
 
@@ -214,11 +237,12 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         ignore,
         limits,
         agent_ignore,
-        tuple(warnings),
-        fail_on,
-        instructions,
+        fail_on=fail_on,
+        instructions=instructions,
         max_inline_comments=_max_inline(data.get("max_inline_comments")),
         report_preexisting=_flag(data, "report_preexisting"),
+        **_conversation(data.get("conversation", {}), warnings),
+        warnings=tuple(warnings),  # last: the keys read above may add to it
     )
 
 

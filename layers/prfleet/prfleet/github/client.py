@@ -265,6 +265,42 @@ class GitHub(Transport):
     def list_reviews(self, repo: str, number: int) -> list[dict[str, Any]]:
         return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/reviews"))
 
+    # -- review comments and their threads (issue 25) --
+
+    def review_comment(self, repo: str, comment_id: int) -> dict[str, Any]:
+        """One review comment (`in_reply_to_id` on a reply, `author_association`, `user.type`, `commit_id`):
+        https://docs.github.com/en/rest/pulls/comments#get-a-review-comment-for-a-pull-request"""
+        return self._json("GET", f"/repos/{repo}/pulls/comments/{int(comment_id)}")
+
+    def list_review_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
+        """Every review comment of the PR, oldest first (a thread = a first comment and the replies whose
+        `in_reply_to_id` names it): https://docs.github.com/en/rest/pulls/comments#list-review-comments-on-a-pull-request"""
+        return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/comments"))
+
+    def find_review_comment(self, repo: str, number: int, marker: str) -> dict[str, Any] | None:
+        """The PR's oldest review comment carrying the hidden marker, if GitHub has one."""
+        return next(
+            (c for c in self.list_review_comments(repo, number) if marker in (c.get("body") or "")), None
+        )
+
+    def reply_to_review_comment(
+        self, repo: str, number: int, comment_id: int, body: str, *, marker: str | None = None
+    ) -> dict[str, Any]:
+        """A reply in the thread of review comment `comment_id`, which must be the thread's FIRST comment ("Replies
+        to replies are not supported": https://docs.github.com/en/rest/pulls/comments#create-a-reply-for-a-review-comment).
+        With `marker` (in the body) at most once, even after a 5xx or a timeout."""
+        if marker and marker not in body:
+            body = f"{body}\n\n{marker}"
+        path = f"/repos/{repo}/pulls/{int(number)}/comments/{int(comment_id)}/replies"
+        return self._write_once(
+            lambda: self._json("POST", path, body={"body": body}),
+            (lambda: self.find_review_comment(repo, number, marker or "")) if marker else None,
+        )
+
+    def issue_comment(self, repo: str, comment_id: int) -> dict[str, Any]:
+        """One issue (PR conversation) comment: https://docs.github.com/en/rest/issues/comments#get-an-issue-comment"""
+        return self._json("GET", f"/repos/{repo}/issues/comments/{int(comment_id)}")
+
     # -- check runs --
 
     def create_check_run(

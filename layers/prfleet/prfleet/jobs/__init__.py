@@ -1,11 +1,13 @@
-"""Jobs: the slim messages the functions pass each other (a PR job, a file job), and the SQS queue that carries
-them."""
+"""Jobs: the slim messages the functions pass each other (a PR job, a file job, a comment job, an ask job), and
+the SQS queue that carries them."""
 
 from prfleet.jobs.messages import (
     MAX_BODY_CHARS,
     MAX_PATH_BYTES,
     VERSION,
+    AskJob,
     BadMessage,
+    CommentJob,
     FileJob,
     PrJob,
     excerpt,
@@ -18,7 +20,9 @@ __all__ = [
     "MAX_BODY_CHARS",
     "MAX_PATH_BYTES",
     "VERSION",
+    "AskJob",
     "BadMessage",
+    "CommentJob",
     "FileJob",
     "PrJob",
     "excerpt",

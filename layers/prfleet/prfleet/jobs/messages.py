@@ -1,4 +1,6 @@
-"""Slim queue messages: a PR job per accepted delivery, a file job per (file, agent). Never the raw payload."""
+"""Slim queue messages: a PR job per accepted delivery, a file job per (file, agent), a comment job per accepted
+comment (PrQueue) and an ask job per question to answer (JobsQueue). Never the raw payload, never a comment's text:
+a comment is read back from GitHub by its id, so a queue message cannot carry what GitHub does not hold."""
 
 from __future__ import annotations
 
@@ -61,10 +63,79 @@ class FileJob:
         return replace(self, attempt=self.attempt + 1, spent_micros=max(self.spent_micros, int(spent_micros)))
 
 
+# What a comment asks of prfleet (pipeline.webhook decides it, pipeline.conversation carries it out):
+#   ask      a question to answer (a reply in a thread, `/prfleet ask`, or a mention of the App)
+#   ignore   `/prfleet ignore [reason]` in reply to a finding: suppress findings like it on the repository
+#   resolve  a review thread resolved (pull_request_review_thread): suppress the finding if its lines are unchanged
+COMMENT_KINDS = ("ask", "ignore", "resolve")
+# Where the comment is: a review comment (in a thread on a line) or an issue comment (on the PR's conversation).
+COMMENT_PLACES = ("review", "issue")
+
+
+@dataclass(frozen=True)
+class CommentJob:
+    """A comment addressed to prfleet, accepted by the webhook's cheap checks (PrQueue). The planner reads the
+    comment, its thread and the repository's config back from GitHub and decides the rest."""
+
+    repo: str
+    number: int
+    comment_id: int
+    command: str  # COMMENT_KINDS (not `kind`: that key names the message's own kind)
+    on: str  # COMMENT_PLACES
+    author: str  # the commenter's login (for resolve: who resolved the thread)
+    association: str  # the comment's author_association as GitHub sent it ("" when the event carries none)
+    installation_id: int | None
+    delivery_id: str
+
+    def to_message(self) -> str:
+        return json.dumps({"kind": "comment", "v": VERSION, **asdict(self)}, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class AskJob:
+    """One question to answer with one agent run (JobsQueue): the comment, the thread it is in (`thread_id`, the
+    thread's first comment, 0 on the PR conversation), the finding's file (`path`, "" when there is none) and the
+    PR's head when the planner read it. Claimed, budgeted and booked like a file job (same run records, ledger and
+    PR budget); its run key and job id derive from the comment, so a question is answered once."""
+
+    repo: str
+    number: int
+    head_sha: str
+    base_sha: str
+    comment_id: int
+    on: str
+    thread_id: int
+    path: str
+    author: str
+    installation_id: int | None
+    delivery_id: str
+    attempt: int = 0
+    spent_micros: int = 0
+
+    agent = "ask"  # the run record's agent and the ledger's attribution
+
+    @property
+    def job_id(self) -> str:
+        """Stable across redeliveries and re-plans (whatever the head then): one run per comment."""
+        key = "|".join(["ask", self.repo, str(self.number), str(self.comment_id)])
+        return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+    @property
+    def pr_key(self) -> str:
+        return pr_key(self.repo, self.number)
+
+    def to_message(self) -> str:
+        return json.dumps({"kind": "ask", "v": VERSION, **asdict(self)}, separators=(",", ":"))
+
+    def next_attempt(self, spent_micros: int) -> AskJob:
+        """The copy to re-queue: one more attempt, carrying what the job has cost so far (never less)."""
+        return replace(self, attempt=self.attempt + 1, spent_micros=max(self.spent_micros, int(spent_micros)))
+
+
 def requeue_body(body: str, spent_micros: int = 0) -> str:
-    """A stored file-job message with its attempt count raised (for the sweeper's re-queues)."""
+    """A stored job message (file or ask job) with its attempt count raised (for the sweeper's re-queues)."""
     job = parse_message(body)
-    return job.next_attempt(spent_micros).to_message() if isinstance(job, FileJob) else body
+    return job.next_attempt(spent_micros).to_message() if isinstance(job, FileJob | AskJob) else body
 
 
 EXCERPT_CHARS = 200
@@ -80,7 +151,8 @@ def pr_key(repo: str, number: int) -> str:
     return f"PR#{repo}#{number}"
 
 
-_KINDS: dict[str, type[PrJob] | type[FileJob]] = {"pr": PrJob, "file": FileJob}
+Job = PrJob | FileJob | CommentJob | AskJob
+_KINDS: dict[str, type[Job]] = {"pr": PrJob, "file": FileJob, "comment": CommentJob, "ask": AskJob}
 
 # Bounds past which a field cannot name anything real, so such a job is refused here rather than failing later
 # (a 200 KB path made the run item pass DynamoDB's 400 KB item limit, so its failure could not be recorded).
@@ -115,6 +187,23 @@ _STRINGS: dict[type, dict[str, tuple[bool, int]]] = {  # field -> (may be empty,
         "agent": (False, MAX_NAME_CHARS),
         "delivery_id": (False, MAX_NAME_CHARS),
     },
+    CommentJob: {
+        "repo": (False, MAX_REPO_CHARS),
+        "command": (False, MAX_NAME_CHARS),
+        "on": (False, MAX_NAME_CHARS),
+        "author": (False, MAX_NAME_CHARS),
+        "association": (True, MAX_NAME_CHARS),
+        "delivery_id": (False, MAX_NAME_CHARS),
+    },
+    AskJob: {
+        "repo": (False, MAX_REPO_CHARS),
+        "head_sha": (False, MAX_SHA_CHARS),
+        "base_sha": (True, MAX_SHA_CHARS),
+        "on": (False, MAX_NAME_CHARS),
+        "path": (True, MAX_PATH_BYTES),
+        "author": (False, MAX_NAME_CHARS),
+        "delivery_id": (False, MAX_NAME_CHARS),
+    },
 }
 
 
@@ -122,7 +211,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)  # JSON true is not a number
 
 
-def _check(cls: type[PrJob] | type[FileJob], kind: str, values: dict[str, Any]) -> None:
+def _check(cls: type[Job], kind: str, values: dict[str, Any]) -> None:
     """Every field of its JSON type and within what it could ever be; BadMessage names the first that is not."""
     if not _is_int(values["number"]) or values["number"] <= 0:
         raise BadMessage(f"{kind} job: number must be a positive integer")
@@ -146,12 +235,18 @@ def _check(cls: type[PrJob] | type[FileJob], kind: str, values: dict[str, Any]) 
     by = values.get("requested_by")
     if by is not None and (not isinstance(by, str) or not by or len(by) > MAX_NAME_CHARS):
         raise BadMessage(f"{kind} job: requested_by must be a login or null")
-    for name in ("attempt", "spent_micros"):
+    for name in ("attempt", "spent_micros", "thread_id"):
         if name in values and (not _is_int(values[name]) or values[name] < 0):
             raise BadMessage(f"{kind} job: {name} must be a non-negative integer")
+    if "comment_id" in values and (not _is_int(values["comment_id"]) or values["comment_id"] <= 0):
+        raise BadMessage(f"{kind} job: comment_id must be a positive integer")
+    if "command" in values and values["command"] not in COMMENT_KINDS:
+        raise BadMessage(f"{kind} job: command must be one of {', '.join(COMMENT_KINDS)}")
+    if "on" in values and values["on"] not in COMMENT_PLACES:
+        raise BadMessage(f"{kind} job: on must be one of {', '.join(COMMENT_PLACES)}")
 
 
-def parse_message(body: str) -> PrJob | FileJob:
+def parse_message(body: str) -> Job:
     """Parse and validate one SQS body; BadMessage names what is wrong.
 
     Every field is checked for its JSON type and bounds here, so a job that could never run is refused at once,

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any
 
 from prfleet.config import settings
 from prfleet.config.aws import client
-from prfleet.jobs import BadMessage, FileJob, PrJob, excerpt, parse_message
+from prfleet.jobs import AskJob, BadMessage, CommentJob, FileJob, PrJob, excerpt, parse_message
 from prfleet.observability import tracing
 from prfleet.observability.redaction import redact
-
-J = TypeVar("J", PrJob, FileJob)
 
 MAX_DELAY = 900  # SQS DelaySeconds upper bound: https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_SendMessage.html
 
@@ -29,11 +27,11 @@ def _traced() -> dict[str, Any]:
     return {"MessageSystemAttributes": {"AWSTraceHeader": {"DataType": "String", "StringValue": header}}}
 
 
-def send_pr_job(job: PrJob) -> None:
+def send_pr_job(job: PrJob | CommentJob) -> None:
     client("sqs").send_message(QueueUrl=settings().pr_queue_url, MessageBody=job.to_message(), **_traced())
 
 
-def send_file_jobs(jobs: Sequence[FileJob], *, queue_url: str | None = None, delay: int = 0) -> None:
+def send_file_jobs(jobs: Sequence[FileJob | AskJob], *, queue_url: str | None = None, delay: int = 0) -> None:
     """SendMessageBatch in tens; entries SQS refuses are retried, then reported, never dropped silently."""
     url = queue_url or settings().jobs_queue_url
     sqs = client("sqs")
@@ -75,14 +73,15 @@ def receive_count(record: Any) -> int:
         return 0
 
 
-def parse_record(record: Any, kind: type[J], logger: Any) -> J:
-    """The record's job of `kind`; a message that is not one is logged at ERROR with its id and reason, then
+def parse_record(record: Any, kind: type | tuple[type, ...], logger: Any) -> Any:
+    """The record's job of `kind` (a job class, or a tuple of them: a queue carrying two kinds); a message that is not one is logged at ERROR with its id and reason, then
     raised (Powertools' BatchProcessor logs failed records at debug level only: without this the DLQ would hold it
     unexplained)."""
     try:
         job = parse_message(record.body)
         if not isinstance(job, kind):
-            raise BadMessage(f"expected a {kind.__name__}, got a {type(job).__name__}")
+            wanted = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise BadMessage(f"expected a {wanted}, got a {type(job).__name__}")
     except BadMessage as exc:
         logger.set_correlation_id(None)
         logger.error(

@@ -52,6 +52,7 @@ EVENTS = frozenset(
         "estimated",  # runner: a failed call's cost booked from an estimate (billed but no usage)
         "snapshot",  # repository.snapshot: a head's snapshot stored (planner) or opened (agent), and how
         "instructions_unreadable",  # pipeline.runner: the head's stored instructions could not be read back
+        "answered",  # pipeline.answering: prfleet replied to a comment (an answer, or one line saying why not)
     }
 )
 
@@ -85,12 +86,34 @@ _CONTENT_KEYS = ("result", "output", "content", "text", "prompt", "messages", "d
 # Attributes of logging.LogRecord: passing them in `extra` raises KeyError, so they are renamed.
 _RESERVED = frozenset(
     {
-        "name", "msg", "levelname", "levelno", "pathname", "filename", "module", "exc_info", "exc_text",
-        "stack_info", "lineno", "funcName", "created", "msecs", "relativeCreated", "thread", "threadName",
-        "processName", "process", "message", "asctime", "taskName", "level", "location", "timestamp",
+        "name",
+        "msg",
+        "levelname",
+        "levelno",
+        "pathname",
+        "filename",
+        "module",
+        "exc_info",
+        "exc_text",
+        "stack_info",
+        "lineno",
+        "funcName",
+        "created",
+        "msecs",
+        "relativeCreated",
+        "thread",
+        "threadName",
+        "processName",
+        "process",
+        "message",
+        "asctime",
+        "taskName",
+        "level",
+        "location",
+        "timestamp",
         "service",
     }
-)  # fmt: skip
+)
 
 
 class Emitter:

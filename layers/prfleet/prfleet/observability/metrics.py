@@ -62,6 +62,10 @@ METRIC_UNITS: dict[str, str] = {
     "FindingsUpvoted": "Count",
     "FindingsDownvoted": "Count",
     "FindingsSuppressed": "Count",
+    # Comments addressed to prfleet that it does not act on (a bot, prfleet itself, an untrusted author, a closed
+    # PR, an edit): the log line's `comment_ignored` field says which. Answers posted in threads / on the PR.
+    "CommentsIgnored": "Count",
+    "CommentsAnswered": "Count",
 }
 # Metrics that only make sense for the whole deployment: never copied per agent.
 FLEET_ONLY = frozenset(
@@ -70,6 +74,7 @@ FLEET_ONLY = frozenset(
         "DailySpendPercent",
         "WebhookRejected",
         "WebhookErrors",
+        "CommentsIgnored",
         # published with their own dimensions by publish_feedback, never as a per-agent copy
         "FindingsUpvoted",
         "FindingsDownvoted",
@@ -160,6 +165,7 @@ _SIMPLE_COUNTERS = {
     "deferred": "JobsDeferred",
     "superseded": "JobsSuperseded",
     "stuck": "StuckRuns",
+    "answered": "CommentsAnswered",
 }
 _TOKEN_METRICS = (
     ("input_tokens", "InputTokens"),

@@ -33,10 +33,10 @@ from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
 from prfleet.jobs import FileJob, PrJob
 from prfleet.observability import tracing
-from prfleet.pipeline import render
+from prfleet.pipeline import render, suppression
 from prfleet.pipeline.render import CHECK_NAME
 from prfleet.repository import instructions
-from prfleet.store import headfiles, heads, job_runs, posting
+from prfleet.store import feedback, headfiles, heads, job_runs, posting
 
 log = logging.getLogger(__name__)
 _COUNTED = frozenset(job_runs.FINAL | {"deferred"})
@@ -194,6 +194,8 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     findings, hidden = split_preexisting(
         [f for r in runs for f in _findings(r)], repo_config.reports_preexisting(record.repo_config)
     )
+    # The team's "ignore this" (issue 25): findings like dismissed ones are counted, never posted.
+    findings, dismissed = suppression.suppressed(findings, feedback.rules(record.repo))
     already = posting.recorded_fingerprints(record.repo, record.number)
     listed = headfiles.load(record.repo, record.number, record.head_sha)
     patches = _patches(gh, record, listed)
@@ -215,6 +217,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             no_snapshot=no_snapshot,
             max_comments=repo_config.inline_comment_cap(settings().max_inline_comments, record.repo_config),
             preexisting_hidden=len(hidden),
+            suppressed=len(dismissed),
         )
 
     review = plan()
@@ -233,6 +236,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
         no_snapshot=no_snapshot,
         placement=review.placement,
         preexisting_hidden=len(hidden),
+        suppressed=len(dismissed),
     )
     _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
 

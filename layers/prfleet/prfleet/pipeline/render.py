@@ -37,6 +37,7 @@ from prfleet.pipeline import noise
 from prfleet.pipeline.noise import DEFAULT_INLINE_COMMENTS, MAX_COMMENTS, rank_key
 from prfleet.pipeline.noise import get as _get
 from prfleet.pipeline.noise import severity as _severity
+from prfleet.pipeline.suppression import suppressed_note
 
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_ANNOTATION_MESSAGE = 64 * 1024  # bytes: "The maximum size is 64 KB" (the annotation object, same page)
@@ -390,6 +391,7 @@ def build_review(
     instructions: Sequence[str] | None = None,
     no_snapshot: Sequence[str] | None = None,
     preexisting_hidden: int = 0,  # pre-existing findings the fan-in held back: counted, never silent
+    suppressed: int = 0,  # findings the team's rules suppress (pipeline.suppression): counted, never posted
 ) -> ReviewPlan:
     """Plan one COMMENT review: at most `max_comments` inline comments (the noise budget, MaxInlineComments: the
     rules are prfleet.pipeline.noise's), only on diff lines, everything else in the body.
@@ -418,7 +420,7 @@ def build_review(
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
     intro = _intro(placement, max_comments)
-    intro += preexisting_note(preexisting_hidden)
+    intro += preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
@@ -479,6 +481,7 @@ def check_conclusion(
     no_snapshot: Iterable[str] = (),
     placement: Mapping[str, int] | None = None,
     preexisting_hidden: int = 0,  # pre-existing findings not posted, counted in the summary
+    suppressed: int = 0,  # findings the team's rules suppress, counted in the summary
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -501,7 +504,7 @@ def check_conclusion(
         facts += f" {outside_diff} finding(s) outside the diff, listed in the review body with links."
     if placement:
         facts += " " + noise.placement_note(placement, MAX_BODY)
-    facts += preexisting_note(preexisting_hidden)
+    facts += preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
     fallback = snapshot_note(no_snapshot)
     if fallback:
         facts += " " + fallback

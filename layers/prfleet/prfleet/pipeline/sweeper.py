@@ -10,9 +10,9 @@ from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.cost import circuit
 from prfleet.cost.ledger import Ledger
-from prfleet.jobs import parse_message, requeue_body, sqs
+from prfleet.jobs import AskJob, parse_message, requeue_body, sqs
 from prfleet.observability import events
-from prfleet.pipeline import reactions, runner
+from prfleet.pipeline import answering, reactions, runner
 from prfleet.store import deferrals, job_runs
 
 STUCK_AFTER_S = 300  # a run with no event for 5 minutes is stuck
@@ -53,17 +53,19 @@ def sweep(
         if times is None:
             continue
         job = parse_message(run["job"])
+        # An ask job's failure is also said in its thread (pipeline.answering.fail).
+        fail = answering.fail if isinstance(job, AskJob) else runner.fail
         counts["stuck"] += 1
         emitter.bind(run_id=run.get("run_id"), agent=job.agent).emit("stuck", path=job.path, reason=reason)
         if run.get("last_delivery"):
             # Killed on the message's last receive: SQS dead-letters it; a re-queued copy would run it twice.
-            runner.fail(client_for, job, emitter, runner.killed_reason(reason), "InvocationKilled")
+            fail(client_for, job, emitter, runner.killed_reason(reason), "InvocationKilled")
             counts["stuck_failed"] += 1
         elif times <= MAX_STUCK_RETRIES:
             # retried once, as the next attempt; the next worker's claim keeps stuck_count
             sqs.send_raw(requeue_body(run["job"], int(run.get("cost_micros", 0) or 0)))
         else:
-            runner.fail(client_for, job, emitter, f"stuck twice: {reason}", "Stuck")
+            fail(client_for, job, emitter, f"stuck twice: {reason}", "Stuck")
             counts["stuck_failed"] += 1
 
     # Stranded reservations are booked at their worst case, never released: the call may have been billed.

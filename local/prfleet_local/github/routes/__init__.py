@@ -2,12 +2,23 @@
 
 access (installation tokens, collaborator permission), pulls (a PR, its files, compare), reviews (reviews and
 review comments), contents (contents, blobs, trees), archive (the tarball redirect), checks (check runs), issues
-(issue comments), reactions (a reaction on a review or issue comment).
+(issue comments), reactions (a reaction on a review or issue comment), comments (a review comment, a reply in
+its thread, an issue comment).
 """
 
 from __future__ import annotations
 
-from prfleet_local.github.routes import access, archive, checks, contents, issues, pulls, reactions, reviews
+from prfleet_local.github.routes import (
+    access,
+    archive,
+    checks,
+    comments,
+    contents,
+    issues,
+    pulls,
+    reactions,
+    reviews,
+)
 from prfleet_local.github.routes.common import Route
 
 ROUTES: list[Route] = [
@@ -19,4 +30,5 @@ ROUTES: list[Route] = [
     *checks.ROUTES,
     *issues.ROUTES,
     *reactions.ROUTES,
+    *comments.ROUTES,
 ]

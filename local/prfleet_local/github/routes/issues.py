@@ -47,6 +47,7 @@ def create_issue_comment(call: Call) -> Answer:
         "issue_number": int(call.params["n"]),
         "body": text,
         "user": {"login": BOT_LOGIN, "type": "Bot"},
+        "author_association": "NONE",  # the app's bot account is no collaborator
         "created_at": now,
         "updated_at": now,
         "edits": 0,

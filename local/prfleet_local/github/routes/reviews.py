@@ -124,11 +124,13 @@ def create_review(call: Call) -> Answer:
                     "pull_number": pr.number,
                     "path": c["path"],
                     "line": c["line"],
+                    "original_line": c["line"],
                     "side": (c.get("side") or "RIGHT").upper(),
                     "body": c.get("body") or "",
                     "commit_id": commit_id,
                     "original_commit_id": commit_id,  # pulls/comments: the commit it was made on
                     "user": {"login": BOT_LOGIN, "type": "Bot"},
+                    "author_association": "NONE",  # the app's bot account is no collaborator
                     "created_at": now,
                 }
             )
