@@ -134,7 +134,8 @@ class GitHub(Transport):
     def list_review_comments(
         self, repo: str, number: int, *, limit: int = REVIEW_COMMENTS_CAP
     ) -> list[dict[str, Any]]:
-        """The PR's review comments (at most `limit`, in creation order, 100 a page), each with its `reactions` roll-up:
+        """The PR's review comments (at most `limit`, oldest first, 100 a page), each with its `reactions` roll-up; a
+        thread is a first comment and the replies whose `in_reply_to_id` names it:
         https://docs.github.com/en/rest/pulls/comments#list-review-comments-on-a-pull-request"""
         return list(itertools.islice(self.paginate(f"/repos/{repo}/pulls/{int(number)}/comments"), limit))
 
@@ -271,11 +272,6 @@ class GitHub(Transport):
         """One review comment (`in_reply_to_id` on a reply, `author_association`, `user.type`, `commit_id`):
         https://docs.github.com/en/rest/pulls/comments#get-a-review-comment-for-a-pull-request"""
         return self._json("GET", f"/repos/{repo}/pulls/comments/{int(comment_id)}")
-
-    def list_review_comments(self, repo: str, number: int) -> list[dict[str, Any]]:
-        """Every review comment of the PR, oldest first (a thread = a first comment and the replies whose
-        `in_reply_to_id` names it): https://docs.github.com/en/rest/pulls/comments#list-review-comments-on-a-pull-request"""
-        return list(self.paginate(f"/repos/{repo}/pulls/{int(number)}/comments"))
 
     def find_review_comment(self, repo: str, number: int, marker: str) -> dict[str, Any] | None:
         """The PR's oldest review comment carrying the hidden marker, if GitHub has one."""
