@@ -15,6 +15,7 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
 - wire.py — the error body and the server-sent events;
 - policy.py — the deterministic model: which tools it calls next and what it reports;
+- verify.py — the deterministic verifier of prfleet's verify run (reads and greps, then verdicts);
 - results.py, learned.py, callers.py — what it reads in tool results (the contract's formats), what it learns of
   the repository from them, and which calls a changed signature breaks;
 - model_log.py — per request, what it asked for and the tool results behind each fact it reported;
@@ -38,7 +39,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prfleet.cost import pricing
-from prfleet_local.model import providers, thinking, tokens
+from prfleet_local.model import providers, thinking, tokens, verify
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache, prompt_tokens
 from prfleet_local.model.faults import (
@@ -52,6 +53,7 @@ from prfleet_local.model.handler import Handler
 from prfleet_local.model.model_log import ModelLog
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
+from prfleet_local.model.results import text_of
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
 
@@ -149,11 +151,13 @@ class ModelServer:
 
     # -- request handling
 
-    def _fault_for(self) -> tuple[int, FaultRule | None]:
+    def _fault_for(self, agent: str | None = None) -> tuple[int, FaultRule | None]:
         with self._lock:
             self._count += 1
             n = self._count - self._base
             for rule in self.plan.rules:
+                if rule.agent is not None and rule.agent != agent:
+                    continue  # a rule for another agent's requests (FaultRule.agent)
                 if n in rule.requests or (rule.probability and self._rng.random() < rule.probability):
                     return self._count, rule
             return self._count, None
@@ -168,7 +172,7 @@ class ModelServer:
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
-        number, rule = self._fault_for()
+        number, rule = self._fault_for(_agent_of(body))
         rid = f"req_offline_{number:06d}"
         base = {"request-id": rid, "content-type": "application/json"}
 
@@ -287,7 +291,11 @@ class ModelServer:
             usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
         )
         conv = Conversation.parse(body)
-        turn = OfflineModel(self.plan).next_turn(conv)
+        # The verify run (its system prompt names the verify agent) is answered by the offline verifier.
+        is_verify = conv.agent == verify.AGENT
+        turn = (
+            verify.next_turn(self.plan, conv, body) if is_verify else OfflineModel(self.plan).next_turn(conv)
+        )
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
@@ -461,6 +469,14 @@ class ModelServer:
             return 200, self._bill.usage_report(urllib.parse.parse_qs(query), headers)
         except ReportError as exc:
             return 400, error_body("invalid_request_error", str(exc))
+
+
+def _agent_of(body: Any) -> str | None:
+    """The prfleet agent a request's system prompt names (for FaultRule.agent), None when there is none."""
+    if not isinstance(body, dict):
+        return None
+    m = re.search(r"You are the (\w+) agent", text_of(body.get("system", "")))
+    return m.group(1) if m else None
 
 
 def _known_model(model: str) -> bool:
