@@ -155,9 +155,7 @@ class ModelServer:
         with self._lock:
             self._count += 1
             n = self._count - self._base
-            for rule in self.plan.rules:
-                if rule.agent is not None and rule.agent != agent:
-                    continue  # a rule for another agent's requests (FaultRule.agent)
+            for rule in (r for r in self.plan.rules if r.agent in (None, agent)):  # FaultRule.agent
                 if n in rule.requests or (rule.probability and self._rng.random() < rule.probability):
                     return self._count, rule
             return self._count, None
@@ -291,11 +289,7 @@ class ModelServer:
             usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
         )
         conv = Conversation.parse(body)
-        # The verify run (its system prompt names the verify agent) is answered by the offline verifier.
-        is_verify = conv.agent == verify.AGENT
-        turn = (
-            verify.next_turn(self.plan, conv, body) if is_verify else OfflineModel(self.plan).next_turn(conv)
-        )
+        turn = _turn(self.plan, conv, body)
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
@@ -469,6 +463,14 @@ class ModelServer:
             return 200, self._bill.usage_report(urllib.parse.parse_qs(query), headers)
         except ReportError as exc:
             return 400, error_body("invalid_request_error", str(exc))
+
+
+def _turn(plan: FaultPlan, conv: Conversation, body: dict[str, Any]) -> Any:
+    """The model's turn: the verify run (its system prompt names the verify agent) is answered by the offline
+    verifier (verify.py), every other request by the offline model (policy.py)."""
+    if conv.agent == verify.AGENT:
+        return verify.next_turn(plan, conv, body)
+    return OfflineModel(plan).next_turn(conv)
 
 
 def _agent_of(body: Any) -> str | None:
