@@ -75,18 +75,14 @@ def verification_details(v: Verification | None, limit: int = MAX_CHECK_TEXT) ->
     if v is None or v.state != "verified" or not (v.judged.dropped or v.judged.merged):
         return ""
     kept_title = {str(f.get("fingerprint") or "").lower(): f for f in v.judged.kept}
-    sections: list[tuple[str, list[str]]] = [
-        (
-            f"### Dropped by the verifier ({len(v.judged.dropped)})",
-            [_entry(f, reason) for f, reason in v.judged.dropped],
-        ),
-        (
-            f"### Merged into another finding ({len(v.judged.merged)})",
-            [
-                _entry(f, "same problem as `{}:{}` {}".format(*_where(kept_title.get(into, {}))))
-                for f, into in v.judged.merged
-            ],
-        ),
+    merged = [
+        _entry(f, "same problem as `{}:{}` {}".format(*_where(kept_title.get(into, {}))))
+        for f, into in v.judged.merged
+    ]
+    dropped = [_entry(f, reason) for f, reason in v.judged.dropped]
+    sections = [  # the merged first: few (each absorbed by a kept finding), and they explain the duplicates
+        (f"### Merged into another finding ({len(merged)})", merged),
+        (f"### Dropped by the verifier ({len(dropped)})", dropped),
     ]
     out, used, left = [], 0, 0
     for heading, entries in sections:
