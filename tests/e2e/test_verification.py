@@ -184,7 +184,9 @@ def test_require_verification_holds_the_findings_until_a_later_verify_run_succee
         number = _open(box, "require_verification = true\n")
         head = _review(box, number, "verify-held")
         assert _verify_run(number, head)["status"] == "deferred"
-        (check,) = json.loads(json.dumps(box.github.check_runs_for(head)))  # as it is now (the fake updates it)
+        (check,) = json.loads(
+            json.dumps(box.github.check_runs_for(head))
+        )  # as it is now (the fake updates it)
         held = [r for r in box.github.reviews if r["number"] == number]
         assert heads.head_record(REPO, number, head).posted is None  # the posting is not claimed while held
         # The limit is raised: the sweeper's probe closes the circuit and re-queues the verify job, which posts.
