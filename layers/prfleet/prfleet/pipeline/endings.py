@@ -272,11 +272,20 @@ def verified(
     candidates: int,
     duration_ms: int,
     with_items: list[dict[str, Any]] | None,
+    snapshot_reason: str | None = None,
 ) -> Ending:
     """The verify run ended: its verdicts (by fingerprint) when it succeeded, none otherwise (the posting then
     labels the candidates unverified, or holds them); `findings` is [] (the verifier reports no finding of its
     own), so every reader of a head's runs counts the agents' findings once."""
-    ending = completed(result, [], model, guard, duration_ms=duration_ms, with_items=with_items)
+    ending = completed(
+        result,
+        [],
+        model,
+        guard,
+        duration_ms=duration_ms,
+        with_items=with_items,
+        snapshot_reason=snapshot_reason,
+    )
     values = dict(ending.values, candidates=candidates)
     values["verdicts"] = json.dumps(verdicts) if result.status == "succeeded" else None
     return replace(ending, values=values, fields=dict(ending.fields, verdicts=len(verdicts)))

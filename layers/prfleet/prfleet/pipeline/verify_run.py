@@ -193,7 +193,8 @@ def _verify(
     """The verify run under `guard`, and the ending its verdicts (or its refusal) mean."""
     job, emit = at.job, at.emit
     # the tools' view; the candidates' code is read through it
-    view = view_for(source, job_snapshot(job, emit))
+    snap = job_snapshot(job, emit)
+    view = view_for(source, snap)
     numbered = numbered_candidates(found)
     result = guarded_run(
         at,
@@ -224,4 +225,5 @@ def _verify(
         candidates=len(found),
         duration_ms=int((at.clock() - started) * 1000),
         with_items=cache,
+        snapshot_reason=snap.reason if snap is not None and snap.root is None else None,
     )
