@@ -16,6 +16,7 @@ from prfleet.agents.verdicts import (
     judge,
     parse_verdicts,
 )
+from prfleet.config.repo_config import RepoConfigError, parse_repo_config, requires_verification
 from prfleet.jobs import parse_message
 from prfleet.pipeline import render, verification, verify_text
 from prfleet.pipeline.verify_run import not_needed
@@ -316,3 +317,12 @@ def test_a_held_posting_says_why_and_what_brings_it_back():
     )
     failed = verify_text.held_note(4, "verification failed (x)", comes_back=False)
     assert "/prfleet review" in failed
+
+
+def test_require_verification_is_a_repository_flag_off_by_default():
+    assert parse_repo_config("require_verification = true\n").require_verification is True
+    assert requires_verification("require_verification = true\n") is True
+    assert requires_verification(None) is False and requires_verification('fail_on = "high"\n') is False
+    assert requires_verification("require_verification = [") is False  # a broken file counts as absent
+    with pytest.raises(RepoConfigError, match="require_verification must be true or false"):
+        parse_repo_config('require_verification = "yes"\n')
