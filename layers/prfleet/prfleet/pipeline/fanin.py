@@ -187,8 +187,10 @@ def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_
     if not head_candidates(record):
         return False  # nothing to verify: posted as before
     if heads.mark_verify_sent(record, want):
+        job = verification.verify_job(record, want, delivery_id)
         try:
-            sqs.send_file_jobs([verification.verify_job(record, want, delivery_id)])
+            job_runs.reopen_run(job)  # a head planned again verifies again (its earlier run was finished)
+            sqs.send_file_jobs([job])
         except Exception:
             heads.unmark_verify_sent(record, want)  # let a redelivery send it
             raise
