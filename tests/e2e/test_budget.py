@@ -44,7 +44,14 @@ def test_budget_defers_work_then_the_review_completes_after_the_reset(tmp_path, 
         # inside the tiny budget, so the day fills by spend, not by one call's size. (8192 did until the review
         # agent read the repository: its later calls carry the callers it grepped and read,
         # and their worst case alone passed $0.14, so no deferred review could ever start on a new day.)
-        parameters={"DailyBudgetUsd": TINY_BUDGET_USD, "BudgetRetrySeconds": 2, "ReviewMaxTokens": 4096},
+        # Verification off: this is the file jobs' story across budget days; a verify run whose worst case does
+        # not fit the budget is tests/e2e/test_verification.py's (posted unverified, or held).
+        parameters={
+            "DailyBudgetUsd": TINY_BUDGET_USD,
+            "BudgetRetrySeconds": 2,
+            "ReviewMaxTokens": 4096,
+            "Verification": "off",
+        },
         sweep_interval=None,
         visibility_timeout=2,
     ) as box:

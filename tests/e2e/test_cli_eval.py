@@ -116,7 +116,8 @@ def test_scripted_golden_findings_score_1_and_one_wrong_finding_lowers_precision
         4,
         0.75,
     )
-    assert set(out["per_agent"]) == {"review"}  # --agents review: no other agent ran
+    # --agents review: no other file agent ran; the head's verify pass weighed the review's findings (its cost)
+    assert set(out["per_agent"]) == {"review", "verify"}
     assert out["total"]["cost_usd"] > 0 and out["total"]["usd_per_true_positive"] > 0
     assert all(c["time_to_review_s"] > 0 for c in out["cases"])
     found = [g for c in out["cases"] for g in c["golden_issues"]]

@@ -142,11 +142,15 @@ def test_review_json_is_one_object_on_stdout_with_every_finding_its_relation_age
     assert bug and bug[0]["severity"] in ("critical", "high") and bug[0]["agent"] == "review"
     for f in out["findings"]:
         assert {"path", "line", "severity", "category", "title", "relation", "agent", "model"} <= set(f)
-        assert f["relation"] in ("changed", "affected", "preexisting") and f["verified"] is False
+        assert f["relation"] in ("changed", "affected", "preexisting")
+    # the verify pass (issue 24) checked what the review posts: those findings are verified, the pre-existing
+    # ones it never sees (held back before verification) are not
+    assert bug[0]["verified"] is True
+    assert all(f["verified"] is (f["relation"] != "preexisting") for f in out["findings"])
     assert out["cost_usd"] > 0
     assert out["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in out["runs"]), abs=1e-6)
     assert out["time_to_review_s"] > 0 and out["reviewed"] is True
-    assert {r["agent"] for r in out["runs"]} == {"review", "tests", "docs"}
+    assert {r["agent"] for r in out["runs"]} == {"review", "tests", "docs", "verify"}  # its cost counts too
 
 
 def test_review_json_mistakes_are_one_line_on_stderr(user_repo, tmp_path):

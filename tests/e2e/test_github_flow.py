@@ -98,7 +98,17 @@ def summary_comments(box, number: int) -> list[dict]:
 
 
 def runs_by_path(number: int, head: str) -> dict[tuple[str, str], dict]:
-    return {(r["path"], r["agent"]): r for r in job_runs.runs_of_head(REPO, number, head)}
+    """The head's file jobs' runs by (path, agent); its verify run (issue 24) is verify_run's."""
+    return {
+        (r["path"], r["agent"]): r
+        for r in job_runs.runs_of_head(REPO, number, head)
+        if r["agent"] != "verify"
+    }
+
+
+def verify_run(number: int, head: str) -> dict | None:
+    """The head's verify run of its final posting, if it had one."""
+    return next((r for r in job_runs.runs_of_head(REPO, number, head) if r["path"] == "/verify/final"), None)
 
 
 def wait_for(predicate, timeout: float = 60.0) -> bool:
@@ -186,6 +196,9 @@ class TestPullRequestLife:
         assert new, "the bare except added in this commit is a new finding"
         assert all(c["path"] == "shop/pricing.py" for c in review["comments"])
         assert "already posted on an earlier commit" in review["body"]
+        # the verify pass weighed only what this head adds: findings already on the PR are not verified again
+        first, second = verify_run(number, old), verify_run(number, head)
+        assert second["status"] == "succeeded" and 0 < int(second["candidates"]) < int(first["candidates"])
         (summary,) = summary_comments(box, number)  # edited in place, not posted anew
         assert summary["edits"] >= 1 and head[:12] in summary["body"]
         assert check_of(box, head)["conclusion"] == "success"
@@ -380,7 +393,7 @@ class TestPullRequestLife:
         assert record.skipped_files[0]["path"] == "(2800 more files)"
         assert "250 files" in record.skipped_files[0]["reason"]
         assert sum(s["reason"] == "ignored by pattern" for s in record.skipped_files) == 249
-        assert {r["path"] for r in job_runs.runs_of_head(REPO, number, head)} == {"a_first.py"}
+        assert {p for p, _agent in runs_by_path(number, head)} == {"a_first.py"}
         pages = [
             p
             for m, p in box.github.requests[requests_before:]

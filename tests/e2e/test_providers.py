@@ -90,6 +90,7 @@ def test_the_demo_through_each_provider(tmp_path, provider):
             "tests": params.get("TestsModel", "claude-haiku-5-5"),
             "docs": params.get("DocsModel", "claude-haiku-5-5"),
         }
+        configured["verify"] = params.get("VerifyModel") or configured["review"]  # empty: ReviewModel's
         assert {(r["agent"], r["model"]) for r in runs} <= set(configured.items())
 
         # The seeded bugs are found and posted.

@@ -72,8 +72,21 @@ def test_one_pr_head_is_traced_from_the_webhook_through_every_agent_job_to_fan_i
         }
         assert store.links[plan_trace] & webhook_trace
         job_traces = {t for t in traces for d in store.segments(t) if d.get("name") == "## job"}
+        verify_traces = {  # the head's verify job is sent by the fan-in of the agent job that completed the head
+            t
+            for t in job_traces
+            for d in store.segments(t)
+            if d.get("name") == "## job" and d["annotations"]["agent"] == "verify"
+        }
+        assert verify_traces, "the verify job has its trace"
         for job_trace in job_traces:
-            assert plan_trace in store.links[job_trace], "an agent trace is not linked to the planner's"
+            linked = plan_trace in store.links[job_trace]
+            by_fan_in = job_trace in verify_traces and bool(
+                store.links[job_trace] & (job_traces - {job_trace})
+            )
+            assert linked or by_fan_in, (
+                "an agent trace is not linked to the planner's (or, verify, to a job's)"
+            )
 
         # fan-in ran in the agent traces (every job's outcome counted there)
         assert sum(d.get("name") == "fan_in" for d in docs) >= len(runs)

@@ -89,7 +89,7 @@ NEEDS: dict[str, set[tuple[str, str]]] = {
         (
             "sqs:SendMessage",
             "JobsQueue",
-        ),  # queue.send_raw (rate-limited or budget-pressed job re-sent with a delay)
+        ),  # queue.send_raw (rate-limited or budget-pressed job re-sent with a delay); the fan-in's verify job
         (
             "sns:Publish",
             "AlertTopic",
@@ -255,7 +255,6 @@ NOT_EXERCISED: dict[str, set[tuple[str, str]]] = {
         ("s3:GetObject", MANIFESTS),  # only when the head's snapshot is already stored (a re-plan)
     },
     "AgentFunction": {
-        ("sqs:SendMessage", "JobsQueue"),  # only on a 429/529 from the model API
         ("sns:Publish", "AlertTopic"),  # only when the API's spend limit opens the circuit
         ("kms:GenerateDataKey", "AlertKey"),  # ... the same publish's use of the topic's key
         ("kms:Decrypt", "AlertKey"),

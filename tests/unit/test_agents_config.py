@@ -11,6 +11,7 @@ from prfleet.agents import (
     system_prompt,
 )
 from prfleet.agents.request import build_first_content, build_request
+from prfleet.agents.specs import verify_spec as agent_specs_verify
 from prfleet.config import DEFAULT_MODELS
 from prfleet.config.repo_config import RepoConfigError, parse_repo_config
 from prfleet.repository.hints import Hints
@@ -278,11 +279,17 @@ def test_config_reads_the_agent_settings_and_rejects_bad_values(monkeypatch):
     config.settings.cache_clear()
     try:
         cfg = config.settings()
-        assert cfg.efforts == {"review": "high", "tests": "medium", "docs": "low"}
+        # VerifyEffort (the verify run, issue 24) defaults to medium beside the agents' efforts
+        assert cfg.efforts == {"review": "high", "tests": "medium", "docs": "low", "verify": "medium"}
         assert cfg.max_tokens["review"] == 64_000 and cfg.fallback_models == {"docs": "claude-sonnet-5-5"}
         monkeypatch.setenv("REVIEW_EFFORT", "extreme")
         config.settings.cache_clear()
         with pytest.raises(config.ConfigError, match="REVIEW_EFFORT"):
+            config.settings()
+        monkeypatch.delenv("REVIEW_EFFORT")
+        monkeypatch.setenv("VERIFY_EFFORT", "extreme")
+        config.settings.cache_clear()
+        with pytest.raises(config.ConfigError, match="VERIFY_EFFORT"):
             config.settings()
     finally:
         config.settings.cache_clear()
@@ -294,3 +301,43 @@ def test_retry_after_parsing():
     assert retry_after_seconds({"retry-after": "Thu, 01 Jan 1970 00:01:40 GMT"}, now=40) == 60.0
     assert retry_after_seconds({"retry-after": "soon"}, now=0) is None
     assert retry_after_seconds({}, now=0) is None
+
+
+def test_verification_settings_default_to_on_with_the_review_model(monkeypatch):
+    """Verification on by default; VerifyModel empty is the review agent's model, set it is its own; a value
+    outside on/off is refused with the variable's name; off leaves no verify spec (today's behaviour)."""
+    from prfleet import config  # as the test above: settings() is read per test with its own environment
+
+    for name in (
+        "DELIVERIES_TABLE",
+        "STATE_TABLE",
+        "RESULTS_TABLE",
+        "LEDGER_TABLE",
+        "PR_QUEUE_URL",
+        "JOBS_QUEUE_URL",
+        "ALERT_TOPIC_ARN",
+        "WEBHOOK_SECRET_ID",
+        "GITHUB_SECRET_ID",
+    ):
+        monkeypatch.setenv(name, "x")
+    monkeypatch.setenv("REVIEW_MODEL", "claude-opus-5")
+    config.settings.cache_clear()
+    try:
+        cfg = config.settings()
+        spec = agent_specs_verify(cfg)
+        assert cfg.verification is True and cfg.models["verify"] == "claude-opus-5"
+        assert (spec.name, spec.model, spec.effort) == ("verify", "claude-opus-5", "medium")
+        monkeypatch.setenv("VERIFY_MODEL", "claude-haiku-5-5")
+        monkeypatch.setenv("VERIFY_EFFORT", "high")
+        config.settings.cache_clear()
+        spec = agent_specs_verify(config.settings())
+        assert (spec.model, spec.effort) == ("claude-haiku-5-5", "high")
+        monkeypatch.setenv("VERIFICATION", "maybe")
+        config.settings.cache_clear()
+        with pytest.raises(config.ConfigError, match="VERIFICATION"):
+            config.settings()
+        monkeypatch.setenv("VERIFICATION", "off")
+        config.settings.cache_clear()
+        assert config.settings().verification is False and agent_specs_verify(config.settings()) is None
+    finally:
+        config.settings.cache_clear()

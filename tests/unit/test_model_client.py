@@ -228,7 +228,7 @@ def _rules(params: dict[str, str]) -> None:
 
 def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
     """The deploy-time lists (template Rules) and the run-time check read the same table."""
-    lists, fallbacks = {}, {}
+    lists, fallbacks, verify = {}, {}, {}
     models = [{"Ref": "ReviewModel"}, {"Ref": "TestsModel"}, {"Ref": "DocsModel"}]
     fallback_refs = [{"Ref": f"{a}FallbackModel"} for a in ("Review", "Tests", "Docs")]
     for rule in T["Rules"].values():
@@ -242,7 +242,10 @@ def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
         ]
         lists[provider] = [allowed for refs, allowed in members if refs == models]
         fallbacks[provider] = [allowed for refs, allowed in members if refs == fallback_refs]
+        verify[provider] = [allowed for refs, allowed in members if refs == [{"Ref": "VerifyModel"}]]
     assert set(lists) == set(config.PROVIDERS)
+    for provider, (ids,) in verify.items():  # VerifyModel: empty (ReviewModel's) or one of the provider's ids
+        assert ids == ["", *pricing.provider_models(provider)], provider
     for provider, (ids,) in lists.items():
         assert ids == pricing.provider_models(provider), provider
     for provider, (ids,) in fallbacks.items():
@@ -264,6 +267,7 @@ def test_template_rules_list_exactly_the_ids_each_provider_is_priced_for():
         ),
         ({"ModelProvider": "claude-platform-aws"}, "needs AnthropicAwsWorkspaceId"),
         ({"ModelProvider": "anthropic", "DocsModel": "claude-haiku-9"}, "ClaudeApiModels"),
+        ({"ModelProvider": "anthropic", "VerifyModel": "claude-haiku-9"}, "VerifyModel must be empty"),
         (
             {
                 "ModelProvider": "bedrock",

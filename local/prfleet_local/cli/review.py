@@ -21,6 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from prfleet.agents.specs import VERIFY_AGENT
+from prfleet.agents.verdicts import fingerprint_in, judge
+from prfleet.pipeline import verification
 from prfleet_local.cli.errors import CliError, Terminated
 
 if TYPE_CHECKING:
@@ -95,12 +98,36 @@ class Reviewed:
     def cost_micros(self) -> int:
         return sum(int(r.get("cost_micros") or 0) for r in self.runs)
 
+    def _verdicts(self) -> dict[str, Any]:
+        """What the head's verify run (its final posting's, else its partial's) made of the findings, by
+        fingerprint: kept (verified, with the final severity), dropped or merged (left out of the review)."""
+        verify_runs = sorted(
+            (r for r in self.runs if r.get("agent") == VERIFY_AGENT),
+            key=lambda r: r.get("path") != "/verify/final",
+        )
+        stored = next((v for r in verify_runs if (v := verification.stored_verdicts(r)) is not None), None)
+        if stored is None:
+            return {}
+        found = [f for r in self.runs for f in json.loads(r.get("findings") or "[]")]
+        judged = judge(found, stored)
+        out: dict[str, Any] = {fingerprint_in(f): f for f in judged.kept}
+        out.update({fingerprint_in(f): None for f, _ in judged.dropped})
+        out.update({fingerprint_in(f): None for f, _ in judged.merged})
+        return out
+
     def findings(self) -> list[dict[str, Any]]:
-        """Every finding of the head's runs, once each, with its run's agent and model; `relation` "changed" when
-        the run did not record one; `verified` False (no verify pass exists yet)."""
+        """Every finding of the head's runs the review shows, once each, with its run's agent and model;
+        `relation` "changed" when the run did not record one; `verified` True when the verify pass kept it (with
+        its final severity), False when no verify pass checked it; what the verify pass dropped or merged into
+        another finding is left out, as it is of the posted review."""
         out = []
+        checked = self._verdicts()
         for run in self.runs:
-            for f in json.loads(run.get("findings") or "[]"):
+            for found in json.loads(run.get("findings") or "[]"):
+                fp = fingerprint_in(found)
+                if fp in checked and checked[fp] is None:
+                    continue  # dropped or merged by the verify pass
+                f = checked.get(fp) or found
                 item = {
                     "path": f["path"],
                     "line": int(f["line"]),

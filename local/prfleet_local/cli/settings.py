@@ -104,6 +104,10 @@ def config_check(args: argparse.Namespace, out: TextIO | None = None) -> int:
         )
     shown = "posted" if cfg.report_preexisting else "counted, not posted (default)"
     out.write(f"  report_preexisting: {str(cfg.report_preexisting).lower()}: pre-existing findings {shown}\n")
+    if cfg.require_verification:
+        out.write(
+            "  require_verification: true: findings the verify run could not check are held, never unverified\n"
+        )
     for name in agents.AGENT_NAMES:
         spec = specs.get(name)
         if spec is None:

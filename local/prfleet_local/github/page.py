@@ -242,10 +242,17 @@ def render_checks(checks: list[dict[str, Any]]) -> str:
             if notes
             else ""
         )
+        # output.text: the check run's details as GitHub's check page shows them below the summary (the verify
+        # pass lists the findings it dropped or merged there, with its reasons)
+        details = (
+            f'<div class="body md details">{markdown_html(output["text"])}</div>'
+            if output.get("text")
+            else ""
+        )
         parts.append(
             f'<div class="box check"><div class="head">Check run {_e(check.get("name"))} {_badge(check)} '
             f'<span class="muted">{_e(output.get("title"))}</span></div>'
-            f'<div class="body md">{markdown_html(output.get("summary"))}</div>{table}</div>'
+            f'<div class="body md">{markdown_html(output.get("summary"))}</div>{details}{table}</div>'
         )
     return "".join(parts) or '<p class="muted">No check run yet.</p>'
 

@@ -66,6 +66,9 @@ class FaultRule:
     # DEFAULT_RETRY_AFTER_S); omit_retry_after leaves it out, for tests of a client without the header.
     omit_retry_after: bool = False
     after_events: int = 3  # for streamed "truncated" / "stream_error": SSE events sent before the cut
+    # Only the requests of this prfleet agent (the one its system prompt names: "review", "verify", ...), counted
+    # among all requests as ever; None: any request.
+    agent: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -87,7 +90,7 @@ class FaultPlan:
     exactly the scripted findings of the job's agent ("agent", default "review") and file ("path"), each with the
     report_findings fields (path, line, severity, category, title, body; optional suggestion, relation); a job
     with none scripted reports no finding. It makes what a review finds known in advance, e.g. to prove
-    `prfleet eval`'s scoring."""
+    `prfleet eval`'s scoring. Items with "agent": "verify" script the verify run's verdicts instead (verify.py)."""
 
     rules: list[FaultRule] = field(default_factory=list)
     seed: int = 0

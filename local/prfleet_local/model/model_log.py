@@ -21,9 +21,11 @@ class ModelLog:
         """One entry: `request_id`, `agent`, `path` (the file under review), `asked` (each tool_use: id, name,
         input), `tool_results` (the tool_use ids whose results the request carried, with the tool's name),
         `facts` (each fact a report relied on: kind, path, line, the tool and the `tool_use_id` whose result
-        showed it), `evidence` (the raw text of each result a fact cites) and `findings` (path, line, title)."""
+        showed it), `evidence` (the raw text of each result a fact cites), `findings` (path, line, title) and, for the verify
+        run, `verdicts` (id, decision, reason; each has a fact naming the tool result that decided it)."""
         uses = [b for b in turn.content if b["type"] == "tool_use"]
         reported = next((b["input"] for b in uses if b["name"] == "report_findings"), None)
+        judged = next((b["input"] for b in uses if b["name"] == "report_verdicts"), None)
         cited = {f.tool_use_id for f in turn.facts}
         entry = {
             "request_id": request_id,
@@ -32,7 +34,7 @@ class ModelLog:
             "asked": [
                 {"id": b["id"], "name": b["name"], "input": b["input"]}
                 for b in uses
-                if b["name"] != "report_findings"
+                if b["name"] not in ("report_findings", "report_verdicts")
             ],
             "tool_results": [{"tool_use_id": c.id, "tool": c.tool} for c in conv.calls],
             "facts": [f.as_log() for f in turn.facts],
@@ -40,6 +42,10 @@ class ModelLog:
             "findings": [
                 {"path": f.get("path"), "line": f.get("line"), "title": f.get("title")}
                 for f in (reported or {}).get("findings", [])
+            ],
+            "verdicts": [
+                {"id": v.get("id"), "decision": v.get("decision"), "reason": v.get("reason")}
+                for v in (judged or {}).get("verdicts", [])
             ],
         }
         with self._lock:

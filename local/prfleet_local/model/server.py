@@ -15,6 +15,7 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - bill.py — the server's own bill and GET /v1/organizations/usage_report/messages over it;
 - wire.py — the error body and the server-sent events;
 - policy.py — the deterministic model: which tools it calls next and what it reports;
+- verify.py — the deterministic verifier of prfleet's verify run (reads and greps, then verdicts);
 - results.py, learned.py, callers.py — what it reads in tool results (the contract's formats), what it learns of
   the repository from them, and which calls a changed signature breaks;
 - model_log.py — per request, what it asked for and the tool results behind each fact it reported;
@@ -39,7 +40,7 @@ from http.server import ThreadingHTTPServer
 from typing import Any
 
 from prfleet.cost import pricing
-from prfleet_local.model import judge, providers, thinking, tokens
+from prfleet_local.model import judge, providers, thinking, tokens, verify
 from prfleet_local.model.bill import Bill, BillRecord, ReportError, api_key_id
 from prfleet_local.model.cache import PromptCache, prompt_tokens
 from prfleet_local.model.faults import (
@@ -53,6 +54,7 @@ from prfleet_local.model.handler import Handler
 from prfleet_local.model.model_log import ModelLog
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
+from prfleet_local.model.results import text_of
 from prfleet_local.model.validate import validate
 from prfleet_local.model.wire import LABEL, error_body, stream_events
 
@@ -150,11 +152,11 @@ class ModelServer:
 
     # -- request handling
 
-    def _fault_for(self) -> tuple[int, FaultRule | None]:
+    def _fault_for(self, agent: str | None = None) -> tuple[int, FaultRule | None]:
         with self._lock:
             self._count += 1
             n = self._count - self._base
-            for rule in self.plan.rules:
+            for rule in (r for r in self.plan.rules if r.agent in (None, agent)):  # FaultRule.agent
                 if n in rule.requests or (rule.probability and self._rng.random() < rule.probability):
                     return self._count, rule
             return self._count, None
@@ -169,7 +171,7 @@ class ModelServer:
             body = json.loads(raw or b"{}")
         except ValueError:
             body = None
-        number, rule = self._fault_for()
+        number, rule = self._fault_for(_agent_of(body))
         rid = f"req_offline_{number:06d}"
         base = {"request-id": rid, "content-type": "application/json"}
 
@@ -288,7 +290,7 @@ class ModelServer:
             usage["input_tokens"] + usage["cache_read_input_tokens"] + usage["cache_creation_input_tokens"]
         )
         conv = Conversation.parse(body)
-        turn = judge.answer(body) or OfflineModel(self.plan).next_turn(conv)  # the eval judge (judge.py)
+        turn = _turn(self.plan, conv, body)
         content, stop = turn.content, turn.stop
         for k, block in enumerate(b for b in content if b["type"] == "tool_use"):
             block["id"] = f"toolu_offline_{number:06d}_{k + 1}"  # unique, as the API's ids are
@@ -462,6 +464,26 @@ class ModelServer:
             return 200, self._bill.usage_report(urllib.parse.parse_qs(query), headers)
         except ReportError as exc:
             return 400, error_body("invalid_request_error", str(exc))
+
+
+def _turn(plan: FaultPlan, conv: Conversation, body: dict[str, Any]) -> Any:
+    """The model's turn: the eval's judge (judge.py) answers its own requests; the verify run (its system prompt
+    names the verify agent) is answered by the offline verifier (verify.py); every other request by the offline
+    model (policy.py)."""
+    judged = judge.answer(body)
+    if judged:
+        return judged
+    if conv.agent == verify.AGENT:
+        return verify.next_turn(plan, conv, body)
+    return OfflineModel(plan).next_turn(conv)
+
+
+def _agent_of(body: Any) -> str | None:
+    """The prfleet agent a request's system prompt names (for FaultRule.agent), None when there is none."""
+    if not isinstance(body, dict):
+        return None
+    m = re.search(r"You are the (\w+) agent", text_of(body.get("system", "")))
+    return m.group(1) if m else None
 
 
 def _known_model(model: str) -> bool:

@@ -124,9 +124,15 @@ def every_planned_job_in_one_end_state(o: Observed) -> Result:
         n = int(head.get("planned", 0))
         planned += n
         done = job_ids(head)
-        head_runs = o.runs.get(key, [])
+        # the head's verify runs (issue 24: one per posting) are not planned jobs: each ended, or waits deferred
+        # (its posting made unverified, or held)
+        head_runs = [r for r in o.runs.get(key, []) if r.get("agent") != "verify"]
+        verify = [r for r in o.runs.get(key, []) if r.get("agent") == "verify"]
         statuses = Counter(str(r.get("status")) for r in head_runs)
         open_runs = {s: c for s, c in statuses.items() if s not in FINAL}
+        open_runs.update(
+            {f"verify {r.get('status')}": 1 for r in verify if r.get("status") not in FINAL | {"deferred"}}
+        )
         if len(done) != n or len(head_runs) != n or open_runs:
             bad.append(
                 f"{key[0]}#{key[1]}@{key[2][:8]}: planned {n}, counted {len(done)}, runs {dict(statuses)}"

@@ -11,6 +11,7 @@ from prfleet.agents.specs import (
     agent_specs,
     effort_for,
     system_prompt,
+    verify_spec,
 )
 
 __all__ = [
@@ -27,4 +28,5 @@ __all__ = [
     "retry_after_seconds",
     "run_agent",
     "system_prompt",
+    "verify_spec",
 ]

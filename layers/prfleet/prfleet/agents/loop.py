@@ -11,7 +11,7 @@ import posixpath
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prfleet.agents.calls import CallGuard, ModelCaller, RetryPolicy, Status, StopRun
@@ -43,6 +43,7 @@ class RunResult:
     retry_after: float | None = None
     summary: str | None = None
     model: str | None = None  # the model the last response named (the fallback's after a refusal)
+    verdicts: list[Any] = field(default_factory=list)  # the verify run's (agents.verdicts.Verdict), else none
 
 
 def _block_to_param(block: Any) -> dict[str, Any]:
@@ -53,7 +54,11 @@ def _block_to_param(block: Any) -> dict[str, Any]:
 
 class _Loop:
     """One run's conversation: each turn asks the model, then answers its tool calls, nudges it to report, or
-    ends the run."""
+    ends the run. A file agent's run; the verify run (agents.verify) changes its first message, its report tool
+    and what the report is checked against."""
+
+    report_tool = "report_findings"
+    nudge = _NUDGE
 
     def __init__(
         self,
@@ -76,6 +81,7 @@ class _Loop:
         self.active = spec  # the spec in use: the fallback model's after a refusal
         self.iterations = 0
         self.findings: list[Finding] = []
+        self.verdicts: list[Any] = []
         self.changed_lines: set[int] = set()  # the file under review's added lines (run() reads the diff)
         self.summary: str | None = None
         self.history: list[dict[str, Any]] = []
@@ -104,14 +110,12 @@ class _Loop:
             retry_after=retry_after,
             summary=self.summary,
             model=self.caller.served_model,
+            verdicts=list(self.verdicts),
         )
 
-    def run(self) -> RunResult:
-        """Turn by turn until the run ends: check the caps, ask the model, then continue a cut turn, fall back
-        after a refusal, or answer the turn (_next_turn)."""
-        self.pr_tools = PrTools(
-            self.source, snapshot=self.snapshot, view=self.view, max_chars=self.spec.max_tool_chars
-        )
+    def first_content(self) -> list[dict[str, Any]] | RunResult:
+        """The first user turn: the file under review, its diff and where to look (or the run's end when the
+        file is not there)."""
         # Through the tools' view: the snapshot when there is one (no GitHub request), else the source.
         text = self.pr_tools.view.read(self.job.path)
         if text is None:
@@ -120,11 +124,25 @@ class _Loop:
         diff = self.source.file_diff(self.job.path)
         self.changed_lines = changed_lines(diff, self.line_count)
         hints = where_to_look(self.pr_tools.view, self.job.path, text, diff)
-        first = build_first_content(
+        return build_first_content(
             self.job, self.spec, self.source, text, diff, hints=hints, instructions=self.instructions
         )
+
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools the run offers: the read-only ones and its report tool."""
+        return tool_definitions()
+
+    def run(self) -> RunResult:
+        """Turn by turn until the run ends: check the caps, ask the model, then continue a cut turn, fall back
+        after a refusal, or answer the turn (_next_turn)."""
+        self.pr_tools = PrTools(
+            self.source, snapshot=self.snapshot, view=self.view, max_chars=self.spec.max_tool_chars
+        )
+        first = self.first_content()
+        if isinstance(first, RunResult):
+            return first
         self.history = [{"role": "user", "content": first}]
-        system, tools = self.spec.system, tool_definitions()
+        system, tools = self.spec.system, self.tools()
         stop: str | None = None
         try:
             while True:
@@ -221,7 +239,7 @@ class _Loop:
     def _answer_tool(self, block: dict[str, Any]) -> dict[str, Any]:
         name, args = block.get("name", ""), block.get("input") or {}
         self.emit("tool_call", tool=name, arg_names=sorted(args) if isinstance(args, dict) else [])
-        if name == "report_findings":
+        if name == self.report_tool:
             res = self._take_report(args)
         else:
             res = self.pr_tools.call(name, args if isinstance(args, dict) else {})
@@ -236,7 +254,8 @@ class _Loop:
         }
 
     def _take_report(self, args: Any) -> ToolResult:
-        """Record a valid report; a rejected one gets one corrective turn, a second rejection fails the run."""
+        """Record a valid report; a rejected one gets one corrective turn, a second rejection fails the run
+        (`reject`)."""
         allowed, line_counts = report_files(args, self.pr_tools.view, self.job.path, self.line_count)
         try:
             found, summary = validate_report(
@@ -248,21 +267,25 @@ class _Loop:
                 changed_lines=self.changed_lines,
             )
         except InvalidReport as exc:
-            self.corrections += 1
-            if self.corrections > 1:
-                self.emit("error", error_type="invalid_report", message=str(exc)[:500])
-                raise StopRun(
-                    "failed", f"invalid report after a corrective turn: {exc}", stop="tool_use"
-                ) from None
-            return ToolResult(
-                "report_findings was rejected; fix these problems and call it again:\n- "
-                + "\n- ".join(exc.errors),
-                is_error=True,
-            )
+            return self.reject(exc, exc.errors)
         self.reported = True
         self.findings.extend(found)
         self.summary = summary or self.summary
         return ToolResult(f"Recorded {len(found)} finding(s). End your turn now.")
+
+    def reject(self, exc: Exception, errors: list[str]) -> ToolResult:
+        """A rejected report: one corrective turn listing `errors`; the second rejection fails the run."""
+        self.corrections += 1
+        if self.corrections > 1:
+            self.emit("error", error_type="invalid_report", message=str(exc)[:500])
+            raise StopRun(
+                "failed", f"invalid report after a corrective turn: {exc}", stop="tool_use"
+            ) from None
+        return ToolResult(
+            f"{self.report_tool} was rejected; fix these problems and call it again:\n- "
+            + "\n- ".join(errors),
+            is_error=True,
+        )
 
     def _turn_ended(self, content: list[dict[str, Any]], stop: str) -> RunResult | None:
         if self.reported:
@@ -272,7 +295,7 @@ class _Loop:
         self.nudged = True
         if not content:
             self.history.append({"role": "assistant", "content": [{"type": "text", "text": "(no output)"}]})
-        self.history.append({"role": "user", "content": [{"type": "text", "text": _NUDGE}]})
+        self.history.append({"role": "user", "content": [{"type": "text", "text": self.nudge}]})
         return None
 
 

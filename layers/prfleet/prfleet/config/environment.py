@@ -122,6 +122,9 @@ class Settings:
     app_slug: str = "prfleet"  # AppSlug: comments by `<slug>[bot]` are prfleet's own; `@<slug>` asks it
     ask_model: str = ""  # AskModel: "" = the review agent's model
     ask_effort: str = "medium"  # AskEffort: output_config.effort of the ask agent
+    # -- the verification pass (issue 24 item 2): one verify run per PR head and posting before it is posted;
+    # its model is models["verify"] (VerifyModel, empty = ReviewModel's), its effort efforts["verify"]
+    verification: bool = True  # Verification on/off; off posts every candidate as before
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -156,6 +159,10 @@ def settings() -> Settings:
             "review": _env("REVIEW_MODEL", DEFAULT_MODELS["review"]),
             "tests": _env("TESTS_MODEL", DEFAULT_MODELS["tests"]),
             "docs": _env("DOCS_MODEL", DEFAULT_MODELS["docs"]),
+            # VerifyModel: empty means the review agent's model (the same default, and on Bedrock the same
+            # inference profile the role may already invoke)
+            "verify": os.environ.get("VERIFY_MODEL", "").strip()
+            or _env("REVIEW_MODEL", DEFAULT_MODELS["review"]),
         },
         delivery_ttl_days=_int("DELIVERY_TTL_DAYS", 7),
         secrets_max_age=_int("SECRETS_MAX_AGE", 300),
@@ -178,6 +185,7 @@ def settings() -> Settings:
         snapshot_root=os.environ.get("SNAPSHOT_ROOT", "").strip()
         or os.path.join(tempfile.gettempdir(), "prfleet-snapshots"),
         **_conversation_settings(),
+        verification=_choice("VERIFICATION", "on", ("on", "off")) == "on",
     )
 
 
@@ -212,19 +220,23 @@ def _provider_settings() -> dict[str, str]:
 # tests and docs are simple, well-scoped checks (low: the effort docs' choice for speed- and cost-sensitive
 # work). max_tokens holds thinking + answer (thinking counts toward it): a report at high effort on a 60k-char
 # file thinks up to ~12k tokens and writes ~3k, so 32k leaves room, and one max_tokens stop is continued at 2x.
-DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low"}
-DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000}
+# The verify run (one per PR head) weighs every candidate against the code it reads: medium, between the review's
+# depth and the tests/docs agents' quick checks (VerifyEffort).
+DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low", "verify": "medium"}
+DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000, "verify": 32_000}
 _EFFORT_VALUES = ("low", "medium", "high", "xhigh", "max")
 
 
 def _agent_settings() -> dict:
     efforts, max_tokens, fallbacks = {}, {}, {}
-    for agent in ("review", "tests", "docs"):
+    for agent in ("review", "tests", "docs", "verify"):
         prefix = agent.upper()
         effort = _env(f"{prefix}_EFFORT", DEFAULT_EFFORTS[agent])
         if effort not in _EFFORT_VALUES:
             raise ConfigError(f"{prefix}_EFFORT must be one of {', '.join(_EFFORT_VALUES)}, got {effort!r}")
         efforts[agent] = effort
+        if agent == "verify":
+            continue  # VerifyEffort only: its max_tokens is DEFAULT_MAX_TOKENS', it has no refusal fallback
         max_tokens[agent] = _int(f"{prefix}_MAX_TOKENS", DEFAULT_MAX_TOKENS[agent])
         if not 1024 <= max_tokens[agent] <= 128_000:
             raise ConfigError(f"{prefix}_MAX_TOKENS must be between 1024 and 128000")
@@ -234,6 +246,7 @@ def _agent_settings() -> dict:
     ttl = _env("SHARED_PREFIX_CACHE_TTL", "1h")
     if ttl not in ("5m", "1h"):
         raise ConfigError(f"SHARED_PREFIX_CACHE_TTL must be 5m or 1h, got {ttl!r}")
+    max_tokens["verify"] = DEFAULT_MAX_TOKENS["verify"]
     return {
         "efforts": efforts,
         "max_tokens": max_tokens,

@@ -32,6 +32,7 @@ _TOP_KEYS = frozenset(
         "max_inline_comments",
         "report_preexisting",
         "conversation",
+        "require_verification",
     }
 )
 MAX_TRUSTED = 200  # [conversation] trusted: logins, bounded like every list that reaches a decision
@@ -68,6 +69,9 @@ class RepoConfig:
     report_preexisting: bool = False  # post findings on old problems the PR only touches (else counted)
     trusted: frozenset[str] = frozenset()  # [conversation] trusted: logins prfleet answers besides members
     learn: bool = True  # [conversation] learn: record "ignore this" / resolved threads as suppressions
+    require_verification: bool = (
+        False  # hold findings the verify run could not check (else posted unverified)
+    )
 
 
 def path_matches(path: str, globs: Iterable[str]) -> bool:
@@ -172,6 +176,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         fail_on = "high"               # never | critical | high: findings that fail the check run
         max_inline_comments = 5        # fewer inline comments per review than the stack's MaxInlineComments
         report_preexisting = true      # also post findings on old problems the PR does not cause
+        require_verification = true    # hold findings until a verify run has checked them (never unverified)
         [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
         paths = ["src/api/**"]
         text = "..."
@@ -240,7 +245,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         fail_on=fail_on,
         instructions=instructions,
         max_inline_comments=_max_inline(data.get("max_inline_comments")),
-        report_preexisting=_flag(data, "report_preexisting"),
+        **{key: _flag(data, key) for key in ("report_preexisting", "require_verification")},
         **_conversation(data.get("conversation", {}), warnings),
         warnings=tuple(warnings),  # last: the keys read above may add to it
     )
@@ -253,6 +258,17 @@ def reports_preexisting(repo_config_text: str | None) -> bool:
         return False
     try:
         return parse_repo_config(repo_config_text).report_preexisting
+    except RepoConfigError:
+        return False  # the planner already reported the broken file on the check
+
+
+def requires_verification(repo_config_text: str | None) -> bool:
+    """Whether a repository's .prfleet.toml asks that findings the verify run could not check be held rather
+    than posted labelled unverified (default no). A file that does not apply counts as absent."""
+    if not repo_config_text:
+        return False
+    try:
+        return parse_repo_config(repo_config_text).require_verification
     except RepoConfigError:
         return False  # the planner already reported the broken file on the check
 

@@ -9,7 +9,7 @@ which records the run, emits the event and counts the outcome for fan-in.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prfleet.cost.guard import LedgerGuard
@@ -238,3 +238,54 @@ def completed(
         cost_micros=guard.spent,
         findings=len(findings),
     )
+
+
+def verify_from_cache(
+    job: FileJob, model: str, key: str, hit: dict[str, Any] | None, candidates: int
+) -> Ending | None:
+    """The verify run's verdicts cached under its key (the same candidates, model and prompt): reused, for
+    nothing."""
+    if hit is None or not isinstance(hit.get("verdicts"), list):
+        return None
+    values = {
+        "findings": "[]",
+        "verdicts": json.dumps(hit["verdicts"]),
+        "candidates": candidates,
+        "cost_micros": 0,
+        "model": model,
+    }
+    return Ending(
+        "cached",
+        values=values,
+        fields={"cache_key": key[:24], "verdicts": len(hit["verdicts"]), "cost_usd": 0.0},
+        claimed=False,
+        count_theirs=True,
+    )
+
+
+def verified(
+    result: Any,
+    verdicts: list[dict[str, Any]],
+    model: str,
+    guard: LedgerGuard,
+    *,
+    candidates: int,
+    duration_ms: int,
+    with_items: list[dict[str, Any]] | None,
+    snapshot_reason: str | None = None,
+) -> Ending:
+    """The verify run ended: its verdicts (by fingerprint) when it succeeded, none otherwise (the posting then
+    labels the candidates unverified, or holds them); `findings` is [] (the verifier reports no finding of its
+    own), so every reader of a head's runs counts the agents' findings once."""
+    ending = completed(
+        result,
+        [],
+        model,
+        guard,
+        duration_ms=duration_ms,
+        with_items=with_items,
+        snapshot_reason=snapshot_reason,
+    )
+    values = dict(ending.values, candidates=candidates)
+    values["verdicts"] = json.dumps(verdicts) if result.status == "succeeded" else None
+    return replace(ending, values=values, fields=dict(ending.fields, verdicts=len(verdicts)))

@@ -12,6 +12,13 @@ What is posted for a head:
   failure only when jobs errored; annotations go 50 per request (prfleet.github.update_check_run).
 A superseded head gets nothing but its check completed as neutral with the reason.
 
+The verification pass (issue 24; Verification on, and the head has candidates): before a posting is claimed, its
+verify job is sent once per head and claim (heads.mark_verify_sent, a conditional write); the posting waits for it
+and, once it has ended (finish_verify), posts only what the verdicts keep (pipeline.verification.decide). A verify
+job that could not run (deferred, failed, no verdicts) posts the candidates labelled unverified, or, when the
+repository's .prfleet.toml sets require_verification, holds them: the check run says so and why, and they are
+posted when a later verify run succeeds (a deferred verify job comes back with the sweeper).
+
 GitHub errors while posting: 401/403/404 (and other 4xx) cannot be fixed by retrying, so the check run is completed
 as failure with the client's explanation (when GitHub still lets us) and the error is logged; rate limits, 5xx and
 network errors release the claim and re-raise, so the SQS redelivery posts later (a review already posted for this
@@ -31,9 +38,10 @@ from typing import Any
 from prfleet.agents.findings import relation_in
 from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
-from prfleet.jobs import FileJob, PrJob
+from prfleet.jobs import FileJob, PrJob, sqs
 from prfleet.observability import tracing
-from prfleet.pipeline import render, suppression
+from prfleet.observability.metrics import make_metrics, publish_feedback
+from prfleet.pipeline import render, suppression, verification, verify_text
 from prfleet.pipeline.render import CHECK_NAME
 from prfleet.repository import instructions
 from prfleet.store import feedback, headfiles, heads, job_runs, posting
@@ -90,23 +98,41 @@ def mark_in_progress(gh: Any, repo: str, run_id: int, planned: int) -> int:
 
 def finish_job(client_for: Any, job: FileJob, outcome: str) -> str | None:
     """Count a job's outcome; if that completes its head, post. Returns what was posted ('partial'/'final')."""
+    if verification.is_verify_job(job):
+        return finish_verify(client_for, job, outcome)
     with tracing.subsegment("fan_in") as span:
         record = heads.record_outcome(job, outcome)
         if record is None:  # this outcome was already counted (redelivery): maybe the post is still owed
             record = heads.head_record(job.repo, job.number, job.head_sha)
             if record is None:
                 return None
-        posted = _post(client_for, record)
+        posted = _post(client_for, record, job.delivery_id)
         span.metadata(outcome=outcome, posted=posted)
         return posted
 
 
-def post_if_ready(gh: Any, repo: str, number: int, head_sha: str) -> str | None:
+def finish_verify(client_for: Any, job: FileJob, outcome: str) -> str | None:
+    """Count the outcome of a head's verify job (once); then post the posting it verified, if it is still owed."""
+    claim = verification.claim_of(job)
+    with tracing.subsegment("fan_in") as span:
+        record = heads.record_verify_outcome(job.repo, job.number, job.head_sha, claim, outcome)
+        if record is None:  # counted already (redelivery), or the head is gone
+            record = heads.head_record(job.repo, job.number, job.head_sha)
+            if record is None:
+                return None
+        posted = _post(client_for, record, job.delivery_id)
+        span.metadata(outcome=outcome, posted=posted, verify=claim)
+        return posted
+
+
+def post_if_ready(gh: Any, repo: str, number: int, head_sha: str, delivery_id: str = "-") -> str | None:
     record = heads.head_record(repo, number, head_sha)
-    return _post(lambda _installation: gh, record) if record else None
+    return _post(lambda _installation: gh, record, delivery_id) if record else None
 
 
-def _post(client_for: Any, record: heads.HeadRecord) -> str | None:
+def _post(client_for: Any, record: heads.HeadRecord, delivery_id: str = "-") -> str | None:
+    if settings().verification and _waits_for_verification(client_for, record, delivery_id):
+        return None
     claim = posting.claim_post(record)
     if claim is None:
         return None
@@ -146,6 +172,94 @@ def _post(client_for: Any, record: heads.HeadRecord) -> str | None:
         except GitHubError:
             pass  # the same credentials usually fail here too; the log line above carries the reason
     return claim
+
+
+def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_id: str) -> bool:
+    """Whether the posting this record owes waits for its verify job: sent now (once per head and claim), still
+    running, or held for the repository's require_verification. False: post now (verified, unverified, nothing
+    to verify, or no posting owed, which claim_post then refuses)."""
+    want = posting.wanted_claim(record)
+    if want is None:
+        return False
+    if want in record.verify_done or want in record.verify_deferred:
+        return _hold(client_for, record, want)
+    if want in record.verify_sent:
+        return True  # on its way: its ending posts
+    if not head_candidates(record):
+        return False  # nothing to verify: posted as before
+    if heads.mark_verify_sent(record, want):
+        job = verification.verify_job(record, want, delivery_id)
+        try:
+            job_runs.reopen_run(job)  # a head planned again verifies again (its earlier run was finished)
+            sqs.send_file_jobs([job])
+        except Exception:
+            heads.unmark_verify_sent(record, want)  # let a redelivery send it
+            raise
+    return True
+
+
+def _hold(client_for: Any, record: heads.HeadRecord, claim: str) -> bool:
+    """Hold the posting when its verify job ended without verdicts and the repository requires verification:
+    the check run says what is held and why (completed, neutral). A superseded head is never held."""
+    if not repo_config.requires_verification(record.repo_config):
+        return False
+    run = job_runs.get_run(verification.verify_job(record, claim, "-"))
+    if verification.stored_verdicts(run) is not None or (run or {}).get("status") == "superseded":
+        return False
+    found = head_candidates(record)
+    if not found:
+        return False
+    reason = verification.why_unverified(run)
+    waiting = (run or {}).get("status") == "deferred"
+    _complete_check(
+        client_for(record.installation_id),
+        record,
+        "neutral",
+        f"{len(found)} finding(s) held until they are verified",
+        verify_text.held_note(len(found), reason, comes_back=waiting),
+        [],
+    )
+    log.warning(
+        "findings held: verification could not run",
+        extra={
+            "event": "verification_held",
+            "reason": reason,
+            "repository": record.repo,
+            "pr": record.number,
+        },
+    )
+    return True
+
+
+def head_candidates(record: heads.HeadRecord) -> list[dict[str, Any]]:
+    """The head's candidates for the verify run: its counted runs' findings to post (pre-existing ones held back
+    unless the repository reports them), less those already posted on the PR (pipeline.verification)."""
+    findings, _hidden, _dismissed = _to_post(_counted_runs(record), record)
+    return verification.candidates(findings, posting.recorded_fingerprints(record.repo, record.number))
+
+
+def _to_post(
+    runs: list[dict[str, Any]], record: heads.HeadRecord
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+    """The head's findings to post, and those held back: pre-existing ones (unless the repository reports them)
+    and those like a finding the team dismissed ("ignore this", issue 25: counted, never posted nor verified)."""
+    findings, hidden = split_preexisting(
+        [f for r in runs for f in _findings(r)], repo_config.reports_preexisting(record.repo_config)
+    )
+    findings, dismissed = suppression.suppressed(findings, feedback.rules(record.repo))
+    return findings, hidden, dismissed
+
+
+def _count_suppressed(dismissed: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
+    """FindingsSuppressed per agent, model and category (observability.metrics.publish_feedback). A Metrics made
+    now shares the handler's metric set, which the handler flushes (one made at import may never be flushed)."""
+    models = {(r.get("path"), r.get("agent")): r.get("model") for r in runs}
+    metrics = make_metrics()
+    for f in dismissed:
+        model = models.get((f.get("path"), f.get("agent")))
+        publish_feedback(
+            metrics, "FindingsSuppressed", 1, agent=f.get("agent"), model=model, category=f.get("category")
+        )
 
 
 # How long a poster waits for another's lease on the PR before leaving the posting to its message's redelivery.
@@ -191,12 +305,16 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     and what this review adds is recorded, before any other poster of the PR reads it."""
     runs = _counted_runs(record)
     counts = _counts(runs, record)
-    findings, hidden = split_preexisting(
-        [f for r in runs for f in _findings(r)], repo_config.reports_preexisting(record.repo_config)
-    )
-    # The team's "ignore this" (issue 25): findings like dismissed ones are counted, never posted.
-    findings, dismissed = suppression.suppressed(findings, feedback.rules(record.repo))
+    findings, hidden, dismissed = _to_post(runs, record)
+    if claim == "final":  # once per review cycle: a partial posting's are counted again in the final one
+        _count_suppressed(dismissed, runs)
     already = posting.recorded_fingerprints(record.repo, record.number)
+    checked, verify_run = _verified(record, claim, findings, already)
+    if verify_run and verify_run.get("status") in job_runs.FINAL:  # its cost in the table, never a failed job
+        counts["verify"] = _verify_row(verify_run)
+    if checked.state != "off":  # the kept (or labelled) candidates, and those already posted (not repeated)
+        fresh = {verification.fingerprint_in(f) for f in verification.candidates(findings, already)}
+        findings = checked.posted + [f for f in findings if verification.fingerprint_in(f) not in fresh]
     listed = headfiles.load(record.repo, record.number, record.head_sha)
     patches = _patches(gh, record, listed)
     told = applied_instructions(record, listed, [str(r.get("path") or "") for r in runs])
@@ -218,6 +336,7 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
             max_comments=repo_config.inline_comment_cap(settings().max_inline_comments, record.repo_config),
             preexisting_hidden=len(hidden),
             suppressed=len(dismissed),
+            verification=checked,
         )
 
     review = plan()
@@ -237,8 +356,42 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
         placement=review.placement,
         preexisting_hidden=len(hidden),
         suppressed=len(dismissed),
+        verification=checked,
     )
-    _complete_check(gh, record, conclusion, title, text, render.annotations(findings))
+    _complete_check(
+        gh,
+        record,
+        conclusion,
+        title,
+        text,
+        render.annotations(findings),
+        verify_text.verification_details(checked),
+    )
+
+
+def _verified(
+    record: heads.HeadRecord, claim: str, findings: list[dict[str, Any]], already: set[str]
+) -> tuple[verification.Verification, dict[str, Any] | None]:
+    """What the verification pass makes of this posting (the verify run's verdicts applied, or the candidates
+    labelled unverified; "off" when no verify job was sent for it: Verification off, nothing to verify), and
+    the verify job's run."""
+    sent = settings().verification and claim in record.verify_sent
+    run = job_runs.get_run(verification.verify_job(record, claim, "-")) if sent else None
+    found = verification.candidates(findings, already)
+    return verification.decide(found, run, enabled=sent, require=False), run
+
+
+def _verify_row(run: dict[str, Any]) -> dict[str, Any]:
+    """The verify run's row of the summary table: its cost, counted as ran (or cached) when it produced verdicts;
+    a verify run that failed is not a failed review job (the candidates were posted unverified, and say so)."""
+    status = str(run.get("status"))
+    return {
+        "findings": 0,
+        "cost_micros": int(run.get("cost_micros") or 0),
+        "succeeded": int(status in ("succeeded", "partial")),
+        "cached": int(status == "cached"),
+        "skipped": int(status in ("skipped", "superseded")),
+    }
 
 
 def _post_review(
@@ -277,15 +430,21 @@ def _complete_check(
     title: str,
     text: str,
     annotations: list[dict[str, Any]],
+    details: str = "",
 ) -> None:
+    """The check run completed; `details` (the verifier's dropped and merged findings) goes to output.text, the
+    check run's details page (Markdown, at most 65,535 characters: render.verification_details keeps to it)."""
     if record.check_run_id is None:
         return
+    output: dict[str, Any] = {"title": title, "summary": text[:65_535], "annotations": annotations}
+    if details:
+        output["text"] = details
     gh.update_check_run(
         record.repo,
         record.check_run_id,
         status="completed",
         conclusion=conclusion,
-        output={"title": title, "summary": text[:65_535], "annotations": annotations},
+        output=output,
     )
 
 

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prfleet.config.repo_config import FAIL_ON, preexisting_note
-from prfleet.pipeline import noise
+from prfleet.pipeline import noise, verify_text
 from prfleet.pipeline.noise import DEFAULT_INLINE_COMMENTS, MAX_COMMENTS, rank_key
 from prfleet.pipeline.noise import get as _get
 from prfleet.pipeline.noise import severity as _severity
 from prfleet.pipeline.suppression import suppressed_note
+from prfleet.pipeline.verification import Verification
 
 MAX_BODY = 65_536  # characters, GitHub's limit for review / comment bodies
 MAX_ANNOTATION_MESSAGE = 64 * 1024  # bytes: "The maximum size is 64 KB" (the annotation object, same page)
@@ -220,7 +221,8 @@ def _truncate_bytes(text: str, limit: int, note: str = "\n\n… (truncated)") ->
 def _comment_body(f: Any, fp: str, *, max_body: int) -> str:
     sev = _severity(f)
     head = (
-        f"{_SEVERITY_ICON[sev]} **{sev}** · {_get(f, 'category', '') or 'general'} · _{_get(f, 'agent', '')}_"
+        f"{_SEVERITY_ICON[sev]} **{sev}** · {_get(f, 'category', '') or 'general'} · _{verify_text.who(f)}_"
+        + verify_text.label(f)
     )
     parts = [head, f"**{str(_get(f, 'title', '')).strip()}**", str(_get(f, "body", "") or "").strip()]
     suggestion = _get(f, "suggestion")
@@ -252,7 +254,7 @@ def _folded_entry(f: Any, fp: str, reason: str, link: str | None = None) -> str:
     body = str(_get(f, "body", "") or "").strip().replace("\n", "\n  ")
     lines = [
         f"- {_SEVERITY_ICON[sev]} **{sev}** {where} — **{str(_get(f, 'title', '')).strip()}** "
-        f"(_{_get(f, 'agent', '')}_, {reason})",
+        f"(_{verify_text.who(f)}_{verify_text.label(f)}, {reason})",
     ]
     if body:
         lines.append(f"  {body}")
@@ -392,6 +394,7 @@ def build_review(
     no_snapshot: Sequence[str] | None = None,
     preexisting_hidden: int = 0,  # pre-existing findings the fan-in held back: counted, never silent
     suppressed: int = 0,  # findings the team's rules suppress (pipeline.suppression): counted, never posted
+    verification: Verification | None = None,  # the verification pass's outcome, said in one line
 ) -> ReviewPlan:
     """Plan one COMMENT review: at most `max_comments` inline comments (the noise budget, MaxInlineComments: the
     rules are prfleet.pipeline.noise's), only on diff lines, everything else in the body.
@@ -419,8 +422,10 @@ def build_review(
     folded, outside, low = placement.folded, placement.outside, placement.low
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
-    intro = _intro(placement, max_comments)
-    intro += preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
+    intro = (
+        _intro(placement, max_comments) + preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
+    )
+    intro += verify_text.review_line(verification, sep="\n\n")  # `verification`: the verify pass, one line
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
@@ -482,6 +487,7 @@ def check_conclusion(
     placement: Mapping[str, int] | None = None,
     preexisting_hidden: int = 0,  # pre-existing findings not posted, counted in the summary
     suppressed: int = 0,  # findings the team's rules suppress, counted in the summary
+    verification: Verification | None = None,  # the verification pass's outcome: its counts or why not
 ) -> tuple[str, str, str]:
     """(conclusion, title, summary) for the check run.
 
@@ -505,6 +511,7 @@ def check_conclusion(
     if placement:
         facts += " " + noise.placement_note(placement, MAX_BODY)
     facts += preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
+    facts += verify_text.review_line(verification, sep=" ")
     fallback = snapshot_note(no_snapshot)
     if fallback:
         facts += " " + fallback
@@ -540,7 +547,10 @@ def check_conclusion(
             "from the stack's FailOn parameter or the base branch's .prfleet.toml fail_on). " + facts
         )
         return "failure", title, text
-    title = f"{t['findings']} finding(s)" if t["findings"] else "No findings"
+    shown = t["findings"] if verification is None or verification.state == "off" else len(verification.posted)
+    title = f"{shown} finding(s)" if shown else "No findings"
+    if verification is not None and verification.state == "unverified":
+        title += " (unverified)"
     text = facts
     if t["partial"]:
         text += f" {t['partial']} job(s) stopped at their iteration or token limit with partial results."

@@ -7,92 +7,76 @@ The job's story, in `_process`, `_claim_and_run` and `_run_agent` (read them top
   4. the agent's run under the LedgerGuard (prfleet.cost.guard); its refusals (cost cap, circuit, budget) end it;
   5. the run's ending.
 The decisions are pure functions that return an `Ending` (prfleet.pipeline.endings); every Ending goes through
-one door, `_finish`, which records the run's outcome, emits the event and counts the outcome for fan-in (which
+one door, `attempt.finish`, which records the run's outcome, emits the event and counts the outcome for fan-in (which
 posts the review once the head's set is complete). The only other way out is an exception that SQS retries and, after maxReceiveCount, moves to the
 dead-letter queue with the job intact: RetryLater (re-sent with a delay), or an error (the claim given back first).
 """
 
 from __future__ import annotations
 
-import random
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prfleet import agents, github
-from prfleet.config import aws, settings
+from prfleet.agents.specs import VERIFY_AGENT
 from prfleet.config import now as config_now
+from prfleet.config import settings
 from prfleet.config.repo_config import parse_repo_config
-from prfleet.cost import circuit, pricing
-from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached, token_counter
-from prfleet.cost.ledger import BudgetExceeded, Ledger
+from prfleet.cost import circuit
+from prfleet.cost.guard import LedgerGuard, token_counter
+from prfleet.cost.ledger import Ledger
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
-from prfleet.observability import tracing
-from prfleet.observability.redaction import redact
-from prfleet.pipeline import fanin
+from prfleet.pipeline import verify_run
+from prfleet.pipeline.attempt import (  # re-exported: the handler, the sweeper and the tests use these names
+    DEADLINE_MARGIN_S,
+    Outcome,
+    RetryLater,
+    RunBusy,
+    after_run,
+    fail,
+    guarded_run,
+    job_snapshot,
+    killed_reason,
+    read_cache,
+    run_cost_cap,
+    run_guard,
+)
+from prfleet.pipeline.attempt import Attempt as _Attempt
+from prfleet.pipeline.attempt import already_done as _already_done
+from prfleet.pipeline.attempt import finish as _finish
 from prfleet.pipeline.endings import (
     Ending,
     before_claim,
     cacheable,
     circuit_deferral,
     completed,
-    cost_cap_reached,
     duplicate,
     from_cache,
-    over_budget,
     over_cost_cap,
-    rate_limited,
-    unclaimed,
 )
 from prfleet.repository import snapshot
 from prfleet.repository.instructions import Instruction, for_file, load_instructions
 from prfleet.repository.view import RepoView, view_for
-from prfleet.store import deferrals, dynamo, headfiles, heads, job_runs, result_cache
+from prfleet.store import dynamo, headfiles, heads, job_runs, result_cache
 
-DEADLINE_MARGIN_S = 20.0  # leave time to store the result, settle the ledger and post the review
-
-
-class RetryLater(Exception):
-    """The job must come back later (a rate limit longer than the time left, or a budget held by open
-    reservations): re-sent with a delay of `delay`, as `body` (the next attempt, carrying what it has cost)."""
-
-    def __init__(self, reason: str, delay: float, body: str | None = None) -> None:
-        super().__init__(reason)
-        self.delay = delay
-        self.body = body
-
-
-class RunBusy(Exception):
-    """A duplicate delivery met the job's run alive in another worker: this copy is handed back to SQS (a batch
-    item failure) rather than deleted. Deleted, it left nothing to retry the job when that worker then failed and
-    gave its run back as `retrying`: the job was lost, its head never reviewed (found with a core busy, where the
-    local queues' 3 s visibility let a copy arrive mid-run). SQS shows the copy again after the visibility timeout
-    (6 x the agent's Timeout in the template, so that run has ended by then: done, it is counted; given back, it is
-    claimed and retried); on the message's last receive the copy is dropped as before, never dead-lettered."""
-
-
-@dataclass
-class Outcome:
-    status: str
-    run_id: str
-    cost_micros: int = 0
-    findings: int = 0
-    posted: str | None = None
-    reason: str = ""
-
-
-def run_cost_cap(spec: Any) -> int:
-    """The agent's per-run cost cap in micro-dollars: its token cap priced at the worst case."""
-    explicit = getattr(spec, "max_run_cost_micros", None)
-    if explicit:
-        return int(explicit)
-    return pricing.worst_case_micros(
-        spec.model, int(spec.max_run_tokens), int(spec.max_tokens), inference_geo="us"
-    )
+__all__ = [
+    "DEADLINE_MARGIN_S",
+    "Outcome",
+    "RetryLater",
+    "RunBusy",
+    "_already_done",
+    "_finish",
+    "fail",
+    "job_snapshot",
+    "killed_reason",
+    "process",
+    "run_cost_cap",
+    "run_guard",
+]
 
 
 # ---------------------------------------------------------------------------------------------------- the job
@@ -119,6 +103,16 @@ def process(
     """
     with github.deadline(time.time() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S):
         try:
+            if job.agent == VERIFY_AGENT:  # the head's verify job (prfleet.pipeline.verify_run)
+                return verify_run.process(
+                    job,
+                    remaining_ms=remaining_ms,
+                    client_for=client_for,
+                    model_client=model_client,
+                    emitter=emitter,
+                    final_attempt=final_attempt,
+                    clock=clock,
+                )
             return _process(
                 job,
                 remaining_ms=remaining_ms,
@@ -162,7 +156,7 @@ def _process(
     key = result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
     # The batch read the key of the settings' spec; the repository's config may only narrow it (today no key
     # field depends on it), and if it ever changes the key, the right key is read on its own.
-    hit = (reads.cached if key == reads.cache_key else _read_cache(key)) if job.blob_sha else None
+    hit = (reads.cached if key == reads.cache_key else read_cache(key)) if job.blob_sha else None
     ending = from_cache(job, spec.model, key, hit)
     if ending:
         return _finish(at, ending)
@@ -246,24 +240,6 @@ def _claim_and_run(
     )
 
 
-def job_snapshot(job: FileJob, emit: Callable[..., None]) -> snapshot.Snapshot | None:
-    """The head's snapshot unpacked in this container (once per head, reused while warm), for the agent's tools;
-    None when the deployment has no SnapshotBucket (the tools read through GitHub)."""
-    cfg = settings()
-    if not cfg.snapshot_bucket:
-        return None
-    return snapshot.open_snapshot(
-        aws.client("s3"),
-        cfg.snapshot_bucket,
-        job.repo,
-        job.head_sha,
-        root=Path(cfg.snapshot_root),
-        max_bytes=cfg.max_repo_bytes,
-        max_entries=cfg.max_repo_entries,
-        emit=emit,
-    )
-
-
 def repo_instructions(
     listed: headfiles.HeadFiles | None, record: Any, path: str, emit: Callable[..., None]
 ) -> list[Instruction]:
@@ -296,8 +272,11 @@ def _run_agent(
     view = view_for(
         source, snapshot
     )  # the tools' view, and where the findings' lines are read for fingerprints
-    try:
-        result = agents.run_agent(
+    result = guarded_run(
+        at,
+        guard,
+        model,
+        lambda: agents.run_agent(
             job,
             spec,
             source,
@@ -308,32 +287,14 @@ def _run_agent(
             snapshot=snapshot,
             view=view,
             instructions=instructions,
-        )
-    except (
-        job_runs.RunInProgress
-    ) as exc:  # marked stuck and re-queued, or taken over: the other worker owns it now
-        return duplicate(job, str(exc))
-    except RunCostCapReached as exc:
-        return cost_cap_reached(
-            job, model, str(exc), spent=guard.carried + guard.spent, attempt_cost=guard.spent
-        )
-    except CircuitOpen as exc:
-        day = guard.ledger.day(at.clock())
-        return circuit_deferral(job, model, str(exc), carried=guard.carried + guard.spent, day=day)
-    except BudgetExceeded as exc:
-        delay = settings().pressure_retry_s * (0.5 + random.random())
-        day = guard.ledger.day(at.clock())
-        return over_budget(job, exc, model, spent=guard.carried + guard.spent, day=day, retry_delay=delay)
-    except Exception as exc:
-        _give_back(at, exc, guard.carried + guard.spent)
-        raise
-
-    if guard.spend_limited:
-        day = guard.ledger.day(at.clock())
-        return circuit_deferral(job, model, guard.spend_limited, carried=guard.carried + guard.spent, day=day)
+        ),
+    )
+    if isinstance(result, Ending):
+        return result
+    ended = after_run(at, guard, model, result, final_attempt=final_attempt)
+    if ended:
+        return ended
     duration_ms = int((at.clock() - started) * 1000)
-    if result.status == "failed" and result.retry_after and not final_attempt:
-        return rate_limited(job, result, model, spent=guard.carried + guard.spent, estimated=guard.estimated)
     findings = [_with_fingerprint(f, view) for f in result.findings]
     # A succeeded run's result is cached in the same request as its outcome (one TransactWriteItems), and only if
     # the outcome is written: refused (RunInProgress, another worker's outcome stands), nothing is cached.
@@ -352,130 +313,8 @@ def _run_agent(
     )
 
 
-# ---------------------------------------------------------------------------------------------------- the door
-
-
-@dataclass(frozen=True)
-class _Attempt:
-    """One attempt at a job: the job, its run id, its event emitter, the GitHub client factory and the clock."""
-
-    job: FileJob
-    run_id: str
-    emit: Callable[..., None]
-    client_for: Callable[[int], Any]
-    clock: Callable[[], float]
-
-
-def _finish(at: _Attempt, end: Ending) -> Outcome:
-    """The one door every ending goes through: the run's outcome, the event, fan-in, in that order."""
-    if end.status == "duplicate":
-        done = _already_done(at) if end.count_theirs else None
-        if done:
-            return done
-        at.emit(end.event, **end.fields)
-        return Outcome("duplicate", at.run_id, reason=end.reason)
-    if end.deferral and not end.deferral.after_outcome:
-        _defer(at, end)
-    claim = {"owner": True, "now": at.clock()} if end.claimed else {}
-    try:
-        job_runs.finish_run(at.job, at.run_id, end.status, end.values, with_items=end.with_items, **claim)
-    except job_runs.RunInProgress:
-        if not end.count_theirs:
-            raise
-        return _already_done(at) or Outcome("duplicate", at.run_id, reason="finished elsewhere")
-    if end.deferral and end.deferral.after_outcome:
-        _defer(at, end)
-    at.emit(end.event or end.status, **end.fields)
-    if end.retry is not None:
-        raise RetryLater(end.reason, end.retry.delay, end.retry.body)
-    posted = fanin.finish_job(at.client_for, at.job, end.status)
-    return Outcome(end.status, at.run_id, end.cost_micros, end.findings, posted, end.reason)
-
-
-def _defer(at: _Attempt, end: Ending) -> None:
-    d = end.deferral
-    assert d is not None
-    with tracing.subsegment("deferred") as span:
-        span.metadata(reason=end.reason, day=d.day, until=d.until)
-        deferrals.defer(d.job, day=d.day, reason=end.reason, now=at.clock(), until=d.until)
-
-
-def _already_done(at: _Attempt) -> Outcome | None:
-    """A redelivered message whose work is done: count its outcome (idempotent) so the review is owed once."""
-    previous = job_runs.get_run(at.job)
-    if not previous or previous.get("status") not in job_runs.FINAL:
-        return None
-    posted = fanin.finish_job(at.client_for, at.job, previous["status"])
-    return Outcome(
-        previous["status"], previous.get("run_id", at.run_id), posted=posted, reason="already done"
-    )
-
-
-def _give_back(at: _Attempt, exc: BaseException, spent: int) -> None:
-    """Anything else went wrong (GitHub down, a malformed reply): give the claim back as `retrying` with what the
-    attempt spent, so SQS's redelivery can claim the run instead of taking it for another worker's live run and
-    dropping it; the caller re-raises, and the last delivery records the failure (`fail`)."""
-    values = {"error": redact(f"{type(exc).__name__}: {exc}"), "cost_micros": spent}
-    try:
-        job_runs.finish_run(at.job, at.run_id, "retrying", values, owner=True, now=at.clock())
-    except job_runs.RunInProgress:
-        pass  # marked stuck and taken over meanwhile: that worker owns the run now
-    except Exception as write_exc:  # noqa: BLE001 - the job's own error is the one to raise and record
-        # The claim stays `running` until its heartbeat is stale (the sweeper's stuck check re-queues it);
-        # say so, and let the handler see the job's error, not this one.
-        at.emit(
-            "error",
-            error_type="RunNotReleased",
-            message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
-        )
-
-
-def run_guard(
-    ledger: Ledger, job: FileJob, run_id: str, model: str, emit: Any, **options: Any
-) -> LedgerGuard:
-    """The LedgerGuard of one claimed run: its heartbeat keeps the run ours (job_runs.heartbeat raises RunInProgress
-    once it is not, and nothing more is reserved), and every booking is written onto the run's item."""
-    return LedgerGuard(
-        ledger,
-        job,
-        run_id,
-        model,
-        emit,
-        heartbeat=lambda now: job_runs.heartbeat(job, run_id, now=now),
-        owner=job_runs.run_owner(job),
-        **options,
-    )
-
-
 def _cache_key(job: FileJob, spec: Any) -> str:
     return result_cache.cache_key(job.blob_sha, spec.name, spec.model, spec.prompt_version)
-
-
-def killed_reason(silence: str) -> str:
-    """Why the sweeper fails a run whose last delivery died: no handler code ran to say it."""
-    return (
-        "the job's last delivery ended without an outcome (its invocation was killed: Lambda timeout or crash; "
-        f"{silence}); its message is in the dead-letter queue"
-    )
-
-
-def fail(
-    client_for: Callable[[int], Any], job: FileJob, emitter: Any, reason: str, error_type: str
-) -> Outcome:
-    """Last delivery of a job that keeps failing: record the failure so the PR's review still completes."""
-    run_id = uuid.uuid4().hex[:16]
-    # The job's own context too: the sweeper's emitter has none, and whoever drains the DLQ looks up the delivery.
-    emit = emitter.bind(
-        run_id=run_id,
-        agent=job.agent,
-        repository=job.repo,
-        pr=job.number,
-        head_sha=job.head_sha,
-        path=job.path,
-        delivery_id=job.delivery_id,
-    ).emit
-    emit("error", error_type=error_type, message=reason)
-    return _finish(_Attempt(job, run_id, emit, client_for, config_now), unclaimed(job, "failed", reason))
 
 
 # ---------------------------------------------------------------------------------------------------- reads
@@ -528,13 +367,6 @@ def _job_reads(job: FileJob) -> _Reads:
         key,
         result_cache.from_item(cached),
     )
-
-
-def _read_cache(key: str) -> dict[str, Any] | None:
-    """The cached result under `key` alone (BatchGetItem of one key: the agent's role reads ResultsTable only so)."""
-    table = settings().results_table
-    got = dynamo.batch_get({table: {"Keys": [result_cache.item_key(key)]}})
-    return result_cache.from_item(next(iter(got.get(table, [])), None))
 
 
 def _with_fingerprint(finding: Any, view: RepoView) -> dict[str, Any]:

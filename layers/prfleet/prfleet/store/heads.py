@@ -4,8 +4,9 @@ fan-in has counted).
 Keys (pk PR#<repo>#<n>):
   HEAD          the current head sha of the PR (latest head wins)
   SHA#<sha>     planned job count, finished and deferred job id sets, per-agent outcome counts (n_<agent>_<outcome>),
-                the check run id, the head's repo config and skipped files; prfleet.store.posting keeps its post
-                claims on the same item
+                the check run id, the head's repo config and skipped files; the verify state (the posting claims
+                whose verify job was sent, has ended, or was deferred: verify_sent, verify_done, verify_deferred);
+                prfleet.store.posting keeps its post claims on the same item
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ class HeadRecord:
     repo_config: str | None = None
     skipped_files: list[dict[str, str]] = field(default_factory=list)
     installation_id: int | None = None
+    # the verification pass (issue 24): posting claims ('partial', 'final') whose verify job was sent, has ended
+    # (a final outcome: its verdicts, or none), or was deferred (budget, spend limit) and will come back
+    verify_sent: set[str] = field(default_factory=set)
+    verify_done: set[str] = field(default_factory=set)
+    verify_deferred: set[str] = field(default_factory=set)
 
     @property
     def complete(self) -> bool:
@@ -98,6 +104,9 @@ def _head_record(item: dict[str, Any]) -> HeadRecord:
         repo_config=item.get("repo_config"),
         skipped_files=json.loads(item.get("skipped_files", "[]")),
         installation_id=item.get("installation_id"),
+        verify_sent=set(item.get("verify_sent", set())),
+        verify_done=set(item.get("verify_done", set())),
+        verify_deferred=set(item.get("verify_deferred", set())),
     )
 
 
@@ -176,6 +185,58 @@ def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
                 ":jid": {"S": job.job_id},
                 ":one": {"N": "1"},
             },
+            ReturnValues="ALL_NEW",
+        )
+    except ClientError as exc:
+        if is_conditional(exc):
+            return None
+        raise
+    return _head_record(plain(reply["Attributes"]))
+
+
+def mark_verify_sent(record: HeadRecord, claim: str) -> bool:
+    """Take the right to send the verify job of this head's posting `claim`, once: False when another worker
+    took it (the head's last outcome counted twice, a redelivery). The caller sends the job, and gives the right
+    back (unmark_verify_sent) if the send fails, so a redelivery sends it instead."""
+    try:
+        client("dynamodb").update_item(
+            TableName=state_table(),
+            Key=head_record_key(record.repo, record.number, record.head_sha),
+            UpdateExpression="ADD verify_sent :c",
+            ConditionExpression="attribute_exists(pk) AND NOT contains(verify_sent, :claim)",
+            ExpressionAttributeValues={":c": {"SS": [claim]}, ":claim": {"S": claim}},
+        )
+    except ClientError as exc:
+        if is_conditional(exc):
+            return False
+        raise
+    return True
+
+
+def unmark_verify_sent(record: HeadRecord, claim: str) -> None:
+    """Give back mark_verify_sent after the send failed."""
+    client("dynamodb").update_item(
+        TableName=state_table(),
+        Key=head_record_key(record.repo, record.number, record.head_sha),
+        UpdateExpression="DELETE verify_sent :c",
+        ExpressionAttributeValues={":c": {"SS": [claim]}},
+    )
+
+
+def record_verify_outcome(
+    repo: str, number: int, head_sha: str, claim: str, outcome: str
+) -> HeadRecord | None:
+    """Count the outcome of the verify job of posting `claim`, idempotently (a redelivery is not counted twice):
+    a final outcome into verify_done, a deferral into verify_deferred. Returns the head record after the update,
+    or None when this outcome was already counted (or the head is gone)."""
+    set_name = "verify_done" if outcome in FINAL else "verify_deferred"
+    try:
+        reply = client("dynamodb").update_item(
+            TableName=state_table(),
+            Key=head_record_key(repo, number, head_sha),
+            UpdateExpression=f"ADD {set_name} :c",
+            ConditionExpression=f"attribute_exists(pk) AND NOT contains({set_name}, :claim)",
+            ExpressionAttributeValues={":c": {"SS": [claim]}, ":claim": {"S": claim}},
             ReturnValues="ALL_NEW",
         )
     except ClientError as exc:

@@ -20,6 +20,9 @@ from prfleet.store.dynamo import RUN_TTL, is_conditional, plain, query, serializ
 
 # Outcomes that end a job: its head counts it done (any other, such as deferred, leaves it owed).
 FINAL = frozenset({"succeeded", "partial", "failed", "cached", "superseded", "skipped"})
+VERIFY_AGENT = (
+    "verify"  # the agent of a head's verify job (prfleet.agents.specs.VERIFY_AGENT; store sits beside agents)
+)
 
 
 def run_key(job: FileJob) -> dict[str, Any]:
@@ -264,8 +267,8 @@ def forget_runs(repo: str, number: int, head_sha: str) -> int:
     ledger after a `/prfleet review` or a Re-run; the new run's cost adds to it."""
     n = 0
     for run in runs_of_head(repo, number, head_sha):
-        if run.get("status") == "running":
-            continue
+        if run.get("status") == "running" or run.get("agent") == VERIFY_AGENT:
+            continue  # the head's verify runs are reopened by the fan-in when it sends their job again (reopen_run)
         try:
             client("dynamodb").update_item(
                 TableName=state_table(),
@@ -283,6 +286,30 @@ def forget_runs(repo: str, number: int, head_sha: str) -> int:
             raise
         n += 1
     return n
+
+
+def reopen_run(job: FileJob, *, now: float | None = None) -> None:
+    """Open the job's finished run again (`requeued`, which start_run may claim) before its job is sent anew: the
+    fan-in's verify job of a head planned again. What it spent stays on the item, as forget_runs keeps it; a run
+    in flight or absent is left alone."""
+    try:
+        client("dynamodb").update_item(
+            TableName=state_table(),
+            Key=run_key(job),
+            UpdateExpression="SET #s = :requeued, updated_at = :t",
+            ConditionExpression="attribute_exists(pk) AND #s <> :running",
+            ExpressionAttributeNames={"#s": "status"},
+            ExpressionAttributeValues=to_item(
+                {
+                    ":requeued": "requeued",
+                    ":running": "running",
+                    ":t": int(config_now() if now is None else now),
+                }
+            ),
+        )
+    except ClientError as exc:
+        if not is_conditional(exc):
+            raise
 
 
 def run_owner(job: FileJob) -> tuple[str, str, str]:

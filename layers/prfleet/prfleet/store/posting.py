@@ -26,6 +26,16 @@ def _head_key(record: HeadRecord) -> dict[str, Any]:
     return head_record_key(record.repo, record.number, record.head_sha)
 
 
+def wanted_claim(record: HeadRecord) -> str | None:
+    """The claim claim_post would try for this record ('final', 'partial'), None when it would try none: the
+    verify job of that posting is sent before the claim is taken (prfleet.pipeline.fanin)."""
+    if record.final and record.posted != "final":
+        return "final"
+    if record.complete and record.posted is None:
+        return "partial"
+    return None
+
+
 def claim_post(record: HeadRecord) -> str | None:
     """Let exactly one worker post for a head: 'final' when all jobs ran, 'partial' when some wait on the budget.
 

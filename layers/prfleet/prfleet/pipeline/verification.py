@@ -1,0 +1,158 @@
+"""The verification pass of a PR head (issue 24), as pure decisions: which findings are its candidates, the verify
+job of a posting, its cache key, and what a posting does with the verify run's outcome (post the kept findings,
+post everything labelled unverified, or hold it).
+
+The flow around it: prfleet.pipeline.fanin sends the verify job once per head and posting claim and posts when it
+has ended; prfleet.pipeline.verify_run runs it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prfleet.agents.specs import VERIFY_AGENT
+from prfleet.agents.verdicts import MAX_CANDIDATES, Judged, StoredVerdict, fingerprint_in, judge
+from prfleet.jobs import FileJob
+from prfleet.pipeline import noise
+from prfleet.store.heads import HeadRecord
+
+# The verify job's path: absolute, so it can never be a file of the repository (repository.untrusted.path_problem
+# refuses such paths), and per posting claim, so the partial and the final posting each have their own job id.
+VERIFY_PATH_PREFIX = "/verify/"
+CLAIMS = ("partial", "final")
+VERIFIED_STATUSES = frozenset({"succeeded", "cached"})
+
+
+def verify_job(record: HeadRecord, claim: str, delivery_id: str) -> FileJob:
+    """The verify job of one posting of a head: stable across redeliveries (its job id is the head, the path
+    sentinel and the agent), carrying the delivery that completed the head as its correlation id."""
+    if claim not in CLAIMS:
+        raise ValueError(f"no verify job for claim {claim!r}")
+    return FileJob(
+        repo=record.repo,
+        number=record.number,
+        head_sha=record.head_sha,
+        base_sha="",
+        path=VERIFY_PATH_PREFIX + claim,
+        blob_sha="",
+        agent=VERIFY_AGENT,
+        installation_id=record.installation_id,
+        delivery_id=delivery_id or "-",
+    )
+
+
+def is_verify_job(job: FileJob) -> bool:
+    """Whether `job` is a head's verify job (not a file job)."""
+    return job.agent == VERIFY_AGENT and job.path.startswith(VERIFY_PATH_PREFIX)
+
+
+def claim_of(job: FileJob) -> str:
+    """The posting claim a verify job verifies ('partial' or 'final'); ValueError for any other job."""
+    claim = job.path.removeprefix(VERIFY_PATH_PREFIX)
+    if not is_verify_job(job) or claim not in CLAIMS:
+        raise ValueError(f"{job.path!r} is not a verify job's path")
+    return claim
+
+
+def candidates(findings: Iterable[Mapping[str, Any]], already_posted: Iterable[str]) -> list[dict[str, Any]]:
+    """The head's candidates for the verify run: the findings to post, less those already posted on the PR (they
+    are not posted again, so not worth verifying), one per fingerprint, most important first (noise.rank_key)."""
+    seen = {fp.lower() for fp in already_posted}
+    out = []
+    for f in sorted(findings, key=noise.rank_key):
+        fp = fingerprint_in(f)
+        if fp in seen:
+            continue
+        seen.add(fp)
+        out.append(dict(f))
+    return out
+
+
+def to_verify(found: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The candidates one verify run weighs: the first MAX_CANDIDATES (the rest post unverified)."""
+    return list(found[:MAX_CANDIDATES])
+
+
+def cache_key(found: Iterable[Mapping[str, Any]], model: str, prompt_version: str) -> str:
+    """The verify run's result cache key: the sorted candidates' fingerprints, the model and the prompt version (the
+    verdicts are stored by fingerprint, so the same candidates in any order reuse them)."""
+    fps = sorted(fingerprint_in(f) for f in found)
+    raw = "\x1f".join(["verify", model, prompt_version, *fps])
+    return "verify:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def stored_verdicts(run: Mapping[str, Any] | None) -> list[StoredVerdict] | None:
+    """The verdicts a verify run stored, None when it has none (not run, failed, deferred, or no report)."""
+    if not run or run.get("status") not in VERIFIED_STATUSES or run.get("verdicts") is None:
+        return None
+    raw = run["verdicts"]
+    items = json.loads(raw) if isinstance(raw, str) else raw
+    return [StoredVerdict.from_dict(v) for v in items]
+
+
+def why_unverified(run: Mapping[str, Any] | None) -> str:
+    """Why a posting's candidates were not verified, in one line for the review, the check and the runbook."""
+    if not run:
+        return "the verify job has no run"
+    status, error = str(run.get("status") or "?"), str(run.get("error") or "").strip()
+    if status == "deferred":
+        return f"verification deferred ({error or 'budget'})"
+    if status == "partial":
+        return f"the verifier gave no verdicts ({error or 'stopped at its limit'})"
+    if status == "failed":
+        return f"verification failed ({error or 'no reason recorded'})"
+    return f"verification {status}" + (f" ({error})" if error else "")
+
+
+@dataclass
+class Verification:
+    """What the verification pass means for one posting.
+
+    state: "off" (Verification off, or nothing to verify: posted as before), "verified" (the verify run's
+        verdicts applied), "unverified" (it could not run: every candidate posted, labelled), "held" (it could not
+        run and the repository requires verification: nothing posted yet);
+    reason: why unverified or held; candidates: how many there were; judged: the verdicts' effect (verified)."""
+
+    state: str
+    candidates: int = 0
+    reason: str = ""
+    judged: Judged = field(default_factory=Judged)
+    posted: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def counts(self) -> str:
+        """'12 candidates: 5 kept, 6 dropped, 1 merged' (and how many were left unverified, if any)."""
+        j = self.judged
+        text = f"{self.candidates} candidate(s): {len(j.kept)} kept, {len(j.dropped)} dropped, {len(j.merged)} merged"
+        return text + (f", {len(j.unjudged)} not verified" if j.unjudged else "")
+
+
+def decide(
+    found: Sequence[Mapping[str, Any]],
+    run: Mapping[str, Any] | None,
+    *,
+    enabled: bool,
+    require: bool,
+) -> Verification:
+    """The posting decision (pure): `found` are the posting's candidates (`candidates`), `run` the verify job's run
+    record (None when no verify job ran), `enabled` the deployment's Verification, `require` the repository's
+    require_verification. Verified: the kept findings, plus (labelled unverified) any candidate no verdict
+    covers; unverified: every candidate labelled; held: nothing."""
+    if not enabled or not found:
+        return Verification("off", len(found), posted=[dict(f) for f in found])
+    verdicts = stored_verdicts(run)
+    if verdicts is not None:
+        judged = judge(found, verdicts)
+        unjudged = [dict(f, verified=False) for f in judged.unjudged]
+        return Verification("verified", len(found), judged=judged, posted=judged.kept + unjudged)
+    reason = why_unverified(run)
+    if require:
+        return Verification("held", len(found), reason=reason)
+    unverified = [dict(f, verified=False) for f in found]
+    return Verification(
+        "unverified", len(found), reason=reason, judged=Judged(unjudged=unverified), posted=unverified
+    )
