@@ -168,6 +168,19 @@ def _conversation(value: object, warnings: list[str]) -> dict[str, object]:
     return {"trusted": frozenset(t.strip().lower() for t in trusted), "learn": learn}
 
 
+def _disabled(data: dict[str, object], warnings: list[str]) -> set[str]:
+    """The top-level `disabled` list of agents (an unknown agent is a warning, not an error)."""
+    names = set(_globs(data["disabled"], "disabled")) if "disabled" in data else set()
+    warnings += [f"disabled: unknown agent {name!r}" for name in sorted(names - set(KNOWN_AGENTS))]
+    return names
+
+
+def _fail_on(value: object) -> str | None:
+    if value is not None and value not in FAIL_ON:
+        raise RepoConfigError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
 def parse_repo_config(toml_text: str) -> RepoConfig:
     """Parse .prfleet.toml. Shape::
 
@@ -177,6 +190,7 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
         max_inline_comments = 5        # fewer inline comments per review than the stack's MaxInlineComments
         report_preexisting = true      # also post findings on old problems the PR does not cause
         require_verification = true    # hold findings until a verify run has checked them (never unverified)
+        [conversation]                 # trusted = ["login"]: answered besides members; learn = false: no suppressions
         [[instructions]]               # review guidance, for the files `paths` matches (all when absent)
         paths = ["src/api/**"]
         text = "..."
@@ -192,20 +206,12 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
     except tomllib.TOMLDecodeError as exc:
         raise RepoConfigError(f".prfleet.toml is not valid TOML: {exc}") from exc
     warnings: list[str] = []
-    disabled: set[str] = set()
     limits: dict[str, dict[str, int]] = {}
     agent_ignore: dict[str, tuple[str, ...]] = {}
-    for key in sorted(set(data) - _TOP_KEYS):
-        warnings.append(f"unknown key {key!r} ignored")
-    if "disabled" in data:
-        for name in _globs(data["disabled"], "disabled"):
-            if name not in KNOWN_AGENTS:
-                warnings.append(f"disabled: unknown agent {name!r}")
-            disabled.add(name)
+    warnings += [f"unknown key {key!r} ignored" for key in sorted(set(data) - _TOP_KEYS)]
+    disabled = _disabled(data, warnings)
     ignore = _globs(data["ignore"], "ignore") if "ignore" in data else ()
-    fail_on = data.get("fail_on")
-    if fail_on is not None and fail_on not in FAIL_ON:
-        raise RepoConfigError(f"fail_on must be one of {', '.join(FAIL_ON)}, got {fail_on!r}")
+    fail_on = _fail_on(data.get("fail_on"))
 
     def read_limits(table: object, where: str) -> dict[str, int]:
         if not isinstance(table, dict):

@@ -377,6 +377,21 @@ def _intro(placement: noise.Placement, max_comments: int) -> str:
     return intro
 
 
+def _notes(
+    placement: noise.Placement,
+    max_comments: int,
+    preexisting_hidden: int,
+    suppressed: int,
+    verification: Verification | None,
+) -> str:
+    """The review's opening lines: where its findings went, what was held back (pre-existing, suppressed by the
+    team) and what the verification pass made of them."""
+    intro = (
+        _intro(placement, max_comments) + preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
+    )
+    return intro + verify_text.review_line(verification, sep="\n\n")
+
+
 def build_review(
     findings: Iterable[Any],
     patches_by_path: Mapping[str, str | None],
@@ -422,10 +437,7 @@ def build_review(
     folded, outside, low = placement.folded, placement.outside, placement.low
     table = summary_table(summary_rows)
     skipped_text = _skipped_section(skipped_files)
-    intro = (
-        _intro(placement, max_comments) + preexisting_note(preexisting_hidden) + suppressed_note(suppressed)
-    )
-    intro += verify_text.review_line(verification, sep="\n\n")  # `verification`: the verify pass, one line
+    intro = _notes(placement, max_comments, preexisting_hidden, suppressed, verification)
     applied = _instructions_section(instructions)
     fallback = snapshot_note(no_snapshot)
     head = "## prfleet review" + (f" of `{head_sha[:12]}`" if head_sha else "")
