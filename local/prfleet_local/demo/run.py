@@ -184,7 +184,7 @@ def sandbox(
         if choice.kind == "offline":
             from prfleet_local.model.server import ModelServer
 
-            server = ModelServer(faults=faults)
+            server = ModelServer(faults=faults, pace=choice.pace)
             model_url = server.start()
             stack.callback(server.stop)
         elif choice.kind == "real":

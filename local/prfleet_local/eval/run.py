@@ -65,7 +65,7 @@ def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
         print(text, file=out, flush=True)
 
     agents = parse_agents(args.agents)
-    model = choose_model(real=args.real, model_url=args.model_url)
+    model = choose_model(real=args.real, model_url=args.model_url, pace=args.pace)
     cases = load_corpus(Path(args.corpus).expanduser())
     if model.kind == "real":
         say(

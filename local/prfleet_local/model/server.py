@@ -19,7 +19,8 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
   the repository from them, and which calls a changed signature breaks;
 - model_log.py — per request, what it asked for and the tool results behind each fact it reported;
 - handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
-- providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy.
+- providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy;
+- pace.py — how long a response takes: at once, or a real model's time to first token and output speed.
 
 Everything is switchable per test through a FaultPlan (at start, `set_faults()`, or POST /_faults).
 """
@@ -50,6 +51,7 @@ from prfleet_local.model.faults import (
 )
 from prfleet_local.model.handler import Handler
 from prfleet_local.model.model_log import ModelLog
+from prfleet_local.model.pace import PACES, Pace
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
 from prfleet_local.model.validate import validate
@@ -70,9 +72,14 @@ class ModelServer:
         port: int = 0,
         faults: FaultPlan | None = None,
         clock: Callable[[], float] = time.time,
+        pace: Pace | str = "instant",
+        wait: Callable[[float], object] | None = None,
     ) -> None:
+        """`pace`: "instant" or "realistic" (pace.py); `wait(seconds)` is how a reply waits (default: a sleep the
+        server's stop cuts short), injectable so a test checks the pace's arithmetic without timing it."""
         self.host, self.port = host, port
         self.clock = clock
+        self.pace = pace if isinstance(pace, Pace) else Pace(pace)
         self.requests: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
         self.cache = PromptCache(clock)
@@ -80,6 +87,7 @@ class ModelServer:
         self._issued: dict[str, list[str]] = {}  # tool_use id -> signatures of the turn's thinking blocks
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.wait = wait or self._stopping.wait
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._count = 0
@@ -268,12 +276,14 @@ class ModelServer:
         }.get(kind or "", "send")
         delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
         after = rule.after_events if rule else 3
+        served = message["model"]
         if body.get("stream"):
             hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
-            return Reply(
-                200, hdrs, events=stream_events(message), action=action, delay=delay, after_events=after
-            )
+            events = stream_events(message)
+            gaps = self.pace.stream_gaps(served, events, u)
+            return Reply(200, hdrs, events=events, action=action, delay=delay, after_events=after, gaps=gaps)
         payload = json.dumps(message).encode()
+        delay += self.pace.seconds(served, u["output_tokens"])
         return Reply(200, base, payload, action=action, delay=delay, after_events=after)
 
     def _message(
@@ -477,9 +487,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--faults", help="FaultPlan as JSON", default=None)
+    parser.add_argument(
+        "--pace", choices=PACES, default="instant", help="answer at once, or at a real model's pace (pace.py)"
+    )
     args = parser.parse_args(argv)
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
-    server = ModelServer(args.host, args.port, faults=plan)
+    server = ModelServer(args.host, args.port, faults=plan, pace=args.pace)
     print(
         f"{LABEL} listening on {server.start()}  (export ANTHROPIC_BASE_URL=... ANTHROPIC_API_KEY=offline)",
         flush=True,
