@@ -59,15 +59,16 @@ class Variant:
     review_first: bool = False
 
 
-# The levers, in the order they are run. The verify pass (issue 24 item 2) is one more line here: its parameter
-# lands with VERIFY's branch; until then the template lacks it and the variant is skipped with that reason.
+# The levers, in the order they are run. The verify pass (issue 24 item 2) is the last line: its template
+# parameter `Verification` (on | off, default on) lands with VERIFY's branch, so `default` then runs with the pass
+# and `verify_off` without it; until then the template lacks the parameter and `verify_off` is skipped, saying so.
 VARIANTS = (
-    Variant("default", "the template's defaults (AgentMaxConcurrency 5, JobsQueue batch 2)"),
-    Variant("concurrency_15", "AgentMaxConcurrency 15", {"AgentMaxConcurrency": "15"}),
+    Variant("default", "the template's defaults"),
+    Variant("concurrency_15", "AgentMaxConcurrency 15 (default 5)", {"AgentMaxConcurrency": "15"}),
     Variant(
         "review_first", "review jobs sent before tests and docs (bench-only re-order)", review_first=True
     ),
-    Variant("verify", "the verify pass on", {"Verification": "true"}),
+    Variant("verify_off", "the verify pass off", {"Verification": "off"}),
 )
 
 
@@ -200,6 +201,27 @@ def template_parameters() -> set[str]:
     return set(tpl.load().get("Parameters", {}))
 
 
+def template_settings() -> dict[str, Any]:
+    """What the default run runs at: the template's defaults that set the pace of a PR (concurrency, batch sizes,
+    function timeouts, the verify pass when the template has it)."""
+    from prfleet_local.stack import template as tpl
+
+    template = tpl.load()
+    params = template.get("Parameters", {})
+    out: dict[str, Any] = {
+        name: params[name].get("Default")
+        for name in ("AgentMaxConcurrency", "PlannerMaxConcurrency", "Verification")
+        if name in params
+    }
+    for logical, res in tpl.resources(template, "AWS::Serverless::Function").items():
+        props = res["Properties"]
+        for ev in props.get("Events", {}).values():
+            if ev["Type"] == "SQS":
+                out[f"{logical}.BatchSize"] = ev["Properties"].get("BatchSize", 10)
+                out[f"{logical}.Timeout"] = props.get("Timeout")
+    return out
+
+
 @contextlib.contextmanager
 def review_jobs_first(on: bool) -> Iterator[None]:
     """While on, the planner's file jobs are sent review first (a stable sort), as a planner change would; the
@@ -286,7 +308,12 @@ def bench_review_time(
     timeout: float = 1800.0,
 ) -> dict[str, Any]:
     """The default variant at every size, each lever at `lever_size`; whether the target holds."""
-    out: dict[str, Any] = {"pace": "realistic", "runs_per_size": runs, "variants": {}}
+    out: dict[str, Any] = {
+        "pace": "realistic",
+        "runs_per_size": runs,
+        "template_defaults": template_settings(),
+        "variants": {},
+    }
     for variant in variants:
         at = sizes if variant.name == "default" else [lever_size]
         out["variants"][variant.name] = run_variant(variant, at, runs, timeout=timeout)
