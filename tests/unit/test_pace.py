@@ -118,3 +118,21 @@ def _name(event: bytes) -> str:
 
 def _data(event: bytes) -> dict:
     return json.loads(event.decode().split("\n")[1].removeprefix("data: "))
+
+
+@pytest.mark.parametrize("command", ["demo", "review", "eval", "local serve"])
+def test_every_command_that_starts_the_offline_model_takes_pace(command):
+    from prfleet_local.cli import build_parser
+
+    positional = {"review": ["."], "eval": ["corpus"]}.get(command, [])
+    args = build_parser().parse_args([*command.split(), *positional, "--pace", "realistic"])
+    assert args.pace == "realistic"
+    assert build_parser().parse_args([*command.split(), *positional]).pace == "instant"
+
+
+def test_a_pace_for_another_server_is_one_line_on_stderr_and_exit_2(capsys):
+    from prfleet_local.cli import main
+
+    assert main(["demo", "--pace", "realistic", "--model-url", "http://127.0.0.1:9"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--pace sets the offline model's pace" in err

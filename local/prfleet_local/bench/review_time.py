@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prfleet_local.model.pace import Pace
+
 SIZES = (3, 10, 30)
 RUNS = 3
 LEVER_SIZE = 10  # the levers are measured on the target's PR size
@@ -153,6 +155,7 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
     box.repo.checkout(HEAD_BRANCH, create_from=base_sha)
     head_sha = box.repo.commit(head_files, f"run {seed}: {files} modules")
     box.repo.checkout(box.repo.default_branch)
+    billed_before = len(box.model.bill())
     notes: list[str] = []
     done = review_range(
         box,
@@ -170,6 +173,11 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
     statuses = Counter(str(r.get("status")) for r in done.runs)
     found = {(f["path"], f.get("category")) for f in done.findings()}
     agents = sorted({str(r.get("agent")) for r in done.runs})
+    # The modelled model time of the PR's calls (each call's pace at its output tokens): what the jobs' own time
+    # is made of besides the pipeline (tools, ledger, state, the local AWS on a shared machine).
+    pace = Pace("realistic")
+    model_s = sum(pace.seconds(r.model, r.output_tokens) for r in box.model.bill()[billed_before:])
+    job_s = sum(_job_seconds(r) for r in done.runs)
     return {
         "files": files,
         "seconds": round(done.seconds, 1),
@@ -183,6 +191,8 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
             for a in agents
         },
         "output_tokens": sum(int(r.get("output_tokens") or 0) for r in done.runs),
+        "model_s_per_job": round(model_s / max(1, len(done.runs)), 1),
+        "job_s_mean": round(job_s / max(1, len(done.runs)), 1),
         "planted_bugs": len(bugs),
         "planted_bug_files_with_findings": sum(1 for path, _ in bugs if any(p == path for p, _ in found)),
     }
