@@ -75,8 +75,7 @@ class ModelServer:
         pace: Pace | str = "instant",
         wait: Callable[[float], object] | None = None,
     ) -> None:
-        """`pace`: "instant" or "realistic" (pace.py); `wait(seconds)` is how a reply waits (default: a sleep the
-        server's stop cuts short), injectable so a test checks the pace's arithmetic without timing it."""
+        # `wait(seconds)`: how a reply waits (a sleep the server's stop cuts short), injectable for tests
         self.host, self.port = host, port
         self.clock = clock
         self.pace = pace if isinstance(pace, Pace) else Pace(pace)
@@ -268,23 +267,7 @@ class ModelServer:
                 else "200k-1M",
             )
         )
-        action = {
-            "timeout_after_billing": "hold",
-            "reset_after_read": "reset",
-            "truncated": "truncate",
-            "stream_error": "stream_error",
-        }.get(kind or "", "send")
-        delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
-        after = rule.after_events if rule else 3
-        served = message["model"]
-        if body.get("stream"):
-            hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
-            events = stream_events(message)
-            gaps = self.pace.stream_gaps(served, events, u)
-            return Reply(200, hdrs, events=events, action=action, delay=delay, after_events=after, gaps=gaps)
-        payload = json.dumps(message).encode()
-        delay += self.pace.seconds(served, u["output_tokens"])
-        return Reply(200, base, payload, action=action, delay=delay, after_events=after)
+        return _reply(message, base, streamed=bool(body.get("stream")), rule=rule, pace=self.pace)
 
     def _message(
         self, body: dict[str, Any], number: int, rule: FaultRule | None, key: str
@@ -471,6 +454,29 @@ class ModelServer:
             return 200, self._bill.usage_report(urllib.parse.parse_qs(query), headers)
         except ReportError as exc:
             return 400, error_body("invalid_request_error", str(exc))
+
+
+def _reply(
+    message: dict[str, Any], base: dict[str, str], *, streamed: bool, rule: FaultRule | None, pace: Pace
+) -> Reply:
+    """The 200 of a message, whole or as events, bent as its fault says and waiting as the pace says."""
+    kind = rule.kind if rule else None
+    action = {
+        "timeout_after_billing": "hold",
+        "reset_after_read": "reset",
+        "truncated": "truncate",
+        "stream_error": "stream_error",
+    }.get(kind or "", "send")
+    delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
+    after = rule.after_events if rule else 3
+    model, usage = message["model"], message["usage"]
+    if streamed:
+        hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        events = stream_events(message)
+        gaps = pace.stream_gaps(model, events, usage)
+        return Reply(200, hdrs, events=events, action=action, delay=delay, after_events=after, gaps=gaps)
+    delay += pace.seconds(model, usage["output_tokens"])
+    return Reply(200, base, json.dumps(message).encode(), action=action, delay=delay, after_events=after)
 
 
 def _known_model(model: str) -> bool:
