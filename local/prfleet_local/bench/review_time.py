@@ -59,16 +59,32 @@ class Variant:
     what: str
     parameters: Mapping[str, str] = field(default_factory=dict)
     review_first: bool = False
+    sizes: tuple[int, ...] = ()  # PR sizes it runs at; () = LEVER_SIZE (the default variant: every size)
 
 
-# The levers, in the order they are run. The verify pass (issue 24 item 2) is the last line: its template
-# parameter `Verification` (on | off, default on) lands with VERIFY's branch, so `default` then runs with the pass
-# and `verify_off` without it; until then the template lacks the parameter and `verify_off` is skipped, saying so.
+# The levers, in the order they are run. PrBudgetUsd is one because every model call is reserved at its worst case
+# (a review call's max_tokens of output: $0.45) until it settles: a PR's open reservations plus its spend must stay
+# under the PR's limit, so more review calls at once, or a big PR near its limit, are re-queued for
+# BudgetRetrySeconds. The verify pass (issue 24 item 2) is the last line: its template parameter `Verification`
+# (on | off, default on) lands with VERIFY's branch, so `default` then runs with the pass and `verify_off` without
+# it; until then the template lacks the parameter and `verify_off` is skipped, saying so.
 VARIANTS = (
-    Variant("default", "the template's defaults"),
+    Variant("default", "the template's defaults", sizes=SIZES),
+    Variant("pr_budget_10", "PrBudgetUsd 10 (default 2)", {"PrBudgetUsd": "10"}, sizes=(10, 30)),
     Variant("concurrency_15", "AgentMaxConcurrency 15 (default 5)", {"AgentMaxConcurrency": "15"}),
     Variant(
+        "concurrency_15_budget_10",
+        "AgentMaxConcurrency 15 and PrBudgetUsd 10",
+        {"AgentMaxConcurrency": "15", "PrBudgetUsd": "10"},
+    ),
+    Variant(
         "review_first", "review jobs sent before tests and docs (bench-only re-order)", review_first=True
+    ),
+    Variant(
+        "review_first_budget_10",
+        "review jobs first and PrBudgetUsd 10",
+        {"PrBudgetUsd": "10"},
+        review_first=True,
     ),
     Variant("verify_off", "the verify pass off", {"Verification": "off"}),
 )
@@ -317,7 +333,8 @@ def bench_review_time(
     lever_size: int = LEVER_SIZE,
     timeout: float = 1800.0,
 ) -> dict[str, Any]:
-    """The default variant at every size, each lever at `lever_size`; whether the target holds."""
+    """Each variant at its sizes (a lever without any: `lever_size`) that are among `sizes`; whether the target
+    holds."""
     out: dict[str, Any] = {
         "pace": "realistic",
         "runs_per_size": runs,
@@ -325,8 +342,12 @@ def bench_review_time(
         "variants": {},
     }
     for variant in variants:
-        at = sizes if variant.name == "default" else [lever_size]
-        out["variants"][variant.name] = run_variant(variant, at, runs, timeout=timeout)
+        at = [n for n in (variant.sizes or (lever_size,)) if n in sizes]
+        out["variants"][variant.name] = (
+            run_variant(variant, at, runs, timeout=timeout)
+            if at
+            else {"what": variant.what, "skipped": f"none of its sizes is among {list(sizes)}"}
+        )
     default = out["variants"].get("default", {}).get("sizes", {}).get(str(lever_size))
     if default:
         out["target"] = {
