@@ -200,6 +200,7 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
         "cost_usd": round(done.cost_micros / 1e6, 4),
         "jobs": len(done.runs),
         "statuses": dict(statuses),
+        "complete": set(statuses) == {"succeeded"},  # else the review posted says what was not reviewed
         "model_calls": sum(int(r.get("iterations") or 0) for r in done.runs),
         # how long one job of each agent ran (its model calls at the pace, tools, ledger), median over the PR
         "job_s_by_agent": {
@@ -313,6 +314,7 @@ def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
         "median_s": round(statistics.median(seconds), 1),
         "p90_s": round(p90(seconds), 1),
         "median_cost_usd": round(statistics.median(costs), 4),
+        "complete_runs": sum(1 for r in results if r.get("complete")),
         "each": results,
     }
 
