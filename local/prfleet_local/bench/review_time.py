@@ -201,6 +201,11 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
         "jobs": len(done.runs),
         "statuses": dict(statuses),
         "complete": set(statuses) == {"succeeded"},  # else the review posted says what was not reviewed
+        "not_succeeded": [
+            {k: r.get(k) for k in ("path", "agent", "status", "error", "reason") if r.get(k)}
+            for r in done.runs
+            if r.get("status") != "succeeded"
+        ],
         "model_calls": sum(int(r.get("iterations") or 0) for r in done.runs),
         # how long one job of each agent ran (its model calls at the pace, tools, ledger), median over the PR
         "job_s_by_agent": {
