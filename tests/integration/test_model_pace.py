@@ -5,10 +5,14 @@ an injected `wait`, so the arithmetic is checked without timing anything."""
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 
 import anthropic
 import pytest
+from anthropic.lib.aws import _auth
 
+from prfleet import config
+from prfleet.agents import model_client
 from prfleet_local.model.pace import SPEEDS
 from prfleet_local.model.server import ModelServer
 
@@ -93,3 +97,40 @@ def test_instant_pace_never_waits():
         ) as stream:
             stream.get_final_message()
     assert waits.take() == []
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["invoke", "invoke-with-response-stream"])
+def test_the_bedrock_wire_keeps_the_pace(monkeypatch, stream):
+    """Bedrock re-frames the stream (no pings, AWS event-stream frames): the waits still add up to the model's."""
+    for name in ("AWS_PROFILE", "AWS_BEARER_TOKEN_BEDROCK", "ANTHROPIC_AWS_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(
+            name, "testing"
+        )  # the Lambda role's session credentials, as the local stack sets them
+    _auth._get_session.cache_clear()
+    profile = "us.anthropic.claude-haiku-4-5-20251001-v1:0"
+    waits = Waits()
+    with ModelServer(pace="realistic", wait=waits) as server:
+        settings = replace(
+            config.Settings(*"dslrqjtwg", anthropic_secret_id=""),
+            model_provider="bedrock",
+            model_region="us-east-1",
+            models={"review": profile, "tests": profile, "docs": profile},
+            model_endpoint_url=server.url,
+        )
+        client = model_client.build(settings)
+        args = {
+            "model": profile,
+            "max_tokens": 4000,
+            "messages": [{"role": "user", "content": "Review app.py."}],
+        }
+        if stream:
+            with client.messages.stream(**args) as s:
+                message = s.get_final_message()
+        else:
+            message = client.messages.create(**args)
+    speed = SPEEDS["haiku"]
+    recorded = waits.take()
+    assert sum(recorded) == pytest.approx(speed.ttft_s + message.usage.output_tokens / speed.tokens_per_s)
+    assert (len(recorded) > 2) == stream  # a stream's frames are paced one by one, a whole reply once
