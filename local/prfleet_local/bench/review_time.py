@@ -37,7 +37,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prfleet.jobs import sqs
+from prfleet_local.cli.review import BASE_BRANCH, HEAD_BRANCH, review_range
+from prfleet_local.demo.model_choice import ModelChoice
+from prfleet_local.demo.run import sandbox
 from prfleet_local.model.pace import Pace
+from prfleet_local.stack import template as tpl
 
 SIZES = (3, 10, 30)
 RUNS = 3
@@ -162,8 +167,6 @@ def make_pr(files: int, seed: int) -> tuple[dict[str, str], dict[str, str], list
 def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str, Any]:
     """One PR of `files` modules reviewed through the stack, as `prfleet review` does it: seconds from the webhook's
     delivery to the posted review, its cost and its jobs' outcomes."""
-    from prfleet_local.cli.review import BASE_BRANCH, HEAD_BRANCH, review_range
-
     base_files, head_files, bugs = make_pr(files, seed)
     main = box.repo.sha(box.repo.default_branch)
     box.repo.checkout(BASE_BRANCH, create_from=main)
@@ -228,16 +231,12 @@ def _job_seconds(run: Mapping[str, Any]) -> float:
 
 
 def template_parameters() -> set[str]:
-    from prfleet_local.stack import template as tpl
-
     return set(tpl.load().get("Parameters", {}))
 
 
 def template_settings() -> dict[str, Any]:
     """What the default run runs at: the template's defaults that set the pace of a PR (concurrency, batch sizes,
     function timeouts, the verify pass when the template has it)."""
-    from prfleet_local.stack import template as tpl
-
     template = tpl.load()
     params = template.get("Parameters", {})
     out: dict[str, Any] = {
@@ -261,8 +260,6 @@ def review_jobs_first(on: bool) -> Iterator[None]:
     if not on:
         yield
         return
-    from prfleet.jobs import sqs
-
     original = sqs.send_file_jobs
 
     def ordered(jobs: Sequence[Any], **kw: Any) -> None:
@@ -279,9 +276,6 @@ def run_variant(
     variant: Variant, sizes: Sequence[int], runs: int, *, timeout: float, seed: int = 1
 ) -> dict[str, Any]:
     """Every size `runs` times on one stack with the variant's settings; per size the runs, median and p90."""
-    from prfleet_local.demo.model_choice import ModelChoice
-    from prfleet_local.demo.run import sandbox
-
     missing = sorted(set(variant.parameters) - template_parameters())
     if missing:
         return {"what": variant.what, "skipped": f"template.yaml has no parameter {', '.join(missing)} yet"}
