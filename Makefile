@@ -89,8 +89,10 @@ test: install browser
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/pytest -n 2 --dist loadfile
 
+# BENCH names parts to run alone, e.g. make bench BENCH=review_time (not in the default run: tens of minutes).
+BENCH ?=
 bench: install
-	$(BIN)/python -m prfleet_local.bench
+	$(BIN)/python -m prfleet_local.bench $(BENCH)
 
 # The whole stack under load and faults, every invariant checked (non-zero exit if one fails). Scale with
 # SOAK_ARGS, e.g. make soak SOAK_ARGS="--prs 6 --files 3 --repos 2" (default: 50 PRs x 10 files x 3 agents).

@@ -14,6 +14,11 @@
 6. The repository snapshot and tools (bench/repository.py, issue 23): GitHub and S3 requests per head and per job
    for 10, 100 and 300 files / the same jobs without a snapshot; unpack and grep of a 10,000-file tree / tar xzf
    and git grep (`--large` adds 50,000 files).
+7. Time to review (bench/review_time.py, issue 24): webhook to posted review for PRs of 3, 10 and 30 files at a
+   realistic model pace, and the levers. Only when named (`make bench BENCH=review_time`): it takes tens of
+   minutes.
+
+`python -m prfleet_local.bench [PART ...]` runs only the parts named.
 """
 
 from __future__ import annotations
@@ -136,18 +141,36 @@ def bench_repository(*, large: bool = False) -> dict[str, Any]:
     return run(large=large)
 
 
-def main() -> int:
-    results = {
-        "python": sys.version.split()[0],
-        "prompt_caching": bench_caching(),
-        "pr_caching": bench_pr_caching(),
-        "ledger": bench_ledger(),
-        "ledger_scale": bench_ledger_scale(),
-        "cold_starts": bench_cold_starts(),
-        "github_requests": bench_github(),
-        "job_cost": bench_jobcost(),
-        "repository": bench_repository(large="--large" in sys.argv[1:]),
+def bench_review_time() -> dict[str, Any]:
+    from prfleet_local.bench.review_time import bench_review_time as run
+
+    return run()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every default part, or only the parts named (`make bench BENCH=review_time`); `--large` adds the
+    50,000-file tree to `repository`."""
+    args = sys.argv[1:] if argv is None else argv
+    large = "--large" in args
+    parts: dict[str, Any] = {
+        "prompt_caching": bench_caching,
+        "pr_caching": bench_pr_caching,
+        "ledger": bench_ledger,
+        "ledger_scale": bench_ledger_scale,
+        "cold_starts": bench_cold_starts,
+        "github_requests": bench_github,
+        "job_cost": bench_jobcost,
+        "repository": lambda: bench_repository(large=large),
     }
+    # Not in the default run: tens of minutes at a real model's pace (bench/review_time.py).
+    extra = {"review_time": bench_review_time}
+    named = [a for a in args if not a.startswith("--")]
+    unknown = [n for n in named if n not in parts and n not in extra]
+    if unknown:
+        print(f"bench: no part {unknown[0]!r}; one of {', '.join([*parts, *extra])}", file=sys.stderr)
+        return 2
+    chosen = {n: {**parts, **extra}[n] for n in named} if named else parts
+    results = {"python": sys.version.split()[0], **{name: run() for name, run in chosen.items()}}
     print(json.dumps(results, indent=2))
     return 0
 

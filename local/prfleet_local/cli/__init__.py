@@ -17,6 +17,7 @@ from typing import NoReturn
 
 from prfleet_local.cli.errors import CliError, Terminated, one_line
 from prfleet_local.eval.options import add_eval_options
+from prfleet_local.model.pace import PACES
 
 
 class Parser(argparse.ArgumentParser):
@@ -37,6 +38,13 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="call any Messages-API server at URL (a gateway, a proxy, another stand-in) instead",
     )
+    parser.add_argument(
+        "--pace",
+        choices=PACES,
+        default="instant",
+        help="the offline model answers at once (instant, default) or at a real model's time to first token "
+        "and output speed per model tier (realistic; the figures and their sources: prfleet_local/model/pace.py)",
+    )
 
 
 def _workdir(value: str | None) -> Path | None:
@@ -52,7 +60,7 @@ def _demo(args: argparse.Namespace) -> int:
     from prfleet_local.demo.model_choice import choose_model
     from prfleet_local.demo.run import run_demo
 
-    model = choose_model(real=args.real, model_url=args.model_url)
+    model = choose_model(real=args.real, model_url=args.model_url, pace=args.pace)
     return run_demo(
         _workdir(args.workdir),
         keep=args.keep,

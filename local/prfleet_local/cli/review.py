@@ -262,7 +262,7 @@ def review(args: argparse.Namespace, *, workdir: Path | None) -> int:
     if not source.exists():
         raise CliError(f"{args.path}: no such directory")
     base_sha, head_sha, what = resolve_range(source, args.base, args.head)
-    model = choose_model(real=args.real, model_url=args.model_url)
+    model = choose_model(real=args.real, model_url=args.model_url, pace=args.pace)
     provider = getattr(args, "provider", "anthropic")
     if model.kind == "real":
         say(

@@ -77,7 +77,7 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
         raise CliError(
             f"port {args.port} is in use (another `prfleet local serve`?): choose another with --port"
         )
-    model = choose_model(real=args.real, model_url=args.model_url)
+    model = choose_model(real=args.real, model_url=args.model_url, pace=args.pace)
     if model.kind == "real":
         print("local serve: --real: reviews call the Claude API and spend money on your ANTHROPIC_API_KEY")
     state = state_path()

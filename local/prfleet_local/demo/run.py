@@ -163,7 +163,8 @@ def sandbox(
     repo_name: str = REPO,
     **stack_options: Any,
 ) -> Iterator[Sandbox]:
-    """Start GitHub, the model (offline unless `model` says otherwise) and the stack; stop all of it on exit,
+    """Start GitHub, the model (offline unless `model` says otherwise, at `model.pace`: a test or bench that needs
+    a real model's pace passes `model=ModelChoice(pace="realistic")`) and the stack; stop all of it on exit,
     also when starting fails half-way (the moto server is a child process and must never outlive us).
 
     `stack_options` go to LocalStack as they are (alarm_interval, function_timeouts, kill_at_timeout, ...)."""
@@ -184,7 +185,7 @@ def sandbox(
         if choice.kind == "offline":
             from prfleet_local.model.server import ModelServer
 
-            server = ModelServer(faults=faults)
+            server = ModelServer(faults=faults, pace=choice.pace)
             model_url = server.start()
             stack.callback(server.stop)
         elif choice.kind == "real":

@@ -117,7 +117,7 @@ def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
         print(text, file=out, flush=True)
 
     agents = parse_agents(args.agents)
-    model = choose_model(real=args.real, model_url=args.model_url)
+    model = choose_model(real=args.real, model_url=args.model_url, pace=args.pace)
     work = plan(args, model)
     if model.kind == "real":
         say(

@@ -77,7 +77,7 @@ class Handler(BaseHTTPRequestHandler):
             self._hold(reply.delay)
             return
         if reply.delay:
-            self.owner._stopping.wait(reply.delay)
+            self.owner.wait(reply.delay)
         if not reply.events:
             payload = reply.body
             if reply.action == "truncate":
@@ -93,7 +93,10 @@ class Handler(BaseHTTPRequestHandler):
             events = reply.events
             if reply.action in ("truncate", "stream_error"):
                 events = events[: reply.after_events]
-            for event in events:
+            gaps = reply.gaps or [0.0] * len(events)
+            for event, gap in zip(events, gaps, strict=False):
+                if gap:
+                    self.owner.wait(gap)  # the model's pace (pace.py)
                 self.wfile.write(event)
                 self.wfile.flush()
             if reply.action == "stream_error":

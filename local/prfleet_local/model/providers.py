@@ -327,7 +327,8 @@ def bedrock(
             text = ""
         code, kind = _BEDROCK_ERRORS.get(reply.status, (500, "InternalServerException"))
         return _bedrock_error(code, kind, _BEDROCK_MESSAGES.get(kind, text), rid)
-    latency = str(int((time.monotonic() - started) * 1000))
+    # the reply's own waits (a slow fault, the model's pace) are sent after this: they count toward the latency
+    latency = str(int((time.monotonic() - started + reply.delay + sum(reply.gaps)) * 1000))
     if not stream:
         try:
             message = json.loads(reply.body)
@@ -348,7 +349,9 @@ def bedrock(
             200, hdrs, payload, action=reply.action, delay=reply.delay, after_events=reply.after_events
         )
     # The policy's SSE events, re-framed: Bedrock sends no ping, and adds its metrics to message_stop.
-    events = [e for e in (_sse_data(e) for e in reply.events) if e.get("type") != "ping"]
+    paced = zip(reply.events, reply.gaps or [0.0] * len(reply.events), strict=True)
+    kept = [(data, gap) for data, gap in ((_sse_data(e), g) for e, g in paced) if data.get("type") != "ping"]
+    events, gaps = [d for d, _ in kept], [g for _, g in kept]
     usage: dict[str, Any] = {}
     for e in events:
         if e["type"] == "message_start":
@@ -376,7 +379,9 @@ def bedrock(
         "x-amzn-requestid": rid,
         "x-amzn-bedrock-content-type": "application/json",
     }
-    return Reply(200, hdrs, events=frames, action=action, delay=reply.delay, after_events=reply.after_events)
+    return Reply(
+        200, hdrs, events=frames, action=action, delay=reply.delay, after_events=reply.after_events, gaps=gaps
+    )
 
 
 # ------------------------------------------------------------------------------------ Claude Platform on AWS

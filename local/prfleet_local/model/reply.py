@@ -21,6 +21,7 @@ class Reply:
     action: str = "send"  # send | hold | reset | truncate | stream_error
     delay: float = 0.0
     after_events: int = 3
+    gaps: list[float] = field(default_factory=list)  # the wait before each event (pace.py); none: no wait
 
     def __iter__(self) -> Any:
         """(status, headers, body bytes, delay), for wires that re-encode the reply (providers.py); a cut body

@@ -22,6 +22,7 @@ turn. Each behaviour follows a documentation page, cited in the module that impl
 - handler.py — the HTTP routes, and replies bent as a fault would (held, reset, cut short);
 - providers.py — the Bedrock and Claude Platform on AWS wires in front of the same policy;
 - judge.py — the offline stand-in for `prfleet eval`'s LLM judge (shared words, not judgement).
+- pace.py — how long a response takes: at once, or a real model's time to first token and output speed.
 
 Everything is switchable per test through a FaultPlan (at start, `set_faults()`, or POST /_faults).
 """
@@ -52,6 +53,7 @@ from prfleet_local.model.faults import (
 )
 from prfleet_local.model.handler import Handler
 from prfleet_local.model.model_log import ModelLog
+from prfleet_local.model.pace import PACES, Pace
 from prfleet_local.model.policy import Conversation, OfflineModel
 from prfleet_local.model.reply import Reply
 from prfleet_local.model.results import text_of
@@ -73,9 +75,13 @@ class ModelServer:
         port: int = 0,
         faults: FaultPlan | None = None,
         clock: Callable[[], float] = time.time,
+        pace: Pace | str = "instant",
+        wait: Callable[[float], object] | None = None,
     ) -> None:
+        # `wait(seconds)`: how a reply waits (a sleep the server's stop cuts short), injectable for tests
         self.host, self.port = host, port
         self.clock = clock
+        self.pace = pace if isinstance(pace, Pace) else Pace(pace)
         self.requests: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
         self.cache = PromptCache(clock)
@@ -83,6 +89,7 @@ class ModelServer:
         self._issued: dict[str, list[str]] = {}  # tool_use id -> signatures of the turn's thinking blocks
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self.wait = wait or self._stopping.wait
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._count = 0
@@ -263,21 +270,7 @@ class ModelServer:
                 else "200k-1M",
             )
         )
-        action = {
-            "timeout_after_billing": "hold",
-            "reset_after_read": "reset",
-            "truncated": "truncate",
-            "stream_error": "stream_error",
-        }.get(kind or "", "send")
-        delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
-        after = rule.after_events if rule else 3
-        if body.get("stream"):
-            hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
-            return Reply(
-                200, hdrs, events=stream_events(message), action=action, delay=delay, after_events=after
-            )
-        payload = json.dumps(message).encode()
-        return Reply(200, base, payload, action=action, delay=delay, after_events=after)
+        return _reply(message, base, streamed=bool(body.get("stream")), rule=rule, pace=self.pace)
 
     def _message(
         self, body: dict[str, Any], number: int, rule: FaultRule | None, key: str
@@ -486,6 +479,29 @@ def _agent_of(body: Any) -> str | None:
     return m.group(1) if m else None
 
 
+def _reply(
+    message: dict[str, Any], base: dict[str, str], *, streamed: bool, rule: FaultRule | None, pace: Pace
+) -> Reply:
+    """The 200 of a message, whole or as events, bent as its fault says and waiting as the pace says."""
+    kind = rule.kind if rule else None
+    action = {
+        "timeout_after_billing": "hold",
+        "reset_after_read": "reset",
+        "truncated": "truncate",
+        "stream_error": "stream_error",
+    }.get(kind or "", "send")
+    delay = rule.delay if rule and kind in ("slow", "timeout_after_billing") else 0.0
+    after = rule.after_events if rule else 3
+    model, usage = message["model"], message["usage"]
+    if streamed:
+        hdrs = {**base, "content-type": "text/event-stream", "cache-control": "no-cache"}
+        events = stream_events(message)
+        gaps = pace.stream_gaps(model, events, usage)
+        return Reply(200, hdrs, events=events, action=action, delay=delay, after_events=after, gaps=gaps)
+    delay += pace.seconds(model, usage["output_tokens"])
+    return Reply(200, base, json.dumps(message).encode(), action=action, delay=delay, after_events=after)
+
+
 def _known_model(model: str) -> bool:
     try:
         pricing.table().canonical(model)
@@ -500,9 +516,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--faults", help="FaultPlan as JSON", default=None)
+    parser.add_argument(
+        "--pace", choices=PACES, default="instant", help="answer at once, or at a real model's pace (pace.py)"
+    )
     args = parser.parse_args(argv)
     plan = FaultPlan.from_dict(json.loads(args.faults)) if args.faults else None
-    server = ModelServer(args.host, args.port, faults=plan)
+    server = ModelServer(args.host, args.port, faults=plan, pace=args.pace)
     print(
         f"{LABEL} listening on {server.start()}  (export ANTHROPIC_BASE_URL=... ANTHROPIC_API_KEY=offline)",
         flush=True,
