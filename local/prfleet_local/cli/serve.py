@@ -109,8 +109,11 @@ def serve(args: argparse.Namespace, *, workdir: Path | None) -> int:
                 print(
                     f"try:      prfleet local send --port {args.port} --event pull_request --payload {payload_file}"
                 )
+                # The handlers first: "Ctrl-C to stop" must be true when it is printed (a SIGINT sent on reading
+                # that line once landed before them, on a busy machine: busy-machine CI run 8).
+                stop = _stop_on_signals()
                 print("Ctrl-C to stop", flush=True)
-                _watch(box, _stop_on_signals())
+                _watch(box, stop)
                 # A second Ctrl-C while the stack stops interrupts the stop, as before.
                 signal.signal(signal.SIGINT, signal.default_int_handler)
             finally:
