@@ -433,7 +433,7 @@ def _complete_check(
     details: str = "",
 ) -> None:
     """The check run completed; `details` (the verifier's dropped and merged findings) goes to output.text, the
-    check run's details page (Markdown, at most 65,535 characters: render.verification_details keeps to it)."""
+    check run's details page (Markdown, at most 65,535 characters: verify_text.verification_details keeps to it)."""
     if record.check_run_id is None:
         return
     output: dict[str, Any] = {"title": title, "summary": text[:65_535], "annotations": annotations}
