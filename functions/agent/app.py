@@ -63,6 +63,18 @@ def _record(record: SQSRecord, context: Any) -> None:
 
 
 def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
+    _attempt(record, job, context, runner.process, runner.fail, "job failed")
+
+
+def _ask(record: SQSRecord, job: jobs.AskJob, context: Any) -> None:
+    """An ask job (pipeline.answering): the same retries and last-delivery record as a file job's; its last
+    delivery's failure is said in its thread."""
+    _attempt(record, job, context, answering.answer, answering.fail, "ask failed")
+
+
+def _attempt(record: SQSRecord, job: Any, context: Any, run: Any, fail: Any, failed: str) -> None:
+    """One delivery of a job: `run` it; a busy run goes back to SQS, a RetryLater is re-sent delayed, anything
+    else is logged and, on the last delivery, recorded with `fail` (the message still goes to the DLQ)."""
     emitter = events.Emitter(
         logger,
         metrics,
@@ -75,7 +87,7 @@ def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
     )
     final_attempt = sqs.receive_count(record) >= settings().max_receive_count
     try:
-        runner.process(
+        run(
             job,
             remaining_ms=context.get_remaining_time_in_millis,
             client_for=github.client_for,
@@ -96,48 +108,11 @@ def _run(record: SQSRecord, job: jobs.FileJob, context: Any) -> None:
     except Exception as exc:
         # Powertools' batch processor notes a failed record only at debug level: say it here.
         logger.exception(
-            "job failed",
+            failed,
             extra={"job_failed": job.job_id, "final_attempt": final_attempt, "message_id": record.message_id},
         )
-        if (
-            final_attempt
-        ):  # record the failure so the PR's review completes; the message still goes to the DLQ
-            runner.fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
-        raise
-
-
-def _ask(record: SQSRecord, job: jobs.AskJob, context: Any) -> None:
-    """An ask job (pipeline.answering): the same retries and last-delivery record as a file job's."""
-    emitter = events.Emitter(
-        logger,
-        metrics,
-        repository=job.repo,
-        pr=job.number,
-        head_sha=job.head_sha,
-        path=job.path,
-        delivery_id=job.delivery_id,
-        agent=job.agent,
-    )
-    final_attempt = sqs.receive_count(record) >= settings().max_receive_count
-    try:
-        answering.answer(
-            job,
-            remaining_ms=context.get_remaining_time_in_millis,
-            client_for=github.client_for,
-            model_client=model_client(),
-            emitter=emitter,
-            final_attempt=final_attempt,
-        )
-    except runner.RetryLater as exc:
-        sqs.send_raw(exc.body or record.body, delay=min(900, int(exc.delay + 0.999)))
-        logger.info("requeued", extra={"event": "requeued", "reason": str(exc), "delay_s": exc.delay})
-    except Exception as exc:
-        logger.exception(
-            "ask failed",
-            extra={"job_failed": job.job_id, "final_attempt": final_attempt, "message_id": record.message_id},
-        )
-        if final_attempt:  # say so in the thread; the message still goes to the DLQ
-            answering.fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
+        if final_attempt:  # record the failure so the review (or the thread) completes
+            fail(github.client_for, job, emitter, redact(str(exc)), type(exc).__name__)
         raise
 
 
