@@ -351,6 +351,28 @@ def test_alarm_evaluation_the_window_slides_by_the_minute_and_excludes_the_minut
     assert ev.evaluate([dp("StuckRuns", 1, T0 + 10)], T0 + 960)["Stuck"] == AlarmState.INSUFFICIENT_DATA
 
 
+def test_alarm_evaluation_catches_up_the_minutes_a_caller_skipped() -> None:
+    """CloudWatch evaluates every minute (alarm-evaluation). The template's queue-age alarm (Maximum, 1 of 1 over
+    60 s) sees a message that waited 400 s at the end of its minute; a caller whose clock jumped ten minutes on
+    must still page, not only evaluate the range at its own instant, where newer samples hide the breach."""
+    ev = AlarmEvaluator({"Age": queue_age(Period=60, EvaluationPeriods=1, DatapointsToAlarm=1)})
+    age = lambda ts, value: Datapoint(  # noqa: E731 - the queue's age sample
+        "AWS/SQS", "ApproximateAgeOfOldestMessage", {"QueueName": "prfleet-jobs"}, ts, value
+    )
+    assert ev.evaluate([age(T0 - 30, 0.0)], T0 + 5)["Age"] == AlarmState.OK
+    points = [age(T0 - 30, 0.0), age(T0 + 20, 400.0), *(age(T0 + 60 * k + 1, 0.0) for k in range(1, 11))]
+    assert ev.evaluate(points, T0 + 630)["Age"] == AlarmState.OK  # at its own instant the breach is hidden
+    assert [(t.new_state, t.timestamp) for t in ev.last_transitions] == [
+        (AlarmState.ALARM, T0 + 60),  # the minute after the breach, as CloudWatch would have evaluated it
+        (AlarmState.OK, T0 + 120),
+    ]
+    # every minute with a sample up to the last whole one (T0 + 600 is the range of the evaluation at T0 + 630)
+    assert ev.evaluated_at == [T0 + 5, *(T0 + 60 * k for k in range(1, 10)), T0 + 630]
+    # a clock that goes back evaluates at its own instant only
+    assert ev.evaluate(points, T0 + 200)["Age"] == AlarmState.OK
+    assert ev.evaluated_at[-1] == T0 + 200 and not ev.last_transitions
+
+
 def test_alarm_evaluation_a_15_minute_rate_does_not_reset_at_the_quarter_hour() -> None:
     """The issue's case: with aligned 15-minute buckets the error-rate alarm went OK at every quarter hour; with the
     docs' sliding window the last 15 minutes are evaluated at every minute."""

@@ -1,6 +1,7 @@
 """The alarms that must have fired, worked out independently of the evaluator from the run's own data: the DLQs,
 the ledger, the sweeper's counts, the webhook's statuses, and each alarm's own arithmetic (ErrorRateAlarm,
-LatencyAlarm, the queue ages, LedgerDriftAlarm) over the instants the soak sampled the alarms at."""
+LatencyAlarm, the queue ages, LedgerDriftAlarm) over every instant the alarms were evaluated at
+(the stack's minute, the soak's samples, and the minutes caught up between them)."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def expected_alarms(
     drifts: list[float],
 ) -> set[str]:
     """The alarms the run's own data says must fire (their template thresholds), derived from the stores and what
-    the soak saw: the sweeper's counts, the webhook's statuses, the instants the alarms were sampled at and the
+    the soak saw: the sweeper's counts, the webhook's statuses, the instants the alarms were evaluated at and the
     ledger drift of each reconciliation pass."""
     out = set()
     if dlq.get("JobsDLQ"):
@@ -48,7 +49,7 @@ def expected_alarms(
         out.add("WebhookErrorsAlarm")
     # ErrorRateAlarm's own arithmetic: (RunsFailed + the agent's Lambda Errors) / (RunsStarted + Errors) > 20 %
     # with at least 5 runs, over the SLIDING 15-minute range the local evaluator (and CloudWatch) uses at each
-    # instant the soak sampled the alarms: it ends at the last whole minute (prfleet_local.stack.alarms.window).
+    # instant the alarms were evaluated at: it ends at the last whole minute (prfleet_local.stack.alarms.window).
     # Aligned 15-minute buckets (the former oracle) miss a breach that straddles two of them.
     agent = stack.functions["AgentFunction"].name
     points: list[tuple[float, str, float]] = []
@@ -63,9 +64,10 @@ def expected_alarms(
             points.append((d.timestamp, d.name, d.value))
     if error_rate_breached(points, sampled_at):
         out.add("ErrorRateAlarm")
-    # The queue-age alarms: a message that waited over 5 minutes when it was received, as the stack measures it
-    # from SentTimestamp (a killed invocation's or a lost delete's message is back only after the visibility
-    # timeout, 6 x the agent's Timeout: in AWS the age counts from the send too, and the alarm pages).
+    # The queue-age alarms (1 of 1 over a minute): a message that waited over 5 minutes when it was received, as the
+    # stack measures it from SentTimestamp (a killed invocation's or a lost delete's message is back only after the
+    # visibility timeout, 6 x the agent's Timeout: in AWS the age counts from the send too, and the alarm pages).
+    # The evaluation at the end of that minute pages; the evaluator catches that minute up if no one evaluated it.
     for logical in ("JobsQueue", "PrQueue"):
         queue = stack.queue_url(logical).rsplit("/", 1)[-1]
         threshold = float(stack.alarm_definitions[stack.alarm_name(f"{logical}AgeAlarm")]["Threshold"])

@@ -45,8 +45,6 @@ class Soak:
         self.scale = scale
         self.workdir = workdir
         self.driven = Driven()
-        self.alarmed: set[str] = set()
-        self.sampled_at: list[float] = []  # prfleet-clock instants the alarms were evaluated at
         self.figures: dict[str, Any] = {}
         self.swept: Counter[str] = Counter()
         self.offset = 0.0  # prfleet's CLOCK_OFFSET_SECONDS, mirrored for the model server's clock
@@ -113,7 +111,7 @@ class Soak:
             self.sample_alarms(settle=True)
             dlq = self.drain_dlqs()
             self.pace.wall_s = time.monotonic() - started
-            observed = inv.observe(self.stack, self.servers, self.model, self.alarmed, dlq)
+            observed = inv.observe(self.stack, self.servers, self.model, self.alarmed(), dlq)
             self.inbox.receive(wait=2.0)
             observed.notices = [m.body for m in self.inbox.received if not m.alarm]
             self.keep_reviews(observed)
@@ -214,7 +212,7 @@ class Soak:
                 daily,
                 swept=self.swept,
                 statuses=self.driven.statuses,
-                sampled_at=self.sampled_at,
+                sampled_at=self.stack.evaluator.evaluated_at if self.stack.evaluator else [],
                 drifts=self.reconciled.get("drifts", []),
             )
         }
@@ -264,10 +262,14 @@ class Soak:
             self.sample_alarms_at(at)
 
     def sample_alarms_at(self, at: float) -> None:
-        """Evaluate the alarms at `at` (prfleet's clock) and remember the instant and which were in ALARM."""
-        self.sampled_at.append(at)
-        states = self.stack.evaluate_alarms(now=at)
-        self.alarmed |= {a for a, st in states.items() if st == "ALARM"}
+        """Evaluate the alarms at `at` (prfleet's clock), and the minutes with data skipped since the last time."""
+        self.stack.evaluate_alarms(now=at)
+
+    def alarmed(self) -> set[str]:
+        """Every alarm that went to ALARM at some evaluation: the stack's own every minute, the soak's, and the
+        minutes they caught up (its state at the soak's instants alone misses a page that cleared in between)."""
+        ev = self.stack.evaluator
+        return {t.alarm for t in ev.transitions if t.new_state == "ALARM"} if ev else set()
 
     def drain_dlqs(self) -> dict[str, list[str]]:
         sqs = self.stack.client("sqs")

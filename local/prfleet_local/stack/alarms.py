@@ -657,6 +657,7 @@ class AlarmEvaluator:
         }
         self.transitions: list[Transition] = []
         self.last_transitions: list[Transition] = []
+        self.evaluated_at: list[float] = []  # every instant evaluated, the minutes caught up included
 
     @property
     def states(self) -> dict[str, AlarmState]:
@@ -664,17 +665,21 @@ class AlarmEvaluator:
         return {key: s.state for key, s in self.status.items()}
 
     def evaluate(self, datapoints: Iterable[Datapoint], now: float) -> dict[str, AlarmState]:
-        """Evaluate every alarm at `now`; returns the states and sets `last_transitions` to the changes."""
+        """Evaluate every alarm at `now`, after the minutes missed since the last call (`missed_minutes`); returns
+        the states and sets `last_transitions` to the changes."""
         points = list(datapoints)
         self.last_transitions = []
-        for key, alarm in self.alarms.items():
-            old = self.status[key].state
-            new = self._evaluate_one(alarm, points, now, old)
-            self.status[key] = new
-            if new.state != old:
-                t = Transition(key, alarm.name, old, new.state, new.reason, now, new.reason_data)
-                self.transitions.append(t)
-                self.last_transitions.append(t)
+        last = self.evaluated_at[-1] if self.evaluated_at else None
+        for at in [*missed_minutes(points, last, now), now]:
+            self.evaluated_at.append(at)
+            for key, alarm in self.alarms.items():
+                old = self.status[key].state
+                new = self._evaluate_one(alarm, points, at, old)
+                self.status[key] = new
+                if new.state != old:
+                    t = Transition(key, alarm.name, old, new.state, new.reason, at, new.reason_data)
+                    self.transitions.append(t)
+                    self.last_transitions.append(t)
         return self.states
 
     def actions(self, key: str, state: AlarmState | str) -> list[Any]:
@@ -752,6 +757,22 @@ class AlarmEvaluator:
         value = _eval(tree, lambda name: self._expression(alarm, name, series, n, seen | {qid}), n)
         series[qid] = value
         return value
+
+
+def missed_minutes(points: Iterable[Datapoint], last: float | None, now: float) -> list[float]:
+    """The whole minutes CloudWatch would have evaluated between the evaluation at `last` and the one at `now` that
+    saw data no other evaluation here sees: the end of each minute that holds a datapoint, after `last`'s range and
+    before `now`'s. CloudWatch evaluates every minute (alarm-evaluation, "Evaluating an alarm"); the caller here may
+    not (a clock moved ahead, a message's age filed at its receive time once the queues are sampled), and without
+    these a breach filed in a skipped minute would never be evaluated: more lenient than CloudWatch. A skipped
+    minute without a datapoint in it is not caught up (a day's jump would be 1,440 evaluations): from one such
+    minute to the next a range only loses datapoints, which can breach only a ratio whose denominator ages out
+    first."""
+    if last is None:
+        return []
+    after, before = math.floor(last / 60) * 60, math.floor(now / 60) * 60
+    ends = {math.floor(d.timestamp / 60) * 60 + 60 for d in points}
+    return sorted(e for e in ends if after < e < before)
 
 
 def window(now: float, period: int, count: int) -> list[float]:
