@@ -21,6 +21,7 @@ from prfleet.store import job_runs
 from prfleet_local.cli.quality import run_report
 from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
+from prfleet_local.model.results import text_of
 from tests.e2e.test_alarms import evaluate, notices
 from tests.integration.test_github_reactions import react
 from tests.review_helpers import review_opened
@@ -142,3 +143,40 @@ class TestWhatTheTeamThinks:
         assert box.stack.sweep()["reactions"] == 0  # read once; the next read is two days later
         runs = job_runs.runs_of_head(REPO, number, box.github.prs[number].head_sha)
         assert runs  # the PR's latest head is reviewed and its runs kept
+
+
+def test_the_verify_pass_is_shown_the_teams_rejections_and_drops_their_like(tmp_path):
+    """Issue 25: a repository's recent rejections go to the verification pass as examples. A 👎 on a finding of PR 1
+    is read at its next push; PR 2, opened later with the same change, has the same finding among its candidates.
+    Its verify run is shown the rejection (an untrusted block of its first message), the offline verifier drops
+    the candidate saying why, and PR 2 does not get that comment."""
+    with sandbox(tmp_path, sweep_interval=None, alarm_interval=None, visibility_timeout=6) as box:
+        number = box.open_sample_pr()
+        review_opened(box, REPO, number, delivery="rejections-opened")
+        target = findings_of(box, number)[0]
+        assert react(box.github, "pulls", target.comment_id, "-1", box.github.user_token("alice"))[0] == 201
+        push(box, number, 1)  # the 👎 is read here
+
+        box.repo.commit(
+            {"notes/again.txt": "again\n"}, "The same change again", branch="feature/export-again"
+        )
+        second = box.github.open_pr(REPO, "main", "feature/export-again", "Export, again")
+        payload = box.github.webhook_payload("opened", second)
+        assert box.deliver("pull_request", payload, delivery="rejections-second")[0] == 202
+        head = payload["pull_request"]["head"]["sha"]
+        assert box.wait_for_review(second, head_sha=head, timeout=300)
+
+        shown = [
+            text_of(body["messages"][0]["content"])
+            for body in box.model.requests
+            if "untrusted_team_rejections" in text_of(body["messages"][0]["content"])
+        ]
+        # each turn of PR 2's verify run repeats its first message; no other run is shown the rejections
+        assert shown and all(t.startswith(f"Pull request {REPO}#{second} ") for t in shown), shown
+        assert f"{target.path}: {target.title} (👍 0, 👎 1)" in shown[0]
+        (check,) = box.github.check_runs_for(head)
+        details = check["output"].get("text") or ""
+        assert f"the team turned down a finding like it lately: {target.title} (👎 1)" in details, details
+        posted = findings_of(box, second)
+        assert posted, "PR 2's other findings are posted"
+        assert all((f.path, f.title) != (target.path, target.title) for f in posted)

@@ -89,7 +89,7 @@ CANDIDATES = [
 
 
 def converse(
-    plan: FaultPlan, found: list[dict[str, Any]], root: Path
+    plan: FaultPlan, found: list[dict[str, Any]], root: Path, rejections: list[dict[str, Any]] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]], ModelLog]:
     """Drive the verifier to its report: each tool call answered by prfleet's own tools, over the repository
     unpacked in `root` as an agent's snapshot is."""
@@ -101,7 +101,9 @@ def converse(
     messages = [
         {
             "role": "user",
-            "content": build_verify_content(job, Source(), numbered_candidates(found), tools.view),
+            "content": build_verify_content(
+                job, Source(), numbered_candidates(found), tools.view, rejections or []
+            ),
         }
     ]
     log = ModelLog()
@@ -160,6 +162,41 @@ def test_the_offline_verifier_decides_from_its_own_reads_and_greps(tmp_path):
     }  # a merge is decided on a read too
     assert {f["detail"].split(":", 1)[0] for f in entry["facts"]} == judged == {f"c{i}" for i in range(1, 8)}
     assert all(f["tool_use_id"] in ids and entry["evidence"][f["tool_use_id"]] for f in entry["facts"])
+
+
+def test_the_teams_rejections_in_the_first_message_drop_a_candidate_of_their_kind(tmp_path):
+    """Issue 25: the verify run is shown the team's recent rejections; the offline verifier drops a candidate of the
+    same category and title shape (its names aside) and says why; other kinds are judged as before."""
+    rejected = [
+        {
+            "title": "Public function `load` has no docstring",
+            "category": "docs",
+            "agent": "docs",
+            "path": "shop/io.py",
+            "up": 1,
+            "down": 3,
+        },
+        {
+            "title": "Hard-coded secret in `KEY`",
+            "category": "bug",
+            "agent": "review",
+            "path": "x.py",
+            "up": 0,
+            "down": 2,
+        },  # same shape as c1, another category: not its kind
+    ]
+    report, messages, _ = converse(FaultPlan(), CANDIDATES, tmp_path, rejected)
+    first = messages[0]["content"][0]["text"]
+    assert (
+        "<untrusted_team_rejections" in first
+        and "shop/io.py: Public function `load` has no docstring" in first
+    )
+    got = {v["id"]: v for v in report["verdicts"]}
+    why = "the team turned down a finding like it lately: Public function `load` has no docstring (👎 3)"
+    assert (got["c5"]["decision"], got["c5"]["reason"]) == ("drop", why)  # kept without the rejection
+    assert (got["c6"]["decision"], got["c6"]["reason"]) == ("drop", why)  # the same kind
+    assert got["c1"]["decision"] == "keep"  # security, not bug: another kind
+    assert got["c4"]["decision"] == "drop" and "exercised by tests/test_export.py" in got["c4"]["reason"]
 
 
 def test_scripted_mode_scripts_a_candidates_verdict_and_merge(tmp_path):

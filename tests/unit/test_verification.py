@@ -16,10 +16,10 @@ from prfleet.agents.verdicts import (
     judge,
     parse_verdicts,
 )
-from prfleet.config.repo_config import RepoConfigError, parse_repo_config, requires_verification
+from prfleet.config.repo_config import RepoConfigError, learns, parse_repo_config, requires_verification
 from prfleet.jobs import parse_message
 from prfleet.pipeline import render, verification, verify_text
-from prfleet.pipeline.verify_run import not_needed
+from prfleet.pipeline.verify_run import not_needed, team_rejections
 from prfleet.repository.untrusted import path_problem
 from prfleet.store.heads import HeadRecord
 from prfleet.store.posting import wanted_claim
@@ -235,6 +235,18 @@ def test_candidates_are_ranked_deduplicated_and_leave_out_what_the_pr_already_sh
         len({key(found, "m", "v1"), key(found, "m2", "v1"), key(found, "m", "v2"), key(found[:2], "m", "v1")})
         == 4
     )
+    # a new rejection shown to the verifier may change a verdict: another key; their order does not matter
+    a, b = {"title": "A", "down": 2}, {"title": "B", "down": 1}
+    assert key(found, "m", "v1", [a]) != key(found, "m", "v1")
+    assert key(found, "m", "v1", [a, b]) == key(found, "m", "v1", [b, a]) != key(found, "m", "v1", [a])
+
+
+def test_a_repository_that_turned_learning_off_shows_the_verifier_no_rejections():
+    """`[conversation] learn = false`: no suppressions, and no rejections given to the verify run (no read)."""
+    off = "[conversation]\nlearn = false\n"
+    assert not learns(off) and learns(None) and learns("[conversation]\ntrusted = []\n")
+    assert learns("this is not toml [")  # a broken file counts as absent (the planner reports it)
+    assert team_rejections("acme/shop", off) == []
 
 
 # ---------------------------------------------------------------------------------------------------- the job

@@ -11,6 +11,9 @@ definition of a "... `X` has no docstring" candidate. Then, in the candidates' o
 - drop a docstring candidate when grep finds no definition of X on its line;
 - merge a kept candidate into an earlier kept one with the same path, line and category, or the same path and
   normalised title (the earlier one absorbs it: `merges`);
+- drop a candidate of the same category and title shape (its `backticked` names aside) as a finding the team
+  turned down lately (the first message's team_rejections block, issue 25): that is read from the prompt, as a
+  real model reads it, not from the repository;
 - keep the rest with their severity (confidence OFFLINE_CONFIDENCE: the offline model does not estimate one).
 
 Every verdict is a Fact naming the tool_use whose result decided it (model_log.py keeps the result), so a test
@@ -94,6 +97,27 @@ def candidates(body: dict[str, Any]) -> list[Candidate]:
     return out
 
 
+_REJECTED = re.compile(r"^- \[([^/\]]*)/([^\]]*)\] (.*?): (.*) \(👍 \d+, 👎 (\d+)\)$")
+
+
+def rejections(body: dict[str, Any]) -> dict[tuple[str, str], tuple[str, int]]:
+    """The team's recent rejections in the first message, by (category, title shape): (title, 👎 count)."""
+    messages = body.get("messages") or []
+    first = text_of(messages[0].get("content")) if messages else ""
+    out: dict[tuple[str, str], tuple[str, int]] = {}
+    for _, text in blocks("team_rejections", first):
+        for line in text.splitlines():
+            m = _REJECTED.match(line.strip())
+            if m:
+                out.setdefault((m.group(2), _shape(m.group(4))), (m.group(4), int(m.group(5))))
+    return out
+
+
+def _shape(title: str) -> str:
+    """A title with its `backticked` names masked: 'No test for `a`' and 'No test for `b`' are one kind."""
+    return _norm(_NAMES.sub("`…`", title))
+
+
 def _call(conv: Conversation, tool: str, args: dict[str, Any]) -> Call | None:
     return next((c for c in conv.calls if c.tool == tool and c.args == args), None)
 
@@ -152,9 +176,13 @@ def _norm(title: str) -> str:
 
 
 def verdicts(
-    plan: FaultPlan, cands: list[Candidate], conv: Conversation
+    plan: FaultPlan,
+    cands: list[Candidate],
+    conv: Conversation,
+    rejected: dict[tuple[str, str], tuple[str, int]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Fact]]:
-    """The report_verdicts items for `cands`, and the facts behind them."""
+    """The report_verdicts items for `cands` (`rejected`: the team's rejections, `rejections`), and the facts
+    behind them."""
     out: dict[str, dict[str, Any]] = {}
     facts: list[Fact] = []
     keepers: dict[tuple[str, ...], str] = {}
@@ -172,6 +200,12 @@ def verdicts(
             out[c.id] = item
             if item["decision"] == "keep":
                 by_line.setdefault((c.path, c.line), c.id)
+            continue
+        turned_down = (rejected or {}).get((c.category, _shape(c.title)))
+        if turned_down is not None:
+            title, down = turned_down
+            reason = f"the team turned down a finding like it lately: {title} (👎 {down})"
+            out[c.id] = {"id": c.id, "decision": "drop", "reason": reason, "merges": []}
             continue
         decision, reason, fact = _judge(c, conv)
         if fact is not None:
@@ -222,7 +256,7 @@ def next_turn(plan: FaultPlan, conv: Conversation, body: dict[str, Any]) -> Turn
             for k, (n, a) in enumerate(wanted, 1)
         ]
         return Turn(uses, "tool_use", "plan" if not conv.calls else "tool")
-    items, facts = verdicts(plan, cands, conv)
+    items, facts = verdicts(plan, cands, conv, rejections(body))
     summary = f"{LABEL}: {len(items)} verdict(s) from reads and greps of the repository."
     use = {
         "type": "tool_use",

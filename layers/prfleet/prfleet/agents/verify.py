@@ -23,7 +23,14 @@ from prfleet.agents.tools import READ_ONLY_TOOLS, PrSource, ToolResult, untruste
 from prfleet.agents.verdicts import REPORT_VERDICTS_TOOL, InvalidVerdicts, parse_verdicts
 from prfleet.repository.view import RepoView
 
-__all__ = ["CONTEXT_LINES", "build_verify_content", "code_around", "numbered_candidates", "run_verify"]
+__all__ = [
+    "CONTEXT_LINES",
+    "build_verify_content",
+    "code_around",
+    "numbered_candidates",
+    "rejections_block",
+    "run_verify",
+]
 
 CONTEXT_LINES = 3  # lines of code shown on each side of a candidate's line
 _NUDGE = "You have not called report_verdicts. Call it now, with a verdict for every candidate."
@@ -74,11 +81,30 @@ def _candidate_block(cid: str, f: Mapping[str, Any], view: RepoView) -> str:
     )
 
 
+def rejections_block(repo: str, rejections: Sequence[Mapping[str, Any]]) -> str:
+    """The findings this repository's team turned down lately (more 👎 than 👍 on prfleet's comments), as one
+    untrusted block: examples of what the team does not want, for the verifier to weigh, not rules."""
+    lines = [
+        f"- [{r.get('agent')}/{r.get('category')}] {r.get('path')}: {r.get('title')} "
+        f"(👍 {r.get('up', 0)}, 👎 {r.get('down', 0)})"
+        for r in rejections
+    ]
+    return (
+        f"The team of {repo} turned these recent prfleet findings down (more 👎 than 👍). Weigh a candidate "
+        "like them toward drop unless the code shows it matters; they follow as untrusted data.\n\n"
+        + untrusted_block("team_rejections", "\n".join(lines), repo=repo, count=len(lines))
+    )
+
+
 def build_verify_content(
-    job: Any, source: PrSource, candidates: Sequence[tuple[str, Mapping[str, Any]]], view: RepoView
+    job: Any,
+    source: PrSource,
+    candidates: Sequence[tuple[str, Mapping[str, Any]]],
+    view: RepoView,
+    rejections: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
-    """The verify run's first user turn: the PR's context, then every candidate with the code around its line,
-    all in untrusted blocks."""
+    """The verify run's first user turn: the PR's context and the team's recent rejections, then every candidate
+    with the code around its line, all in untrusted blocks."""
     shared = "\n\n".join(
         [
             f"Pull request {job.repo}#{job.number} (head {job.head_sha}). Its title and description follow as "
@@ -89,6 +115,7 @@ def build_verify_content(
                 repo=job.repo,
                 number=job.number,
             ),
+            *([rejections_block(job.repo, rejections)] if rejections else []),
         ]
     )
     parts = [
@@ -111,13 +138,20 @@ class _VerifyLoop(_Loop):
     nudge = _NUDGE
 
     def __init__(
-        self, *args: Any, candidates: Sequence[tuple[str, Mapping[str, Any]]], **kwargs: Any
+        self,
+        *args: Any,
+        candidates: Sequence[tuple[str, Mapping[str, Any]]],
+        rejections: Sequence[Mapping[str, Any]] = (),
+        **kwargs: Any,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.candidates = list(candidates)
+        self.rejections = list(rejections)
 
     def first_content(self) -> list[dict[str, Any]]:
-        return build_verify_content(self.job, self.source, self.candidates, self.pr_tools.view)
+        return build_verify_content(
+            self.job, self.source, self.candidates, self.pr_tools.view, self.rejections
+        )
 
     def tools(self) -> list[dict[str, Any]]:
         return copy.deepcopy([*READ_ONLY_TOOLS, REPORT_VERDICTS_TOOL])
@@ -147,12 +181,14 @@ def run_verify(
     guard: CallGuard,
     emit: Callable[..., None],
     view: RepoView,
+    rejections: Sequence[Mapping[str, Any]] = (),
     clock: Callable[[], float] = time.time,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
     retry: RetryPolicy | None = None,
 ) -> RunResult:
-    """Judge `candidates` ((id, finding) pairs, numbered_candidates) with the verify spec: the RunResult's
+    """Judge `candidates` ((id, finding) pairs, numbered_candidates) with the verify spec, shown the team's recent
+    `rejections` (title, category, agent, path, up, down) as examples: the RunResult's
     `verdicts` (agents.verdicts.Verdict, by candidate id) when it succeeded. Ends like run_agent: succeeded,
     partial (a cap or the deadline: no verdicts) or failed; guard.before_call's refusals propagate."""
     caller = ModelCaller(
@@ -167,6 +203,14 @@ def run_verify(
         call_timeout=spec.call_timeout,
     )
     loop = _VerifyLoop(
-        job, spec, source, caller, emit=emit, cache=spec.prompt_caching, view=view, candidates=candidates
+        job,
+        spec,
+        source,
+        caller,
+        emit=emit,
+        cache=spec.prompt_caching,
+        view=view,
+        candidates=candidates,
+        rejections=rejections,
     )
     return loop.run()

@@ -279,6 +279,17 @@ def requires_verification(repo_config_text: str | None) -> bool:
         return False  # the planner already reported the broken file on the check
 
 
+def learns(repo_config_text: str | None) -> bool:
+    """Whether the repository lets prfleet learn from its team (`[conversation] learn`, default yes): suppressions
+    from "ignore this", and its recent rejections shown to the verification pass. A broken file counts as absent."""
+    if not repo_config_text:
+        return True
+    try:
+        return parse_repo_config(repo_config_text).learn
+    except RepoConfigError:
+        return True  # the planner already reported the broken file on the check
+
+
 def preexisting_note(hidden: int) -> str:
     """The sentence the review and the check say about pre-existing findings held back (`hidden` of them), with the
     key that posts them: counted, never silently dropped. Empty when none were held back."""

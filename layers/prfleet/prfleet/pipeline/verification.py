@@ -77,11 +77,18 @@ def to_verify(found: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     return list(found[:MAX_CANDIDATES])
 
 
-def cache_key(found: Iterable[Mapping[str, Any]], model: str, prompt_version: str) -> str:
-    """The verify run's result cache key: the sorted candidates' fingerprints, the model and the prompt version (the
-    verdicts are stored by fingerprint, so the same candidates in any order reuse them)."""
+def cache_key(
+    found: Iterable[Mapping[str, Any]],
+    model: str,
+    prompt_version: str,
+    rejections: Iterable[Mapping[str, Any]] = (),
+) -> str:
+    """The verify run's result cache key: the sorted candidates' fingerprints, the model, the prompt version (the
+    verdicts are stored by fingerprint, so the same candidates in any order reuse them) and the team's rejections
+    the run is shown (a new 👎 may change a verdict)."""
     fps = sorted(fingerprint_in(f) for f in found)
-    raw = "\x1f".join(["verify", model, prompt_version, *fps])
+    shown = sorted(json.dumps(dict(r), sort_keys=True, default=str) for r in rejections)
+    raw = "\x1f".join(["verify", model, prompt_version, *fps, *(["rejections", *shown] if shown else [])])
     return "verify:" + hashlib.sha256(raw.encode()).hexdigest()
 
 

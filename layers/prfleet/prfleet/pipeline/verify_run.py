@@ -4,7 +4,8 @@ Its story, in `process` and `_claim_and_verify` (read them top to bottom):
   1. the head record and the PR's current head (strongly consistent reads);
   2. before the claim: is Verification off, the head superseded, the job out of attempts (endings.before_claim),
      its posting already made or replaced by the final one, are there no candidates, are its verdicts cached
-     (the sorted candidates' fingerprints, the verify model and the prompt version)?
+     (the sorted candidates' fingerprints, the verify model, the prompt version and the team's recent
+     rejections it is shown: `team_rejections`)?
   3. the claim of the run (a duplicate delivery stops here), then the spend-limit circuit and the run's cost cap;
   4. the verify run (agents.verify.run_verify) under the LedgerGuard: every call reserved and settled on the
      ledger, its refusals (cost cap, circuit, budget) end it as any job's do;
@@ -25,7 +26,7 @@ from prfleet import agents
 from prfleet.agents.verdicts import by_fingerprint, fingerprint_in
 from prfleet.agents.verify import numbered_candidates, run_verify
 from prfleet.config import now as config_now
-from prfleet.config import settings
+from prfleet.config import repo_config, settings
 from prfleet.cost import circuit
 from prfleet.cost.guard import token_counter
 from prfleet.cost.ledger import Ledger
@@ -54,8 +55,11 @@ from prfleet.pipeline.endings import (
     verified,
     verify_from_cache,
 )
+from prfleet.pipeline.reactions import recent_rejections
 from prfleet.repository.view import view_for
 from prfleet.store import headfiles, heads, job_runs, result_cache
+
+REJECTION_EXAMPLES = 20  # the team's most recent rejections the verify run is shown (issue 25)
 
 
 def process(
@@ -84,16 +88,42 @@ def process(
     found = verification.to_verify(fanin.head_candidates(record))
     if not found:
         return finish(at, unclaimed(job, "skipped", "no candidate findings to verify"))
-    key = verification.cache_key(found, spec.model, spec.prompt_version)
+    shown = team_rejections(job.repo, record.repo_config)
+    key = verification.cache_key(found, spec.model, spec.prompt_version, shown)
     ending = verify_from_cache(job, spec.model, key, read_cache(key), len(found))
     if ending is not None:
         return finish(at, ending)
     return finish(
         at,
         _claim_and_verify(
-            at, spec, found, key, remaining_ms, model_client=model_client, final_attempt=final_attempt
+            at,
+            spec,
+            found,
+            key,
+            remaining_ms,
+            rejections=shown,
+            model_client=model_client,
+            final_attempt=final_attempt,
         ),
     )
+
+
+def team_rejections(repo: str, repo_config_text: str | None) -> list[dict[str, Any]]:
+    """The repository's most recent findings its team turned down (issue 25), as the verify run is shown them;
+    none when its .prfleet.toml turned learning off. Only what a verdict may weigh: no PR numbers, no times."""
+    if not repo_config.learns(repo_config_text):
+        return []
+    return [
+        {
+            "title": r.title,
+            "category": r.category,
+            "agent": r.agent,
+            "path": r.path,
+            "up": r.up,
+            "down": r.down,
+        }
+        for r in recent_rejections(repo, REJECTION_EXAMPLES)
+    ]
 
 
 def not_needed(job: FileJob, record: heads.HeadRecord | None) -> Ending | None:
@@ -117,6 +147,7 @@ def _claim_and_verify(
     key: str,
     remaining_ms: Callable[[], int],
     *,
+    rejections: Sequence[Mapping[str, Any]],
     model_client: Any,
     final_attempt: bool,
 ) -> Ending:
@@ -171,6 +202,7 @@ def _claim_and_verify(
         guard,
         found,
         key,
+        rejections=rejections,
         deadline=deadline,
         started=started,
         final_attempt=final_attempt,
@@ -186,6 +218,7 @@ def _verify(
     found: Sequence[Mapping[str, Any]],
     key: str,
     *,
+    rejections: Sequence[Mapping[str, Any]],
     deadline: float,
     started: float,
     final_attempt: bool,
@@ -201,7 +234,16 @@ def _verify(
         guard,
         spec.model,
         lambda: run_verify(
-            job, spec, source, model_client, numbered, deadline=deadline, guard=guard, emit=emit, view=view
+            job,
+            spec,
+            source,
+            model_client,
+            numbered,
+            deadline=deadline,
+            guard=guard,
+            emit=emit,
+            view=view,
+            rejections=rejections,
         ),
     )
     if isinstance(result, Ending):
