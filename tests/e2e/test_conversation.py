@@ -18,12 +18,13 @@ import time
 
 import pytest
 
-from prfleet.pipeline import render
+from prfleet.pipeline import answering, render
 from prfleet.store import answers, feedback, job_runs
 from prfleet_local.cli import feedback as feedbackcli
 from prfleet_local.cli.errors import CliError
 from prfleet_local.cli.target import target_of
 from prfleet_local.demo.run import REPO, sandbox
+from prfleet_local.model.faults import FaultPlan, FaultRule
 
 pytestmark = pytest.mark.e2e
 
@@ -216,3 +217,27 @@ class TestBudgetRefusal:
             (reply,) = replies_to(box, event["comment"]["id"])
             text = reply["body"].replace(answers.answer_marker(event["comment"]["id"]), "").strip()
             assert text.startswith("prfleet's budget for today is spent") and "\n" not in text
+
+    def test_a_question_while_the_spend_limit_pauses_the_fleet_is_answered_in_one_line(
+        self, tmp_path_factory
+    ):
+        """The API's spend limit (a 400 with its documented message on every call) opened the circuit while the PR
+        was reviewed; a question asked then gets one line saying so, and no model call is made for it."""
+        limit = FaultPlan(rules=[FaultRule("spend_limit_workspace", probability=1.0)])
+        with sandbox(
+            tmp_path_factory.mktemp("ask-paused"), faults=limit, sweep_interval=None, visibility_timeout=2
+        ) as box:
+            number = box.open_sample_pr()
+            payload = box.github.webhook_payload("opened", number)
+            deliver(box, "pull_request", payload)
+            assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
+            calls = len(box.model.requests)
+            box.github.add_collaborator(WRITER, "write")
+            event = box.github.comment_on_pr(number, WRITER, "/prfleet ask is this safe to merge?")
+            assert deliver(box, "issue_comment", event)["command"] == "ask"
+            assert wait_for(lambda: replies_to(box, event["comment"]["id"]))
+            assert box.stack.wait_idle(timeout=120)
+            (reply,) = replies_to(box, event["comment"]["id"])
+            text = reply["body"].replace(answers.answer_marker(event["comment"]["id"]), "").strip()
+            assert text == answering.PAUSED
+            assert len(box.model.requests) == calls  # paused: not even one call tried for the question

@@ -7,6 +7,7 @@ import re
 
 import pytest
 
+from prfleet.observability.metrics import METRIC_UNITS
 from prfleet_local.stack import template as tpl
 
 T = tpl.load()
@@ -251,3 +252,16 @@ def test_tables_holding_state_or_money_keep_backups_and_refuse_deletion():
     for name in ("DeliveriesTable", "ResultsTable"):  # rebuildable: their no-PITR is answered, not forgotten
         skips = {s["id"] for s in RES[name]["Metadata"]["checkov"]["skip"]}
         assert "CKV_AWS_28" in skips, name
+
+
+def test_dashboard_counts_the_comments_prfleet_answered_and_ignored_as_the_handlers_publish_them():
+    """Issue 25: the conversation's two counters, fleet-wide ({service}: every metric is published with it)."""
+    graph = _widget("Comments to prfleet")
+    lines = [line for line in graph["metrics"] if isinstance(line[0], str)]
+    names = [line[1] for line in lines]
+    assert names == ["CommentsAnswered", "CommentsIgnored"]
+    assert lines[0][:4] == ["prfleet", "CommentsAnswered", "service", "prfleet"] and lines[1][2:4] == [
+        ".",
+        ".",
+    ]
+    assert all(METRIC_UNITS[n] == "Count" for n in names) and graph["stat"] == "Sum"
