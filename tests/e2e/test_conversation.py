@@ -197,26 +197,33 @@ class TestConversation:
             feedbackcli.feedback_forget(argparse.Namespace(id=flow["rule"]), out=io.StringIO(), target=target)
 
 
+def refused_answer(tmp_path, question: str, **stack: object) -> tuple[str, int]:
+    """The sample PR reviewed on a sandbox built with `stack`, then `question` asked on it by a writer: prfleet's
+    one reply (its hidden marker removed) and the model calls made after the review."""
+    with sandbox(tmp_path, sweep_interval=None, visibility_timeout=2, **stack) as box:
+        number = box.open_sample_pr()
+        payload = box.github.webhook_payload("opened", number)
+        deliver(box, "pull_request", payload)
+        assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
+        calls = len(box.model.requests)
+        box.github.add_collaborator(WRITER, "write")
+        event = box.github.comment_on_pr(number, WRITER, f"/prfleet ask {question}")
+        assert deliver(box, "issue_comment", event)["command"] == "ask"
+        assert wait_for(lambda: replies_to(box, event["comment"]["id"]))
+        assert box.stack.wait_idle(timeout=120)
+        (reply,) = replies_to(box, event["comment"]["id"])
+        text = reply["body"].replace(answers.answer_marker(event["comment"]["id"]), "").strip()
+        return text, len(box.model.requests) - calls
+
+
 class TestBudgetRefusal:
     def test_a_question_the_budget_cannot_pay_for_is_answered_in_one_line(self, tmp_path_factory):
-        with sandbox(
+        text, _ = refused_answer(
             tmp_path_factory.mktemp("ask-budget"),
+            "what does this PR change?",
             parameters={"DailyBudgetUsd": 0.01},
-            sweep_interval=None,
-            visibility_timeout=2,
-        ) as box:
-            number = box.open_sample_pr()
-            payload = box.github.webhook_payload("opened", number)
-            deliver(box, "pull_request", payload)
-            assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
-            box.github.add_collaborator(WRITER, "write")
-            event = box.github.comment_on_pr(number, WRITER, "/prfleet ask what does this PR change?")
-            assert deliver(box, "issue_comment", event)["command"] == "ask"
-            assert wait_for(lambda: replies_to(box, event["comment"]["id"]))
-            assert box.stack.wait_idle(timeout=120)
-            (reply,) = replies_to(box, event["comment"]["id"])
-            text = reply["body"].replace(answers.answer_marker(event["comment"]["id"]), "").strip()
-            assert text.startswith("prfleet's budget for today is spent") and "\n" not in text
+        )
+        assert text.startswith("prfleet's budget for today is spent") and "\n" not in text
 
     def test_a_question_while_the_spend_limit_pauses_the_fleet_is_answered_in_one_line(
         self, tmp_path_factory
@@ -224,20 +231,8 @@ class TestBudgetRefusal:
         """The API's spend limit (a 400 with its documented message on every call) opened the circuit while the PR
         was reviewed; a question asked then gets one line saying so, and no model call is made for it."""
         limit = FaultPlan(rules=[FaultRule("spend_limit_workspace", probability=1.0)])
-        with sandbox(
-            tmp_path_factory.mktemp("ask-paused"), faults=limit, sweep_interval=None, visibility_timeout=2
-        ) as box:
-            number = box.open_sample_pr()
-            payload = box.github.webhook_payload("opened", number)
-            deliver(box, "pull_request", payload)
-            assert box.wait_for_review(number, head_sha=payload["pull_request"]["head"]["sha"], timeout=180)
-            calls = len(box.model.requests)
-            box.github.add_collaborator(WRITER, "write")
-            event = box.github.comment_on_pr(number, WRITER, "/prfleet ask is this safe to merge?")
-            assert deliver(box, "issue_comment", event)["command"] == "ask"
-            assert wait_for(lambda: replies_to(box, event["comment"]["id"]))
-            assert box.stack.wait_idle(timeout=120)
-            (reply,) = replies_to(box, event["comment"]["id"])
-            text = reply["body"].replace(answers.answer_marker(event["comment"]["id"]), "").strip()
-            assert text == answering.PAUSED
-            assert len(box.model.requests) == calls  # paused: not even one call tried for the question
+        text, calls = refused_answer(
+            tmp_path_factory.mktemp("ask-paused"), "is this safe to merge?", faults=limit
+        )
+        assert text == answering.PAUSED
+        assert calls == 0  # paused: not even one call tried for the question

@@ -70,9 +70,8 @@ class Variant:
 # The levers, in the order they are run. PrBudgetUsd is one because every model call is reserved at its worst case
 # (a review call's max_tokens of output: $0.45) until it settles: a PR's open reservations plus its spend must stay
 # under the PR's limit, so more review calls at once, or a big PR near its limit, are re-queued for
-# BudgetRetrySeconds. The verify pass (issue 24 item 2) is the last line: its template parameter `Verification`
-# (on | off, default on) lands with VERIFY's branch, so `default` then runs with the pass and `verify_off` without
-# it; until then the template lacks the parameter and `verify_off` is skipped, saying so.
+# BudgetRetrySeconds. The verify pass (issue 24 item 2) is the last lines: `default` runs with it (Verification on),
+# `verify_off` without it, `verify_low` and `verify_haiku` with a lower VerifyEffort or a faster VerifyModel.
 VARIANTS = (
     Variant("default", "the template's defaults", sizes=SIZES),
     Variant("pr_budget_10", "PrBudgetUsd 10 (default 2)", {"PrBudgetUsd": "10"}, sizes=(10, 30)),
@@ -92,6 +91,12 @@ VARIANTS = (
         review_first=True,
     ),
     Variant("verify_off", "the verify pass off", {"Verification": "off"}),
+    Variant("verify_low", "the verify run at VerifyEffort low (default medium)", {"VerifyEffort": "low"}),
+    Variant(
+        "verify_haiku",
+        "the verify run on the Haiku tier (VerifyModel claude-haiku-5-5; default: ReviewModel's Sonnet)",
+        {"VerifyModel": "claude-haiku-5-5"},
+    ),
 )
 
 

@@ -257,37 +257,33 @@ def parse_repo_config(toml_text: str) -> RepoConfig:
     )
 
 
+def applied(repo_config_text: str | None) -> RepoConfig:
+    """A repository's settings as they apply after planning, from the file text its head record keeps: the file,
+    or the defaults when it is absent or cannot be applied (the planner already reported a broken file on the
+    check, and the jobs ran without it)."""
+    if repo_config_text:
+        try:
+            return parse_repo_config(repo_config_text)
+        except RepoConfigError:
+            pass
+    return RepoConfig()
+
+
 def reports_preexisting(repo_config_text: str | None) -> bool:
-    """Whether a repository's .prfleet.toml asks for pre-existing findings to be posted (default no: they are
-    counted, not shown). A file that does not apply counts as absent, as for every other key."""
-    if not repo_config_text:
-        return False
-    try:
-        return parse_repo_config(repo_config_text).report_preexisting
-    except RepoConfigError:
-        return False  # the planner already reported the broken file on the check
+    """Whether pre-existing findings are posted (default no: they are counted, not shown)."""
+    return applied(repo_config_text).report_preexisting
 
 
 def requires_verification(repo_config_text: str | None) -> bool:
-    """Whether a repository's .prfleet.toml asks that findings the verify run could not check be held rather
-    than posted labelled unverified (default no). A file that does not apply counts as absent."""
-    if not repo_config_text:
-        return False
-    try:
-        return parse_repo_config(repo_config_text).require_verification
-    except RepoConfigError:
-        return False  # the planner already reported the broken file on the check
+    """Whether findings the verify run could not check are held rather than posted labelled unverified (default
+    no)."""
+    return applied(repo_config_text).require_verification
 
 
 def learns(repo_config_text: str | None) -> bool:
-    """Whether the repository lets prfleet learn from its team (`[conversation] learn`, default yes): suppressions
-    from "ignore this", and its recent rejections shown to the verification pass. A broken file counts as absent."""
-    if not repo_config_text:
-        return True
-    try:
-        return parse_repo_config(repo_config_text).learn
-    except RepoConfigError:
-        return True  # the planner already reported the broken file on the check
+    """Whether prfleet learns from the team (`[conversation] learn`, default yes): suppressions from "ignore
+    this", and its recent rejections shown to the verification pass."""
+    return applied(repo_config_text).learn
 
 
 def preexisting_note(hidden: int) -> str:
