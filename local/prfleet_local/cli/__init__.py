@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--agents", metavar="A,B", help="only these agents review (default: the stack's, review,tests,docs)"
     )
+    evaluate.add_argument(
+        "--param",
+        action="append",
+        metavar="NAME=VALUE",
+        help="a template.yaml parameter for every case's local stack, repeatable (e.g. --param ReviewModel=M "
+        "--param ReviewEffort=high --param VerifyEffort=low), checked against the template before the first "
+        "review; the output is split per agent, model and effort",
+    )
     evaluate.add_argument("--workdir", help="keep each case's clone, logs and stack files here")
     evaluate.add_argument(
         "--timeout", type=float, default=600.0, help="seconds to wait for each case's review (600)"

@@ -1,5 +1,5 @@
-"""`prfleet eval`'s output: a table per case and in total (with per agent and per model), the judge's calls and
-cost apart, or one JSON object."""
+"""`prfleet eval`'s output: a table per case and in total (with per agent, per model and per agent, model and
+effort), the judge's calls and cost apart, or one JSON object."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from prfleet_local.eval.scoring import CaseResult, Score, judge_totals, totals
+from prfleet_local.eval.scoring import AgentModelEffort, CaseResult, Score, judge_totals, totals
 
 OFFLINE_NOTE = "offline model: these figures measure the pipeline, not Claude"
 OFFLINE_JUDGE_NOTE = (
@@ -29,17 +29,33 @@ class JudgeInfo:
         return f"{self.model}" + (" (the offline judge)" if self.offline else "")
 
 
+def per_agent_model_effort(scores: dict[AgentModelEffort, Score]) -> list[dict[str, Any]]:
+    """`per_agent_model_effort` in --json: one object per (agent, model, effort) with the Score fields."""
+    return [
+        {"agent": agent, "model": model, "effort": effort, **s.to_json()}
+        for (agent, model, effort), s in scores.items()
+    ]
+
+
 def to_json(
-    results: Sequence[CaseResult], *, model: str, offline: bool, judge: JudgeInfo | None = None
+    results: Sequence[CaseResult],
+    *,
+    model: str,
+    offline: bool,
+    judge: JudgeInfo | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The whole evaluation as one object: cases, total, per agent, per model (names as in scoring.py), and the
-    judge apart (judge.JudgeStats' names): its figures are never inside cost_usd."""
-    total, agents, models = totals(results)
+    """The whole evaluation as one object: the --param values, cases, total, per agent, per model, per agent,
+    model and effort (names as in scoring.py), and the judge apart (judge.JudgeStats' names): its figures are never
+    inside cost_usd."""
+    sums = totals(results)
+    total, agents, models = sums.total, sums.by_agent, sums.by_model
     judge = judge or JudgeInfo(None)
     jt = judge_totals(results)
     return {
         "model": model,
         "note": OFFLINE_NOTE if offline else "",
+        "parameters": dict(parameters or {}),
         "judge": {
             "model": judge.model,
             "note": OFFLINE_JUDGE_NOTE if judge.offline and judge.model else (judge.why_none or ""),
@@ -61,6 +77,7 @@ def to_json(
                 **r.judge.to_json(),
                 "per_agent": {k: v.to_json() for k, v in r.by_agent.items()},
                 "per_model": {k: v.to_json() for k, v in r.by_model.items()},
+                "per_agent_model_effort": per_agent_model_effort(r.by_agent_model_effort),
                 "golden_issues": r.matches,
             }
             for r in results
@@ -73,6 +90,7 @@ def to_json(
         },
         "per_agent": {k: v.to_json() for k, v in agents.items()},
         "per_model": {k: v.to_json() for k, v in models.items()},
+        "per_agent_model_effort": per_agent_model_effort(sums.by_agent_model_effort),
     }
 
 
@@ -80,15 +98,21 @@ def _fmt(x: float | None, pattern: str) -> str:
     return "-" if x is None else pattern.format(x)
 
 
-HEADER = (
-    f"{'':<32} {'golden':>6} {'found':>6} {'tp':>4} {'prec':>6} {'recall':>6} {'f1':>6} "
-    f"{'cost $':>10} {'$/tp':>10} {'time s':>7}"
-)
-
-
-def row(label: str, s: Score) -> str:
+def header(width: int = 32) -> str:
+    """The column names over rows whose label column is `width` wide."""
     return (
-        f"{label[:32]:<32} {s.golden:>6} {s.findings:>6} {s.true_positives:>4} "
+        f"{'':<{width}} {'golden':>6} {'found':>6} {'tp':>4} {'prec':>6} {'recall':>6} {'f1':>6} "
+        f"{'cost $':>10} {'$/tp':>10} {'time s':>7}"
+    )
+
+
+HEADER = header()
+
+
+def row(label: str, s: Score, width: int = 32) -> str:
+    """One row of figures; a label longer than `width` is cut (the effort section widens its column instead)."""
+    return (
+        f"{label[:width]:<{width}} {s.golden:>6} {s.findings:>6} {s.true_positives:>4} "
         f"{_fmt(s.precision, '{:.2f}'):>6} {_fmt(s.recall, '{:.2f}'):>6} {_fmt(s.f1, '{:.2f}'):>6} "
         f"{s.cost_micros / 1e6:>10.6f} {_fmt(s.usd_per_true_positive, '{:.6f}'):>10} "
         f"{_fmt(s.time_to_review_s, '{:.1f}'):>7}"
@@ -129,14 +153,23 @@ def _judge_lines(results: Sequence[CaseResult], judge: JudgeInfo) -> list[str]:
 
 
 def table(
-    results: Sequence[CaseResult], *, model: str, offline: bool, judge: JudgeInfo | None = None
+    results: Sequence[CaseResult],
+    *,
+    model: str,
+    offline: bool,
+    judge: JudgeInfo | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> list[str]:
-    """The lines `prfleet eval` prints: one row per case, the total, per agent and per model, then the judge."""
+    """The lines `prfleet eval` prints: the --param values, one row per case, the total, per agent, per model and
+    per agent, model and effort (each case's rows, then the total's), then the judge."""
     judge = judge or JudgeInfo(None)
-    total, agents, models = totals(results)
+    sums = totals(results)
+    total, agents, models = sums.total, sums.by_agent, sums.by_model
     lines = [f"model: {model}"]
     if offline:
         lines.append(f"({OFFLINE_NOTE})")
+    if parameters:
+        lines.append("parameters: " + " ".join(f"{k}={v}" for k, v in parameters.items()))
     lines += ["", HEADER]
     for r in results:
         lines.append(row(r.name, r.total) if r.reviewed else f"{r.name[:32]:<32} NOT REVIEWED: {r.error}")
@@ -145,6 +178,11 @@ def table(
     lines += [row(f"  {name}", s) for name, s in agents.items()]
     lines += ["", "per model"]
     lines += [row(f"  {name}", s) for name, s in models.items()]
+    lines += [
+        "",
+        "per agent, model and effort (effort: what the stack sent the model; none: it takes no effort)",
+    ]
+    lines += _effort_lines(results, sums.by_agent_model_effort)
     lines += _judge_lines(results, judge)
     missed = [(r.name, m) for r in results for m in r.matches if not m["found"]]
     if missed:
@@ -155,6 +193,25 @@ def table(
         "tp: findings within 5 lines of a golden issue's range, or named by the judge for one without a path; one "
         "to one. time: webhook to posted review (median in the total)",
     ]
+    return lines
+
+
+def _effort_lines(results: Sequence[CaseResult], total: dict[AgentModelEffort, Score]) -> list[str]:
+    """Each reviewed case's (agent, model, effort) rows when there are several cases, then the total's; the label
+    column as wide as the longest label (a model id is never cut off its effort)."""
+    groups: list[tuple[str | None, dict[AgentModelEffort, Score]]] = []
+    if len(results) > 1:
+        groups += [(r.name, r.by_agent_model_effort) for r in results if r.reviewed]
+        groups.append(("total", total))
+    else:
+        groups.append((None, total))
+    indent = "    " if len(groups) > 1 else "  "
+    width = max([32, *(len(indent + " ".join(key)) for _, scores in groups for key in scores)])
+    lines = [header(width)]
+    for name, scores in groups:
+        if name is not None:
+            lines.append(f"  {name}")
+        lines += [row(indent + " ".join(key), s, width) for key, s in scores.items()]
     return lines
 
 

@@ -7,6 +7,8 @@ pull requests are fetched from GitHub one at a time (github_fetch.py). The whole
 review (and the GitHub token, the judge model), so a mistake in the last case costs no model call.
 `--agents a,b` sets the local stack's AGENTS setting (prfleet.config.environment.Settings.agents: the agents the
 planner plans) for the run; on a deployed stack a repository picks its agents with `.prfleet.toml`.
+`--param NAME=VALUE` sets template parameters of every case's stack (params.py checks them first), e.g. ReviewModel
+or VerifyEffort; the effort each agent's runs were sent is read back from the case's own stack (`_stack_efforts`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from prfleet import config
 from prfleet.github.client import GitHub
 from prfleet.github.transport import GitHubError
 from prfleet_local.cli.errors import CliError
@@ -33,7 +36,9 @@ from prfleet_local.eval.github_fetch import FetchError, fetch_pr, github_client
 from prfleet_local.eval.judge import DEFAULT_JUDGE_MODEL, Judge, check_judge_model
 from prfleet_local.eval.martian import MartianPr, load_martian, martian_dir
 from prfleet_local.eval.options import DEFAULT_GITHUB_URL
+from prfleet_local.eval.params import eval_owned, parse_params
 from prfleet_local.eval.scoring import CaseResult, Score, case_result
+from prfleet_local.model.providers import local_parameters
 
 REAL_API_URL = "https://api.anthropic.com"
 
@@ -80,6 +85,8 @@ class Plan:
     judge_model: str | None
     judge: report.JudgeInfo
     github: GitHub | None = None
+    given: dict[str, str] = field(default_factory=dict)  # --param, as given (reported)
+    parameters: dict[str, str] = field(default_factory=dict)  # every case's stack: --provider's and --param's
 
     @property
     def pathless(self) -> int:
@@ -87,8 +94,12 @@ class Plan:
 
 
 def plan(args: argparse.Namespace, model: ModelChoice) -> Plan:
-    """Load and check everything before the first review: the corpus or golden comments, the judge model, the
-    GitHub URL and token (only when PRs are to be fetched)."""
+    """Load and check everything before the first review: the --param values, the corpus or golden comments, the
+    judge model, the GitHub URL and token (only when PRs are to be fetched)."""
+    provider = getattr(args, "provider", "anthropic")
+    fixed = local_parameters(provider)
+    given = parse_params(getattr(args, "param", None), owned=eval_owned(fixed, provider), fixed=fixed)
+    parameters = {**fixed, **given}
     root = Path(args.corpus).expanduser()
     folder = martian_dir(root) if root.is_dir() else None
     items: list[Case | MartianPr] = list(load_martian(folder) if folder else load_corpus(root))
@@ -100,12 +111,13 @@ def plan(args: argparse.Namespace, model: ModelChoice) -> Plan:
             raise CliError(f"--github-url must be an http(s) URL such as {DEFAULT_GITHUB_URL}, got {url!r}")
         github = github_client(url.rstrip("/"))
     if getattr(args, "no_judge", False):
-        return Plan(items, None, report.JudgeInfo(None, why_none="--no-judge"), github)
+        return Plan(items, None, report.JudgeInfo(None, why_none="--no-judge"), github, given, parameters)
     try:
         judge_model = check_judge_model(getattr(args, "judge_model", None) or DEFAULT_JUDGE_MODEL)
     except ValueError as exc:
         raise CliError(str(exc)) from None
-    return Plan(items, judge_model, report.JudgeInfo(judge_model, offline=model.kind == "offline"), github)
+    judge = report.JudgeInfo(judge_model, offline=model.kind == "offline")
+    return Plan(items, judge_model, judge, github, given, parameters)
 
 
 def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
@@ -125,6 +137,8 @@ def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
         )
     what = "pull request(s) from golden comments" if work.github else "case(s)"
     say(f"prfleet eval: {len(work.items)} {what} from {args.corpus}")
+    if work.given:
+        say("prfleet eval: template parameters " + " ".join(f"{k}={v}" for k, v in work.given.items()))
     if work.pathless:
         if work.judge_model is None:
             say(
@@ -152,11 +166,19 @@ def evaluate(args: argparse.Namespace, *, workdir: Path | None) -> int:
     offline = model.kind == "offline"
     if as_json:
         print(
-            json.dumps(report.to_json(results, model=described, offline=offline, judge=work.judge), indent=2)
+            json.dumps(
+                report.to_json(
+                    results, model=described, offline=offline, judge=work.judge, parameters=work.given
+                ),
+                indent=2,
+            )
         )
     else:
         print()
-        for line in report.table(results, model=described, offline=offline, judge=work.judge):
+        lines = report.table(
+            results, model=described, offline=offline, judge=work.judge, parameters=work.given
+        )
+        for line in lines:
             print(line)
     return 0 if all(r.reviewed for r in results) else 1
 
@@ -173,7 +195,7 @@ def _run_item(
     """A corpus case as it is; a Martian PR fetched first (a PR that cannot be fetched is a case not reviewed,
     with the reason; an error about GitHub itself, a bad token or a rate limit, stops the run)."""
     if isinstance(item, Case):
-        return _run_case(item, args, model, workdir, say, work.judge_model)
+        return _run_case(item, args, model, workdir, say, work.judge_model, work.parameters)
     assert work.github is not None and scratch is not None
     say(f"\nfetching {item.url} ({item.title}) from {work.github.api_url}")
     try:
@@ -184,7 +206,7 @@ def _run_item(
     except GitHubError as exc:
         raise CliError(f"GitHub at {work.github.api_url}: {exc}", code=1) from None
     try:
-        return _run_case(case, args, model, workdir, say, work.judge_model)
+        return _run_case(case, args, model, workdir, say, work.judge_model, work.parameters)
     finally:
         shutil.rmtree(case.directory, ignore_errors=True)
 
@@ -206,10 +228,10 @@ def _run_case(
     workdir: Path | None,
     say: Callable[[str], None],
     judge_model: str | None = None,
+    parameters: dict[str, str] | None = None,
 ) -> CaseResult:
     from prfleet_local.cli.review import _clone, resolve_range, review_range
     from prfleet_local.demo.run import sandbox
-    from prfleet_local.model.providers import local_parameters
 
     source = case.checkout()
     try:
@@ -223,7 +245,7 @@ def _run_case(
         model=model,
         repo=_clone(source, where, base_sha, head_sha),
         repo_name=f"eval/{_repo_safe(case.name)}",
-        parameters=local_parameters(args.provider),
+        parameters=dict(parameters or {}),
     ) as box:
         say(f"model: {model.describe(box.model.url if box.model else None)}")
         done = review_range(
@@ -240,6 +262,7 @@ def _run_case(
                 case.name, False, Score(), error=f"no review within {args.timeout:.0f} s", url=case.url
             )
         findings = done.findings()
+        efforts = _stack_efforts()
         judgements, stats = None, None
         if judge_model is not None and any(g.judged for g in case.golden):
             base_url, key = _judge_endpoint(model, box.model.url if box.model else None)
@@ -249,9 +272,19 @@ def _run_case(
             say(
                 f"judge: {stats.calls} call(s), ${stats.cost_micros / 1e6:.6f}, {stats.errors} unusable answer(s)"
             )
-    result = case_result(case.name, case.golden, findings, done.runs, done.seconds, judgements, stats)
+    result = case_result(
+        case.name, case.golden, findings, done.runs, done.seconds, judgements, stats, efforts
+    )
     result.url = case.url
     return result
+
+
+def _stack_efforts() -> dict[str, str]:
+    """The effort level per agent the case's stack ran with, read where its functions read it: the local stack
+    hosts them in this process and sets their environment from the template's parameters (defaults and
+    --param), and prfleet.config.environment.settings() reads that environment (ReviewEffort ... VerifyEffort),
+    so this is the deployed code's own reading, not a copy of the defaults. Call it while the case's stack is up."""
+    return dict(config.settings().efforts)
 
 
 def _repo_safe(name: str) -> str:

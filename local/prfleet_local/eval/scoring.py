@@ -1,5 +1,5 @@
-"""Precision, recall, F1, cost and time of reviews against golden issues, per case, per agent, per model and in
-total.
+"""Precision, recall, F1, cost and time of reviews against golden issues, per case, per agent, per model, per
+(agent, model, effort) and in total.
 
 Definitions (`--json` uses these names): golden = golden issues, findings = every finding of the head's runs
 (each counted once), true_positives = matched pairs (matching.py), precision = true_positives / findings, recall
@@ -11,18 +11,26 @@ their own against all the case's golden issues (its recall is what it alone find
 golden issue without a path, the findings of that agent among those the judge named (the judge is called once
 per golden issue with every finding of the case, never again per agent). The judge's calls and cost are kept
 apart (judge.JudgeStats): cost_usd is what the reviews cost, never the judge.
+
+Per (agent, model, effort): the same, split also by the effort the stack sent that agent's model: the level the
+stack's settings give the agent (prfleet.config.environment Settings.efforts, which the verify run reads as
+VerifyEffort) as prfleet.agents.specs.effort_for turns it into a request, "none" for a model that takes no effort.
 """
 
 from __future__ import annotations
 
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
+from prfleet.agents.specs import effort_for
 from prfleet_local.eval.corpus import Golden
 from prfleet_local.eval.judge import Judgement, JudgeStats, finding_id
 from prfleet_local.eval.matching import match
+
+K = TypeVar("K")
+NO_EFFORT = "none"  # the model takes no effort (effort_for is None): none is sent
 
 
 def _ratio(a: float, b: float) -> float | None:
@@ -109,16 +117,49 @@ def breakdown(
     """Per value of `key` ("agent" or "model"): its findings scored alone against every golden issue (the judge's
     candidates narrowed to them), and the cost of its runs. Every value that ran is listed, also one without
     findings."""
+    return grouped(golden, findings, runs, lambda item: str(item.get(key) or "?"), judged)
+
+
+def grouped(
+    golden: Sequence[Golden],
+    findings: Sequence[Mapping[str, Any]],
+    runs: Iterable[Mapping[str, Any]],
+    label: Callable[[Mapping[str, Any]], K],
+    judged: Mapping[int, Sequence[int]] | None = None,
+) -> dict[K, Score]:
+    """Per label of a finding or run (`label` gives it: an agent, a model, a tuple of them), scored as
+    `breakdown` scores one; labels sorted."""
     runs = list(runs)
-    names = sorted({str(r.get(key) or "?") for r in runs} | {str(f.get(key) or "?") for f in findings})
-    out = {}
-    for name in names:
-        kept = [j for j, f in enumerate(findings) if str(f.get(key) or "?") == name]
-        where = {j: k for k, j in enumerate(kept)}  # index in the case -> index among this name's findings
+    finding_labels = [label(f) for f in findings]
+    run_labels = [label(r) for r in runs]
+    out: dict[K, Score] = {}
+    for name in sorted(set(run_labels) | set(finding_labels)):  # type: ignore[type-var]
+        kept = [j for j, lab in enumerate(finding_labels) if lab == name]
+        where = {j: k for k, j in enumerate(kept)}  # index in the case -> index among this label's findings
         mine_judged = {i: [where[j] for j in named if j in where] for i, named in (judged or {}).items()}
-        cost = sum(int(r.get("cost_micros") or 0) for r in runs if str(r.get(key) or "?") == name)
+        cost = sum(
+            int(r.get("cost_micros") or 0) for r, lab in zip(runs, run_labels, strict=True) if lab == name
+        )
         out[name] = score(golden, [findings[j] for j in kept], cost, judged=mine_judged)
     return out
+
+
+AgentModelEffort = tuple[str, str, str]
+
+
+def effort_label(efforts: Mapping[str, str]) -> Callable[[Mapping[str, Any]], AgentModelEffort]:
+    """(agent, model, effort) of a finding or run, the effort being what the stack sent: the agent's level in
+    `efforts` (the stack's Settings.efforts) for that model (effort_for: "none" for a model that takes no effort;
+    "?" for an agent the settings have no level for)."""
+
+    def label(item: Mapping[str, Any]) -> AgentModelEffort:
+        agent, model = str(item.get("agent") or "?"), str(item.get("model") or "?")
+        level = efforts.get(agent)
+        if not level:
+            return agent, model, "?"
+        return agent, model, effort_for(model, level) or NO_EFFORT
+
+    return label
 
 
 @dataclass
@@ -130,6 +171,7 @@ class CaseResult:
     total: Score
     by_agent: dict[str, Score] = field(default_factory=dict)
     by_model: dict[str, Score] = field(default_factory=dict)
+    by_agent_model_effort: dict[AgentModelEffort, Score] = field(default_factory=dict)
     matches: list[dict[str, Any]] = field(default_factory=list)  # each golden issue: found by which finding
     error: str = ""
     judge: JudgeStats = field(default_factory=JudgeStats)
@@ -144,9 +186,11 @@ def case_result(
     seconds: float | None,
     judgements: Mapping[int, Judgement] | None = None,
     judge: JudgeStats | None = None,
+    efforts: Mapping[str, str] | None = None,
 ) -> CaseResult:
-    """Score a reviewed case: in total, per agent, per model, and which finding found each golden issue (for one
-    without a path: how it was judged, or that it was not)."""
+    """Score a reviewed case: in total, per agent, per model, per (agent, model, effort) (`efforts`: the level
+    per agent the case's stack read, Settings.efforts), and which finding found each golden issue (for one without
+    a path: how it was judged, or that it was not)."""
     cost = sum(int(r.get("cost_micros") or 0) for r in runs)
     judged = {i: j.matches for i, j in (judgements or {}).items()}
     pairs = dict(match(golden, findings, judged=judged).pairs)
@@ -181,6 +225,7 @@ def case_result(
         score(golden, findings, cost, seconds, judged),
         breakdown(golden, findings, runs, "agent", judged),
         breakdown(golden, findings, runs, "model", judged),
+        grouped(golden, findings, runs, effort_label(efforts or {}), judged),
         matches,
         judge=stats,
     )
@@ -194,15 +239,28 @@ def judge_totals(results: Sequence[CaseResult]) -> JudgeStats:
     return total
 
 
-def totals(results: Sequence[CaseResult]) -> tuple[Score, dict[str, Score], dict[str, Score]]:
-    """The reviewed cases added up: in total, per agent and per model."""
-    total, agents, models = Score(), {}, {}
+@dataclass
+class Totals:
+    """The reviewed cases added up: in total, per agent, per model and per (agent, model, effort)."""
+
+    total: Score
+    by_agent: dict[str, Score]
+    by_model: dict[str, Score]
+    by_agent_model_effort: dict[AgentModelEffort, Score]
+
+
+def totals(results: Sequence[CaseResult]) -> Totals:
+    """The reviewed cases added up (a case not reviewed adds nothing: it is reported apart)."""
+    out = Totals(Score(), {}, {}, {})
     for res in results:
         if not res.reviewed:
             continue
-        total.add(res.total)
+        out.total.add(res.total)
         for name, s in res.by_agent.items():
-            agents.setdefault(name, Score()).add(s)
+            out.by_agent.setdefault(name, Score()).add(s)
         for name, s in res.by_model.items():
-            models.setdefault(name, Score()).add(s)
-    return total, agents, models
+            out.by_model.setdefault(name, Score()).add(s)
+        for key, s in res.by_agent_model_effort.items():
+            out.by_agent_model_effort.setdefault(key, Score()).add(s)
+    out.by_agent_model_effort = dict(sorted(out.by_agent_model_effort.items()))
+    return out
