@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from prfleet.agents.specs import system_prompt
 from prfleet_local.github.server import GitHubServer, GitRepo
 from prfleet_local.model.faults import FaultPlan
 from prfleet_local.model.server import ModelServer
@@ -66,6 +67,12 @@ def make_case(root: Path, name: str, golden: list[dict], *, bundle: bool) -> Non
     (case / "case.json").write_text(json.dumps(data))
 
 
+def system_text(request: dict) -> str:
+    """A Messages request's system prompt as text (a string, or text blocks when it carries cache_control)."""
+    system = request.get("system") or ""
+    return system if isinstance(system, str) else "".join(b.get("text", "") for b in system)
+
+
 def finding(path: str, line: int) -> dict:
     return {
         "path": path,
@@ -94,8 +101,10 @@ def test_scripted_golden_findings_score_1_and_one_wrong_finding_lowers_precision
     ]
     server = ModelServer(faults=FaultPlan(scripted=script))
     url = server.start()
+    # Efforts other than the template's defaults (review high, verify medium): the breakdown must show these.
+    efforts = ("--param", "ReviewEffort=low", "--param", "VerifyEffort=high")
     try:
-        proc = prfleet("eval", str(corpus), "--model-url", url, "--agents", "review", "--json")
+        proc = prfleet("eval", str(corpus), "--model-url", url, "--agents", "review", *efforts, "--json")
     finally:
         server.stop()
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -123,6 +132,25 @@ def test_scripted_golden_findings_score_1_and_one_wrong_finding_lowers_precision
     found = [g for c in out["cases"] for g in c["golden_issues"]]
     assert all(g["found"] for g in found) and len(found) == 3
 
+    # Per agent, model and effort: the efforts the stack sent (read back from its settings), also what the model
+    # server received; the verify run under agent verify with VerifyEffort.
+    assert out["parameters"] == {"ReviewEffort": "low", "VerifyEffort": "high"}
+    rows = {(r["agent"], r["model"], r["effort"]): r for r in out["per_agent_model_effort"]}
+    assert set(rows) == {("review", "claude-sonnet-5-5", "low"), ("verify", "claude-sonnet-5-5", "high")}
+    review = rows[("review", "claude-sonnet-5-5", "low")]
+    assert (review["findings"], review["true_positives"], review["precision"]) == (4, 3, 0.75)
+    assert rows[("verify", "claude-sonnet-5-5", "high")]["cost_usd"] > 0
+    assert [len(c["per_agent_model_effort"]) for c in out["cases"]] == [2, 2]
+    sent = {
+        agent: {
+            json.dumps(r.get("output_config"))
+            for r in server.requests
+            if system_text(r) == system_prompt(agent)
+        }
+        for agent in ("review", "verify")
+    }
+    assert sent == {"review": {json.dumps({"effort": "low"})}, "verify": {json.dumps({"effort": "high"})}}
+
 
 def test_the_shipped_corpus_prints_a_table_and_valid_json():
     table = prfleet("eval", str(SHIPPED))
@@ -134,6 +162,10 @@ def test_the_shipped_corpus_prints_a_table_and_valid_json():
     assert rows == [*names, "total"]
     assert "measure the pipeline, not Claude" in table.stdout
     assert "per agent" in table.stdout and "per model" in table.stdout
+    assert "per agent, model and effort" in table.stdout
+    # the template's defaults, no --param: review at high, the cheaper agents at low
+    assert any(line.split()[:3] == ["review", "claude-sonnet-5-5", "high"] for line in lines)
+    assert any(line.split()[:3] == ["docs", "claude-haiku-5-5", "low"] for line in lines)
 
     proc = prfleet("eval", str(SHIPPED), "--json", "--agents", "review")
     assert proc.returncode == 0, proc.stdout + proc.stderr

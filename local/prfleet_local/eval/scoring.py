@@ -29,7 +29,8 @@ from prfleet_local.eval.corpus import Golden
 from prfleet_local.eval.judge import Judgement, JudgeStats, finding_id
 from prfleet_local.eval.matching import match
 
-K = TypeVar("K")
+AgentModelEffort = tuple[str, str, str]
+K = TypeVar("K", str, AgentModelEffort)  # a breakdown's key: an agent or a model, or (agent, model, effort)
 NO_EFFORT = "none"  # the model takes no effort (effort_for is None): none is sent
 
 
@@ -133,7 +134,7 @@ def grouped(
     finding_labels = [label(f) for f in findings]
     run_labels = [label(r) for r in runs]
     out: dict[K, Score] = {}
-    for name in sorted(set(run_labels) | set(finding_labels)):  # type: ignore[type-var]
+    for name in sorted(set(run_labels) | set(finding_labels)):
         kept = [j for j, lab in enumerate(finding_labels) if lab == name]
         where = {j: k for k, j in enumerate(kept)}  # index in the case -> index among this label's findings
         mine_judged = {i: [where[j] for j in named if j in where] for i, named in (judged or {}).items()}
@@ -142,9 +143,6 @@ def grouped(
         )
         out[name] = score(golden, [findings[j] for j in kept], cost, judged=mine_judged)
     return out
-
-
-AgentModelEffort = tuple[str, str, str]
 
 
 def effort_label(efforts: Mapping[str, str]) -> Callable[[Mapping[str, Any]], AgentModelEffort]:
