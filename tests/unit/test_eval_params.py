@@ -64,9 +64,9 @@ def test_good_values_pass_through_as_given():
         ),
         (["GitHubApiUrl=https://api.github.com"], "anthropic", "the eval sets GitHubApiUrl itself"),
         (
-            ["ReviewModel=claude-opus-5"],
+            ["ReviewModel=claude-opus-5"],  # a Claude API id on Bedrock: the template's rule refuses it
             "bedrock",
-            "the eval sets ReviewModel itself (--provider bedrock sets it to global.anthropic.claude-sonnet-4-6)",
+            "--param: template.yaml's rule",
         ),
         (
             ["ReviewModel=claude-nonexistent-9"],
@@ -206,3 +206,9 @@ def test_a_long_model_id_never_cuts_the_effort_off_the_table():
     )
     lines = table([res], model="offline", offline=True)
     assert any(line.split()[:3] == ["review", model, "high"] for line in lines)
+
+
+def test_a_providers_model_ids_are_defaults_a_param_replaces():
+    """--provider bedrock sets Bedrock profiles for the three agents; comparing models there means replacing one."""
+    given = check("ReviewModel=global.anthropic.claude-opus-4-5-20251101-v1:0", provider="bedrock")
+    assert given == {"ReviewModel": "global.anthropic.claude-opus-4-5-20251101-v1:0"}

@@ -11,8 +11,9 @@ bound a String's length; a failed constraint shows the ConstraintDescription whe
 template's Rules are then checked with the whole set of values (stack.template.Context.check_rules), as at
 deployment.
 
-Parameters the eval sets itself (ModelProvider through --provider and the model ids that provider needs, the local
-GitHub's URL) are refused rather than silently overridden either way.
+Parameters the eval sets itself (ModelProvider through --provider and what that provider needs, the local GitHub's
+URL) are refused rather than silently overridden either way; the model ids a provider sets are defaults a --param
+replaces (then checked by the template's Rules with the provider's other values).
 """
 
 from __future__ import annotations
@@ -34,8 +35,13 @@ EVAL_SETS = {
 
 def eval_owned(provider_parameters: Mapping[str, Any], provider: str) -> dict[str, str]:
     """Every parameter the eval sets for this run, with why: EVAL_SETS and what --provider PROVIDER sets
-    (prfleet_local.model.providers.local_parameters)."""
-    owned = {name: f"--provider {provider} sets it to {value}" for name, value in provider_parameters.items()}
+    (prfleet_local.model.providers.local_parameters), except its model ids: those are only defaults that provider
+    can serve (Bedrock's inference profiles), and comparing models there is what --param ReviewModel=... is for."""
+    owned = {
+        name: f"--provider {provider} sets it to {value}"
+        for name, value in provider_parameters.items()
+        if not name.endswith("Model")
+    }
     owned.update(EVAL_SETS)
     return owned
 
