@@ -133,6 +133,35 @@ def test_the_verifier_drops_and_merges_and_the_check_run_says_why(tmp_path):
     assert again["run_id"] == run["run_id"] and again["status"] == "succeeded"
 
 
+def _verify_calls(box) -> int:
+    return sum(str(b.get("system", "")).find("You are the verify agent") >= 0 for b in box.model.requests)
+
+
+def test_the_same_candidates_on_another_pr_reuse_the_cached_verdicts(tmp_path):
+    """The verify run's verdicts are cached under the sorted candidates' fingerprints, the model and the prompt
+    version: PR 2, opened later with the same change, has the same three candidates; its verify job reuses the
+    verdicts for nothing (no verify call, $0) and posts as PR 1 did."""
+    with sandbox(
+        tmp_path, faults=FaultPlan(scripted=SCRIPT), sweep_interval=None, visibility_timeout=6
+    ) as box:
+        first = _review(box, _open(box), "verify-cache-1")
+        calls = _verify_calls(box)
+        assert calls > 0 and _verify_run(1, first)["status"] == "succeeded"
+        box.repo.commit(
+            {"notes/again.txt": "again\n"}, "The same change again", branch="feature/export-again"
+        )
+        number = box.github.open_pr(REPO, "main", "feature/export-again", "Export, again")
+        head = _review(box, number, "verify-cache-2")
+        run = _verify_run(number, head)
+        (review,) = [r for r in box.github.reviews if r["number"] == number]
+        verify_calls = _verify_calls(box)
+
+    assert run["status"] == "cached" and int(run["cost_micros"]) == 0 and int(run["candidates"]) == 3
+    assert verify_calls == calls  # no verify call for PR 2
+    assert "Verified: 3 candidate(s): 1 kept, 1 dropped, 1 merged" in review["body"]
+    assert DROPPED not in _posted_text(box, number)
+
+
 def _assert_unverified(box, number: int, head: str, why: str) -> None:
     (review,) = [r for r in box.github.reviews if r["number"] == number]
     (check,) = box.github.check_runs_for(head)
