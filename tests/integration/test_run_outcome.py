@@ -5,13 +5,16 @@ nothing cached. Against the moto server (tables from test_budget_billing's env).
 from __future__ import annotations
 
 import time
+from types import SimpleNamespace
 
 import pytest
 from botocore.exceptions import ClientError
 
 from prfleet import config
 from prfleet.config import aws
-from prfleet.pipeline import runner
+from prfleet.jobs import AskJob, FileJob
+from prfleet.pipeline import answering, runner
+from prfleet.pipeline.attempt import Attempt, claim_run
 from prfleet.store import job_runs, result_cache
 from tests.integration.test_budget_billing import endpoint, env, job  # noqa: F401 - fixtures
 
@@ -223,3 +226,38 @@ def test_a_duplicate_delivery_meeting_a_live_run_is_handed_back_to_sqs_not_dropp
     job_runs.finish_run(j, "run-live", "retrying", {"error": "GitHubError: 502"}, owner=True, now=time.time())
     job_runs.start_run(j, "run-copy", "claude-haiku-5-5", now=time.time())
     assert job_runs.get_run(j)["run_id"] == "run-copy"
+
+
+def test_a_verify_jobs_duplicate_meeting_its_live_run_goes_back_to_sqs_too(results):
+    """The verify job claims its run through the same door as a file job (attempt.claim_run): a copy that meets
+    the live run goes back to SQS, not to the bin, or a failing verify run left its posting waiting for nothing."""
+    j = FileJob("o/r", 32, "h" * 40, "b" * 40, "/verify/final", "", "verify", None, "d-v")
+    job_runs.start_run(j, "run-live", "claude-sonnet-5-5", now=time.time())
+    at = Attempt(j, "run-copy", _Emitter().emit, lambda _installation: None, time.time)
+    spec = SimpleNamespace(model="claude-sonnet-5-5")
+    with pytest.raises(runner.RunBusy):
+        claim_run(at, spec, None, lambda: 300_000, final_attempt=False)
+    ending = claim_run(
+        at, spec, None, lambda: 300_000, final_attempt=True
+    )  # its last receive: left to that run
+    assert ending.status == "duplicate" and job_runs.get_run(j)["run_id"] == "run-live"
+
+
+def test_a_questions_duplicate_meeting_its_live_run_goes_back_to_sqs(results):
+    """The same for an ask job (pipeline.answering): the copy is what asks again if the live answer fails."""
+    j = AskJob("o/r", 33, "h" * 40, "b" * 40, 901, "review", 900, "app.py", "wendy", 3, "d-a")
+    job_runs.start_run(j, "run-live", "claude-sonnet-5-5", now=time.time())
+
+    def deliver(final_attempt: bool) -> str:
+        return answering.answer(
+            j,
+            remaining_ms=lambda: 300_000,
+            client_for=lambda _installation: None,  # never reached: the claim is refused first
+            model_client=None,
+            emitter=_Emitter(),
+            final_attempt=final_attempt,
+        )
+
+    with pytest.raises(runner.RunBusy):
+        deliver(False)
+    assert deliver(True) == "duplicate" and job_runs.get_run(j)["run_id"] == "run-live"

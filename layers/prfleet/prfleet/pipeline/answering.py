@@ -103,6 +103,8 @@ def _answer(
     try:
         claimed = job_runs.start_run(job, run_id, spec.model, now=clock(), last_delivery=final_attempt)
     except job_runs.RunInProgress as exc:
+        if exc.status == "running" and not final_attempt:
+            raise runner.RunBusy(str(exc)) from None  # back to SQS: it retries the question if that run fails
         emit("skipped", reason=str(exc), duplicate=True, comment=job.comment_id)
         return "duplicate"
     at = _Ask(job, run_id, gh, emit, clock, spec.model, max(claimed, job.spent_micros), clock())

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 
 from prfleet.config import aws, settings
 from prfleet.config import now as config_now
-from prfleet.cost import pricing
-from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached
+from prfleet.cost import circuit, pricing
+from prfleet.cost.guard import CircuitOpen, LedgerGuard, RunCostCapReached, token_counter
 from prfleet.cost.ledger import BudgetExceeded, Ledger
 from prfleet.jobs import FileJob
 from prfleet.observability import tracing
@@ -27,6 +27,7 @@ from prfleet.pipeline.endings import (
     cost_cap_reached,
     duplicate,
     over_budget,
+    over_cost_cap,
     rate_limited,
     unclaimed,
 )
@@ -169,6 +170,70 @@ def give_back(at: Attempt, exc: BaseException, spent: int) -> None:
             error_type="RunNotReleased",
             message=redact(f"{type(write_exc).__name__}: {write_exc}")[:300],
         )
+
+
+@dataclass
+class Claimed:
+    """A run this attempt owns and may spend on: its LedgerGuard (every call reserved through it), when it
+    started and the deadline its model calls must end by."""
+
+    guard: LedgerGuard
+    started: float
+    deadline: float
+
+
+def claim_run(
+    at: Attempt,
+    spec: Any,
+    model_client: Any,
+    remaining_ms: Callable[[], int],
+    *,
+    final_attempt: bool,
+    **start: Any,
+) -> Claimed | Ending:
+    """The door every job's model run goes through once its own checks passed, file job and verify job alike: the
+    claim of the run (a duplicate delivery stops here, and goes back to SQS while the first run is alive: RunBusy),
+    the spend-limit circuit (read after the claim, so a duplicate cannot defer the job twice), the run's cost cap,
+    and the LedgerGuard. `start`: the job's own fields of the `start` event. An Ending when the run may not go on."""
+    job, clock, emit = at.job, at.clock, at.emit
+    ledger = Ledger.from_settings(settings())
+    try:
+        claimed_at = clock()
+        claimed = job_runs.start_run(job, at.run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
+    except job_runs.RunInProgress as exc:
+        # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
+        # if it dies, its run goes stale and the sweeper re-queues the job. While that run is alive, this copy
+        # goes back to SQS (RunBusy): it is what retries the job if that worker fails.
+        if exc.status == "running" and not final_attempt:
+            raise RunBusy(str(exc)) from None
+        return duplicate(job, str(exc), count_theirs=True)
+    carried = max(claimed, job.spent_micros)
+    circuit_read_at = clock()
+    blocked = circuit.open_reason(ledger)
+    if blocked:
+        return circuit_deferral(job, spec.model, blocked, carried=carried, day=ledger.day(clock()))
+    started = clock()
+    emit("start", path=job.path, head_sha=job.head_sha, attempt=job.attempt, **start)
+    cap = run_cost_cap(spec)
+    ending = over_cost_cap(job, carried, cap)
+    if ending:
+        return ending
+    guard = run_guard(
+        ledger,
+        job,
+        at.run_id,
+        spec.model,
+        emit,
+        clock=clock,
+        carried=carried,
+        cap_micros=cap,
+        counter=token_counter(model_client) if settings().exact_input_tokens else None,
+        circuit_check=lambda: circuit.open_reason(ledger),
+        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
+        claimed_at=claimed_at,
+        circuit_read_at=circuit_read_at,
+    )
+    return Claimed(guard, started, clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S)
 
 
 def run_guard(

@@ -25,9 +25,7 @@ from prfleet.agents.specs import VERIFY_AGENT
 from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.config.repo_config import parse_repo_config
-from prfleet.cost import circuit
-from prfleet.cost.guard import LedgerGuard, token_counter
-from prfleet.cost.ledger import Ledger
+from prfleet.cost.guard import LedgerGuard
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob, sqs
 from prfleet.pipeline import verify_run
@@ -37,6 +35,7 @@ from prfleet.pipeline.attempt import (  # re-exported: the handler, the sweeper 
     RetryLater,
     RunBusy,
     after_run,
+    claim_run,
     fail,
     guarded_run,
     job_snapshot,
@@ -52,16 +51,13 @@ from prfleet.pipeline.endings import (
     Ending,
     before_claim,
     cacheable,
-    circuit_deferral,
     completed,
-    duplicate,
     from_cache,
-    over_cost_cap,
 )
 from prfleet.repository import snapshot
 from prfleet.repository.instructions import Instruction, for_file, load_instructions
 from prfleet.repository.view import RepoView, view_for
-from prfleet.store import dynamo, headfiles, heads, job_runs, result_cache
+from prfleet.store import dynamo, headfiles, heads, result_cache
 
 __all__ = [
     "DEADLINE_MARGIN_S",
@@ -175,8 +171,9 @@ def _claim_and_run(
     model_client: Any,
     final_attempt: bool,
 ) -> Ending:
-    """Claim the run, check the circuit and the cost cap, run the agent under the ledger's guard."""
-    job, clock, emit = at.job, at.clock, at.emit
+    """Claim the run, check the circuit and the cost cap (attempt.claim_run), run the agent under the ledger's
+    guard."""
+    job, emit = at.job, at.emit
     # The planner listed the head once (prfleet.store.headfiles); the head record said it is still the head.
     listed = headfiles.from_first(job.repo, job.number, job.head_sha, reads.files_first)
     source = GitHubPrSource(
@@ -186,54 +183,21 @@ def _claim_and_run(
         job.head_sha,
         **(listed.source_args() if listed else {}),
     )
-    ledger = Ledger.from_settings(settings())
-    try:
-        claimed_at = clock()
-        claimed = job_runs.start_run(job, at.run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
-    except job_runs.RunInProgress as exc:
-        # A duplicate delivery while the first worker runs (or just finished) the job: leave it to that worker;
-        # if it dies, its run goes stale and the sweeper re-queues the job. While that run is alive, this copy
-        # goes back to SQS (RunBusy): it is what retries the job if that worker fails.
-        if exc.status == "running" and not final_attempt:
-            raise RunBusy(str(exc)) from None
-        return duplicate(job, str(exc), count_theirs=True)
-    carried = max(claimed, job.spent_micros)
-    circuit_read_at = clock()
-    blocked = circuit.open_reason(ledger)  # after the claim: a duplicate delivery cannot defer the job twice
-    if blocked:
-        return circuit_deferral(job, spec.model, blocked, carried=carried, day=ledger.day(clock()))
-    started = clock()
-    emit("start", path=job.path, head_sha=job.head_sha, blob_sha=job.blob_sha, attempt=job.attempt)
-    cap = run_cost_cap(spec)
-    ending = over_cost_cap(job, carried, cap)
-    if ending:
-        return ending
-    guard = run_guard(
-        ledger,
-        job,
-        at.run_id,
-        spec.model,
-        emit,
-        clock=clock,
-        carried=carried,
-        cap_micros=cap,
-        counter=token_counter(model_client) if settings().exact_input_tokens else None,
-        circuit_check=lambda: circuit.open_reason(ledger),
-        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
-        claimed_at=claimed_at,
-        circuit_read_at=circuit_read_at,
+    claimed = claim_run(
+        at, spec, model_client, remaining_ms, final_attempt=final_attempt, blob_sha=job.blob_sha
     )
+    if isinstance(claimed, Ending):
+        return claimed
     snap = job_snapshot(job, at.emit)
     told = repo_instructions(listed, reads.record, job.path, emit)
-    deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
     return _run_agent(
         at,
         spec,
         source,
         model_client,
-        guard,
-        deadline=deadline,
-        started=started,
+        claimed.guard,
+        deadline=claimed.deadline,
+        started=claimed.started,
         final_attempt=final_attempt,
         snapshot=snap,
         instructions=told,

@@ -27,37 +27,29 @@ from prfleet.agents.verdicts import by_fingerprint, fingerprint_in
 from prfleet.agents.verify import numbered_candidates, run_verify
 from prfleet.config import now as config_now
 from prfleet.config import repo_config, settings
-from prfleet.cost import circuit
-from prfleet.cost.guard import token_counter
-from prfleet.cost.ledger import Ledger
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import FileJob
 from prfleet.pipeline import fanin, verification
 from prfleet.pipeline.attempt import (
-    DEADLINE_MARGIN_S,
     Attempt,
     Outcome,
     after_run,
+    claim_run,
     finish,
     guarded_run,
     job_snapshot,
     read_cache,
-    run_cost_cap,
-    run_guard,
 )
 from prfleet.pipeline.endings import (
     Ending,
     before_claim,
-    circuit_deferral,
-    duplicate,
-    over_cost_cap,
     unclaimed,
     verified,
     verify_from_cache,
 )
 from prfleet.pipeline.reactions import recent_rejections
 from prfleet.repository.view import view_for
-from prfleet.store import headfiles, heads, job_runs, result_cache
+from prfleet.store import headfiles, heads, result_cache
 
 REJECTION_EXAMPLES = 20  # the team's most recent rejections the verify run is shown (issue 25)
 
@@ -151,8 +143,9 @@ def _claim_and_verify(
     model_client: Any,
     final_attempt: bool,
 ) -> Ending:
-    """Claim the run, check the circuit and the cost cap, run the verifier under the ledger's guard."""
-    job, clock, emit = at.job, at.clock, at.emit
+    """Claim the run, check the circuit and the cost cap (attempt.claim_run, as a file job does), run the
+    verifier under the ledger's guard."""
+    job = at.job
     listed = headfiles.load(job.repo, job.number, job.head_sha)
     source = GitHubPrSource(
         at.client_for(job.installation_id),
@@ -161,50 +154,22 @@ def _claim_and_verify(
         job.head_sha,
         **(listed.source_args() if listed else {}),
     )
-    ledger = Ledger.from_settings(settings())
-    try:
-        claimed_at = clock()
-        claimed = job_runs.start_run(job, at.run_id, spec.model, now=claimed_at, last_delivery=final_attempt)
-    except job_runs.RunInProgress as exc:
-        return duplicate(job, str(exc), count_theirs=True)
-    carried = max(claimed, job.spent_micros)
-    circuit_read_at = clock()
-    blocked = circuit.open_reason(ledger)  # after the claim: a duplicate delivery cannot defer the job twice
-    if blocked:
-        return circuit_deferral(job, spec.model, blocked, carried=carried, day=ledger.day(clock()))
-    started = clock()
-    emit("start", path=job.path, head_sha=job.head_sha, attempt=job.attempt, candidates=len(found))
-    cap = run_cost_cap(spec)
-    ending = over_cost_cap(job, carried, cap)
-    if ending:
-        return ending
-    guard = run_guard(
-        ledger,
-        job,
-        at.run_id,
-        spec.model,
-        emit,
-        clock=clock,
-        carried=carried,
-        cap_micros=cap,
-        counter=token_counter(model_client) if settings().exact_input_tokens else None,
-        circuit_check=lambda: circuit.open_reason(ledger),
-        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
-        claimed_at=claimed_at,
-        circuit_read_at=circuit_read_at,
+    claimed = claim_run(
+        at, spec, model_client, remaining_ms, final_attempt=final_attempt, candidates=len(found)
     )
-    deadline = clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S
+    if isinstance(claimed, Ending):
+        return claimed
     return _verify(
         at,
         spec,
         source,
         model_client,
-        guard,
+        claimed.guard,
         found,
         key,
         rejections=rejections,
-        deadline=deadline,
-        started=started,
+        deadline=claimed.deadline,
+        started=claimed.started,
         final_attempt=final_attempt,
     )
 
