@@ -25,6 +25,7 @@ from typing import Any
 
 from prfleet import config, github
 from prfleet.config import aws, secret_store
+from prfleet.cost import circuit
 from prfleet_local.stack import account, xray
 from prfleet_local.stack import template as tpl
 from prfleet_local.stack.alarms import AlarmEvaluator, Datapoint
@@ -183,10 +184,14 @@ class LocalStack:
 
     @staticmethod
     def _reset_library_caches() -> None:
+        """The library's per-container state starts empty, as in a new deployment's execution environments: the
+        functions of every stack run in this one process, and a cached spend-limit circuit from the stack before
+        (same table name, read at most every 15 s) deferred every job of the next one."""
         config.settings.cache_clear()
         aws.client.cache_clear()
         secret_store.reset()
         github.reset_clients()
+        circuit.reset()
 
     def _collect(self, line: str) -> None:
         self.log_lines.append(line)

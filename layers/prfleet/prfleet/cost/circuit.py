@@ -78,6 +78,12 @@ def forget(table: str) -> None:
         _cache.pop(table, None)
 
 
+def reset() -> None:
+    """Forget every cached state, as a new execution environment starts with none (the local stack, starting)."""
+    with _cache_lock:
+        _cache.clear()
+
+
 def open_reason(ledger: Ledger) -> str | None:
     """The circuit's reason while it is open, else None (read at most every CACHE_S per container)."""
     st = read_cached(ledger.ddb, ledger.table)
