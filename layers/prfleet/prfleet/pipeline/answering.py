@@ -27,12 +27,13 @@ from prfleet.agents.ask import AskResult, Question, ask_spec, run_ask
 from prfleet.config import now as config_now
 from prfleet.config import settings
 from prfleet.cost import circuit
-from prfleet.cost.guard import CircuitOpen, RunCostCapReached, token_counter
+from prfleet.cost.guard import CircuitOpen, RunCostCapReached
 from prfleet.cost.ledger import BudgetExceeded, Ledger
 from prfleet.github import GitHubPrSource
 from prfleet.jobs import AskJob, sqs
 from prfleet.observability.redaction import redact
 from prfleet.pipeline import conversation, runner
+from prfleet.pipeline.attempt import spending_guard
 from prfleet.pipeline.webhook import ASK_COMMAND
 from prfleet.repository.view import view_for
 from prfleet.store import answers, headfiles, job_runs
@@ -138,18 +139,16 @@ def _run(
     """The ask agent's run under the LedgerGuard, and the reply its result or its refusal means."""
     job, emit, clock = at.job, at.emit, at.clock
     emit("start", path=job.path, head_sha=job.head_sha, attempt=job.attempt, comment=job.comment_id)
-    guard = runner.run_guard(
+    guard = spending_guard(
         ledger,
         job,
         at.run_id,
         spec.model,
         emit,
+        model_client=model_client,
         clock=clock,
         carried=at.carried,
         cap_micros=cap,
-        counter=token_counter(model_client) if settings().exact_input_tokens else None,
-        circuit_check=lambda: circuit.open_reason(ledger),
-        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
         claimed_at=at.started,
     )
     listed = headfiles.load(job.repo, job.number, job.head_sha)

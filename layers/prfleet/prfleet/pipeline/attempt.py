@@ -218,22 +218,47 @@ def claim_run(
     ending = over_cost_cap(job, carried, cap)
     if ending:
         return ending
-    guard = run_guard(
+    guard = spending_guard(
         ledger,
         job,
         at.run_id,
         spec.model,
         emit,
+        model_client=model_client,
         clock=clock,
         carried=carried,
         cap_micros=cap,
-        counter=token_counter(model_client) if settings().exact_input_tokens else None,
-        circuit_check=lambda: circuit.open_reason(ledger),
-        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
         claimed_at=claimed_at,
         circuit_read_at=circuit_read_at,
     )
     return Claimed(guard, started, clock() + remaining_ms() / 1000.0 - DEADLINE_MARGIN_S)
+
+
+def spending_guard(
+    ledger: Ledger,
+    job: FileJob,
+    run_id: str,
+    model: str,
+    emit: Any,
+    *,
+    model_client: Any,
+    clock: Callable[[], float],
+    **options: Any,
+) -> LedgerGuard:
+    """run_guard with what every model run of a job has (file, verify and ask jobs alike): exact input counts when
+    ExactInputTokens is on, and the spend-limit circuit, read before each call and opened by a spend-limit error."""
+    return run_guard(
+        ledger,
+        job,
+        run_id,
+        model,
+        emit,
+        clock=clock,
+        counter=token_counter(model_client) if settings().exact_input_tokens else None,
+        circuit_check=lambda: circuit.open_reason(ledger),
+        on_spend_limit=lambda reason: circuit.open_circuit(ledger, reason, emit, clock=clock),
+        **options,
+    )
 
 
 def run_guard(
