@@ -184,9 +184,11 @@ class LocalStack:
 
     @staticmethod
     def _reset_library_caches() -> None:
-        """The library's per-container state starts empty, as in a new deployment's execution environments: the
-        functions of every stack run in this one process, and a cached spend-limit circuit from the stack before
-        (same table name, read at most every 15 s) deferred every job of the next one."""
+        """The library's per-container state starts empty, as in a new deployment's execution environments (each
+        runs the function's static code afresh in its Init phase:
+        https://docs.aws.amazon.com/lambda/latest/dg/lambda-runtime-environment.html): the functions of every
+        stack run in this one process, and a cached spend-limit circuit from the stack before (same table name,
+        read at most every 15 s) deferred every job of the next one."""
         config.settings.cache_clear()
         aws.client.cache_clear()
         secret_store.reset()
