@@ -137,3 +137,24 @@ def _job(number: int):
     from prfleet.jobs import FileJob
 
     return FileJob(REPO, number, HEAD, "b" * 40, "app.py", "blob", "review", None, "d-1")
+
+
+def test_a_verify_send_whose_response_was_lost_is_still_ours(env, endpoint):  # noqa: F811 - fixtures imported above
+    """The right to send a head's verify job (heads.mark_verify_sent), applied by DynamoDB with its answer lost:
+    botocore's retry meets our own write. Refusing it meant nobody sent the verify job and the head waited for
+    it forever: a finished current head without a review or check (the CI soak on 7078613)."""
+    from prfleet_local.stack.moto_proc import FaultPlan, FaultRule
+    from tests.integration.test_run_outcome import _faults
+
+    heads.record_plan(REPO, 12, HEAD, planned=1, skipped_files=[], repo_config=None, check_run_id=None,
+                      installation_id=None, now=1000)  # fmt: skip
+    record = heads.HeadRecord(REPO, 12, HEAD, planned=1, done_ids={"j1"})
+    _faults(endpoint, FaultPlan([FaultRule("lost_response", operations=["UpdateItem"], requests=[1])]))
+    try:
+        assert heads.mark_verify_sent(record, "final")
+    finally:
+        _faults(endpoint, FaultPlan())
+    assert not heads.mark_verify_sent(record, "final")  # and nobody else gets it
+    assert heads.mark_verify_sent(record, "partial")  # another claim: its own right
+    heads.unmark_verify_sent(record, "final")  # a failed send gives it back
+    assert heads.mark_verify_sent(record, "final")

@@ -12,6 +12,7 @@ Keys (pk PR#<repo>#<n>):
 from __future__ import annotations
 
 import json
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -197,20 +198,36 @@ def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
 def mark_verify_sent(record: HeadRecord, claim: str) -> bool:
     """Take the right to send the verify job of this head's posting `claim`, once: False when another worker
     took it (the head's last outcome counted twice, a redelivery). The caller sends the job, and gives the right
-    back (unmark_verify_sent) if the send fails, so a redelivery sends it instead."""
+    back (unmark_verify_sent) if the send fails, so a redelivery sends it instead.
+
+    Each take writes its own token, as posting.claim_post does: when DynamoDB applied it and the response was
+    lost, botocore's retry fails the condition on our own write, and the stored token says it is ours. Refusing
+    it left nobody to send the verify job, and the head waited for it for ever (the CI soak on 7078613)."""
+    token = uuid.uuid4().hex
     try:
         client("dynamodb").update_item(
             TableName=state_table(),
             Key=head_record_key(record.repo, record.number, record.head_sha),
-            UpdateExpression="ADD verify_sent :c",
+            UpdateExpression="ADD verify_sent :c SET #token = :token",
             ConditionExpression="attribute_exists(pk) AND NOT contains(verify_sent, :claim)",
-            ExpressionAttributeValues={":c": {"SS": [claim]}, ":claim": {"S": claim}},
+            ExpressionAttributeNames={"#token": _verify_token(claim)},
+            ExpressionAttributeValues={
+                ":c": {"SS": [claim]},
+                ":claim": {"S": claim},
+                ":token": {"S": token},
+            },
+            ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
     except ClientError as exc:
         if is_conditional(exc):
-            return False
+            held = plain(exc.response.get("Item")) or {}
+            return held.get(_verify_token(claim)) == token and claim in (held.get("verify_sent") or ())
         raise
     return True
+
+
+def _verify_token(claim: str) -> str:
+    return f"verify_token_{claim}"
 
 
 def unmark_verify_sent(record: HeadRecord, claim: str) -> None:
@@ -218,7 +235,8 @@ def unmark_verify_sent(record: HeadRecord, claim: str) -> None:
     client("dynamodb").update_item(
         TableName=state_table(),
         Key=head_record_key(record.repo, record.number, record.head_sha),
-        UpdateExpression="DELETE verify_sent :c",
+        UpdateExpression="DELETE verify_sent :c REMOVE #token",
+        ExpressionAttributeNames={"#token": _verify_token(claim)},
         ExpressionAttributeValues={":c": {"SS": [claim]}},
     )
 
