@@ -133,6 +133,57 @@ def test_the_verifier_drops_and_merges_and_the_check_run_says_why(tmp_path):
     assert again["run_id"] == run["run_id"] and again["status"] == "succeeded"
 
 
+CART = "shop/cart.py"
+MUTABLE = {
+    "agent": "review",
+    "path": CART,
+    "line": sample.bug_line(CART, "def add_many(self, skus, seen=[]):"),
+    "severity": "medium",
+    "category": "bug",
+    "title": "Mutable default `seen`",
+    "body": "The list is shared between calls.",
+}
+
+
+def test_a_heads_candidates_split_over_verify_runs_in_parallel_are_all_judged_in_one_review(tmp_path):
+    """VerifyCandidatesPerRun 2 and four candidates on two files: two verify runs, each shown one file's
+    candidates (the merged pair stays together), every verdict applied in the one review."""
+    with sandbox(
+        tmp_path,
+        parameters={"VerifyCandidatesPerRun": 2},
+        faults=FaultPlan(scripted=[*SCRIPT, MUTABLE]),
+        sweep_interval=None,
+        visibility_timeout=6,
+    ) as box:
+        number = _open(box)
+        head = _review(box, number, "verify-parts")
+        runs = sorted(
+            (r for r in job_runs.runs_of_head(REPO, number, head) if r["agent"] == "verify"),
+            key=lambda r: r["path"],
+        )
+        (review,) = [r for r in box.github.reviews if r["number"] == number]
+        (check,) = box.github.check_runs_for(head)
+        shown = [  # the files each verify run's verdicts rest on (facts: the tool results that decided them)
+            sorted({f["path"] for f in e["facts"]})
+            for e in box.model.model_log()
+            if e["agent"] == "verify" and e["verdicts"]
+        ]
+        record = heads.head_record(REPO, number, head)
+
+    assert [(r["path"], r["status"], int(r["candidates"])) for r in runs] == [
+        ("/verify/final/1of2", "succeeded", 3),
+        ("/verify/final/2of2", "succeeded", 1),
+    ]
+    assert record.verify_parts == {"final": 2} and record.verify_done == {"final/1of2", "final/2of2"}
+    assert "Verified: 4 candidate(s): 2 kept, 1 dropped, 1 merged" in review["body"]
+    assert "4 candidate(s): 2 kept, 1 dropped, 1 merged" in check["output"]["summary"]
+    by_line = {c["line"]: c["body"] for c in review["comments"]}
+    assert "found by review, docs" in by_line[SHELL] and "Mutable default `seen`" in by_line[MUTABLE["line"]]
+    assert "unverified" not in _posted_text(box, number).lower()
+    assert DROPPED not in _posted_text(box, number)
+    assert sorted(shown) == [[CART], [EXPORT]]  # each run weighed only its part
+
+
 def _verify_calls(box) -> int:
     return sum(str(b.get("system", "")).find("You are the verify agent") >= 0 for b in box.model.requests)
 

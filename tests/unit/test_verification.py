@@ -5,6 +5,7 @@ posting decision (kept only, unverified, held), plus the verify job's identity a
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -189,10 +190,10 @@ def test_the_posting_decision_kept_only_unverified_or_held():
     found = [finding("aa"), finding("bb")]
     keep_a = [StoredVerdict("aa", "keep", "real"), StoredVerdict("bb", "drop", "not on that line")]
 
-    verified = verification.decide(found, run("succeeded", keep_a), enabled=True, require=True)
+    verified = verification.decide(found, [run("succeeded", keep_a)], enabled=True, require=True)
     assert verified.state == "verified" and [f["fingerprint"] for f in verified.posted] == ["aa"]
     assert verified.counts == "2 candidate(s): 1 kept, 1 dropped, 0 merged"
-    cached = verification.decide(found, run("cached", keep_a), enabled=True, require=False)
+    cached = verification.decide(found, [run("cached", keep_a)], enabled=True, require=False)
     assert [f["fingerprint"] for f in cached.posted] == ["aa"]
 
     for status, error, why in [
@@ -201,18 +202,18 @@ def test_the_posting_decision_kept_only_unverified_or_held():
         ("partial", "iteration cap reached", "the verifier gave no verdicts (iteration cap reached)"),
         ("succeeded", "", "verification succeeded"),  # succeeded without stored verdicts: nothing to apply
     ]:
-        unverified = verification.decide(found, run(status, error=error), enabled=True, require=False)
+        unverified = verification.decide(found, [run(status, error=error)], enabled=True, require=False)
         assert unverified.state == "unverified" and why in unverified.reason, unverified.reason
         assert [f["verified"] for f in unverified.posted] == [False, False]  # every candidate, labelled
-        held = verification.decide(found, run(status, error=error), enabled=True, require=True)
+        held = verification.decide(found, [run(status, error=error)], enabled=True, require=True)
         assert held.state == "held" and held.posted == [] and why in held.reason
 
-    no_run = verification.decide(found, None, enabled=True, require=False)
+    no_run = verification.decide(found, [], enabled=True, require=False)
     assert no_run.state == "unverified" and no_run.reason == "the verify job has no run"
     # Verification off, or nothing to verify: posted exactly as found, no label
     for off in (
-        verification.decide(found, None, enabled=False, require=True),
-        verification.decide([], run("failed"), enabled=True, require=True),
+        verification.decide(found, [], enabled=False, require=True),
+        verification.decide([], [run("failed")], enabled=True, require=True),
     ):
         assert (
             off.state == "off"
@@ -268,6 +269,67 @@ def test_the_verify_job_is_one_per_head_and_claim_and_never_a_file():
         verification.verify_job(rec, "both", "d")
 
 
+def test_a_posting_split_over_parts_has_one_stable_job_per_part_and_its_path_says_which():
+    rec = record(verify_parts={"final": 3})
+    jobs = verification.verify_jobs(rec, "final", "d-1")
+    assert [j.path for j in jobs] == ["/verify/final/1of3", "/verify/final/2of3", "/verify/final/3of3"]
+    assert len({j.job_id for j in jobs}) == 3
+    assert [verification.part_of(j) for j in jobs] == [("final", 0, 3), ("final", 1, 3), ("final", 2, 3)]
+    assert [parse_message(j.to_message()) for j in jobs] == jobs  # valid JobsQueue messages
+    assert all(path_problem(j.path) is not None for j in jobs)
+    assert [j.path for j in verification.verify_jobs(record(), "final", "d")] == ["/verify/final"]  # one part
+    assert (
+        verification.part_key("final", 1, 3) == "final/2of3"
+        and verification.part_key("final", 0, 1) == "final"
+    )
+    for bad in (
+        "/verify/final/0of3",
+        "/verify/final/4of3",
+        "/verify/final/x",
+        "/verify/final/2of",
+        "/verify/x/1of2",
+    ):
+        job = replace(jobs[0], path=bad)
+        with pytest.raises(ValueError):
+            verification.part_of(job)
+    with pytest.raises(ValueError):
+        verification.verify_job(rec, "final", "d", 3, 3)
+
+
+def test_the_parts_keep_a_files_candidates_together_balanced_and_in_rank_order():
+    assert [verification.parts_for(n, 10) for n in (0, 1, 10, 11, 30, 31)] == [1, 1, 1, 2, 3, 4]
+    found = [finding(f"{i:02x}", path=p) for i, p in enumerate("aabacddaeeeefa")]
+    parts = verification.split(found, 3)
+    assert sorted(f["fingerprint"] for p in parts for f in p) == sorted(
+        f["fingerprint"] for f in found
+    )  # all once
+    for p in parts:
+        assert [found.index(f) for f in p] == sorted(found.index(f) for f in p)  # rank order kept
+    paths = [{f["path"] for f in p} for p in parts]
+    assert all(not (a & b) for i, a in enumerate(paths) for b in paths[i + 1 :])  # a file in one part only
+    assert sorted(len(p) for p in parts) == [4, 5, 5]  # a (5), e (4), d (2), b, c, f: as even as files allow
+    assert verification.split(found, 3) == parts  # every part's job computes the same split
+    assert verification.split(found, 1) == [found]
+
+
+def test_verdicts_of_every_part_are_applied_and_a_part_without_them_posts_its_candidates_unverified():
+    found = [finding("aa"), finding("bb"), finding("cc")]
+    part_one = run("succeeded", [StoredVerdict("aa", "keep", "real"), StoredVerdict("bb", "drop", "no")])
+    part_two = run("succeeded", [StoredVerdict("cc", "keep", "real")])
+    both = verification.decide(found, [part_one, part_two], enabled=True, require=False)
+    assert both.state == "verified" and [f["fingerprint"] for f in both.posted] == ["aa", "cc"]
+    assert both.reason == ""
+    failed = run("failed", error="the model refused (cyber)")
+    one = verification.decide(found, [part_one, failed], enabled=True, require=False)
+    assert one.state == "verified" and [(f["fingerprint"], f.get("verified")) for f in one.posted] == [
+        ("aa", True),
+        ("cc", False),  # the failed part's candidate, posted labelled
+    ]
+    assert one.reason == "1 of 2 verify runs: verification failed (the model refused (cyber))"
+    none = verification.decide(found, [failed, None], enabled=True, require=False)
+    assert none.state == "unverified" and none.reason.startswith("verification failed")
+
+
 def test_the_claim_the_fan_in_verifies_and_when_the_verify_job_is_not_needed():
     done = {"x", "y"}
     assert wanted_claim(record(done_ids=done)) == "final"
@@ -307,7 +369,7 @@ def test_the_check_details_list_dropped_and_merged_findings_within_githubs_limit
     found = [finding(f"{i:02x}", title=f"Finding {i} " + "é" * 50) for i in range(400)]
     stored = [StoredVerdict("00", "keep", "real", merges=("01",))]
     stored += [StoredVerdict(f"{i:02x}", "drop", "not there " + "ü" * 100) for i in range(2, 400)]
-    checked = verification.decide(found, run("succeeded", stored), enabled=True, require=False)
+    checked = verification.decide(found, [run("succeeded", stored)], enabled=True, require=False)
     text = verify_text.verification_details(checked)
     assert len(text.encode("utf-8")) <= verify_text.MAX_CHECK_TEXT
     assert "### Dropped by the verifier (398)" in text and "### Merged into another finding (1)" in text
@@ -317,7 +379,7 @@ def test_the_check_details_list_dropped_and_merged_findings_within_githubs_limit
     small = verify_text.verification_details(checked, limit=2000)
     assert len(small.encode("utf-8")) <= 2000
     assert (
-        verify_text.verification_details(verification.decide(found[:1], None, enabled=False, require=False))
+        verify_text.verification_details(verification.decide(found[:1], [], enabled=False, require=False))
         == ""
     )
 

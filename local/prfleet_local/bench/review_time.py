@@ -71,7 +71,8 @@ class Variant:
 # (a review call's max_tokens of output: $0.45) until it settles: a PR's open reservations plus its spend must stay
 # under the PR's limit, so more review calls at once, or a big PR near its limit, are re-queued for
 # BudgetRetrySeconds. The verify pass (issue 24 item 2) is the last lines: `default` runs with it (Verification on),
-# `verify_off` without it, `verify_low` and `verify_haiku` with a lower VerifyEffort or a faster VerifyModel.
+# `verify_off` without it, `verify_low` and `verify_haiku` with a lower VerifyEffort or a faster VerifyModel,
+# `verify_one_run` with every candidate in one verify run (as before VerifyCandidatesPerRun).
 VARIANTS = (
     Variant("default", "the template's defaults", sizes=SIZES),
     Variant("pr_budget_10", "PrBudgetUsd 10 (default 2)", {"PrBudgetUsd": "10"}, sizes=(10, 30)),
@@ -96,6 +97,11 @@ VARIANTS = (
         "verify_haiku",
         "the verify run on the Haiku tier (VerifyModel claude-haiku-5-5; default: ReviewModel's Sonnet)",
         {"VerifyModel": "claude-haiku-5-5"},
+    ),
+    Variant(
+        "verify_one_run",
+        "one verify run per head (VerifyCandidatesPerRun 100; default 10: the candidates split over runs)",
+        {"VerifyCandidatesPerRun": "100"},
     ),
 )
 

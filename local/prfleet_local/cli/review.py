@@ -99,15 +99,17 @@ class Reviewed:
         return sum(int(r.get("cost_micros") or 0) for r in self.runs)
 
     def _verdicts(self) -> dict[str, Any]:
-        """What the head's verify run (its final posting's, else its partial's) made of the findings, by
+        """What the head's verify runs (its final posting's, else its partial's) made of the findings, by
         fingerprint: kept (verified, with the final severity), dropped or merged (left out of the review)."""
-        verify_runs = sorted(
-            (r for r in self.runs if r.get("agent") == VERIFY_AGENT),
-            key=lambda r: r.get("path") != "/verify/final",
-        )
-        stored = next((v for r in verify_runs if (v := verification.stored_verdicts(r)) is not None), None)
-        if stored is None:
+        by_claim: dict[str, list[Any]] = {}
+        for r in self.runs:
+            if r.get("agent") == VERIFY_AGENT:
+                claim = str(r.get("path") or "").removeprefix(verification.VERIFY_PATH_PREFIX).split("/")[0]
+                by_claim.setdefault(claim, []).append(verification.stored_verdicts(r))
+        parts = by_claim.get("final") or by_claim.get("partial") or []  # each verify run of the posting
+        if all(v is None for v in parts):
             return {}
+        stored = [v for vs in parts if vs is not None for v in vs]
         found = [f for r in self.runs for f in json.loads(r.get("findings") or "[]")]
         judged = judge(found, stored)
         out: dict[str, Any] = {fingerprint_in(f): f for f in judged.kept}

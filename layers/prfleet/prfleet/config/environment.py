@@ -125,6 +125,7 @@ class Settings:
     # -- the verification pass (issue 24 item 2): one verify run per PR head and posting before it is posted;
     # its model is models["verify"] (VerifyModel, empty = ReviewModel's), its effort efforts["verify"]
     verification: bool = True  # Verification on/off; off posts every candidate as before
+    verify_candidates_per_run: int = 10  # VerifyCandidatesPerRun: more are split over runs in parallel
 
 
 def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -186,6 +187,7 @@ def settings() -> Settings:
         or os.path.join(tempfile.gettempdir(), "prfleet-snapshots"),
         **_conversation_settings(),
         verification=_choice("VERIFICATION", "on", ("on", "off")) == "on",
+        verify_candidates_per_run=_bounded("VERIFY_CANDIDATES_PER_RUN", 10, 1, 100),
     )
 
 

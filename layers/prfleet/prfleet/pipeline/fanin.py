@@ -13,11 +13,12 @@ What is posted for a head:
 A superseded head gets nothing but its check completed as neutral with the reason.
 
 The verification pass (issue 24; Verification on, and the head has candidates): before a posting is claimed, its
-verify job is sent once per head and claim (heads.mark_verify_sent, a conditional write); the posting waits for it
-and, once it has ended (finish_verify), posts only what the verdicts keep (pipeline.verification.decide). A verify
-job that could not run (deferred, failed, no verdicts) posts the candidates labelled unverified, or, when the
-repository's .prfleet.toml sets require_verification, holds them: the check run says so and why, and they are
-posted when a later verify run succeeds (a deferred verify job comes back with the sweeper).
+verify jobs are sent once per head and claim (heads.mark_verify_sent, a conditional write): one, or one per
+VerifyCandidatesPerRun candidates, run in parallel (pipeline.verification.split); the posting waits for them and,
+once the last has ended (finish_verify), posts only what the verdicts keep (pipeline.verification.decide). A
+verify job that could not run (deferred, failed, no verdicts) posts its candidates labelled unverified, or, when
+the repository's .prfleet.toml sets require_verification, holds the posting: the check run says so and why, and
+it is posted when a later verify run succeeds (a deferred verify job comes back with the sweeper).
 
 GitHub errors while posting: 401/403/404 (and other 4xx) cannot be fixed by retrying, so the check run is completed
 as failure with the client's explanation (when GitHub still lets us) and the error is logged; rate limits, 5xx and
@@ -113,15 +114,16 @@ def finish_job(client_for: Any, job: FileJob, outcome: str) -> str | None:
 
 def finish_verify(client_for: Any, job: FileJob, outcome: str) -> str | None:
     """Count the outcome of a head's verify job (once); then post the posting it verified, if it is still owed."""
-    claim = verification.claim_of(job)
+    claim, part, parts = verification.part_of(job)
     with tracing.subsegment("fan_in") as span:
-        record = heads.record_verify_outcome(job.repo, job.number, job.head_sha, claim, outcome)
+        key = verification.part_key(claim, part, parts)
+        record = heads.record_verify_outcome(job.repo, job.number, job.head_sha, key, outcome)
         if record is None:  # counted already (redelivery), or the head is gone
             record = heads.head_record(job.repo, job.number, job.head_sha)
             if record is None:
                 return None
         posted = _post(client_for, record, job.delivery_id)
-        span.metadata(outcome=outcome, posted=posted, verify=claim)
+        span.metadata(outcome=outcome, posted=posted, verify=key)
         return posted
 
 
@@ -175,42 +177,62 @@ def _post(client_for: Any, record: heads.HeadRecord, delivery_id: str = "-") -> 
 
 
 def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_id: str) -> bool:
-    """Whether the posting this record owes waits for its verify job: sent now (once per head and claim), still
+    """Whether the posting this record owes waits for its verify jobs: sent now (once per head and claim), still
     running, or held for the repository's require_verification. False: post now (verified, unverified, nothing
     to verify, or no posting owed, which claim_post then refuses)."""
     want = posting.wanted_claim(record)
     if want is None:
         return False
-    if want in record.verify_done or want in record.verify_deferred:
-        return _hold(client_for, record, want)
     if want in record.verify_sent:
-        return True  # on its way: its ending posts
-    if not head_candidates(record):
+        if not verify_ended(record, want):
+            return True  # on their way: the last one's ending posts
+        return _hold(client_for, record, want)
+    found = verification.to_verify(head_candidates(record))
+    if not found:
         return False  # nothing to verify: posted as before
-    if heads.mark_verify_sent(record, want):
-        job = verification.verify_job(record, want, delivery_id)
+    parts = verification.parts_for(len(found), settings().verify_candidates_per_run)
+    if heads.mark_verify_sent(record, want, parts):
+        record.verify_parts[want] = parts
+        jobs = verification.verify_jobs(record, want, delivery_id)
         try:
-            job_runs.reopen_run(job)  # a head planned again verifies again (its earlier run was finished)
-            sqs.send_file_jobs([job])
+            for job in jobs:
+                job_runs.reopen_run(job)  # a head planned again verifies again (its earlier run was finished)
+            sqs.send_file_jobs(jobs)
         except Exception:
-            heads.unmark_verify_sent(record, want)  # let a redelivery send it
+            heads.unmark_verify_sent(record, want)  # let a redelivery send them
             raise
     return True
 
 
+def verify_ended(record: heads.HeadRecord, claim: str) -> bool:
+    """Whether every verify job of the posting `claim` has ended (or was deferred: it comes back later)."""
+    ended = record.verify_done | record.verify_deferred
+    parts = record.verify_parts.get(claim, 1)
+    return all(verification.part_key(claim, i, parts) in ended for i in range(parts))
+
+
+def verify_runs(record: heads.HeadRecord, claim: str) -> list[dict[str, Any] | None]:
+    """The run record of each verify job of the posting `claim` (None for a job with no run)."""
+    return [job_runs.get_run(job) for job in verification.verify_jobs(record, claim, "-")]
+
+
 def _hold(client_for: Any, record: heads.HeadRecord, claim: str) -> bool:
-    """Hold the posting when its verify job ended without verdicts and the repository requires verification:
-    the check run says what is held and why (completed, neutral). A superseded head is never held."""
+    """Hold the posting when one of its verify jobs ended without verdicts and the repository requires
+    verification: the check run says what is held and why (completed, neutral). A superseded head is never
+    held."""
     if not repo_config.requires_verification(record.repo_config):
         return False
-    run = job_runs.get_run(verification.verify_job(record, claim, "-"))
-    if verification.stored_verdicts(run) is not None or (run or {}).get("status") == "superseded":
+    runs = verify_runs(record, claim)
+    if any((run or {}).get("status") == "superseded" for run in runs):
+        return False
+    missing = [run for run in runs if verification.stored_verdicts(run) is None]
+    if not missing:
         return False
     found = head_candidates(record)
     if not found:
         return False
-    reason = verification.why_unverified(run)
-    waiting = (run or {}).get("status") == "deferred"
+    reason = verification.why_unverified(missing[0])
+    waiting = any((run or {}).get("status") == "deferred" for run in missing)
     _complete_check(
         client_for(record.installation_id),
         record,
@@ -309,9 +331,9 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
     if claim == "final":  # once per review cycle: a partial posting's are counted again in the final one
         _count_suppressed(dismissed, runs)
     already = posting.recorded_fingerprints(record.repo, record.number)
-    checked, verify_run = _verified(record, claim, findings, already)
-    if verify_run and verify_run.get("status") in job_runs.FINAL:  # its cost in the table, never a failed job
-        counts["verify"] = _verify_row(verify_run)
+    checked, ran = _verified(record, claim, findings, already)
+    if ran:  # their cost in the table, never a failed job
+        counts["verify"] = _verify_row(ran)
     if checked.state != "off":  # the kept (or labelled) candidates, and those already posted (not repeated)
         fresh = {verification.fingerprint_in(f) for f in verification.candidates(findings, already)}
         findings = checked.posted + [f for f in findings if verification.fingerprint_in(f) not in fresh]
@@ -371,26 +393,28 @@ def _publish_leased(gh: Any, record: heads.HeadRecord, claim: str) -> None:
 
 def _verified(
     record: heads.HeadRecord, claim: str, findings: list[dict[str, Any]], already: set[str]
-) -> tuple[verification.Verification, dict[str, Any] | None]:
-    """What the verification pass makes of this posting (the verify run's verdicts applied, or the candidates
+) -> tuple[verification.Verification, list[dict[str, Any]]]:
+    """What the verification pass makes of this posting (the verify runs' verdicts applied, or the candidates
     labelled unverified; "off" when no verify job was sent for it: Verification off, nothing to verify), and
-    the verify job's run."""
+    the verify jobs' finished runs."""
     sent = settings().verification and claim in record.verify_sent
-    run = job_runs.get_run(verification.verify_job(record, claim, "-")) if sent else None
+    runs = verify_runs(record, claim) if sent else []
     found = verification.candidates(findings, already)
-    return verification.decide(found, run, enabled=sent, require=False), run
+    checked = verification.decide(found, runs, enabled=sent, require=False)
+    return checked, [r for r in runs if r and r.get("status") in job_runs.FINAL]
 
 
-def _verify_row(run: dict[str, Any]) -> dict[str, Any]:
-    """The verify run's row of the summary table: its cost, counted as ran (or cached) when it produced verdicts;
-    a verify run that failed is not a failed review job (the candidates were posted unverified, and say so)."""
-    status = str(run.get("status"))
+def _verify_row(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The verify runs' row of the summary table: their cost, counted as ran (or cached) when they produced
+    verdicts; a verify run that failed is not a failed review job (its candidates were posted unverified, and
+    say so)."""
+    statuses = [str(r.get("status")) for r in runs]
     return {
         "findings": 0,
-        "cost_micros": int(run.get("cost_micros") or 0),
-        "succeeded": int(status in ("succeeded", "partial")),
-        "cached": int(status == "cached"),
-        "skipped": int(status in ("skipped", "superseded")),
+        "cost_micros": sum(int(r.get("cost_micros") or 0) for r in runs),
+        "succeeded": sum(s in ("succeeded", "partial") for s in statuses),
+        "cached": sum(s == "cached" for s in statuses),
+        "skipped": sum(s in ("skipped", "superseded") for s in statuses),
     }
 
 

@@ -27,17 +27,20 @@ CLAIMS = ("partial", "final")
 VERIFIED_STATUSES = frozenset({"succeeded", "cached"})
 
 
-def verify_job(record: HeadRecord, claim: str, delivery_id: str) -> FileJob:
-    """The verify job of one posting of a head: stable across redeliveries (its job id is the head, the path
-    sentinel and the agent), carrying the delivery that completed the head as its correlation id."""
+def verify_job(record: HeadRecord, claim: str, delivery_id: str, part: int = 0, parts: int = 1) -> FileJob:
+    """The verify job of one posting of a head (or of its `part` of `parts`, when its candidates are split over
+    several runs: `split`): stable across redeliveries (its job id is the head, the path sentinel and the
+    agent), carrying the delivery that completed the head as its correlation id."""
     if claim not in CLAIMS:
         raise ValueError(f"no verify job for claim {claim!r}")
+    if not 0 <= part < parts:
+        raise ValueError(f"no verify part {part} of {parts}")
     return FileJob(
         repo=record.repo,
         number=record.number,
         head_sha=record.head_sha,
         base_sha="",
-        path=VERIFY_PATH_PREFIX + claim,
+        path=VERIFY_PATH_PREFIX + part_key(claim, part, parts),
         blob_sha="",
         agent=VERIFY_AGENT,
         installation_id=record.installation_id,
@@ -45,17 +48,64 @@ def verify_job(record: HeadRecord, claim: str, delivery_id: str) -> FileJob:
     )
 
 
+def verify_jobs(record: HeadRecord, claim: str, delivery_id: str) -> list[FileJob]:
+    """Every verify job of one posting of a head: as many as the parts it was sent in (heads.mark_verify_sent)."""
+    parts = record.verify_parts.get(claim, 1)
+    return [verify_job(record, claim, delivery_id, i, parts) for i in range(parts)]
+
+
+def part_key(claim: str, part: int, parts: int) -> str:
+    """What the head record counts for one verify job ('final', or 'final/2of3' when split): its path's tail."""
+    return claim if parts == 1 else f"{claim}/{part + 1}of{parts}"
+
+
 def is_verify_job(job: FileJob) -> bool:
     """Whether `job` is a head's verify job (not a file job)."""
     return job.agent == VERIFY_AGENT and job.path.startswith(VERIFY_PATH_PREFIX)
 
 
-def claim_of(job: FileJob) -> str:
-    """The posting claim a verify job verifies ('partial' or 'final'); ValueError for any other job."""
-    claim = job.path.removeprefix(VERIFY_PATH_PREFIX)
+def part_of(job: FileJob) -> tuple[str, int, int]:
+    """The posting claim a verify job verifies ('partial' or 'final'), its part and the number of parts;
+    ValueError for any other job."""
+    tail = job.path.removeprefix(VERIFY_PATH_PREFIX)
+    claim, _, part = tail.partition("/")
     if not is_verify_job(job) or claim not in CLAIMS:
         raise ValueError(f"{job.path!r} is not a verify job's path")
-    return claim
+    if not part:
+        return claim, 0, 1
+    number, sep, parts = part.partition("of")
+    if not (sep and number.isdigit() and parts.isdigit() and 1 <= int(number) <= int(parts)):
+        raise ValueError(f"{job.path!r} is not a verify job's path")
+    return claim, int(number) - 1, int(parts)
+
+
+def claim_of(job: FileJob) -> str:
+    """The posting claim a verify job verifies ('partial' or 'final'); ValueError for any other job."""
+    return part_of(job)[0]
+
+
+def parts_for(found: int, per_run: int) -> int:
+    """How many verify runs weigh `found` candidates at `per_run` each (VerifyCandidatesPerRun): at least one."""
+    return max(1, -(-found // max(1, per_run)))
+
+
+def split(found: Sequence[Mapping[str, Any]], parts: int) -> list[list[Mapping[str, Any]]]:
+    """The candidates of each verify run when one posting's are split over `parts` runs in parallel (pure and
+    deterministic: every part's job computes the same split from the same candidates).
+
+    A file's candidates stay in one part, so duplicates on a file (the usual kind: two agents on the same lines)
+    are still merged; the files go, largest first, to the part with the fewest candidates so far. A run sees
+    only its part, so a duplicate across files in different parts is not merged (both are judged on their own).
+    Each part keeps the candidates' rank order."""
+    if parts <= 1:
+        return [list(found)]
+    by_path: dict[str, list[int]] = {}
+    for i, f in enumerate(found):
+        by_path.setdefault(str(f.get("path") or ""), []).append(i)
+    buckets: list[list[int]] = [[] for _ in range(parts)]
+    for indexes in sorted(by_path.values(), key=lambda ix: (-len(ix), ix[0])):
+        min(buckets, key=len).extend(indexes)
+    return [[found[i] for i in sorted(b)] for b in buckets]
 
 
 def candidates(findings: Iterable[Mapping[str, Any]], already_posted: Iterable[str]) -> list[dict[str, Any]]:
@@ -119,10 +169,11 @@ def why_unverified(run: Mapping[str, Any] | None) -> str:
 class Verification:
     """What the verification pass means for one posting.
 
-    state: "off" (Verification off, or nothing to verify: posted as before), "verified" (the verify run's
+    state: "off" (Verification off, or nothing to verify: posted as before), "verified" (the verify runs'
         verdicts applied), "unverified" (it could not run: every candidate posted, labelled), "held" (it could not
         run and the repository requires verification: nothing posted yet);
-    reason: why unverified or held; candidates: how many there were; judged: the verdicts' effect (verified)."""
+    reason: why unverified or held (verified: why a part's run gave no verdicts, if one did not); candidates: how
+        many there were; judged: the verdicts' effect (verified)."""
 
     state: str
     candidates: int = 0
@@ -140,23 +191,30 @@ class Verification:
 
 def decide(
     found: Sequence[Mapping[str, Any]],
-    run: Mapping[str, Any] | None,
+    runs: Sequence[Mapping[str, Any] | None],
     *,
     enabled: bool,
     require: bool,
 ) -> Verification:
-    """The posting decision (pure): `found` are the posting's candidates (`candidates`), `run` the verify job's run
-    record (None when no verify job ran), `enabled` the deployment's Verification, `require` the repository's
-    require_verification. Verified: the kept findings, plus (labelled unverified) any candidate no verdict
-    covers; unverified: every candidate labelled; held: nothing."""
+    """The posting decision (pure): `found` are the posting's candidates (`candidates`), `runs` the run records of
+    its verify jobs (one per part; none when no verify job ran), `enabled` the deployment's Verification,
+    `require` the repository's require_verification. Verified (at least one run has verdicts): the kept
+    findings, plus (labelled unverified) any candidate no verdict covers, a part that could not run included;
+    unverified: every candidate labelled; held: nothing."""
     if not enabled or not found:
         return Verification("off", len(found), posted=[dict(f) for f in found])
-    verdicts = stored_verdicts(run)
-    if verdicts is not None:
-        judged = judge(found, verdicts)
+    stored = [stored_verdicts(r) for r in runs]
+    missing = [why_unverified(r) for r, v in zip(runs, stored, strict=True) if v is None] or (
+        [why_unverified(None)] if not runs else []
+    )
+    if any(v is not None for v in stored):
+        judged = judge(found, [v for vs in stored if vs is not None for v in vs])
         unjudged = [dict(f, verified=False) for f in judged.unjudged]
-        return Verification("verified", len(found), judged=judged, posted=judged.kept + unjudged)
-    reason = why_unverified(run)
+        reason = f"{len(missing)} of {len(runs)} verify runs: {missing[0]}" if missing else ""
+        return Verification(
+            "verified", len(found), reason=reason, judged=judged, posted=judged.kept + unjudged
+        )
+    reason = missing[0]
     if require:
         return Verification("held", len(found), reason=reason)
     unverified = [dict(f, verified=False) for f in found]

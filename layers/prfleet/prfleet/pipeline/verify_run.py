@@ -3,7 +3,8 @@
 Its story, in `process` and `_claim_and_verify` (read them top to bottom):
   1. the head record and the PR's current head (strongly consistent reads);
   2. before the claim: is Verification off, the head superseded, the job out of attempts (endings.before_claim),
-     its posting already made or replaced by the final one, are there no candidates, are its verdicts cached
+     its posting already made or replaced by the final one, are there no candidates (in its part, when the
+     posting's candidates were split over several verify runs: verification.split), are its verdicts cached
      (the sorted candidates' fingerprints, the verify model, the prompt version and the team's recent
      rejections it is shown: `team_rejections`)?
   3. the claim of the run (a duplicate delivery stops here), then the spend-limit circuit and the run's cost cap;
@@ -77,7 +78,8 @@ def process(
     if ending is not None:
         return finish(at, ending)
     assert record is not None and spec is not None  # not_needed and before_claim said so
-    found = verification.to_verify(fanin.head_candidates(record))
+    _claim, part, parts = verification.part_of(job)
+    found = verification.split(verification.to_verify(fanin.head_candidates(record)), parts)[part]
     if not found:
         return finish(at, unclaimed(job, "skipped", "no candidate findings to verify"))
     shown = team_rejections(job.repo, record.repo_config)

@@ -5,7 +5,8 @@ Keys (pk PR#<repo>#<n>):
   HEAD          the current head sha of the PR (latest head wins)
   SHA#<sha>     planned job count, finished and deferred job id sets, per-agent outcome counts (n_<agent>_<outcome>),
                 the check run id, the head's repo config and skipped files; the verify state (the posting claims
-                whose verify job was sent, has ended, or was deferred: verify_sent, verify_done, verify_deferred);
+                whose verify job was sent, and how many parts it was split in, verify_parts_<claim>; the verify
+                jobs that have ended, or were deferred: verify_done, verify_deferred);
                 prfleet.store.posting keeps its post claims on the same item
 """
 
@@ -75,6 +76,9 @@ class HeadRecord:
     verify_sent: set[str] = field(default_factory=set)
     verify_done: set[str] = field(default_factory=set)
     verify_deferred: set[str] = field(default_factory=set)
+    # how many verify runs each claim's candidates were split over (VerifyCandidatesPerRun); verify_done and
+    # verify_deferred then count each part ('final/2of3': pipeline.verification.part_key)
+    verify_parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def complete(self) -> bool:
@@ -88,6 +92,9 @@ class HeadRecord:
     @property
     def waiting_on_budget(self) -> int:
         return len(self.deferred_ids - self.done_ids)
+
+
+_PARTS = "verify_parts_"  # + claim: the number of verify runs its candidates were split over
 
 
 def _head_record(item: dict[str, Any]) -> HeadRecord:
@@ -108,6 +115,7 @@ def _head_record(item: dict[str, Any]) -> HeadRecord:
         verify_sent=set(item.get("verify_sent", set())),
         verify_done=set(item.get("verify_done", set())),
         verify_deferred=set(item.get("verify_deferred", set())),
+        verify_parts={k.removeprefix(_PARTS): int(v) for k, v in item.items() if k.startswith(_PARTS)},
     )
 
 
@@ -195,10 +203,10 @@ def record_outcome(job: FileJob, outcome: str) -> HeadRecord | None:
     return _head_record(plain(reply["Attributes"]))
 
 
-def mark_verify_sent(record: HeadRecord, claim: str) -> bool:
-    """Take the right to send the verify job of this head's posting `claim`, once: False when another worker
-    took it (the head's last outcome counted twice, a redelivery). The caller sends the job, and gives the right
-    back (unmark_verify_sent) if the send fails, so a redelivery sends it instead.
+def mark_verify_sent(record: HeadRecord, claim: str, parts: int = 1) -> bool:
+    """Take the right to send the verify jobs of this head's posting `claim` (`parts` of them), once: False when
+    another worker took it (the head's last outcome counted twice, a redelivery). The caller sends the jobs, and
+    gives the right back (unmark_verify_sent) if the send fails, so a redelivery sends them instead.
 
     Each take writes its own token, as posting.claim_post does: when DynamoDB applied it and the response was
     lost, botocore's retry fails the condition on our own write, and the stored token says it is ours. Refusing
@@ -208,13 +216,14 @@ def mark_verify_sent(record: HeadRecord, claim: str) -> bool:
         client("dynamodb").update_item(
             TableName=state_table(),
             Key=head_record_key(record.repo, record.number, record.head_sha),
-            UpdateExpression="ADD verify_sent :c SET #token = :token",
+            UpdateExpression="ADD verify_sent :c SET #token = :token, #parts = :parts",
             ConditionExpression="attribute_exists(pk) AND NOT contains(verify_sent, :claim)",
-            ExpressionAttributeNames={"#token": _verify_token(claim)},
+            ExpressionAttributeNames={"#token": _verify_token(claim), "#parts": _PARTS + claim},
             ExpressionAttributeValues={
                 ":c": {"SS": [claim]},
                 ":claim": {"S": claim},
                 ":token": {"S": token},
+                ":parts": {"N": str(int(parts))},
             },
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
@@ -235,8 +244,8 @@ def unmark_verify_sent(record: HeadRecord, claim: str) -> None:
     client("dynamodb").update_item(
         TableName=state_table(),
         Key=head_record_key(record.repo, record.number, record.head_sha),
-        UpdateExpression="DELETE verify_sent :c REMOVE #token",
-        ExpressionAttributeNames={"#token": _verify_token(claim)},
+        UpdateExpression="DELETE verify_sent :c REMOVE #token, #parts",
+        ExpressionAttributeNames={"#token": _verify_token(claim), "#parts": _PARTS + claim},
         ExpressionAttributeValues={":c": {"SS": [claim]}},
     )
 
@@ -244,7 +253,8 @@ def unmark_verify_sent(record: HeadRecord, claim: str) -> None:
 def record_verify_outcome(
     repo: str, number: int, head_sha: str, claim: str, outcome: str
 ) -> HeadRecord | None:
-    """Count the outcome of the verify job of posting `claim`, idempotently (a redelivery is not counted twice):
+    """Count the outcome of the verify job `claim` (a posting claim, or one part of it: 'final/2of3'),
+    idempotently (a redelivery is not counted twice):
     a final outcome into verify_done, a deferral into verify_deferred. Returns the head record after the update,
     or None when this outcome was already counted (or the head is gone)."""
     set_name = "verify_done" if outcome in FINAL else "verify_deferred"
