@@ -106,9 +106,13 @@ def runs_by_path(number: int, head: str) -> dict[tuple[str, str], dict]:
     }
 
 
-def verify_run(number: int, head: str) -> dict | None:
-    """The head's verify run of its final posting, if it had one."""
-    return next((r for r in job_runs.runs_of_head(REPO, number, head) if r["path"] == "/verify/final"), None)
+def verify_runs(number: int, head: str) -> list[dict]:
+    """The head's verify runs of its final posting (one per part: VerifyCandidatesPerRun)."""
+    return [
+        r
+        for r in job_runs.runs_of_head(REPO, number, head)
+        if r["agent"] == "verify" and r["path"].startswith("/verify/final")
+    ]
 
 
 def wait_for(predicate, timeout: float = 60.0) -> bool:
@@ -197,8 +201,9 @@ class TestPullRequestLife:
         assert all(c["path"] == "shop/pricing.py" for c in review["comments"])
         assert "already posted on an earlier commit" in review["body"]
         # the verify pass weighed only what this head adds: findings already on the PR are not verified again
-        first, second = verify_run(number, old), verify_run(number, head)
-        assert second["status"] == "succeeded" and 0 < int(second["candidates"]) < int(first["candidates"])
+        first, second = verify_runs(number, old), verify_runs(number, head)
+        assert first and second and all(r["status"] == "succeeded" for r in second)
+        assert 0 < sum(int(r["candidates"]) for r in second) < sum(int(r["candidates"]) for r in first)
         (summary,) = summary_comments(box, number)  # edited in place, not posted anew
         assert summary["edits"] >= 1 and head[:12] in summary["body"]
         assert check_of(box, head)["conclusion"] == "success"

@@ -10,6 +10,7 @@ import uuid
 import pytest
 
 from prfleet.jobs import FileJob
+from prfleet.pipeline import verification
 from prfleet.store import heads, job_runs
 from prfleet_local.demo import sample
 from prfleet_local.demo.run import REPO, sandbox
@@ -108,9 +109,13 @@ def test_sample_pr_gets_one_review_with_the_seeded_bugs_and_a_green_check(box, r
     (check,) = box.github.check_runs_for(head)
     assert (check["status"], check["conclusion"]) == ("completed", "success")
     record = heads.head_record(REPO, number, head)
-    # one run per planned file job, and the head's verify run beside them (issue 24)
+    # one run per planned file job, and the head's verify runs beside them (issue 24): the sample PR has more
+    # candidates than VerifyCandidatesPerRun (10), so they were split over runs in parallel
     assert record.planned == len([r for r in runs if r["agent"] != "verify"]) and record.final
-    assert [r["path"] for r in runs if r["agent"] == "verify"] == ["/verify/final"]
+    verify = sorted((r for r in runs if r["agent"] == "verify"), key=lambda r: r["path"])
+    assert [r["path"] for r in verify] == [j.path for j in verification.verify_jobs(record, "final", "-")]
+    assert len(verify) > 1 and all(r["status"] == "succeeded" for r in verify)
+    assert all(0 < int(r["candidates"]) <= 10 for r in verify)
     assert {"path": "assets/logo.png", "reason": "binary"} in record.skipped_files
     assert {"path": "docs/generated/api.md", "reason": "ignored by pattern"} in record.skipped_files
 
