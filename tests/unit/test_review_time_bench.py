@@ -77,3 +77,18 @@ def test_bench_runs_the_parts_named_and_refuses_an_unknown_one(monkeypatch, caps
     assert '"review_time": {\n    "stub": true' in capsys.readouterr().out
     assert bench_main.main(["nope"]) == 2
     assert "no part 'nope'" in capsys.readouterr().err
+
+
+def test_the_verify_phase_is_what_the_verify_runs_add_after_the_last_file_job():
+    runs = [
+        {"agent": "review", "updated_at": 100, "duration_ms": 20_000},
+        {"agent": "docs", "updated_at": 104, "duration_ms": 7_000},
+        {"agent": "verify", "updated_at": 131, "duration_ms": 26_500, "candidates": 9},
+        {"agent": "verify", "updated_at": 140, "duration_ms": 35_000, "candidates": 12},
+    ]
+    assert review_time._verify_phase(runs) == {
+        "verify_candidates": [9, 12],
+        "verify_s": [26.5, 35.0],
+        "verify_phase_s": 36,
+    }
+    assert review_time._verify_phase(runs[:2]) == {}  # Verification off: nothing to add

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from prfleet.agents.specs import VERIFY_AGENT
 from prfleet.jobs import sqs
 from prfleet_local.cli.review import BASE_BRANCH, HEAD_BRANCH, review_range
 from prfleet_local.demo.model_choice import ModelChoice
@@ -231,6 +232,23 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
         "job_s_mean": round(job_s / max(1, len(done.runs)), 1),
         "planted_bugs": len(bugs),
         "planted_bug_files_with_findings": sum(1 for path, _ in bugs if any(p == path for p, _ in found)),
+        **_verify_phase(done.runs),
+    }
+
+
+def _verify_phase(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The verify pass's share: its runs' candidates and seconds (one per part), and the seconds from the last
+    file job's end to the last verify run's end (what the pass adds to the review's time, to the second)."""
+    verify = [r for r in runs if r.get("agent") == VERIFY_AGENT]
+    if not verify:
+        return {}
+    files_end = max(
+        (int(r.get("updated_at") or 0) for r in runs if r.get("agent") != VERIFY_AGENT), default=0
+    )
+    return {
+        "verify_candidates": [int(r.get("candidates") or 0) for r in verify],
+        "verify_s": [round(_job_seconds(r), 1) for r in verify],
+        "verify_phase_s": max(int(r.get("updated_at") or 0) for r in verify) - files_end,
     }
 
 
