@@ -400,3 +400,14 @@ def test_require_verification_is_a_repository_flag_off_by_default():
     assert requires_verification("require_verification = [") is False  # a broken file counts as absent
     with pytest.raises(RepoConfigError, match="require_verification must be true or false"):
         parse_repo_config('require_verification = "yes"\n')
+
+
+def test_a_part_that_gave_no_verdicts_is_named_in_the_review_line():
+    found = [finding("aa"), finding("bb")]
+    kept = run("succeeded", [StoredVerdict("aa", "keep", "real")])
+    checked = verification.decide(found, [kept, run("failed", error="refused")], enabled=True, require=False)
+    line = verify_text.review_line(checked)
+    assert (
+        "1 candidate(s) the verifier did not reach (1 of 2 verify runs: verification failed (refused))"
+        in line
+    )

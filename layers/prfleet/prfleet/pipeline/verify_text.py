@@ -48,9 +48,8 @@ def _line(v: Verification) -> str:
         if v.judged.dropped or v.judged.merged:
             text = text[:-1] + "; the check run's details list what was dropped or merged, and why."
         if v.judged.unjudged:
-            text += (
-                f" {len(v.judged.unjudged)} candidate(s) the verifier did not reach are marked {UNVERIFIED}."
-            )
+            why = f" ({v.reason})" if v.reason else ""
+            text += f" {len(v.judged.unjudged)} candidate(s) the verifier did not reach{why} are marked {UNVERIFIED}."
         return text
     if v.state == "unverified":
         return (
