@@ -297,8 +297,12 @@ def test_a_posting_split_over_parts_has_one_stable_job_per_part_and_its_path_say
 
 
 def test_the_parts_keep_a_files_candidates_together_balanced_and_in_rank_order():
-    assert [verification.parts_for(n, 10) for n in (0, 1, 10, 11, 30, 31)] == [1, 1, 1, 2, 3, 4]
+    on_files = [[finding(f"{i:02x}", path=f"f{i % 8}") for i in range(n)] for n in (0, 1, 10, 11, 30, 31)]
+    assert [verification.parts_for(found, 10) for found in on_files] == [1, 1, 1, 2, 3, 4]
+    one_file = [finding(f"{i:02x}") for i in range(25)]
+    assert verification.parts_for(one_file, 10) == 1  # never a part with nothing in it
     found = [finding(f"{i:02x}", path=p) for i, p in enumerate("aabacddaeeeefa")]
+    assert verification.parts_for(found, 1) == 6  # as many parts as files, at most
     parts = verification.split(found, 3)
     assert sorted(f["fingerprint"] for p in parts for f in p) == sorted(
         f["fingerprint"] for f in found
@@ -328,6 +332,12 @@ def test_verdicts_of_every_part_are_applied_and_a_part_without_them_posts_its_ca
     assert one.reason == "1 of 2 verify runs: verification failed (the model refused (cyber))"
     none = verification.decide(found, [failed, None], enabled=True, require=False)
     assert none.state == "unverified" and none.reason.startswith("verification failed")
+    # a part skipped (nothing in it, or its posting already made) leaves nothing unverified
+    skipped = run("skipped", error="no candidate findings to verify")
+    assert not verification.lacks_verdicts(skipped) and verification.lacks_verdicts(failed)
+    assert verification.lacks_verdicts(None)
+    both_and_skipped = verification.decide(found, [part_one, part_two, skipped], enabled=True, require=True)
+    assert both_and_skipped.state == "verified" and both_and_skipped.reason == ""
 
 
 def test_the_claim_the_fan_in_verifies_and_when_the_verify_job_is_not_needed():

@@ -190,7 +190,7 @@ def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_
     found = verification.to_verify(head_candidates(record))
     if not found:
         return False  # nothing to verify: posted as before
-    parts = verification.parts_for(len(found), settings().verify_candidates_per_run)
+    parts = verification.parts_for(found, settings().verify_candidates_per_run)
     if heads.mark_verify_sent(record, want, parts):
         record.verify_parts[want] = parts
         jobs = verification.verify_jobs(record, want, delivery_id)
@@ -225,7 +225,7 @@ def _hold(client_for: Any, record: heads.HeadRecord, claim: str) -> bool:
     runs = verify_runs(record, claim)
     if any((run or {}).get("status") == "superseded" for run in runs):
         return False
-    missing = [run for run in runs if verification.stored_verdicts(run) is None]
+    missing = [run for run in runs if verification.lacks_verdicts(run)]
     if not missing:
         return False
     found = head_candidates(record)

@@ -84,9 +84,11 @@ def claim_of(job: FileJob) -> str:
     return part_of(job)[0]
 
 
-def parts_for(found: int, per_run: int) -> int:
-    """How many verify runs weigh `found` candidates at `per_run` each (VerifyCandidatesPerRun): at least one."""
-    return max(1, -(-found // max(1, per_run)))
+def parts_for(found: Sequence[Mapping[str, Any]], per_run: int) -> int:
+    """How many verify runs weigh `found` at `per_run` candidates each (VerifyCandidatesPerRun): at least one, and
+    no more than the files they are on (a file's candidates stay in one part: `split`)."""
+    files = len({str(f.get("path") or "") for f in found})
+    return max(1, min(-(-len(found) // max(1, per_run)), files))
 
 
 def split(found: Sequence[Mapping[str, Any]], parts: int) -> list[list[Mapping[str, Any]]]:
@@ -140,6 +142,12 @@ def cache_key(
     shown = sorted(json.dumps(dict(r), sort_keys=True, default=str) for r in rejections)
     raw = "\x1f".join(["verify", model, prompt_version, *fps, *(["rejections", *shown] if shown else [])])
     return "verify:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def lacks_verdicts(run: Mapping[str, Any] | None) -> bool:
+    """Whether a verify job's run leaves its candidates unverified: no verdicts, and not skipped (a part with no
+    candidate, or a posting already made: nothing of it waits for verdicts)."""
+    return stored_verdicts(run) is None and (run or {}).get("status") != "skipped"
 
 
 def stored_verdicts(run: Mapping[str, Any] | None) -> list[StoredVerdict] | None:
@@ -204,9 +212,7 @@ def decide(
     if not enabled or not found:
         return Verification("off", len(found), posted=[dict(f) for f in found])
     stored = [stored_verdicts(r) for r in runs]
-    missing = [why_unverified(r) for r, v in zip(runs, stored, strict=True) if v is None] or (
-        [why_unverified(None)] if not runs else []
-    )
+    missing = [why_unverified(r) for r in runs if lacks_verdicts(r)]
     if any(v is not None for v in stored):
         judged = judge(found, [v for vs in stored if vs is not None for v in vs])
         unjudged = [dict(f, verified=False) for f in judged.unjudged]
@@ -214,7 +220,7 @@ def decide(
         return Verification(
             "verified", len(found), reason=reason, judged=judged, posted=judged.kept + unjudged
         )
-    reason = missing[0]
+    reason = (missing or [why_unverified(runs[0] if runs else None)])[0]
     if require:
         return Verification("held", len(found), reason=reason)
     unverified = [dict(f, verified=False) for f in found]
