@@ -92,3 +92,9 @@ def test_the_verify_phase_is_what_the_verify_runs_add_after_the_last_file_job():
         "verify_phase_s": 36,
     }
     assert review_time._verify_phase(runs[:2]) == {}  # Verification off: nothing to add
+
+
+def test_a_run_says_on_which_attempt_its_job_ended():
+    assert review_time._attempt({"job": '{"attempt": 2, "path": "a.py"}'}) == 2
+    assert review_time._attempt({"job": '{"path": "a.py"}'}) == 0
+    assert review_time._attempt({}) == 0

@@ -232,8 +232,18 @@ def review_once(box: Any, files: int, seed: int, *, timeout: float) -> dict[str,
         "job_s_mean": round(job_s / max(1, len(done.runs)), 1),
         "planted_bugs": len(bugs),
         "planted_bug_files_with_findings": sum(1 for path, _ in bugs if any(p == path for p, _ in found)),
+        # jobs re-queued at least once (budget pressure, rate limit, stuck), by agent: time spent waiting
+        "requeued": dict(Counter(str(r.get("agent")) for r in done.runs if _attempt(r) > 0)),
         **_verify_phase(done.runs),
     }
+
+
+def _attempt(run: Mapping[str, Any]) -> int:
+    """The attempt the run's job ended on (0: its first delivery did it)."""
+    try:
+        return int(json.loads(str(run.get("job") or "{}")).get("attempt") or 0)
+    except ValueError:
+        return 0
 
 
 def _verify_phase(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
