@@ -18,6 +18,7 @@ from prfleet.agents.verdicts import (
     parse_verdicts,
 )
 from prfleet.config.repo_config import RepoConfigError, learns, parse_repo_config, requires_verification
+from prfleet.cost import pricing
 from prfleet.jobs import parse_message
 from prfleet.pipeline import render, verification, verify_text
 from prfleet.pipeline.verify_run import not_needed, team_rejections
@@ -303,6 +304,10 @@ def test_the_parts_keep_a_files_candidates_together_balanced_and_in_rank_order()
     assert verification.parts_for(one_file, 10) == 1  # never a part with nothing in it
     found = [finding(f"{i:02x}", path=p) for i, p in enumerate("aabacddaeeeefa")]
     assert verification.parts_for(found, 1) == 6  # as many parts as files, at most
+    # as many as the PR's budget holds calls of at once
+    assert verification.parts_for(found, 1, at_once=3) == 3
+    assert verification.parts_for(found, 1, at_once=0) == 1  # one, whose call the ledger then refuses or not
+
     parts = verification.split(found, 3)
     assert sorted(f["fingerprint"] for p in parts for f in p) == sorted(
         f["fingerprint"] for f in found
@@ -314,6 +319,16 @@ def test_the_parts_keep_a_files_candidates_together_balanced_and_in_rank_order()
     assert sorted(len(p) for p in parts) == [4, 5, 5]  # a (5), e (4), d (2), b, c, f: as even as files allow
     assert verification.split(found, 3) == parts  # every part's job computes the same split
     assert verification.split(found, 1) == [found]
+
+
+def test_the_parts_at_once_are_the_verify_calls_the_prs_budget_holds_reserved_together():
+    worst = pricing.worst_case_micros(
+        "claude-sonnet-5-5", verification.VERIFY_INPUT_TOKENS, 32_000, inference_geo="us"
+    )
+    assert verification.calls_at_once(3 * worst, "claude-sonnet-5-5", 32_000) == 3
+    assert verification.calls_at_once(3 * worst - 1, "claude-sonnet-5-5", 32_000) == 2
+    assert verification.calls_at_once(-5, "claude-sonnet-5-5", 32_000) == 0  # the PR already over its limit
+    assert verification.calls_at_once(10**9, "claude-unknown-9", 32_000) is None  # no price: no cap
 
 
 def test_verdicts_of_every_part_are_applied_and_a_part_without_them_posts_its_candidates_unverified():

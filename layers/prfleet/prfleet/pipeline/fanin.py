@@ -36,6 +36,7 @@ import uuid
 from collections import defaultdict
 from typing import Any
 
+from prfleet.agents import verify_spec
 from prfleet.agents.findings import relation_in
 from prfleet.config import repo_config, settings
 from prfleet.github import GitHubError, GitHubRateLimited, GitHubUnprocessable
@@ -190,7 +191,7 @@ def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_
     found = verification.to_verify(head_candidates(record))
     if not found:
         return False  # nothing to verify: posted as before
-    parts = verification.parts_for(found, settings().verify_candidates_per_run)
+    parts = _verify_parts(record, found)
     if heads.mark_verify_sent(record, want, parts):
         record.verify_parts[want] = parts
         jobs = verification.verify_jobs(record, want, delivery_id)
@@ -202,6 +203,21 @@ def _waits_for_verification(client_for: Any, record: heads.HeadRecord, delivery_
             heads.unmark_verify_sent(record, want)  # let a redelivery send them
             raise
     return True
+
+
+def _verify_parts(record: heads.HeadRecord, found: list[dict[str, Any]]) -> int:
+    """How many verify runs the posting's candidates are split over: VerifyCandidatesPerRun each, as many as the
+    PR's budget (PrBudgetUsd less what this head's jobs cost) can hold calls of reserved at once."""
+    cfg = settings()
+    spec = verify_spec(cfg)
+    spent = sum(int(r.get("cost_micros") or 0) for r in _counted_runs(record))
+    room = int(cfg.pr_budget_usd * 1_000_000) - spent
+    at_once = (
+        None
+        if spec is None
+        else verification.calls_at_once(room, spec.model, spec.max_tokens, cfg.inference_geo)
+    )
+    return verification.parts_for(found, cfg.verify_candidates_per_run, at_once)
 
 
 def verify_ended(record: heads.HeadRecord, claim: str) -> bool:

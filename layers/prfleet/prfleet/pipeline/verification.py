@@ -16,6 +16,7 @@ from typing import Any
 
 from prfleet.agents.specs import VERIFY_AGENT
 from prfleet.agents.verdicts import MAX_CANDIDATES, Judged, StoredVerdict, fingerprint_in, judge
+from prfleet.cost import pricing
 from prfleet.jobs import FileJob
 from prfleet.pipeline import noise
 from prfleet.store.heads import HeadRecord
@@ -84,11 +85,34 @@ def claim_of(job: FileJob) -> str:
     return part_of(job)[0]
 
 
-def parts_for(found: Sequence[Mapping[str, Any]], per_run: int) -> int:
-    """How many verify runs weigh `found` at `per_run` candidates each (VerifyCandidatesPerRun): at least one, and
-    no more than the files they are on (a file's candidates stay in one part: `split`)."""
+# The input tokens of a verify run's largest call (its candidates, their code and what it read so far), to size
+# the parts by what the PR's budget can hold reserved at once: an estimate; the ledger reserves each call at its
+# own bound.
+VERIFY_INPUT_TOKENS = 30_000
+
+
+def parts_for(found: Sequence[Mapping[str, Any]], per_run: int, at_once: int | None = None) -> int:
+    """How many verify runs weigh `found` at `per_run` candidates each (VerifyCandidatesPerRun): at least one, no
+    more than the files they are on (a file's candidates stay in one part: `split`), and no more than `at_once`,
+    the verify calls the PR's budget can hold reserved together (`calls_at_once`): every call is reserved at its
+    worst case until it settles, and a part whose call does not fit waits BudgetRetrySeconds, longer than a
+    bigger part takes (measured: docs/performance.md)."""
     files = len({str(f.get("path") or "") for f in found})
-    return max(1, min(-(-len(found) // max(1, per_run)), files))
+    parts = max(1, min(-(-len(found) // max(1, per_run)), files))
+    return parts if at_once is None else max(1, min(parts, at_once))
+
+
+def calls_at_once(room_micros: int, model: str, max_tokens: int, inference_geo: str = "") -> int | None:
+    """How many verify calls of `model` fit `room_micros` (what the PR's budget has left) reserved at once, each at
+    its worst case (VERIFY_INPUT_TOKENS in, max_tokens out, the dearest geo when none is fixed); None when the
+    price table does not know the model (the ledger will refuse its calls anyway: no cap here)."""
+    try:
+        worst = pricing.worst_case_micros(
+            model, VERIFY_INPUT_TOKENS, max_tokens, inference_geo=inference_geo or "us"
+        )
+    except pricing.UnknownModel:
+        return None
+    return max(0, room_micros) // max(1, worst)
 
 
 def split(found: Sequence[Mapping[str, Any]], parts: int) -> list[list[Mapping[str, Any]]]:
