@@ -236,9 +236,10 @@ def test_a_failed_verify_run_posts_the_candidates_labelled_unverified(tmp_path):
 
 
 def test_an_unaffordable_verify_run_posts_the_candidates_labelled_unverified(tmp_path):
-    # The file jobs' calls fit the day's $2 (each reserved at its worst case, two at a time); the verify run's first
-    # call on a dearer model (its worst case over $2) does not: it is deferred to the next budget day.
-    params = {"DailyBudgetUsd": 2, "AgentMaxConcurrency": 2, "VerifyModel": "claude-opus-4-1"}
+    # The file jobs' calls fit the day's $1.20 (each reserved at its worst case, two at a time: a review call's is
+    # about $0.45); the verify run's first call on a dearer model (its worst case $1.50 at 16,000 max_tokens) does
+    # not: it is deferred to the next budget day.
+    params = {"DailyBudgetUsd": 1.2, "AgentMaxConcurrency": 2, "VerifyModel": "claude-opus-4-1"}
     with sandbox(
         tmp_path,
         parameters=params,

@@ -185,8 +185,10 @@ DEFAULT_LIMITS: dict[str, dict[str, int]] = {
     "review": {"max_iterations": 30, "max_tokens": 32_000, "max_run_tokens": 600_000},
     "tests": {"max_iterations": 30, "max_tokens": 16_000, "max_run_tokens": 300_000},
     "docs": {"max_iterations": 30, "max_tokens": 16_000, "max_run_tokens": 300_000},
-    # every candidate of a head, with its code, then the reads that confirm or refute them
-    "verify": {"max_iterations": 30, "max_tokens": 32_000, "max_run_tokens": 600_000},
+    # a part of a head's candidates (VerifyCandidatesPerRun, 10), with its code, then the reads that confirm or
+    # refute them: its verdicts and the thinking behind them fit 16k as the tests and docs agents' reports do (one
+    # max_tokens stop is continued at 2x); its worst case is what the PR's budget holds per part at once
+    "verify": {"max_iterations": 30, "max_tokens": 16_000, "max_run_tokens": 600_000},
 }
 MODEL_MAX_OUTPUT = 128_000  # Sonnet 5.5 / Haiku 5.5 model pages; a continuation never asks for more
 # Models that take both output_config.effort and adaptive thinking, matched on the Claude API id the price table

@@ -225,7 +225,7 @@ def _provider_settings() -> dict[str, str]:
 # The verify run (one per PR head) weighs every candidate against the code it reads: medium, between the review's
 # depth and the tests/docs agents' quick checks (VerifyEffort).
 DEFAULT_EFFORTS = {"review": "high", "tests": "low", "docs": "low", "verify": "medium"}
-DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000, "verify": 32_000}
+DEFAULT_MAX_TOKENS = {"review": 32_000, "tests": 16_000, "docs": 16_000, "verify": 16_000}
 _EFFORT_VALUES = ("low", "medium", "high", "xhigh", "max")
 
 

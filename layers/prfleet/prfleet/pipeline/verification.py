@@ -88,7 +88,7 @@ def claim_of(job: FileJob) -> str:
 # The input tokens of a verify run's largest call (its candidates, their code and what it read so far), to size
 # the parts by what the PR's budget can hold reserved at once: an estimate; the ledger reserves each call at its
 # own bound.
-VERIFY_INPUT_TOKENS = 30_000
+VERIFY_INPUT_TOKENS = 40_000
 
 
 def parts_for(found: Sequence[Mapping[str, Any]], per_run: int, at_once: int | None = None) -> int:
